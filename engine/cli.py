@@ -1,0 +1,423 @@
+"""The headless command line: `train --headless`, `sample` and `eval`. The TUI's entry point reuses it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import config as cfg
+from .errors import CharRNNError, ConfigError
+
+DEFAULTS = cfg.TrainConfig()
+MODEL_DEFAULTS = cfg.ModelConfig()
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=100)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '2h', '1h30m' or plain seconds -> seconds."""
+    text = text.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+    if not text or not parts or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 10m, 2h)")
+    h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    d, md = DEFAULTS, MODEL_DEFAULTS
+    parser.add_argument("corpus", nargs="?", default=None, metavar="CORPUS",
+                        help="text file, folder of .txt files, CSV file, or a bundled corpus: "
+                             "shakespeare, timemachine, jokes (default: shakespeare)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--csv-column", metavar="NAME", help="train on this column of a CSV file")
+    data.add_argument("--ascii", action="store_true", help="fold the text to ASCII with unidecode")
+    data.add_argument("--encoding", metavar="NAME", help="text encoding (default: UTF-8, or the file's BOM)")
+    data.add_argument("--tokens", choices=cfg.TOKEN_KINDS, help=f"character or word model (default: {d.tokens})")
+    data.add_argument("--min-freq", type=int, metavar="N",
+                      help=f"word level: rarer words become <unk> (default: {d.min_freq})")
+    data.add_argument("--val-fraction", type=float, metavar="F",
+                      help=f"last fraction of the text held out for validation (default: {d.val_fraction})")
+
+    model = parser.add_argument_group("model (a preset sets these; flags override it)")
+    model.add_argument("--preset", choices=[*cfg.PRESETS, "auto"], default="auto",
+                       help="tiny (tests, demos), small (CPU), large (GPU); auto picks by device (default: auto)")
+    model.add_argument("--model", choices=cfg.MODEL_KINDS, help=f"cell type (default: {md.kind})")
+    model.add_argument("--layers", type=int, metavar="N", help="recurrent layers")
+    model.add_argument("--hidden", type=int, metavar="N", help="hidden units per layer")
+    model.add_argument("--embedding", type=int, metavar="N", help="embedding size; 0 means one-hot input")
+    model.add_argument("--one-hot", action="store_true", help="one-hot input, as the classic char-rnn")
+    model.add_argument("--dropout", type=float, metavar="P", help="dropout between layers and before the head")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--seq-len", type=int, metavar="T", help="steps of backprop through time")
+    train.add_argument("--batch-size", type=int, metavar="B", help="parallel streams per batch")
+    train.add_argument("--sampler", choices=cfg.SAMPLERS,
+                       help=f"sequential streams carry the hidden state; random windows do not (default: {d.sampler})")
+    train.add_argument("--optimizer", choices=cfg.OPTIMIZERS, help=f"(default: {d.optimizer})")
+    train.add_argument("--lr", type=positive_float, metavar="LR", help="peak learning rate")
+    train.add_argument("--weight-decay", type=float, metavar="W", help=f"(default: {d.weight_decay})")
+    train.add_argument("--grad-clip", type=float, metavar="N",
+                       help=f"clip the global gradient norm; 0 turns it off (default: {d.grad_clip})")
+    train.add_argument("--warmup-steps", type=int, metavar="N", help="linear learning-rate warm-up")
+    train.add_argument("--no-lr-decay", action="store_true",
+                       help="keep the learning rate flat instead of cosine decay to the stop condition")
+    train.add_argument("--seed", type=int, metavar="N", help=f"(default: {d.seed})")
+
+    stop = parser.add_argument_group("stop conditions (default: train until stopped)")
+    stop.add_argument("--max-steps", type=int, metavar="N")
+    stop.add_argument("--max-epochs", type=positive_float, metavar="N")
+    stop.add_argument("--max-time", type=parse_duration, metavar="DURATION", help="e.g. 90s, 10m, 2h")
+
+    report = parser.add_argument_group("evaluation, checkpoints and samples")
+    report.add_argument("--eval-interval", type=int, metavar="STEPS", help="validate every N steps")
+    report.add_argument("--eval-tokens", type=int, metavar="N",
+                        help="validate on the first N tokens of the split (default: all of it)")
+    report.add_argument("--checkpoint-interval", type=int, metavar="STEPS",
+                        help=f"save every N steps; 0 only at the end (default: {d.checkpoint_interval})")
+    report.add_argument("--sample-interval", type=parse_duration, metavar="DURATION",
+                        help=f"live sample every so often; 0 turns them off (default: {d.sample_interval:g}s)")
+    report.add_argument("--sample-length", type=int, metavar="N", help=f"(default: {d.sample_length})")
+    report.add_argument("--temperature", type=positive_float, metavar="T", help=f"(default: {d.temperature})")
+    report.add_argument("--top-k", type=int, metavar="K")
+    report.add_argument("--top-p", type=float, metavar="P")
+
+    machine = parser.add_argument_group("machine and runs")
+    machine.add_argument("--device", choices=cfg.DEVICES, help="(default: auto: CUDA, then MPS, then CPU)")
+    machine.add_argument("--precision", choices=cfg.PRECISIONS, help="(default: auto: bf16 on CUDA, else fp32)")
+    machine.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's choice)")
+    machine.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
+    machine.add_argument("--name", metavar="NAME", help="run name (default: corpus-model-time)")
+    machine.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                         help="continue the latest run, or the named run, run folder or checkpoint")
+
+
+# Flag name -> (config field, whether it belongs to the model config).
+_TRAIN_FLAGS = {
+    "csv_column": ("csv_column", False), "encoding": ("encoding", False), "tokens": ("tokens", False),
+    "min_freq": ("min_freq", False), "val_fraction": ("val_fraction", False), "model": ("kind", True),
+    "layers": ("layers", True), "hidden": ("hidden", True), "embedding": ("embedding", True),
+    "dropout": ("dropout", True), "seq_len": ("seq_len", False), "batch_size": ("batch_size", False),
+    "sampler": ("sampler", False), "optimizer": ("optimizer", False), "lr": ("lr", False),
+    "weight_decay": ("weight_decay", False), "grad_clip": ("grad_clip", False),
+    "warmup_steps": ("warmup_steps", False), "seed": ("seed", False), "max_steps": ("max_steps", False),
+    "max_epochs": ("max_epochs", False), "max_time": ("max_time", False),
+    "eval_interval": ("eval_interval", False), "eval_tokens": ("eval_tokens", False),
+    "checkpoint_interval": ("checkpoint_interval", False), "sample_interval": ("sample_interval", False),
+    "sample_length": ("sample_length", False), "temperature": ("temperature", False), "top_k": ("top_k", False),
+    "top_p": ("top_p", False), "device": ("device", False), "precision": ("precision", False),
+    "threads": ("threads", False),
+}
+
+
+def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
+    """Defaults, then the preset, then the flags the user gave."""
+    preset = args.preset
+    if preset == "auto":
+        from .device import pick_device
+
+        preset = cfg.preset_for_device(pick_device(args.device or "auto").type)
+    config = cfg.apply_preset(cfg.TrainConfig(corpus=args.corpus, ascii=args.ascii), preset)
+    top, model = {}, {}
+    for flag, (name, is_model) in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            (model if is_model else top)[name] = value
+    if args.one_hot:
+        model["embedding"] = 0
+    if args.no_lr_decay:
+        top["lr_decay"] = False
+    config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
+    cfg.validate(config)
+    return config
+
+
+def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, flag) for flag, (name, is_model) in _TRAIN_FLAGS.items()
+            if not is_model and getattr(args, flag) is not None}
+
+
+def make_trainer(args: argparse.Namespace, on_event):  # -> Trainer
+    """A Trainer for parsed train arguments: a new run, or `--resume`."""
+    from .runs import default_runs_dir, resolve_checkpoint
+    from .trainer import Trainer
+
+    runs_dir = args.runs_dir or default_runs_dir()
+    if args.resume is not None:
+        path = resolve_checkpoint(args.resume or None, runs_dir)
+        return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args))
+    return Trainer(config_from_args(args), on_event=on_event, runs_dir=runs_dir, run_name=args.name)
+
+
+# ---- train --headless ---------------------------------------------------------------------------
+class ProgressPrinter:
+    """Turns events into a progress line (rewritten in place on a terminal) and a JSONL log."""
+
+    def __init__(self, out: TextIO = sys.stdout, jsonl: TextIO | None = None, interval: float = 2.0):
+        self.out, self.jsonl, self.interval = out, jsonl, interval
+        self.tty = out.isatty()
+        self.last_line = 0.0
+        self.info = None
+        self.val: str = ""
+        self.recent: list[float] = []
+
+    def __call__(self, event) -> None:
+        from . import events as ev
+
+        if self.jsonl is not None:
+            record = {"event": type(event).__name__, "time": round(time.time(), 3), **dataclasses.asdict(event)}
+            self.jsonl.write(json.dumps(record, default=str) + "\n")
+            self.jsonl.flush()
+        if isinstance(event, ev.Started):
+            i = self.info = event.info
+            self._line(f"run {i.run_name} in {i.run_dir}")
+            self._line(f"corpus {i.corpus_source}: {i.corpus_chars:,} chars, {i.token_kind} vocab {i.vocab_size}, "
+                       f"train {i.train_tokens:,} / validation {i.val_tokens:,} tokens (last "
+                       f"{i.config['val_fraction']:.0%})")
+            self._line(f"model {i.model_kind} {i.layers}x{i.hidden}, embedding {i.embedding or 'one-hot'}, "
+                       f"{i.parameters:,} parameters, preset {i.preset}; batch {i.batch_size} x seq {i.seq_len}; "
+                       f"{i.device_name} ({i.precision})" + (f"; resumed at step {i.resumed_step}"
+                                                             if i.resumed_step else ""))
+        elif isinstance(event, ev.Progress):
+            self.recent = (self.recent + list(event.losses))[-100:]
+            now = time.monotonic()
+            if now - self.last_line >= self.interval:
+                self.last_line = now
+                self._progress(event)
+        elif isinstance(event, ev.Evaluated):
+            self._line(f"step {event.step}: validation {event.nats:.4f} nats/token, {event.bits:.3f} bits, "
+                       f"perplexity {event.perplexity:.2f}" + (" (best)" if event.is_best else "")
+                       + f" [{event.seconds:.1f}s]")
+        elif isinstance(event, ev.SampleFinished):
+            self._line("--- sample ---\n" + event.text.rstrip("\n") + "\n--------------")
+        elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
+            self._line(f"step {event.step}: checkpoint saved to {event.path}")
+        elif isinstance(event, ev.StateChanged) and event.state in ("finished", "stopped"):
+            self._line(f"{event.state}" + (f": {event.reason}" if event.reason else ""))
+        elif isinstance(event, ev.Notice) and event.level != "error":
+            self._line(f"{event.level}: {event.message}")
+
+    def _progress(self, e) -> None:
+        unit = "chars" if self.info is None or self.info.token_kind == "char" else "tokens"
+        loss = sum(self.recent) / len(self.recent) if self.recent else float("nan")
+        eta = f" | ETA {format_seconds(e.eta_seconds)}" if e.eta_seconds is not None else ""
+        text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} | {e.tokens_per_s:,.0f} {unit}/s | "
+                f"lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
+        if self.tty:
+            self.out.write("\r\x1b[2K" + text)
+            self.out.flush()
+        else:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    jsonl = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
+    try:
+        printer = ProgressPrinter(jsonl=jsonl)
+        trainer = make_trainer(args, printer)
+        stop_on_signals(trainer)
+        state = trainer.run()
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+    return 0 if state in ("finished", "stopped") else 1
+
+
+def stop_on_signals(trainer) -> None:
+    """Ctrl+C, SIGTERM and SIGHUP (a dropped SSH session) save and stop; a second Ctrl+C quits at once."""
+    def handler(signum, frame):
+        if getattr(handler, "fired", False):
+            sys.stderr.write("\nstopping now, without saving\n")
+            raise SystemExit(130)
+        handler.fired = True
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping\n")
+        trainer.stop(save=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, handler)
+
+
+# ---- sample and eval ----------------------------------------------------------------------------
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
+    parser.add_argument("--prime", default="", help="text that warms up the hidden state (default: none)")
+    parser.add_argument("-n", "--length", type=int, default=500, help="tokens to generate (default: 500)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="(default: 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest (default: off)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: off)")
+    parser.add_argument("--greedy", action="store_true", help="always the likeliest token")
+    parser.add_argument("--seed", type=int, default=None, help="for a reproducible sample (default: random)")
+    parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
+    parser.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
+
+
+def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from .inference import load_model
+    from .runs import default_runs_dir, resolve_checkpoint
+    from .sampling import Continuation, SampleSettings, TextGenerator
+
+    settings = SampleSettings(length=args.length, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, greedy=args.greedy, seed=args.seed)
+    path = resolve_checkpoint(args.checkpoint, args.runs_dir or default_runs_dir())
+    loaded = load_model(path, args.device)
+    settings.validate(len(loaded.vocab))
+    generator = TextGenerator(loaded.model, loaded.vocab)
+    result = Continuation(args.prime)
+    pieces = generator.stream(args.prime, settings, result)
+    first = next(pieces, "")
+    for note in result.notes:
+        sys.stderr.write(f"prompt: {note}\n")
+    out.write(args.prime + first)
+    out.flush()
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return 0
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
+    parser.add_argument("file", metavar="FILE", help="text file (or folder, or bundled corpus name) to score")
+    parser.add_argument("--csv-column", metavar="NAME", help="score this column of a CSV file")
+    parser.add_argument("--encoding", metavar="NAME", help="text encoding (default: UTF-8, or the file's BOM)")
+    parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
+    parser.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
+
+
+def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from .corpus import load_corpus
+    from .evaluate import evaluate
+    from .inference import encode_for_eval, load_model
+    from .runs import default_runs_dir, resolve_checkpoint
+
+    path = resolve_checkpoint(args.checkpoint, args.runs_dir or default_runs_dir())
+    loaded = load_model(path, args.device)
+    corpus = load_corpus(args.file, csv_column=args.csv_column, encoding=args.encoding,
+                         ascii_only=loaded.config.ascii)
+    ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
+    result = evaluate(loaded.model, ids)
+    unit = "char" if loaded.vocab.kind == "char" else "token"
+    out.write(f"{corpus.source}: {result.tokens:,} {unit}s predicted; {result.nats:.4f} nats/{unit}, "
+              f"{result.bits:.4f} bits/{unit}, perplexity {result.perplexity:.3f}\n")
+    if unknown:
+        out.write(f"note: {unknown} characters not in the model's vocabulary were folded or skipped\n")
+    return 0
+
+
+# ---- entry point --------------------------------------------------------------------------------
+COMMANDS = ("train", "sample", "eval")
+
+
+def preset_table() -> str:
+    """The presets' values, so `--help` shows the defaults of the flags a preset sets."""
+    lines = ["presets (the defaults of the model and batch flags):"]
+    for name, p in cfg.PRESETS.items():
+        m = p["model"]
+        lines.append(
+            f"  {name:<6} {m['kind']} {m['layers']}x{m['hidden']}, embedding {m['embedding']}, dropout {m['dropout']}, "
+            f"seq-len {p['seq_len']}, batch-size {p['batch_size']}, lr {p['lr']}, warmup-steps {p['warmup_steps']}, "
+            f"eval-interval {p['eval_interval']}"
+        )
+    return "\n".join(lines)
+
+
+def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> argparse.ArgumentParser:
+    tui_line = f"  {prog} [CORPUS] [options]            open the TUI and train (options as for train)\n"
+    epilog = (
+        "commands:\n"
+        + ("" if headless_only else tui_line)
+        + f"  {prog} train [CORPUS] [options]      train; --headless for a plain progress line\n"
+        f"  {prog} sample CHECKPOINT [options]   generate text\n"
+        f"  {prog} eval CHECKPOINT FILE          loss, bits/char and perplexity on a text\n"
+        f"run '{prog} COMMAND --help' for a command's options"
+    )
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=HelpFormatter, epilog=epilog,
+        description="Train a character-level RNN on any text and watch it learn.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train = sub.add_parser("train", help="train a model", formatter_class=HelpFormatter,
+                           description="Train a model. Opens the TUI unless --headless is given.",
+                           epilog=preset_table())
+    add_train_arguments(train)
+    out = train.add_argument_group("output")
+    out.add_argument("--headless", action="store_true", default=headless_only,
+                     help="no TUI: print a progress line")
+    out.add_argument("--jsonl", metavar="FILE", help="also append every event as one JSON object per line")
+    add_sample_arguments(sub.add_parser("sample", help="generate text from a checkpoint",
+                                        formatter_class=HelpFormatter))
+    add_eval_arguments(sub.add_parser("eval", help="score a text file with a checkpoint",
+                                      formatter_class=HelpFormatter))
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sample":
+        return run_sample(args)
+    if args.command == "eval":
+        return run_eval(args)
+    return run_headless(args)
+
+
+def report_errors(fn, *a) -> int:
+    """Run fn; a CharRNNError becomes one line on stderr and exit status 2."""
+    try:
+        return fn(*a)
+    except CharRNNError as e:
+        sys.stderr.write(f"charrnn-tui: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("charrnn-tui: interrupted\n")
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m charrnn_tui.engine`: the headless commands only."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]
+    args = build_parser("python -m charrnn_tui.engine", headless_only=True).parse_args(argv)
+    return report_errors(dispatch, args)
+
+
+__all__ = ["ConfigError", "build_parser", "dispatch", "main", "make_trainer", "report_errors"]

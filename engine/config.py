@@ -1,0 +1,198 @@
+"""Run configuration: plain dataclasses, named presets, and validation of configs read from disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CheckpointError, ConfigError
+
+MODEL_KINDS = ("lstm", "gru", "rnn")
+TOKEN_KINDS = ("char", "word")
+SAMPLERS = ("sequential", "random")
+OPTIMIZERS = ("adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "lstm"
+    layers: int = 1
+    hidden: int = 256
+    embedding: int = 64  # 0 means one-hot input, as in the classic char-rnn
+    dropout: float = 0.0
+    vocab_size: int = 0  # set from the corpus
+
+
+@dataclass
+class TrainConfig:
+    # Data
+    corpus: str | None = None
+    csv_column: str | None = None
+    ascii: bool = False
+    encoding: str | None = None
+    tokens: str = "char"
+    min_freq: int = 2
+    val_fraction: float = 0.1
+    # Batching and optimisation
+    preset: str = "small"
+    seq_len: int = 128
+    batch_size: int = 32
+    sampler: str = "sequential"
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+    lr_decay: bool = True  # cosine decay to min_lr_ratio * lr, over whichever limit is set
+    min_lr_ratio: float = 0.1
+    # Stop conditions (None: no limit)
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_time: float | None = None  # seconds of training
+    # Reporting
+    eval_interval: int = 250  # steps
+    eval_tokens: int | None = None  # None: the whole validation split
+    checkpoint_interval: int = 1000  # steps; 0 turns periodic checkpoints off
+    report_interval: float = 0.25  # seconds between progress events
+    sample_interval: float = 15.0  # seconds between live samples; 0 turns them off
+    sample_length: int = 200
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    # Machine
+    seed: int = 1337
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    compile: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+# Presets set model size and the batch/optimiser settings that go with it.
+# Chosen by measurement on tiny-shakespeare: see bench/train_speed.py and the README.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds on any CPU: tests and demos.
+    "tiny": {
+        "model": {"kind": "lstm", "layers": 1, "hidden": 128, "embedding": 32, "dropout": 0.0},
+        "seq_len": 64, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20, "eval_interval": 100,
+    },
+    # A laptop CPU.
+    "small": {
+        "model": {"kind": "lstm", "layers": 1, "hidden": 384, "embedding": 64, "dropout": 0.0},
+        "seq_len": 128, "batch_size": 32, "lr": 4e-3, "warmup_steps": 50, "eval_interval": 200,
+    },
+    # A CUDA GPU.
+    "large": {
+        "model": {"kind": "lstm", "layers": 2, "hidden": 1024, "embedding": 128, "dropout": 0.2},
+        "seq_len": 256, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_interval": 250,
+    },
+}
+
+
+def preset_for_device(device_type: str) -> str:
+    return "large" if device_type == "cuda" else "small"
+
+
+def apply_preset(config: TrainConfig, name: str) -> TrainConfig:
+    """A copy of `config` with the preset's values; flags given by the user are applied after this."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (choose {', '.join(PRESETS)})")
+    values = dict(PRESETS[name])
+    model = dataclasses.replace(config.model, **values.pop("model"))
+    return dataclasses.replace(config, preset=name, model=model, **values)
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: Any) -> TrainConfig:
+    """Rebuild a config read from a checkpoint, checking every field's name and type first."""
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError("checkpoint config is malformed")
+    model = ModelConfig(**_checked_fields(ModelConfig, data["model"]))
+    values = _checked_fields(TrainConfig, {k: v for k, v in data.items() if k != "model"})
+    config = TrainConfig(**values, model=model)
+    try:
+        validate(config)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint config is invalid: {e}") from None
+    return config
+
+
+def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "model"}
+    defaults = cls()
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in known:
+            raise CheckpointError(f"checkpoint config has unknown field {name!r}")
+        default = getattr(defaults, name)
+        allowed = _allowed_types(known[name].type, default)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise CheckpointError(f"checkpoint config field {name!r} has the wrong type")
+        out[name] = value
+    return out
+
+
+def _allowed_types(annotation: Any, default: Any) -> tuple[type, ...]:
+    text = str(annotation)
+    types: list[type] = []
+    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if name in text:
+            types.append(typ)
+    if float in types:
+        types.append(int)
+    if "None" in text:
+        types.append(type(None))
+    return tuple(types) or (type(default),)
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid option."""
+    m = config.model
+    checks: list[tuple[bool, str]] = [
+        (m.kind in MODEL_KINDS, f"model kind must be one of {', '.join(MODEL_KINDS)}"),
+        (m.layers >= 1, "layers must be at least 1"),
+        (m.hidden >= 1, "hidden size must be at least 1"),
+        (m.embedding >= 0, "embedding size must be 0 (one-hot) or more"),
+        (0.0 <= m.dropout < 1.0, "dropout must be in [0, 1)"),
+        (config.tokens in TOKEN_KINDS, "tokens must be char or word"),
+        (config.min_freq >= 1, "min-freq must be at least 1"),
+        (0.0 < config.val_fraction < 0.5, "val-fraction must be in (0, 0.5)"),
+        (config.seq_len >= 1, "seq-len must be at least 1"),
+        (config.batch_size >= 1, "batch-size must be at least 1"),
+        (config.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}"),
+        (config.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+        (_finite_positive(config.lr), "lr must be a positive number"),
+        (config.grad_clip >= 0, "grad-clip must be 0 (off) or more"),
+        (config.warmup_steps >= 0, "warmup-steps must be 0 or more"),
+        (0.0 <= config.min_lr_ratio <= 1.0, "min-lr-ratio must be in [0, 1]"),
+        (config.max_steps is None or config.max_steps >= 1, "max-steps must be at least 1"),
+        (config.max_epochs is None or config.max_epochs > 0, "max-epochs must be positive"),
+        (config.max_time is None or config.max_time > 0, "max-time must be positive"),
+        (config.eval_interval >= 1, "eval-interval must be at least 1"),
+        (config.eval_tokens is None or config.eval_tokens >= 2, "eval-tokens must be at least 2"),
+        (config.checkpoint_interval >= 0, "checkpoint-interval must be 0 (off) or more"),
+        (config.report_interval > 0, "report-interval must be positive"),
+        (config.sample_interval >= 0, "sample-interval must be 0 (off) or more"),
+        (config.sample_length >= 0, "sample-length must be 0 or more"),
+        (_finite_positive(config.temperature), "temperature must be a positive number"),
+        (config.top_k is None or config.top_k >= 1, "top-k must be at least 1"),
+        (config.top_p is None or 0.0 < config.top_p <= 1.0, "top-p must be in (0, 1]"),
+        (config.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+        (config.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+        (config.threads is None or config.threads >= 1, "threads must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _finite_positive(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0

@@ -1,0 +1,122 @@
+"""What the training loop reports. A UI or a log consumes these; the loop never prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_name: str
+    run_dir: str
+    corpus_name: str
+    corpus_source: str
+    corpus_chars: int
+    train_tokens: int
+    val_tokens: int
+    token_kind: str
+    vocab_size: int
+    model_kind: str
+    layers: int
+    hidden: int
+    embedding: int
+    parameters: int
+    device: str  # "cuda", "cpu", "mps"
+    device_name: str  # GPU name or "CPU, N threads"
+    precision: str
+    preset: str
+    batch_size: int
+    seq_len: int
+    max_steps: int | None
+    max_epochs: float | None
+    max_time: float | None
+    resumed_step: int  # 0 for a fresh run
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    pass
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    info: RunInfo
+    # Loaded from the checkpoint on resume, so a UI can redraw the history.
+    train_history: tuple[float, ...] = ()
+    val_history: tuple[tuple[int, float], ...] = ()
+    samples: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    step: int
+    first_step: int  # step of losses[0]
+    losses: tuple[float, ...]  # one per step since the last report
+    epoch: float  # epochs done, fractional
+    tokens_per_s: float
+    lr: float
+    train_seconds: float  # training time so far, evaluation excluded
+    eta_seconds: float | None  # to the stop condition, or None without one
+    epoch_eta_seconds: float | None  # to the end of the current epoch
+    memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Evaluated(Event):
+    step: int
+    nats: float
+    bits: float
+    perplexity: float
+    best_nats: float
+    is_best: bool
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SampleStarted(Event):
+    sample_id: int
+    step: int
+    prompt: str
+    temperature: float
+    source: str  # "live" (periodic) or "prompt" (asked for by the user)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SampleText(Event):
+    sample_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class SampleFinished(Event):
+    sample_id: int
+    text: str  # the whole continuation, without the prompt
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    path: str
+    step: int
+    kind: str  # "latest" or "best"
+    saved_at: float  # time.time()
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    state: str  # "starting", "training", "paused", "finished", "stopped", "error"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SettingsChanged(Event):
+    temperature: float
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    message: str
+    level: str = "information"  # "information", "warning" or "error"

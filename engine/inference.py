@@ -1,0 +1,55 @@
+"""Loading a trained model from a checkpoint, for sampling and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import config as cfg
+from .checkpoint import load_checkpoint
+from .device import pick_device
+from .errors import CheckpointError, ConfigError, CorpusError
+from .model import CharRNN
+from .vocab import CharVocab, WordVocab, vocab_from_dict
+
+
+@dataclass
+class LoadedModel:
+    model: CharRNN
+    vocab: CharVocab | WordVocab
+    config: cfg.TrainConfig
+    step: int
+    best_val: float
+
+
+def load_model(path: Path, device: str = "auto") -> LoadedModel:
+    checkpoint = load_checkpoint(path)
+    config = cfg.from_dict(checkpoint.get("config"))
+    vocab = vocab_from_dict(checkpoint.get("vocab"))
+    if config.model.vocab_size != len(vocab):
+        raise CheckpointError(f"{path}: vocabulary size does not match the model")
+    model = CharRNN(config.model)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: model weights do not match its config ({_first_line(e)})") from None
+    model.to(pick_device(device)).eval()
+    return LoadedModel(model, vocab, config, int(checkpoint.get("step", 0)), float(checkpoint.get("best_val", "nan")))
+
+
+def encode_for_eval(vocab: CharVocab | WordVocab, text: str) -> tuple[torch.Tensor, int]:
+    """Ids of `text` and how many characters had to be folded or dropped as unknown."""
+    try:
+        return vocab.encode(text), 0
+    except ConfigError:
+        ids, notes = vocab.encode_prompt(text)
+    if len(ids) < 2:
+        raise CorpusError("text has fewer than 2 tokens the model knows")
+    return torch.tensor(ids, dtype=torch.long), len(notes)
+
+
+def _first_line(e: Any) -> str:
+    return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__

@@ -1,0 +1,124 @@
+"""Stateful, streaming generation: warm the state on a prompt, then one network step per token."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConfigError
+from .model import CharRNN, State, Stepper
+from .vocab import CharVocab, WordVocab
+
+
+@dataclass
+class SampleSettings:
+    length: int = 200
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    seed: int | None = None
+    chunk: int = 16  # tokens per yielded piece of text
+
+    def validate(self, vocab_size: int) -> None:
+        if self.length < 0:
+            raise ConfigError(f"length must be 0 or more, not {self.length}")
+        if not (self.temperature > 0 and self.temperature < float("inf")):
+            raise ConfigError(f"temperature must be a positive number, not {self.temperature}")
+        if self.top_k is not None and not 1 <= self.top_k <= vocab_size:
+            raise ConfigError(f"top-k must be between 1 and the vocabulary size ({vocab_size}), not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"top-p must be in (0, 1], not {self.top_p}")
+        if self.chunk < 1:
+            raise ConfigError("chunk must be at least 1")
+
+
+@dataclass
+class Continuation:
+    """What `generate` produced; `notes` say how unknown prompt characters were handled."""
+
+    prompt: str
+    notes: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+class TextGenerator:
+    def __init__(self, model: CharRNN, vocab: CharVocab | WordVocab):
+        self.model = model
+        self.vocab = vocab
+        self.stepper = Stepper(model)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.head.weight.device
+
+    def prepare(self, prompt: str) -> tuple[list[int], list[str]]:
+        """Prompt ids (unknown characters folded or dropped, with notes); never empty."""
+        ids, notes = self.vocab.encode_prompt(prompt)
+        if not ids:
+            # Start from a newline when there is one: the model has seen text start after it.
+            ids = [self.vocab.index.get("\n", 0)]
+        return ids, notes
+
+    @torch.no_grad()
+    def stream(self, prompt: str, settings: SampleSettings, result: Continuation | None = None) -> Iterator[str]:
+        """Yield the continuation of `prompt` in pieces of `settings.chunk` tokens, as produced."""
+        settings.validate(len(self.vocab))
+        ids, notes = self.prepare(prompt)
+        if result is not None:
+            result.notes.extend(notes)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            logits, state = self._warm_up(ids)
+            out = torch.empty(settings.length, dtype=torch.long, device=self.device)
+            done = 0
+            for i in range(settings.length):
+                token = _pick(logits, settings, generator)
+                out[i : i + 1] = token
+                if i + 1 < settings.length:
+                    logits, state = self.stepper.step(token, state)
+                if i + 1 - done >= settings.chunk or i + 1 == settings.length:
+                    piece = self.vocab.decode(out[done : i + 1].tolist())
+                    done = i + 1
+                    if result is not None:
+                        result.text += piece
+                    yield piece
+        finally:
+            if was_training:
+                self.model.train()
+
+    def generate(self, prompt: str, settings: SampleSettings) -> Continuation:
+        result = Continuation(prompt)
+        for _ in self.stream(prompt, settings, result):
+            pass
+        return result
+
+    def _warm_up(self, ids: list[int]) -> tuple[torch.Tensor, State]:
+        # One call over the whole prompt: the state is then carried, never recomputed.
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits, state = self.model(x)
+        return logits[:, -1], state
+
+
+def _pick(logits: torch.Tensor, s: SampleSettings, generator: torch.Generator) -> torch.Tensor:
+    """Next token (batch,) from logits (batch, vocab), on the device: no host round trip."""
+    if s.greedy:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / s.temperature
+    if s.top_k is not None and s.top_k < logits.size(-1):
+        kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if s.top_p is not None and s.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        # Keep the smallest set whose mass reaches top_p (the first token always stays).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > s.top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

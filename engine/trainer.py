@@ -1,0 +1,528 @@
+"""The training loop: truncated BPTT in steps, steered by queued requests, reporting through events.
+
+Only the thread that calls `run()` touches the model. Other threads (a UI) call the request
+methods (`pause`, `save_now`, `prompt`...), which queue work that the loop serves between steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import queue
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import config as cfg
+from .checkpoint import load_checkpoint, save_checkpoint
+from .corpus import load_corpus
+from .data import make_batcher, split_tokens
+from .device import autocast, configure_backends, describe_device, memory_in_use, pick_device, use_bf16
+from .errors import CharRNNError, CheckpointError
+from .evaluate import evaluate
+from .events import (
+    CheckpointSaved,
+    Evaluated,
+    Event,
+    Notice,
+    Progress,
+    RunInfo,
+    SampleFinished,
+    SampleStarted,
+    SampleText,
+    SettingsChanged,
+    Started,
+    StateChanged,
+)
+from .model import CharRNN, State, detach_state
+from .runs import BEST, LATEST, default_run_name, default_runs_dir, new_run_dir
+from .sampling import Continuation, SampleSettings, TextGenerator
+from .vocab import build_vocab, vocab_from_dict
+
+EventSink = Callable[[Event], None]
+MAX_SAVED_SAMPLES = 50
+
+# Fields a user may change when resuming; the rest must match the checkpoint.
+RESUMABLE_OVERRIDES = (
+    "max_steps", "max_epochs", "max_time", "eval_interval", "eval_tokens", "checkpoint_interval",
+    "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
+    "device", "precision", "threads",
+)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: cfg.TrainConfig | None = None,
+        *,
+        on_event: EventSink | None = None,
+        runs_dir: Path | None = None,
+        run_name: str | None = None,
+        resume: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+    ):
+        if config is None and resume is None:
+            raise ValueError("Trainer needs a config or a checkpoint to resume")
+        self.config = config
+        self.on_event = on_event or (lambda event: None)
+        self.runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+        self.run_name = run_name
+        self.resume_path = Path(resume) if resume else None
+        self.overrides = overrides or {}
+        self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.state = "starting"
+        self.step = 0
+        self.saved_step = 0
+        self._sample_ids = 0
+
+    # ---- requests: safe to call from any thread ---------------------------------------------
+    def pause(self) -> None:
+        self._requests.put(("pause", None))
+
+    def resume(self) -> None:
+        self._requests.put(("resume", None))
+
+    def toggle_pause(self) -> None:
+        self._requests.put(("toggle_pause", None))
+
+    def stop(self, save: bool = True) -> None:
+        self._requests.put(("stop", save))
+
+    def save_now(self) -> None:
+        self._requests.put(("save", None))
+
+    def sample_now(self) -> None:
+        self._requests.put(("sample", None))
+
+    def set_temperature(self, temperature: float) -> None:
+        self._requests.put(("temperature", float(temperature)))
+
+    def prompt(self, text: str, length: int | None = None) -> None:
+        self._requests.put(("prompt", (text, length)))
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Set up, train until a stop condition or a stop request, and return the final state."""
+        try:
+            self._setup()
+            self._loop()
+        except CharRNNError as e:
+            self._fail(str(e))
+            raise
+        except torch.cuda.OutOfMemoryError:
+            message = (
+                f"CUDA out of memory with batch-size {self.config.batch_size} and seq-len "
+                f"{self.config.seq_len}: lower --batch-size (or --seq-len, --hidden)"
+            )
+            self._fail(message)
+            raise CharRNNError(message) from None
+        except Exception as e:
+            self._fail(f"{type(e).__name__}: {e}")
+            raise
+        return self.state
+
+    def _fail(self, message: str) -> None:
+        self.state = "error"
+        self.emit(Notice(message, "error"))
+        self.emit(StateChanged("error", message))
+
+    def emit(self, event: Event) -> None:
+        self.on_event(event)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        checkpoint = None
+        if self.resume_path is not None:
+            checkpoint = load_checkpoint(self.resume_path)
+            self.config = _resumed_config(checkpoint, self.overrides)
+        config = self.config
+        cfg.validate(config)
+        torch.manual_seed(config.seed)
+
+        corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                             encoding=config.encoding)
+        if checkpoint is not None:
+            vocab = vocab_from_dict(checkpoint["vocab"])
+        else:
+            vocab = build_vocab(corpus.text, config.tokens, config.min_freq)
+        try:
+            ids = vocab.encode(corpus.text)
+        except CharRNNError as e:
+            raise CheckpointError(f"corpus no longer matches the checkpoint's vocabulary: {e}") from None
+        train_ids, val_ids = split_tokens(ids, config.val_fraction)
+
+        self.device = pick_device(config.device)
+        configure_backends(self.device, config.threads)
+        self.bf16 = use_bf16(self.device, config.precision)
+        self.vocab = vocab
+        config.model.vocab_size = len(vocab)
+        self.model = CharRNN(config.model).to(self.device)
+        self.train_ids = train_ids.to(self.device)
+        self.val_ids = val_ids if config.eval_tokens is None else val_ids[: config.eval_tokens]
+        self.val_ids = self.val_ids.to(self.device)
+        self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
+        self.optimizer = _make_optimizer(self.model, config, self.device)
+        self.generator = TextGenerator(self.model, vocab)
+        self.temperature = config.temperature
+
+        self.train_state: State | None = None
+        self.train_seconds = 0.0
+        self.tokens_seen = 0
+        self.train_history = array("f")
+        self.val_history: list[tuple[int, float]] = []
+        self.samples: list[tuple[int, str]] = []
+        self.best_val = math.inf
+        if checkpoint is not None:
+            self._restore(checkpoint)
+            self.run_dir = self.resume_path.parent
+        else:
+            name = self.run_name or default_run_name(corpus.name, config.model.kind, config.model.hidden)
+            self.run_dir = new_run_dir(self.runs_dir, name)
+        self.saved_step = self.step
+        self.corpus = corpus
+
+        m = config.model
+        self.info = RunInfo(
+            run_name=self.run_dir.name, run_dir=str(self.run_dir), corpus_name=corpus.name,
+            corpus_source=corpus.source, corpus_chars=len(corpus.text), train_tokens=len(train_ids),
+            val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
+            layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
+            device=self.device.type, device_name=describe_device(self.device),
+            precision="bf16" if self.bf16 else "fp32", preset=config.preset, batch_size=config.batch_size,
+            seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
+            max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config),
+        )
+        self.emit(Started(self.info, tuple(self.train_history), tuple(self.val_history), tuple(self.samples)))
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.batcher.load_state_dict(ck["batcher"])
+            self.step = int(ck["step"])
+            self.train_seconds = float(ck["train_seconds"])
+            self.tokens_seen = int(ck["tokens_seen"])
+            saved_state = ck["train_state"]
+            if saved_state:
+                moved = [t.to(self.device) for t in saved_state]
+                self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
+            history = ck["history"]
+            self.train_history = array("f", history["train"].tolist())
+            self.val_history = [(int(s), float(v)) for s, v in history["val"]]
+            self.samples = [(int(s), str(t)) for s, t in history["samples"]]
+            self.best_val = float(ck["best_val"])
+            torch.set_rng_state(ck["rng"]["torch"])
+            if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{self.resume_path}: checkpoint contents do not match its config ({e})") from None
+
+    # ---- main loop ----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        config = self.config
+        self.paused = False
+        self.stop_requested: bool | None = None  # None: keep going; else whether to save
+        self._set_state("training")
+        self.start_step = self.step
+        self.session_start_seconds = self.train_seconds
+        self.session_start_fraction = self._limit_fraction()
+        self.loss_buffer = torch.empty(4096, device=self.device)
+        self.pending = 0
+        self.pending_first_step = self.step + 1
+        self.tokens_since_report = 0
+        self.next_sample_at = time.monotonic()  # first live sample straight away
+        segment_start = time.perf_counter()
+        self.last_report = segment_start
+
+        while True:
+            self._serve_requests(block=self.paused)
+            if self.stop_requested is not None:
+                break
+            if self.paused:
+                segment_start = time.perf_counter()
+                self.last_report = segment_start
+                continue
+            if self._limit_reached():
+                self._finish()
+                return
+
+            self._train_step()
+
+            now = time.perf_counter()
+            due_report = now - self.last_report >= config.report_interval or self.pending == len(self.loss_buffer)
+            due_eval = self.step % config.eval_interval == 0
+            due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
+            due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
+            if due_report or due_eval or due_checkpoint or due_sample or self._limit_reached():
+                self.train_seconds += now - segment_start
+                if not self._report():
+                    return
+                if due_eval:
+                    self._evaluate()
+                if due_checkpoint:
+                    self._save(LATEST)
+                if due_sample:
+                    self._sample(prompt="", source="live")
+                segment_start = time.perf_counter()
+
+        # Stopped on request.
+        self._flush_progress()
+        if self.stop_requested:
+            self._save(LATEST)
+        self._set_state("stopped")
+
+    def _train_step(self) -> None:
+        config = self.config
+        x, y, reset = self.batcher.next()
+        state = None if reset else self.train_state
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.bf16):
+            logits, state = self.model(x, state)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            # Global norm; the returned tensor is never read, so there is no host sync.
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.train_state = detach_state(state) if self.batcher.carries_state else None
+        self.loss_buffer[self.pending] = loss.detach()
+        self.pending += 1
+        self.step += 1
+        self.tokens_seen += x.numel()
+        self.tokens_since_report += x.numel()
+
+    def _report(self) -> bool:
+        """Send the losses since the last report; False when the loss went NaN/inf and the run stopped."""
+        if not self.pending:
+            return True
+        losses = self.loss_buffer[: self.pending].tolist()  # the one host sync per report
+        now = time.perf_counter()
+        elapsed = max(now - self.last_report, 1e-9)
+        self.last_report = now
+        first = self.pending_first_step
+        self.pending = 0
+        self.pending_first_step = self.step + 1
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if bad is not None:
+            good = losses[:bad]
+            self.train_history.extend(good)
+            self._fail(
+                f"loss became {losses[bad]} at step {first + bad}; stopped without saving. "
+                f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
+            )
+            return False
+        self.train_history.extend(losses)
+        tokens_per_s = self.tokens_since_report / elapsed
+        self.tokens_since_report = 0
+        self.emit(Progress(
+            step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
+            tokens_per_s=tokens_per_s, lr=self._lr(), train_seconds=self.train_seconds,
+            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
+            memory_bytes=memory_in_use(self.device),
+        ))
+        return True
+
+    def _flush_progress(self) -> None:
+        if self.pending:
+            self._report()
+
+    def _evaluate(self) -> None:
+        t0 = time.perf_counter()
+        result = evaluate(self.model, self.val_ids, streams=self.config.batch_size,
+                          chunk=self.config.seq_len, autocast=autocast(self.device, self.bf16))
+        is_best = result.nats < self.best_val
+        self.best_val = min(self.best_val, result.nats)
+        self.val_history.append((self.step, result.nats))
+        self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
+                            result.tokens, time.perf_counter() - t0))
+        if is_best:
+            self._save(BEST)
+
+    def _finish(self) -> None:
+        self._flush_progress()
+        if not self.val_history or self.val_history[-1][0] != self.step:
+            self._evaluate()
+        self._save(LATEST)
+        self._set_state("finished", self._limit_description())
+
+    # ---- requests -----------------------------------------------------------------------------
+    def _serve_requests(self, block: bool) -> None:
+        while True:
+            try:
+                name, arg = self._requests.get(timeout=0.05) if block else self._requests.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if name == "pause" or (name == "toggle_pause" and not self.paused):
+                if not self.paused:
+                    self._flush_progress()
+                    self.paused = True
+                    self._set_state("paused")
+            elif name == "resume" or name == "toggle_pause":
+                if self.paused:
+                    self.paused = False
+                    self._set_state("training")
+            elif name == "stop":
+                self.stop_requested = bool(arg)
+                return
+            elif name == "save":
+                self._flush_progress()
+                self._save(LATEST)
+            elif name == "sample":
+                self._sample(prompt="", source="live")
+            elif name == "temperature":
+                if math.isfinite(arg) and arg > 0:
+                    self.temperature = arg
+                    self.emit(SettingsChanged(self.temperature))
+                else:
+                    self.emit(Notice(f"temperature must be a positive number, not {arg}", "warning"))
+            elif name == "prompt":
+                text, length = arg
+                self._sample(prompt=text, source="prompt", length=length)
+
+    def _sample(self, prompt: str, source: str, length: int | None = None) -> None:
+        config = self.config
+        self._sample_ids += 1
+        sample_id = self._sample_ids
+        settings = SampleSettings(
+            length=config.sample_length if length is None else length,
+            temperature=self.temperature, top_k=config.top_k, top_p=config.top_p,
+        )
+        result = Continuation(prompt)
+        pieces = self.generator.stream(prompt, settings, result)
+        try:
+            first = next(pieces, None)  # prepares the prompt, so its notes are known
+        except CharRNNError as e:
+            self.emit(Notice(str(e), "warning"))
+            return
+        self.emit(SampleStarted(sample_id, self.step, prompt, self.temperature, source, tuple(result.notes)))
+        if first is not None:
+            self.emit(SampleText(sample_id, first))
+        for piece in pieces:
+            self.emit(SampleText(sample_id, piece))
+        self.emit(SampleFinished(sample_id, result.text))
+        if source == "live":
+            self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
+            self.next_sample_at = time.monotonic() + config.sample_interval
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+        self.emit(StateChanged(state, reason))
+
+    # ---- schedule and limits ------------------------------------------------------------------
+    def _limit_fraction(self) -> float | None:
+        """How far through the run the stop conditions say we are (the largest of them), or None."""
+        c = self.config
+        fractions = []
+        if c.max_steps:
+            fractions.append(self.step / c.max_steps)
+        if c.max_epochs:
+            fractions.append(self.batcher.epoch_float / c.max_epochs)
+        if c.max_time:
+            fractions.append(self.train_seconds / c.max_time)
+        return min(1.0, max(fractions)) if fractions else None
+
+    def _limit_reached(self) -> bool:
+        c = self.config
+        return bool(
+            (c.max_steps and self.step >= c.max_steps)
+            or (c.max_epochs and self.batcher.epoch_float >= c.max_epochs)
+            or (c.max_time and self.train_seconds >= c.max_time)
+        )
+
+    def _limit_description(self) -> str:
+        c = self.config
+        if c.max_steps and self.step >= c.max_steps:
+            return f"reached max-steps {c.max_steps}"
+        if c.max_epochs and self.batcher.epoch_float >= c.max_epochs:
+            return f"reached max-epochs {c.max_epochs:g}"
+        return f"reached max-time {c.max_time:g}s"
+
+    def _lr(self) -> float:
+        """Linear warm-up, then cosine decay to min_lr_ratio*lr over the run when it has a limit."""
+        c = self.config
+        if self.step < c.warmup_steps:
+            return c.lr * (self.step + 1) / c.warmup_steps
+        fraction = self._limit_fraction()
+        if not c.lr_decay or fraction is None:
+            return c.lr
+        floor = c.lr * c.min_lr_ratio
+        return floor + 0.5 * (c.lr - floor) * (1 + math.cos(math.pi * fraction))
+
+    def _eta(self) -> float | None:
+        fraction = self._limit_fraction()
+        done = None if fraction is None else fraction - self.session_start_fraction
+        spent = self.train_seconds - self.session_start_seconds
+        if fraction is None or not done or done <= 0:
+            return None
+        return spent * (1 - fraction) / done
+
+    def _epoch_eta(self, tokens_per_s: float) -> float | None:
+        if tokens_per_s <= 0:
+            return None
+        left = 1.0 - (self.batcher.epoch_float % 1.0)
+        return left * len(self.train_ids) / tokens_per_s
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _save(self, name: str) -> None:
+        path = self.run_dir / name
+        try:
+            save_checkpoint(self._checkpoint_payload(), path)
+        except CheckpointError as e:
+            self.emit(Notice(str(e), "error"))
+            return
+        if name == LATEST:
+            self.saved_step = self.step
+        self.emit(CheckpointSaved(str(path), self.step, name.removesuffix(".pt"), time.time()))
+
+    def _checkpoint_payload(self) -> dict[str, Any]:
+        state = self.train_state
+        saved_state = [] if state is None else [t.cpu() for t in (state if isinstance(state, tuple) else (state,))]
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "vocab": self.vocab.to_dict(),
+            "config": cfg.to_dict(self.config),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "tokens_seen": self.tokens_seen,
+            "batcher": self.batcher.state_dict(),
+            "train_state": saved_state,
+            "best_val": self.best_val,
+            "history": {
+                "train": torch.tensor(self.train_history, dtype=torch.float32),
+                "val": [list(v) for v in self.val_history],
+                "samples": [list(s) for s in self.samples],
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+            "run_name": self.run_dir.name,
+            "corpus": {"name": self.corpus.name if hasattr(self, "corpus") else "", "source": self.info.corpus_source
+                       if hasattr(self, "info") else ""},
+            "saved_at": time.time(),
+        }
+
+
+def _make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    # Fused AdamW on CUDA: one kernel for all parameters, no host sync.
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+def _resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg.TrainConfig:
+    config = cfg.from_dict(checkpoint.get("config"))
+    allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES and v is not None}
+    return dataclasses.replace(config, **allowed)

@@ -1,0 +1,179 @@
+"""Vocabularies: characters (default) or words, with fast encoding of large texts to compact tensors."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Protocol
+
+import torch
+
+from .errors import CheckpointError, ConfigError
+
+UNK = "<unk>"
+_ENCODE_CHUNK = 1 << 23
+# Words, single punctuation marks and runs of whitespace: joining tokens gives the text back.
+WORD_PATTERN = re.compile(r"\w+|[^\w\s]|\s+")
+
+
+class Vocab(Protocol):
+    kind: str
+    tokens: list[str]
+
+    def __len__(self) -> int: ...
+    def encode(self, text: str) -> torch.Tensor: ...
+    def encode_prompt(self, text: str) -> tuple[list[int], list[str]]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def compact_dtype(vocab_size: int) -> torch.dtype:
+    """Smallest integer dtype that holds every id: a 100 MB corpus stays 100 MB in memory."""
+    if vocab_size <= 256:
+        return torch.uint8
+    if vocab_size <= 32767:
+        return torch.int16
+    return torch.int32
+
+
+class CharVocab:
+    kind = "char"
+
+    def __init__(self, tokens: list[str]):
+        if not tokens or any(len(t) != 1 for t in tokens) or len(set(tokens)) != len(tokens):
+            raise CheckpointError("character vocabulary must hold distinct single characters")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self._codepoints = torch.tensor([ord(t) for t in tokens], dtype=torch.int64)
+
+    @classmethod
+    def build(cls, text: str) -> CharVocab:
+        codepoints = torch.unique(_codepoints(text))
+        return cls([chr(c) for c in codepoints.tolist()])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Ids of every character of `text`, all of which must be in the vocabulary."""
+        codepoints = _codepoints(text)
+        out = torch.empty(len(codepoints), dtype=compact_dtype(len(self)))
+        # In chunks, so a 100 MB text never needs a 100M-element int64 tensor at once.
+        for start in range(0, len(codepoints), _ENCODE_CHUNK):
+            chunk = codepoints[start : start + _ENCODE_CHUNK].to(torch.int64)
+            ids = torch.searchsorted(self._codepoints, chunk).clamp_(max=len(self.tokens) - 1)
+            unknown = self._codepoints[ids] != chunk
+            if bool(unknown.any()):
+                offset = start + int(unknown.nonzero()[0])
+                raise ConfigError(f"character {text[offset]!r} at offset {offset} is not in the vocabulary")
+            out[start : start + len(chunk)] = ids
+        return out
+
+    def encode_prompt(self, text: str) -> tuple[list[int], list[str]]:
+        """Ids for a user's prompt; unknown characters are folded with unidecode or dropped, and reported."""
+        ids: list[int] = []
+        notes: list[str] = []
+        for ch in text:
+            if ch in self.index:
+                ids.append(self.index[ch])
+                continue
+            folded = _unidecode(ch)
+            if folded and all(c in self.index for c in folded):
+                ids.extend(self.index[c] for c in folded)
+                notes.append(f"{ch!r} -> {folded!r}")
+            else:
+                notes.append(f"{ch!r} dropped (not in vocabulary)")
+        return ids, notes
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.tokens[i] for i in ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokens": list(self.tokens)}
+
+
+class WordVocab:
+    """Words, punctuation and whitespace runs; tokens seen fewer than `min_freq` times become <unk>."""
+
+    kind = "word"
+
+    def __init__(self, tokens: list[str]):
+        if not tokens or tokens[0] != UNK or len(set(tokens)) != len(tokens):
+            raise CheckpointError("word vocabulary must start with <unk> and hold distinct tokens")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    @classmethod
+    def build(cls, text: str, min_freq: int = 2) -> WordVocab:
+        counts = Counter(tokenize_words(text))
+        kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
+        return cls([UNK, *(t for t in kept if t != UNK)])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> torch.Tensor:
+        index = self.index
+        ids = [index.get(t, 0) for t in tokenize_words(text)]
+        return torch.tensor(ids, dtype=compact_dtype(len(self)))
+
+    def encode_prompt(self, text: str) -> tuple[list[int], list[str]]:
+        ids: list[int] = []
+        notes: list[str] = []
+        for token in tokenize_words(text):
+            if token in self.index:
+                ids.append(self.index[token])
+                continue
+            folded = _unidecode(token)
+            if folded in self.index:
+                ids.append(self.index[folded])
+                notes.append(f"{token!r} -> {folded!r}")
+            else:
+                ids.append(0)
+                notes.append(f"{token!r} -> {UNK}")
+        return ids, notes
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.tokens[i] for i in ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokens": list(self.tokens)}
+
+
+def tokenize_words(text: str) -> list[str]:
+    return WORD_PATTERN.findall(text)
+
+
+def build_vocab(text: str, kind: str = "char", min_freq: int = 2) -> CharVocab | WordVocab:
+    if kind == "char":
+        return CharVocab.build(text)
+    if kind == "word":
+        return WordVocab.build(text, min_freq)
+    raise ConfigError(f"unknown token kind {kind!r} (choose char or word)")
+
+
+def vocab_from_dict(data: Any) -> CharVocab | WordVocab:
+    if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+        raise CheckpointError("checkpoint vocabulary is malformed")
+    tokens = data["tokens"]
+    if not all(isinstance(t, str) for t in tokens):
+        raise CheckpointError("checkpoint vocabulary holds non-text tokens")
+    kind = data.get("kind")
+    if kind == "char":
+        return CharVocab(tokens)
+    if kind == "word":
+        return WordVocab(tokens)
+    raise CheckpointError(f"checkpoint vocabulary has unknown kind {kind!r}")
+
+
+def _codepoints(text: str) -> torch.Tensor:
+    """Unicode code points of `text` as a tensor, without a Python list per character."""
+    if text.isascii():
+        return torch.frombuffer(bytearray(text.encode("ascii")), dtype=torch.uint8)
+    return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
+
+
+def _unidecode(text: str) -> str:
+    from unidecode import unidecode
+
+    return unidecode(text)

@@ -1,0 +1,20 @@
+"""Shared test helpers (conftest.py holds the fixtures)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from charrnn_tui.engine import config as cfg
+
+
+def tiny_config(corpus: str | Path, **overrides) -> cfg.TrainConfig:
+    """A model small enough that a few hundred steps take a second or two on one CPU core."""
+    model = {k: overrides.pop(k) for k in ("kind", "layers", "hidden", "embedding", "dropout") if k in overrides}
+    base = cfg.TrainConfig(
+        corpus=str(corpus), seq_len=16, batch_size=4, lr=1e-2, warmup_steps=0, eval_interval=50,
+        checkpoint_interval=0, sample_interval=0, sample_length=20, device="cpu",
+        model=cfg.ModelConfig(kind="lstm", layers=1, hidden=32, embedding=16),
+    )
+    base = dataclasses.replace(base, model=dataclasses.replace(base.model, **model))
+    return dataclasses.replace(base, **overrides)

@@ -1,0 +1,110 @@
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+from charrnn_tui.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from charrnn_tui.engine.errors import CheckpointError
+from charrnn_tui.engine.events import Progress
+from charrnn_tui.engine.runs import BEST, LATEST, sanitize_run_name
+from charrnn_tui.engine.trainer import Trainer
+from helpers import tiny_config
+
+
+def _losses(stop_at: int | None = None, **trainer_kwargs) -> dict[int, float]:
+    """Per-step training losses; with `stop_at`, stop (and save) as a user would after that step."""
+    losses: dict[int, float] = {}
+    trainer: Trainer
+
+    def on_event(e):
+        if isinstance(e, Progress):
+            losses.update({e.first_step + i: v for i, v in enumerate(e.losses)})
+            if stop_at is not None and e.step >= stop_at:
+                trainer.stop(save=True)
+
+    trainer = Trainer(on_event=on_event, **trainer_kwargs)
+    trainer.run()
+    return losses
+
+
+@pytest.mark.parametrize("sampler", ["sequential", "random"])
+def test_resume_continues_exactly_where_training_stopped(sampler, repetitive_text, runs_dir):
+    # dropout > 0 so that the RNG state has to be restored too; reports every step
+    config = tiny_config(repetitive_text, max_steps=60, sampler=sampler, dropout=0.2, layers=2,
+                         report_interval=1e-9, eval_interval=10, sample_interval=0.001)
+    full = _losses(config=config, runs_dir=runs_dir, run_name="full")
+    part = _losses(stop_at=25, config=config, runs_dir=runs_dir, run_name="part")
+    assert max(part) == 25
+    resumed = _losses(resume=runs_dir / "part" / LATEST, runs_dir=runs_dir)
+    assert sorted(resumed) == list(range(26, 61))
+    assert [resumed[s] for s in range(26, 61)] == [full[s] for s in range(26, 61)]
+
+
+def test_checkpoint_holds_everything_needed(repetitive_text, runs_dir):
+    Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=30), runs_dir=runs_dir, run_name="r").run()
+    ck = load_checkpoint(runs_dir / "r" / LATEST)
+    for key in ("model", "optimizer", "vocab", "config", "step", "batcher", "train_state", "rng", "history",
+                "best_val"):
+        assert key in ck
+    assert ck["step"] == 60 and len(ck["history"]["train"]) == 60 and len(ck["history"]["val"]) == 2
+    assert (runs_dir / "r" / BEST).is_file()
+    assert os.stat(runs_dir / "r").st_mode & 0o077 == 0  # user-only run folder
+    assert not [p for p in (runs_dir / "r").iterdir() if ".tmp" in p.name]
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(CheckpointError, match="no space left on device; the previous one is intact"):
+        save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "format_version": 1, "payload": _Exploit()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
+
+
+def test_plain_pickle_truncated_and_foreign_files_are_refused(tmp_path):
+    pickled = tmp_path / "p.pt"
+    pickled.write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(pickled)
+    good = tmp_path / "good.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(1000)}, good)
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a charrnn-tui checkpoint"):
+        load_checkpoint(foreign)
+    old = tmp_path / "old.pt"
+    torch.save({"format": FORMAT, "format_version": 99}, old)
+    with pytest.raises(CheckpointError, match="format version 99; this charrnn-tui reads version 1"):
+        load_checkpoint(old)
+    assert zipfile.is_zipfile(good)
+
+
+def test_run_names_cannot_escape_the_runs_folder():
+    assert sanitize_run_name("../../etc/passwd") == "etc-passwd"
+    assert sanitize_run_name("..") == "run"
+    assert "/" not in sanitize_run_name("a/b\\c")

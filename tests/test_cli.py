@@ -1,0 +1,101 @@
+"""The real console script, in a subprocess, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["--preset", "tiny", "--hidden", "32", "--embedding", "16", "--seq-len", "16", "--batch-size", "4",
+        "--device", "cpu", "--threads", "1", "--sample-interval", "0"]
+
+
+def charrnn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("charrnn-tui")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    corpus = folder / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    jsonl = folder / "events.jsonl"
+    result = charrnn("train", str(corpus), *TINY, "--max-steps", "120", "--eval-interval", "60",
+                     "--runs-dir", str(folder / "runs"), "--name", "fox", "--headless", "--jsonl", str(jsonl))
+    assert result.returncode == 0, result.stderr
+    return folder, result, jsonl
+
+
+def test_train_headless_prints_progress_and_writes_checkpoints(trained_run):
+    folder, result, jsonl = trained_run
+    out = result.stdout
+    assert "run fox in" in out and "train 2,430 / validation 270 tokens (last 10%)" in out
+    assert "step 120: validation" in out and "bits" in out and "perplexity" in out
+    assert "finished: reached max-steps 120" in out
+    assert (folder / "runs" / "fox" / "latest.pt").is_file() and (folder / "runs" / "fox" / "best.pt").is_file()
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    kinds = {e["event"] for e in events}
+    assert {"Started", "Progress", "Evaluated", "CheckpointSaved", "StateChanged"} <= kinds
+    assert events[-1] == {**events[-1], "event": "StateChanged", "state": "finished"}
+
+
+def test_sample_from_checkpoint_is_seeded_and_starts_with_the_prime(trained_run):
+    folder, _, _ = trained_run
+    args = ["sample", "fox", "--runs-dir", str(folder / "runs"), "--prime", "the quick", "-n", "60", "--seed", "3"]
+    a, b = charrnn(*args), charrnn(*args)
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("the quick") and len(a.stdout) == len("the quick") + 61
+
+
+def test_sample_reports_unknown_prompt_characters(trained_run):
+    folder, _, _ = trained_run
+    result = charrnn("sample", str(folder / "runs" / "fox"), "--prime", "thé☃", "-n", "5", "--seed", "1")
+    assert result.returncode == 0
+    assert "prompt: 'é' -> 'e'" in result.stderr and "dropped" in result.stderr
+
+
+def test_eval_reports_nats_bits_and_perplexity(trained_run, tmp_path):
+    folder, _, _ = trained_run
+    text = tmp_path / "held-out.txt"
+    text.write_text("the lazy dog jumps over the quick brown fox. " * 5)
+    result = charrnn("eval", str(folder / "runs" / "fox" / "latest.pt"), str(text))
+    assert result.returncode == 0, result.stderr
+    assert "nats/char" in result.stdout and "bits/char" in result.stdout and "perplexity" in result.stdout
+
+
+def test_resume_continues_from_the_saved_step(trained_run):
+    folder, _, _ = trained_run
+    result = charrnn("train", "--resume", "fox", "--runs-dir", str(folder / "runs"), "--max-steps", "150",
+                     "--headless")
+    assert result.returncode == 0, result.stderr
+    assert "resumed at step 120" in result.stdout and "finished: reached max-steps 150" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "/no/such/file.txt", "--headless"], "no such file or folder"),
+        (["sample", "/no/such.pt"], "no such checkpoint"),
+        (["sample", "fox", "--temperature", "0"], "temperature must be a positive number"),
+        (["train", "jokes", "--csv-column", "Nope", "--headless"], "no column 'Nope'"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(args, message, trained_run):
+    folder, _, _ = trained_run
+    result = charrnn(*args, "--runs-dir", str(folder / "runs"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"]])
+def test_help_everywhere(command):
+    result = charrnn(*command, "--help")
+    assert result.returncode == 0 and "usage: charrnn-tui" in result.stdout
+    if command == ["train"]:
+        assert "presets (the defaults" in result.stdout and "(default: 0.1)" in result.stdout

@@ -1,0 +1,59 @@
+import torch
+from charrnn_tui.engine.vocab import UNK, CharVocab, WordVocab, build_vocab, tokenize_words, vocab_from_dict
+
+
+def test_char_round_trip_ascii_and_unicode():
+    text = "Hello, wörld!\n“Quotes” and emoji 🙂."
+    vocab = CharVocab.build(text)
+    ids = vocab.encode(text)
+    assert ids.dtype == torch.uint8
+    assert vocab.decode(ids.tolist()) == text
+    assert vocab.tokens == sorted(set(text))
+    assert vocab_from_dict(vocab.to_dict()).tokens == vocab.tokens
+
+
+def test_char_encode_rejects_unknown_characters_with_offset():
+    vocab = CharVocab.build("abc")
+    try:
+        vocab.encode("abxc")
+    except Exception as e:
+        assert "'x'" in str(e) and "offset 2" in str(e)
+    else:
+        raise AssertionError("expected an error")
+
+
+def test_char_prompt_folds_or_drops_unknown_characters():
+    vocab = CharVocab.build("abcdefghijklmnopqrstuvwxyz ")
+    ids, notes = vocab.encode_prompt("café жы☃")
+    assert vocab.decode(ids) == "cafe zhy"
+    assert any("'é' -> 'e'" in n for n in notes)
+    assert any("dropped" in n for n in notes)  # the snowman has no ASCII form
+
+
+def test_word_round_trip_and_unk():
+    text = "the cat sat.\nthe cat ran!\nthe dog sat."
+    vocab = WordVocab.build(text, min_freq=2)
+    assert vocab.tokens[0] == UNK
+    assert "".join(tokenize_words(text)) == text
+    ids = vocab.encode(text).tolist()
+    decoded = vocab.decode(ids)
+    assert decoded.replace(UNK, "?") == "the cat sat.\nthe cat ??\nthe ? sat."
+    assert vocab_from_dict(vocab.to_dict()).tokens == vocab.tokens
+
+
+def test_word_min_freq_one_round_trips_exactly():
+    text = "Words, words; and more words.\n"
+    vocab = build_vocab(text, "word", min_freq=1)
+    assert vocab.decode(vocab.encode(text).tolist()) == text
+
+
+def test_word_prompt_maps_unknown_words_to_unk():
+    vocab = WordVocab.build("hello world hello world", min_freq=1)
+    ids, notes = vocab.encode_prompt("hello mars")
+    assert ids[-1] == 0 and notes == ["'mars' -> <unk>"]
+
+
+def test_large_vocab_uses_wider_dtype():
+    text = "".join(chr(0x4E00 + i) for i in range(300))
+    vocab = CharVocab.build(text)
+    assert vocab.encode(text).dtype == torch.int16
