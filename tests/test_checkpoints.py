@@ -4,12 +4,13 @@ import zipfile
 
 import pytest
 import torch
+from helpers import tiny_config
+
 from charrnn_tui.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from charrnn_tui.engine.errors import CheckpointError
 from charrnn_tui.engine.events import Progress
 from charrnn_tui.engine.runs import BEST, LATEST, sanitize_run_name
 from charrnn_tui.engine.trainer import Trainer
-from helpers import tiny_config
 
 
 def _losses(stop_at: int | None = None, **trainer_kwargs) -> dict[int, float]:

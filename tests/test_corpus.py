@@ -1,6 +1,7 @@
 import codecs
 
 import pytest
+
 from charrnn_tui.engine.corpus import load_corpus
 from charrnn_tui.engine.errors import CorpusError
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from charrnn_tui.engine.data import RandomWindowBatcher, SequentialBatcher, split_tokens
 from charrnn_tui.engine.errors import CorpusError
 

@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_config
+
 from charrnn_tui.engine.config import ModelConfig
 from charrnn_tui.engine.evaluate import evaluate
 from charrnn_tui.engine.model import CharRNN, Stepper
 from charrnn_tui.engine.trainer import Trainer
-from helpers import tiny_config
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from helpers import tiny_config
+
 from charrnn_tui.engine.config import ModelConfig
 from charrnn_tui.engine.errors import ConfigError
 from charrnn_tui.engine.inference import load_model
@@ -8,7 +10,6 @@ from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
 from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.engine.vocab import CharVocab
-from helpers import tiny_config
 
 TEXT = "the quick brown fox jumps over the lazy dog. "
 

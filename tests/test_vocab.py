@@ -1,4 +1,5 @@
 import torch
+
 from charrnn_tui.engine.vocab import UNK, CharVocab, WordVocab, build_vocab, tokenize_words, vocab_from_dict
 
 

@@ -1,0 +1,186 @@
+"""The app driven by Textual's pilot, with a real (tiny) engine training behind it.
+
+Pilot.press waits for the process to go idle (CPU time not advancing), at most 2 s a key; a
+training thread never lets it, so tests that type many keys pause training first. Prompts and
+temperature changes work while paused, which those tests check as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from helpers import tiny_config
+from textual.widgets import Sparkline
+
+from charrnn_tui.engine.checkpoint import load_checkpoint
+from charrnn_tui.engine.inference import load_model
+from charrnn_tui.engine.runs import LATEST
+from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.tui.app import CharRNNApp
+from charrnn_tui.tui.widgets.quit_screen import QuitScreen
+
+
+async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def make_app(corpus, runs_dir, **overrides) -> CharRNNApp:
+    settings = dict(report_interval=0.05, sample_interval=2.0, sample_length=40, eval_interval=40,
+                    checkpoint_interval=0, run_name=None)
+    settings.update(overrides)
+    settings.pop("run_name")
+    trainer = Trainer(tiny_config(corpus, **settings), runs_dir=runs_dir, run_name="pilot")
+    return CharRNNApp(trainer=trainer)
+
+
+async def test_training_shows_loss_samples_and_status(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(app.view.val_losses) >= 1 and app.view.samples, what="an evaluation")
+        await pilot.pause(0.3)  # a redraw
+        assert len(app.query_one("#train-spark", Sparkline).data) > 10
+        assert len(app.query_one("#val-spark", Sparkline).data) >= 1
+        first = next(iter(app.view.samples.values()))
+        assert first.step <= 1 and first.done  # the first sample comes at once: noise
+        status = str(app.query_one("#status").render())
+        assert "TRAINING" in status and "pilot" in status and "lstm 1x32" in status
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+
+
+async def test_space_pauses_and_resumes(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
+        step = app.trainer.step
+        await pilot.pause(0.5)
+        assert app.trainer.step == step  # no steps while paused
+        assert "PAUSED" in str(app.query_one("#status").render())
+        await pilot.press("s")  # sampling still works while paused
+        await wait_for(pilot, lambda: len(app.view.samples) >= 2, what="a sample while paused")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.trainer.step > step + 5, what="training again")
+        assert app.view.state == "training"
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+
+
+async def test_c_writes_a_checkpoint_that_loads(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 10, what="training")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.view.saved_at is not None, what="checkpoint")
+        loaded = load_model(runs_dir / "pilot" / LATEST, "cpu")
+        assert loaded.step == app.view.saved_step > 10
+        assert "saved  step" in str(app.query_one("#status").render())
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+
+
+async def test_temperature_keys_change_what_the_engine_uses(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.state == "training", what="training")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
+        await pilot.press("plus", "plus")
+        await wait_for(pilot, lambda: app.trainer.temperature == pytest.approx(1.0), what="temperature 1.0")
+        await pilot.press("minus", "left_square_bracket", "left_square_bracket")
+        await wait_for(pilot, lambda: app.trainer.temperature == pytest.approx(0.7), what="temperature 0.7")
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: app.trainer.temperature == pytest.approx(0.8), what="temperature 0.8")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any(s.temperature == pytest.approx(0.8) and s.step > 0
+                                          for s in app.view.samples.values()), what="a sample at 0.8")
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+
+
+async def test_typed_prompt_streams_a_continuation_and_history_recalls_it(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
+        await pilot.press("p")
+        assert app.prompt_focused
+        await pilot.press(*"the quick ", "c", "+")  # letters, space and + are text here, not keys
+        assert app.query_one("#prompt-input").value == "the quick c+"
+        await pilot.press("backspace", "backspace", "enter")
+        await wait_for(pilot, lambda: any(s.source == "prompt" and s.done for s in app.view.samples.values()),
+                       what="a continuation")
+        await pilot.pause(0.2)
+        output = str(app.query_one("#prompt-output").render())
+        assert output.startswith("the quick ") and len(output) > len("the quick ") + 10
+        assert app.trainer.temperature == pytest.approx(0.8)  # "+" was typed, not pressed
+        await pilot.press("up")
+        assert app.query_one("#prompt-input").value == "the quick "
+        await pilot.press("escape")
+        assert not app.prompt_focused
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+
+
+async def test_q_asks_then_saves_and_exits(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 10, what="training")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await asyncio.sleep(0.2)
+    assert app.return_value == 0
+    checkpoint = load_checkpoint(runs_dir / "pilot" / LATEST)
+    assert checkpoint["step"] == app.trainer.step
+
+
+async def test_q_then_escape_keeps_training(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
+        await pilot.press("escape")
+        step = app.trainer.step
+        await wait_for(pilot, lambda: app.trainer.step > step, what="training to go on")
+        assert not app.quitting
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+
+
+async def test_unreadable_corpus_shows_an_error_not_a_crash(tmp_path, runs_dir):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xe9 latin-1 text")
+    app = make_app(bad, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.state == "error", what="the error state")
+        await pilot.pause(0.3)
+        status = str(app.query_one("#status").render())
+        assert "ERROR" in status and "byte offset 3" in status
+        assert any("byte offset 3" in n.message for n in app._notifications)
+        await pilot.press("q")
+    assert app.return_value == 1
+    assert not (runs_dir / "pilot").exists()
+
+
+async def test_the_screen_adapts_to_resizing(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        assert app.screen.has_class("-wide")
+        await pilot.resize_terminal(60, 30)
+        await pilot.pause(0.2)
+        assert app.screen.has_class("-narrow")
+        assert app.query_one("#status").region.width == 60
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")

@@ -1,0 +1,77 @@
+"""Snapshots of the main screen with fixed content: no training runs, the clock is frozen."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from charrnn_tui.engine import events as ev
+from charrnn_tui.tui.app import CharRNNApp
+from charrnn_tui.tui.widgets.status_panel import StatusPanel
+
+NOW = 1_800_000_000.0
+
+INFO = ev.RunInfo(
+    run_name="shakespeare-lstm512-demo", run_dir="/runs/shakespeare-lstm512-demo", corpus_name="shakespeare",
+    corpus_source="bundled:shakespeare", corpus_chars=1_115_394, train_tokens=1_003_855, val_tokens=111_539,
+    token_kind="char", vocab_size=65, model_kind="lstm", layers=2, hidden=512, embedding=64, parameters=3_263_041,
+    device="cuda", device_name="NVIDIA H100 80GB HBM3", precision="bf16", preset="large", batch_size=64,
+    seq_len=256, max_steps=5000, max_epochs=None, max_time=None, resumed_step=0,
+    config={"temperature": 0.8, "val_fraction": 0.1},
+)
+
+
+def demo_events() -> list[ev.Event]:
+    losses = tuple(4.2 * math.exp(-i / 300) + 1.3 + 0.05 * math.sin(i) for i in range(1, 1201))
+    return [
+        ev.Started(INFO),
+        ev.StateChanged("training"),
+        ev.Progress(step=1200, first_step=1, losses=losses, epoch=1.53, tokens_per_s=812_345.0, lr=1.7e-3,
+                    train_seconds=83.0, eta_seconds=262.0, epoch_eta_seconds=40.0, memory_bytes=3 * 2**30),
+        *[ev.Evaluated(step=s, nats=v, bits=v / math.log(2), perplexity=math.exp(v), best_nats=v, is_best=True,
+                       tokens=111_538, seconds=0.4)
+          for s, v in ((250, 2.41), (500, 1.98), (750, 1.74), (1000, 1.61), (1200, 1.55))],
+        ev.CheckpointSaved(path="/runs/shakespeare-lstm512-demo/latest.pt", step=1000, kind="latest",
+                           saved_at=NOW - 42),
+        ev.SampleStarted(1, 1000, "", 0.8, "live"),
+        ev.SampleFinished(1, "KING RICHARD:\nWhat say you, my lord? [/b] the [bold]crown[/] is mine,\n"
+                             "And all the world shall know it."),
+        ev.SampleStarted(2, 1200, "", 0.8, "live"),
+        ev.SampleText(2, "ROMEO:\nBut soft, what light through yonder window breaks"),
+        ev.SampleStarted(3, 1200, "JULIET:", 0.8, "prompt"),
+        ev.SampleFinished(3, "\nO Romeo, Romeo, wherefore art thou Romeo?"),
+    ]
+
+
+def demo_app() -> CharRNNApp:
+    return CharRNNApp(autostart=False)
+
+
+async def inject(pilot) -> None:
+    app = pilot.app
+    app.query_one(StatusPanel).clock = lambda: NOW
+    for event in demo_events():
+        app.post_engine_event(event)
+    await pilot.pause()
+    app.redraw()
+    app.clear_notifications()  # toasts come and go with time
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_main_screen(snap_compare, size):
+    assert snap_compare(demo_app(), terminal_size=size, run_before=inject)
+
+
+def test_paused_with_prompt_focused(snap_compare):
+    async def run_before(pilot):
+        await inject(pilot)
+        pilot.app.post_engine_event(ev.StateChanged("paused"))
+        await pilot.press("p")
+        await pilot.pause()
+        pilot.app.redraw()
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)

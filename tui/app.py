@@ -1,0 +1,309 @@
+"""The charrnn-tui app: watch a model learn, steer it, talk to it.
+
+The engine runs in one background thread and reports through events, which arrive here as
+messages. They are folded into a RunView at once (cheap) and drawn on a timer, so a fast GPU
+never floods the screen and the screen never holds training up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+from textual.worker import Worker, WorkerState
+
+from charrnn_tui.engine import events as ev
+
+from .run_view import RunView, step_temperature
+from .widgets.loss_panel import LossPanel
+from .widgets.prompt_panel import PromptInput, PromptPanel
+from .widgets.quit_screen import QuitScreen
+from .widgets.samples_panel import SamplesPanel
+from .widgets.status_panel import StatusPanel
+
+# Builds the engine's Trainer with the given event callback; called in the worker thread, since
+# importing torch and loading a corpus take seconds.
+TrainerFactory = Callable[[Callable[[ev.Event], None]], Any]
+REDRAW_INTERVAL = 0.1  # seconds between screen updates
+# Bound to plain keys, which the prompt takes as text while it has focus.
+SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking"}
+HANGUP_SAVE_TIMEOUT = 300.0  # after SIGHUP, how long the final checkpoint may take before we leave anyway
+
+
+class EngineEvent(Message):
+    """One event from the engine thread (post_message is thread-safe and never blocks it)."""
+
+    def __init__(self, event: ev.Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class CharRNNApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "charrnn-tui"
+    AUTO_FOCUS = None  # the prompt takes focus only when asked, so single-key bindings work
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (70, "-wide")]
+    BINDINGS = [
+        Binding("space", "pause", "Pause"),
+        Binding("space", "resume", "Resume"),
+        Binding("ctrl+t", "toggle_pause", "Pause/resume", priority=True),
+        Binding("c", "checkpoint", "Save"),
+        Binding("plus,equals_sign,right_square_bracket", "temperature(1)", "Temp", key_display="+"),
+        Binding("minus,left_square_bracket", "temperature(-1)", "Temp", key_display="-"),
+        Binding("s", "sample", "Sample"),
+        Binding("p,slash", "focus_prompt", "Prompt"),
+        Binding("escape", "leave_prompt", "Leave prompt"),
+        Binding("q", "quit_asking", "Quit"),
+        Binding("ctrl+q", "quit_asking", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "save_and_quit", "Save and quit", show=False, priority=True),
+    ]
+
+    def __init__(self, trainer_factory: TrainerFactory | None = None, *, trainer: Any = None,
+                 autostart: bool = True) -> None:
+        super().__init__()
+        self.trainer_factory = trainer_factory
+        self.trainer = trainer
+        self.autostart = autostart
+        self.view = RunView()
+        self.drawn_version = -1
+        self.quitting = False
+        self.exit_code = 0
+        self.training_done = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="top"):
+            yield LossPanel(id="loss")
+            yield StatusPanel(id="status")
+        yield SamplesPanel(id="samples")
+        yield PromptPanel(id="prompt")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.set_interval(REDRAW_INTERVAL, self.redraw)
+        self._handle_signals()
+        self.redraw()
+        if self.autostart:
+            self.start_training()
+
+    def _handle_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (some tests run elsewhere)
+        # SIGTERM: the terminal is still there, so quit the normal way and restore it.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.action_save_and_quit)
+        # SIGHUP (a dropped SSH session): Textual does not handle it, and its shutdown blocks for
+        # ever writing to the vanished terminal. A plain handler runs even while the UI loop is
+        # blocked; it has the engine save, then leaves without drawing.
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, signum: int, frame: object) -> None:
+        self.quitting = True
+        if self.trainer is not None:
+            self.trainer.stop(save=True)
+        threading.Thread(target=self._exit_when_trained, daemon=True, name="hangup").start()
+
+    def _exit_when_trained(self) -> None:
+        self.training_done.wait(timeout=HANGUP_SAVE_TIMEOUT)
+        os._exit(0)
+
+    # ---- the engine --------------------------------------------------------------------------
+    def start_training(self) -> None:
+        self.run_training()
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False, name="trainer")
+    def run_training(self) -> str:
+        try:
+            if self.trainer is None:
+                self.trainer = self.trainer_factory(self.post_engine_event)
+            else:
+                self.trainer.on_event = self.post_engine_event
+            if self.quitting:  # asked to quit while the engine was still loading
+                self.trainer.stop(save=True)
+            return self.trainer.run()
+        finally:
+            self.training_done.set()
+
+    def post_engine_event(self, event: ev.Event) -> None:
+        self.post_message(EngineEvent(event))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        sample = self.view.apply(event)
+        if isinstance(event, ev.Notice):
+            severity = {"error": "error", "warning": "warning"}.get(event.level, "information")
+            self.notify(event.message, severity=severity, markup=False, timeout=10 if severity == "error" else 5)
+        elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
+            self.notify(f"checkpoint saved: {event.path}", markup=False, timeout=3)
+        elif isinstance(event, ev.SampleStarted) and event.notes:
+            self.notify("prompt: " + "; ".join(event.notes), severity="warning", markup=False)
+        if sample is not None and sample.source == "prompt":
+            self.query_one(PromptPanel).show(sample)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "train":
+            return
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            message = str(error) or type(error).__name__
+            if self.view.state != "error":  # the engine has not reported it itself
+                self.view.apply(ev.StateChanged("error", message))
+                self.notify(message, severity="error", markup=False, timeout=15)
+            self.exit_code = 1
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED) and self.quitting:
+            self.exit(self.exit_code)
+
+    def redraw(self) -> None:
+        view = self.view
+        if view.version == self.drawn_version:
+            self.query_one(StatusPanel).show(view)  # the "saved ... ago" clock still moves
+            return
+        self.drawn_version = view.version
+        self.query_one(LossPanel).show(view)
+        self.query_one(StatusPanel).show(view)
+        self.query_one(SamplesPanel).show(view.samples)
+        self.check_bindings_changed()
+
+    def check_bindings_changed(self) -> None:
+        state = (self.view.state,)
+        if getattr(self, "_binding_state", None) != state:
+            self._binding_state = state
+            self.refresh_bindings()
+
+    # ---- actions ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.trainer is not None and self.view.state in ("training", "paused")
+
+    @property
+    def prompt_focused(self) -> bool:
+        return isinstance(self.focused, PromptInput)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """False hides a binding from the footer (and disables it), None greys it out."""
+        typing = self.prompt_focused
+        if action in ("toggle_pause", "leave_prompt"):
+            return typing  # ctrl+t is shown while typing; space does the job otherwise
+        if typing and action in SINGLE_KEY_ACTIONS:
+            return False  # the prompt takes these keys as text
+        paused = self.view.state == "paused"
+        if action == "pause":
+            return not paused
+        if action == "resume":
+            return paused
+        return True
+
+    def action_pause(self) -> None:
+        if self._need_trainer():
+            self.trainer.pause()
+
+    def action_resume(self) -> None:
+        if self._need_trainer():
+            self.trainer.resume()
+
+    def action_toggle_pause(self) -> None:
+        if self._need_trainer():
+            self.trainer.toggle_pause()
+
+    def action_checkpoint(self) -> None:
+        if self._need_trainer():
+            self.trainer.save_now()
+
+    def action_sample(self) -> None:
+        if self._need_trainer():
+            self.trainer.sample_now()
+
+    def action_temperature(self, direction: int) -> None:
+        value = step_temperature(self.view.temperature, direction)
+        self.view.temperature = value  # shown at once; the engine confirms with SettingsChanged
+        self.view.version += 1
+        if self.trainer is not None:
+            self.trainer.set_temperature(value)
+
+    def action_focus_prompt(self) -> None:
+        self.query_one(PromptInput).focus()
+
+    def action_leave_prompt(self) -> None:
+        self.set_focus(None)
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # the footer shows other keys while typing
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
+    def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
+        if self._need_trainer():
+            self.trainer.prompt(message.text)
+
+    def action_quit_asking(self) -> None:
+        if self.quitting:
+            return
+        if self.running and self.view.unsaved_steps > 0:
+            self.push_screen(QuitScreen(self.view.unsaved_steps), self._quit_choice)
+        else:
+            self._stop(save=False)
+
+    def _quit_choice(self, choice: str | None) -> None:
+        if choice in ("save", "discard"):
+            self._stop(save=choice == "save")
+
+    def action_save_and_quit(self) -> None:
+        if not self.quitting:
+            self._stop(save=True)
+
+    def _stop(self, save: bool) -> None:
+        self.quitting = True
+        if self.trainer is not None and self.view.state in ("training", "paused", "starting"):
+            if save:
+                self.notify("saving a checkpoint and stopping...", timeout=30)
+            self.trainer.stop(save=save)
+            # The worker ends once the engine has saved; on_worker_state_changed then exits.
+            workers = [w for w in self.workers if w.group == "train" and w.is_running]
+            if workers:
+                return
+        self.exit(self.exit_code)
+
+    def _need_trainer(self) -> bool:
+        if self.trainer is None or self.view.state == "starting":
+            self.notify("still starting: loading the corpus and building the model", timeout=2)
+            return self.trainer is not None
+        if self.view.state in ("error", "finished", "stopped") and self.view.state != "finished":
+            self.notify(f"training has {self.view.state}", severity="warning", timeout=3)
+            return False
+        return True
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Pause / resume training", "Toggle training (space)", self.action_toggle_pause)
+        yield SystemCommand("Save a checkpoint now", "Write latest.pt (c)", self.action_checkpoint)
+        yield SystemCommand("Sample now", "Generate a live sample (s)", self.action_sample)
+        yield SystemCommand("Raise temperature", "More adventurous samples (+)", lambda: self.action_temperature(1))
+        yield SystemCommand("Lower temperature", "Safer samples (-)", lambda: self.action_temperature(-1))
+        yield SystemCommand("Type a prompt", "Focus the prompt (p)", self.action_focus_prompt)
+        yield SystemCommand("Save and quit", "Checkpoint, then quit (ctrl+c)", self.action_save_and_quit)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Open the TUI for parsed `train` arguments; returns the exit status."""
+    from charrnn_tui.engine.cli import make_trainer
+
+    app = CharRNNApp(lambda on_event: make_trainer(args, on_event))
+    result = app.run()
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,133 @@
+"""What the screen shows, kept up to date from engine events. Plain Python: no widgets, no torch."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from charrnn_tui.engine import events as ev
+
+TRAIN_WINDOW = 400  # training-loss points in the sparkline
+MAX_SAMPLES = 60
+
+# Temperatures that + and - step through: fine steps where it matters, coarser above 1.
+TEMPERATURES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0)
+
+
+def step_temperature(current: float, direction: int) -> float:
+    if direction > 0:
+        return next((t for t in TEMPERATURES if t > current + 1e-9), TEMPERATURES[-1])
+    return next((t for t in reversed(TEMPERATURES) if t < current - 1e-9), TEMPERATURES[0])
+
+
+@dataclass
+class Sample:
+    sample_id: int
+    step: int
+    prompt: str
+    temperature: float
+    source: str
+    text: str = ""
+    notes: tuple[str, ...] = ()
+    done: bool = False
+
+
+@dataclass
+class RunView:
+    info: ev.RunInfo | None = None
+    state: str = "starting"
+    reason: str = ""
+    step: int = 0
+    epoch: float = 0.0
+    tokens_per_s: float = 0.0
+    lr: float = 0.0
+    train_seconds: float = 0.0
+    eta_seconds: float | None = None
+    epoch_eta_seconds: float | None = None
+    memory_bytes: int | None = None
+    temperature: float = 0.8
+    train_losses: deque[float] = field(default_factory=lambda: deque(maxlen=TRAIN_WINDOW))
+    first_train_loss: float | None = None
+    best_train_loss: float | None = None
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    best_val: float | None = None
+    last_val_bits: float | None = None
+    saved_step: int = 0
+    saved_path: str = ""
+    saved_at: float | None = None
+    samples: dict[int, Sample] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    version: int = 0  # bumped on every change, so widgets redraw only when needed
+
+    @property
+    def unsaved_steps(self) -> int:
+        return max(0, self.step - self.saved_step)
+
+    @property
+    def unit(self) -> str:
+        return "tokens" if self.info is not None and self.info.token_kind == "word" else "chars"
+
+    def apply(self, event: ev.Event) -> Sample | None:
+        """Fold one engine event in; returns the sample it touched, if any."""
+        self.version += 1
+        if isinstance(event, ev.Started):
+            self._started(event)
+        elif isinstance(event, ev.Progress):
+            self.step, self.epoch, self.lr = event.step, event.epoch, event.lr
+            self.tokens_per_s, self.train_seconds = event.tokens_per_s, event.train_seconds
+            self.eta_seconds, self.epoch_eta_seconds = event.eta_seconds, event.epoch_eta_seconds
+            self.memory_bytes = event.memory_bytes
+            self._train_points(event.losses)
+        elif isinstance(event, ev.Evaluated):
+            self.val_losses.append((event.step, event.nats))
+            self.best_val, self.last_val_bits = event.best_nats, event.bits
+        elif isinstance(event, ev.CheckpointSaved):
+            if event.kind == "latest":
+                self.saved_step, self.saved_path, self.saved_at = event.step, event.path, event.saved_at
+        elif isinstance(event, ev.StateChanged):
+            self.state, self.reason = event.state, event.reason
+        elif isinstance(event, ev.SettingsChanged):
+            self.temperature = event.temperature
+        elif isinstance(event, ev.Notice):
+            if event.level == "error":
+                self.errors.append(event.message)
+        elif isinstance(event, ev.SampleStarted):
+            sample = Sample(event.sample_id, event.step, event.prompt, event.temperature, event.source,
+                            notes=event.notes)
+            self.samples[event.sample_id] = sample
+            while len(self.samples) > MAX_SAMPLES:
+                self.samples.pop(next(iter(self.samples)))
+            return sample
+        elif isinstance(event, (ev.SampleText, ev.SampleFinished)):
+            sample = self.samples.get(event.sample_id)
+            if sample is not None:
+                if isinstance(event, ev.SampleText):
+                    sample.text += event.text
+                else:
+                    sample.text, sample.done = event.text, True
+            return sample
+        return None
+
+    def _started(self, event: ev.Started) -> None:
+        info = self.info = event.info
+        self.step = self.saved_step = info.resumed_step
+        self.temperature = float(info.config.get("temperature", self.temperature))
+        if info.resumed_step:
+            self.saved_at = time.time()
+        self._train_points(event.train_history)
+        self.val_losses = list(event.val_history)
+        if self.val_losses:
+            self.best_val = min(v for _, v in self.val_losses)
+        for i, (step, text) in enumerate(event.samples):
+            sample_id = -len(event.samples) + i  # negative: from an earlier session
+            self.samples[sample_id] = Sample(sample_id, step, "", 0.0, "earlier", text, done=True)
+
+    def _train_points(self, losses) -> None:
+        if not losses:
+            return
+        if self.first_train_loss is None:
+            self.first_train_loss = losses[0]
+        low = min(losses)
+        self.best_train_loss = low if self.best_train_loss is None else min(self.best_train_loss, low)
+        self.train_losses.extend(losses)

@@ -1,0 +1,55 @@
+"""Training and validation loss as sparklines, with current, best and starting values beside them."""
+
+from __future__ import annotations
+
+import math
+from statistics import mean
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Sparkline, Static
+
+from ..run_view import RunView
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+class LossPanel(Vertical):
+    def compose(self) -> ComposeResult:
+        yield Static(id="train-label", markup=False)
+        # mean, not the default max: a single spike should not dominate a bucket.
+        yield Sparkline([], summary_function=mean, id="train-spark")
+        yield Static(id="val-label", markup=False)
+        yield Sparkline([], summary_function=mean, id="val-spark")
+        yield Static(id="val-detail", markup=False)
+
+    def on_mount(self) -> None:
+        self.border_title = "Loss (nats/char)"
+
+    def show(self, view: RunView) -> None:
+        unit = "char" if view.unit == "chars" else "token"
+        self.border_title = f"Loss (nats/{unit})"
+        recent = list(view.train_losses)[-20:]
+        last_val = view.val_losses[-1][1] if view.val_losses else None
+        first_val = view.val_losses[0][1] if view.val_losses else None
+        self.query_one("#train-label", Static).update(
+            _numbers("train", mean(recent) if recent else None, view.best_train_loss, view.first_train_loss)
+        )
+        self.query_one("#val-label", Static).update(_numbers("val", last_val, view.best_val, first_val))
+        detail = Text("no validation yet", "dim")
+        if view.last_val_bits is not None and last_val is not None:
+            detail = Text(f"{view.last_val_bits:.3f} bits/{unit} · perplexity {math.exp(min(last_val, 50)):.2f}",
+                          "dim")
+        self.query_one("#val-detail", Static).update(detail)
+        # Sparkline compares with !=: a new list each time, or it never repaints.
+        self.query_one("#train-spark", Sparkline).data = list(view.train_losses)
+        self.query_one("#val-spark", Sparkline).data = [v for _, v in view.val_losses]
+
+
+def _numbers(name: str, now: float | None, best: float | None, start: float | None) -> Text:
+    return Text.assemble(
+        (f"{name:<5} ", "bold"), (_fmt(now), "bold"), (" best ", "dim"), _fmt(best), (" start ", "dim"), _fmt(start)
+    )

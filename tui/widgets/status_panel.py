@@ -1,0 +1,79 @@
+"""Run, model, device and progress at a glance, with a clear TRAINING / PAUSED / FINISHED state."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ..formatting import duration, si, size_bytes
+from ..run_view import RunView
+
+STATE_STYLES = {
+    "starting": ("STARTING", "bold yellow"),
+    "training": ("TRAINING", "bold green"),
+    "paused": ("PAUSED", "bold black on yellow"),
+    "finished": ("FINISHED", "bold black on green"),
+    "stopped": ("STOPPED", "bold"),
+    "error": ("ERROR", "bold white on red"),
+}
+
+
+class StatusPanel(Static):
+    clock = staticmethod(time.time)  # replaceable, for deterministic snapshots
+
+    def on_mount(self) -> None:
+        self.border_title = "Status"
+
+    def show(self, view: RunView) -> None:
+        self.update(render_status(view, self.clock()))
+
+
+def render_status(view: RunView, now: float | None = None) -> Text:
+    """Nine short lines: they fit the 36 columns the panel has in an 80-column terminal."""
+    now = time.time() if now is None else now
+    label, style = STATE_STYLES.get(view.state, (view.state.upper(), "bold"))
+    info = view.info
+    epoch = int(view.epoch)
+    lines = [Text.assemble((f" {label} ", style), f" step {view.step:,} · epoch {epoch + 1} {view.epoch - epoch:.0%}")]
+    if view.state == "error" and view.reason:
+        lines.append(Text(view.reason, "red"))
+    if info is None:
+        lines.append(Text("loading corpus and model...", "dim"))
+    else:
+        lines.append(Text(info.run_name, "dim"))
+        lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
+        lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
+        lines.append(_pair("device", info.device_name + (f" {info.precision}" if info.device == "cuda" else "")))
+    lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · lr {lr_text(view.lr)}"))
+    if view.eta_seconds is not None:
+        eta = f"ETA {duration(view.eta_seconds)}"
+    else:
+        eta = f"epoch ends {duration(view.epoch_eta_seconds)}"
+    lines.append(_pair("time", f"{duration(view.train_seconds)} · {eta}"))
+    lines.append(_pair("temp", f"{view.temperature:.2f} · {_memory(view)}"))
+    saved = "not yet"
+    if view.saved_at is not None:
+        saved = f"step {view.saved_step:,}, {duration(now - view.saved_at)} ago"
+    lines.append(_pair("saved", saved))
+    return Text("\n").join(lines)
+
+
+def lr_text(lr: float) -> str:
+    mantissa, exponent = f"{lr:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _pair(name: str, value: str) -> Text:
+    return Text.assemble((f"{name:<7}", "dim"), value)
+
+
+def _memory(view: RunView) -> str:
+    if view.memory_bytes is not None:
+        return f"GPU mem {size_bytes(view.memory_bytes)}"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    return f"RAM {size_bytes(peak if sys.platform == 'darwin' else peak * 1024)}"
