@@ -26,7 +26,9 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        # User-only, like the run folder: a checkpoint holds the user's text in its samples.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())

@@ -100,6 +100,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate on the first N tokens of the split (default: all of it)")
     report.add_argument("--checkpoint-interval", type=int, metavar="STEPS",
                         help=f"save every N steps; 0 only at the end (default: {d.checkpoint_interval})")
+    report.add_argument("--keep-checkpoints", type=int, metavar="K",
+                        help=f"older checkpoints kept as step-N.pt beside latest.pt (default: {d.keep_checkpoints})")
     report.add_argument("--sample-interval", type=parse_duration, metavar="DURATION",
                         help=f"live sample every so often; 0 turns them off (default: {d.sample_interval:g}s)")
     report.add_argument("--sample-length", type=int, metavar="N", help=f"(default: {d.sample_length})")
@@ -128,7 +130,8 @@ _TRAIN_FLAGS = {
     "warmup_steps": ("warmup_steps", False), "seed": ("seed", False), "max_steps": ("max_steps", False),
     "max_epochs": ("max_epochs", False), "max_time": ("max_time", False),
     "eval_interval": ("eval_interval", False), "eval_tokens": ("eval_tokens", False),
-    "checkpoint_interval": ("checkpoint_interval", False), "sample_interval": ("sample_interval", False),
+    "checkpoint_interval": ("checkpoint_interval", False), "keep_checkpoints": ("keep_checkpoints", False),
+    "sample_interval": ("sample_interval", False),
     "sample_length": ("sample_length", False), "temperature": ("temperature", False), "top_k": ("top_k", False),
     "top_p": ("top_p", False), "device": ("device", False), "precision": ("precision", False),
     "threads": ("threads", False),
@@ -258,7 +261,10 @@ def run_headless(args: argparse.Namespace) -> int:
     finally:
         if jsonl is not None:
             jsonl.close()
-    return 0 if state in ("finished", "stopped") else 1
+    if state == "error":  # stopped without raising (a NaN loss): say why
+        sys.stderr.write(f"charrnn-tui: error: {trainer.error}\n")
+        return 1
+    return 0
 
 
 def stop_on_signals(trainer) -> None:

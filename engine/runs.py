@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -36,6 +37,60 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise CheckpointError(f"{runs_dir}: too many runs named {base}")
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two processes never write one run.
+
+    flock is released by the OS when the process dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.handle = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: no lock, as before
+            return self
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise CheckpointError(f"run {self.path.parent.name} is in use by {owner}; stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def keep_step_copy(latest: Path, step: int, keep: int) -> None:
+    """Hard-link `latest` as step-N.pt and delete all but the newest `keep` such files.
+
+    The link costs no write; the next save renames a new file over latest.pt, so the link keeps
+    the old one. Where links are not supported, older checkpoints are simply not kept.
+    """
+    if keep <= 0:
+        return
+    copy = latest.with_name(f"step-{step:07d}.pt")
+    try:
+        copy.unlink(missing_ok=True)
+        os.link(latest, copy)
+    except OSError:
+        return
+    for old in sorted(latest.parent.glob("step-*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def default_run_name(corpus_name: str, model_kind: str, hidden: int) -> str:

@@ -40,7 +40,7 @@ from .events import (
     StateChanged,
 )
 from .model import CharRNN, State, detach_state
-from .runs import BEST, LATEST, default_run_name, default_runs_dir, new_run_dir
+from .runs import BEST, LATEST, RunLock, default_run_name, default_runs_dir, keep_step_copy, new_run_dir
 from .sampling import Continuation, SampleSettings, TextGenerator
 from .vocab import build_vocab, vocab_from_dict
 
@@ -49,7 +49,7 @@ MAX_SAVED_SAMPLES = 50
 
 # Fields a user may change when resuming; the rest must match the checkpoint.
 RESUMABLE_OVERRIDES = (
-    "max_steps", "max_epochs", "max_time", "eval_interval", "eval_tokens", "checkpoint_interval",
+    "max_steps", "max_epochs", "max_time", "eval_interval", "eval_tokens", "checkpoint_interval", "keep_checkpoints",
     "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
     "device", "precision", "threads",
 )
@@ -76,6 +76,8 @@ class Trainer:
         self.overrides = overrides or {}
         self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.state = "starting"
+        self.error = ""
+        self.lock: RunLock | None = None
         self.step = 0
         self.saved_step = 0
         self._sample_ids = 0
@@ -99,6 +101,9 @@ class Trainer:
     def sample_now(self) -> None:
         self._requests.put(("sample", None))
 
+    def evaluate_now(self) -> None:
+        self._requests.put(("evaluate", None))
+
     def set_temperature(self, temperature: float) -> None:
         self._requests.put(("temperature", float(temperature)))
 
@@ -112,6 +117,7 @@ class Trainer:
             self._setup()
             self._loop()
         except CharRNNError as e:
+            self._remove_empty_run_dir()
             self._fail(str(e))
             raise
         except torch.cuda.OutOfMemoryError:
@@ -124,10 +130,23 @@ class Trainer:
         except Exception as e:
             self._fail(f"{type(e).__name__}: {e}")
             raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
         return self.state
+
+    def _remove_empty_run_dir(self) -> None:
+        # A run that failed before its first checkpoint leaves nothing behind.
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None and self.resume_path is None and run_dir.is_dir():
+            leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
+            if not leftovers:
+                (run_dir / ".lock").unlink(missing_ok=True)
+                run_dir.rmdir()
 
     def _fail(self, message: str) -> None:
         self.state = "error"
+        self.error = message
         self.emit(Notice(message, "error"))
         self.emit(StateChanged("error", message))
 
@@ -178,11 +197,13 @@ class Trainer:
         self.samples: list[tuple[int, str]] = []
         self.best_val = math.inf
         if checkpoint is not None:
-            self._restore(checkpoint)
             self.run_dir = self.resume_path.parent
+            self.lock = RunLock(self.run_dir).acquire()
+            self._restore(checkpoint)
         else:
             name = self.run_name or default_run_name(corpus.name, config.model.kind, config.model.hidden)
             self.run_dir = new_run_dir(self.runs_dir, name)
+            self.lock = RunLock(self.run_dir).acquire()
         self.saved_step = self.step
         self.corpus = corpus
 
@@ -378,6 +399,9 @@ class Trainer:
                 self._save(LATEST)
             elif name == "sample":
                 self._sample(prompt="", source="live")
+            elif name == "evaluate":
+                self._flush_progress()
+                self._evaluate()
             elif name == "temperature":
                 if math.isfinite(arg) and arg > 0:
                     self.temperature = arg
@@ -481,6 +505,7 @@ class Trainer:
             return
         if name == LATEST:
             self.saved_step = self.step
+            keep_step_copy(path, self.step, self.config.keep_checkpoints)
         self.emit(CheckpointSaved(str(path), self.step, name.removesuffix(".pt"), time.time()))
 
     def _checkpoint_payload(self) -> dict[str, Any]:

@@ -109,3 +109,31 @@ def test_run_names_cannot_escape_the_runs_folder():
     assert sanitize_run_name("../../etc/passwd") == "etc-passwd"
     assert sanitize_run_name("..") == "run"
     assert "/" not in sanitize_run_name("a/b\\c")
+
+
+def test_checkpoint_files_are_user_only(tmp_path):
+    path = tmp_path / "latest.pt"
+    save_checkpoint({"step": 1}, path)
+    assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_two_trainers_cannot_share_a_run_folder(repetitive_text, runs_dir):
+    from charrnn_tui.engine.runs import RunLock
+
+    Trainer(tiny_config(repetitive_text, max_steps=5), runs_dir=runs_dir, run_name="busy").run()
+    held = RunLock(runs_dir / "busy").acquire()  # as if another process were training it
+    try:
+        with pytest.raises(CheckpointError, match="run busy is in use by process"):
+            Trainer(resume=runs_dir / "busy" / LATEST, runs_dir=runs_dir).run()
+    finally:
+        held.release()
+    assert Trainer(resume=runs_dir / "busy" / LATEST, runs_dir=runs_dir, overrides={"max_steps": 8}).run() == "finished"
+
+
+def test_the_last_k_checkpoints_are_kept(repetitive_text, runs_dir):
+    config = tiny_config(repetitive_text, max_steps=50, checkpoint_interval=10, keep_checkpoints=2)
+    Trainer(config, runs_dir=runs_dir, run_name="k").run()
+    kept = sorted(p.name for p in (runs_dir / "k").glob("step-*.pt"))
+    assert kept == ["step-0000040.pt", "step-0000050.pt"]
+    assert load_checkpoint(runs_dir / "k" / "step-0000040.pt")["step"] == 40
+    assert load_checkpoint(runs_dir / "k" / LATEST)["step"] == 50

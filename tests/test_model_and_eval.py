@@ -50,3 +50,37 @@ def test_evaluate_scores_every_token_of_the_split(streams):
     else:  # parallel streams restart from a zero state, so they can only differ a little
         assert abs(result.nats - _naive_loss(model, ids)) < 0.1
     assert math.isclose(result.bits, result.nats / math.log(2))
+
+
+def _step_losses(config, runs_dir, name):
+    losses = []
+    Trainer(config, runs_dir=runs_dir, run_name=name,
+            on_event=lambda e: losses.extend(getattr(e, "losses", ()))).run()
+    return losses
+
+
+def test_same_seed_same_run(repetitive_text, runs_dir):
+    config = tiny_config(repetitive_text, max_steps=40, dropout=0.3, layers=2)
+    assert _step_losses(config, runs_dir, "a") == _step_losses(config, runs_dir, "b")
+    other = _step_losses(tiny_config(repetitive_text, max_steps=40, dropout=0.3, layers=2, seed=2), runs_dir, "c")
+    assert other != _step_losses(config, runs_dir, "d")
+
+
+def test_sgd_trains(repetitive_text, runs_dir):
+    losses = _step_losses(tiny_config(repetitive_text, max_steps=150, optimizer="sgd", lr=0.5), runs_dir, "sgd")
+    assert sum(losses[-10:]) / 10 < losses[0] - 1.0
+
+
+def test_word_level_model_learns_and_samples(tmp_path, runs_dir):
+    from charrnn_tui.engine.inference import load_model
+    from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
+
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 80 + "a zebra once.\n")
+    config = tiny_config(corpus, tokens="word", min_freq=2, max_steps=200)
+    losses = _step_losses(config, runs_dir, "words")
+    assert sum(losses[-10:]) / 10 < 0.3
+    loaded = load_model(runs_dir / "words" / "latest.pt", "cpu")
+    assert loaded.vocab.kind == "word" and "zebra" not in loaded.vocab.index  # seen once: <unk>
+    text = TextGenerator(loaded.model, loaded.vocab).generate("the cat", SampleSettings(length=12, greedy=True))
+    assert text.text.startswith(" sat on the ") and text.text[len(" sat on the "):][:3] in ("mat", "log")

@@ -30,6 +30,12 @@ async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "conditi
         await pilot.pause(0.05)
 
 
+async def save_and_quit(pilot) -> None:
+    """ctrl+c: the engine saves and stops, then the app exits."""
+    await pilot.press("ctrl+c")
+    await wait_for(pilot, lambda: pilot.app.trainer.state == "stopped", what="stop")
+
+
 def make_app(corpus, runs_dir, **overrides) -> CharRNNApp:
     settings = dict(report_interval=0.05, sample_interval=2.0, sample_length=40, eval_interval=40,
                     checkpoint_interval=0, run_name=None)
@@ -50,8 +56,7 @@ async def test_training_shows_loss_samples_and_status(repetitive_text, runs_dir)
         assert first.step <= 1 and first.done  # the first sample comes at once: noise
         status = str(app.query_one("#status").render())
         assert "TRAINING" in status and "pilot" in status and "lstm 1x32" in status
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
 
 
 async def test_space_pauses_and_resumes(repetitive_text, runs_dir):
@@ -69,8 +74,7 @@ async def test_space_pauses_and_resumes(repetitive_text, runs_dir):
         await pilot.press("space")
         await wait_for(pilot, lambda: app.trainer.step > step + 5, what="training again")
         assert app.view.state == "training"
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
 
 
 async def test_c_writes_a_checkpoint_that_loads(repetitive_text, runs_dir):
@@ -82,8 +86,7 @@ async def test_c_writes_a_checkpoint_that_loads(repetitive_text, runs_dir):
         loaded = load_model(runs_dir / "pilot" / LATEST, "cpu")
         assert loaded.step == app.view.saved_step > 10
         assert "saved  step" in str(app.query_one("#status").render())
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
 
 
 async def test_temperature_keys_change_what_the_engine_uses(repetitive_text, runs_dir):
@@ -101,8 +104,7 @@ async def test_temperature_keys_change_what_the_engine_uses(repetitive_text, run
         await pilot.press("s")
         await wait_for(pilot, lambda: any(s.temperature == pytest.approx(0.8) and s.step > 0
                                           for s in app.view.samples.values()), what="a sample at 0.8")
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
 
 
 async def test_typed_prompt_streams_a_continuation_and_history_recalls_it(repetitive_text, runs_dir):
@@ -126,8 +128,7 @@ async def test_typed_prompt_streams_a_continuation_and_history_recalls_it(repeti
         assert app.query_one("#prompt-input").value == "the quick "
         await pilot.press("escape")
         assert not app.prompt_focused
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
 
 
 async def test_q_asks_then_saves_and_exits(repetitive_text, runs_dir):
@@ -154,8 +155,7 @@ async def test_q_then_escape_keeps_training(repetitive_text, runs_dir):
         step = app.trainer.step
         await wait_for(pilot, lambda: app.trainer.step > step, what="training to go on")
         assert not app.quitting
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
 
 
 async def test_unreadable_corpus_shows_an_error_not_a_crash(tmp_path, runs_dir):
@@ -182,5 +182,23 @@ async def test_the_screen_adapts_to_resizing(repetitive_text, runs_dir):
         await pilot.pause(0.2)
         assert app.screen.has_class("-narrow")
         assert app.query_one("#status").region.width == 60
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
+        await save_and_quit(pilot)
+
+
+async def test_resume_reopens_the_run_with_its_history_and_samples(repetitive_text, runs_dir):
+    first = Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=20, sample_interval=0.001,
+                                sample_length=20, report_interval=0.05), runs_dir=runs_dir, run_name="again")
+    assert first.run() == "finished"
+    trainer = Trainer(resume=runs_dir / "again" / LATEST, runs_dir=runs_dir, overrides={"max_steps": 80})
+    app = CharRNNApp(trainer=trainer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.info is not None, what="start")
+        assert app.view.info.resumed_step == 60
+        assert len(app.view.val_losses) >= 3 and app.view.first_train_loss > 2.5
+        assert any(s.source == "earlier" for s in app.view.samples.values())
+        await wait_for(pilot, lambda: app.view.state == "finished", what="the run to finish")
+        assert app.trainer.step == 80
+        await pilot.pause(0.3)
+        assert "FINISHED" in str(app.query_one("#status").render())
+        await pilot.press("q")
+    assert app.return_value == 0
