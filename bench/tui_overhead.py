@@ -5,6 +5,7 @@
 1. Training chars/s with no UI (the engine alone), with the app open in a headless Textual
    session, and with the real `charrnn-tui` drawing into a real terminal (tmux, 80x24); the
    engine-alone run is repeated at the end, since throughput drifts on shared machines.
+   The app runs the engine in a child process, as `charrnn-tui` does.
 2. Key-to-screen latency under full training load, in the real terminal: tmux sends `+`/`-`
    and capture-pane polls until the new temperature is on the screen.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import shutil
 import statistics
 import subprocess
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import load_checkpoint
+from charrnn_tui.engine.process import TrainerProcess
 from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.tui.app import CharRNNApp
 
@@ -42,7 +45,8 @@ def engine_alone(config: cfg.TrainConfig, runs: Path) -> float:
 
 
 def headless_textual(config: cfg.TrainConfig, runs: Path) -> float:
-    trainer = Trainer(config, runs_dir=runs)
+    # As the real app does: the engine in a child process (engine/process.py).
+    trainer = TrainerProcess(functools.partial(Trainer, config, runs_dir=runs))
 
     async def drive() -> None:
         app = CharRNNApp(trainer=trainer)

@@ -20,6 +20,14 @@ DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments get one line on stderr (argparse's default adds a usage block)."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34, width=100)
@@ -377,11 +385,11 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
         f"  {prog} eval CHECKPOINT FILE          loss, bits/char and perplexity on a text\n"
         f"run '{prog} COMMAND --help' for a command's options"
     )
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog, formatter_class=HelpFormatter, epilog=epilog,
         description="Train a character-level RNN on any text and watch it learn.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = sub.add_parser("train", help="train a model", formatter_class=HelpFormatter,
                            description="Train a model. Opens the TUI unless --headless is given.",
                            epilog=preset_table())

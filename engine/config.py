@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batches (more updates per second) and a high learning rate with cosine decay win there.
     "small": {
         "model": {"kind": "lstm", "layers": 1, "hidden": 384, "embedding": 64, "dropout": 0.0},
-        "seq_len": 64, "batch_size": 16, "lr": 8e-3, "warmup_steps": 50, "eval_interval": 1000,
+        "seq_len": 64, "batch_size": 16, "lr": 8e-3, "warmup_steps": 50, "eval_interval": 500,
     },
     # A CUDA GPU. Not yet measured on one (no GPU was lent when it was chosen): sized so that
     # cuDNN has work to do at batch 128.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from charrnn_tui.engine import config as cfg
@@ -18,3 +21,11 @@ def tiny_config(corpus: str | Path, **overrides) -> cfg.TrainConfig:
     )
     base = dataclasses.replace(base, model=dataclasses.replace(base.model, **model))
     return dataclasses.replace(base, **overrides)
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The installed `charrnn-tui` console script, as a user runs it."""
+    exe = Path(sys.executable).with_name("charrnn-tui")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,22 +1,12 @@
 """The real console script, in a subprocess, as a user runs it."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_cli as charrnn
 
 TINY = ["--preset", "tiny", "--hidden", "32", "--embedding", "16", "--seq-len", "16", "--batch-size", "4",
         "--device", "cpu", "--threads", "1", "--sample-interval", "0"]
-
-
-def charrnn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("charrnn-tui")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from charrnn_tui.engine.inference import load_model
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.tui.app import CharRNNApp
+from charrnn_tui.tui.widgets.prompt_panel import PromptPanel
 from charrnn_tui.tui.widgets.quit_screen import QuitScreen
 
 
@@ -202,3 +203,25 @@ async def test_resume_reopens_the_run_with_its_history_and_samples(repetitive_te
         assert "FINISHED" in str(app.query_one("#status").render())
         await pilot.press("q")
     assert app.return_value == 0
+
+
+async def test_the_engine_in_a_child_process_trains_pauses_answers_and_saves(repetitive_text, runs_dir):
+    """The path `charrnn-tui` takes: the trainer in its own process (engine/process.py)."""
+    import functools
+
+    from charrnn_tui.engine.process import TrainerProcess
+
+    config = tiny_config(repetitive_text, report_interval=0.05, sample_interval=0, sample_length=30)
+    trainer = TrainerProcess(functools.partial(Trainer, config, runs_dir=runs_dir, run_name="child"))
+    app = CharRNNApp(trainer=trainer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 20, timeout=60, what="training in the child")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
+        app.on_prompt_panel_submitted(PromptPanel.Submitted("the quick"))
+        await wait_for(pilot, lambda: any(s.source == "prompt" and s.done for s in app.view.samples.values()),
+                       what="a continuation from the child")
+        await pilot.press("plus")
+        await wait_for(pilot, lambda: trainer.temperature == pytest.approx(0.9), what="temperature in the child")
+        await save_and_quit(pilot)
+    assert load_checkpoint(runs_dir / "child" / LATEST)["step"] == app.view.step

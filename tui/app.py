@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -301,9 +302,14 @@ class CharRNNApp(App[int]):
 
 
 def run_app(args: argparse.Namespace) -> int:
-    """Open the TUI for parsed `train` arguments; returns the exit status."""
-    from charrnn_tui.engine.cli import make_trainer
+    """Open the TUI for parsed `train` arguments; returns the exit status.
 
-    app = CharRNNApp(lambda on_event: make_trainer(args, on_event))
+    The engine trains in a child process (see engine/process.py): on CPU a training thread runs
+    2-3x slower than a process's main thread, and it would share the GIL with the UI.
+    """
+    from charrnn_tui.engine.cli import make_trainer
+    from charrnn_tui.engine.process import TrainerProcess
+
+    app = CharRNNApp(lambda on_event: TrainerProcess(functools.partial(make_trainer, args), on_event))
     result = app.run()
     return result if isinstance(result, int) else 0
