@@ -77,10 +77,23 @@ class Tmux:
             time.sleep(0.1)
 
 
-def real_terminal(preset: str, seconds: float, runs: Path, presses: int) -> tuple[float, list[float]]:
+def real_terminal(preset: str, seconds: float, runs: Path, name: str) -> float:
+    """Training chars/s with the real app drawing into tmux, nobody typing."""
     exe = Path(sys.executable).with_name("charrnn-tui")
     term = Tmux(f"{exe} shakespeare --preset {preset} --max-time {seconds}s --checkpoint-interval 0 "
-                f"--runs-dir {runs} --name terminal; sleep 600")
+                f"--runs-dir {runs} --name {name}; sleep 600")
+    try:
+        term.wait_for("FINISHED", timeout=seconds + 120)
+        checkpoint = load_checkpoint(runs / name / "latest.pt")
+        return checkpoint["tokens_seen"] / checkpoint["train_seconds"]
+    finally:
+        term("kill-server")
+
+
+def key_latency(preset: str, runs: Path, presses: int) -> list[float]:
+    """Seconds from tmux send-keys to the new temperature on the screen, while training runs."""
+    exe = Path(sys.executable).with_name("charrnn-tui")
+    term = Tmux(f"{exe} shakespeare --preset {preset} --checkpoint-interval 0 --runs-dir {runs} --name keys")
     try:
         term.wait_for("TRAINING")
         term.wait_for("bits/char")  # past start-up: the first evaluation has run
@@ -96,9 +109,7 @@ def real_terminal(preset: str, seconds: float, runs: Path, presses: int) -> tupl
                     raise RuntimeError(f"{expected!r} did not appear")
             latencies.append(time.perf_counter() - t0)
             time.sleep(0.3)
-        term.wait_for("FINISHED", timeout=seconds + 120)
-        checkpoint = load_checkpoint(runs / "terminal" / "latest.pt")
-        return checkpoint["tokens_seen"] / checkpoint["train_seconds"], latencies
+        return latencies
     finally:
         term("kill-server")
 
@@ -107,26 +118,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="training time per run (default: 30)")
     parser.add_argument("--preset", default="tiny", choices=list(cfg.PRESETS))
-    parser.add_argument("--presses", type=int, default=20, help="key presses for the latency test (default: 20)")
+    parser.add_argument("--presses", type=int, default=40, help="key presses for the latency test (default: 40)")
     args = parser.parse_args()
     config = make_config(args.preset, args.seconds)
+    has_tmux = shutil.which("tmux") is not None
+    rows: list[tuple[str, float, float]] = []  # name, chars/s, engine alone around it
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
-        first = engine_alone(config, runs)
+        before = engine_alone(config, runs)
         in_app = headless_textual(config, runs)
-        if shutil.which("tmux"):
-            in_terminal, latencies = real_terminal(args.preset, args.seconds, runs, args.presses)
-        else:
-            in_terminal, latencies = float("nan"), []
-        last = engine_alone(config, runs)
-    alone = (first + last) / 2
-    print(f"preset {args.preset}, {args.seconds:g} s of training per run, tiny-shakespeare")
-    print(f"{'run':<34} {'chars/s':>10} {'vs engine alone':>16}")
-    print(f"{'engine alone (first)':<34} {first:>10,.0f}")
-    print(f"{'engine alone (last)':<34} {last:>10,.0f}")
-    print(f"{'TUI, headless Textual app':<34} {in_app:>10,.0f} {in_app / alone:>15.1%}")
-    print(f"{'TUI, real terminal (tmux 80x24)':<34} {in_terminal:>10,.0f} {in_terminal / alone:>15.1%}")
-    if latencies:
+        middle = engine_alone(config, runs)
+        rows.append(("TUI, headless Textual app", in_app, (before + middle) / 2))
+        if has_tmux:
+            in_terminal = real_terminal(args.preset, args.seconds, runs, "terminal")
+            after = engine_alone(config, runs)
+            rows.append(("TUI, real terminal (tmux 80x24)", in_terminal, (middle + after) / 2))
+            latencies = key_latency(args.preset, runs, args.presses)
+    print(f"preset {args.preset}, {args.seconds:g} s of training per run, tiny-shakespeare; each UI run is "
+          "compared with the mean of the engine-alone runs just before and after it")
+    print(f"{'run':<34} {'chars/s':>10} {'engine alone':>13} {'ratio':>7}")
+    for name, value, alone in rows:
+        print(f"{name:<34} {value:>10,.0f} {alone:>13,.0f} {value / alone:>7.1%}")
+    if has_tmux:
         ms = sorted(x * 1000 for x in latencies)
         p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
         print(f"key-to-screen latency under training load ({len(ms)} presses of +/-, tmux capture-pane polling): "

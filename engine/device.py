@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 
@@ -47,10 +48,15 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 
 def memory_in_use(device: torch.device) -> int | None:
-    """Bytes the caching allocator holds on a GPU; None on CPU."""
+    """Bytes the caching allocator holds on a GPU; elsewhere this process's peak resident memory."""
     if device.type == "cuda":
         return torch.cuda.memory_reserved(device)
-    return None
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # KiB on Linux, bytes on macOS
 
 
 def configure_backends(device: torch.device, threads: int | None) -> None:

@@ -14,6 +14,7 @@ import functools
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,6 +40,7 @@ from .widgets.status_panel import StatusPanel
 # importing torch and loading a corpus take seconds.
 TrainerFactory = Callable[[Callable[[ev.Event], None]], Any]
 REDRAW_INTERVAL = 0.1  # seconds between screen updates
+IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.Started)
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking"}
 HANGUP_SAVE_TIMEOUT = 300.0  # after SIGHUP, how long the final checkpoint may take before we leave anyway
@@ -80,6 +82,7 @@ class CharRNNApp(App[int]):
         self.autostart = autostart
         self.view = RunView()
         self.drawn_version = -1
+        self.clock_drawn_at = 0.0
         self.quitting = False
         self.exit_code = 0
         self.training_done = threading.Event()
@@ -153,6 +156,8 @@ class CharRNNApp(App[int]):
             self.notify("prompt: " + "; ".join(event.notes), severity="warning", markup=False)
         if sample is not None and sample.source == "prompt":
             self.query_one(PromptPanel).show(sample)
+        if isinstance(event, IMMEDIATE_EVENTS):
+            self.redraw()  # answers to a key (paused, temperature, saved) show at once
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "train":
@@ -170,8 +175,12 @@ class CharRNNApp(App[int]):
     def redraw(self) -> None:
         view = self.view
         if view.version == self.drawn_version:
-            self.query_one(StatusPanel).show(view)  # the "saved ... ago" clock still moves
+            now = time.monotonic()
+            if now - self.clock_drawn_at >= 1.0:  # the "saved ... ago" clock still moves
+                self.clock_drawn_at = now
+                self.query_one(StatusPanel).show(view)
             return
+        self.clock_drawn_at = time.monotonic()
         self.drawn_version = view.version
         self.query_one(LossPanel).show(view)
         self.query_one(StatusPanel).show(view)
@@ -233,6 +242,7 @@ class CharRNNApp(App[int]):
         self.view.version += 1
         if self.trainer is not None:
             self.trainer.set_temperature(value)
+        self.redraw()
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptInput).focus()

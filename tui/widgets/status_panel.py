@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 
 from rich.text import Text
@@ -72,8 +70,6 @@ def _pair(name: str, value: str) -> Text:
 
 
 def _memory(view: RunView) -> str:
-    if view.memory_bytes is not None:
-        return f"GPU mem {size_bytes(view.memory_bytes)}"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    return f"RAM {size_bytes(peak if sys.platform == 'darwin' else peak * 1024)}"
+    """The engine's memory, as it reports it: GPU memory on CUDA, else its peak RAM."""
+    on_gpu = view.info is not None and view.info.device == "cuda"
+    return f"{'GPU mem' if on_gpu else 'RAM peak'} {size_bytes(view.memory_bytes)}"
