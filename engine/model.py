@@ -90,24 +90,33 @@ class Stepper:
             for k in range(model.config.layers)
         ]
 
-    @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """ids: (batch,) -> logits (batch, vocab) and the new state, in the model's state layout."""
+        layers = self.unstack(state)
+        logits, layers = self.step_layers(ids, layers)
+        return logits, self.stack(layers)
+
+    def step_layers(self, ids: torch.Tensor, layers: list) -> tuple[torch.Tensor, list]:
+        """One step with the state as a list per layer (h, or (h, c)): no stacking per token."""
         x = self.model.embed(ids)
-        if self.kind == "lstm":
-            h_all, c_all = state
-            hs, cs = [], []
-            for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-                h, c = torch.lstm_cell(x, (h_all[k], c_all[k]), w_ih, w_hh, b_ih, b_hh)
-                hs.append(h)
-                cs.append(c)
+        new_layers = []
+        for (w_ih, w_hh, b_ih, b_hh), layer_state in zip(self.layers, layers, strict=True):
+            if self.kind == "lstm":
+                h, c = torch.lstm_cell(x, layer_state, w_ih, w_hh, b_ih, b_hh)
+                new_layers.append((h, c))
                 x = h
-            new_state: State = (torch.stack(hs), torch.stack(cs))
-        else:
-            cell = torch.gru_cell if self.kind == "gru" else torch.rnn_tanh_cell
-            hs = []
-            for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-                x = cell(x, state[k], w_ih, w_hh, b_ih, b_hh)
-                hs.append(x)
-            new_state = torch.stack(hs)
-        return self.model.head(x), new_state
+            else:
+                cell = torch.gru_cell if self.kind == "gru" else torch.rnn_tanh_cell
+                x = cell(x, layer_state, w_ih, w_hh, b_ih, b_hh)
+                new_layers.append(x)
+        return self.model.head(x), new_layers
+
+    def unstack(self, state: State) -> list:
+        if self.kind == "lstm":
+            return list(zip(state[0].unbind(0), state[1].unbind(0), strict=True))
+        return list(state.unbind(0))
+
+    def stack(self, layers: list) -> State:
+        if self.kind == "lstm":
+            return (torch.stack([h for h, _ in layers]), torch.stack([c for _, c in layers]))
+        return torch.stack(layers)

@@ -63,7 +63,7 @@ class TextGenerator:
             ids = [self.vocab.index.get("\n", 0)]
         return ids, notes
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stream(self, prompt: str, settings: SampleSettings, result: Continuation | None = None) -> Iterator[str]:
         """Yield the continuation of `prompt` in pieces of `settings.chunk` tokens, as produced."""
         settings.validate(len(self.vocab))
@@ -76,19 +76,23 @@ class TextGenerator:
             seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
             generator = torch.Generator(device=self.device).manual_seed(seed)
             logits, state = self._warm_up(ids)
+            layers = self.stepper.unstack(state)
             out = torch.empty(settings.length, dtype=torch.long, device=self.device)
             done = 0
-            for i in range(settings.length):
-                token = _pick(logits, settings, generator)
-                out[i : i + 1] = token
-                if i + 1 < settings.length:
-                    logits, state = self.stepper.step(token, state)
-                if i + 1 - done >= settings.chunk or i + 1 == settings.length:
-                    piece = self.vocab.decode(out[done : i + 1].tolist())
-                    done = i + 1
-                    if result is not None:
-                        result.text += piece
-                    yield piece
+            while done < settings.length:
+                # One chunk: tokens stay on the device; one copy back per chunk, not per token.
+                n = min(settings.chunk, settings.length - done)
+                picker = _Picker(settings, generator, n, logits.size(-1), self.device)
+                for j in range(n):
+                    token = picker.pick(logits, j)
+                    out[done + j : done + j + 1] = token
+                    if done + j + 1 < settings.length:
+                        logits, layers = self.stepper.step_layers(token, layers)
+                piece = self.vocab.decode(out[done : done + n].tolist())
+                done += n
+                if result is not None:
+                    result.text += piece
+                yield piece
         finally:
             if was_training:
                 self.model.train()
@@ -106,19 +110,38 @@ class TextGenerator:
         return logits[:, -1], state
 
 
-def _pick(logits: torch.Tensor, s: SampleSettings, generator: torch.Generator) -> torch.Tensor:
-    """Next token (batch,) from logits (batch, vocab), on the device: no host round trip."""
-    if s.greedy:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / s.temperature
-    if s.top_k is not None and s.top_k < logits.size(-1):
-        kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if s.top_p is not None and s.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        # Keep the smallest set whose mass reaches top_p (the first token always stays).
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > s.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+class _Picker:
+    """Chooses the next token (batch,) from logits (batch, vocab) on the device.
+
+    Plain temperature sampling uses the Gumbel-max trick with the noise for a whole chunk drawn at
+    once: argmax(logits / T + G) is an exact sample from softmax(logits / T), at the cost of one
+    add and one argmax per token instead of softmax plus multinomial.
+    """
+
+    def __init__(self, s: SampleSettings, generator: torch.Generator, n: int, vocab: int, device: torch.device):
+        self.s = s
+        self.generator = generator
+        self.gumbel = None
+        if not s.greedy and s.top_k is None and s.top_p is None:
+            uniform = torch.rand(n, vocab, generator=generator, device=device).clamp_(min=1e-10)
+            self.gumbel = -torch.log(-torch.log(uniform))
+        self.inv_temperature = 1.0 / s.temperature
+
+    def pick(self, logits: torch.Tensor, j: int) -> torch.Tensor:
+        s = self.s
+        if s.greedy:
+            return logits.argmax(dim=-1)
+        if self.gumbel is not None:
+            return (logits.float() * self.inv_temperature + self.gumbel[j]).argmax(dim=-1)
+        logits = logits.float() * self.inv_temperature
+        if s.top_k is not None and s.top_k < logits.size(-1):
+            kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if s.top_p is not None and s.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+            # Keep the smallest set whose mass reaches top_p (the first token always stays).
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs > s.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)

@@ -64,7 +64,7 @@ def test_one_network_step_per_generated_character(monkeypatch):
         return wrapper
 
     monkeypatch.setattr(gen.model, "forward", counted("forward", gen.model.forward))
-    monkeypatch.setattr(gen.stepper, "step", counted("step", gen.stepper.step))
+    monkeypatch.setattr(gen.stepper, "step_layers", counted("step", gen.stepper.step_layers))
     gen.generate("a long prompt of many characters", SampleSettings(length=100, seed=0))
     assert calls == {"forward": 1, "step": 99}  # the prompt is read once, never re-run
 
