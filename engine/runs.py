@@ -75,6 +75,12 @@ class RunLock:
             self.handle = None
 
 
+def remove_partial_writes(run_dir: Path) -> None:
+    """Delete temporary files left by a save that was killed; call only while holding the run lock."""
+    for partial in run_dir.glob(".*.tmp-*"):
+        partial.unlink(missing_ok=True)
+
+
 def keep_step_copy(latest: Path, step: int, keep: int) -> None:
     """Hard-link `latest` as step-N.pt and delete all but the newest `keep` such files.
 

@@ -40,7 +40,16 @@ from .events import (
     StateChanged,
 )
 from .model import CharRNN, State, detach_state
-from .runs import BEST, LATEST, RunLock, default_run_name, default_runs_dir, keep_step_copy, new_run_dir
+from .runs import (
+    BEST,
+    LATEST,
+    RunLock,
+    default_run_name,
+    default_runs_dir,
+    keep_step_copy,
+    new_run_dir,
+    remove_partial_writes,
+)
 from .sampling import Continuation, SampleSettings, TextGenerator
 from .vocab import build_vocab, vocab_from_dict
 
@@ -199,6 +208,7 @@ class Trainer:
         if checkpoint is not None:
             self.run_dir = self.resume_path.parent
             self.lock = RunLock(self.run_dir).acquire()
+            remove_partial_writes(self.run_dir)
             self._restore(checkpoint)
         else:
             name = self.run_name or default_run_name(corpus.name, config.model.kind, config.model.hidden)

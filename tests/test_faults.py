@@ -1,3 +1,4 @@
+import pytest
 import torch
 from helpers import tiny_config
 
@@ -31,3 +32,113 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     checkpoint = load_checkpoint(runs_dir / "nan" / LATEST)
     assert checkpoint["step"] == 40
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+
+
+def test_sigkill_at_random_moments_never_breaks_the_latest_checkpoint(repetitive_text, tmp_path):
+    """A real training process that saves every step, killed with SIGKILL again and again."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from charrnn_tui.engine.checkpoint import load_checkpoint as load
+
+    exe = Path(sys.executable).with_name("charrnn-tui")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    runs = tmp_path / "runs"
+    common = ["--headless", "--runs-dir", str(runs), "--checkpoint-interval", "1", "--sample-interval", "0",
+              "--threads", "1", "--device", "cpu"]
+    first = ["train", str(repetitive_text), "--preset", "tiny", "--hidden", "32", "--seq-len", "16",
+             "--batch-size", "4", "--name", "killed", *common]
+    again = ["train", "--resume", "killed", *common]
+    latest = runs / "killed" / LATEST
+    rng = random.Random(0)
+    steps = []
+    for attempt in range(8):
+        proc = subprocess.Popen([*cmd, *(first if attempt == 0 else again)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        start_mtime = latest.stat().st_mtime_ns if latest.exists() else 0
+        while not latest.exists() or latest.stat().st_mtime_ns == start_mtime:  # saving has begun
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        checkpoint = load(latest)  # must always be a whole checkpoint
+        steps.append(checkpoint["step"])
+    assert steps == sorted(steps) and steps[-1] > steps[0]  # each resume went on from the last
+    finish = subprocess.run([*cmd, *again, "--max-steps", str(steps[-1] + 5)], capture_output=True, text=True,
+                            timeout=120)
+    assert finish.returncode == 0, finish.stderr
+    assert load(latest)["step"] == steps[-1] + 5
+    assert not list((runs / "killed").glob(".*.tmp-*"))  # partial writes were cleaned up
+
+
+def _headless(tmp_path, repetitive_text, name):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("charrnn-tui")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    args = ["train", str(repetitive_text), "--preset", "tiny", "--hidden", "32", "--seq-len", "16", "--batch-size",
+            "4", "--headless", "--runs-dir", str(tmp_path / "runs"), "--name", name, "--checkpoint-interval", "0",
+            "--sample-interval", "0", "--threads", "1", "--device", "cpu", "--eval-interval", "50"]
+    return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(proc) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:  # the first validation line means training is under way
+        if ": validation" in line:
+            return
+        assert time.monotonic() < deadline
+    raise AssertionError(proc.stderr.read())
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_headless_signals_save_and_exit_cleanly(signame, repetitive_text, tmp_path):
+    import signal
+
+    proc = _headless(tmp_path, repetitive_text, signame)
+    _wait_for_training(proc)
+    proc.send_signal(getattr(signal, signame))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"{signame}: saving a checkpoint and stopping" in err and "Traceback" not in err
+    assert "stopped" in out
+    assert load_checkpoint(tmp_path / "runs" / signame / LATEST)["step"] >= 50
+
+
+def test_second_ctrl_c_quits_at_once(monkeypatch):
+    """Two quick SIGINTs reach a process as one, so the handler is tested directly: the first asks
+    the trainer to save and stop, the second leaves at once (exit 130). A save cut short that way
+    leaves the previous checkpoint intact (see the SIGKILL test and test_atomic_save_*)."""
+    import signal
+
+    from charrnn_tui.engine import cli
+
+    installed = {}
+    monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
+
+    class Trainer:
+        stops: list[bool] = []
+
+        def stop(self, save: bool) -> None:
+            self.stops.append(save)
+
+    trainer = Trainer()
+    cli.stop_on_signals(trainer)
+    assert set(installed) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    installed[signal.SIGINT](signal.SIGINT, None)
+    assert trainer.stops == [True]
+    with pytest.raises(SystemExit) as exit_info:
+        installed[signal.SIGINT](signal.SIGINT, None)
+    assert exit_info.value.code == 130
