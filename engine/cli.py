@@ -173,16 +173,18 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
             if not is_model and getattr(args, flag) is not None}
 
 
-def make_trainer(args: argparse.Namespace, on_event):  # -> Trainer
-    """A Trainer for parsed train arguments: a new run, or `--resume`."""
+def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False):  # -> Trainer
+    """A Trainer for parsed train arguments: a new run, or `--resume`. `interactive`: for a UI."""
     from .runs import default_runs_dir, resolve_checkpoint
     from .trainer import Trainer
 
     runs_dir = args.runs_dir or default_runs_dir()
     if args.resume is not None:
         path = resolve_checkpoint(args.resume or None, runs_dir)
-        return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args))
-    return Trainer(config_from_args(args), on_event=on_event, runs_dir=runs_dir, run_name=args.name)
+        return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args),
+                       pause_on_save_error=interactive)
+    return Trainer(config_from_args(args), on_event=on_event, runs_dir=runs_dir, run_name=args.name,
+                   pause_on_save_error=interactive)
 
 
 # ---- train --headless ---------------------------------------------------------------------------

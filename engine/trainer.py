@@ -74,6 +74,7 @@ class Trainer:
         run_name: str | None = None,
         resume: Path | None = None,
         overrides: dict[str, Any] | None = None,
+        pause_on_save_error: bool = False,
     ):
         if config is None and resume is None:
             raise ValueError("Trainer needs a config or a checkpoint to resume")
@@ -83,6 +84,10 @@ class Trainer:
         self.run_name = run_name
         self.resume_path = Path(resume) if resume else None
         self.overrides = overrides or {}
+        # A UI pauses when a checkpoint cannot be written (disk full), so the user can free space
+        # and press save; headless, training goes on (the previous checkpoint is intact).
+        self.pause_on_save_error = pause_on_save_error
+        self.paused = False
         self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.state = "starting"
         self.error = ""
@@ -512,6 +517,10 @@ class Trainer:
             save_checkpoint(self._checkpoint_payload(), path)
         except CheckpointError as e:
             self.emit(Notice(str(e), "error"))
+            if self.pause_on_save_error and self.state == "training":
+                self._flush_progress()
+                self.paused = True
+                self._set_state("paused", "checkpoint failed")
             return
         if name == LATEST:
             self.saved_step = self.step

@@ -225,3 +225,33 @@ async def test_the_engine_in_a_child_process_trains_pauses_answers_and_saves(rep
         await wait_for(pilot, lambda: trainer.temperature == pytest.approx(0.9), what="temperature in the child")
         await save_and_quit(pilot)
     assert load_checkpoint(runs_dir / "child" / LATEST)["step"] == app.view.step
+
+
+async def test_a_failed_checkpoint_pauses_training_and_keeps_the_old_one(repetitive_text, runs_dir, monkeypatch):
+    import errno
+
+    import charrnn_tui.engine.checkpoint as checkpoint_module
+
+    config = tiny_config(repetitive_text, report_interval=0.05, sample_interval=0, eval_interval=10_000)
+    trainer = Trainer(config, runs_dir=runs_dir, run_name="full", pause_on_save_error=True)
+    app = CharRNNApp(trainer=trainer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.view.saved_at is not None, what="a first checkpoint")
+        good_step = app.view.saved_step
+        real_torch_save = checkpoint_module.torch.save
+
+        def disk_full(obj, f):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
+        await wait_for(pilot, lambda: app.view.step > good_step + 5, what="more training")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.view.state == "paused", what="a pause after the failed save")
+        assert any("no space left on device" in n.message for n in app._notifications)
+        assert load_checkpoint(runs_dir / "full" / LATEST)["step"] == good_step  # the old one, intact
+        monkeypatch.setattr(checkpoint_module.torch, "save", real_torch_save)  # space freed
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.view.saved_step > good_step, what="a save after freeing space")
+        await save_and_quit(pilot)

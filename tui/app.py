@@ -320,6 +320,7 @@ def run_app(args: argparse.Namespace) -> int:
     from charrnn_tui.engine.cli import make_trainer
     from charrnn_tui.engine.process import TrainerProcess
 
-    app = CharRNNApp(lambda on_event: TrainerProcess(functools.partial(make_trainer, args), on_event))
+    factory = functools.partial(make_trainer, args, interactive=True)
+    app = CharRNNApp(lambda on_event: TrainerProcess(factory, on_event))
     result = app.run()
     return result if isinstance(result, int) else 0
