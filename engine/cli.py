@@ -94,7 +94,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"clip the global gradient norm; 0 turns it off (default: {d.grad_clip})")
     train.add_argument("--warmup-steps", type=int, metavar="N", help="linear learning-rate warm-up")
     train.add_argument("--no-lr-decay", action="store_true",
-                       help="keep the learning rate flat instead of cosine decay to the stop condition")
+                       help="keep the learning rate flat instead of cosine decay to the stop condition "
+                            "(or over 10 epochs without one)")
     train.add_argument("--seed", type=int, metavar="N", help=f"(default: {d.seed})")
 
     stop = parser.add_argument_group("stop conditions (default: train until stopped)")

@@ -55,6 +55,7 @@ from .vocab import build_vocab, vocab_from_dict
 
 EventSink = Callable[[Event], None]
 MAX_SAVED_SAMPLES = 50
+OPEN_ENDED_DECAY_EPOCHS = 10.0  # the decay horizon of a run with no stop condition
 
 # Fields a user may change when resuming; the rest must match the checkpoint.
 RESUMABLE_OVERRIDES = (
@@ -486,13 +487,17 @@ class Trainer:
         return f"reached max-time {c.max_time:g}s"
 
     def _lr(self) -> float:
-        """Linear warm-up, then cosine decay to min_lr_ratio*lr over the run when it has a limit."""
+        """Linear warm-up, then cosine decay to min_lr_ratio*lr over the run's stop condition, or
+        over OPEN_ENDED_DECAY_EPOCHS when it has none (a peak rate tuned for short runs is too high
+        to hold for ever: validation loss rose again after two epochs at it)."""
         c = self.config
         if self.step < c.warmup_steps:
             return c.lr * (self.step + 1) / c.warmup_steps
-        fraction = self._limit_fraction()
-        if not c.lr_decay or fraction is None:
+        if not c.lr_decay:
             return c.lr
+        fraction = self._limit_fraction()
+        if fraction is None:
+            fraction = min(1.0, self.batcher.epoch_float / OPEN_ENDED_DECAY_EPOCHS)
         floor = c.lr * c.min_lr_ratio
         return floor + 0.5 * (c.lr - floor) * (1 + math.cos(math.pi * fraction))
 
