@@ -38,7 +38,7 @@ class TrainerProcess:
         self.temperature: float | None = None
         self.tokens_seen = 0
         self.train_seconds = 0.0
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.RLock()  # re-entrant: the SIGHUP handler may interrupt a send
         self._conn = None
         self._pending: list[tuple[str, Any]] = []  # requests made before the child started
 
@@ -88,7 +88,7 @@ class TrainerProcess:
         process = context.Process(target=_child_main, args=(self.factory, child), name="charrnn-engine", daemon=True)
         process.start()
         child.close()
-        with self._send_lock:
+        with self._send_lock, contextlib.suppress(OSError, EOFError, ValueError):
             self._conn = parent
             for name, args in self._pending:
                 parent.send((name, args))

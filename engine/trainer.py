@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .corpus import load_corpus
 from .data import make_batcher, split_tokens
 from .device import autocast, configure_backends, describe_device, memory_in_use, pick_device, use_bf16
-from .errors import CharRNNError, CheckpointError
+from .errors import CharRNNError, CheckpointError, ConfigError
 from .evaluate import evaluate
 from .events import (
     CheckpointSaved,
@@ -189,6 +189,8 @@ class Trainer:
         except CharRNNError as e:
             raise CheckpointError(f"corpus no longer matches the checkpoint's vocabulary: {e}") from None
         train_ids, val_ids = split_tokens(ids, config.val_fraction)
+        if config.top_k is not None and config.top_k > len(vocab):
+            raise ConfigError(f"top-k {config.top_k} is larger than the vocabulary ({len(vocab)} tokens)")
 
         self.device = pick_device(config.device)
         configure_backends(self.device, config.threads)
@@ -273,22 +275,29 @@ class Trainer:
         self.pending_first_step = self.step + 1
         self.tokens_since_report = 0
         self.next_sample_at = time.monotonic()  # first live sample straight away
-        segment_start = time.perf_counter()
-        self.last_report = segment_start
+        self.last_report = time.perf_counter()
+        self.seconds_at_report = self.train_seconds
 
         while True:
             self._serve_requests(block=self.paused)
+            if self.state == "error":  # a NaN found while serving a request
+                return
             if self.stop_requested is not None:
-                break
+                if self._stop_on_request():
+                    return
+                continue  # the final save failed: paused, so the user can free space and retry
             if self.paused:
-                segment_start = time.perf_counter()
-                self.last_report = segment_start
                 continue
             if self._limit_reached():
-                self._finish()
-                return
+                if self._finish():
+                    return
+                continue
 
+            # Training time is the steps themselves (and the read-back in reports), never the
+            # requests, evaluations, samples and saves served between them.
+            started = time.perf_counter()
             self._train_step()
+            self.train_seconds += time.perf_counter() - started
 
             now = time.perf_counter()
             due_report = now - self.last_report >= config.report_interval or self.pending == len(self.loss_buffer)
@@ -296,7 +305,6 @@ class Trainer:
             due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
             due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
             if due_report or due_eval or due_checkpoint or due_sample or self._limit_reached():
-                self.train_seconds += now - segment_start
                 if not self._report():
                     return
                 if due_eval:
@@ -305,13 +313,18 @@ class Trainer:
                     self._save(LATEST)
                 if due_sample:
                     self._sample(prompt="", source="live")
-                segment_start = time.perf_counter()
 
-        # Stopped on request.
-        self._flush_progress()
-        if self.stop_requested:
-            self._save(LATEST)
+    def _stop_on_request(self) -> bool:
+        """Save if asked and stop; False when the save failed and a UI wants the run kept, paused."""
+        if not self._flush_progress():
+            return True
+        if self.stop_requested and not self._save(LATEST) and self.pause_on_save_error:
+            self.stop_requested = None
+            self.emit(Notice("could not save, so training is paused, not stopped: free space and press "
+                             "save, or quit without saving", "warning"))
+            return False
         self._set_state("stopped")
+        return True
 
     def _train_step(self) -> None:
         config = self.config
@@ -340,9 +353,12 @@ class Trainer:
         """Send the losses since the last report; False when the loss went NaN/inf and the run stopped."""
         if not self.pending:
             return True
+        started = time.perf_counter()
         losses = self.loss_buffer[: self.pending].tolist()  # the one host sync per report
         now = time.perf_counter()
-        elapsed = max(now - self.last_report, 1e-9)
+        self.train_seconds += now - started  # waiting here is the device finishing the steps
+        elapsed = max(self.train_seconds - self.seconds_at_report, 1e-9)
+        self.seconds_at_report = self.train_seconds
         self.last_report = now
         first = self.pending_first_step
         self.pending = 0
@@ -367,9 +383,9 @@ class Trainer:
         ))
         return True
 
-    def _flush_progress(self) -> None:
-        if self.pending:
-            self._report()
+    def _flush_progress(self) -> bool:
+        """Report what is pending; False if that found a NaN/inf loss and failed the run."""
+        return self._report() if self.pending else True
 
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
@@ -383,12 +399,16 @@ class Trainer:
         if is_best:
             self._save(BEST)
 
-    def _finish(self) -> None:
-        self._flush_progress()
+    def _finish(self) -> bool:
+        """Evaluate, save and finish; False when the save failed and a UI wants the run kept, paused."""
+        if not self._flush_progress():
+            return True
         if not self.val_history or self.val_history[-1][0] != self.step:
             self._evaluate()
-        self._save(LATEST)
+        if not self._save(LATEST) and self.pause_on_save_error:
+            return False
         self._set_state("finished", self._limit_description())
+        return True
 
     # ---- requests -----------------------------------------------------------------------------
     def _serve_requests(self, block: bool) -> None:
@@ -400,23 +420,27 @@ class Trainer:
             block = False
             if name == "pause" or (name == "toggle_pause" and not self.paused):
                 if not self.paused:
-                    self._flush_progress()
+                    if not self._flush_progress():
+                        return
                     self.paused = True
                     self._set_state("paused")
             elif name == "resume" or name == "toggle_pause":
                 if self.paused:
                     self.paused = False
+                    self.last_report = time.perf_counter()
                     self._set_state("training")
             elif name == "stop":
                 self.stop_requested = bool(arg)
                 return
             elif name == "save":
-                self._flush_progress()
+                if not self._flush_progress():
+                    return
                 self._save(LATEST)
             elif name == "sample":
                 self._sample(prompt="", source="live")
             elif name == "evaluate":
-                self._flush_progress()
+                if not self._flush_progress():
+                    return
                 self._evaluate()
             elif name == "temperature":
                 if math.isfinite(arg) and arg > 0:
@@ -430,6 +454,8 @@ class Trainer:
 
     def _sample(self, prompt: str, source: str, length: int | None = None) -> None:
         config = self.config
+        if source == "live":  # first, so that a sample that fails is not retried at every step
+            self.next_sample_at = time.monotonic() + config.sample_interval
         self._sample_ids += 1
         sample_id = self._sample_ids
         settings = SampleSettings(
@@ -451,7 +477,6 @@ class Trainer:
         self.emit(SampleFinished(sample_id, result.text))
         if source == "live":
             self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
-            self.next_sample_at = time.monotonic() + config.sample_interval
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
@@ -516,21 +541,24 @@ class Trainer:
         return left * len(self.train_ids) / tokens_per_s
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def _save(self, name: str) -> None:
+    def _save(self, name: str) -> bool:
+        """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
+        if self.state == "error":
+            return False  # never write weights from a failed run over a good checkpoint
         path = self.run_dir / name
         try:
             save_checkpoint(self._checkpoint_payload(), path)
         except CheckpointError as e:
             self.emit(Notice(str(e), "error"))
-            if self.pause_on_save_error and self.state == "training":
-                self._flush_progress()
+            if self.pause_on_save_error and not self.paused:
                 self.paused = True
                 self._set_state("paused", "checkpoint failed")
-            return
+            return False
         if name == LATEST:
             self.saved_step = self.step
             keep_step_copy(path, self.step, self.config.keep_checkpoints)
         self.emit(CheckpointSaved(str(path), self.step, name.removesuffix(".pt"), time.time()))
+        return True
 
     def _checkpoint_payload(self) -> dict[str, Any]:
         state = self.train_state

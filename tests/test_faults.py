@@ -142,3 +142,33 @@ def test_second_ctrl_c_quits_at_once(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         installed[signal.SIGINT](signal.SIGINT, None)
     assert exit_info.value.code == 130
+
+
+@pytest.mark.parametrize("request_name", ["save_now", "stop", "pause", "evaluate_now"])
+def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_name, repetitive_text, runs_dir,
+                                                                    monkeypatch):
+    # Reports are rare here, so the NaN is first seen when the request flushes the pending losses.
+    config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0)
+    trainer = Trainer(config, runs_dir=runs_dir, run_name="nan-request")
+    real_step = trainer._train_step
+
+    def poisoned_step():
+        real_step()
+        if trainer.step >= 45:
+            trainer.loss_buffer[trainer.pending - 1] = float("nan")
+        if trainer.step == 46:
+            getattr(trainer, request_name)()
+
+    monkeypatch.setattr(trainer, "_train_step", poisoned_step)
+    assert trainer.run() == "error"
+    assert "loss became nan at step 45" in trainer.error
+    checkpoint = load_checkpoint(runs_dir / "nan-request" / LATEST)
+    assert checkpoint["step"] == 40
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+
+
+def test_top_k_larger_than_the_vocabulary_is_refused_at_start(repetitive_text, runs_dir):
+    from charrnn_tui.engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"top-k 500 is larger than the vocabulary \(\d+ tokens\)"):
+        Trainer(tiny_config(repetitive_text, top_k=500, max_steps=5), runs_dir=runs_dir).run()

@@ -156,6 +156,8 @@ class CharRNNApp(App[int]):
             self.notify("prompt: " + "; ".join(event.notes), severity="warning", markup=False)
         if sample is not None and sample.source == "prompt":
             self.query_one(PromptPanel).show(sample)
+        if isinstance(event, ev.StateChanged) and event.reason == "checkpoint failed" and self.quitting:
+            self.quitting = False  # the final save failed: stay, paused, so nothing is lost
         if isinstance(event, IMMEDIATE_EVENTS):
             self.redraw()  # answers to a key (paused, temperature, saved) show at once
 
@@ -292,10 +294,17 @@ class CharRNNApp(App[int]):
         if self.trainer is None or self.view.state == "starting":
             self.notify("still starting: loading the corpus and building the model", timeout=2)
             return self.trainer is not None
-        if self.view.state in ("error", "finished", "stopped") and self.view.state != "finished":
-            self.notify(f"training has {self.view.state}", severity="warning", timeout=3)
+        if self.view.state in ("error", "finished", "stopped"):
+            self.notify(f"training has {self.view.state}; `charrnn-tui --resume` continues the run",
+                        severity="warning", timeout=4, markup=False)
             return False
         return True
+
+    def on_unmount(self) -> None:
+        # However the app ends (an error in a handler too), the engine saves and stops, so the
+        # worker thread and the engine's process end with it instead of holding the exit.
+        if self.trainer is not None and not self.training_done.is_set():
+            self.trainer.stop(save=True)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
