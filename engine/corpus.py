@@ -101,7 +101,9 @@ def decode_text(data: bytes, source: str, encoding: str | None = None) -> str:
     except UnicodeDecodeError as e:
         hint = "pass --encoding (e.g. latin-1 or cp1252)" if encoding.startswith("utf-8") else "check --encoding"
         raise CorpusError(f"{source}: not valid {encoding} at byte offset {e.start}; {hint}") from None
-    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = text.lstrip("\ufeff")
+    if "\r" in text:  # each replace copies the whole text: only when there is something to fold
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in text:
         raise CorpusError(f"{source}: text contains NUL characters; is it a binary file?")
     return text

@@ -223,7 +223,7 @@ class Trainer:
             self.run_dir = new_run_dir(self.runs_dir, name)
             self.lock = RunLock(self.run_dir).acquire()
         self.saved_step = self.step
-        self.corpus = corpus
+        self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
 
         m = config.model
         self.info = RunInfo(

@@ -48,7 +48,9 @@ class CharVocab:
 
     @classmethod
     def build(cls, text: str) -> CharVocab:
-        codepoints = torch.unique(_codepoints(text))
+        # Slice by slice: a 100 MB text never needs its code points all at once.
+        seen = [torch.unique(_codepoints(text[i : i + _ENCODE_CHUNK])) for i in range(0, len(text), _ENCODE_CHUNK)]
+        codepoints = torch.unique(torch.cat(seen)) if seen else torch.empty(0, dtype=torch.int64)
         return cls([chr(c) for c in codepoints.tolist()])
 
     def __len__(self) -> int:
@@ -56,11 +58,10 @@ class CharVocab:
 
     def encode(self, text: str) -> torch.Tensor:
         """Ids of every character of `text`, all of which must be in the vocabulary."""
-        codepoints = _codepoints(text)
-        out = torch.empty(len(codepoints), dtype=compact_dtype(len(self)))
-        # In chunks, so a 100 MB text never needs a 100M-element int64 tensor at once.
-        for start in range(0, len(codepoints), _ENCODE_CHUNK):
-            chunk = codepoints[start : start + _ENCODE_CHUNK].to(torch.int64)
+        out = torch.empty(len(text), dtype=compact_dtype(len(self)))
+        # Slice by slice, so a 100 MB text never needs its code points (or int64 ids) all at once.
+        for start in range(0, len(text), _ENCODE_CHUNK):
+            chunk = _codepoints(text[start : start + _ENCODE_CHUNK]).to(torch.int64)
             ids = torch.searchsorted(self._codepoints, chunk).clamp_(max=len(self.tokens) - 1)
             unknown = self._codepoints[ids] != chunk
             if bool(unknown.any()):
