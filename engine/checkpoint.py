@@ -55,7 +55,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: refused, it holds objects other than tensors and plain data ({first})"
         ) from None
     except Exception as e:  # a corrupt file can fail in any way inside the unpickler: all mean the same
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first_line(e)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a charrnn-tui checkpoint")
     version = data.get("format_version")
@@ -66,7 +66,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return data
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
     text = str(e).strip()
     return text.splitlines()[0][:120] if text else type(e).__name__
 

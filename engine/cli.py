@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import config as cfg
-from .errors import CharRNNError, ConfigError
+from .errors import CharRNNError
 
 DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
@@ -197,7 +197,6 @@ class ProgressPrinter:
         self.tty = out.isatty()
         self.last_line = 0.0
         self.info = None
-        self.val: str = ""
         self.recent: list[float] = []
 
     def __call__(self, event) -> None:
@@ -436,5 +435,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser("python -m charrnn_tui.engine", headless_only=True).parse_args(argv)
     return report_errors(dispatch, args)
 
-
-__all__ = ["ConfigError", "build_parser", "dispatch", "main", "make_trainer", "report_errors"]

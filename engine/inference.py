@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from . import config as cfg
-from .checkpoint import load_checkpoint
+from .checkpoint import first_line, load_checkpoint
 from .device import pick_device
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import CharRNN
@@ -35,7 +34,7 @@ def load_model(path: Path, device: str = "auto") -> LoadedModel:
     try:
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: model weights do not match its config ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: model weights do not match its config ({first_line(e)})") from None
     model.to(pick_device(device)).eval()
     return LoadedModel(model, vocab, config, int(checkpoint.get("step", 0)), float(checkpoint.get("best_val", "nan")))
 
@@ -49,7 +48,3 @@ def encode_for_eval(vocab: CharVocab | WordVocab, text: str) -> tuple[torch.Tens
     if len(ids) < 2:
         raise CorpusError("text has fewer than 2 tokens the model knows")
     return torch.tensor(ids, dtype=torch.long), len(notes)
-
-
-def _first_line(e: Any) -> str:
-    return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__

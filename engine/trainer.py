@@ -267,7 +267,6 @@ class Trainer:
         self.paused = False
         self.stop_requested: bool | None = None  # None: keep going; else whether to save
         self._set_state("training")
-        self.start_step = self.step
         self.session_start_seconds = self.train_seconds
         self.session_start_fraction = self._limit_fraction()
         self.loss_buffer = torch.empty(4096, device=self.device)
@@ -584,8 +583,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             },
             "run_name": self.run_dir.name,
-            "corpus": {"name": self.corpus.name if hasattr(self, "corpus") else "", "source": self.info.corpus_source
-                       if hasattr(self, "info") else ""},
+            "corpus": {"name": self.corpus.name, "source": self.corpus.source},
             "saved_at": time.time(),
         }
 

@@ -23,9 +23,14 @@ def tiny_config(corpus: str | Path, **overrides) -> cfg.TrainConfig:
     return dataclasses.replace(base, **overrides)
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The installed `charrnn-tui` console script, as a user runs it."""
+def cli_command() -> list[str]:
+    """The installed `charrnn-tui` console script (or its module, where it is not installed)."""
     exe = Path(sys.executable).with_name("charrnn-tui")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The console script, as a user runs it."""
+    cmd = cli_command()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import cli_command, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.events import Notice, StateChanged
@@ -39,14 +39,11 @@ def test_sigkill_at_random_moments_never_breaks_the_latest_checkpoint(repetitive
     import random
     import signal
     import subprocess
-    import sys
     import time
-    from pathlib import Path
 
     from charrnn_tui.engine.checkpoint import load_checkpoint as load
 
-    exe = Path(sys.executable).with_name("charrnn-tui")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    cmd = cli_command()
     runs = tmp_path / "runs"
     common = ["--headless", "--runs-dir", str(runs), "--checkpoint-interval", "1", "--sample-interval", "0",
               "--threads", "1", "--device", "cpu"]
@@ -81,11 +78,8 @@ def test_sigkill_at_random_moments_never_breaks_the_latest_checkpoint(repetitive
 
 def _headless(tmp_path, repetitive_text, name):
     import subprocess
-    import sys
-    from pathlib import Path
 
-    exe = Path(sys.executable).with_name("charrnn-tui")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "charrnn_tui.tui.cli"]
+    cmd = cli_command()
     args = ["train", str(repetitive_text), "--preset", "tiny", "--hidden", "32", "--seq-len", "16", "--batch-size",
             "4", "--headless", "--runs-dir", str(tmp_path / "runs"), "--name", name, "--checkpoint-interval", "0",
             "--sample-interval", "0", "--threads", "1", "--device", "cpu", "--eval-interval", "50"]

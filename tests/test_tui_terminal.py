@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from helpers import cli_command
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 
@@ -69,7 +70,7 @@ def terminal():
 
 def test_real_terminal_train_pause_prompt_and_quit(terminal, tmp_path: Path, repetitive_text: Path):
     runs = tmp_path / "runs"
-    exe = Path(sys.executable).with_name("charrnn-tui")
+    exe = shlex.join(cli_command())
     command = (f"{exe} {repetitive_text} --preset tiny --hidden 32 --embedding 16 --seq-len 16 --batch-size 4 "
                f"--threads 1 --device cpu --sample-interval 2 --sample-length 40 --eval-interval 50 "
                f"--runs-dir {runs} --name e2e; echo EXIT-STATUS-$?; sleep 30")
@@ -104,7 +105,7 @@ def test_real_terminal_train_pause_prompt_and_quit(terminal, tmp_path: Path, rep
 
 
 def _app_command(corpus: Path, runs: Path, name: str) -> str:
-    exe = Path(sys.executable).with_name("charrnn-tui")
+    exe = shlex.join(cli_command())
     return (f"{exe} {corpus} --preset tiny --hidden 32 --embedding 16 --seq-len 16 --batch-size 4 --threads 1 "
             f"--device cpu --sample-interval 0 --checkpoint-interval 0 --runs-dir {runs} --name {name}")
 
