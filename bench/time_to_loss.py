@@ -6,8 +6,9 @@ Protocol (nanoGPT's shakespeare_char, so figures compare): tiny-shakespeare, the
 validation, loss in nats/char over the *whole* validation split read in order with the hidden
 state carried (parallel streams). Seconds are training time; evaluation time is excluded and
 reported apart. The reference is the simplest loop one would write from the PyTorch docs
-(nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, AdamW, the same batch shape and clipping), timed in
-the same run, so the engine's overhead shows as a ratio whatever the machine's speed that day.
+(nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, AdamW, the same batch shape, clipping and precision),
+timed in the same run in slices before training and after each evaluation, so that both see the
+same drift of the machine's speed and the engine's overhead shows as a ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.corpus import load_corpus
-from charrnn_tui.engine.device import pick_device
+from charrnn_tui.engine.device import autocast, pick_device, use_bf16
 from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.engine.vocab import CharVocab
 
@@ -43,7 +45,7 @@ def eval_points(budget: float) -> list[float]:
     return [*points, budget]
 
 
-def run_engine(config: cfg.TrainConfig) -> dict:
+def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = lambda: None) -> dict:
     points = eval_points(config.max_time)
     curve: list[dict] = []
     state = {"next": 0, "trainer": None, "chars_per_s": []}
@@ -58,6 +60,7 @@ def run_engine(config: cfg.TrainConfig) -> dict:
         elif isinstance(event, ev.Evaluated):
             curve.append({"seconds": round(trainer.train_seconds, 1), "step": event.step,
                           "val_nats": event.nats, "eval_seconds": event.seconds})
+            after_evaluation()  # not training time: the engine's clock counts only its steps
 
     with tempfile.TemporaryDirectory() as runs:
         trainer = Trainer(config, on_event=on_event, runs_dir=Path(runs))
@@ -79,38 +82,54 @@ class ReferenceModel(nn.Module):
         return self.head(out), h
 
 
-def run_reference(config: cfg.TrainConfig, seconds: float) -> dict:
-    """The plain loop: sequential streams, state carried and detached, AdamW, clipping."""
-    torch.manual_seed(config.seed)
-    device = pick_device(config.device)
-    text = load_corpus("shakespeare").text
-    vocab = CharVocab.build(text)
-    ids = vocab.encode(text).long()
-    train = ids[: len(ids) - len(ids) // 10].to(device)
-    b, t = config.batch_size, config.seq_len
-    streams = train[: len(train) // b * b].view(b, -1)
-    model = ReferenceModel(len(vocab), config.model).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=device.type == "cuda" or None)
-    h, pos, steps, tokens = None, 0, 0, 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        if pos + t + 1 > streams.size(1):
-            pos, h = 0, None
-        x, y = streams[:, pos : pos + t], streams[:, pos + 1 : pos + t + 1]
-        logits, h = model(x, h)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        h = tuple(s.detach() for s in h) if isinstance(h, tuple) else h.detach()
-        pos += t
-        steps += 1
-        tokens += x.numel()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    return {"chars_per_s": tokens / elapsed, "steps": steps, "final_loss": loss.item()}
+class ReferenceLoop:
+    """The plain loop: sequential streams, state carried and detached, AdamW, clipping. It runs in
+    slices between the engine's evaluations, so both see the same drift of the machine's speed."""
+
+    def __init__(self, config: cfg.TrainConfig):
+        torch.manual_seed(config.seed)
+        self.device = device = pick_device(config.device)
+        self.bf16 = use_bf16(device, config.precision)
+        text = load_corpus("shakespeare").text
+        vocab = CharVocab.build(text)
+        ids = vocab.encode(text).long()
+        train = ids[: len(ids) - len(ids) // 10].to(device)
+        self.batch, self.seq_len, self.clip = config.batch_size, config.seq_len, config.grad_clip
+        self.streams = train[: len(train) // self.batch * self.batch].view(self.batch, -1)
+        self.model = ReferenceModel(len(vocab), config.model).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, fused=device.type == "cuda" or None)
+        self.h, self.pos, self.tokens, self.seconds = None, 0, 0, 0.0
+        self.slices: list[float] = []
+
+    def run(self, seconds: float) -> None:
+        model, opt, t = self.model, self.opt, self.seq_len
+        tokens = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            if self.pos + t + 1 > self.streams.size(1):
+                self.pos, self.h = 0, None
+            x = self.streams[:, self.pos : self.pos + t]
+            y = self.streams[:, self.pos + 1 : self.pos + t + 1]
+            with autocast(self.device, self.bf16):  # the engine's precision, so the ratio shows only overhead
+                logits, h = model(x, self.h)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+            opt.step()
+            self.h = tuple(s.detach() for s in h) if isinstance(h, tuple) else h.detach()
+            self.pos += t
+            tokens += x.numel()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        self.tokens += tokens
+        self.seconds += elapsed
+        self.slices.append(tokens / elapsed)
+
+    @property
+    def chars_per_s(self) -> float:
+        return self.tokens / self.seconds
 
 
 def main() -> int:
@@ -136,29 +155,33 @@ def main() -> int:
         (model if key.startswith("model.") else top)[key.removeprefix("model.")] = parse_value(value)
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
 
-    reference_before = run_reference(config, args.reference_seconds / 2)
-    engine = run_engine(config)
-    reference_after = run_reference(config, args.reference_seconds / 2)
-    reference = (reference_before["chars_per_s"] + reference_after["chars_per_s"]) / 2
+    reference_loop = ReferenceLoop(config)
+    slice_seconds = args.reference_seconds / (len(eval_points(args.seconds)) + 1)
+    reference_loop.run(slice_seconds)
+    engine = run_engine(config, after_evaluation=lambda: reference_loop.run(slice_seconds))
+    reference = reference_loop.chars_per_s
     m = config.model
     result = {
-        "preset": preset, "device": str(device), "threads": torch.get_num_threads(),
+        "preset": preset, "device": str(device),
+        "precision": "bf16" if use_bf16(device, config.precision) else "fp32", "threads": torch.get_num_threads(),
         "model": f"{m.kind} {m.layers}x{m.hidden} emb {m.embedding}", "batch": config.batch_size,
         "seq_len": config.seq_len, "lr": config.lr, "budget_s": args.seconds, "steps": engine["steps"],
         "engine_chars_per_s": engine["chars_per_s"], "reference_chars_per_s": reference,
+        "reference_slices_chars_per_s": reference_loop.slices,
         "ratio_to_reference": engine["chars_per_s"] / reference, "curve": engine["curve"],
     }
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"preset {preset}: {result['model']}, batch {config.batch_size} x seq {config.seq_len}, lr {config.lr}, "
-          f"{device} ({result['threads']} threads)")
+          f"{device} {result['precision']} ({result['threads']} threads)")
     print(f"{'train s':>8} {'step':>7} {'val nats':>9} {'val bpc':>8} {'eval s':>7}")
     for point in engine["curve"]:
         print(f"{point['seconds']:>8.1f} {point['step']:>7} {point['val_nats']:>9.4f} "
               f"{point['val_nats'] / 0.6931471805599453:>8.4f} {point['eval_seconds']:>7.2f}")
+    slices = reference_loop.slices
     print(f"engine {engine['chars_per_s']:,.0f} chars/s; plain reference loop {reference:,.0f} chars/s "
-          f"(before {reference_before['chars_per_s']:,.0f}, after {reference_after['chars_per_s']:,.0f}); "
+          f"({len(slices)} slices between the evaluations, {min(slices):,.0f} to {max(slices):,.0f}); "
           f"ratio {result['ratio_to_reference']:.3f}")
     return 0
 

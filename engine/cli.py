@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import config as cfg
+from .corpus import corpus_spec
 from .errors import CharRNNError
 
 DEFAULTS = cfg.TrainConfig()
@@ -57,6 +58,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+AUTO = "auto"
+
+
+def batch_size_arg(text: str) -> int | str:
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a batch size: {text!r} (a whole number, or auto)") from None
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d, md = DEFAULTS, MODEL_DEFAULTS
     parser.add_argument("corpus", nargs="?", default=None, metavar="CORPUS",
@@ -84,7 +97,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     train = parser.add_argument_group("training")
     train.add_argument("--seq-len", type=int, metavar="T", help="steps of backprop through time")
-    train.add_argument("--batch-size", type=int, metavar="B", help="parallel streams per batch")
+    train.add_argument("--batch-size", type=batch_size_arg, metavar="B",
+                       help="parallel streams per batch, or auto: the largest that fits in GPU memory, found at "
+                            "start (on a CPU, the preset's)")
     train.add_argument("--sampler", choices=cfg.SAMPLERS,
                        help=f"sequential streams carry the hidden state; random windows do not (default: {d.sampler})")
     train.add_argument("--optimizer", choices=cfg.OPTIMIZERS, help=f"(default: {d.optimizer})")
@@ -154,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
         from .device import pick_device
 
         preset = cfg.preset_for_device(pick_device(args.device or "auto").type)
-    config = cfg.apply_preset(cfg.TrainConfig(corpus=args.corpus, ascii=args.ascii), preset)
+    config = cfg.apply_preset(cfg.TrainConfig(corpus=corpus_spec(args.corpus), ascii=args.ascii), preset)
     top, model = {}, {}
     for flag, (name, is_model) in _TRAIN_FLAGS.items():
         value = getattr(args, flag)
@@ -162,6 +177,9 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
             (model if is_model else top)[name] = value
     if args.one_hot:
         model["embedding"] = 0
+    if top.get("batch_size") == AUTO:
+        del top["batch_size"]
+        top["auto_batch_size"] = True
     if args.no_lr_decay:
         top["lr_decay"] = False
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
@@ -170,8 +188,23 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
 
 
 def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, flag) for flag, (name, is_model) in _TRAIN_FLAGS.items()
-            if not is_model and getattr(args, flag) is not None}
+    """The flags given beside --resume; the trainer refuses those a run cannot change."""
+    given = {("model." if is_model else "") + name: getattr(args, flag)
+             for flag, (name, is_model) in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    if args.one_hot:
+        given["model.embedding"] = 0
+    if args.corpus is not None:
+        given["corpus"] = args.corpus
+    if args.ascii:
+        given["ascii"] = True
+    if args.preset != "auto":
+        given["preset"] = args.preset
+    if args.no_lr_decay:
+        given["lr_decay"] = False
+    if given.get("batch_size") == AUTO:
+        del given["batch_size"]
+        given["auto_batch_size"] = True
+    return given
 
 
 def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False):  # -> Trainer

@@ -41,6 +41,7 @@ class TrainConfig:
     preset: str = "small"
     seq_len: int = 128
     batch_size: int = 32
+    auto_batch_size: bool = False  # --batch-size auto: the largest that fits on the device, found at start
     sampler: str = "sequential"
     optimizer: str = "adamw"
     lr: float = 3e-3

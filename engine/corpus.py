@@ -47,6 +47,16 @@ def load_corpus(
     return Corpus(corpus.name, corpus.source, text)
 
 
+def corpus_spec(spec: str | None) -> str:
+    """A corpus as a run records it: the bundled default for None, an absolute path for a file or
+    folder (so a run resumes from any directory), a bundled name as it is."""
+    from charrnn_tui.corpora import DEFAULT
+
+    spec = spec or DEFAULT
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
 def fold_to_ascii(text: str) -> str:
     """Transliterate to ASCII with unidecode (é -> e, “ -> "), keeping newlines."""
     from unidecode import unidecode

@@ -27,6 +27,7 @@ class Batcher(Protocol):
     def epoch_float(self) -> float: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def seek(self, epoch_float: float) -> None: ...
 
 
 class SequentialBatcher:
@@ -83,6 +84,11 @@ class SequentialBatcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
+    def seek(self, epoch_float: float) -> None:
+        """Continue from this point of training, for a run resumed with another batch shape."""
+        self.epoch = int(epoch_float)
+        self.index = min(round((epoch_float - self.epoch) * self.batches_in_epoch()), self.batches_in_epoch())
+
 
 class RandomWindowBatcher:
     """Independent random windows each batch; the state starts from zero every batch."""
@@ -117,6 +123,9 @@ class RandomWindowBatcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
         self.generator.set_state(state["generator"])
+
+    def seek(self, epoch_float: float) -> None:
+        self.steps = round(epoch_float * len(self.data) / (self.batch_size * self.seq_len))
 
 
 def make_batcher(kind: str, data: torch.Tensor, batch_size: int, seq_len: int, seed: int) -> Batcher:

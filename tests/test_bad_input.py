@@ -4,7 +4,10 @@ nothing written. And unusual but valid text that must train."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,86 @@ def test_unusual_valid_text_trains(name, tmp_path):
     assert "finished: reached max-steps 3" in result.stdout
     if "--ascii" in extra:
         assert "char vocab" in result.stdout and "\U0001f600" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--hidden", "32"], "--hidden cannot change when resuming (the run has 16, not 32)"),
+        (["--model", "gru"], "--model cannot change when resuming (the run has 'lstm', not 'gru')"),
+        (["--sampler", "random"], "--sampler cannot change when resuming"),
+        (["--tokens", "word"], "--tokens cannot change when resuming"),
+    ],
+)
+def test_a_resume_that_would_change_the_model_or_data_is_refused(args, fragment, checkpoint, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    copy = run / "latest.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    result = run_cli("train", "--headless", "--resume", str(copy), "--max-steps", "6", *args)
+    assert_one_line_error(result, fragment)
+    assert copy.read_bytes() == checkpoint.read_bytes()
+
+
+def test_bad_batch_size_word(tmp_path):
+    assert_one_line_error(run_cli(*TRAIN, "--batch-size", "lots", "--runs-dir", str(tmp_path / "runs")),
+                          "not a batch size: 'lots' (a whole number, or auto)")
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """A folder nobody can write in: chmod for a user; for root, whom chmod does not stop, the
+    immutable attribute."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+        pytest.skip("running as root without chattr +i, so no folder can be made read-only")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_read_only_runs_folder_is_a_clear_error(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    corpus = write(tmp_path / "c.txt", b"abcdefgh " * 300)
+    with read_only(runs):
+        result = run_cli(*TRAIN, str(corpus), "--preset", "tiny", "--runs-dir", str(runs))
+    assert_one_line_error(result, f"cannot create a run folder in {runs}", "--runs-dir")
+    assert not any(runs.iterdir())
+
+
+def test_a_run_folder_turned_read_only_keeps_its_checkpoint_and_says_what_was_lost(checkpoint, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    latest = run / "latest.pt"
+    latest.write_bytes(checkpoint.read_bytes())
+    (run / ".lock").touch()
+    with read_only(run):
+        result = run_cli("train", "--headless", "--resume", str(latest), "--max-steps", "6")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    output = result.stdout + result.stderr
+    assert f"cannot write checkpoint {latest}" in output and "the previous one is intact" in output
+    assert ("error: the final checkpoint could not be written, so steps 4-6 are lost; the last checkpoint is step 3"
+            in result.stderr)
+    assert latest.read_bytes() == checkpoint.read_bytes()
+
+
+def test_resume_takes_a_new_learning_rate_and_batch_shape(checkpoint, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    latest = run / "latest.pt"
+    latest.write_bytes(checkpoint.read_bytes())
+    result = run_cli("train", "--headless", "--resume", str(latest), "--max-steps", "6", "--lr", "0.0005",
+                     "--batch-size", "8", "--seq-len", "32")
+    assert result.returncode == 0, result.stderr
+    assert "resumed with batch-size 8 x seq-len 32" in result.stdout + result.stderr
+    config = torch.load(latest, weights_only=True)["config"]
+    assert (config["lr"], config["batch_size"], config["seq_len"]) == (0.0005, 8, 32)

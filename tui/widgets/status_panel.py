@@ -45,7 +45,7 @@ def render_status(view: RunView, now: float | None = None) -> Text:
         lines.append(Text(info.run_name, "dim"))
         lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
         lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
-        lines.append(_pair("device", info.device_name + (f" {info.precision}" if info.device == "cuda" else "")))
+        lines.append(_pair("device", info.device_name + (" bf16" if info.precision == "bf16" else "")))
     lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · lr {lr_text(view.lr)}"))
     if view.eta_seconds is not None:
         eta = f"ETA {duration(view.eta_seconds)}"
