@@ -19,8 +19,9 @@ def memory_limited(device: torch.device) -> bool:
 def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
-    # MPS reports exhaustion as a plain RuntimeError.
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    # MPS reports exhaustion as a plain RuntimeError, cuDNN and cuBLAS as an allocation failure.
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text.lower() or "ALLOC_FAILED" in text)
 
 
 def largest_fitting(fits: Callable[[int], bool], start: int, limit: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from . import config as cfg
 from .corpus import corpus_spec
-from .errors import CharRNNError
+from .errors import CharRNNError, ConfigError
 
 DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
@@ -214,6 +214,8 @@ def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False):
 
     runs_dir = args.runs_dir or default_runs_dir()
     if args.resume is not None:
+        if args.name:
+            raise ConfigError("--name names a new run; to continue one, give its name to --resume")
         path = resolve_checkpoint(args.resume or None, runs_dir)
         return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args),
                        pause_on_save_error=interactive)

@@ -27,7 +27,7 @@ class Batcher(Protocol):
     def epoch_float(self) -> float: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-    def seek(self, epoch_float: float) -> None: ...
+    def continue_from(self, other: Batcher) -> None: ...
 
 
 class SequentialBatcher:
@@ -84,8 +84,9 @@ class SequentialBatcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
-    def seek(self, epoch_float: float) -> None:
-        """Continue from this point of training, for a run resumed with another batch shape."""
+    def continue_from(self, other: Batcher) -> None:
+        """Take over where a batcher of another shape stopped (a run resumed with a new batch shape)."""
+        epoch_float = other.epoch_float
         self.epoch = int(epoch_float)
         self.index = min(round((epoch_float - self.epoch) * self.batches_in_epoch()), self.batches_in_epoch())
 
@@ -124,8 +125,10 @@ class RandomWindowBatcher:
         self.steps = int(state["steps"])
         self.generator.set_state(state["generator"])
 
-    def seek(self, epoch_float: float) -> None:
-        self.steps = round(epoch_float * len(self.data) / (self.batch_size * self.seq_len))
+    def continue_from(self, other: Batcher) -> None:
+        self.steps = round(other.epoch_float * len(self.data) / (self.batch_size * self.seq_len))
+        if isinstance(other, RandomWindowBatcher):  # new windows, not a replay of the first ones
+            self.generator.set_state(other.generator.get_state())
 
 
 def make_batcher(kind: str, data: torch.Tensor, batch_size: int, seq_len: int, seed: int) -> Batcher:

@@ -75,7 +75,8 @@ def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
     """Random state restored on exit: the CPU's, and the accelerator's if there is one."""
     if device.type == "cpu":
         return torch.random.fork_rng(devices=[])
-    return torch.random.fork_rng(device_type=device.type)
+    index = device.index if device.index is not None else 0
+    return torch.random.fork_rng(devices=[index], device_type=device.type)
 
 
 def memory_in_use(device: torch.device) -> int | None:

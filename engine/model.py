@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +52,17 @@ class CharRNN(nn.Module):
         shape = (c.layers, batch_size, c.hidden)
         h = torch.zeros(shape, device=device or self.head.weight.device)
         return (h, torch.zeros_like(h)) if c.kind == "lstm" else h
+
+    @contextlib.contextmanager
+    def dropout_off(self) -> Iterator[None]:
+        """Training mode without dropout: memory probes must not advance cuDNN's dropout state,
+        which lives outside torch's generators (so fork_rng cannot restore it)."""
+        saved = self.rnn.dropout, self.drop.p
+        self.rnn.dropout, self.drop.p = 0.0, 0.0
+        try:
+            yield
+        finally:
+            self.rnn.dropout, self.drop.p = saved
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

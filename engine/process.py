@@ -52,8 +52,8 @@ class TrainerProcess:
     def toggle_pause(self) -> None:
         self._request("toggle_pause")
 
-    def stop(self, save: bool = True) -> None:
-        self._request("stop", save)
+    def stop(self, save: bool = True, unattended: bool = False) -> None:
+        self._request("stop", save, unattended)
 
     def save_now(self) -> None:
         self._request("save_now")
@@ -191,6 +191,6 @@ def _serve_requests(trainer, conn) -> None:
         try:
             name, args = conn.recv()
         except (EOFError, OSError):
-            trainer.stop(save=True)  # the parent died: save what we have
+            trainer.stop(save=True, unattended=True)  # the parent died: save what we have and end
             return
         getattr(trainer, name)(*args)

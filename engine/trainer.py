@@ -120,8 +120,10 @@ class Trainer:
     def toggle_pause(self) -> None:
         self._requests.put(("toggle_pause", None))
 
-    def stop(self, save: bool = True) -> None:
-        self._requests.put(("stop", save))
+    def stop(self, save: bool = True, unattended: bool = False) -> None:
+        """`unattended`: nobody is left to retry a failed save (the terminal or the parent has gone),
+        so the run ends even then, rather than pausing as it does for a UI."""
+        self._requests.put(("stop", (save, unattended)))
 
     def save_now(self) -> None:
         self._requests.put(("save", None))
@@ -148,14 +150,17 @@ class Trainer:
             self._remove_empty_run_dir()
             self._fail(str(e))
             raise
-        except torch.cuda.OutOfMemoryError:
+        except Exception as e:
+            if not is_out_of_memory(e):
+                self._fail(f"{type(e).__name__}: {e}")
+                raise
             self._save_after_out_of_memory()
+            self._remove_empty_run_dir()
+            if self.state == "error":  # the save found a NaN loss: that is the error to report
+                raise CharRNNError(self.error) from None
             message = self._out_of_memory_message()
             self._fail(message)
             raise CharRNNError(message) from None
-        except Exception as e:
-            self._fail(f"{type(e).__name__}: {e}")
-            raise
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -170,15 +175,17 @@ class Trainer:
         try:
             if self._report():  # read the pending losses first: never save over a NaN
                 self._save(LATEST)
-        except torch.cuda.OutOfMemoryError:
-            pass
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
 
     def _out_of_memory_message(self) -> str:
         c = self.config
         smaller = f"--batch-size {c.batch_size // 2}, " if c.batch_size > 1 else ""
         saved = f"; saved at step {self.saved_step}, so --resume with a smaller batch" if self.saved_step else ""
-        return (f"CUDA out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: try {smaller}"
-                f"a lower --seq-len or --hidden, or --batch-size auto{saved}")
+        auto = "" if c.auto_batch_size else ", or --batch-size auto"
+        return (f"{self.device.type.upper()} out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: "
+                f"try {smaller}a lower --seq-len or --hidden{auto}{saved}")
 
     def _remove_empty_run_dir(self) -> None:
         # A run that failed before its first checkpoint leaves nothing behind.
@@ -229,7 +236,8 @@ class Trainer:
         config.model.vocab_size = len(vocab)
         self.model = CharRNN(config.model).to(self.device)
         self.train_ids = train_ids.to(self.device)
-        if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")):
+        if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
+                                       or config.seq_len != checkpoint["config"]["seq_len"]):
             config.batch_size = self._auto_batch_size(len(train_ids))
         self.val_ids = val_ids if config.eval_tokens is None else val_ids[: config.eval_tokens]
         self.val_ids = self.val_ids.to(self.device)
@@ -283,7 +291,7 @@ class Trainer:
         c, old = self.config, ck["config"]
         before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
         before.load_state_dict(ck["batcher"])
-        self.batcher.seek(before.epoch_float)
+        self.batcher.continue_from(before)
         self.emit(Notice(f"resumed with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
                          f"{old['batch_size']} x {old['seq_len']}) at epoch {before.epoch_float:.2f}; "
                          "the hidden state starts afresh"))
@@ -311,7 +319,7 @@ class Trainer:
     def _batch_fits(self, batch: int) -> bool:
         """Whether a forward and backward pass at this batch size fits in the device's memory."""
         try:
-            with fork_rng(self.device):  # dropout in the trial must not shift the run's random stream
+            with fork_rng(self.device), self.model.dropout_off():  # the run's random streams stay as they were
                 self._trial_step(batch)
             fits = True
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
@@ -340,7 +348,7 @@ class Trainer:
             self.tokens_seen = int(ck["tokens_seen"])
             saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
             if saved_state:
-                moved = [t.to(self.device) for t in saved_state]
+                moved = [t.to(self.device, torch.float32) for t in saved_state]
                 self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
             history = ck["history"]
             self.train_history = array("f", history["train"].tolist())
@@ -433,16 +441,22 @@ class Trainer:
 
     def _train_step(self) -> None:
         config = self.config
+        position = self.batcher.state_dict()
         x, y, reset = self.batcher.next()
         state = None if reset else self.train_state
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast(self.device, self.bf16):
-            logits, state = self.model(x, state)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            with autocast(self.device, self.bf16):
+                logits, state = self.model(x, state)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except RuntimeError as e:
+            if is_out_of_memory(e):
+                self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
+            raise
         if config.grad_clip > 0:
             # Global norm; the returned tensor is never read, so there is no host sync.
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
@@ -540,7 +554,10 @@ class Trainer:
                     self.last_report = time.perf_counter()
                     self._set_state("training")
             elif name == "stop":
-                self.stop_requested = bool(arg)
+                save, unattended = arg
+                self.stop_requested = bool(save)
+                if unattended:
+                    self.pause_on_save_error = False
                 return
             elif name == "save":
                 if not self._flush_progress():
@@ -672,7 +689,8 @@ class Trainer:
 
     def _checkpoint_payload(self) -> dict[str, Any]:
         state = self.train_state
-        saved_state = [] if state is None else [t.cpu() for t in (state if isinstance(state, tuple) else (state,))]
+        tensors = () if state is None else state if isinstance(state, tuple) else (state,)
+        saved_state = [t.float().cpu() for t in tensors]  # float32 whatever autocast made it: resumable either way
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -246,3 +246,21 @@ def test_resume_takes_a_new_learning_rate_and_batch_shape(checkpoint, tmp_path):
     assert "resumed with batch-size 8 x seq-len 32" in result.stdout + result.stderr
     config = torch.load(latest, weights_only=True)["config"]
     assert (config["lr"], config["batch_size"], config["seq_len"]) == (0.0005, 8, 32)
+
+
+def test_a_resume_with_the_run_own_settings_is_accepted(checkpoint, tmp_path, monkeypatch):
+    """Flags equal to the run's own (the preset, the size, the corpus by a relative path) are fine."""
+    run = tmp_path / "run"
+    run.mkdir()
+    latest = run / "latest.pt"
+    latest.write_bytes(checkpoint.read_bytes())
+    monkeypatch.chdir(checkpoint.parent.parent.parent)  # where c.txt is
+    result = run_cli("train", "c.txt", "--headless", "--resume", str(latest), "--max-steps", "5",
+                     "--preset", "tiny", "--hidden", "16", "--model", "lstm")
+    assert result.returncode == 0, result.stderr
+    assert torch.load(latest, weights_only=True)["step"] == 5
+
+
+def test_name_beside_resume_is_refused(checkpoint):
+    assert_one_line_error(run_cli("train", "--headless", "--resume", str(checkpoint), "--name", "other"),
+                          "--name names a new run")

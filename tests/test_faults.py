@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 from helpers import cli_command, tiny_config
@@ -166,3 +168,28 @@ def test_top_k_larger_than_the_vocabulary_is_refused_at_start(repetitive_text, r
 
     with pytest.raises(ConfigError, match=r"top-k 500 is larger than the vocabulary \(\d+ tokens\)"):
         Trainer(tiny_config(repetitive_text, top_k=500, max_steps=5), runs_dir=runs_dir).run()
+
+
+def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_dir, monkeypatch):
+    """After SIGHUP, or with the app's process gone, nobody can free space and retry: a UI run
+    whose final save fails must end (and say what was lost), not wait paused for ever."""
+    import threading
+
+    from charrnn_tui.engine import trainer as trainer_module
+    from charrnn_tui.engine.errors import CheckpointError
+
+    trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir, run_name="gone", pause_on_save_error=True)
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while trainer.step < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def no_space(payload, path):
+        raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
+    trainer.stop(save=True, unattended=True)
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the run waited for a retry that nobody can make"
+    assert trainer.state == "error" and "could not be written" in trainer.error and "nothing was saved" in trainer.error

@@ -9,6 +9,7 @@ from helpers import tiny_config
 from charrnn_tui.engine import trainer as trainer_module
 from charrnn_tui.engine.batch_size import largest_fitting, with_headroom
 from charrnn_tui.engine.checkpoint import load_checkpoint
+from charrnn_tui.engine.data import make_batcher
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import Notice, Progress
 from charrnn_tui.engine.model import CharRNN
@@ -59,7 +60,8 @@ def test_auto_batch_size_takes_the_largest_that_fits_and_leaves_training_unchang
     monkeypatch.setattr(trainer_module, "memory_limited", lambda device: True)  # as on a GPU
     seen = _oom_above(monkeypatch, capacity=40)
     events = []
-    config = tiny_config(repetitive_text, batch_size=4, auto_batch_size=True, max_steps=5, report_interval=1e-9)
+    config = tiny_config(repetitive_text, batch_size=4, auto_batch_size=True, max_steps=5, report_interval=1e-9,
+                         layers=2, dropout=0.2)
     auto = Trainer(config, runs_dir=runs_dir, run_name="auto", on_event=events.append)
     auto.run()
     assert auto.state == "finished"
@@ -72,8 +74,8 @@ def test_auto_batch_size_takes_the_largest_that_fits_and_leaves_training_unchang
 
     # The trial steps must not shift the run's random stream: same losses as a fixed batch of 32.
     monkeypatch.undo()
-    fixed = Trainer(tiny_config(repetitive_text, batch_size=32, max_steps=5, report_interval=1e-9),
-                    runs_dir=runs_dir, run_name="fixed")
+    fixed = Trainer(tiny_config(repetitive_text, batch_size=32, max_steps=5, report_interval=1e-9, layers=2,
+                                dropout=0.2), runs_dir=runs_dir, run_name="fixed")
     fixed.run()
     assert list(fixed.train_history) == list(auto.train_history)
 
@@ -94,8 +96,11 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     trainer = Trainer(config, runs_dir=runs_dir, run_name="oom", on_event=events.append)
     real_forward = CharRNN.forward
 
+    weights_at_23 = {}
+
     def forward(self, x, state=None):
         if self.training and trainer.step == 23:
+            weights_at_23.update({k: v.clone() for k, v in self.state_dict().items()})
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_forward(self, x, state)
 
@@ -103,10 +108,16 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     with pytest.raises(CharRNNError) as raised:
         trainer.run()
     message = str(raised.value)
-    assert message.startswith("CUDA out of memory with batch-size 8 and seq-len 16: try --batch-size 4")
+    assert "out of memory with batch-size 8 and seq-len 16: try --batch-size 4" in message
     assert "--batch-size auto" in message and "saved at step 23" in message
     assert trainer.state == "error" and "\n" not in message
-    assert load_checkpoint(runs_dir / "oom" / LATEST)["step"] == 23
+    saved = load_checkpoint(runs_dir / "oom" / LATEST)
+    assert saved["step"] == 23
+    assert all(torch.equal(saved["model"][k], v) for k, v in weights_at_23.items())
+    batcher = make_batcher("sequential", trainer.train_ids, 8, 16, config.seed)
+    for _ in range(23):
+        batcher.next()
+    assert saved["batcher"] == batcher.state_dict()  # the failed batch was not consumed
     assert not any(isinstance(e, Progress) and e.step > 23 for e in events)
 
     # And the run goes on with a smaller batch, from the same point of the epoch.
@@ -140,6 +151,39 @@ def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir
         trainer.optimizer.step = step
 
     monkeypatch.setattr(trainer, "_setup", setup)
-    with pytest.raises(CharRNNError, match="CUDA out of memory with batch-size 4"):
+    with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16"):
         trainer.run()
     assert load_checkpoint(runs_dir / "oom-step" / LATEST)["step"] == 10
+
+
+def test_a_run_resumed_after_running_out_of_memory_matches_one_that_never_did(repetitive_text, runs_dir,
+                                                                             monkeypatch):
+    config = tiny_config(repetitive_text, batch_size=8, max_steps=30, report_interval=1e-9)
+    clean = Trainer(config, runs_dir=runs_dir, run_name="clean")
+    clean.run()
+
+    failing = Trainer(config, runs_dir=runs_dir, run_name="oom")
+    real_forward = CharRNN.forward
+
+    def forward(self, x, state=None):
+        if self.training and failing.step == 17:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real_forward(self, x, state)
+
+    monkeypatch.setattr(CharRNN, "forward", forward)
+    with pytest.raises(CharRNNError):
+        failing.run()
+    monkeypatch.undo()
+    resumed = Trainer(resume=runs_dir / "oom" / LATEST, runs_dir=runs_dir)
+    resumed.run()
+    assert resumed.step == 30
+    assert list(resumed.train_history) == pytest.approx(list(clean.train_history), abs=1e-6)
+
+
+def test_a_run_trained_in_bf16_resumes_in_fp32(repetitive_text, runs_dir):
+    first = Trainer(tiny_config(repetitive_text, precision="bf16", max_steps=3), runs_dir=runs_dir, run_name="b")
+    first.run()
+    assert load_checkpoint(runs_dir / "b" / LATEST)["train_state"][0].dtype == torch.float32
+    resumed = Trainer(resume=runs_dir / "b" / LATEST, overrides={"precision": "fp32", "max_steps": 6},
+                      runs_dir=runs_dir)
+    assert resumed.run() == "finished" and resumed.step == 6

@@ -117,7 +117,7 @@ class CharRNNApp(App[int]):
     def _on_hangup(self, signum: int, frame: object) -> None:
         self.quitting = True
         if self.trainer is not None:
-            self.trainer.stop(save=True)
+            self.trainer.stop(save=True, unattended=True)
         threading.Thread(target=self._exit_when_trained, daemon=True, name="hangup").start()
 
     def _exit_when_trained(self) -> None:
@@ -304,7 +304,7 @@ class CharRNNApp(App[int]):
         # However the app ends (an error in a handler too), the engine saves and stops, so the
         # worker thread and the engine's process end with it instead of holding the exit.
         if self.trainer is not None and not self.training_done.is_set():
-            self.trainer.stop(save=True)
+            self.trainer.stop(save=True, unattended=True)  # no screen is left to retry a failed save
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
