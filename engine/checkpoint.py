@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "disallowed content"
-        raise CheckpointError(
-            f"{path}: refused, it holds objects other than tensors and plain data ({first})"
-        ) from None
+        # torch's message suggests weights_only=False, which is what a crafted file wants: never
+        # pass that on; name what the file tried to load instead.
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if blocked:
+            raise CheckpointError(f"{path}: refused, loading it would import {blocked.group(1)}; a checkpoint "
+                                  "holds only tensors and plain data") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt)") from None
     except Exception as e:  # a corrupt file can fail in any way inside the unpickler: all mean the same
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first_line(e)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -67,9 +71,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message, for one-line errors."""
+    """The first sentence of an exception's message, for one-line errors."""
     text = str(e).strip()
-    return text.splitlines()[0][:120] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    sentence = text.splitlines()[0].split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 120 else sentence[:117].rsplit(" ", 1)[0] + "..."
 
 
 def _fsync_dir(folder: Path) -> None:
