@@ -167,6 +167,15 @@ def test_unusual_valid_text_trains(name, tmp_path):
         assert "char vocab" in result.stdout and "\U0001f600" not in result.stdout
 
 
+def run_copy(checkpoint: Path, tmp_path: Path) -> Path:
+    """The module's good checkpoint copied into a run folder of this test's own, to resume."""
+    run = tmp_path / "run"
+    run.mkdir()
+    latest = run / "latest.pt"
+    latest.write_bytes(checkpoint.read_bytes())
+    return latest
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -177,10 +186,7 @@ def test_unusual_valid_text_trains(name, tmp_path):
     ],
 )
 def test_a_resume_that_would_change_the_model_or_data_is_refused(args, fragment, checkpoint, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    copy = run / "latest.pt"
-    copy.write_bytes(checkpoint.read_bytes())
+    copy = run_copy(checkpoint, tmp_path)
     result = run_cli("train", "--headless", "--resume", str(copy), "--max-steps", "6", *args)
     assert_one_line_error(result, fragment)
     assert copy.read_bytes() == checkpoint.read_bytes()
@@ -221,10 +227,8 @@ def test_a_read_only_runs_folder_is_a_clear_error(tmp_path):
 
 
 def test_a_run_folder_turned_read_only_keeps_its_checkpoint_and_says_what_was_lost(checkpoint, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    latest = run / "latest.pt"
-    latest.write_bytes(checkpoint.read_bytes())
+    latest = run_copy(checkpoint, tmp_path)
+    run = latest.parent
     (run / ".lock").touch()
     with read_only(run):
         result = run_cli("train", "--headless", "--resume", str(latest), "--max-steps", "6")
@@ -238,10 +242,7 @@ def test_a_run_folder_turned_read_only_keeps_its_checkpoint_and_says_what_was_lo
 
 
 def test_resume_takes_a_new_learning_rate_and_batch_shape(checkpoint, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    latest = run / "latest.pt"
-    latest.write_bytes(checkpoint.read_bytes())
+    latest = run_copy(checkpoint, tmp_path)
     result = run_cli("train", "--headless", "--resume", str(latest), "--max-steps", "6", "--lr", "0.0005",
                      "--batch-size", "8", "--seq-len", "32")
     assert result.returncode == 0, result.stderr
@@ -252,10 +253,7 @@ def test_resume_takes_a_new_learning_rate_and_batch_shape(checkpoint, tmp_path):
 
 def test_a_resume_with_the_run_own_settings_is_accepted(checkpoint, tmp_path, monkeypatch):
     """Flags equal to the run's own (the preset, the size, the corpus by a relative path) are fine."""
-    run = tmp_path / "run"
-    run.mkdir()
-    latest = run / "latest.pt"
-    latest.write_bytes(checkpoint.read_bytes())
+    latest = run_copy(checkpoint, tmp_path)
     monkeypatch.chdir(checkpoint.parent.parent.parent)  # where c.txt is
     result = run_cli("train", "c.txt", "--headless", "--resume", str(latest), "--max-steps", "5",
                      "--preset", "tiny", "--hidden", "16", "--model", "lstm")
