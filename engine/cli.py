@@ -170,40 +170,37 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
 
         preset = cfg.preset_for_device(pick_device(args.device or "auto").type)
     config = cfg.apply_preset(cfg.TrainConfig(corpus=corpus_spec(args.corpus), ascii=args.ascii), preset)
-    top, model = {}, {}
-    for flag, (name, is_model) in _TRAIN_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            (model if is_model else top)[name] = value
-    if args.one_hot:
-        model["embedding"] = 0
-    if top.get("batch_size") == AUTO:
-        del top["batch_size"]
-        top["auto_batch_size"] = True
-    if args.no_lr_decay:
-        top["lr_decay"] = False
+    given = given_settings(args)
+    top = {k: v for k, v in given.items() if not k.startswith("model.")}
+    model = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
     cfg.validate(config)
     return config
 
 
-def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given beside --resume; the trainer refuses those a run cannot change."""
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the user's flags set (`model.` keys for the model's), presets aside."""
     given = {("model." if is_model else "") + name: getattr(args, flag)
              for flag, (name, is_model) in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.one_hot:
         given["model.embedding"] = 0
+    if args.no_lr_decay:
+        given["lr_decay"] = False
+    if given.get("batch_size") == AUTO:
+        del given["batch_size"]
+        given["auto_batch_size"] = True
+    return given
+
+
+def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given beside --resume; the trainer refuses those a run cannot change."""
+    given = given_settings(args)
     if args.corpus is not None:
         given["corpus"] = args.corpus
     if args.ascii:
         given["ascii"] = True
     if args.preset != "auto":
         given["preset"] = args.preset
-    if args.no_lr_decay:
-        given["lr_decay"] = False
-    if given.get("batch_size") == AUTO:
-        del given["batch_size"]
-        given["auto_batch_size"] = True
     return given
 
 

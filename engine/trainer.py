@@ -333,10 +333,14 @@ class Trainer:
     def _trial_step(self, batch: int) -> None:
         x = torch.arange(batch * self.config.seq_len, device=self.device).remainder(len(self.vocab))
         x = x.view(batch, self.config.seq_len)
-        with autocast(self.device, self.bf16):
-            logits, _ = self.model(x, None)
-        F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+        self._loss(x, x, None)[0].backward()
         synchronize(self.device)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Mean cross-entropy of a training batch (the loss itself in fp32), and the state after it."""
+        with autocast(self.device, self.bf16):
+            logits, state = self.model(x, state)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), state
 
     def _restore(self, ck: dict[str, Any]) -> None:
         try:
@@ -448,9 +452,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         try:
-            with autocast(self.device, self.bf16):
-                logits, state = self.model(x, state)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            loss, state = self._loss(x, y, state)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         except RuntimeError as e:
