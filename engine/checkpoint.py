@@ -67,7 +67,38 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r}; this charrnn-tui reads version {FORMAT_VERSION}"
         )
+    broken = non_finite_tensor(data)
+    if broken is not None:
+        raise CheckpointError(f"{path}: {broken} is not finite (saved after training diverged); "
+                              "use an earlier step-N.pt or best.pt from the run folder")
     return data
+
+
+def non_finite_tensor(payload: Any) -> str | None:
+    """The name of the first floating-point tensor in `payload` holding a NaN or an infinity, or
+    None when all are finite. One sync per device, however many tensors there are."""
+    named = list(_floating_tensors(payload, ""))
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, tensor) in enumerate(named):
+        by_device.setdefault(tensor.device, []).append(i)
+    finite = [True] * len(named)
+    for indices in by_device.values():
+        flags = torch.stack([torch.isfinite(named[i][1]).all() for i in indices]).tolist()  # the sync
+        for i, flag in zip(indices, flags, strict=True):
+            finite[i] = flag
+    return next((name for (name, _), ok in zip(named, finite, strict=True) if not ok), None)
+
+
+def _floating_tensors(value: Any, name: str):
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield name or "tensor", value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _floating_tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _floating_tensors(item, f"{name}[{i}]")
 
 
 def first_line(e: BaseException) -> str:

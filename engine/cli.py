@@ -365,7 +365,9 @@ def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
-    parser.add_argument("file", metavar="FILE", help="text file (or folder, or bundled corpus name) to score")
+    parser.add_argument("file", nargs="?", metavar="FILE",
+                        help="text file (or folder, or bundled corpus name) to score (default: the run's own "
+                             "validation text, as training measured it)")
     parser.add_argument("--csv-column", metavar="NAME", help="score this column of a CSV file")
     parser.add_argument("--encoding", metavar="NAME", help="text encoding (default: UTF-8, or the file's BOM)")
     parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
@@ -374,18 +376,29 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from .corpus import load_corpus
+    from .data import split_tokens, validation_ids
     from .evaluate import evaluate
     from .inference import encode_for_eval, load_model
     from .runs import default_runs_dir, resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint, args.runs_dir or default_runs_dir())
     loaded = load_model(path, args.device)
-    corpus = load_corpus(args.file, csv_column=args.csv_column, encoding=args.encoding,
-                         ascii_only=loaded.config.ascii)
-    ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
+    config = loaded.config
+    unknown = 0
+    if args.file is None:
+        # The text training validated on, cut the same way, so the figures match its own.
+        corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                             encoding=config.encoding)
+        ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
+        ids = validation_ids(split_tokens(ids, config.val_fraction)[1], config.eval_tokens)
+        source = f"{corpus.source}, validation split (the last {config.val_fraction:.0%})"
+    else:
+        corpus = load_corpus(args.file, csv_column=args.csv_column, encoding=args.encoding, ascii_only=config.ascii)
+        ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
+        source = corpus.source
     result = evaluate(loaded.model, ids)
     unit = "char" if loaded.vocab.kind == "char" else "token"
-    out.write(f"{corpus.source}: {result.tokens:,} {unit}s predicted; {result.nats:.4f} nats/{unit}, "
+    out.write(f"{source}: {result.tokens:,} {unit}s predicted; {result.nats:.4f} nats/{unit}, "
               f"{result.bits:.4f} bits/{unit}, perplexity {result.perplexity:.3f}\n")
     if unknown:
         out.write(f"note: {unknown} characters not in the model's vocabulary were folded or skipped\n")
@@ -416,7 +429,7 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
         + ("" if headless_only else tui_line)
         + f"  {prog} train [CORPUS] [options]      train; --headless for a plain progress line\n"
         f"  {prog} sample CHECKPOINT [options]   generate text\n"
-        f"  {prog} eval CHECKPOINT FILE          loss, bits/char and perplexity on a text\n"
+        f"  {prog} eval CHECKPOINT [FILE]        loss, bits/char and perplexity (default: the run's validation text)\n"
         f"run '{prog} COMMAND --help' for a command's options"
     )
     parser = Parser(

@@ -71,7 +71,6 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
-    compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -129,11 +128,18 @@ def from_dict(data: Any) -> TrainConfig:
     return config
 
 
+# Fields that older checkpoints hold and that no longer mean anything: read and dropped. `compile`
+# never had a flag or code; torch.compile measured no faster (it breaks its graph at nn.LSTM).
+RETIRED_FIELDS = frozenset({"compile"})
+
+
 def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     known = {f.name: f for f in dataclasses.fields(cls) if f.name != "model"}
     defaults = cls()
     out: dict[str, Any] = {}
     for name, value in data.items():
+        if name in RETIRED_FIELDS:
+            continue
         if name not in known:
             raise CheckpointError(f"checkpoint config has unknown field {name!r}")
         default = getattr(defaults, name)

@@ -79,6 +79,18 @@ def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.random.fork_rng(devices=[index], device_type=device.type)
 
 
+def reseed_cudnn_dropout(device: torch.device) -> None:
+    """Have cuDNN draw its dropout state afresh from the run's CUDA generator at the next step.
+
+    cuDNN keeps the random state of dropout between RNN layers to itself, where no checkpoint can
+    reach it; torch re-seeds it from the CUDA generator whenever that generator's state is set.
+    Setting it to itself after each save does that without changing it, so a run resumed from the
+    checkpoint (which sets the saved state) draws the same masks as the run that saved it.
+    """
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(torch.cuda.get_rng_state(device), device)
+
+
 def memory_in_use(device: torch.device) -> int | None:
     """Bytes the caching allocator holds on a GPU; elsewhere this process's peak resident memory."""
     if device.type == "cuda":

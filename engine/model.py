@@ -75,14 +75,6 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
-def reset_streams(state: State, mask: torch.Tensor) -> State:
-    """Zero the state of the streams where `mask` (batch,) is True."""
-    keep = (~mask).to(state[0].dtype if isinstance(state, tuple) else state.dtype).view(1, -1, 1)
-    if isinstance(state, tuple):
-        return (state[0] * keep, state[1] * keep)
-    return state * keep
-
-
 class Stepper:
     """One token at a time through the model's weights, for generation.
 

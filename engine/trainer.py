@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from . import config as cfg
 from .batch_size import AUTO_BATCH_LIMIT, is_out_of_memory, largest_fitting, memory_limited, with_headroom
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from .corpus import corpus_spec, load_corpus
-from .data import make_batcher, split_tokens
+from .data import LAYOUT, legacy_epoch_float, make_batcher, split_tokens, validation_ids
 from .device import (
     autocast,
     configure_backends,
@@ -31,6 +31,7 @@ from .device import (
     memory_in_use,
     pick_device,
     release_cached_memory,
+    reseed_cudnn_dropout,
     synchronize,
     use_bf16,
 )
@@ -239,8 +240,7 @@ class Trainer:
         if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
                                        or config.seq_len != checkpoint["config"]["seq_len"]):
             config.batch_size = self._auto_batch_size(len(train_ids))
-        self.val_ids = val_ids if config.eval_tokens is None else val_ids[: config.eval_tokens]
-        self.val_ids = self.val_ids.to(self.device)
+        self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
         self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
         self.optimizer = _make_optimizer(self.model, config, self.device)
         self.generator = TextGenerator(self.model, vocab)
@@ -280,21 +280,29 @@ class Trainer:
 
     def _same_batch_shape(self, ck: dict[str, Any]) -> bool:
         old = ck["config"]
-        return (old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len)
+        return ((old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len)
+                and ck["batcher"].get("layout") == LAYOUT)
 
     def _restore_position(self, ck: dict[str, Any]) -> None:
         if self._same_batch_shape(ck):
             self.batcher.load_state_dict(ck["batcher"])
             return
-        # Resumed with another batch shape (say, a smaller batch after running out of memory): the
-        # same point of the epoch, with the hidden state restarting.
+        # Resumed with another batch shape (say, a smaller batch after running out of memory), or
+        # from a checkpoint of an earlier layout: the same point of the epoch, with the hidden
+        # state restarting.
         c, old = self.config, ck["config"]
-        before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
-        before.load_state_dict(ck["batcher"])
-        self.batcher.continue_from(before)
-        self.emit(Notice(f"resumed with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
-                         f"{old['batch_size']} x {old['seq_len']}) at epoch {before.epoch_float:.2f}; "
-                         "the hidden state starts afresh"))
+        if ck["batcher"].get("layout") == LAYOUT:
+            before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
+            before.load_state_dict(ck["batcher"])
+            epoch = before.epoch_float
+            changed = (f"with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
+                       f"{old['batch_size']} x {old['seq_len']})")
+        else:
+            epoch = legacy_epoch_float(c.sampler, ck["batcher"], old["batch_size"], old["seq_len"],
+                                       len(self.train_ids))
+            changed = "from a checkpoint of an earlier version, whose batches were cut differently,"
+        self.batcher.seek(epoch)
+        self.emit(Notice(f"resumed {changed} at epoch {epoch:.2f}; the hidden state starts afresh"))
 
     def _auto_batch_size(self, train_tokens: int) -> int:
         config = self.config
@@ -373,7 +381,7 @@ class Trainer:
         self._set_state("training")
         self.session_start_seconds = self.train_seconds
         self.session_start_fraction = self._limit_fraction()
-        self.loss_buffer = torch.empty(4096, device=self.device)
+        self.step_log = torch.empty(4096, 2, device=self.device)  # loss and gradient norm per step
         self.pending = 0
         self.updating = False
         self.pending_first_step = self.step + 1
@@ -404,7 +412,7 @@ class Trainer:
             self.train_seconds += time.perf_counter() - started
 
             now = time.perf_counter()
-            due_report = now - self.last_report >= config.report_interval or self.pending == len(self.loss_buffer)
+            due_report = now - self.last_report >= config.report_interval or self.pending == len(self.step_log)
             due_eval = self.step % config.eval_interval == 0
             due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
             due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
@@ -415,6 +423,8 @@ class Trainer:
                     self._evaluate()
                 if due_checkpoint:
                     self._save(LATEST)
+                if self.state == "error":  # a save found non-finite weights
+                    return
                 if due_sample:
                     self._sample(prompt="", source="live")
 
@@ -439,6 +449,8 @@ class Trainer:
 
     def _fail_unsaved(self) -> None:
         # Headless, nobody can retry the save: end as an error so the exit status says so.
+        if self.state == "error":
+            return  # the save found non-finite weights: that is the error to report
         last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
         self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.step} "
                    f"are lost; {last}")
@@ -446,38 +458,40 @@ class Trainer:
     def _train_step(self) -> None:
         config = self.config
         position = self.batcher.state_dict()
-        x, y, reset = self.batcher.next()
-        state = None if reset else self.train_state
+        batch = self.batcher.next()
+        state = None if batch.reset else self.train_state
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         try:
-            loss, state = self._loss(x, y, state)
+            loss, state = self._loss(batch.x, batch.y, state)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         except RuntimeError as e:
             if is_out_of_memory(e):
                 self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
             raise
-        if config.grad_clip > 0:
-            # Global norm; the returned tensor is never read, so there is no host sync.
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
+        # The global gradient norm (before clipping) is kept with the loss and read back with it:
+        # a non-finite norm means the update below made the weights non-finite, even when the
+        # loss that produced it was finite.
+        grad_norm = clip_gradients(self.model, config.grad_clip)
         self.updating = True
         self.optimizer.step()
         self.updating = False
         self.train_state = detach_state(state) if self.batcher.carries_state else None
-        self.loss_buffer[self.pending] = loss.detach()
+        self.step_log[self.pending, 0] = loss.detach()
+        self.step_log[self.pending, 1] = grad_norm
         self.pending += 1
         self.step += 1
-        self.tokens_seen += x.numel()
-        self.tokens_since_report += x.numel()
+        self.tokens_seen += batch.predictions
+        self.tokens_since_report += batch.predictions
 
     def _report(self) -> bool:
         """Send the losses since the last report; False when the loss went NaN/inf and the run stopped."""
         if not self.pending:
             return True
         started = time.perf_counter()
-        losses = self.loss_buffer[: self.pending].tolist()  # the one host sync per report
+        losses, grad_norms = self.step_log[: self.pending].T.tolist()  # the one host sync per report
         now = time.perf_counter()
         self.train_seconds += now - started  # waiting here is the device finishing the steps
         elapsed = max(self.train_seconds - self.seconds_at_report, 1e-9)
@@ -486,14 +500,13 @@ class Trainer:
         first = self.pending_first_step
         self.pending = 0
         self.pending_first_step = self.step + 1
-        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        bad = next((i for i, (v, g) in enumerate(zip(losses, grad_norms, strict=True))
+                    if not (math.isfinite(v) and math.isfinite(g))), None)
         if bad is not None:
-            good = losses[:bad]
-            self.train_history.extend(good)
-            self._fail(
-                f"loss became {losses[bad]} at step {first + bad}; stopped without saving. "
-                f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
-            )
+            self.train_history.extend(losses[:bad])
+            what = (f"loss became {losses[bad]}" if not math.isfinite(losses[bad])
+                    else f"gradient norm became {grad_norms[bad]}")
+            self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
             return False
         self.train_history.extend(losses)
         tokens_per_s = self.tokens_since_report / elapsed
@@ -512,8 +525,7 @@ class Trainer:
 
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
-        result = evaluate(self.model, self.val_ids, streams=self.config.batch_size,
-                          chunk=self.config.seq_len, autocast=autocast(self.device, self.bf16))
+        result = evaluate(self.model, self.val_ids)  # the same figure as `charrnn-tui eval RUN`
         is_best = result.nats < self.best_val
         self.best_val = min(self.best_val, result.nats)
         self.val_history.append((self.step, result.nats))
@@ -674,20 +686,31 @@ class Trainer:
         """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
         if self.state == "error":
             return False  # never write weights from a failed run over a good checkpoint
+        payload = self._checkpoint_payload()
+        broken = non_finite_tensor(payload)
+        if broken is not None:
+            self._fail(f"{broken} is not finite at step {self.step}; not saved. {self._last_good_checkpoint()}")
+            return False
         path = self.run_dir / name
         try:
-            save_checkpoint(self._checkpoint_payload(), path)
+            save_checkpoint(payload, path)
         except CheckpointError as e:
             self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
             if self.pause_on_save_error and not self.paused:
                 self.paused = True
                 self._set_state("paused", "checkpoint failed")
             return False
+        reseed_cudnn_dropout(self.device)  # a run resumed from this file draws the same dropout masks
         if name == LATEST:
             self.saved_step = self.step
             keep_step_copy(path, self.step, self.config.keep_checkpoints)
         self.emit(CheckpointSaved(str(path), self.step, name.removesuffix(".pt"), time.time()))
         return True
+
+    def _last_good_checkpoint(self) -> str:
+        if not self.saved_step:
+            return "Nothing was saved; start again with a lower --lr"
+        return f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
 
     def _checkpoint_payload(self) -> dict[str, Any]:
         state = self.train_state
@@ -717,6 +740,15 @@ class Trainer:
             "corpus": {"name": self.corpus.name, "source": self.corpus.source},
             "saved_at": time.time(),
         }
+
+
+def clip_gradients(model: CharRNN, max_norm: float) -> torch.Tensor:
+    """Scale the gradients to a global norm of at most `max_norm` (0: leave them) and return their
+    norm before that, as a tensor on the device: nothing here waits for the device."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
 
 
 def _make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device) -> torch.optim.Optimizer:

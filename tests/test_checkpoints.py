@@ -137,3 +137,38 @@ def test_the_last_k_checkpoints_are_kept(repetitive_text, runs_dir):
     assert kept == ["step-0000040.pt", "step-0000050.pt"]
     assert load_checkpoint(runs_dir / "k" / "step-0000040.pt")["step"] == 40
     assert load_checkpoint(runs_dir / "k" / LATEST)["step"] == 50
+
+
+def test_a_config_from_an_older_checkpoint_with_the_retired_compile_field_still_loads():
+    from charrnn_tui.engine import config as cfg
+
+    data = cfg.to_dict(cfg.TrainConfig())
+    config = cfg.from_dict({**data, "compile": False})
+    assert config == cfg.TrainConfig() and "compile" not in cfg.to_dict(config)
+    with pytest.raises(CheckpointError, match="unknown field 'compiled'"):
+        cfg.from_dict({**data, "compiled": False})
+
+
+def test_each_save_reseeds_cudnns_dropout_from_the_saved_generator(repetitive_text, runs_dir, monkeypatch):
+    """cuDNN's dropout state cannot be saved; the trainer re-seeds it after every save (a no-op
+    off CUDA). On a GPU, tests/test_cuda.py checks that this makes resume exact."""
+    from charrnn_tui.engine import trainer as trainer_module
+
+    reseeded = []
+    monkeypatch.setattr(trainer_module, "reseed_cudnn_dropout", lambda device: reseeded.append(trainer.step))
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=60, checkpoint_interval=20, eval_interval=1000),
+                      runs_dir=runs_dir, run_name="r")
+    trainer.run()
+    saved = sorted(int(p.stem.split("-")[1]) for p in (runs_dir / "r").glob("step-*.pt"))
+    assert saved == [20, 40, 60]
+    assert reseeded == [20, 40, 60, 60, 60]  # latest at 20, 40, 60; best.pt and latest.pt after the final evaluation
+
+
+def test_reseeding_cudnn_dropout_leaves_the_cpu_generator_alone():
+    from charrnn_tui.engine.device import reseed_cudnn_dropout
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    reseed_cudnn_dropout(torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)

@@ -89,3 +89,26 @@ def test_help_everywhere(command):
     assert result.returncode == 0 and "usage: charrnn-tui" in result.stdout
     if command == ["train"]:
         assert "presets (the defaults" in result.stdout and "(default: 0.1)" in result.stdout
+
+
+@pytest.mark.parametrize("batch_size", ["2", "8"])
+def test_eval_of_a_run_prints_the_validation_figure_training_printed(batch_size, tmp_path):
+    """One evaluation everywhere: `eval RUN` (the run's own validation text) gives what training
+    measured for the same weights, whatever the training batch size."""
+    corpus = tmp_path / "story.txt"
+    corpus.write_text("".join(f"line {i}: the {'quick' if i % 3 else 'slow'} fox, {i * 7 % 11} times.\n"
+                              for i in range(300)))
+    runs, jsonl = tmp_path / "runs", tmp_path / "events.jsonl"
+    trained = charrnn("train", str(corpus), *TINY, "--batch-size", batch_size, "--max-steps", "80",
+                      "--eval-interval", "30", "--runs-dir", str(runs), "--name", "r", "--headless",
+                      "--jsonl", str(jsonl))
+    assert trained.returncode == 0, trained.stderr
+    evaluated = [e for e in map(json.loads, jsonl.read_text().splitlines()) if e["event"] == "Evaluated"]
+    assert [e["step"] for e in evaluated] == [30, 60, 80]
+    latest = charrnn("eval", "r", "--runs-dir", str(runs))
+    assert latest.returncode == 0, latest.stderr
+    assert "validation split (the last 10%)" in latest.stdout
+    assert f"{evaluated[-1]['nats']:.4f} nats/char" in latest.stdout
+    best = min(evaluated, key=lambda e: e["nats"])
+    from_best = charrnn("eval", str(runs / "r" / "best.pt"))
+    assert f"{best['nats']:.4f} nats/char" in from_best.stdout

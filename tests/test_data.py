@@ -1,7 +1,16 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from charrnn_tui.engine.data import RandomWindowBatcher, SequentialBatcher, split_tokens
+from charrnn_tui.engine.data import (
+    IGNORE,
+    RandomWindowBatcher,
+    SequentialBatcher,
+    legacy_epoch_float,
+    make_batcher,
+    split_tokens,
+)
 from charrnn_tui.engine.errors import CorpusError
 
 
@@ -11,51 +20,148 @@ def test_split_is_the_last_fraction():
     assert len(val) == 100 and torch.equal(val, ids[-100:]) and torch.equal(train, ids[:900])
 
 
-def test_sequential_batches_shapes_and_state_carry():
-    data = torch.arange(10_000) % 251
-    batcher = SequentialBatcher(data.to(torch.uint8), batch_size=4, seq_len=10, seed=0)
-    x1, y1, reset1 = batcher.next()
-    x2, y2, reset2 = batcher.next()
-    assert x1.shape == y1.shape == (4, 10) and x1.dtype == torch.long
-    assert reset1 and not reset2
-    # Targets are inputs shifted by one, and each stream continues where it left off.
-    assert torch.equal(x1[:, 1:], y1[:, :-1])
-    assert torch.equal(x2[:, 0], y1[:, -1])
-    # Streams are contiguous slices of the text, one per row.
-    stream_len = 10_000 // 4
-    assert torch.equal(x1[:, 0], (torch.arange(4) * stream_len) % 251)
+def test_split_keeps_two_validation_tokens_and_refuses_a_text_too_short_to_split():
+    train, val = split_tokens(torch.arange(10), 0.01)
+    assert len(val) == 2 and len(train) == 8
+    with pytest.raises(CorpusError, match="only 3 tokens"):
+        split_tokens(torch.arange(3), 0.1)
 
 
-def test_sequential_epoch_boundary_resets_and_offsets():
-    data = torch.arange(400).to(torch.int16)
-    batcher = SequentialBatcher(data, batch_size=2, seq_len=9, seed=3)
-    n = batcher.batches_in_epoch()
-    resets = [batcher.next()[2] for _ in range(n + 1)]
-    assert resets[0] and not any(resets[1:n]) and resets[n]
-    assert batcher.epoch == 1 and 1.0 < batcher.epoch_float < 2.0
+def _epoch(batcher) -> list:
+    """The batches of one whole epoch, from where the batcher stands (at an epoch's start)."""
+    first = batcher.next()
+    batches = [first]
+    while batcher.index < batcher.batches_in_epoch():
+        batches.append(batcher.next())
+    return batches
 
 
-def test_sequential_state_dict_round_trip():
-    data = torch.arange(500)
-    a = SequentialBatcher(data, 2, 8, seed=1)
-    for _ in range(40):
+def _scored(batches) -> tuple[list[int], list[int]]:
+    """Input positions and targets of every scored prediction (the data is arange: ids are positions)."""
+    inputs, targets = [], []
+    for b in batches:
+        keep = b.y != IGNORE
+        inputs += b.x[keep].tolist()
+        targets += b.y[keep].tolist()
+    return inputs, targets
+
+
+lengths = st.integers(min_value=2, max_value=1500)
+batch_sizes = st.integers(min_value=1, max_value=12)
+seq_lens = st.integers(min_value=1, max_value=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=lengths, batch_size=batch_sizes, seq_len=seq_lens, seed=st.integers(0, 5), epochs=st.integers(1, 3))
+def test_sequential_epochs_make_every_prediction_exactly_once(n, batch_size, seq_len, seed, epochs):
+    if n - 1 < batch_size * seq_len:
+        with pytest.raises(CorpusError, match="lower --batch-size or --seq-len"):
+            SequentialBatcher(torch.arange(n), batch_size, seq_len, seed)
+        return
+    batcher = SequentialBatcher(torch.arange(n), batch_size, seq_len, seed)
+    for epoch in range(epochs):
+        batches = _epoch(batcher)
+        inputs, targets = _scored(batches)
+        assert sorted(inputs) == list(range(n - 1)), f"epoch {epoch}"
+        assert all(t == i + 1 for i, t in zip(inputs, targets, strict=True))
+        assert sum(b.predictions for b in batches) == n - 1
+        assert [b.reset for b in batches] == [True] + [False] * (len(batches) - 1)
+        assert all(1 <= b.x.size(1) <= seq_len and b.x.size(0) == batch_size for b in batches)
+        assert batcher.epoch_float == epoch + 1
+        # Each stream goes on where it stopped: the state carried over is the right context.
+        for before, after in zip(batches, batches[1:], strict=False):
+            rows = (before.y[:, -1] != IGNORE) & (after.y[:, 0] != IGNORE)
+            assert torch.equal(after.x[rows, 0], before.x[rows, -1] + 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=lengths, batch_size=batch_sizes, seq_len=seq_lens, seed=st.integers(0, 5), epochs=st.integers(1, 3))
+def test_random_window_epochs_make_every_prediction_exactly_once(n, batch_size, seq_len, seed, epochs):
+    if n < seq_len + 1:
+        with pytest.raises(CorpusError, match="lower --seq-len"):
+            RandomWindowBatcher(torch.arange(n), batch_size, seq_len, seed)
+        return
+    batcher = RandomWindowBatcher(torch.arange(n), batch_size, seq_len, seed)
+    for epoch in range(epochs):
+        batches = _epoch(batcher)
+        inputs, targets = _scored(batches)
+        assert sorted(inputs) == list(range(n - 1)), f"epoch {epoch}"
+        assert all(t == i + 1 for i, t in zip(inputs, targets, strict=True))
+        assert sum(b.predictions for b in batches) == n - 1
+        assert all(b.reset for b in batches)
+        assert all(b.x.size(1) == seq_len and 1 <= b.x.size(0) <= batch_size for b in batches)
+        assert batcher.epoch_float == epoch + 1
+
+
+def test_epoch_boundaries_move_between_epochs_and_are_seeded():
+    def first_windows(seed):
+        batcher = SequentialBatcher(torch.arange(4001), 4, 50, seed)
+        return [b.x.size(1) for b in _epoch(batcher)[:1] + _epoch(batcher)[:1] + _epoch(batcher)[:1]]
+
+    widths = first_windows(3)
+    assert widths[0] == 50 and widths[1:] != [50, 50]  # the first epoch starts at 0; later ones elsewhere
+    assert first_windows(3) == widths and first_windows(4) != widths
+
+
+def test_random_windows_are_shuffled_and_seeded():
+    def starts(seed):
+        batcher = RandomWindowBatcher(torch.arange(2001), 4, 10, seed)
+        return [b.x[:, 0].tolist() for b in _epoch(batcher)][:5]
+
+    assert starts(1) == starts(1) and starts(1) != starts(2)
+    assert starts(1) != sorted(starts(1))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "random"])
+@pytest.mark.parametrize("steps", [0, 1, 37, 101, 250])
+def test_state_dict_round_trip_continues_identically(kind, steps):
+    data = torch.arange(3001) % 97
+    a = make_batcher(kind, data, 4, 16, 1)
+    for _ in range(steps):
         a.next()
-    b = SequentialBatcher(data, 2, 8, seed=1)
+    b = make_batcher(kind, data, 4, 16, 1)
     b.load_state_dict(a.state_dict())
-    assert torch.equal(a.next()[0], b.next()[0])
+    assert b.epoch_float == a.epoch_float
+    for _ in range(60):  # across an epoch boundary for the larger step counts
+        x, y = a.next(), b.next()
+        assert torch.equal(x.x, y.x) and torch.equal(x.y, y.y) and x.reset == y.reset
 
 
-def test_random_windows_are_seeded_and_resumable():
-    data = torch.arange(1000)
-    a = RandomWindowBatcher(data, 3, 5, seed=7)
-    a.next()
-    b = RandomWindowBatcher(data, 3, 5, seed=0)
-    b.load_state_dict(a.state_dict())
-    xa, ya, reset = a.next()
-    xb, _, _ = b.next()
-    assert reset and torch.equal(xa, xb) and torch.equal(xa[:, 1:], ya[:, :-1])
+@pytest.mark.parametrize("kind", ["sequential", "random"])
+def test_seek_lands_at_the_same_point_of_the_epoch_for_another_shape(kind):
+    data = torch.arange(5001)
+    old = make_batcher(kind, data, 8, 20, 0)
+    for _ in range(45):
+        old.next()
+    new = make_batcher(kind, data, 4, 16, 0)
+    new.seek(old.epoch_float)
+    assert new.epoch == old.epoch
+    assert new.epoch_float == pytest.approx(old.epoch_float, abs=2 / new.batches_in_epoch())
+
+
+def test_seek_to_a_whole_epoch_starts_it():
+    batcher = SequentialBatcher(torch.arange(1001), 2, 10, 0)
+    batcher.seek(2.0)
+    assert batcher.epoch == 2 and batcher.index == 0 and batcher.next().reset
+
+
+def test_sequential_batches_are_int64_and_targets_are_the_next_inputs():
+    data = (torch.arange(10_000) % 251).to(torch.uint8)
+    batcher = SequentialBatcher(data, batch_size=4, seq_len=10, seed=0)
+    b = batcher.next()
+    assert b.x.shape == b.y.shape == (4, 10) and b.x.dtype == b.y.dtype == torch.long
+    assert torch.equal(b.x[:, 1:], b.y[:, :-1]) and b.predictions == 40
+    stream_len = -(-9_999 // 4)
+    assert torch.equal(b.x[:, 0], (torch.arange(4) * stream_len) % 251)  # one contiguous stream per row
+
+
+def test_legacy_positions_map_to_the_same_fraction_of_an_epoch():
+    assert legacy_epoch_float("sequential", {"epoch": 2, "index": 25}, 4, 10, 4004) == pytest.approx(2.25)
+    assert legacy_epoch_float("random", {"steps": 50, "generator": None}, 4, 10, 4000) == pytest.approx(0.5)
 
 
 def test_corpus_shorter_than_a_batch_is_refused_with_numbers():
-    with pytest.raises(CorpusError, match=r"has 50 tokens; batch-size 4 x \(seq-len 16 \+ 1\) needs 68"):
+    with pytest.raises(CorpusError, match=r"has 50 tokens; batch-size 4 x seq-len 16 needs 65"):
         SequentialBatcher(torch.arange(50), batch_size=4, seq_len=16)
+    with pytest.raises(CorpusError, match=r"has 10 tokens, shorter than one sequence \(seq-len 16\)"):
+        RandomWindowBatcher(torch.arange(10), batch_size=4, seq_len=16)

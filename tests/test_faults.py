@@ -20,7 +20,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     def poisoned_step():
         real_step()
         if trainer.step >= 45:  # from step 45 on the loss is NaN, as after a blow-up
-            trainer.loss_buffer[trainer.pending - 1] = float("nan")
+            trainer.step_log[trainer.pending - 1, 0] = float("nan")
 
     monkeypatch.setattr(trainer, "_train_step", poisoned_step)
     try:
@@ -151,7 +151,7 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_name,
     def poisoned_step():
         real_step()
         if trainer.step >= 45:
-            trainer.loss_buffer[trainer.pending - 1] = float("nan")
+            trainer.step_log[trainer.pending - 1, 0] = float("nan")
         if trainer.step == 46:
             getattr(trainer, request_name)()
 
@@ -193,3 +193,72 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     worker.join(timeout=30)
     assert not worker.is_alive(), "the run waited for a retry that nobody can make"
     assert trainer.state == "error" and "could not be written" in trainer.error and "nothing was saved" in trainer.error
+
+
+class _InfiniteGradient(torch.autograd.Function):
+    """Adds nothing to the loss and an infinite gradient to its input: the loss stays finite, the
+    update does not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full(ctx.shape, float("inf"))
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_an_infinite_gradient_behind_a_finite_loss_never_reaches_a_checkpoint(grad_clip, repetitive_text, runs_dir,
+                                                                              monkeypatch):
+    # The 40th step's loss is finite but its gradient is not; the checkpoint due at step 40 would
+    # hold the weights that update made.
+    config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0,
+                         grad_clip=grad_clip)
+    trainer = Trainer(config, runs_dir=runs_dir, run_name="inf-grad")
+    real_loss = trainer._loss
+
+    def poisoned_loss(x, y, state):
+        loss, state = real_loss(x, y, state)
+        if trainer.step == 39:
+            loss = loss + _InfiniteGradient.apply(trainer.model.head.bias)
+        return loss, state
+
+    monkeypatch.setattr(trainer, "_loss", poisoned_loss)
+    assert trainer.run() == "error"
+    assert "gradient norm became inf at step 40" in trainer.error
+    assert "last checkpoint (step 20)" in trainer.error
+    checkpoint = load_checkpoint(runs_dir / "inf-grad" / LATEST)  # which refuses non-finite tensors
+    assert checkpoint["step"] == 20
+    assert sorted(p.name for p in (runs_dir / "inf-grad").glob("*.pt")) == ["latest.pt", "step-0000020.pt"]
+
+
+def test_weights_that_turn_non_finite_without_a_sign_in_the_losses_are_not_saved(repetitive_text, runs_dir,
+                                                                               monkeypatch):
+    config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0)
+    trainer = Trainer(config, runs_dir=runs_dir, run_name="nan-weights")
+    real_step = trainer._train_step
+
+    def corrupting_step():
+        real_step()
+        if trainer.step == 40:
+            with torch.no_grad():
+                trainer.model.head.bias[0] = float("nan")
+
+    monkeypatch.setattr(trainer, "_train_step", corrupting_step)
+    assert trainer.run() == "error"
+    assert "model.head.bias is not finite at step 40; not saved" in trainer.error
+    assert "last checkpoint (step 20)" in trainer.error
+    assert load_checkpoint(runs_dir / "nan-weights" / LATEST)["step"] == 20
+
+
+def test_a_non_finite_checkpoint_from_an_older_version_is_refused_by_name(tmp_path):
+    from charrnn_tui.engine.checkpoint import FORMAT, FORMAT_VERSION
+    from charrnn_tui.engine.errors import CheckpointError
+
+    path = tmp_path / "latest.pt"
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION,
+                "model": {"rnn.weight_hh_l0": torch.tensor([1.0, float("inf")])}}, path)
+    with pytest.raises(CheckpointError, match=r"model.rnn.weight_hh_l0 is not finite .*earlier step-N.pt or best.pt"):
+        load_checkpoint(path)

@@ -4,9 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.evaluate import evaluate
+from charrnn_tui.engine.data import IGNORE
+from charrnn_tui.engine.evaluate import eval_layout, evaluate, stream_count
 from charrnn_tui.engine.model import CharRNN, Stepper
 from charrnn_tui.engine.trainer import Trainer
 
@@ -39,17 +42,73 @@ def _naive_loss(model, ids):
     return F.cross_entropy(logits[0], ids[1:].long()).item()
 
 
-@pytest.mark.parametrize("streams", [1, 4, 7])
-def test_evaluate_scores_every_token_of_the_split(streams):
-    model = CharRNN(ModelConfig(kind="gru", layers=1, hidden=16, embedding=8, vocab_size=9)).eval()
-    ids = torch.randint(0, 9, (103,))
-    result = evaluate(model, ids, streams=streams, chunk=5)
+def _small_model(vocab=9, kind="gru"):
+    torch.manual_seed(3)
+    return CharRNN(ModelConfig(kind=kind, layers=1, hidden=16, embedding=8, vocab_size=vocab)).eval()
+
+
+@settings(max_examples=200, deadline=None)
+@given(predictions=st.integers(1, 3000), streams=st.integers(1, 300), warmup=st.integers(0, 400))
+def test_the_evaluation_layout_scores_every_prediction_exactly_once(predictions, streams, warmup):
+    streams = min(streams, predictions)
+    inputs, targets = eval_layout(predictions, streams, warmup)
+    scored = targets != IGNORE
+    assert sorted(targets[scored].tolist()) == list(range(1, predictions + 1))
+    assert torch.equal(inputs[scored], targets[scored] - 1)  # each from the token just before it
+    # Each row reads consecutive tokens up to its last scored one (warm-up first, padding after).
+    last = torch.where(scored, torch.arange(inputs.size(1)), -1).max(dim=1).values
+    for row, end in zip(inputs, last.tolist(), strict=True):
+        assert torch.equal(row[1 : end + 1] - row[:end], torch.ones(end, dtype=row.dtype))
+        assert row[0] >= 0 and (scored.sum() == predictions)
+    assert (inputs.size(1) - (-(-predictions // streams))) <= warmup
+
+
+@pytest.mark.parametrize("streams", [1, 4, 7, 102])
+def test_evaluate_with_a_warmup_as_long_as_the_text_is_one_sequential_read(streams):
+    model, ids = _small_model(), torch.randint(0, 9, (103,))
+    result = evaluate(model, ids, streams=streams, warmup=len(ids), chunk=5)
     assert result.tokens == 102
-    if streams == 1:  # one stream is exactly the plain loss over the whole sequence
-        assert math.isclose(result.nats, _naive_loss(model, ids), rel_tol=1e-5)
-    else:  # parallel streams restart from a zero state, so they can only differ a little
-        assert abs(result.nats - _naive_loss(model, ids)) < 0.1
+    assert math.isclose(result.nats, _naive_loss(model, ids), rel_tol=1e-5)
     assert math.isclose(result.bits, result.nats / math.log(2))
+    assert math.isclose(result.perplexity, math.exp(result.nats))
+
+
+def test_evaluate_without_warmup_scores_each_stream_from_a_cold_state():
+    """A cross-check of the layout by hand: stream k from a zero state over its own slice."""
+    model, ids = _small_model(), torch.randint(0, 9, (101,))
+    total = 0.0
+    for k in range(4):  # 100 predictions, 25 per stream
+        piece = ids[k * 25 : k * 25 + 26]
+        total += _naive_loss(model, piece) * 25
+    assert math.isclose(evaluate(model, ids, streams=4, warmup=0).nats, total / 100, rel_tol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(2, 400), chunk=st.integers(1, 500), seed=st.integers(0, 3))
+def test_evaluate_gives_the_same_answer_for_any_chunk_size(length, chunk, seed):
+    model = _small_model(kind="lstm")
+    ids = torch.randint(0, 9, (length,), generator=torch.Generator().manual_seed(seed))
+    reference = evaluate(model, ids, streams=3, warmup=7, chunk=10_000).nats
+    assert math.isclose(evaluate(model, ids, streams=3, warmup=7, chunk=chunk).nats, reference, rel_tol=1e-6)
+
+
+def test_the_default_evaluation_depends_on_the_text_alone_and_reads_like_one_stream():
+    model, ids = _small_model(), torch.randint(0, 9, (20_000,))
+    assert stream_count(20_000 - 1) > 1
+    default = evaluate(model, ids)
+    assert default.tokens == 19_999
+    # The warm-up gives every stream the context a single sequential read would have had.
+    assert math.isclose(default.nats, evaluate(model, ids, streams=1).nats, rel_tol=1e-5)
+    assert evaluate(model, ids, warmup=0).nats != default.nats  # the warm-up is really there
+
+
+def test_evaluate_leaves_the_model_in_training_mode_if_it_was():
+    model = _small_model().train()
+    evaluate(model, torch.randint(0, 9, (50,)))
+    assert model.training
+    model = _small_model().eval()
+    evaluate(model, torch.randint(0, 9, (50,)))
+    assert not model.training
 
 
 def _step_losses(config, runs_dir, name):

@@ -96,3 +96,51 @@ def test_unknown_prompt_characters_are_reported_not_fatal():
 def test_bad_settings_are_clear_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         _random_generator().generate("a", settings)
+
+
+def _fixed_distribution_generator(logits: list[float]) -> TextGenerator:
+    """A model whose next-token logits are `logits` whatever came before."""
+    vocab = CharVocab([chr(ord("a") + i) for i in range(len(logits))])
+    model = CharRNN(ModelConfig(kind="lstm", layers=1, hidden=4, embedding=2, vocab_size=len(vocab)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.head.bias.copy_(torch.tensor(logits))
+    return TextGenerator(model, vocab)
+
+
+def _frequencies(text: str, size: int) -> torch.Tensor:
+    counts = torch.bincount(torch.tensor([ord(c) - ord("a") for c in text]), minlength=size)
+    return counts / counts.sum()
+
+
+LOGITS = [2.0, 1.0, 0.0, -1.0]
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_samples_follow_the_softmax_of_the_logits_over_the_temperature(temperature):
+    gen = _fixed_distribution_generator(LOGITS)
+    text = gen.generate("a", SampleSettings(length=6000, temperature=temperature, seed=11)).text
+    expected = torch.softmax(torch.tensor(LOGITS) / temperature, dim=0)
+    assert torch.allclose(_frequencies(text, 4), expected, atol=0.02), (_frequencies(text, 4), expected)
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        (SampleSettings(top_k=2), torch.softmax(torch.tensor([2.0, 1.0]) / 0.8, dim=0).tolist() + [0.0, 0.0]),
+        (SampleSettings(top_p=0.7, temperature=1.0), [0.731, 0.269, 0.0, 0.0]),  # 0.644 < 0.7, so two stay
+        (SampleSettings(top_k=3, temperature=0.4),
+         torch.softmax(torch.tensor([2.0, 1.0, 0.0]) / 0.4, 0).tolist() + [0.0]),
+    ],
+)
+def test_top_k_and_top_p_sample_from_the_renormalised_head_of_the_distribution(settings, expected):
+    gen = _fixed_distribution_generator(LOGITS)
+    settings.length, settings.seed = 6000, 5
+    text = gen.generate("a", settings).text
+    assert torch.allclose(_frequencies(text, 4), torch.tensor(expected, dtype=torch.float32), atol=0.02)
+
+
+def test_greedy_always_takes_the_likeliest_token():
+    gen = _fixed_distribution_generator([0.0, 3.0, 2.9, 1.0])
+    assert gen.generate("a", SampleSettings(length=50, greedy=True)).text == "b" * 50

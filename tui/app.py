@@ -1,8 +1,8 @@
 """The charrnn-tui app: watch a model learn, steer it, talk to it.
 
-The engine runs in one background thread and reports through events, which arrive here as
-messages. They are folded into a RunView at once (cheap) and drawn on a timer, so a fast GPU
-never floods the screen and the screen never holds training up.
+The engine trains in a child process (engine/process.py); a worker thread relays its events,
+which arrive here as messages. They are folded into a RunView at once (cheap) and drawn on a
+timer, so a fast GPU never floods the screen and the screen never holds training up.
 """
 
 from __future__ import annotations
