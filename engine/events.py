@@ -43,8 +43,9 @@ class Event:
 @dataclass(frozen=True)
 class Started(Event):
     info: RunInfo
-    # Loaded from the checkpoint on resume, so a UI can redraw the history.
-    train_history: tuple[float, ...] = ()
+    # Loaded from the checkpoint on resume, so a UI can redraw the history: the training losses
+    # as engine/history.py's LossHistory.to_dict() (the recent ones exactly, the whole run binned).
+    loss_history: dict[str, Any] = field(default_factory=dict)
     val_history: tuple[tuple[int, float], ...] = ()
     samples: tuple[tuple[int, str], ...] = ()
 

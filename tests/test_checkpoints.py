@@ -48,7 +48,7 @@ def test_checkpoint_holds_everything_needed(repetitive_text, runs_dir):
     for key in ("model", "optimizer", "vocab", "config", "step", "batcher", "train_state", "rng", "history",
                 "best_val"):
         assert key in ck
-    assert ck["step"] == 60 and len(ck["history"]["train"]) == 60 and len(ck["history"]["val"]) == 2
+    assert ck["step"] == 60 and ck["history"]["losses"]["steps"] == 60 and len(ck["history"]["val"]) == 2
     assert (runs_dir / "r" / BEST).is_file()
     assert os.stat(runs_dir / "r").st_mode & 0o077 == 0  # user-only run folder
     assert not [p for p in (runs_dir / "r").iterdir() if ".tmp" in p.name]
@@ -152,10 +152,10 @@ def test_a_config_from_an_older_checkpoint_with_the_retired_compile_field_still_
 def test_each_save_reseeds_cudnns_dropout_from_the_saved_generator(repetitive_text, runs_dir, monkeypatch):
     """cuDNN's dropout state cannot be saved; the trainer re-seeds it after every save (a no-op
     off CUDA). On a GPU, tests/test_cuda.py checks that this makes resume exact."""
-    from charrnn_tui.engine import trainer as trainer_module
+    from charrnn_tui.engine import run_setup
 
     reseeded = []
-    monkeypatch.setattr(trainer_module, "reseed_cudnn_dropout", lambda device: reseeded.append(trainer.step))
+    monkeypatch.setattr(run_setup, "reseed_cudnn_dropout", lambda device: reseeded.append(trainer.step))
     trainer = Trainer(tiny_config(repetitive_text, max_steps=60, checkpoint_interval=20, eval_interval=1000),
                       runs_dir=runs_dir, run_name="r")
     trainer.run()

@@ -7,6 +7,7 @@ from helpers import cli_command, tiny_config
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.events import Notice, StateChanged
 from charrnn_tui.engine.runs import LATEST
+from charrnn_tui.engine.step import TrainStep
 from charrnn_tui.engine.trainer import Trainer
 
 
@@ -20,7 +21,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     def poisoned_step():
         real_step()
         if trainer.step >= 45:  # from step 45 on the loss is NaN, as after a blow-up
-            trainer.step_log[trainer.pending - 1, 0] = float("nan")
+            log = trainer.train_step.log
+            log.values[log.count - 1, 0] = float("nan")
 
     monkeypatch.setattr(trainer, "_train_step", poisoned_step)
     try:
@@ -151,7 +153,8 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_name,
     def poisoned_step():
         real_step()
         if trainer.step >= 45:
-            trainer.step_log[trainer.pending - 1, 0] = float("nan")
+            log = trainer.train_step.log
+            log.values[log.count - 1, 0] = float("nan")
         if trainer.step == 46:
             getattr(trainer, request_name)()
 
@@ -175,7 +178,7 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     whose final save fails must end (and say what was lost), not wait paused for ever."""
     import threading
 
-    from charrnn_tui.engine import trainer as trainer_module
+    from charrnn_tui.engine import run_setup as trainer_module
     from charrnn_tui.engine.errors import CheckpointError
 
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir, run_name="gone", pause_on_save_error=True)
@@ -217,15 +220,15 @@ def test_an_infinite_gradient_behind_a_finite_loss_never_reaches_a_checkpoint(gr
     config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0,
                          grad_clip=grad_clip)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="inf-grad")
-    real_loss = trainer._loss
+    real_loss = TrainStep.loss
 
-    def poisoned_loss(x, y, state):
-        loss, state = real_loss(x, y, state)
+    def poisoned_loss(step, x, y, state):
+        loss, state = real_loss(step, x, y, state)
         if trainer.step == 39:
             loss = loss + _InfiniteGradient.apply(trainer.model.head.bias)
         return loss, state
 
-    monkeypatch.setattr(trainer, "_loss", poisoned_loss)
+    monkeypatch.setattr(TrainStep, "loss", poisoned_loss)
     assert trainer.run() == "error"
     assert "gradient norm became inf at step 40" in trainer.error
     assert "last checkpoint (step 20)" in trainer.error

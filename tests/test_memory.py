@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from charrnn_tui.engine import trainer as trainer_module
+from charrnn_tui.engine import run_setup as trainer_module
 from charrnn_tui.engine.batch_size import largest_fitting, with_headroom
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.data import make_batcher
@@ -77,7 +77,7 @@ def test_auto_batch_size_takes_the_largest_that_fits_and_leaves_training_unchang
     fixed = Trainer(tiny_config(repetitive_text, batch_size=32, max_steps=5, report_interval=1e-9, layers=2,
                                 dropout=0.2), runs_dir=runs_dir, run_name="fixed")
     fixed.run()
-    assert list(fixed.train_history) == list(auto.train_history)
+    assert list(fixed.losses.recent) == list(auto.losses.recent)
 
 
 def test_auto_batch_size_on_a_cpu_keeps_the_preset_batch(repetitive_text, runs_dir):
@@ -177,7 +177,7 @@ def test_a_run_resumed_after_running_out_of_memory_matches_one_that_never_did(re
     resumed = Trainer(resume=runs_dir / "oom" / LATEST, runs_dir=runs_dir)
     resumed.run()
     assert resumed.step == 30
-    assert list(resumed.train_history) == pytest.approx(list(clean.train_history), abs=1e-6)
+    assert list(resumed.losses.recent) == pytest.approx(list(clean.losses.recent), abs=1e-6)
 
 
 def test_a_run_trained_in_bf16_resumes_in_fp32(repetitive_text, runs_dir):

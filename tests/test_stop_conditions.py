@@ -43,7 +43,7 @@ def test_learning_rate_warms_up_then_decays_to_the_floor(repetitive_text, runs_d
 
 
 def test_open_ended_runs_decay_over_ten_epochs_then_hold(repetitive_text, runs_dir):
-    from charrnn_tui.engine.trainer import OPEN_ENDED_DECAY_EPOCHS
+    from charrnn_tui.engine.schedule import OPEN_ENDED_DECAY_EPOCHS
 
     seen = []
     config = tiny_config(repetitive_text, warmup_steps=0, lr=0.01, report_interval=1e-9)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
+from charrnn_tui.engine.step import TrainStep
 from charrnn_tui.engine.trainer import Trainer
 
 
@@ -13,14 +14,14 @@ def _spied_run(config, runs_dir, monkeypatch):
     state it ended with; and per step the gradient norm the optimizer saw."""
     trainer = Trainer(config, runs_dir=runs_dir, run_name="spy")
     steps, norms = [], []
-    real_loss = trainer._loss
+    real_loss = TrainStep.loss
 
-    def loss_spy(x, y, state):
-        loss, new_state = real_loss(x, y, state)
+    def loss_spy(step, x, y, state):
+        loss, new_state = real_loss(step, x, y, state)
         steps.append({"reset": trainer.batcher.index == 1, "state_in": state, "state_out": new_state})
         return loss, new_state
 
-    monkeypatch.setattr(trainer, "_loss", loss_spy)
+    monkeypatch.setattr(TrainStep, "loss", loss_spy)
     original_setup = trainer._setup
 
     def setup_then_spy_on_the_optimizer():
@@ -72,7 +73,7 @@ def test_gradients_are_clipped_to_the_global_norm(repetitive_text, runs_dir, mon
 
 
 def test_the_step_reports_the_gradient_norm_before_clipping(repetitive_text, runs_dir, monkeypatch):
-    from charrnn_tui.engine.trainer import clip_gradients
+    from charrnn_tui.engine.step import clip_gradients
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=1), runs_dir=runs_dir, run_name="norm")
     trainer.run()

@@ -115,7 +115,10 @@ class RunView:
         self.temperature = float(info.config.get("temperature", self.temperature))
         if info.resumed_step:
             self.saved_at = time.time()
-        self._train_points(event.train_history)
+        self._train_points(event.loss_history.get("recent", ()))
+        if event.loss_history.get("first") is not None:
+            self.first_train_loss = event.loss_history["first"]
+            self.best_train_loss = min(event.loss_history["lows"], default=self.best_train_loss)
         self.val_losses = list(event.val_history)
         if self.val_losses:
             self.best_val = min(v for _, v in self.val_losses)

@@ -1,0 +1,132 @@
+"""The control plane: requests from other threads (a UI, the run's server), applied by the training
+loop between steps, so that only the loop's thread ever touches the model."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from typing import Any
+
+from .events import Notice, SettingsChanged
+from .runs import LATEST
+
+# Requests that cost training time (a sample, a validation pass, a save); past this many waiting,
+# more are refused, so that a flood of them (a stuck key, a misbehaving client) cannot stall the run.
+MAX_QUEUED_WORK = 8
+WORK = frozenset({"save", "sample", "evaluate", "prompt"})
+MAX_PROMPT_CHARS = 10_000
+MAX_PROMPT_LENGTH = 10_000  # tokens a prompt may ask for
+
+
+class Controls:
+    """Request methods, safe to call from any thread, and the loop's side that serves them.
+
+    Mixed into Trainer: the handlers below act on its state (paused, temperature, the saves and
+    samples it knows how to make)."""
+
+    def _init_controls(self) -> None:
+        self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._queued_work = 0
+        self._work_lock = threading.Lock()
+        self.paused = False
+        self.stop_requested: bool | None = None  # None: keep going; else whether to save
+
+    # ---- requests: any thread -----------------------------------------------------------------
+    def pause(self) -> None:
+        self._put("pause")
+
+    def resume(self) -> None:
+        self._put("resume")
+
+    def toggle_pause(self) -> None:
+        self._put("toggle_pause")
+
+    def stop(self, save: bool = True, unattended: bool = False) -> None:
+        """`unattended`: nobody is left to retry a failed save (the terminal or the parent has gone),
+        so the run ends even then, rather than pausing as it does for a UI."""
+        self._put("stop", (bool(save), bool(unattended)))
+
+    def save_now(self) -> None:
+        self._put("save")
+
+    def sample_now(self) -> None:
+        self._put("sample")
+
+    def evaluate_now(self) -> None:
+        self._put("evaluate")
+
+    def set_temperature(self, temperature: float) -> None:
+        self._put("temperature", float(temperature))
+
+    def prompt(self, text: str, length: int | None = None) -> None:
+        if len(text) > MAX_PROMPT_CHARS or (length is not None and not 0 <= length <= MAX_PROMPT_LENGTH):
+            self.emit(Notice(f"prompts are limited to {MAX_PROMPT_CHARS:,} characters and continuations to "
+                             f"{MAX_PROMPT_LENGTH:,} tokens", "warning"))
+            return
+        self._put("prompt", (str(text), length))
+
+    def _put(self, name: str, arg: Any = None) -> None:
+        if name in WORK:
+            with self._work_lock:
+                if self._queued_work >= MAX_QUEUED_WORK:
+                    self.emit(Notice(f"busy: {self._queued_work} requests are waiting; {name} ignored", "warning"))
+                    return
+                self._queued_work += 1
+        self._requests.put((name, arg))
+
+    # ---- the loop's side ---------------------------------------------------------------------
+    def _serve_requests(self, block: bool) -> None:
+        """Apply the requests waiting (while paused, wait a little for one first)."""
+        while True:
+            try:
+                name, arg = self._requests.get(timeout=0.05) if block else self._requests.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if name in WORK:
+                with self._work_lock:
+                    self._queued_work -= 1
+            if not self._apply(name, arg):
+                return
+
+    def _apply(self, name: str, arg: Any) -> bool:
+        """Carry out one request; False when the loop must look at its state before any more."""
+        if name == "pause" or (name == "toggle_pause" and not self.paused):
+            if not self.paused:
+                if not self._flush_progress():
+                    return False
+                self.paused = True
+                self._set_state("paused")
+        elif name in ("resume", "toggle_pause"):
+            if self.paused:
+                self.paused = False
+                self.last_report = time.perf_counter()
+                self._set_state("training")
+        elif name == "stop":
+            save, unattended = arg
+            self.stop_requested = save
+            if unattended:
+                self.pause_on_save_error = False
+            return False
+        elif name == "save":
+            if not self._flush_progress():
+                return False
+            self._save(LATEST)
+        elif name == "sample":
+            self._sample(prompt="", source="live")
+        elif name == "evaluate":
+            if not self._flush_progress():
+                return False
+            self._evaluate()
+        elif name == "temperature":
+            if math.isfinite(arg) and arg > 0:
+                self.temperature = arg
+                self.emit(SettingsChanged(self.temperature))
+            else:
+                self.emit(Notice(f"temperature must be a positive number, not {arg}", "warning"))
+        elif name == "prompt":
+            text, length = arg
+            self._sample(prompt=text, source="prompt", length=length)
+        return self.state != "error"

@@ -1,0 +1,334 @@
+"""Run setup and checkpoints: everything a run is made of, built from a config or a checkpoint, and
+the checkpoint that holds it again.
+
+Mixed into Trainer (engine/trainer.py), whose loop uses what `_setup` builds."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import config as cfg
+from .batch_size import AUTO_BATCH_LIMIT, is_out_of_memory, largest_fitting, memory_limited, with_headroom
+from .checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from .corpus import corpus_spec, load_corpus
+from .data import LAYOUT, legacy_epoch_float, make_batcher, split_tokens, validation_ids
+from .device import (
+    configure_backends,
+    describe_device,
+    fork_rng,
+    pick_device,
+    release_cached_memory,
+    reseed_cudnn_dropout,
+    synchronize,
+    use_bf16,
+)
+from .errors import CharRNNError, CheckpointError, ConfigError
+from .events import CheckpointSaved, Notice, RunInfo, Started
+from .history import LossHistory
+from .model import CharRNN, State
+from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
+from .sampling import TextGenerator
+from .step import TrainStep
+from .vocab import build_vocab, vocab_from_dict
+
+# Fields a user may change when resuming; the rest must match the checkpoint.
+RESUMABLE_OVERRIDES = (
+    "max_steps", "max_epochs", "max_time", "eval_interval", "eval_tokens", "checkpoint_interval", "keep_checkpoints",
+    "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
+    "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
+    "lr_decay",
+)
+
+
+class RunSetup:
+    # ---- set-up -------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        checkpoint = None
+        if self.resume_path is not None:
+            checkpoint = load_checkpoint(self.resume_path)
+            self.config = resumed_config(checkpoint, self.overrides)
+        config = self.config
+        cfg.validate(config)
+        torch.manual_seed(config.seed)
+
+        corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                             encoding=config.encoding)
+        if checkpoint is not None:
+            vocab = vocab_from_dict(checkpoint["vocab"])
+        else:
+            vocab = build_vocab(corpus.text, config.tokens, config.min_freq)
+        try:
+            ids = vocab.encode(corpus.text)
+        except CharRNNError as e:
+            raise CheckpointError(f"corpus no longer matches the checkpoint's vocabulary: {e}") from None
+        train_ids, val_ids = split_tokens(ids, config.val_fraction)
+        if config.top_k is not None and config.top_k > len(vocab):
+            raise ConfigError(f"top-k {config.top_k} is larger than the vocabulary ({len(vocab)} tokens)")
+
+        self.device = pick_device(config.device)
+        configure_backends(self.device, config.threads)
+        self.bf16 = use_bf16(self.device, config.precision)
+        self.vocab = vocab
+        config.model.vocab_size = len(vocab)
+        self.model = CharRNN(config.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.train_step = TrainStep(self.model, self.optimizer, self.device, bf16=self.bf16,
+                                    grad_clip=config.grad_clip)
+        self.train_ids = train_ids.to(self.device)
+        if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
+                                       or config.seq_len != checkpoint["config"]["seq_len"]):
+            config.batch_size = self._auto_batch_size(len(train_ids))
+        self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
+        self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
+        self.generator = TextGenerator(self.model, vocab)
+        self.temperature = config.temperature
+
+        self.train_state: State | None = None
+        self.train_seconds = 0.0
+        self.tokens_seen = 0
+        self.losses = LossHistory()
+        self.val_history: list[tuple[int, float]] = []
+        self.samples: list[tuple[int, str]] = []
+        self.best_val = math.inf
+        if checkpoint is not None:
+            self.run_dir = self.resume_path.parent
+            self.lock = RunLock(self.run_dir).acquire()
+            remove_partial_writes(self.run_dir)
+            self._restore(checkpoint)
+        else:
+            name = self.run_name or default_run_name(corpus.name, config.model.kind, config.model.hidden)
+            self.run_dir = new_run_dir(self.runs_dir, name)
+            self.lock = RunLock(self.run_dir).acquire()
+        self.saved_step = self.step
+        self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
+
+        m = config.model
+        self.info = RunInfo(
+            run_name=self.run_dir.name, run_dir=str(self.run_dir), corpus_name=corpus.name,
+            corpus_source=corpus.source, corpus_chars=len(corpus.text), train_tokens=len(train_ids),
+            val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
+            layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
+            device=self.device.type, device_name=describe_device(self.device),
+            precision="bf16" if self.bf16 else "fp32", preset=config.preset, batch_size=config.batch_size,
+            seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
+            max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config),
+        )
+        self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
+
+    def _auto_batch_size(self, train_tokens: int) -> int:
+        config = self.config
+        limit = max(1, min(AUTO_BATCH_LIMIT, (train_tokens - 1) // config.seq_len))  # a window per stream
+        if not memory_limited(self.device):
+            chosen = min(config.batch_size, limit)
+            self.emit(Notice(f"--batch-size auto: memory is not the limit on a {self.device.type}, so the "
+                             f"preset's measured batch size {chosen} is used"))
+            return chosen
+        # Room for AdamW's two moments, which the probe's passes don't allocate.
+        reserve = [torch.empty_like(p) for p in self.model.parameters() for _ in range(2)]
+        largest = largest_fitting(self._batch_fits, config.batch_size, limit)
+        del reserve
+        if largest == 0:
+            raise ConfigError(f"out of {self.device.type} memory even at batch-size 1 with seq-len "
+                              f"{config.seq_len}: lower --seq-len or --hidden")
+        chosen = largest if largest == limit else with_headroom(largest)
+        self.emit(Notice(f"--batch-size auto: {largest} fit in {self.device.type} memory at seq-len "
+                         f"{config.seq_len}; training with batch-size {chosen}"))
+        return chosen
+
+    def _batch_fits(self, batch: int) -> bool:
+        """Whether a forward and backward pass at this batch size fits in the device's memory."""
+        try:
+            with fork_rng(self.device), self.model.dropout_off():  # the run's random streams stay as they were
+                x = torch.arange(batch * self.config.seq_len, device=self.device).remainder(len(self.vocab))
+                x = x.view(batch, self.config.seq_len)
+                self.train_step.loss(x, x, None)[0].backward()
+                synchronize(self.device)
+            fits = True
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(e):
+                raise
+            fits = False
+        self.model.zero_grad(set_to_none=True)
+        release_cached_memory(self.device)
+        return fits
+
+    # ---- resuming -----------------------------------------------------------------------------
+    def _same_batch_shape(self, ck: dict[str, Any]) -> bool:
+        old = ck["config"]
+        return ((old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len)
+                and ck["batcher"].get("layout") == LAYOUT)
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self._restore_position(ck)
+            self.step = int(ck["step"])
+            self.train_seconds = float(ck["train_seconds"])
+            self.tokens_seen = int(ck["tokens_seen"])
+            saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
+            if saved_state:
+                moved = [t.to(self.device, torch.float32) for t in saved_state]
+                self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
+            history = ck["history"]
+            if "losses" in history:
+                self.losses = LossHistory.from_dict(history["losses"])
+            else:  # before the history was bounded, checkpoints held every loss
+                self.losses = LossHistory.from_losses(history["train"].tolist())
+            self.val_history = [(int(s), float(v)) for s, v in history["val"]]
+            self.samples = [(int(s), str(t)) for s, t in history["samples"]]
+            self.best_val = float(ck["best_val"])
+            torch.set_rng_state(ck["rng"]["torch"])
+            if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{self.resume_path}: checkpoint contents do not match its config ({e})") from None
+
+    def _restore_position(self, ck: dict[str, Any]) -> None:
+        if self._same_batch_shape(ck):
+            self.batcher.load_state_dict(ck["batcher"])
+            return
+        # Resumed with another batch shape (say, a smaller batch after running out of memory), or
+        # from a checkpoint of an earlier layout: the same point of the epoch, with the hidden
+        # state restarting.
+        c, old = self.config, ck["config"]
+        if ck["batcher"].get("layout") == LAYOUT:
+            before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
+            before.load_state_dict(ck["batcher"])
+            epoch = before.epoch_float
+            changed = (f"with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
+                       f"{old['batch_size']} x {old['seq_len']})")
+        else:
+            epoch = legacy_epoch_float(c.sampler, ck["batcher"], old["batch_size"], old["seq_len"],
+                                       len(self.train_ids))
+            changed = "from a checkpoint of an earlier version, whose batches were cut differently,"
+        self.batcher.seek(epoch)
+        self.emit(Notice(f"resumed {changed} at epoch {epoch:.2f}; the hidden state starts afresh"))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _save(self, name: str) -> bool:
+        """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
+        if self.state == "error":
+            return False  # never write weights from a failed run over a good checkpoint
+        payload = self._checkpoint_payload()
+        broken = non_finite_tensor(payload)
+        if broken is not None:
+            self._fail(f"{broken} is not finite at step {self.step}; not saved. {self._last_good_checkpoint()}")
+            return False
+        path = self.run_dir / name
+        try:
+            save_checkpoint(payload, path)
+        except CheckpointError as e:
+            self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
+            if self.pause_on_save_error and not self.paused:
+                self.paused = True
+                self._set_state("paused", "checkpoint failed")
+            return False
+        reseed_cudnn_dropout(self.device)  # a run resumed from this file draws the same dropout masks
+        if name == LATEST:
+            self.saved_step = self.step
+            keep_step_copy(path, self.step, self.config.keep_checkpoints)
+        self.emit(CheckpointSaved(str(path), self.step, name.removesuffix(".pt"), time.time()))
+        return True
+
+    def _save_final(self) -> bool:
+        # A failed write loses nothing when the latest checkpoint already holds every step.
+        return self._save(LATEST) or self.step == self.saved_step
+
+    def _save_after_out_of_memory(self) -> None:
+        # An allocation that fails outside the optimizer's update leaves the weights of the last
+        # whole step, which are worth keeping; a failure inside it may leave them half-updated.
+        if self.train_step is None or self.train_step.updating or self.step <= self.saved_step:
+            return
+        release_cached_memory(self.device)
+        try:
+            if self._report():  # read the pending losses first: never save over a NaN
+                self._save(LATEST)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+
+    def _fail_unsaved(self) -> None:
+        # Headless, nobody can retry the save: end as an error so the exit status says so.
+        if self.state == "error":
+            return  # the save found non-finite weights: that is the error to report
+        last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
+        self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.step} "
+                   f"are lost; {last}")
+
+    def _last_good_checkpoint(self) -> str:
+        if not self.saved_step:
+            return "Nothing was saved; start again with a lower --lr"
+        return f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
+
+    def _remove_empty_run_dir(self) -> None:
+        # A run that failed before its first checkpoint leaves nothing behind.
+        run_dir: Path | None = getattr(self, "run_dir", None)
+        if run_dir is not None and self.resume_path is None and run_dir.is_dir():
+            leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
+            if not leftovers:
+                (run_dir / ".lock").unlink(missing_ok=True)
+                run_dir.rmdir()
+
+    def _checkpoint_payload(self) -> dict[str, Any]:
+        state = self.train_state
+        tensors = () if state is None else state if isinstance(state, tuple) else (state,)
+        saved_state = [t.float().cpu() for t in tensors]  # float32 whatever autocast made it: resumable either way
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "vocab": self.vocab.to_dict(),
+            "config": cfg.to_dict(self.config),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "tokens_seen": self.tokens_seen,
+            "batcher": self.batcher.state_dict(),
+            "train_state": saved_state,
+            "best_val": self.best_val,
+            "history": {
+                "losses": self.losses.to_dict(),
+                "val": [list(v) for v in self.val_history],
+                "samples": [list(s) for s in self.samples],
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+            "run_name": self.run_dir.name,
+            "corpus": {"name": self.corpus.name, "source": self.corpus.source},
+            "saved_at": time.time(),
+        }
+
+
+def make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    # Fused AdamW on CUDA: one kernel for all parameters, no host sync.
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+def resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg.TrainConfig:
+    """The checkpoint's config with the user's changes; a change the run cannot take is an error,
+    never silently dropped (`model.` keys name model fields)."""
+    config = cfg.from_dict(checkpoint.get("config"))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in given.items():
+        if key in RESUMABLE_OVERRIDES:
+            continue
+        name = key.removeprefix("model.")
+        current = getattr(config.model if key.startswith("model.") else config, name)
+        if value != current and not (key == "corpus" and corpus_spec(value) == corpus_spec(current)):
+            flag = "--model" if key == "model.kind" else "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} cannot change when resuming (the run has {current!r}, not {value!r}); "
+                              "start a new run to change it")
+    config = dataclasses.replace(config, **{k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})
+    cfg.validate(config)
+    return config
