@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -293,37 +294,6 @@ def format_seconds(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-def run_headless(args: argparse.Namespace) -> int:
-    jsonl = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
-    try:
-        printer = ProgressPrinter(jsonl=jsonl)
-        trainer = make_trainer(args, printer)
-        stop_on_signals(trainer)
-        state = trainer.run()
-    finally:
-        if jsonl is not None:
-            jsonl.close()
-    if state == "error":  # stopped without raising (a NaN loss): say why
-        sys.stderr.write(f"charrnn-tui: error: {trainer.error}\n")
-        return 1
-    return 0
-
-
-def stop_on_signals(trainer) -> None:
-    """Ctrl+C, SIGTERM and SIGHUP (a dropped SSH session) save and stop; a second Ctrl+C quits at once."""
-    def handler(signum, frame):
-        if getattr(handler, "fired", False):
-            sys.stderr.write("\nstopping now, without saving\n")
-            raise SystemExit(130)
-        handler.fired = True
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping\n")
-        trainer.stop(save=True)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None:
-            signal.signal(sig, handler)
-
-
 # ---- sample and eval ----------------------------------------------------------------------------
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
@@ -335,7 +305,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--greedy", action="store_true", help="always the likeliest token")
     parser.add_argument("--seed", type=int, default=None, help="for a reproducible sample (default: random)")
     parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
-    parser.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
+    add_runs_dir_argument(parser)
 
 
 def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -371,7 +341,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv-column", metavar="NAME", help="score this column of a CSV file")
     parser.add_argument("--encoding", metavar="NAME", help="text encoding (default: UTF-8, or the file's BOM)")
     parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
-    parser.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
+    add_runs_dir_argument(parser)
 
 
 def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -405,8 +375,110 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+# ---- runs and stop ------------------------------------------------------------------------------
+def add_runs_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
+
+
+def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from .runs import default_runs_dir, list_runs
+
+    runs_dir = args.runs_dir or default_runs_dir()
+    entries = list_runs(runs_dir)
+    if args.json:
+        out.write(json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
+        return 0
+    if not entries:
+        out.write(f"no runs in {runs_dir}\n")
+        return 0
+    rows = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
+    for e in entries:
+        rows.append((e.name, e.state, e.corpus or "-", e.model or "-", "-" if e.step is None else f"{e.step:,}",
+                     "-" if e.best_val is None or not math.isfinite(e.best_val) else f"{e.best_val:.4f}",
+                     str(e.viewers) if e.live else "-", format_age(time.time() - e.updated)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    return 0
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
+    """A run folder from a name or a path; with no name, the most recently active live run."""
+    from .runs import list_runs, sanitize_run_name
+
+    if ref is None:
+        candidates = [e for e in list_runs(runs_dir) if e.live] if live else list_runs(runs_dir)
+        if not candidates:
+            raise CharRNNError(f"no live runs in {runs_dir}; `charrnn-tui runs` lists them all")
+        return candidates[0].path
+    path = Path(ref).expanduser()
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        path = runs_dir / sanitize_run_name(ref)
+    if not path.is_dir():
+        raise CharRNNError(f"{ref}: no such run in {runs_dir}; `charrnn-tui runs` lists them")
+    return path
+
+
+def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Ask a live run to save and end; return once it has."""
+    from .client import EngineClient
+    from .runs import default_runs_dir, is_live
+
+    run_dir = resolve_run(args.run, args.runs_dir or default_runs_dir(), live=True)
+    ended: list = []
+    client = EngineClient(run_dir, lambda e: ended.append(e), viewer=False)
+    client.connect()
+    pid = client.status().get("pid")
+    client.stop(save=not args.no_save)
+    state = client.run()
+    deadline = time.monotonic() + 30  # and until its process has let go of the run and ended
+    while (is_live(run_dir) or _process_alive(pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if state not in ("stopped", "finished", "error"):
+        raise CharRNNError(f"lost the connection to run {run_dir.name} before it ended ({state})")
+    saved = [e for e in ended if type(e).__name__ == "CheckpointSaved" and e.kind == "latest"]
+    where = f"; saved step {saved[-1].step} to {saved[-1].path}" if saved else ""
+    if state == "error":
+        out.write(f"run {run_dir.name} ended with an error: {client.error}\n")
+        return 1
+    out.write(f"run {run_dir.name} {state} at step {client.step}{where}\n")
+    return 0
+
+
+def _process_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_detached(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from .launch import launch_engine
+
+    run_dir = launch_engine([a for a in args.train_argv if a != "--detach"])
+    out.write(f"run {run_dir.name} is training in the background ({run_dir})\n"
+              f"  watch it:  charrnn-tui attach {run_dir.name}\n"
+              f"  stop it:   charrnn-tui stop {run_dir.name}\n")
+    return 0
+
+
 # ---- entry point --------------------------------------------------------------------------------
-COMMANDS = ("train", "sample", "eval")
+COMMANDS = ("train", "sample", "eval", "attach", "runs", "stop")
 
 
 def preset_table() -> str:
@@ -423,11 +495,17 @@ def preset_table() -> str:
 
 
 def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> argparse.ArgumentParser:
-    tui_line = f"  {prog} [CORPUS] [options]            open the TUI and train (options as for train)\n"
+    tui_lines = (
+        f"  {prog} [CORPUS] [options]            open the app and train (options as for train)\n"
+        f"  {prog} attach [RUN]                  open the app on a live run (default: the latest)\n"
+    )
     epilog = (
         "commands:\n"
-        + ("" if headless_only else tui_line)
-        + f"  {prog} train [CORPUS] [options]      train; --headless for a plain progress line\n"
+        + ("" if headless_only else tui_lines)
+        + f"  {prog} train [CORPUS] [options]      train; --headless for a plain progress line, --detach "
+        "to run in the background\n"
+        f"  {prog} runs [--json]                 list runs and their state\n"
+        f"  {prog} stop RUN                      save and end a live run\n"
         f"  {prog} sample CHECKPOINT [options]   generate text\n"
         f"  {prog} eval CHECKPOINT [FILE]        loss, bits/char and perplexity (default: the run's validation text)\n"
         f"run '{prog} COMMAND --help' for a command's options"
@@ -438,17 +516,35 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = sub.add_parser("train", help="train a model", formatter_class=HelpFormatter,
-                           description="Train a model. Opens the TUI unless --headless is given.",
+                           description="Train a model. Opens the app unless --headless or --detach is given.",
                            epilog=preset_table())
     add_train_arguments(train)
     out = train.add_argument_group("output")
     out.add_argument("--headless", action="store_true", default=headless_only,
-                     help="no TUI: print a progress line")
+                     help="no app: print a progress line; Ctrl+C saves and stops, a closed terminal detaches")
+    out.add_argument("--detach", action="store_true",
+                     help="train in the background and return once the run is listening; see `attach` and `stop`")
     out.add_argument("--jsonl", metavar="FILE", help="also append every event as one JSON object per line")
+    # Set by `launch_engine` for the detached engine it starts: the pipe to say "ready", and whether
+    # the app asked (a UI pauses rather than fails when a checkpoint cannot be written).
+    out.add_argument("--serve-fd", type=int, default=None, help=argparse.SUPPRESS)
+    out.add_argument("--serve-for-app", action="store_true", help=argparse.SUPPRESS)
     add_sample_arguments(sub.add_parser("sample", help="generate text from a checkpoint",
                                         formatter_class=HelpFormatter))
     add_eval_arguments(sub.add_parser("eval", help="score a text file with a checkpoint",
                                       formatter_class=HelpFormatter))
+    attach = sub.add_parser("attach", help="open the app on a live run", formatter_class=HelpFormatter,
+                            description="Open the app on a live run: its whole history, then live. "
+                                        "`d` detaches again; `q` stops the run.")
+    attach.add_argument("run", nargs="?", metavar="RUN", help="run name or folder (default: the latest live run)")
+    add_runs_dir_argument(attach)
+    runs = sub.add_parser("runs", help="list runs and their state", formatter_class=HelpFormatter)
+    runs.add_argument("--json", action="store_true", help="a JSON list of objects")
+    add_runs_dir_argument(runs)
+    stop = sub.add_parser("stop", help="save and end a live run", formatter_class=HelpFormatter)
+    stop.add_argument("run", metavar="RUN", help="run name or folder")
+    stop.add_argument("--no-save", action="store_true", help="end without saving the steps since the last checkpoint")
+    add_runs_dir_argument(stop)
     return parser
 
 
@@ -457,7 +553,17 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_sample(args)
     if args.command == "eval":
         return run_eval(args)
-    return run_headless(args)
+    if args.command == "runs":
+        return run_runs(args)
+    if args.command == "stop":
+        return run_stop(args)
+    if args.command == "attach":
+        raise ConfigError("attach opens the app: run it as `charrnn-tui attach`")
+    if args.detach:
+        return run_detached(args)
+    from .serve import serve
+
+    return serve(args)
 
 
 def report_errors(fn, *a) -> int:
@@ -470,13 +576,23 @@ def report_errors(fn, *a) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("charrnn-tui: interrupted\n")
         return 130
+    except BrokenPipeError:  # `charrnn-tui runs | head`: the reader has all it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def parse(argv: list[str], prog: str = "charrnn-tui", *, headless_only: bool = False) -> argparse.Namespace:
+    """Parsed arguments; a bare corpus and options mean `train`. `train_argv` keeps the train
+    arguments as given, for starting the same run in a detached engine."""
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]
+    args = build_parser(prog, headless_only=headless_only).parse_args(argv)
+    args.train_argv = argv[1:] if args.command == "train" else []
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m charrnn_tui.engine`: the headless commands only."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
-        argv = ["train", *argv]
-    args = build_parser("python -m charrnn_tui.engine", headless_only=True).parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv, "python -m charrnn_tui.engine", headless_only=True)
     return report_errors(dispatch, args)
-

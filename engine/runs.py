@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import CheckpointError
 
 LATEST = "latest.pt"
 BEST = "best.pt"
+SOCKET = "engine.sock"  # the live run's server (engine/server.py)
+STATUS = "status.json"  # what the run's server last said about it, for `charrnn-tui runs`
+LOG = "engine.log"  # a detached engine's output
+LIVE_STATES = ("starting", "training", "paused")
 
 
 def default_runs_dir() -> Path:
@@ -63,13 +70,18 @@ class RunLock:
             handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the run
         except OSError as e:
             raise CheckpointError(f"cannot lock run {self.path.parent.name}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            handle.close()
-            raise CheckpointError(f"run {self.path.parent.name} is in use by {owner}; stop it first") from None
+        for attempt in range(5):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt < 4:  # `runs` may be probing it for a moment (is_live)
+                    time.sleep(0.1)
+                    continue
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                handle.close()
+                raise CheckpointError(f"run {self.path.parent.name} is in use by {owner}; stop it first") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()}")
@@ -136,3 +148,109 @@ def _latest_in(folder: Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{folder}: run folder has no {LATEST}")
     return path
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether an engine holds the run's lock now. The kernel drops a dead process's lock, so a
+    run killed with kill -9 (or a reboot) reads as not live, whatever files it left."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: trust the socket file
+        return (run_dir / SOCKET).exists()
+    try:
+        handle = open(run_dir / ".lock", "rb")  # noqa: SIM115
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    """status.json, replaced atomically: a reader never sees half of it."""
+    tmp = run_dir / f".{STATUS}.tmp-{os.getpid()}"
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, run_dir / STATUS)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / STATUS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class RunEntry:
+    name: str
+    path: Path
+    state: str  # training, paused, starting, finished, stopped, crashed, error
+    live: bool
+    step: int | None
+    best_val: float | None
+    corpus: str | None
+    model: str | None
+    viewers: int
+    updated: float  # when the run last did something (time.time())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "state": self.state, "live": self.live, "step": self.step,
+                "best_val": self.best_val, "corpus": self.corpus, "model": self.model, "viewers": self.viewers,
+                "updated": self.updated}
+
+
+def list_runs(runs_dir: Path) -> list[RunEntry]:
+    """Every run in the folder, most recently active first, with its state as its files and lock
+    tell it: a run whose status says it was training but whose engine holds no lock crashed."""
+    entries = []
+    folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_dir.is_dir() else []
+    for folder in folders:
+        status = read_status(folder)
+        if not status and not (folder / LATEST).exists():
+            continue
+        live = is_live(folder)
+        state = str(status.get("state") or "stopped")
+        if live and state not in LIVE_STATES:
+            state = "starting"
+        elif not live and state in LIVE_STATES:
+            state = "crashed"
+        files = [folder / n for n in (STATUS, LATEST) if (folder / n).exists()]
+        updated = max((p.stat().st_mtime for p in files), default=folder.stat().st_mtime)
+        entries.append(RunEntry(
+            name=folder.name, path=folder, state=state, live=live, step=_int_or_none(status.get("step")),
+            best_val=_float_or_none(status.get("best_val")), corpus=status.get("corpus"), model=status.get("model"),
+            viewers=int(status.get("viewers") or 0) if live else 0, updated=updated,
+        ))
+    return sorted(entries, key=lambda e: e.updated, reverse=True)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@contextlib.contextmanager
+def unix_address(path: Path):
+    """An address for `path` that fits AF_UNIX's 107 bytes: the path itself when short enough, else
+    the same file through /proc/self/fd of its folder (Linux), which is short at any depth."""
+    if len(os.fsencode(path)) <= 100:
+        yield str(path)
+        return
+    if not os.path.isdir("/proc/self/fd"):
+        raise OSError(f"{path}: too long for a Unix socket on this system; use a shorter --runs-dir")
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)

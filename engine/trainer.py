@@ -34,7 +34,7 @@ from .events import (
 )
 from .history import thin_validation
 from .run_setup import RunSetup
-from .runs import BEST, LATEST, RunLock, default_runs_dir
+from .runs import BEST, LATEST, RunLock, default_runs_dir, write_status
 from .sampling import Continuation, SampleSettings
 
 EventSink = Callable[[Event], None]
@@ -71,6 +71,8 @@ class Trainer(Controls, RunSetup):
         self.step = 0
         self.saved_step = 0
         self._sample_ids = 0
+        # Called between steps now and then, on the training thread (engine/threads.py).
+        self.balance_threads: Callable[[], None] | None = None
         self._init_controls()
 
     def run(self) -> str:
@@ -95,8 +97,22 @@ class Trainer(Controls, RunSetup):
             raise CharRNNError(message) from None
         finally:
             if self.lock is not None:
+                self._write_final_status()
                 self.lock.release()
         return self.state
+
+    def _write_final_status(self) -> None:
+        """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
+        this covers runs trained from Python with no server)."""
+        info = getattr(self, "info", None)
+        if info is None or not self.run_dir.is_dir():
+            return
+        write_status(self.run_dir, {
+            "name": info.run_name, "state": self.state, "reason": self.error, "step": self.step,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None, "corpus": info.corpus_name,
+            "model": f"{info.model_kind} {info.layers}x{info.hidden}", "device": info.device, "pid": None,
+            "updated": time.time(), "viewers": 0,
+        })
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -109,6 +125,8 @@ class Trainer(Controls, RunSetup):
         self.next_sample_at = time.monotonic()  # the first live sample straight away: noise
         self.last_report = time.perf_counter()
         self.seconds_at_report = self.train_seconds
+        if self.balance_threads is not None:
+            self.balance_threads()
 
         while True:
             self._serve_requests(block=self.paused)
@@ -186,6 +204,8 @@ class Trainer(Controls, RunSetup):
             self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
             return False
         self.losses.extend(losses)
+        if self.balance_threads is not None:
+            self.balance_threads()
         tokens_per_s = self.tokens_since_report / elapsed
         self.tokens_since_report = 0
         self.emit(Progress(

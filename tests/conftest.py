@@ -23,3 +23,21 @@ def repetitive_text(tmp_path: Path) -> Path:
     path = tmp_path / "abc.txt"
     path.write_text("the quick brown fox jumps over the lazy dog. " * 60)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_outlives_its_test(tmp_path: Path):
+    """A test that starts a detached engine and then fails must not leave it training for ever."""
+    yield
+    import json
+    import os
+    import signal
+
+    for status in tmp_path.rglob("status.json"):
+        try:
+            pid = json.loads(status.read_text()).get("pid")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if isinstance(pid, int) else b""
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and b"charrnn" in cmdline:
+            os.kill(pid, signal.SIGKILL)

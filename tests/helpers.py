@@ -34,3 +34,60 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = cli_command()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+class LocalRun:
+    """A run's engine and server in this process (a thread, which trains slower than a process's
+    main thread: fine for tests), as `charrnn-tui train --detach` would start it."""
+
+    def __init__(self, config, runs_dir, name: str = "local", **trainer_kwargs):
+        import threading
+
+        from charrnn_tui.engine.server import RunServer
+        from charrnn_tui.engine.trainer import Trainer
+
+        self.listening = threading.Event()
+        self.trainer = Trainer(config, runs_dir=runs_dir, run_name=name, **trainer_kwargs)
+        self.server = RunServer(self.trainer, on_listening=lambda run_dir: self.listening.set())
+        self.trainer.on_event = self.server.handle_event
+        self.result: list = []
+        self.thread = threading.Thread(target=self._run, daemon=True, name="local-run")
+
+    def _run(self) -> None:
+        try:
+            self.result.append(self.trainer.run())
+        except Exception as e:  # noqa: BLE001 - kept for the test to look at
+            self.result.append(e)
+        finally:
+            self.server.close()
+
+    def start(self) -> LocalRun:
+        """Start, and return once the run listens; raise what stopped it if it never does."""
+        self.thread.start()
+        while not self.listening.wait(0.05):
+            if not self.thread.is_alive():
+                error = self.result[0] if self.result else RuntimeError("the run ended before it listened")
+                raise error if isinstance(error, Exception) else RuntimeError(f"the run ended: {error}")
+        return self
+
+    def connect(self, on_event):
+        """What the app's engine factory does: start the run if it is not running, then attach."""
+        if not self.thread.is_alive() and not self.listening.is_set():
+            self.start()
+        client = self.client(on_event)
+        client.connect()
+        return client
+
+    @property
+    def run_dir(self):
+        return self.server.run_dir
+
+    def client(self, on_event=None, viewer: bool = True):
+        from charrnn_tui.engine.client import EngineClient
+
+        return EngineClient(self.run_dir, on_event, viewer=viewer)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.thread.is_alive():
+            self.trainer.stop(save=True)
+            self.thread.join(timeout)

@@ -101,7 +101,7 @@ def _wait_for_training(proc) -> None:
     raise AssertionError(proc.stderr.read())
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_headless_signals_save_and_exit_cleanly(signame, repetitive_text, tmp_path):
     import signal
 
@@ -115,25 +115,49 @@ def test_headless_signals_save_and_exit_cleanly(signame, repetitive_text, tmp_pa
     assert load_checkpoint(tmp_path / "runs" / signame / LATEST)["step"] >= 50
 
 
+def test_a_lost_terminal_detaches_a_headless_run_which_trains_on_until_stopped(repetitive_text, tmp_path):
+    import signal
+
+    from helpers import run_cli
+
+    proc = _headless(tmp_path, repetitive_text, "SIGHUP")
+    _wait_for_training(proc)
+    proc.send_signal(signal.SIGHUP)  # what the terminal's end sends its foreground process
+    time.sleep(1.0)
+    assert proc.poll() is None, "a lost terminal must not end the run"
+    runs = tmp_path / "runs"
+    log = runs / "SIGHUP" / "engine.log"
+    deadline = time.monotonic() + 30
+    while "SIGHUP: the terminal has gone" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the run's output did not move to its log"
+        time.sleep(0.1)
+    stopped = run_cli("stop", "SIGHUP", "--runs-dir", str(runs))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "run SIGHUP stopped at step" in stopped.stdout
+    assert proc.wait(timeout=30) == 0  # stop returns once the engine has ended
+    assert load_checkpoint(runs / "SIGHUP" / LATEST)["step"] >= 50
+    assert "stopped" in log.read_text()
+
+
 def test_second_ctrl_c_quits_at_once(monkeypatch):
     """Two quick SIGINTs reach a process as one, so the handler is tested directly: the first asks
     the trainer to save and stop, the second leaves at once (exit 130). A save cut short that way
     leaves the previous checkpoint intact (see the SIGKILL test and test_atomic_save_*)."""
     import signal
 
-    from charrnn_tui.engine import cli
+    from charrnn_tui.engine import serve
 
     installed = {}
-    monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
+    monkeypatch.setattr(serve.signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
 
     class Trainer:
         stops: list[bool] = []
 
-        def stop(self, save: bool) -> None:
+        def stop(self, save: bool, unattended: bool = False) -> None:
             self.stops.append(save)
 
     trainer = Trainer()
-    cli.stop_on_signals(trainer)
+    serve._handle_signals(trainer, detached=False)
     assert set(installed) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     installed[signal.SIGINT](signal.SIGINT, None)
     assert trainer.stops == [True]

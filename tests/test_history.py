@@ -34,7 +34,10 @@ def test_a_history_saved_and_restored_goes_on_as_the_original(first, then, bins)
     restored = LossHistory.from_dict(original.to_dict(), bins=bins, recent=20)
     original.extend(then)
     restored.extend(then)
-    assert restored.to_dict() == pytest.approx(original.to_dict()) or restored.to_dict() == original.to_dict()
+    expected, got = original.to_dict(), restored.to_dict()
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():  # a partial bin is rebuilt from its mean: equal to rounding
+        assert got[key] == (pytest.approx(value) if isinstance(value, (list, float)) else value), key
 
 
 def test_a_long_run_stays_small():

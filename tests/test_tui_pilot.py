@@ -1,4 +1,7 @@
-"""The app driven by Textual's pilot, with a real (tiny) engine training behind it.
+"""The app driven by Textual's pilot, with a real (tiny) engine and its server training behind it.
+
+The app is always a client of the run's server; here the engine runs in a thread of the test
+process (tests/helpers.py LocalRun) rather than a process of its own, which starts faster.
 
 Pilot.press waits for the process to go idle (CPU time not advancing), at most 2 s a key; a
 training thread never lets it, so tests that type many keys pause training first. Prompts and
@@ -11,7 +14,7 @@ import asyncio
 import time
 
 import pytest
-from helpers import tiny_config
+from helpers import LocalRun, tiny_config
 from textual.widgets import Sparkline
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
@@ -37,13 +40,18 @@ async def save_and_quit(pilot) -> None:
     await wait_for(pilot, lambda: pilot.app.trainer.state == "stopped", what="stop")
 
 
-def make_app(corpus, runs_dir, **overrides) -> CharRNNApp:
+def make_app(corpus, runs_dir, name: str = "pilot", trainer_kwargs: dict | None = None, **overrides) -> CharRNNApp:
     settings = dict(report_interval=0.05, sample_interval=2.0, sample_length=40, eval_interval=40,
-                    checkpoint_interval=0, run_name=None)
+                    checkpoint_interval=0)
     settings.update(overrides)
-    settings.pop("run_name")
-    trainer = Trainer(tiny_config(corpus, **settings), runs_dir=runs_dir, run_name="pilot")
-    return CharRNNApp(trainer=trainer)
+    run = LocalRun(tiny_config(corpus, **settings), runs_dir, name, **(trainer_kwargs or {}))
+    return app_for(run, runs_dir)
+
+
+def app_for(run: LocalRun, runs_dir) -> CharRNNApp:
+    app = CharRNNApp(run.connect, runs_dir=runs_dir)
+    app.local_run = run
+    return app
 
 
 async def test_training_shows_loss_samples_and_status(repetitive_text, runs_dir):
@@ -190,8 +198,8 @@ async def test_resume_reopens_the_run_with_its_history_and_samples(repetitive_te
     first = Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=20, sample_interval=0.001,
                                 sample_length=20, report_interval=0.05), runs_dir=runs_dir, run_name="again")
     assert first.run() == "finished"
-    trainer = Trainer(resume=runs_dir / "again" / LATEST, runs_dir=runs_dir, overrides={"max_steps": 80})
-    app = CharRNNApp(trainer=trainer)
+    run = LocalRun(None, runs_dir, None, resume=runs_dir / "again" / LATEST, overrides={"max_steps": 80})
+    app = app_for(run, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view.info is not None, what="start")
         assert app.view.info.resumed_step == 60
@@ -205,26 +213,37 @@ async def test_resume_reopens_the_run_with_its_history_and_samples(repetitive_te
     assert app.return_value == 0
 
 
-async def test_the_engine_in_a_child_process_trains_pauses_answers_and_saves(repetitive_text, runs_dir):
-    """The path `charrnn-tui` takes: the trainer in its own process (engine/process.py)."""
+async def test_the_app_starts_a_detached_engine_and_leaves_it_training_on_d(repetitive_text, runs_dir):
+    """The path `charrnn-tui CORPUS` takes: the engine in a process of its own, the app its client."""
     import functools
 
-    from charrnn_tui.engine.process import TrainerProcess
+    from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.tui.app import _launch_and_attach
 
-    config = tiny_config(repetitive_text, report_interval=0.05, sample_interval=0, sample_length=30)
-    trainer = TrainerProcess(functools.partial(Trainer, config, runs_dir=runs_dir, run_name="child"))
-    app = CharRNNApp(trainer=trainer)
+    argv = [str(repetitive_text), "--preset", "tiny", "--hidden", "32", "--seq-len", "16", "--batch-size", "4",
+            "--device", "cpu", "--threads", "1", "--sample-interval", "0", "--runs-dir", str(runs_dir),
+            "--name", "child"]
+    app = CharRNNApp(functools.partial(_launch_and_attach, argv), runs_dir=runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.view.step > 20, timeout=60, what="training in the child")
+        await wait_for(pilot, lambda: app.view.step > 20, timeout=60, what="training in the engine process")
         await pilot.press("space")
         await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
         app.on_prompt_panel_submitted(PromptPanel.Submitted("the quick"))
         await wait_for(pilot, lambda: any(s.source == "prompt" and s.done for s in app.view.samples.values()),
-                       what="a continuation from the child")
+                       what="a continuation from the engine")
         await pilot.press("plus")
-        await wait_for(pilot, lambda: trainer.temperature == pytest.approx(0.9), what="temperature in the child")
-        await save_and_quit(pilot)
-    assert load_checkpoint(runs_dir / "child" / LATEST)["step"] == app.view.step
+        await wait_for(pilot, lambda: app.trainer.temperature == pytest.approx(0.9), what="temperature")
+        await pilot.press("space")
+        await pilot.press("d")
+    assert app.return_value == 0
+    watcher = EngineClient(runs_dir / "child", viewer=False)
+    watcher.connect()  # the run outlived the app
+    first = watcher.status()["step"]
+    time.sleep(1.0)
+    assert watcher.status()["step"] > first  # and trains on
+    watcher.stop(save=True)
+    assert watcher.run() == "stopped"
+    assert load_checkpoint(runs_dir / "child" / LATEST)["step"] > first
 
 
 async def test_a_failed_checkpoint_pauses_training_and_keeps_the_old_one(repetitive_text, runs_dir, monkeypatch):
@@ -232,9 +251,8 @@ async def test_a_failed_checkpoint_pauses_training_and_keeps_the_old_one(repetit
 
     import charrnn_tui.engine.checkpoint as checkpoint_module
 
-    config = tiny_config(repetitive_text, report_interval=0.05, sample_interval=0, eval_interval=10_000)
-    trainer = Trainer(config, runs_dir=runs_dir, run_name="full", pause_on_save_error=True)
-    app = CharRNNApp(trainer=trainer)
+    app = make_app(repetitive_text, runs_dir, "full", trainer_kwargs={"pause_on_save_error": True},
+                   sample_interval=0, eval_interval=10_000)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view.step > 5, what="training")
         await pilot.press("c")
@@ -255,3 +273,49 @@ async def test_a_failed_checkpoint_pauses_training_and_keeps_the_old_one(repetit
         await pilot.press("c")
         await wait_for(pilot, lambda: app.view.saved_step > good_step, what="a save after freeing space")
         await save_and_quit(pilot)
+
+
+async def test_attaching_shows_the_history_at_once(repetitive_text, runs_dir):
+    run = LocalRun(tiny_config(repetitive_text, report_interval=0.05, eval_interval=20, sample_interval=0.2,
+                               sample_length=20), runs_dir, "history").start()
+    try:
+        deadline = time.monotonic() + 60
+        while run.trainer.step < 70:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        run.trainer.pause()
+        app = app_for(run, runs_dir)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.view.info is not None, what="the welcome")
+            await pilot.pause(0.3)
+            assert len(app.view.val_losses) >= 3 and app.view.first_train_loss > 2.5
+            assert len(app.view.train_losses) >= 60 and app.view.step >= 70
+            assert any(s.done for s in app.view.samples.values())
+            status = str(app.query_one("#status").render())
+            assert "PAUSED" in status and "history" in status
+            await pilot.press("d")
+        assert app.return_value == 0
+        assert run.thread.is_alive()  # detaching left the run as it was
+    finally:
+        run.stop()
+
+
+async def test_two_apps_on_one_run_see_each_others_pause(repetitive_text, runs_dir):
+    run = LocalRun(tiny_config(repetitive_text, report_interval=0.05, sample_interval=0), runs_dir, "shared").start()
+    first, second = app_for(run, runs_dir), app_for(run, runs_dir)
+    try:
+        async with first.run_test(size=(80, 24)) as one, second.run_test(size=(80, 24)) as two:
+            await wait_for(one, lambda: first.view.state == "training", what="first attached")
+            await wait_for(two, lambda: second.view.state == "training", what="second attached")
+            await one.press("space")
+            await wait_for(two, lambda: second.view.state == "paused", what="the second app to see the pause")
+            await two.press("plus")
+            await wait_for(one, lambda: first.view.temperature == pytest.approx(0.9), what="the temperature")
+            await two.press("space")
+            await wait_for(one, lambda: first.view.state == "training", what="the first app to see the resume")
+            await one.press("d")
+            step = second.view.step
+            await wait_for(two, lambda: second.view.step > step + 5, what="training on after one detached")
+            await two.press("d")
+    finally:
+        run.stop()

@@ -87,7 +87,7 @@ def test_real_terminal_train_pause_prompt_and_quit(terminal, tmp_path: Path, rep
     t.wait_for("space Resume")  # the footer is back to the single-key bindings
 
     t.keys("q")
-    t.wait_for("Save a checkpoint before quitting?")
+    t.wait_for("Save a checkpoint before stopping?")
     t.keys("y")
     screen = t.wait_for("EXIT-STATUS-0")
     assert "Traceback" not in screen
@@ -114,16 +114,78 @@ def _wait_gone(pattern: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep to find the app's process")
-def test_dropped_session_sighup_saves_and_exits(terminal, tmp_path: Path, repetitive_text: Path):
-    runs = tmp_path / "runs-hup"
-    t = terminal(_app_command(repetitive_text, runs, "hup"))
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*cli_command(), *args], capture_output=True, text=True, timeout=120)
+
+
+def _status(runs: Path, name: str) -> dict:
+    import json
+
+    listed = json.loads(_cli("runs", "--json", "--runs-dir", str(runs)).stdout)
+    return next(r for r in listed if r["name"] == name)
+
+
+def _wait_status(runs: Path, name: str, condition, what: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _status(runs, name)
+        if condition(status):
+            return status
+        assert time.monotonic() < deadline, f"{what}: {status}"
+        time.sleep(0.3)
+
+
+@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep to find the engine's process")
+def test_detach_attach_hang_up_stop_and_crash_in_a_real_terminal(terminal, tmp_path: Path, repetitive_text: Path):
+    runs = tmp_path / "runs-live"
+    train = ["train", str(repetitive_text), "--preset", "tiny", "--hidden", "32", "--embedding", "16", "--seq-len",
+             "16", "--batch-size", "4", "--threads", "1", "--device", "cpu", "--sample-interval", "2",
+             "--checkpoint-interval", "0", "--runs-dir", str(runs), "--name", "live"]
+    started = _cli(*train, "--detach")
+    assert started.returncode == 0, started.stderr
+    assert "run live is training in the background" in started.stdout and "charrnn-tui attach live" in started.stdout
+
+    exe = shlex.join(cli_command())
+    attach = f"{exe} attach --runs-dir {runs}; echo EXIT-STATUS-$?; sleep 30"
+    t = terminal(attach)
     t.wait_for("TRAINING")
-    t.wait_for("bits/char")
-    assert not (runs / "hup" / "latest.pt").exists()  # periodic checkpoints are off
-    t.close()  # the terminal vanishes, as when an SSH connection drops: SIGHUP
-    _wait_gone(str(runs))
-    assert load_checkpoint(runs / "hup" / "latest.pt")["step"] > 0
+    assert "live" in t.wait_for("d Detach")
+    t.wait_for("bits/char")  # the history arrived and goes on
+    assert _status(runs, "live")["viewers"] == 1
+    t.keys("d")
+    screen = t.wait_for("EXIT-STATUS-0")
+    assert "Traceback" not in screen
+    step = _wait_status(runs, "live", lambda s: s["viewers"] == 0, "the viewer to leave")["step"]
+    _wait_status(runs, "live", lambda s: s["state"] == "training" and s["step"] > step, "training on, detached")
+
+    t2 = terminal(attach)  # again, then the terminal goes away: SIGHUP to the app
+    t2.wait_for("TRAINING")
+    t2.close()
+    time.sleep(1.0)
+    step = _status(runs, "live")["step"]
+    _wait_status(runs, "live", lambda s: s["state"] == "training" and s["step"] > step and s["viewers"] == 0,
+                 "the run to train on after its terminal was closed")
+
+    stopped = _cli("stop", "live", "--runs-dir", str(runs))
+    assert stopped.returncode == 0 and "run live stopped at step" in stopped.stdout, stopped.stderr
+    assert not _pids(f"--name live.*{runs}") and not _pids(f"{runs}.*--name live")
+    assert _status(runs, "live")["state"] == "stopped"
+    assert load_checkpoint(runs / "live" / "latest.pt")["step"] > 0
+
+    resumed = _cli("train", "--resume", "live", "--runs-dir", str(runs), "--threads", "1", "--detach")
+    assert resumed.returncode == 0, resumed.stderr
+    _wait_status(runs, "live", lambda s: s["state"] == "training", "the resumed run")
+    for pid in _pids(f"engine train --resume live --runs-dir {runs}"):
+        subprocess.run(["kill", "-9", str(pid)])
+    _wait_status(runs, "live", lambda s: s["state"] == "crashed" and not s["live"], "crashed after kill -9")
+    again = _cli("attach", "live", "--runs-dir", str(runs))
+    assert again.returncode == 2 and "crashed" in again.stderr and "train --resume live" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    assert (runs / "live" / "engine.sock").exists()  # stale, until the run is resumed
+    final = _cli("train", "--resume", "live", "--runs-dir", str(runs), "--threads", "1", "--headless",
+                 "--max-steps", str(_status(runs, "live")["step"] + 5))
+    assert final.returncode == 0, final.stderr
+    assert not (runs / "live" / "engine.sock").exists() and _status(runs, "live")["state"] == "finished"
 
 
 @pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep to find the app's process")

@@ -1,8 +1,11 @@
 """The charrnn-tui app: watch a model learn, steer it, talk to it.
 
-The engine trains in a child process (engine/process.py); a worker thread relays its events,
-which arrive here as messages. They are folded into a RunView at once (cheap) and drawn on a
-timer, so a fast GPU never floods the screen and the screen never holds training up.
+The app is a client of the run's engine (engine/server.py), which trains in a process of its own:
+the app starts one, or attaches to one already running, and talks to it the same way either way
+(engine/client.py). A worker thread relays its events, which arrive here as messages. They are
+folded into a RunView at once (cheap) and drawn on a timer, so a fast GPU never floods the screen
+and the screen never holds training up. Leaving the app (`d`, a closed terminal) leaves the run
+training; `q` stops it.
 """
 
 from __future__ import annotations
@@ -36,14 +39,14 @@ from .widgets.quit_screen import QuitScreen
 from .widgets.samples_panel import SamplesPanel
 from .widgets.status_panel import StatusPanel
 
-# Builds the engine's Trainer with the given event callback; called in the worker thread, since
-# importing torch and loading a corpus take seconds.
-TrainerFactory = Callable[[Callable[[ev.Event], None]], Any]
+# Connects to the run's engine with the given event callback (an EngineClient, or anything with its
+# request methods and run()); called in the worker thread, since starting an engine takes seconds.
+EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 REDRAW_INTERVAL = 0.1  # seconds between screen updates
 IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.Started)
 # Bound to plain keys, which the prompt takes as text while it has focus.
-SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking"}
-HANGUP_SAVE_TIMEOUT = 300.0  # after SIGHUP, how long the final checkpoint may take before we leave anyway
+SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
+                      "detach", "runs"}
 
 
 class EngineEvent(Message):
@@ -52,6 +55,10 @@ class EngineEvent(Message):
     def __init__(self, event: ev.Event) -> None:
         super().__init__()
         self.event = event
+
+
+class EngineConnected(Message):
+    """A new connection to a run: what follows is its whole story again, so the view starts afresh."""
 
 
 class CharRNNApp(App[int]):
@@ -64,22 +71,26 @@ class CharRNNApp(App[int]):
         Binding("space", "resume", "Resume"),
         Binding("ctrl+t", "toggle_pause", "Pause/resume", priority=True),
         Binding("c", "checkpoint", "Save"),
-        Binding("plus,equals_sign,right_square_bracket", "temperature(1)", "Temp", key_display="+"),
-        Binding("minus,left_square_bracket", "temperature(-1)", "Temp", key_display="-"),
+        Binding("plus,equals_sign,right_square_bracket", "temperature(1)", "Temp", key_display="+/-"),
+        Binding("minus,left_square_bracket", "temperature(-1)", "Temp", key_display="-", show=False),
         Binding("s", "sample", "Sample"),
         Binding("p,slash", "focus_prompt", "Prompt"),
         Binding("escape", "leave_prompt", "Leave prompt"),
+        Binding("r", "runs", "Runs"),
+        Binding("d", "detach", "Detach"),
         Binding("q", "quit_asking", "Quit"),
         Binding("ctrl+q", "quit_asking", "Quit", show=False, priority=True),
         Binding("ctrl+c", "save_and_quit", "Save and quit", show=False, priority=True),
     ]
 
-    def __init__(self, trainer_factory: TrainerFactory | None = None, *, trainer: Any = None,
-                 autostart: bool = True) -> None:
+    def __init__(self, engine_factory: EngineFactory | None = None, *, trainer: Any = None,
+                 autostart: bool = True, runs_dir: Any = None) -> None:
         super().__init__()
-        self.trainer_factory = trainer_factory
-        self.trainer = trainer
+        self.engine_factory = engine_factory
+        self.trainer = trainer  # the run's client once connected (named for the requests it takes)
         self.autostart = autostart
+        self.runs_dir = runs_dir
+        self.detaching = False
         self.view = RunView()
         self.drawn_version = -1
         self.clock_drawn_at = 0.0
@@ -105,23 +116,19 @@ class CharRNNApp(App[int]):
     def _handle_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread (some tests run elsewhere)
-        # SIGTERM: the terminal is still there, so quit the normal way and restore it.
+        # SIGTERM: the terminal is still there, so detach the normal way and restore it.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.action_save_and_quit)
-        # SIGHUP (a dropped SSH session): Textual does not handle it, and its shutdown blocks for
-        # ever writing to the vanished terminal. A plain handler runs even while the UI loop is
-        # blocked; it has the engine save, then leaves without drawing.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.action_detach)
+        # SIGHUP (a dropped SSH session) is a detach too; the run lives in its own process. Textual
+        # does not handle it, and its shutdown blocks for ever writing to the vanished terminal, so
+        # a plain handler (it runs even while the UI loop is blocked) leaves without drawing.
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, self._on_hangup)
 
     def _on_hangup(self, signum: int, frame: object) -> None:
-        self.quitting = True
-        if self.trainer is not None:
-            self.trainer.stop(save=True, unattended=True)
-        threading.Thread(target=self._exit_when_trained, daemon=True, name="hangup").start()
-
-    def _exit_when_trained(self) -> None:
-        self.training_done.wait(timeout=HANGUP_SAVE_TIMEOUT)
+        self.detaching = True
+        if self.trainer is not None and hasattr(self.trainer, "detach"):
+            self.trainer.detach()
         os._exit(0)
 
     # ---- the engine --------------------------------------------------------------------------
@@ -132,17 +139,35 @@ class CharRNNApp(App[int]):
     def run_training(self) -> str:
         try:
             if self.trainer is None:
-                self.trainer = self.trainer_factory(self.post_engine_event)
+                self.trainer = self.engine_factory(self.post_engine_event)
             else:
                 self.trainer.on_event = self.post_engine_event
-            if self.quitting:  # asked to quit while the engine was still loading
+            if self.quitting and not self.detaching:  # asked to quit while the engine was starting
                 self.trainer.stop(save=True)
-            return self.trainer.run()
+            client = self.trainer
+            while True:
+                self.post_message(EngineConnected())
+                state = client.run()
+                if state != "detached" or self.detaching or self.trainer is not client:
+                    return state
+                # Dropped without the run ending (this app fell behind, say): attach again.
+                from charrnn_tui.engine.client import EngineClient
+
+                client = EngineClient(client.run_dir, self.post_engine_event)
+                try:
+                    client.connect()
+                except Exception:
+                    return state
+                self.trainer = client
         finally:
             self.training_done.set()
 
     def post_engine_event(self, event: ev.Event) -> None:
         self.post_message(EngineEvent(event))
+
+    def on_engine_connected(self, message: EngineConnected) -> None:
+        self.view = RunView()  # the welcome that follows tells the whole story again
+        self.drawn_version = -1
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -290,21 +315,53 @@ class CharRNNApp(App[int]):
                 return
         self.exit(self.exit_code)
 
+    def action_detach(self) -> None:
+        """Leave the run training and close the app."""
+        self.detaching = self.quitting = True
+        if self.trainer is not None and hasattr(self.trainer, "detach"):
+            self.trainer.detach()
+        self.exit(0)
+
+    def action_runs(self) -> None:
+        from .widgets.runs_screen import RunsScreen
+
+        self.push_screen(RunsScreen(self.runs_dir, current=self.view.info.run_dir if self.view.info else None),
+                         self._attach_chosen)
+
+    def _attach_chosen(self, run_dir: str | None) -> None:
+        if not run_dir or (self.view.info is not None and run_dir == self.view.info.run_dir):
+            return
+        from charrnn_tui.engine.client import EngineClient
+
+        old = self.trainer
+        self.detaching = True  # the old connection's worker ends quietly
+        if old is not None and hasattr(old, "detach"):
+            old.detach()
+        self.trainer = None
+        self.engine_factory = lambda on_event: EngineClient(run_dir, on_event)
+        self.call_after_refresh(self._start_attached)
+
+    def _start_attached(self) -> None:
+        self.detaching = False
+        self.training_done.clear()
+        self.start_training()
+
     def _need_trainer(self) -> bool:
         if self.trainer is None or self.view.state == "starting":
             self.notify("still starting: loading the corpus and building the model", timeout=2)
             return self.trainer is not None
-        if self.view.state in ("error", "finished", "stopped"):
-            self.notify(f"training has {self.view.state}; `charrnn-tui --resume` continues the run",
+        if self.view.state in ("error", "finished", "stopped", "detached"):
+            self.notify(f"training has {self.view.state}; `charrnn-tui train --resume` continues the run",
                         severity="warning", timeout=4, markup=False)
             return False
         return True
 
     def on_unmount(self) -> None:
-        # However the app ends (an error in a handler too), the engine saves and stops, so the
-        # worker thread and the engine's process end with it instead of holding the exit.
-        if self.trainer is not None and not self.training_done.is_set():
-            self.trainer.stop(save=True, unattended=True)  # no screen is left to retry a failed save
+        # However the app ends (an error in a handler too), it leaves the run as it is: a stop was
+        # asked for already if the user quit; otherwise the run goes on training without us.
+        if self.trainer is not None and hasattr(self.trainer, "detach") and not self.training_done.is_set():
+            self.detaching = True
+            self.trainer.detach()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -317,19 +374,44 @@ class CharRNNApp(App[int]):
         yield SystemCommand("Raise temperature", "More adventurous samples (+)", lambda: self.action_temperature(1))
         yield SystemCommand("Lower temperature", "Safer samples (-)", lambda: self.action_temperature(-1))
         yield SystemCommand("Type a prompt", "Focus the prompt (p)", self.action_focus_prompt)
-        yield SystemCommand("Save and quit", "Checkpoint, then quit (ctrl+c)", self.action_save_and_quit)
+        yield SystemCommand("Runs", "List the runs and attach to one (r)", self.action_runs)
+        yield SystemCommand("Detach", "Leave the run training and close the app (d)", self.action_detach)
+        yield SystemCommand("Save and quit", "Checkpoint, stop the run, then quit (ctrl+c)", self.action_save_and_quit)
 
 
 def run_app(args: argparse.Namespace) -> int:
-    """Open the TUI for parsed `train` arguments; returns the exit status.
+    """Open the app for parsed `train` or `attach` arguments; returns the exit status.
 
-    The engine trains in a child process (see engine/process.py): on CPU a training thread runs
-    2-3x slower than a process's main thread, and it would share the GIL with the UI.
+    For `train`, the run's engine starts first, detached, in a process of its own (engine/launch.py):
+    on a CPU a training thread runs 2-3x slower than a process's main thread, and the run must
+    outlive the app. Then the app attaches to it, exactly as `attach` does.
     """
-    from charrnn_tui.engine.cli import make_trainer
-    from charrnn_tui.engine.process import TrainerProcess
+    from charrnn_tui.engine.cli import resolve_run
+    from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.engine.runs import default_runs_dir
 
-    factory = functools.partial(make_trainer, args, interactive=True)
-    app = CharRNNApp(lambda on_event: TrainerProcess(factory, on_event))
+    runs_dir = args.runs_dir or default_runs_dir()
+    if args.command == "attach":
+        run_dir = resolve_run(args.run, runs_dir, live=True)
+        client = EngineClient(run_dir)
+        client.connect()  # a run that is not live is a one-line error before any screen
+        app = CharRNNApp(lambda on_event: _with_sink(client, on_event), runs_dir=runs_dir)
+    else:
+        app = CharRNNApp(functools.partial(_launch_and_attach, args.train_argv), runs_dir=runs_dir)
     result = app.run()
     return result if isinstance(result, int) else 0
+
+
+def _with_sink(client: Any, on_event: Callable[[ev.Event], None]) -> Any:
+    client.on_event = on_event
+    return client
+
+
+def _launch_and_attach(train_argv: list[str], on_event: Callable[[ev.Event], None]) -> Any:
+    from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.engine.launch import launch_engine
+
+    run_dir = launch_engine(train_argv, for_app=True)
+    client = EngineClient(run_dir, on_event)
+    client.connect()
+    return client

@@ -7,9 +7,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.history import thin_validation
 
 TRAIN_WINDOW = 400  # training-loss points in the sparkline
 MAX_SAMPLES = 60
+MAX_ERRORS = 20
 
 # Temperatures that + and - step through: fine steps where it matters, coarser above 1.
 TEMPERATURES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0)
@@ -80,7 +82,7 @@ class RunView:
             self.memory_bytes = event.memory_bytes
             self._train_points(event.losses)
         elif isinstance(event, ev.Evaluated):
-            self.val_losses.append((event.step, event.nats))
+            self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])
             self.best_val, self.last_val_bits = event.best_nats, event.bits
         elif isinstance(event, ev.CheckpointSaved):
             if event.kind == "latest":
@@ -91,7 +93,7 @@ class RunView:
             self.temperature = event.temperature
         elif isinstance(event, ev.Notice):
             if event.level == "error":
-                self.errors.append(event.message)
+                self.errors = [*self.errors[-(MAX_ERRORS - 1):], event.message]
         elif isinstance(event, ev.SampleStarted):
             sample = Sample(event.sample_id, event.step, event.prompt, event.temperature, event.source,
                             notes=event.notes)

@@ -1,4 +1,4 @@
-"""Asks whether to save before quitting when there are unsaved steps."""
+"""Asks whether to save before stopping the run when there are unsaved steps (`d` detaches instead)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ class QuitScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-dialog"):
-            yield Static(f"{self.unsaved_steps:,} steps since the last checkpoint.", markup=False)
-            yield Static("Save a checkpoint before quitting?  [y] save  [n] don't  [esc] cancel", markup=False)
+            yield Static(f"Quitting stops the run; {self.unsaved_steps:,} steps since the last checkpoint.",
+                         markup=False)
+            yield Static("Save a checkpoint before stopping?  [y] save  [n] don't  [esc] cancel", markup=False)
+            yield Static("(To leave it training instead, cancel and press d.)", markup=False)
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)

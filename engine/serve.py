@@ -1,0 +1,112 @@
+"""A run's engine process: the trainer on the main thread, its server on background threads.
+
+Two ways to be one. In the foreground (`train --headless`) it prints a progress line; Ctrl+C or
+SIGTERM saves and ends the run, a second Ctrl+C quits at once, and a lost terminal (SIGHUP)
+detaches it: the run goes on, its output moves to engine.log in the run folder. Detached (started
+by `train --detach` or by the app, in a session of its own so no terminal can hang it up) it tells
+its launcher through a pipe when the run is listening, or why it could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .errors import CharRNNError
+from .runs import LOG, default_runs_dir
+from .server import RunServer
+from .threads import ThreadShare
+
+DETACHED_PRINT_INTERVAL = 60.0  # seconds between progress lines in engine.log
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Train as parsed `train` arguments say, serving the run's socket; the exit status."""
+    from .cli import ProgressPrinter, make_trainer
+
+    detached = args.serve_fd is not None
+    ready = os.fdopen(args.serve_fd, "w") if detached else None
+    jsonl = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
+    printer = ProgressPrinter(jsonl=jsonl, interval=DETACHED_PRINT_INTERVAL if detached else 2.0)
+    server: RunServer | None = None
+    trainer = None
+    share = ThreadShare(args.runs_dir or default_runs_dir())
+
+    def on_listening(run_dir: Path) -> None:
+        share.run_dir = run_dir
+        if detached:
+            _output_to_log(run_dir)
+            _tell(ready, f"ready {run_dir}")
+
+    def on_event(event) -> None:
+        server.handle_event(event)
+        printer(event)
+
+    try:
+        trainer = make_trainer(args, on_event, interactive=args.serve_for_app)
+        server = RunServer(trainer, on_listening=on_listening, required=detached)
+        if args.threads is None:
+            trainer.balance_threads = share
+        _handle_signals(trainer, detached)
+        state = trainer.run()
+    except CharRNNError as e:
+        if ready is not None and not ready.closed:
+            _tell(ready, f"error {e}")
+        raise
+    finally:
+        if server is not None:
+            server.close()
+        if jsonl is not None:
+            jsonl.close()
+        if ready is not None and not ready.closed:
+            _tell(ready, f"error {trainer.error if trainer is not None and trainer.error else 'the engine ended'}")
+    if state == "error":  # stopped without raising (a NaN loss): say why
+        sys.stderr.write(f"charrnn-tui: error: {trainer.error}\n")
+        return 1
+    return 0
+
+
+def _tell(ready, line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        ready.write(line.replace("\n", " ") + "\n")
+        ready.close()
+
+
+def _output_to_log(run_dir: Path | None) -> None:
+    """From here on, stdout and stderr go to the run's engine.log (a detached engine has no
+    terminal; a foreground one has just lost its), or nowhere before the run has a folder."""
+    target = run_dir / LOG if run_dir is not None else Path(os.devnull)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _handle_signals(trainer, detached: bool) -> None:
+    """SIGINT and SIGTERM save and stop (a second SIGINT quits at once); SIGHUP detaches."""
+
+    def stop(signum, frame):
+        if getattr(stop, "fired", False) and signum == signal.SIGINT:
+            sys.stderr.write("\nstopping now, without saving\n")
+            raise SystemExit(130)
+        stop.fired = True
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping\n")
+        trainer.stop(save=True, unattended=True)
+
+    def hang_up(signum, frame):
+        run_dir = getattr(trainer, "run_dir", None)
+        _output_to_log(run_dir)
+        if run_dir is not None:
+            print(f"SIGHUP: the terminal has gone; training goes on: `charrnn-tui attach {run_dir.name}`",
+                  flush=True)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if detached else hang_up)

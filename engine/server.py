@@ -1,0 +1,375 @@
+"""The run's server: a Unix socket in the run folder through which any number of clients watch and
+steer the one engine that owns the run, as kernels serve their notebook clients.
+
+The training loop never waits for a client. Events are encoded once and put on each client's
+bounded queue, which a thread per client writes out; a client that falls CLIENT_QUEUE messages
+behind (or takes SEND_TIMEOUT over one write) is disconnected and may attach again. Another
+thread per client reads its requests, checks them against engine/protocol.py and hands them to
+the trainer's request queue, which the loop serves between steps. Nothing a client sends can do
+more than get it an error message or disconnected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from . import protocol
+from .errors import CharRNNError
+from .history import LossHistory, thin_validation
+from .runs import SOCKET, unix_address, write_status
+
+CLIENT_QUEUE = 4096  # messages waiting for one client
+SEND_TIMEOUT = 10.0  # seconds one write to a client may block its writer thread
+HELLO_TIMEOUT = 10.0  # a client that says nothing this long after connecting is dropped
+MAX_CLIENTS = 64
+MAX_SAMPLES = 20  # finished samples a newly attached viewer is shown
+MAX_IN_FLIGHT = 4
+STATUS_INTERVAL = 5.0  # seconds between status.json rewrites while training
+
+
+class RunRecord:
+    """The run as a client that had watched from the start would know it, folded from events in
+    bounded memory, so that a client attaching after 100,000 steps gets it in one message."""
+
+    def __init__(self) -> None:
+        self.started: ev.Started | None = None
+        self.losses = LossHistory()
+        self.val: list[tuple[int, float]] = []
+        self.samples: list[ev.Event] = []  # SampleStarted/SampleFinished pairs, the latest MAX_SAMPLES
+        self.in_flight: dict[int, tuple[ev.SampleStarted, str]] = {}
+        self.state, self.reason = "starting", ""
+        self.temperature: float | None = None
+        self.progress: ev.Progress | None = None
+        self.saved: ev.CheckpointSaved | None = None
+        self.best_val: float | None = None
+
+    def apply(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Started):
+            self.started = event
+            self.losses = LossHistory.from_dict(event.loss_history) if event.loss_history else LossHistory()
+            self.val = list(event.val_history)
+            self.best_val = min((v for _, v in self.val), default=None)
+            self.temperature = float(event.info.config.get("temperature", 0.8))
+            self.samples = []
+            for i, (step, text) in enumerate(event.samples[-MAX_SAMPLES:]):
+                self.samples += [ev.SampleStarted(-1 - i, step, "", 0.0, "earlier"), ev.SampleFinished(-1 - i, text)]
+        elif isinstance(event, ev.Progress):
+            self.progress = event
+            self.losses.extend(event.losses)
+        elif isinstance(event, ev.Evaluated):
+            self.val = thin_validation([*self.val, (event.step, event.nats)])
+            self.best_val = event.best_nats
+        elif isinstance(event, ev.StateChanged):
+            self.state, self.reason = event.state, event.reason
+        elif isinstance(event, ev.SettingsChanged):
+            self.temperature = event.temperature
+        elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
+            self.saved = event
+        elif isinstance(event, ev.SampleStarted):
+            self.in_flight[event.sample_id] = (event, "")
+            while len(self.in_flight) > MAX_IN_FLIGHT:  # one that failed half-way never finishes
+                self.in_flight.pop(next(iter(self.in_flight)))
+        elif isinstance(event, ev.SampleText) and event.sample_id in self.in_flight:
+            started, text = self.in_flight[event.sample_id]
+            self.in_flight[event.sample_id] = (started, text + event.text)
+        elif isinstance(event, ev.SampleFinished):
+            started, _ = self.in_flight.pop(event.sample_id, (None, ""))
+            if started is not None:
+                self.samples = [*self.samples, started, event][-2 * MAX_SAMPLES:]
+
+    def snapshot(self) -> list[ev.Event]:
+        """Events that bring a new client's view to where the run is now."""
+        if self.started is None:
+            return [ev.StateChanged(self.state, self.reason)]
+        started = ev.Started(self.started.info, self.losses.to_dict(), tuple(self.val), ())
+        events: list[ev.Event] = [started, *self.samples]
+        if self.progress is not None:
+            events.append(ev.Progress(**{**self.progress.__dict__, "losses": (), "first_step": self.progress.step + 1}))
+        if self.saved is not None:
+            events.append(self.saved)
+        if self.temperature is not None:
+            events.append(ev.SettingsChanged(self.temperature))
+        for started_sample, text in self.in_flight.values():
+            events += [started_sample, ev.SampleText(started_sample.sample_id, text)]
+        events.append(ev.StateChanged(self.state, self.reason))
+        return events
+
+    def status(self) -> dict[str, Any]:
+        info = self.started.info if self.started else None
+        return {
+            "name": info.run_name if info else None, "state": self.state, "reason": self.reason,
+            "step": self.progress.step if self.progress else (info.resumed_step if info else 0),
+            "best_val": self.best_val, "corpus": info.corpus_name if info else None,
+            "model": f"{info.model_kind} {info.layers}x{info.hidden}" if info else None,
+            "device": info.device if info else None, "pid": os.getpid(), "updated": time.time(),
+        }
+
+
+class RunServer:
+    """Owns the socket and the clients of one run; `handle_event` is the trainer's event sink."""
+
+    def __init__(self, trainer: Any, on_listening: Callable[[Path], None] | None = None, *, required: bool = True):
+        """`required`: a run nobody could reach without its socket (a detached one) fails when the
+        socket cannot be made; a foreground run trains on without it, warning once."""
+        self.trainer = trainer
+        self.required = required
+        self.record = RunRecord()
+        self.on_listening = on_listening
+        self.lock = threading.Lock()  # the record and the set of clients change together
+        self.clients: set[_Client] = set()
+        self.run_dir: Path | None = None
+        self.listener: socket.socket | None = None
+        self.socket_inode = -1
+        self.closed = False
+        self.status_written = 0.0
+
+    @property
+    def viewers(self) -> int:
+        return sum(1 for c in self.clients if c.viewer)
+
+    # ---- events, from the training thread ---------------------------------------------------
+    def handle_event(self, event: ev.Event) -> None:
+        with self.lock:
+            self.record.apply(event)
+            if self.clients:
+                data = protocol.encode(protocol.event_message(event))
+                for client in list(self.clients):
+                    client.send(data)
+        if isinstance(event, ev.Started) and self.listener is None and not self.closed:
+            try:
+                self.listen(Path(event.info.run_dir))
+            except OSError as e:
+                self.closed = True
+                message = f"cannot serve run {Path(event.info.run_dir).name} ({e.strerror or e})"
+                if self.required:
+                    raise CharRNNError(message) from None
+                self.trainer.emit(ev.Notice(f"{message}: training goes on, but nothing can attach to it", "warning"))
+        now = time.monotonic()
+        if not isinstance(event, (ev.Progress, ev.SampleText)) or now - self.status_written > STATUS_INTERVAL:
+            self.write_status()
+
+    def write_status(self) -> None:
+        if self.run_dir is None:
+            return
+        self.status_written = time.monotonic()
+        with self.lock:
+            status = {**self.record.status(), "viewers": self.viewers}
+        write_status(self.run_dir, status)
+
+    # ---- the socket -----------------------------------------------------------------------------
+    def listen(self, run_dir: Path) -> None:
+        """Bind the run's socket (user-only) and start accepting; a socket file left by a killed
+        engine is stale (we hold the run's lock), so it is replaced."""
+        self.run_dir = run_dir
+        path = run_dir / SOCKET
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)  # the file is created user-only, not chmod-ed after a gap
+        try:
+            with unix_address(path) as address:
+                listener.bind(address)
+        finally:
+            os.umask(old_umask)
+        listener.listen(16)
+        self.listener = listener
+        self.socket_inode = os.stat(path).st_ino
+        threading.Thread(target=self._accept_loop, name="server-accept", daemon=True).start()
+        self.write_status()
+        if self.on_listening is not None:
+            self.on_listening(run_dir)
+
+    def _accept_loop(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if not _same_user(conn) or len(self.clients) >= MAX_CLIENTS:
+                conn.close()
+                continue
+            client = _Client(self, conn)
+            client.start()
+
+    def close(self, final_state: str | None = None) -> None:
+        """Stop listening, tell every client the run has ended, and remove the socket."""
+        self.closed = True
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.close()
+            # Ours only: once the run's lock is released, a resumed engine may have bound a new one.
+            path = self.run_dir / SOCKET
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == self.socket_inode:
+                    path.unlink()
+        with self.lock:
+            clients = list(self.clients)
+            self.clients.clear()
+        for client in clients:
+            client.finish()
+        for client in clients:
+            client.join(timeout=2.0)
+        self.write_status()
+
+    # ---- from client threads ------------------------------------------------------------------
+    def add(self, client: _Client) -> None:
+        """Welcome a client with the run so far, then every event from here on, in order."""
+        with self.lock:
+            welcome = {"type": "welcome", "version": protocol.VERSION,
+                       "run": self.run_dir.name if self.run_dir else None,
+                       "events": [protocol.event_to_dict(e) for e in self.record.snapshot()]}
+            client.send(protocol.encode(welcome))
+            self.clients.add(client)
+        if client.viewer:
+            self.write_status()
+
+    def remove(self, client: _Client) -> None:
+        with self.lock:
+            was_there = client in self.clients
+            self.clients.discard(client)
+        if was_there and client.viewer and not self.closed:
+            self.write_status()
+
+    def apply_request(self, client: _Client, name: str, args: dict[str, Any]) -> None:
+        trainer = self.trainer
+        if name == "status":
+            with self.lock:
+                status = {**self.record.status(), "viewers": self.viewers}
+            client.send(protocol.encode({"type": "status", "status": status}))
+        elif name == "stop":
+            trainer.stop(save=args["save"])
+        elif name == "set_temperature":
+            trainer.set_temperature(args["temperature"])
+        elif name == "prompt":
+            trainer.prompt(args["text"], args["length"])
+        else:  # pause, resume, toggle_pause, save_now, sample_now, evaluate_now: no arguments
+            getattr(trainer, name)()
+
+
+class _Client:
+    def __init__(self, server: RunServer, conn: socket.socket):
+        self.server, self.conn = server, conn
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=CLIENT_QUEUE)
+        self.viewer = False
+        self.gone = threading.Event()
+        self.writer = threading.Thread(target=self._write_loop, name="server-write", daemon=True)
+        self.reader = threading.Thread(target=self._read_loop, name="server-read", daemon=True)
+
+    def start(self) -> None:
+        self.conn.settimeout(SEND_TIMEOUT)
+        self.writer.start()
+        self.reader.start()
+
+    def send(self, data: bytes) -> None:
+        """Queue a message; never blocks. A client this far behind is dropped, not waited for."""
+        if self.gone.is_set():
+            return
+        try:
+            self.queue.put_nowait(data)
+        except queue.Full:
+            self.drop()
+
+    def finish(self) -> None:
+        """Send what is queued, then close (the run has ended)."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
+
+    def drop(self) -> None:
+        if self.gone.is_set():
+            return
+        self.gone.set()
+        self.server.remove(self)
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)  # wake the writer
+
+    def join(self, timeout: float) -> None:
+        self.writer.join(timeout)
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                data = self.queue.get()
+                if data is None or self.gone.is_set():
+                    break
+                self.conn.sendall(data)
+        except OSError:  # the client went away, or stopped reading for SEND_TIMEOUT
+            pass
+        finally:
+            self.drop()
+            with contextlib.suppress(OSError):
+                self.conn.close()
+
+    def _read_loop(self) -> None:
+        buffer = bytearray()
+        greeted = False
+        deadline = time.monotonic() + HELLO_TIMEOUT
+        try:
+            while not self.gone.is_set():
+                try:
+                    chunk = self.conn.recv(65536)
+                except TimeoutError:
+                    if not greeted and time.monotonic() > deadline:
+                        return
+                    continue
+                if not chunk:
+                    return
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    if not self._handle(line, greeted):
+                        return
+                    greeted = True
+                if len(buffer) > protocol.MAX_LINE:
+                    self._refuse(f"message longer than {protocol.MAX_LINE:,} bytes")
+                    return
+        except OSError:
+            return
+        finally:
+            self.drop()
+
+    def _handle(self, line: bytes, greeted: bool) -> bool:
+        """Act on one line; False to disconnect."""
+        if not line.strip():
+            return True
+        try:
+            message = protocol.decode(line)
+            if not greeted:
+                protocol.check_hello(message)
+                self.viewer = message.get("client") == "viewer"
+                self.server.add(self)
+                return True
+            name, args = protocol.parse_request(message)
+        except protocol.ProtocolError as e:
+            if not greeted:
+                self._refuse(str(e))
+                return False
+            self.send(protocol.encode({"type": "error", "message": str(e)}))
+            return True
+        self.server.apply_request(self, name, args)
+        return True
+
+    def _refuse(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.sendall(protocol.encode({"type": "error", "message": message}))
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Defence in depth beside the user-only folder and socket: Linux names the peer's user."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    with contextlib.suppress(OSError):
+        _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return uid == os.getuid()
+    return False

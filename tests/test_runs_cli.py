@@ -1,0 +1,111 @@
+"""`runs`, `stop`, `attach` and `train --detach` through the console script, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+from helpers import LocalRun, cli_command, run_cli, tiny_config
+
+from charrnn_tui.engine.checkpoint import load_checkpoint
+from charrnn_tui.engine.runs import SOCKET, write_status
+from charrnn_tui.engine.trainer import Trainer
+
+
+@pytest.fixture
+def runs_of_every_state(repetitive_text, runs_dir):
+    Trainer(tiny_config(repetitive_text, max_steps=30, eval_interval=10), runs_dir=runs_dir,
+            run_name="done").run()
+    crashed = runs_dir / "crashed"
+    shutil.copytree(runs_dir / "done", crashed)
+    write_status(crashed, {"state": "training", "step": 12, "corpus": "abc", "model": "lstm 1x32"})
+    (crashed / SOCKET).touch()  # left behind by a killed engine; nobody holds the lock
+    live = LocalRun(tiny_config(repetitive_text, report_interval=0.05), runs_dir, "live").start()
+    yield runs_dir, live
+    live.stop()
+
+
+def test_runs_lists_every_run_with_its_state(runs_of_every_state):
+    runs_dir, live = runs_of_every_state
+    viewer = live.client()
+    viewer.connect()
+    live.server.write_status()
+    table = run_cli("runs", "--runs-dir", str(runs_dir))
+    assert table.returncode == 0, table.stderr
+    lines = {line.split()[0]: line.split() for line in table.stdout.splitlines()[1:]}
+    assert table.stdout.splitlines()[0].split()[:3] == ["NAME", "STATE", "CORPUS"]
+    assert lines["live"][1] == "training" and lines["done"][1] == "finished" and lines["crashed"][1] == "crashed"
+    listed = {r["name"]: r for r in json.loads(run_cli("runs", "--json", "--runs-dir", str(runs_dir)).stdout)}
+    assert {"name", "state", "step", "best_val", "path", "viewers"} <= set(listed["live"])
+    assert listed["live"]["viewers"] == 1 and listed["live"]["live"] is True
+    assert listed["done"]["step"] == 30 and listed["done"]["best_val"] > 0 and not listed["done"]["live"]
+    assert listed["crashed"]["state"] == "crashed" and listed["crashed"]["path"] == str(runs_dir / "crashed")
+    viewer.close()
+
+
+def test_attach_and_stop_on_a_run_that_is_not_live_say_why_in_one_line(runs_of_every_state):
+    runs_dir, _ = runs_of_every_state
+    for command in ("attach", "stop"):
+        crashed = run_cli(command, "crashed", "--runs-dir", str(runs_dir))
+        assert crashed.returncode == 2 and len(crashed.stderr.strip().splitlines()) == 1
+        assert "crashed" in crashed.stderr and "charrnn-tui train --resume crashed" in crashed.stderr
+        done = run_cli(command, "done", "--runs-dir", str(runs_dir))
+        assert done.returncode == 2 and "is not running (finished)" in done.stderr
+    missing = run_cli("attach", "nope", "--runs-dir", str(runs_dir))
+    assert missing.returncode == 2 and "no such run" in missing.stderr
+
+
+def test_stop_saves_and_ends_a_live_run_and_returns_when_it_has(runs_of_every_state):
+    runs_dir, live = runs_of_every_state
+    stopped = run_cli("stop", "live", "--runs-dir", str(runs_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "run live stopped at step" in stopped.stdout and "latest.pt" in stopped.stdout
+    live.thread.join(10)
+    assert not live.thread.is_alive() and live.result == ["stopped"]
+    assert load_checkpoint(runs_dir / "live" / "latest.pt")["step"] == live.trainer.step
+    assert not (runs_dir / "live" / SOCKET).exists()
+
+
+def test_detach_returns_once_listening_and_a_bad_run_fails_in_one_line(repetitive_text, tmp_path):
+    runs = tmp_path / "runs"
+    started = run_cli("train", str(repetitive_text), "--preset", "tiny", "--hidden", "16", "--seq-len", "16",
+                      "--batch-size", "4", "--threads", "1", "--device", "cpu", "--runs-dir", str(runs), "--name",
+                      "bg", "--max-steps", "100000", "--detach")
+    assert started.returncode == 0, started.stderr
+    assert "run bg is training in the background" in started.stdout
+    assert (runs / "bg" / SOCKET).exists()
+    assert run_cli("stop", "bg", "--runs-dir", str(runs)).returncode == 0
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00 binary")
+    failed = run_cli("train", str(bad), "--runs-dir", str(runs), "--detach")
+    assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert "charrnn-tui: error:" in failed.stderr
+
+
+def test_a_script_interrupting_a_headless_run_gets_a_finished_run_and_no_process_left(repetitive_text, tmp_path):
+    if shutil.which("timeout") is None:
+        pytest.skip("needs coreutils' timeout")
+    runs = tmp_path / "runs"
+    cmd = ["timeout", "--preserve-status", "-s", "INT", "8", *cli_command(), "train", str(repetitive_text),
+           "--preset", "tiny", "--hidden", "16", "--seq-len", "16", "--batch-size", "4", "--threads", "1", "--device",
+           "cpu", "--headless", "--sample-interval", "0", "--runs-dir", str(runs), "--name", "scripted"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "SIGINT: saving a checkpoint and stopping" in result.stderr and "stopped" in result.stdout
+    assert load_checkpoint(runs / "scripted" / "latest.pt")["step"] > 0
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", "--name scripted"], capture_output=True, text=True).stdout.strip()
+    assert not left, f"processes left behind: {left}"
+    status = json.loads(run_cli("runs", "--json", "--runs-dir", str(runs)).stdout)
+    assert status[0]["state"] == "stopped" and not (runs / "scripted" / SOCKET).exists()
+
+
+@pytest.mark.parametrize("command", [["runs"], ["stop", "x"], ["attach"], ["sample", "x"], ["eval", "x"], ["train"]])
+def test_every_command_takes_runs_dir(command, tmp_path):
+    from charrnn_tui.engine.cli import parse
+
+    args = parse([*command, "--runs-dir", str(tmp_path)])
+    assert args.runs_dir == tmp_path
