@@ -233,6 +233,10 @@ class ProgressPrinter:
         self.recent: list[float] = []
 
     def __call__(self, event) -> None:
+        with contextlib.suppress(OSError):  # the terminal has gone (SIGHUP is on its way): never end the run
+            self._print(event)
+
+    def _print(self, event) -> None:
         from . import events as ev
 
         if self.jsonl is not None:

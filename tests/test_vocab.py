@@ -1,6 +1,16 @@
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from charrnn_tui.engine.vocab import UNK, CharVocab, WordVocab, build_vocab, tokenize_words, vocab_from_dict
+from charrnn_tui.engine.vocab import (
+    UNK,
+    CharVocab,
+    WordVocab,
+    build_vocab,
+    compact_dtype,
+    tokenize_words,
+    vocab_from_dict,
+)
 
 
 def test_char_round_trip_ascii_and_unicode():
@@ -58,3 +68,30 @@ def test_large_vocab_uses_wider_dtype():
     text = "".join(chr(0x4E00 + i) for i in range(300))
     vocab = CharVocab.build(text)
     assert vocab.encode(text).dtype == torch.int16
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(min_size=1, max_size=300))
+def test_char_encode_decode_round_trips_any_text(text):
+    vocab = CharVocab.build(text)
+    ids = vocab.encode(text)
+    assert vocab.decode(ids.tolist()) == text
+    assert ids.dtype == compact_dtype(len(vocab)) and int(ids.max()) < len(vocab)
+    restored = vocab_from_dict(vocab.to_dict())
+    assert restored.decode(restored.encode(text).tolist()) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(min_size=1, max_size=300))
+def test_word_encode_decode_round_trips_any_text_when_every_word_is_kept(text):
+    vocab = WordVocab.build(text, min_freq=1)
+    assert vocab.decode(vocab.encode(text).tolist()) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(known=st.text(alphabet="abc \n", min_size=1, max_size=50), prompt=st.text(max_size=80))
+def test_any_prompt_encodes_to_known_ids_or_a_note_never_an_error(known, prompt):
+    for vocab in (CharVocab.build(known), WordVocab.build(known, min_freq=1)):
+        ids, notes = vocab.encode_prompt(prompt)
+        assert all(0 <= i < len(vocab) for i in ids)
+        assert len(notes) <= len(prompt)

@@ -196,6 +196,9 @@ class CharRNNApp(App[int]):
                 self.view.apply(ev.StateChanged("error", message))
                 self.notify(message, severity="error", markup=False, timeout=15)
             self.exit_code = 1
+        if event.state == WorkerState.SUCCESS and event.worker.result == "detached" and not self.detaching:
+            self.view.apply(ev.StateChanged("detached", "lost the run's engine; `charrnn-tui attach` reconnects"))
+            self.redraw()
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED) and self.quitting:
             self.exit(self.exit_code)
 

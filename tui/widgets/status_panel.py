@@ -17,6 +17,7 @@ STATE_STYLES = {
     "finished": ("FINISHED", "bold black on green"),
     "stopped": ("STOPPED", "bold"),
     "error": ("ERROR", "bold white on red"),
+    "detached": ("DISCONNECTED", "bold white on red"),
 }
 
 
@@ -37,7 +38,7 @@ def render_status(view: RunView, now: float | None = None) -> Text:
     info = view.info
     epoch = int(view.epoch)
     lines = [Text.assemble((f" {label} ", style), f" step {view.step:,} · epoch {epoch + 1} {view.epoch - epoch:.0%}")]
-    if view.state == "error" and view.reason:
+    if view.state in ("error", "detached") and view.reason:
         lines.append(Text(view.reason, "red"))
     if info is None:
         lines.append(Text("loading corpus and model...", "dim"))
