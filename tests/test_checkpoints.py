@@ -172,3 +172,18 @@ def test_reseeding_cudnn_dropout_leaves_the_cpu_generator_alone():
     torch.manual_seed(5)
     reseed_cudnn_dropout(torch.device("cpu"))
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("", "ValueError"),
+    ("first line\nsecond line", "first line"),
+    ("It broke. Then more happened.", "It broke"),
+    ("ends with a dot.", "ends with a dot"),
+    ("  padded  ", "padded"),
+    ("word " * 40, ("word " * 40)[:117].rsplit(" ", 1)[0] + "..."),
+    ("x" * 120, "x" * 120),
+])
+def test_first_line_keeps_errors_to_one_short_line(message, expected):
+    from charrnn_tui.engine.checkpoint import first_line
+
+    assert first_line(ValueError(message)) == expected

@@ -144,3 +144,36 @@ def test_top_k_and_top_p_sample_from_the_renormalised_head_of_the_distribution(s
 def test_greedy_always_takes_the_likeliest_token():
     gen = _fixed_distribution_generator([0.0, 3.0, 2.9, 1.0])
     assert gen.generate("a", SampleSettings(length=50, greedy=True)).text == "b" * 50
+
+
+def test_plain_temperature_sampling_never_falls_back_to_softmax_and_multinomial(monkeypatch):
+    """The default path is Gumbel-max on the device: one add and one argmax per token."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("multinomial on the default path")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    assert len(_random_generator().generate("ab", SampleSettings(length=30, seed=1)).text) == 30
+
+
+def test_top_k_and_top_p_samples_are_seeded():
+    gen = _random_generator()
+    for settings in (dict(top_k=4), dict(top_p=0.9)):
+        a = gen.generate("ab", SampleSettings(length=60, seed=7, **settings)).text
+        assert a == gen.generate("ab", SampleSettings(length=60, seed=7, **settings)).text
+        assert a != gen.generate("ab", SampleSettings(length=60, seed=8, **settings)).text
+
+
+def test_an_empty_prompt_starts_from_a_newline_or_else_the_first_token():
+    model = _random_generator().model  # ten tokens
+    gen = TextGenerator(model, CharVocab(list("\t\nabcdefgh")))  # the newline is token 1
+    assert gen.prepare("") == ([1], [])
+    greedy = SampleSettings(length=20, greedy=True)
+    assert gen.generate("", greedy).text == gen.generate("\n", greedy).text
+    no_newline = TextGenerator(model, CharVocab(list("xabcdefgh ")))
+    assert no_newline.prepare("") == ([0], [])
+    assert no_newline.prepare("☃") == ([0], ["'☃' dropped (not in vocabulary)"])
+
+
+def test_a_continuation_records_its_prompt_and_notes():
+    result = _random_generator().generate("ábc", SampleSettings(length=5, seed=0))
+    assert result.prompt == "ábc" and result.notes == ["'á' -> 'a'"] and len(result.text) == 5

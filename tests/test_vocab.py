@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,3 +96,27 @@ def test_any_prompt_encodes_to_known_ids_or_a_note_never_an_error(known, prompt)
         ids, notes = vocab.encode_prompt(prompt)
         assert all(0 <= i < len(vocab) for i in ids)
         assert len(notes) <= len(prompt)
+
+
+def test_word_vocabulary_orders_by_frequency_then_alphabet_and_keeps_words_seen_twice_by_default():
+    vocab = WordVocab.build("b a b c c c d d e")
+    assert vocab.tokens[:1] == [UNK]
+    words = [t for t in vocab.tokens[1:] if t.strip()]
+    assert words == ["c", "b", "d"]  # c three times; b and d twice, in alphabetical order; a and e once
+    assert vocab.encode("b a").dtype == compact_dtype(len(vocab)) == torch.uint8
+
+
+def test_a_malformed_word_vocabulary_is_refused():
+    from charrnn_tui.engine.errors import CheckpointError
+
+    for tokens in ([], ["a", UNK], [UNK, "a", "a"]):
+        with pytest.raises(CheckpointError, match="must start with <unk> and hold distinct tokens"):
+            WordVocab(tokens)
+    assert WordVocab([UNK, "a"]).tokens == [UNK, "a"]
+
+
+def test_word_prompts_fold_accents_and_report_unknown_words():
+    vocab = WordVocab.build("the cafe is open. the cafe is shut.")
+    ids, notes = vocab.encode_prompt("the café zebra")
+    assert vocab.decode(ids) == f"the cafe {UNK}"
+    assert notes == ["'café' -> 'cafe'", f"'zebra' -> {UNK}"]
