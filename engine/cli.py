@@ -23,7 +23,12 @@ MODEL_DEFAULTS = cfg.ModelConfig()
 
 
 class Parser(argparse.ArgumentParser):
-    """Bad arguments get one line on stderr (argparse's default adds a usage block)."""
+    """Bad arguments get one line on stderr (argparse's default adds a usage block). No abbreviated
+    flags: `--deta` must not pass for `--detach` (or slip past code that looks for the full flag)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -434,27 +439,44 @@ def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
 
 
 def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Ask a live run to save and end; return once it has."""
+    """Ask a live run to save and end; return once it has (and its process is gone)."""
+    from . import events as ev
     from .client import EngineClient
     from .runs import default_runs_dir, is_live
 
     run_dir = resolve_run(args.run, args.runs_dir or default_runs_dir(), live=True)
-    ended: list = []
-    client = EngineClient(run_dir, lambda e: ended.append(e), viewer=False)
-    client.connect()
+    after_stop: list[ev.Event] = []
+    client = EngineClient(run_dir, viewer=False)
+
+    def on_event(event: ev.Event) -> None:
+        after_stop.append(event)
+        if isinstance(event, ev.StateChanged) and event.state == "paused" and event.reason == "checkpoint failed":
+            client.detach()  # a run started by the app pauses rather than lose steps: say so, below
+
+    welcome = client.connect()
+    earlier_saves = [e.step for e in welcome if isinstance(e, ev.CheckpointSaved)]
     pid = client.status().get("pid")
+    client.welcome_events = []  # run() hands on only what happens from here
+    client.on_event = on_event
     client.stop(save=not args.no_save)
     state = client.run()
+    if state == "detached":
+        raise CharRNNError(f"run {run_dir.name} could not write its final checkpoint and is paused, not stopped: "
+                           f"free space and stop it again, or `charrnn-tui stop {run_dir.name} --no-save`")
     deadline = time.monotonic() + 30  # and until its process has let go of the run and ended
     while (is_live(run_dir) or _process_alive(pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     if state not in ("stopped", "finished", "error"):
         raise CharRNNError(f"lost the connection to run {run_dir.name} before it ended ({state})")
-    saved = [e for e in ended if type(e).__name__ == "CheckpointSaved" and e.kind == "latest"]
-    where = f"; saved step {saved[-1].step} to {saved[-1].path}" if saved else ""
     if state == "error":
         out.write(f"run {run_dir.name} ended with an error: {client.error}\n")
         return 1
+    saved = [e for e in after_stop if isinstance(e, ev.CheckpointSaved) and e.kind == "latest"]
+    if saved:
+        where = f"; saved step {saved[-1].step} to {saved[-1].path}"
+    else:
+        last = f"step {earlier_saves[-1]}" if earlier_saves else "none"
+        where = f"; not saved (the last checkpoint is {last})"
     out.write(f"run {run_dir.name} {state} at step {client.step}{where}\n")
     return 0
 
@@ -563,7 +585,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_stop(args)
     if args.command == "attach":
         raise ConfigError("attach opens the app: run it as `charrnn-tui attach`")
-    if args.detach:
+    if args.detach and args.serve_fd is None:
         return run_detached(args)
     from .serve import serve
 

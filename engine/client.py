@@ -54,6 +54,8 @@ class EngineClient:
                 sock.connect(address)
         except (ConnectionRefusedError, FileNotFoundError):
             sock.close()
+            if is_live(self.run_dir):  # its engine holds the run but has not bound the socket yet
+                raise CharRNNError(f"run {self.run_dir.name} is starting; try again in a moment") from None
             raise RunNotLive(self._not_live_message()) from None
         except OSError as e:
             sock.close()
@@ -136,7 +138,10 @@ class EngineClient:
                     break
                 kind = message.get("type")
                 if kind == "event":
-                    event = protocol.event_from_dict(message.get("event"))
+                    try:
+                        event = protocol.event_from_dict(message.get("event"))
+                    except protocol.ProtocolError:
+                        continue  # an event this client does not know (a newer server's): skip it
                     self._mirror(event)
                     self.on_event(event)
                 elif kind == "error":

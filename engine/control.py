@@ -15,9 +15,14 @@ from .runs import LATEST
 # Requests that cost training time (a sample, a validation pass, a save); past this many waiting,
 # more are refused, so that a flood of them (a stuck key, a misbehaving client) cannot stall the run.
 MAX_QUEUED_WORK = 8
+MAX_PER_BOUNDARY = 16  # requests applied between two steps; the rest wait for the next boundary
 WORK = frozenset({"save", "sample", "evaluate", "prompt"})
 MAX_PROMPT_CHARS = 10_000
 MAX_PROMPT_LENGTH = 10_000  # tokens a prompt may ask for
+
+
+class RequestRefused(ValueError):
+    """A request the run will not take now (too many waiting, too large); its text says why."""
 
 
 class Controls:
@@ -27,7 +32,9 @@ class Controls:
     samples it knows how to make)."""
 
     def _init_controls(self) -> None:
-        self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
+        # SimpleQueue: its put is reentrant, so a signal handler may call stop() even while the loop
+        # is inside get_nowait() (a Queue would deadlock on its own lock there).
+        self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._queued_work = 0
         self._work_lock = threading.Lock()
         self.paused = False
@@ -62,24 +69,24 @@ class Controls:
 
     def prompt(self, text: str, length: int | None = None) -> None:
         if len(text) > MAX_PROMPT_CHARS or (length is not None and not 0 <= length <= MAX_PROMPT_LENGTH):
-            self.emit(Notice(f"prompts are limited to {MAX_PROMPT_CHARS:,} characters and continuations to "
-                             f"{MAX_PROMPT_LENGTH:,} tokens", "warning"))
-            return
+            raise RequestRefused(f"prompts are limited to {MAX_PROMPT_CHARS:,} characters and continuations to "
+                                 f"{MAX_PROMPT_LENGTH:,} tokens")
         self._put("prompt", (str(text), length))
 
     def _put(self, name: str, arg: Any = None) -> None:
+        """Queue a request; RequestRefused when too much work is waiting already."""
         if name in WORK:
             with self._work_lock:
                 if self._queued_work >= MAX_QUEUED_WORK:
-                    self.emit(Notice(f"busy: {self._queued_work} requests are waiting; {name} ignored", "warning"))
-                    return
+                    raise RequestRefused(f"busy: {self._queued_work} requests are waiting; {name} not taken")
                 self._queued_work += 1
         self._requests.put((name, arg))
 
     # ---- the loop's side ---------------------------------------------------------------------
     def _serve_requests(self, block: bool) -> None:
-        """Apply the requests waiting (while paused, wait a little for one first)."""
-        while True:
+        """Apply the requests waiting, at most MAX_PER_BOUNDARY (while paused, wait a little for one
+        first): however fast they come, training goes on between them."""
+        for _ in range(MAX_PER_BOUNDARY):
             try:
                 name, arg = self._requests.get(timeout=0.05) if block else self._requests.get_nowait()
             except queue.Empty:

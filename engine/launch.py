@@ -4,6 +4,7 @@ terminal (or the app) never stops it. Returns once the run is listening, or says
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,11 @@ def launch_engine(train_argv: list[str], *, for_app: bool = False) -> Path:
         finally:
             os.close(write_end)
         with os.fdopen(read_end) as ready:
-            line = ready.readline().strip()
+            line = _read_line(ready, START_TIMEOUT)
+        if line is None:  # neither ready nor failed in all that time: it is stuck
+            process.kill()
+            process.wait()
+            raise CharRNNError(f"the engine did not start within {START_TIMEOUT:.0f} s")
         if line.startswith("ready "):
             process.returncode = 0  # it lives on by itself: no "still running" warning when we exit
             return Path(line.removeprefix("ready "))
@@ -40,3 +45,10 @@ def launch_engine(train_argv: list[str], *, for_app: bool = False) -> Path:
         lines = early_output.read().decode(errors="replace").strip().splitlines()
     raise CharRNNError(f"the engine exited before it started (exit code {code})"
                        + (f": {lines[-1]}" if lines else ""))
+
+
+def _read_line(stream, timeout: float) -> str | None:
+    """One line from a pipe, or None if none came in time ("" when the writer closed it)."""
+    if not select.select([stream], [], [], timeout)[0]:
+        return None
+    return stream.readline().strip()

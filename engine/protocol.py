@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any
@@ -61,7 +62,7 @@ def decode(line: bytes, limit: int = MAX_LINE) -> dict[str, Any]:
         raise ProtocolError(f"message of {len(line):,} bytes; the limit is {limit:,}")
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep, a 5,000-digit number
         raise ProtocolError("not a JSON object") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("not a JSON object with a type")
@@ -104,7 +105,17 @@ def parse_request(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             raise ProtocolError(f"{name}: missing argument {arg!r}")
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ProtocolError(f"{name}: {arg} has the wrong type")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not _reasonable(value):
+            raise ProtocolError(f"{name}: {arg} is out of range")
     return name, {arg: args.get(arg) for arg in spec}
+
+
+def _reasonable(number: int | float) -> bool:
+    """Finite and within a float's range: what a temperature or a length can be."""
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
 
 
 def event_message(event: ev.Event) -> dict[str, Any]:

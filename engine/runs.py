@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,12 +174,17 @@ def is_live(run_dir: Path) -> bool:
 
 def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     """status.json, replaced atomically: a reader never sees half of it."""
-    tmp = run_dir / f".{STATUS}.tmp-{os.getpid()}"
+    status = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in status.items()}
     with contextlib.suppress(OSError):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(status, f)
-        os.replace(tmp, run_dir / STATUS)
+        # A name of its own per write: two writers never truncate each other's file.
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{STATUS}.tmp-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(status, f)
+            os.replace(tmp, run_dir / STATUS)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

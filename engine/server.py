@@ -24,6 +24,7 @@ from typing import Any
 
 from . import events as ev
 from . import protocol
+from .control import RequestRefused
 from .errors import CharRNNError
 from .history import LossHistory, thin_validation
 from .runs import SOCKET, unix_address, write_status
@@ -31,7 +32,9 @@ from .runs import SOCKET, unix_address, write_status
 CLIENT_QUEUE = 4096  # messages waiting for one client
 SEND_TIMEOUT = 10.0  # seconds one write to a client may block its writer thread
 HELLO_TIMEOUT = 10.0  # a client that says nothing this long after connecting is dropped
-MAX_CLIENTS = 64
+MAX_CLIENTS = 64  # connections served at once, welcomed or not
+REQUESTS_PER_SECOND = 20.0  # per client, on average; a key held down repeats at about 30/s
+REQUEST_BURST = 40
 MAX_SAMPLES = 20  # finished samples a newly attached viewer is shown
 MAX_IN_FLIGHT = 4
 STATUS_INTERVAL = 5.0  # seconds between status.json rewrites while training
@@ -125,8 +128,12 @@ class RunServer:
         self.required = required
         self.record = RunRecord()
         self.on_listening = on_listening
-        self.lock = threading.Lock()  # the record and the set of clients change together
-        self.clients: set[_Client] = set()
+        # Guards the record and the set of clients, which change together. Never held while
+        # waiting for anything: no socket I/O, no blocking queue operation, no other lock.
+        self.lock = threading.Lock()
+        self.status_lock = threading.Lock()  # one status.json writer at a time
+        self.clients: set[_Client] = set()  # welcomed, receiving events
+        self.connections = 0  # every connection being served, welcomed or not
         self.run_dir: Path | None = None
         self.listener: socket.socket | None = None
         self.socket_inode = -1
@@ -141,10 +148,11 @@ class RunServer:
     def handle_event(self, event: ev.Event) -> None:
         with self.lock:
             self.record.apply(event)
-            if self.clients:
-                data = protocol.encode(protocol.event_message(event))
-                for client in list(self.clients):
-                    client.send(data)
+            clients = list(self.clients)
+        if clients:
+            data = protocol.encode(protocol.event_message(event))
+            for client in clients:
+                client.send(data)
         if isinstance(event, ev.Started) and self.listener is None and not self.closed:
             try:
                 self.listen(Path(event.info.run_dir))
@@ -161,10 +169,11 @@ class RunServer:
     def write_status(self) -> None:
         if self.run_dir is None:
             return
-        self.status_written = time.monotonic()
-        with self.lock:
-            status = {**self.record.status(), "viewers": self.viewers}
-        write_status(self.run_dir, status)
+        with self.status_lock:
+            self.status_written = time.monotonic()
+            with self.lock:
+                status = {**self.record.status(), "viewers": self.viewers}
+            write_status(self.run_dir, status)
 
     # ---- the socket -----------------------------------------------------------------------------
     def listen(self, run_dir: Path) -> None:
@@ -180,7 +189,7 @@ class RunServer:
                 listener.bind(address)
         finally:
             os.umask(old_umask)
-        listener.listen(16)
+        listener.listen(128)
         self.listener = listener
         self.socket_inode = os.stat(path).st_ino
         threading.Thread(target=self._accept_loop, name="server-accept", daemon=True).start()
@@ -193,12 +202,28 @@ class RunServer:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
-                return  # closed
-            if not _same_user(conn) or len(self.clients) >= MAX_CLIENTS:
+                if self.closed:
+                    return
+                time.sleep(0.1)  # out of file descriptors, say: wait and go on accepting
+                continue
+            with self.lock:
+                full = self.connections >= MAX_CLIENTS
+                if not full:
+                    self.connections += 1
+            if full or not _same_user(conn):
+                if not full:
+                    self._connection_ended()
                 conn.close()
                 continue
-            client = _Client(self, conn)
-            client.start()
+            try:
+                _Client(self, conn).start()
+            except RuntimeError:  # no thread to serve it: refuse this one, keep accepting
+                self._connection_ended()
+                conn.close()
+
+    def _connection_ended(self) -> None:
+        with self.lock:
+            self.connections -= 1
 
     def close(self, final_state: str | None = None) -> None:
         """Stop listening, tell every client the run has ended, and remove the socket."""
@@ -221,16 +246,17 @@ class RunServer:
         self.write_status()
 
     # ---- from client threads ------------------------------------------------------------------
-    def add(self, client: _Client) -> None:
-        """Welcome a client with the run so far, then every event from here on, in order."""
+    def add(self, client: _Client) -> bool:
+        """Welcome a client with the run so far, then every event from here on, in order. The
+        snapshot is taken under the lock; its writer thread encodes it, outside."""
         with self.lock:
-            welcome = {"type": "welcome", "version": protocol.VERSION,
-                       "run": self.run_dir.name if self.run_dir else None,
-                       "events": [protocol.event_to_dict(e) for e in self.record.snapshot()]}
-            client.send(protocol.encode(welcome))
+            if self.closed:
+                return False
+            client.send(("welcome", self.run_dir.name if self.run_dir else None, self.record.snapshot()))
             self.clients.add(client)
         if client.viewer:
             self.write_status()
+        return True
 
     def remove(self, client: _Client) -> None:
         with self.lock:
@@ -240,75 +266,102 @@ class RunServer:
             self.write_status()
 
     def apply_request(self, client: _Client, name: str, args: dict[str, Any]) -> None:
+        """Carry out a checked request; one the run refuses (busy) is answered to its sender only."""
         trainer = self.trainer
         if name == "status":
             with self.lock:
                 status = {**self.record.status(), "viewers": self.viewers}
             client.send(protocol.encode({"type": "status", "status": status}))
-        elif name == "stop":
-            trainer.stop(save=args["save"])
-        elif name == "set_temperature":
-            trainer.set_temperature(args["temperature"])
-        elif name == "prompt":
-            trainer.prompt(args["text"], args["length"])
-        else:  # pause, resume, toggle_pause, save_now, sample_now, evaluate_now: no arguments
-            getattr(trainer, name)()
+            return
+        try:
+            if name == "stop":
+                trainer.stop(save=args["save"])
+            elif name == "set_temperature":
+                trainer.set_temperature(args["temperature"])
+            elif name == "prompt":
+                trainer.prompt(args["text"], args["length"])
+            else:  # pause, resume, toggle_pause, save_now, sample_now, evaluate_now: no arguments
+                getattr(trainer, name)()
+        except RequestRefused as e:
+            client.send(protocol.encode({"type": "error", "message": str(e)}))
 
 
 class _Client:
     def __init__(self, server: RunServer, conn: socket.socket):
         self.server, self.conn = server, conn
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=CLIENT_QUEUE)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=CLIENT_QUEUE)
         self.viewer = False
         self.gone = threading.Event()
+        self.requests = _RateLimit(REQUESTS_PER_SECOND, REQUEST_BURST)
         self.writer = threading.Thread(target=self._write_loop, name="server-write", daemon=True)
         self.reader = threading.Thread(target=self._read_loop, name="server-read", daemon=True)
+        self._ended = threading.Lock()
+        self._threads_left = 2
 
     def start(self) -> None:
         self.conn.settimeout(SEND_TIMEOUT)
         self.writer.start()
-        self.reader.start()
+        try:
+            self.reader.start()
+        except RuntimeError:
+            self._abandon()  # the writer ends and counts itself out
+            self._thread_ended()
+            raise
 
-    def send(self, data: bytes) -> None:
-        """Queue a message; never blocks. A client this far behind is dropped, not waited for."""
+    def send(self, data: Any) -> None:
+        """Queue a message; never blocks and takes no lock. A client this far behind is abandoned
+        (its writer then removes it), not waited for."""
         if self.gone.is_set():
             return
         try:
             self.queue.put_nowait(data)
         except queue.Full:
-            self.drop()
+            self._abandon()
 
     def finish(self) -> None:
         """Send what is queued, then close (the run has ended)."""
-        with contextlib.suppress(queue.Full):
+        try:
             self.queue.put_nowait(None)
+        except queue.Full:
+            self._abandon()
 
-    def drop(self) -> None:
-        if self.gone.is_set():
-            return
+    def _abandon(self) -> None:
+        """Stop serving this client: its threads see it and end. Safe under the server's lock."""
         self.gone.set()
-        self.server.remove(self)
         with contextlib.suppress(OSError):
             self.conn.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(None)  # wake the writer
+            self.queue.put_nowait(None)  # wake the writer if it waits for a message
 
     def join(self, timeout: float) -> None:
         self.writer.join(timeout)
 
+    def _thread_ended(self) -> None:
+        with self._ended:
+            self._threads_left -= 1
+            last = self._threads_left == 0
+        if last:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.server._connection_ended()
+
     def _write_loop(self) -> None:
         try:
             while True:
-                data = self.queue.get()
-                if data is None or self.gone.is_set():
+                item = self.queue.get()
+                if item is None or self.gone.is_set():
                     break
-                self.conn.sendall(data)
+                if isinstance(item, tuple):  # the welcome: encoded here, not under the server's lock
+                    _, run, events = item
+                    item = protocol.encode({"type": "welcome", "version": protocol.VERSION, "run": run,
+                                            "events": [protocol.event_to_dict(e) for e in events]})
+                self.conn.sendall(item)
         except OSError:  # the client went away, or stopped reading for SEND_TIMEOUT
             pass
         finally:
-            self.drop()
-            with contextlib.suppress(OSError):
-                self.conn.close()
+            self._abandon()
+            self.server.remove(self)
+            self._thread_ended()
 
     def _read_loop(self) -> None:
         buffer = bytearray()
@@ -316,11 +369,12 @@ class _Client:
         deadline = time.monotonic() + HELLO_TIMEOUT
         try:
             while not self.gone.is_set():
+                if not greeted and time.monotonic() > deadline:
+                    self._refuse("no hello in time")
+                    return
                 try:
                     chunk = self.conn.recv(65536)
                 except TimeoutError:
-                    if not greeted and time.monotonic() > deadline:
-                        return
                     continue
                 if not chunk:
                     return
@@ -328,33 +382,46 @@ class _Client:
                 while (end := buffer.find(b"\n")) >= 0:
                     line = bytes(buffer[:end])
                     del buffer[: end + 1]
-                    if not self._handle(line, greeted):
+                    if not line.strip():
+                        continue
+                    if not greeted:
+                        if not self._greet(line):
+                            return
+                        greeted = True
+                    elif not self._handle(line):
                         return
-                    greeted = True
                 if len(buffer) > protocol.MAX_LINE:
                     self._refuse(f"message longer than {protocol.MAX_LINE:,} bytes")
                     return
         except OSError:
             return
         finally:
-            self.drop()
+            self._abandon()
+            self.server.remove(self)
+            self._thread_ended()
 
-    def _handle(self, line: bytes, greeted: bool) -> bool:
-        """Act on one line; False to disconnect."""
-        if not line.strip():
-            return True
+    def _greet(self, line: bytes) -> bool:
         try:
             message = protocol.decode(line)
-            if not greeted:
-                protocol.check_hello(message)
-                self.viewer = message.get("client") == "viewer"
-                self.server.add(self)
-                return True
-            name, args = protocol.parse_request(message)
+            protocol.check_hello(message)
         except protocol.ProtocolError as e:
-            if not greeted:
-                self._refuse(str(e))
-                return False
+            self._refuse(str(e))
+            return False
+        self.viewer = message.get("client") == "viewer"
+        if not self.server.add(self):
+            self._refuse("the run has ended")
+            return False
+        return True
+
+    def _handle(self, line: bytes) -> bool:
+        """Act on one line from a welcomed client; False to disconnect it."""
+        if not self.requests.allow():
+            if self.requests.refused == 1:  # once per burst, not once per request
+                self.send(protocol.encode({"type": "error", "message": "too many requests: slow down"}))
+            return True
+        try:
+            name, args = protocol.parse_request(protocol.decode(line))
+        except protocol.ProtocolError as e:
             self.send(protocol.encode({"type": "error", "message": str(e)}))
             return True
         self.server.apply_request(self, name, args)
@@ -363,6 +430,27 @@ class _Client:
     def _refuse(self, message: str) -> None:
         with contextlib.suppress(OSError):
             self.conn.sendall(protocol.encode({"type": "error", "message": message}))
+
+
+class _RateLimit:
+    """A token bucket: `rate` requests a second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+        self.refused = 0  # in a row
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.refused = 0
+            return True
+        self.refused += 1
+        return False
 
 
 def _same_user(conn: socket.socket) -> bool:

@@ -109,3 +109,24 @@ def test_every_command_takes_runs_dir(command, tmp_path):
 
     args = parse([*command, "--runs-dir", str(tmp_path)])
     assert args.runs_dir == tmp_path
+
+
+def test_stop_without_saving_says_the_steps_since_the_last_checkpoint_are_not_saved(repetitive_text, runs_dir):
+    run = LocalRun(tiny_config(repetitive_text, report_interval=0.05, checkpoint_interval=50), runs_dir,
+                   "discard").start()
+    deadline = time.monotonic() + 30
+    while run.trainer.saved_step < 50 or run.trainer.step < run.trainer.saved_step + 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    stopped = run_cli("stop", "discard", "--no-save", "--runs-dir", str(runs_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "run discard stopped at step" in stopped.stdout
+    assert "not saved (the last checkpoint is step " in stopped.stdout and "saved step" not in stopped.stdout
+
+
+def test_flags_are_never_abbreviated():
+    from charrnn_tui.engine.cli import parse
+
+    with pytest.raises(SystemExit):
+        parse(["train", "x.txt", "--deta"])
+    assert parse(["train", "x.txt", "--detach"]).detach

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -262,3 +263,114 @@ def test_a_run_folder_deeper_than_a_unix_socket_path_allows_still_serves(repetit
         client.close()
     finally:
         run.stop()
+
+
+def test_a_viewer_that_falls_a_queue_behind_never_freezes_the_run(live_run, monkeypatch):
+    """Found in review: a full queue made the training thread wait for a lock it held."""
+    monkeypatch.setattr(server, "CLIENT_QUEUE", 8)
+    monkeypatch.setattr(server, "SEND_TIMEOUT", 30.0)  # the queue fills long before a write times out
+    slow = raw_socket(live_run)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(protocol.encode(protocol.hello()))
+    wait_steps(live_run, 300)
+    late = live_run.client(viewer=False)
+    assert any(isinstance(e, ev.Started) for e in late.connect())
+    assert late.status()["step"] > 0
+    late.close()
+    slow.close()
+
+
+def test_a_request_flood_is_rate_limited_and_training_goes_on(live_run):
+    flood = greeted(live_run)
+    for _ in range(3000):
+        flood.sendall(protocol.encode(protocol.request("sample_now")))
+    wait_steps(live_run, 100)
+    errors = [m["message"] for m in read_messages(flood, lambda m: m["type"] == "error" and "too many" in m["message"])
+              if m["type"] == "error"]
+    assert any("too many requests" in e for e in errors)
+    flood.close()
+
+
+def test_connections_that_never_say_hello_are_bounded_and_timed_out(live_run, monkeypatch):
+    monkeypatch.setattr(server, "HELLO_TIMEOUT", 1.0)
+    monkeypatch.setattr(server, "SEND_TIMEOUT", 0.2)
+    trickle = raw_socket(live_run)
+    silent = [raw_socket(live_run) for _ in range(server.MAX_CLIENTS + 10)]
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            trickle.sendall(b" ")  # never a whole line
+        time.sleep(0.2)
+        assert live_run.server.connections <= server.MAX_CLIENTS
+    assert read_messages(trickle, lambda m: True)[0]["message"] == "no hello in time"
+    for sock in silent:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while live_run.server.connections:
+        assert time.monotonic() < deadline, live_run.server.connections
+        time.sleep(0.05)
+    good = live_run.client(viewer=False)
+    good.connect()  # still accepting
+    good.close()
+
+
+@pytest.mark.parametrize("line", [b"\n", b"   \n"], ids=["empty", "spaces"])
+def test_a_blank_line_is_not_a_hello(live_run, line):
+    sock = raw_socket(live_run)
+    sock.sendall(line + protocol.encode(protocol.request("status")))
+    answer = read_messages(sock, lambda m: True)
+    assert answer[0]["type"] == "error" and "first message must be hello" in answer[0]["message"]
+
+
+@pytest.mark.parametrize("line", [
+    b"[" * 100_000 + b"\n",
+    b'{"type": "request", "name": "set_temperature", "args": {"temperature": 1' + b"0" * 5000 + b"}}\n",
+    protocol.encode(protocol.request("set_temperature", temperature=10 ** 400)),
+    protocol.encode(protocol.request("prompt", text="x", length=10 ** 30)),
+], ids=["nested-100k-deep", "5000-digit-number", "temperature-1e400", "length-1e30"])
+def test_pathological_json_gets_an_error_and_the_connection_stays(live_run, line):
+    sock = greeted(live_run)
+    sock.sendall(line)
+    assert read_messages(sock, lambda m: m["type"] == "error")[-1]["type"] == "error"
+    sock.sendall(protocol.encode(protocol.request("status")))
+    assert read_messages(sock, lambda m: m["type"] == "status")[-1]["status"]["state"] in ("training", "starting")
+
+
+def test_status_json_is_never_seen_half_written(tmp_path):
+    import threading
+
+    from charrnn_tui.engine.runs import read_status, write_status
+
+    stop = threading.Event()
+
+    def writer(k: int) -> None:
+        while not stop.is_set():
+            write_status(tmp_path, {"state": "training", "step": k, "pad": "x" * 2000})
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            status = read_status(tmp_path)
+            assert status == {} or status["state"] == "training"
+            if status:
+                assert len(status["pad"]) == 2000
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert read_status(tmp_path)["state"] == "training"
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary files left
+
+
+def test_stop_from_a_signal_handler_cannot_deadlock_the_request_queue():
+    """A signal can land while the loop is inside get_nowait(); Queue.put would then wait for the
+    lock the loop holds for ever. SimpleQueue.put is reentrant."""
+    import queue as queue_module
+
+    from charrnn_tui.engine.trainer import Trainer
+
+    trainer = Trainer(tiny_config("x"))
+    assert isinstance(trainer._requests, queue_module.SimpleQueue)
