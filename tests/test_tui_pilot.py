@@ -319,3 +319,37 @@ async def test_two_apps_on_one_run_see_each_others_pause(repetitive_text, runs_d
             await two.press("d")
     finally:
         run.stop()
+
+
+async def test_the_runs_screen_lists_runs_and_attaches_to_another(repetitive_text, runs_dir):
+    from charrnn_tui.tui.widgets.runs_screen import RunsScreen
+
+    Trainer(tiny_config(repetitive_text, max_steps=20), runs_dir=runs_dir, run_name="old").run()
+    first = LocalRun(tiny_config(repetitive_text, report_interval=0.05, sample_interval=0), runs_dir, "first").start()
+    second = LocalRun(tiny_config(repetitive_text, report_interval=0.05, sample_interval=0), runs_dir, "second").start()
+    try:
+        app = app_for(first, runs_dir)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.view.info is not None and app.view.info.run_name == "first",
+                           what="the first run")
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="the runs screen")
+            screen = app.screen
+            await wait_for(pilot, lambda: {e.name for e in screen.entries} == {"old", "first", "second"},
+                           what="three runs listed")
+            states = {e.name: e.state for e in screen.entries}
+            assert states["old"] == "finished" and states["first"] in ("training", "starting")
+            screen.query_one("DataTable").move_cursor(row=[e.name for e in screen.entries].index("old"))
+            await pilot.press("enter")  # not live: it says so and stays
+            assert isinstance(app.screen, RunsScreen)
+            screen.query_one("DataTable").move_cursor(row=[e.name for e in screen.entries].index("second"))
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.view.info is not None and app.view.info.run_name == "second",
+                           what="attached to the second run")
+            step = app.view.step
+            await wait_for(pilot, lambda: app.view.step > step, what="the second run streaming")
+            assert first.thread.is_alive()  # the first was left training
+            await pilot.press("d")
+    finally:
+        first.stop()
+        second.stop()
