@@ -123,6 +123,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     stop.add_argument("--max-steps", type=int, metavar="N")
     stop.add_argument("--max-epochs", type=positive_float, metavar="N")
     stop.add_argument("--max-time", type=parse_duration, metavar="DURATION", help="e.g. 90s, 10m, 2h")
+    stop.add_argument("--early-stop", type=int, metavar="N",
+                      help="stop after N evaluations without a new best validation loss (best.pt keeps the best)")
 
     report = parser.add_argument_group("evaluation, checkpoints and samples")
     report.add_argument("--eval-interval", type=int, metavar="STEPS", help="validate every N steps")
@@ -158,7 +160,7 @@ _TRAIN_FLAGS = {
     "sampler": ("sampler", False), "optimizer": ("optimizer", False), "lr": ("lr", False),
     "weight_decay": ("weight_decay", False), "grad_clip": ("grad_clip", False),
     "warmup_steps": ("warmup_steps", False), "seed": ("seed", False), "max_steps": ("max_steps", False),
-    "max_epochs": ("max_epochs", False), "max_time": ("max_time", False),
+    "max_epochs": ("max_epochs", False), "max_time": ("max_time", False), "early_stop": ("early_stop", False),
     "eval_interval": ("eval_interval", False), "eval_tokens": ("eval_tokens", False),
     "checkpoint_interval": ("checkpoint_interval", False), "keep_checkpoints": ("keep_checkpoints", False),
     "sample_interval": ("sample_interval", False),
@@ -265,9 +267,11 @@ class ProgressPrinter:
                 self.last_line = now
                 self._progress(event)
         elif isinstance(event, ev.Evaluated):
+            overfitting = (f"; overfitting since step {event.overfitting_since}: best.pt is step {event.best_step}, "
+                           f"val {event.best_nats:.4f}" if event.overfitting_since is not None else "")
             self._line(f"step {event.step}: validation {event.nats:.4f} nats/token, {event.bits:.3f} bits, "
                        f"perplexity {event.perplexity:.2f}" + (" (best)" if event.is_best else "")
-                       + f" [{event.seconds:.1f}s]")
+                       + f" [{event.seconds:.1f}s]{overfitting}")
         elif isinstance(event, ev.SampleFinished):
             self._line("--- sample ---\n" + event.text.rstrip("\n") + "\n--------------")
         elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":

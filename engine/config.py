@@ -55,6 +55,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: float | None = None
     max_time: float | None = None  # seconds of training
+    early_stop: int | None = None  # evaluations without a new best validation loss
     # Reporting
     eval_interval: int = 250  # steps
     eval_tokens: int | None = None  # None: the whole validation split
@@ -186,6 +187,7 @@ def validate(config: TrainConfig) -> None:
         (config.max_steps is None or config.max_steps >= 1, "max-steps must be at least 1"),
         (config.max_epochs is None or config.max_epochs > 0, "max-epochs must be positive"),
         (config.max_time is None or config.max_time > 0, "max-time must be positive"),
+        (config.early_stop is None or config.early_stop >= 1, "early-stop must be at least 1"),
         (config.eval_interval >= 1, "eval-interval must be at least 1"),
         (config.eval_tokens is None or config.eval_tokens >= 2, "eval-tokens must be at least 2"),
         (config.checkpoint_interval >= 0, "checkpoint-interval must be 0 (off) or more"),

@@ -74,6 +74,8 @@ class Evaluated(Event):
     is_best: bool
     tokens: int
     seconds: float
+    best_step: int = 0  # the step best.pt holds
+    overfitting_since: int | None = None  # validation stopped improving while training loss fell
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .device import (
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .events import CheckpointSaved, Notice, RunInfo, Started
 from .history import LossHistory
+from .metrics import MetricsLog
 from .model import CharRNN, State
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
@@ -39,8 +40,8 @@ from .vocab import build_vocab, vocab_from_dict
 
 # Fields a user may change when resuming; the rest must match the checkpoint.
 RESUMABLE_OVERRIDES = (
-    "max_steps", "max_epochs", "max_time", "eval_interval", "eval_tokens", "checkpoint_interval", "keep_checkpoints",
-    "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
+    "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
+    "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
     "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
     "lr_decay",
 )
@@ -94,6 +95,7 @@ class RunSetup:
         self.tokens_seen = 0
         self.losses = LossHistory()
         self.val_history: list[tuple[int, float]] = []
+        self.train_at_eval: list[tuple[int, float]] = []  # mean training loss before each evaluation
         self.samples: list[tuple[int, str]] = []
         self.best_val = math.inf
         if checkpoint is not None:
@@ -106,6 +108,7 @@ class RunSetup:
             self.run_dir = new_run_dir(self.runs_dir, name)
             self.lock = RunLock(self.run_dir).acquire()
         self.saved_step = self.step
+        self.metrics = MetricsLog(self.run_dir, resumed_step=self.step if checkpoint is not None else None)
         self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
 
         m = config.model
@@ -182,6 +185,7 @@ class RunSetup:
             else:  # before the history was bounded, checkpoints held every loss
                 self.losses = LossHistory.from_losses(history["train"].tolist())
             self.val_history = [(int(s), float(v)) for s, v in history["val"]]
+            self.train_at_eval = [(int(s), float(v)) for s, v in history.get("train_at_eval", [])]
             self.samples = [(int(s), str(t)) for s, t in history["samples"]]
             self.best_val = float(ck["best_val"])
             torch.set_rng_state(ck["rng"]["torch"])
@@ -294,6 +298,7 @@ class RunSetup:
             "history": {
                 "losses": self.losses.to_dict(),
                 "val": [list(v) for v in self.val_history],
+                "train_at_eval": [list(v) for v in self.train_at_eval],
                 "samples": [list(s) for s in self.samples],
             },
             "rng": {

@@ -33,6 +33,7 @@ from .events import (
     StateChanged,
 )
 from .history import thin_validation
+from .overfitting import read_history
 from .run_setup import RunSetup
 from .runs import BEST, LATEST, RunLock, default_runs_dir, write_status
 from .sampling import Continuation, SampleSettings
@@ -71,6 +72,9 @@ class Trainer(Controls, RunSetup):
         self.step = 0
         self.saved_step = 0
         self._sample_ids = 0
+        self.early_stopped: str | None = None  # why --early-stop ended the run
+        self.metrics = None
+        self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
         # Called between steps now and then, on the training thread (engine/threads.py).
         self.balance_threads: Callable[[], None] | None = None
         self._init_controls()
@@ -96,6 +100,8 @@ class Trainer(Controls, RunSetup):
             self._fail(message)
             raise CharRNNError(message) from None
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             if self.lock is not None:
                 self._write_final_status()
                 self.lock.release()
@@ -204,13 +210,18 @@ class Trainer(Controls, RunSetup):
             self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
             return False
         self.losses.extend(losses)
+        self._train_sum += sum(losses)
+        self._train_count += len(losses)
+        lr = self._lr()
+        self.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
+                           sum(grad_norms) / len(grad_norms))
         if self.balance_threads is not None:
             self.balance_threads()
         tokens_per_s = self.tokens_since_report / elapsed
         self.tokens_since_report = 0
         self.emit(Progress(
             step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
-            tokens_per_s=tokens_per_s, lr=self._lr(), train_seconds=self.train_seconds,
+            tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
             memory_bytes=memory_in_use(self.device),
         ))
@@ -226,10 +237,20 @@ class Trainer(Controls, RunSetup):
         is_best = result.nats < self.best_val
         self.best_val = min(self.best_val, result.nats)
         self.val_history = thin_validation([*self.val_history, (self.step, result.nats)])
+        if self._train_count:
+            self.train_at_eval = thin_validation([*self.train_at_eval,
+                                                  (self.step, self._train_sum / self._train_count)])
+            self._train_sum, self._train_count = 0.0, 0
+        verdict = read_history(self.val_history, dict(self.train_at_eval))
+        self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
-                            result.tokens, time.perf_counter() - t0))
+                            result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
         if is_best:
             self._save(BEST)
+        early_stop = self.config.early_stop
+        if early_stop and verdict.since_best >= early_stop:
+            self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations; best.pt is step "
+                                  f"{verdict.best_step}, val {verdict.best_val:.4f}")
 
     def _sample(self, prompt: str, source: str, length: int | None = None) -> None:
         config = self.config
@@ -313,7 +334,8 @@ class Trainer(Controls, RunSetup):
         return schedule.limit_fraction(self.config, self.step, self.batcher.epoch_float, self.train_seconds)
 
     def _limit_reached(self) -> str | None:
-        return schedule.limit_reached(self.config, self.step, self.batcher.epoch_float, self.train_seconds)
+        return self.early_stopped or schedule.limit_reached(self.config, self.step, self.batcher.epoch_float,
+                                                            self.train_seconds)
 
     def _lr(self) -> float:
         return schedule.learning_rate(self.config, self.step, self._limit_fraction(), self.batcher.epoch_float)

@@ -54,6 +54,8 @@ class RunView:
     best_train_loss: float | None = None
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     best_val: float | None = None
+    best_step: int = 0
+    overfitting_since: int | None = None
     last_val_bits: float | None = None
     saved_step: int = 0
     saved_path: str = ""
@@ -84,6 +86,7 @@ class RunView:
         elif isinstance(event, ev.Evaluated):
             self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])
             self.best_val, self.last_val_bits = event.best_nats, event.bits
+            self.best_step, self.overfitting_since = event.best_step, event.overfitting_since
         elif isinstance(event, ev.CheckpointSaved):
             if event.kind == "latest":
                 self.saved_step, self.saved_path, self.saved_at = event.step, event.path, event.saved_at

@@ -40,10 +40,13 @@ def render_status(view: RunView, now: float | None = None) -> Text:
     lines = [Text.assemble((f" {label} ", style), f" step {view.step:,} · epoch {epoch + 1} {view.epoch - epoch:.0%}")]
     if view.state in ("error", "detached") and view.reason:
         lines.append(Text(view.reason, "red"))
-    if info is None:
+    if view.overfitting_since is not None:  # in the run name's place: the one thing to know now
+        lines.append(Text(f"overfitting since step {view.overfitting_since:,}", "bold yellow"))
+    elif info is None:
         lines.append(Text("loading corpus and model...", "dim"))
     else:
         lines.append(Text(info.run_name, "dim"))
+    if info is not None:
         lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
         lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
         lines.append(_pair("device", info.device_name + (" bf16" if info.precision == "bf16" else "")))
@@ -57,7 +60,10 @@ def render_status(view: RunView, now: float | None = None) -> Text:
     saved = "not yet"
     if view.saved_at is not None:
         saved = f"step {view.saved_step:,}, {duration(now - view.saved_at)} ago"
-    lines.append(_pair("saved", saved))
+    if view.overfitting_since is not None and view.best_val is not None:
+        lines.append(Text(f"best.pt is step {view.best_step:,}, val {view.best_val:.4f}", "bold yellow"))
+    else:
+        lines.append(_pair("saved", saved))
     return Text("\n").join(lines)
 
 

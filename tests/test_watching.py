@@ -1,0 +1,87 @@
+"""metrics.jsonl, the overfitting rule and --early-stop."""
+
+import json
+
+import pytest
+from helpers import run_cli, tiny_config
+
+from charrnn_tui.engine.events import Evaluated
+from charrnn_tui.engine.metrics import METRICS, read_metrics
+from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.trainer import Trainer
+
+
+def test_every_run_writes_metrics_for_its_reports_and_evaluations(repetitive_text, runs_dir):
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=20, report_interval=1e-9),
+                      runs_dir=runs_dir, run_name="m")
+    events = []
+    trainer.on_event = events.append
+    trainer.run()
+    records = read_metrics(runs_dir / "m")
+    train = [r for r in records if "train_loss" in r]
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in train] == list(range(1, 61))  # a report per step here
+    assert [r["step"] for r in val] == [20, 40, 60]
+    evaluated = [e for e in events if isinstance(e, Evaluated)]
+    assert [r["val_loss"] for r in val] == [e.nats for e in evaluated]
+    assert all({"elapsed_s", "tokens", "lr"} <= set(r) for r in records)
+    assert train[-1]["tokens"] == trainer.tokens_seen and train[0]["train_loss"] > train[-1]["train_loss"]
+
+
+def test_a_resumed_run_drops_the_metrics_its_checkpoint_does_not_have(repetitive_text, runs_dir):
+    config = tiny_config(repetitive_text, max_steps=40, eval_interval=20, report_interval=1e-9,
+                         checkpoint_interval=20)
+    Trainer(config, runs_dir=runs_dir, run_name="r").run()
+    path = runs_dir / "r" / METRICS
+    lines = path.read_text().splitlines()
+    latest = runs_dir / "r" / "latest.pt"
+    (runs_dir / "r" / "step-0000020.pt").replace(latest)  # as if killed after the step-20 save
+    Trainer(resume=latest, runs_dir=runs_dir, overrides={"max_steps": 30}).run()
+    steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(21) == 1 and max(steps) == 30
+    assert len(lines) > len([s for s in steps if s <= 20])
+
+
+@pytest.mark.parametrize("val, train, expected", [
+    ([], {}, (0, 0, None)),
+    ([(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {20: 1.4, 50: 1.0}, (20, 3, 30)),
+    ([(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7)], {20: 1.4, 40: 1.0}, (20, 2, None)),  # not patient enough yet
+    ([(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {20: 1.4, 50: 1.5}, (20, 3, None)),  # train rose too
+    ([(10, 2.0), (20, 1.5), (30, 1.5), (40, 1.6), (50, 1.7)], {20: 1.4, 50: 1.0}, (20, 3, 30)),  # the first best
+    ([(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {50: 1.0}, (20, 3, None)),  # no train figure at best
+])
+def test_overfitting_is_validation_stuck_while_training_loss_falls(val, train, expected):
+    verdict = read_history(val, train)
+    assert (verdict.best_step, verdict.since_best, verdict.overfitting_since) == expected
+
+
+def test_early_stop_ends_an_overfitting_run_and_names_best_pt(tmp_path):
+    # A small text and a big model: it learns the training part by heart and validation rises.
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("".join(f"{i} {i * i % 97} {'abcdefghij'[i % 10] * (i % 7)}\n" for i in range(400)))
+    runs = tmp_path / "runs"
+    result = run_cli("train", str(corpus), "--preset", "tiny", "--hidden", "128", "--embedding", "32",
+                     "--seq-len", "32", "--batch-size", "8", "--lr", "0.01", "--eval-interval", "25",
+                     "--early-stop", "3", "--max-steps", "3000", "--sample-interval", "0", "--threads", "1",
+                     "--device", "cpu", "--headless", "--runs-dir", str(runs), "--name", "overfit", timeout=300)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("finished: early stop: no new best in 3 evaluations; best.pt is step ")
+    assert "overfitting since step" in result.stdout
+    best_step = int(last.split("best.pt is step ")[1].split(",")[0])
+    from charrnn_tui.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(runs / "overfit" / "best.pt")["step"] == best_step
+    assert load_checkpoint(runs / "overfit" / "latest.pt")["step"] < 3000
+
+
+def test_the_status_panel_says_plainly_when_the_run_overfits():
+    from charrnn_tui.tui.run_view import RunView
+    from charrnn_tui.tui.widgets.status_panel import render_status
+
+    view = RunView()
+    view.apply(Evaluated(500, 1.6, 2.3, 5.0, 1.4, False, 100, 0.1, best_step=200, overfitting_since=250))
+    text = render_status(view, now=0.0).plain
+    assert "overfitting since step 250" in text and "best.pt is step 200, val 1.4000" in text
+    view.apply(Evaluated(600, 1.3, 1.9, 3.7, 1.3, True, 100, 0.1, best_step=600, overfitting_since=None))
+    assert "overfitting" not in render_status(view, now=0.0).plain
