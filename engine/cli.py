@@ -318,6 +318,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--greedy", action="store_true", help="always the likeliest token")
     parser.add_argument("--seed", type=int, default=None, help="for a reproducible sample (default: random)")
     parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"prime", "text", "novelty": {"longest_copy", "spans", "min_span"}}: the '
+                             "continuation and what of it was copied verbatim from the training corpus")
     add_runs_dir_argument(parser)
 
 
@@ -337,6 +340,12 @@ def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     first = next(pieces, "")
     for note in result.notes:
         sys.stderr.write(f"prompt: {note}\n")
+    if args.json:
+        for _ in pieces:
+            pass
+        out.write(json.dumps({"prime": args.prime, "text": result.text,
+                              "novelty": sample_novelty(loaded.config, result.text)}) + "\n")
+        return 0
     out.write(args.prime + first)
     out.flush()
     for piece in pieces:
@@ -344,6 +353,26 @@ def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         out.flush()
     out.write("\n")
     return 0
+
+
+def sample_novelty(config: cfg.TrainConfig, text: str) -> dict[str, Any] | None:
+    """What of `text` the run's corpus holds verbatim, or None (with a note) when it cannot be told."""
+    from .corpus import load_corpus
+    from .novelty import NoveltyIndex
+
+    try:
+        corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                             encoding=config.encoding)
+        return NoveltyIndex(corpus.text).novelty(text).to_dict()
+    except (CharRNNError, MemoryError) as e:
+        sys.stderr.write(f"note: no copy check ({first_line_of(e)})\n")
+        return None
+
+
+def first_line_of(e: BaseException) -> str:
+    from .checkpoint import first_line
+
+    return first_line(e)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,94 @@
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn_tui.engine.novelty import NoveltyIndex, suffix_array
+
+
+def brute_longest_copy(text: str, corpus: str) -> int:
+    best = 0
+    for i in range(len(text)):
+        for j in range(i + best + 1, len(text) + 1):
+            if text[i:j] in corpus:
+                best = j - i
+            else:
+                break
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(corpus=st.text(alphabet="ab c\né", max_size=200))
+def test_the_suffix_array_sorts_every_suffix(corpus):
+    assert list(suffix_array(corpus)) == sorted(range(len(corpus)), key=lambda i: corpus[i:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(corpus=st.text(alphabet="abcd \n", min_size=1, max_size=300), text=st.text(alphabet="abcdez \n", max_size=80))
+def test_longest_copy_matches_a_brute_force_search(corpus, text):
+    index = NoveltyIndex(corpus)
+    assert index.novelty(text).longest_copy == brute_longest_copy(text, corpus)
+    assert index.matches(text) == [_longest_at(text, i, corpus) for i in range(len(text))]
+
+
+def _longest_at(text: str, i: int, corpus: str) -> int:
+    n = 0
+    while i + n < len(text) and text[i : i + n + 1] in corpus:
+        n += 1
+    return n
+
+
+def test_copies_at_the_edges_of_the_corpus_and_none_at_all():
+    rng = random.Random(3)
+    corpus = "".join(rng.choice("abcdefgh ") for _ in range(5000))
+    index = NoveltyIndex(corpus)
+    head, tail = corpus[:30], corpus[-25:]
+    text = "ZZ" + head + "ZZZ" + tail + "Z"
+    result = index.novelty(text, min_span=20)
+    assert result.longest_copy == 30
+    assert result.spans == [(2, 32), (35, 60)]
+    assert index.novelty("ZZZZ").longest_copy == 0 and index.novelty("ZZZZ").spans == []
+    assert index.novelty("").longest_copy == 0
+
+
+def test_a_memorised_line_is_found_in_tiny_shakespeare():
+    from charrnn_tui.engine.corpus import load_corpus
+
+    corpus = load_corpus("shakespeare").text
+    index = NoveltyIndex(corpus)
+    line = "First Citizen:\nBefore we proceed any further, hear me speak."
+    result = index.novelty("xq" + line + " qx")
+    assert result.longest_copy >= len(line) and result.spans[0][0] <= 2
+
+
+def test_too_big_a_corpus_is_refused_not_indexed(monkeypatch):
+    from charrnn_tui.engine import novelty
+
+    monkeypatch.setattr(novelty, "MAX_CORPUS_CHARS", 10)
+    with pytest.raises(MemoryError, match="11 characters"):
+        NoveltyIndex("x" * 11)
+
+
+def test_sample_json_gives_the_text_and_what_was_copied(tmp_path):
+    import json
+
+    from helpers import run_cli
+
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    runs = tmp_path / "runs"
+    trained = run_cli("train", str(corpus), "--preset", "tiny", "--hidden", "48", "--seq-len", "16", "--batch-size",
+                      "4", "--max-steps", "400", "--device", "cpu", "--threads", "1", "--sample-interval", "0",
+                      "--headless", "--runs-dir", str(runs), "--name", "fox")
+    assert trained.returncode == 0, trained.stderr
+    result = run_cli("sample", "fox", "--runs-dir", str(runs), "--prime", "the quick", "-n", "80", "--greedy",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["prime"] == "the quick" and len(data["text"]) == 80 and not data["text"].startswith("the quick")
+    assert data["novelty"]["longest_copy"] == 80  # memorised: all of it is in the corpus
+    assert data["novelty"]["spans"] == [[0, 80]] and data["novelty"]["min_span"] == 20
+    corpus.unlink()
+    gone = run_cli("sample", "fox", "--runs-dir", str(runs), "-n", "10", "--json")
+    assert gone.returncode == 0 and json.loads(gone.stdout)["novelty"] is None and "no copy check" in gone.stderr
