@@ -51,7 +51,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         run_dir = long_run(runs, args.steps)
-        resumed = subprocess.run([*CLI, "train", "--resume", "long", "--runs-dir", str(runs), "--detach"],
+        resumed = subprocess.run([*CLI, "train", "--resume", "long", "--runs-dir", str(runs), "--max-steps",
+                                  str(args.steps * 10), "--detach"],
                                  capture_output=True, text=True)
         if resumed.returncode:
             print(resumed.stderr)

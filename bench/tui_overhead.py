@@ -39,12 +39,12 @@ class Tmux:
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "main")
 
-    def wait_for(self, text: str, timeout: float = 120) -> None:
+    def wait_for(self, text: str, timeout: float = 120, poll: float = 0.1) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.screen():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{text!r} did not appear:\n{self.screen()}")
-            time.sleep(0.1)
+            time.sleep(poll)
 
     def close(self) -> None:
         self("kill-server")
@@ -98,7 +98,7 @@ def key_latency(preset: str, runs: Path, presses: int) -> list[float]:
             key, expected = ("+", temperatures[0]) if i % 2 == 0 else ("-", temperatures[1])
             start = time.perf_counter()
             t("send-keys", "-t", "main", key)
-            t.wait_for(f"temp   {expected}", timeout=10)
+            t.wait_for(f"temp   {expected}", timeout=10, poll=0)  # capture-pane itself takes a few ms
             latencies.append((time.perf_counter() - start) * 1000)
             time.sleep(0.2)
     finally:

@@ -12,6 +12,7 @@ more than get it an error message or disconnected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import socket
@@ -38,6 +39,7 @@ REQUEST_BURST = 40
 MAX_SAMPLES = 20  # finished samples a newly attached viewer is shown
 MAX_IN_FLIGHT = 4
 STATUS_INTERVAL = 5.0  # seconds between status.json rewrites while training
+VIEWER_PROGRESS = 1.0  # seconds between progress events to clients (the app redraws once a second)
 
 
 class RunRecord:
@@ -139,6 +141,8 @@ class RunServer:
         self.socket_inode = -1
         self.closed = False
         self.status_written = 0.0
+        self.held_progress: ev.Progress | None = None  # progress not yet sent to clients
+        self.progress_sent = -VIEWER_PROGRESS
 
     @property
     def viewers(self) -> int:
@@ -149,10 +153,11 @@ class RunServer:
         with self.lock:
             self.record.apply(event)
             clients = list(self.clients)
-        if clients:
-            data = protocol.encode(protocol.event_message(event))
-            for client in clients:
-                client.send(data)
+        for outgoing in self._coalesced(event):
+            if clients:
+                data = protocol.encode(protocol.event_message(outgoing))
+                for client in clients:
+                    client.send(data)
         if isinstance(event, ev.Started) and self.listener is None and not self.closed:
             try:
                 self.listen(Path(event.info.run_dir))
@@ -165,6 +170,23 @@ class RunServer:
         now = time.monotonic()
         if not isinstance(event, (ev.Progress, ev.SampleText)) or now - self.status_written > STATUS_INTERVAL:
             self.write_status()
+
+    def _coalesced(self, event: ev.Event) -> list[ev.Event]:
+        """What to send clients for `event`: progress at most every VIEWER_PROGRESS seconds, the
+        reports in between merged into one (their losses joined), and any other event at once,
+        after the progress held back before it, so that order is kept."""
+        now = time.monotonic()
+        if isinstance(event, ev.Progress):
+            held = self.held_progress
+            if held is not None:
+                event = dataclasses.replace(event, first_step=held.first_step, losses=held.losses + event.losses)
+            if now - self.progress_sent < VIEWER_PROGRESS:
+                self.held_progress = event
+                return []
+            self.held_progress, self.progress_sent = None, now
+            return [event]
+        held, self.held_progress = self.held_progress, None
+        return [held, event] if held is not None else [event]
 
     def write_status(self) -> None:
         if self.run_dir is None:

@@ -28,7 +28,7 @@ class StatusPanel(Static):
         self.border_title = "Status"
 
     def show(self, view: RunView) -> None:
-        self.update(render_status(view, self.clock()))
+        self.update(render_status(view, self.clock()), layout=False)  # its size is the layout's, not its text's
 
 
 def render_status(view: RunView, now: float | None = None) -> Text:
