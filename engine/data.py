@@ -140,7 +140,11 @@ class SequentialBatcher:
 
     @property
     def epoch_float(self) -> float:
-        """Epochs done: whole ones plus the fraction of this one's predictions already made."""
+        return self.epochs_done()
+
+    def epochs_done(self) -> float:
+        """Whole epochs plus the fraction of this one's predictions already made. (A method behind
+        the property: mutation testing does not mutate decorated functions.)"""
         if self.index == 0:
             return float(self.epoch)
         _, end = _window_bounds(self.index - 1, self.offset(), self.seq_len, self.stream_len)
@@ -232,6 +236,9 @@ class RandomWindowBatcher:
 
     @property
     def epoch_float(self) -> float:
+        return self.epochs_done()
+
+    def epochs_done(self) -> float:
         return self.epoch + self.index / self.batches_in_epoch()
 
     def state_dict(self) -> dict[str, Any]:

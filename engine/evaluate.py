@@ -61,7 +61,6 @@ def eval_layout(predictions: int, streams: int, warmup: int) -> tuple[torch.Tens
     return position.clamp(max=predictions - 1), torch.where(scored, position + 1, IGNORE)
 
 
-@torch.no_grad()
 def evaluate(
     model: CharRNN,
     ids: torch.Tensor,
@@ -76,27 +75,28 @@ def evaluate(
     `streams` and `warmup` change the layout and exist for tests (a warm-up as long as the text
     makes any number of streams read exactly as one does).
     """
-    was_training = model.training
-    model.eval()
-    device = model.head.weight.device
-    ids = ids.to(device).long()
-    predictions = len(ids) - 1
-    if predictions < 1:
-        raise ValueError("evaluation needs at least 2 tokens")
-    streams = min(streams or stream_count(predictions), predictions)
-    inputs, targets = eval_layout(predictions, streams, warmup)
-    inputs, targets = inputs.to(device), targets.to(device)
-    x = ids[inputs]
-    y = torch.where(targets == IGNORE, IGNORE, ids[targets.clamp(min=0)])
-    chunk = chunk or max(1, LOGITS_BUDGET // (streams * model.config.vocab_size))
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    state = None
-    try:
-        for start in range(0, x.size(1), chunk):
-            logits, state = model(x[:, start : start + chunk], state)
-            total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start : start + chunk].flatten(),
-                                     ignore_index=IGNORE, reduction="sum")
-    finally:
-        if was_training:
-            model.train()
-    return EvalResult(nats=float(total) / predictions, tokens=predictions)
+    with torch.no_grad():  # in the body, not a decorator: mutation testing skips decorated functions
+        was_training = model.training
+        model.eval()
+        device = model.head.weight.device
+        ids = ids.to(device).long()
+        predictions = len(ids) - 1
+        if predictions < 1:
+            raise ValueError("evaluation needs at least 2 tokens")
+        streams = min(streams or stream_count(predictions), predictions)
+        inputs, targets = eval_layout(predictions, streams, warmup)
+        inputs, targets = inputs.to(device), targets.to(device)
+        x = ids[inputs]
+        y = torch.where(targets == IGNORE, IGNORE, ids[targets.clamp(min=0)])
+        chunk = chunk or max(1, LOGITS_BUDGET // (streams * model.config.vocab_size))
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        state = None
+        try:
+            for start in range(0, x.size(1), chunk):
+                logits, state = model(x[:, start : start + chunk], state)
+                total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start : start + chunk].flatten(),
+                                         ignore_index=IGNORE, reduction="sum")
+        finally:
+            if was_training:
+                model.train()
+        return EvalResult(nats=float(total) / predictions, tokens=predictions)
