@@ -2,10 +2,11 @@
 
     python bench/tui_overhead.py [--seconds 30] [--preset tiny] [--viewers 0 1 3] [--presses 20] [--rounds 2]
 
-1. Training chars/s of a detached run (`train --detach --max-time S`) with 0, 1 and 3 apps attached
-   to it, each drawing into a real terminal (tmux, 80x24), as `charrnn-tui attach` does. Rounds
-   interleave the viewer counts, since throughput drifts on shared machines; chars/s come from the
-   checkpoint (tokens over training time, evaluation and sampling excluded).
+1. Training chars/s of a detached run with 0, 1 and 3 apps attached to it, each drawing into a real
+   terminal (tmux, 80x24), as `charrnn-tui attach` does: counted from the run's metrics.jsonl over
+   --seconds of training once every app has drawn its first validation (so the apps' start-up is
+   not counted; evaluation and sampling are not training time). Rounds interleave the viewer
+   counts, since throughput drifts on shared machines.
 2. Key-to-screen latency under full training load with one app attached: tmux sends `+`/`-` and
    capture-pane polls until the new temperature is on the screen (the poll is included).
 """
@@ -22,8 +23,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-
-from charrnn_tui.engine.checkpoint import load_checkpoint
 
 CLI = [sys.executable, "-m", "charrnn_tui.tui.cli"]
 
@@ -51,9 +50,10 @@ class Tmux:
 
 
 def detached_run(preset: str, seconds: float, runs: Path, name: str, viewers: int) -> float:
-    started = subprocess.run([*CLI, "train", "shakespeare", "--preset", preset, "--max-time", f"{seconds}s",
-                              "--checkpoint-interval", "0", "--runs-dir", str(runs), "--name", name, "--detach"],
-                             capture_output=True, text=True)
+    """Training chars/s of a detached run over `seconds` of training with `viewers` apps attached,
+    counted from its metrics.jsonl once every app is up (their start-up is not what is measured)."""
+    started = subprocess.run([*CLI, "train", "shakespeare", "--preset", preset, "--checkpoint-interval", "0",
+                              "--runs-dir", str(runs), "--name", name, "--detach"], capture_output=True, text=True)
     if started.returncode:
         raise RuntimeError(started.stderr)
     attach = f"{shlex.join(CLI)} attach {name} --runs-dir {runs}; sleep 600"
@@ -61,25 +61,23 @@ def detached_run(preset: str, seconds: float, runs: Path, name: str, viewers: in
     try:
         for t in terminals:
             t.wait_for("TRAINING")
-        deadline = time.monotonic() + seconds * 4 + 120
-        while not _ended(runs / name):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not finish")
+            t.wait_for("bits/char")  # drawn the first evaluation: past start-up
+        time.sleep(3)
+        first = _last_train_record(runs / name)
+        while _last_train_record(runs / name)["elapsed_s"] < first["elapsed_s"] + seconds:
             time.sleep(0.5)
+        last = _last_train_record(runs / name)
     finally:
         for t in terminals:
             t.close()
-    checkpoint = load_checkpoint(runs / name / "latest.pt")
-    return checkpoint["tokens_seen"] / checkpoint["train_seconds"]
+        subprocess.run([*CLI, "stop", name, "--runs-dir", str(runs), "--no-save"], capture_output=True)
+    return (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
 
 
-def _ended(run_dir: Path) -> bool:
-    import json
+def _last_train_record(run_dir: Path) -> dict:
+    from charrnn_tui.engine.metrics import read_metrics
 
-    try:
-        return json.loads((run_dir / "status.json").read_text()).get("state") in ("finished", "stopped", "error")
-    except (OSError, ValueError):
-        return False
+    return [r for r in read_metrics(run_dir) if "train_loss" in r][-1]
 
 
 def key_latency(preset: str, runs: Path, presses: int) -> list[float]:

@@ -57,6 +57,7 @@ class RunRecord:
         self.progress: ev.Progress | None = None
         self.saved: ev.CheckpointSaved | None = None
         self.best_val: float | None = None
+        self.evaluated: ev.Evaluated | None = None  # the last: its bits, best step, overfitting
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.Started):
@@ -74,6 +75,7 @@ class RunRecord:
         elif isinstance(event, ev.Evaluated):
             self.val = thin_validation([*self.val, (event.step, event.nats)])
             self.best_val = event.best_nats
+            self.evaluated = event
         elif isinstance(event, ev.StateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, ev.SettingsChanged):
@@ -98,6 +100,8 @@ class RunRecord:
             return [ev.StateChanged(self.state, self.reason)]
         started = ev.Started(self.started.info, self.losses.to_dict(), tuple(self.val), ())
         events: list[ev.Event] = [started, *self.samples]
+        if self.evaluated is not None:
+            events.append(self.evaluated)
         if self.progress is not None:
             events.append(ev.Progress(**{**self.progress.__dict__, "losses": (), "first_step": self.progress.step + 1}))
         if self.saved is not None:

@@ -291,6 +291,7 @@ async def test_attaching_shows_the_history_at_once(repetitive_text, runs_dir):
             assert len(app.view.val_losses) >= 3 and app.view.first_train_loss > 2.5
             assert len(app.view.train_losses) >= 60 and app.view.step >= 70
             assert any(s.done for s in app.view.samples.values())
+            assert app.view.last_val_bits is not None  # the last validation's figures too, not at the next one
             status = str(app.query_one("#status").render())
             assert "PAUSED" in status and "history" in status
             await pilot.press("d")

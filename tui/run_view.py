@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -84,7 +85,8 @@ class RunView:
             self.memory_bytes = event.memory_bytes
             self._train_points(event.losses)
         elif isinstance(event, ev.Evaluated):
-            self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])
+            if not self.val_losses or self.val_losses[-1][0] != event.step:  # an attach's welcome repeats one
+                self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])
             self.best_val, self.last_val_bits = event.best_nats, event.bits
             self.best_step, self.overfitting_since = event.best_step, event.overfitting_since
         elif isinstance(event, ev.CheckpointSaved):
@@ -126,7 +128,8 @@ class RunView:
             self.best_train_loss = min(event.loss_history["lows"], default=self.best_train_loss)
         self.val_losses = list(event.val_history)
         if self.val_losses:
-            self.best_val = min(v for _, v in self.val_losses)
+            self.best_step, self.best_val = min(self.val_losses, key=lambda p: p[1])
+            self.last_val_bits = self.val_losses[-1][1] / math.log(2)
         for i, (step, text) in enumerate(event.samples):
             sample_id = -len(event.samples) + i  # negative: from an earlier session
             self.samples[sample_id] = Sample(sample_id, step, "", 0.0, "earlier", text, done=True)
