@@ -34,8 +34,17 @@ def rss_mb(pid: int) -> float | None:
 
 
 def pids(pattern: str) -> list[int]:
+    """Python processes whose command line matches (not the shell that started them)."""
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    found = []
+    for pid in map(int, out.split()):
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if b"python" in argv0:
+            found.append(pid)
+    return found
 
 
 def main() -> int:
