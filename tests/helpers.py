@@ -23,6 +23,28 @@ def tiny_config(corpus: str | Path, **overrides) -> cfg.TrainConfig:
     return dataclasses.replace(base, **overrides)
 
 
+def step_losses(stop_at: int | None = None, save_at: int | None = None, **trainer_kwargs) -> dict[int, float]:
+    """Per-step training losses of a Trainer run; with `save_at`, press save after that step; with
+    `stop_at`, stop (and save) as a user would after that step."""
+    from charrnn_tui.engine.events import Progress
+    from charrnn_tui.engine.trainer import Trainer
+
+    losses: dict[int, float] = {}
+    trainer: Trainer
+
+    def on_event(e):
+        if isinstance(e, Progress):
+            losses.update({e.first_step + i: v for i, v in enumerate(e.losses)})
+            if e.step == save_at:
+                trainer.save_now()
+            if stop_at is not None and e.step >= stop_at:
+                trainer.stop(save=True)
+
+    trainer = Trainer(on_event=on_event, **trainer_kwargs)
+    trainer.run()
+    return losses
+
+
 def cli_command() -> list[str]:
     """The installed `charrnn-tui` console script (or its module, where it is not installed)."""
     exe = Path(sys.executable).with_name("charrnn-tui")

@@ -4,29 +4,12 @@ import zipfile
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import step_losses, tiny_config
 
 from charrnn_tui.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from charrnn_tui.engine.errors import CheckpointError
-from charrnn_tui.engine.events import Progress
 from charrnn_tui.engine.runs import BEST, LATEST, sanitize_run_name
 from charrnn_tui.engine.trainer import Trainer
-
-
-def _losses(stop_at: int | None = None, **trainer_kwargs) -> dict[int, float]:
-    """Per-step training losses; with `stop_at`, stop (and save) as a user would after that step."""
-    losses: dict[int, float] = {}
-    trainer: Trainer
-
-    def on_event(e):
-        if isinstance(e, Progress):
-            losses.update({e.first_step + i: v for i, v in enumerate(e.losses)})
-            if stop_at is not None and e.step >= stop_at:
-                trainer.stop(save=True)
-
-    trainer = Trainer(on_event=on_event, **trainer_kwargs)
-    trainer.run()
-    return losses
 
 
 @pytest.mark.parametrize("sampler", ["sequential", "random"])
@@ -34,10 +17,10 @@ def test_resume_continues_exactly_where_training_stopped(sampler, repetitive_tex
     # dropout > 0 so that the RNG state has to be restored too; reports every step
     config = tiny_config(repetitive_text, max_steps=60, sampler=sampler, dropout=0.2, layers=2,
                          report_interval=1e-9, eval_interval=10, sample_interval=0.001)
-    full = _losses(config=config, runs_dir=runs_dir, run_name="full")
-    part = _losses(stop_at=25, config=config, runs_dir=runs_dir, run_name="part")
+    full = step_losses(config=config, runs_dir=runs_dir, run_name="full")
+    part = step_losses(stop_at=25, config=config, runs_dir=runs_dir, run_name="part")
     assert max(part) == 25
-    resumed = _losses(resume=runs_dir / "part" / LATEST, runs_dir=runs_dir)
+    resumed = step_losses(resume=runs_dir / "part" / LATEST, runs_dir=runs_dir)
     assert sorted(resumed) == list(range(26, 61))
     assert [resumed[s] for s in range(26, 61)] == [full[s] for s in range(26, 61)]
 

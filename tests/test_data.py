@@ -46,6 +46,18 @@ def _scored(batches) -> tuple[list[int], list[int]]:
     return inputs, targets
 
 
+def _check_epoch(batcher, n: int, epoch: int) -> list:
+    """One epoch of a batcher over arange(n): every prediction made exactly once, each target the
+    token after its input, the scored count right, and the epoch counter at a whole epoch after it."""
+    batches = _epoch(batcher)
+    inputs, targets = _scored(batches)
+    assert sorted(inputs) == list(range(n - 1)), f"epoch {epoch}"
+    assert all(t == i + 1 for i, t in zip(inputs, targets, strict=True))
+    assert sum(b.predictions for b in batches) == n - 1
+    assert batcher.epoch_float == epoch + 1
+    return batches
+
+
 lengths = st.integers(min_value=2, max_value=1500)
 batch_sizes = st.integers(min_value=1, max_value=12)
 seq_lens = st.integers(min_value=1, max_value=40)
@@ -60,14 +72,9 @@ def test_sequential_epochs_make_every_prediction_exactly_once(n, batch_size, seq
         return
     batcher = SequentialBatcher(torch.arange(n), batch_size, seq_len, seed)
     for epoch in range(epochs):
-        batches = _epoch(batcher)
-        inputs, targets = _scored(batches)
-        assert sorted(inputs) == list(range(n - 1)), f"epoch {epoch}"
-        assert all(t == i + 1 for i, t in zip(inputs, targets, strict=True))
-        assert sum(b.predictions for b in batches) == n - 1
+        batches = _check_epoch(batcher, n, epoch)
         assert [b.reset for b in batches] == [True] + [False] * (len(batches) - 1)
         assert all(1 <= b.x.size(1) <= seq_len and b.x.size(0) == batch_size for b in batches)
-        assert batcher.epoch_float == epoch + 1
         # Each stream goes on where it stopped: the state carried over is the right context.
         for before, after in zip(batches, batches[1:], strict=False):
             rows = (before.y[:, -1] != IGNORE) & (after.y[:, 0] != IGNORE)
@@ -83,14 +90,9 @@ def test_random_window_epochs_make_every_prediction_exactly_once(n, batch_size, 
         return
     batcher = RandomWindowBatcher(torch.arange(n), batch_size, seq_len, seed)
     for epoch in range(epochs):
-        batches = _epoch(batcher)
-        inputs, targets = _scored(batches)
-        assert sorted(inputs) == list(range(n - 1)), f"epoch {epoch}"
-        assert all(t == i + 1 for i, t in zip(inputs, targets, strict=True))
-        assert sum(b.predictions for b in batches) == n - 1
+        batches = _check_epoch(batcher, n, epoch)
         assert all(b.reset for b in batches)
         assert all(b.x.size(1) == seq_len and 1 <= b.x.size(0) <= batch_size for b in batches)
-        assert batcher.epoch_float == epoch + 1
 
 
 def test_epoch_boundaries_move_between_epochs_and_are_seeded():
