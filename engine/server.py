@@ -58,6 +58,7 @@ class RunRecord:
         self.saved: ev.CheckpointSaved | None = None
         self.best_val: float | None = None
         self.evaluated: ev.Evaluated | None = None  # the last: its bits, best step, overfitting
+        self.timeline: list[tuple[int, float]] = []  # (step, training seconds), for a chart by time
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.Started):
@@ -72,6 +73,7 @@ class RunRecord:
         elif isinstance(event, ev.Progress):
             self.progress = event
             self.losses.extend(event.losses)
+            self.timeline = thin_validation([*self.timeline, (event.step, event.train_seconds)])
         elif isinstance(event, ev.Evaluated):
             self.val = thin_validation([*self.val, (event.step, event.nats)])
             self.best_val = event.best_nats
@@ -98,7 +100,8 @@ class RunRecord:
         """Events that bring a new client's view to where the run is now."""
         if self.started is None:
             return [ev.StateChanged(self.state, self.reason)]
-        started = ev.Started(self.started.info, self.losses.to_dict(), tuple(self.val), ())
+        history = {**self.losses.to_dict(), "timeline": [list(p) for p in self.timeline]}
+        started = ev.Started(self.started.info, history, tuple(self.val), ())
         events: list[ev.Event] = [started, *self.samples]
         if self.evaluated is not None:
             events.append(self.evaluated)

@@ -15,13 +15,13 @@ import time
 
 import pytest
 from helpers import LocalRun, tiny_config
-from textual.widgets import Sparkline
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.inference import load_model
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.tui.app import CharRNNApp
+from charrnn_tui.tui.widgets.loss_chart import LossChart
 from charrnn_tui.tui.widgets.prompt_panel import PromptPanel
 from charrnn_tui.tui.widgets.quit_screen import QuitScreen
 
@@ -59,8 +59,10 @@ async def test_training_shows_loss_samples_and_status(repetitive_text, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: len(app.view.val_losses) >= 1 and app.view.samples, what="an evaluation")
         await pilot.pause(0.3)  # a redraw
-        assert len(app.query_one("#train-spark", Sparkline).data) > 10
-        assert len(app.query_one("#val-spark", Sparkline).data) >= 1
+        chart = app.query_one(LossChart)
+        assert len(chart.history) > 10 and len(chart.val) >= 1
+        rendered = "".join(chart.render_line(y).text for y in range(chart.size.height))
+        assert any("\u2800" < c <= "\u28ff" for c in rendered) and "┤" in rendered  # braille dots and y ticks
         first = next(iter(app.view.samples.values()))
         assert first.step <= 1 and first.done  # the first sample comes at once: noise
         status = str(app.query_one("#status").render())

@@ -59,7 +59,7 @@ async def inject(pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
 def test_main_screen(snap_compare, size):
     assert snap_compare(demo_app(), terminal_size=size, run_before=inject)
 
@@ -75,3 +75,39 @@ def test_paused_with_prompt_focused(snap_compare):
         await pilot.pause()
 
     assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_chart_keys_change_the_chart_and_maximise_it():
+    from charrnn_tui.tui.widgets.loss_chart import LossChart
+
+    app = demo_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await inject(pilot)
+        chart = app.query_one(LossChart)
+        before = [chart.render_line(y).text for y in range(chart.size.height)]
+        await pilot.press("l")
+        assert chart.log_scale
+        assert [chart.render_line(y).text for y in range(chart.size.height)] != before  # redrawn in log
+        await pilot.press("x")
+        assert chart.by_time and "by time" in chart.describe()
+        await pilot.press("full_stop", "full_stop")
+        assert chart.smoothing == 0.9
+        await pilot.press("comma")
+        assert chart.smoothing == 0.8
+        height = chart.size.height
+        await pilot.press("z")
+        await pilot.pause()
+        assert app.screen.has_class("-chart-max") and not app.query_one("#status").display
+        assert chart.size.height > height + 5  # the chart takes the screen
+        await pilot.press("z")
+        await pilot.pause()
+        assert app.query_one("#status").display and chart.size.height == height
+
+
+def test_the_chart_by_time_maps_steps_through_the_timeline():
+    from charrnn_tui.tui.widgets.loss_chart import LossChart
+
+    chart = LossChart()
+    chart.timeline = [(100, 10.0), (200, 30.0)]
+    assert chart._seconds(50) == 5.0 and chart._seconds(150) == 20.0 and chart._seconds(200) == 30.0
+    assert chart._seconds(300) == 30.0

@@ -50,7 +50,7 @@ REDRAW_INTERVAL = 1.0
 IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.Started)
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
-                      "detach", "runs"}
+                      "detach", "runs", "chart_log", "chart_time", "chart_smoothing", "chart_maximise"}
 
 
 class EngineEvent(Message):
@@ -81,6 +81,11 @@ class CharRNNApp(App[int]):
         Binding("p,slash", "focus_prompt", "Prompt"),
         Binding("escape", "leave_prompt", "Leave prompt"),
         Binding("r", "runs", "Runs"),
+        Binding("l", "chart_log", "Log scale", show=False),
+        Binding("x", "chart_time", "Steps/time", show=False),
+        Binding("comma", "chart_smoothing(-1)", "Less smoothing", show=False),
+        Binding("full_stop", "chart_smoothing(1)", "More smoothing", show=False),
+        Binding("z", "chart_maximise", "Chart", show=False),
         Binding("d", "detach", "Detach"),
         Binding("q", "quit_asking", "Quit"),
         Binding("ctrl+q", "quit_asking", "Quit", show=False, priority=True),
@@ -323,6 +328,25 @@ class CharRNNApp(App[int]):
                 return
         self.exit(self.exit_code)
 
+    # ---- the loss chart: shown at once, nothing to ask the engine -------------------------------
+    def action_chart_log(self) -> None:
+        self.query_one(LossPanel).chart.toggle_log()
+        self._chart_changed()
+
+    def action_chart_time(self) -> None:
+        self.query_one(LossPanel).chart.toggle_time()
+        self._chart_changed()
+
+    def action_chart_smoothing(self, direction: int) -> None:
+        self.query_one(LossPanel).chart.step_smoothing(direction)
+        self._chart_changed()
+
+    def action_chart_maximise(self) -> None:
+        self.screen.toggle_class("-chart-max")
+
+    def _chart_changed(self) -> None:
+        self.notify(f"chart: {self.query_one(LossPanel).chart.describe()}", timeout=2)
+
     def action_detach(self) -> None:
         """Leave the run training and close the app."""
         self.detaching = self.quitting = True
@@ -383,6 +407,13 @@ class CharRNNApp(App[int]):
         yield SystemCommand("Lower temperature", "Safer samples (-)", lambda: self.action_temperature(-1))
         yield SystemCommand("Type a prompt", "Focus the prompt (p)", self.action_focus_prompt)
         yield SystemCommand("Runs", "List the runs and attach to one (r)", self.action_runs)
+        yield SystemCommand("Chart: log scale", "Toggle a log loss axis (l)", self.action_chart_log)
+        yield SystemCommand("Chart: steps or time", "Toggle the x axis (x)", self.action_chart_time)
+        yield SystemCommand("Chart: more smoothing", "Heavier moving average (.)",
+                            lambda: self.action_chart_smoothing(1))
+        yield SystemCommand("Chart: less smoothing", "Lighter moving average (,)",
+                            lambda: self.action_chart_smoothing(-1))
+        yield SystemCommand("Chart: maximise", "The chart fills the screen, or not (z)", self.action_chart_maximise)
         yield SystemCommand("Detach", "Leave the run training and close the app (d)", self.action_detach)
         yield SystemCommand("Save and quit", "Checkpoint, stop the run, then quit (ctrl+c)", self.action_save_and_quit)
 

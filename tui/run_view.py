@@ -8,9 +8,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.history import thin_validation
+from charrnn_tui.engine.history import LossHistory, thin_validation
 
-TRAIN_WINDOW = 400  # training-loss points in the sparkline
+TRAIN_WINDOW = 400  # recent training losses (the label shows the mean of the last 20)
 MAX_SAMPLES = 60
 MAX_ERRORS = 20
 
@@ -51,6 +51,8 @@ class RunView:
     memory_bytes: int | None = None
     temperature: float = 0.8
     train_losses: deque[float] = field(default_factory=lambda: deque(maxlen=TRAIN_WINDOW))
+    history: LossHistory = field(default_factory=LossHistory)  # the whole run, bounded (the chart's)
+    timeline: list[tuple[int, float]] = field(default_factory=list)  # (step, training seconds), thinned
     first_train_loss: float | None = None
     best_train_loss: float | None = None
     val_losses: list[tuple[int, float]] = field(default_factory=list)
@@ -84,6 +86,9 @@ class RunView:
             self.eta_seconds, self.epoch_eta_seconds = event.eta_seconds, event.epoch_eta_seconds
             self.memory_bytes = event.memory_bytes
             self._train_points(event.losses)
+            self.history.extend(event.losses)
+            if event.losses or not self.timeline:
+                self.timeline = thin_validation([*self.timeline, (event.step, event.train_seconds)])
         elif isinstance(event, ev.Evaluated):
             if not self.val_losses or self.val_losses[-1][0] != event.step:  # an attach's welcome repeats one
                 self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])
@@ -123,6 +128,9 @@ class RunView:
         if info.resumed_step:
             self.saved_at = time.time()
         self._train_points(event.loss_history.get("recent", ()))
+        if event.loss_history.get("means") is not None:
+            self.history = LossHistory.from_dict(event.loss_history)
+        self.timeline = [(int(s), float(t)) for s, t in event.loss_history.get("timeline", [])]
         if event.loss_history.get("first") is not None:
             self.first_train_loss = event.loss_history["first"]
             self.best_train_loss = min(event.loss_history["lows"], default=self.best_train_loss)

@@ -1,4 +1,4 @@
-"""Training and validation loss as sparklines, with current, best and starting values beside them."""
+"""The loss panel: current, best and starting values, and the whole run as a chart."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import math
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from ..run_view import RunView
+from .loss_chart import LossChart
 
 
 def _fmt(x: float | None) -> str:
@@ -23,15 +24,15 @@ def mean(values) -> float:
 class LossPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="train-label", markup=False)
-        # mean, not the default max: a single spike should not dominate a bucket. Not statistics.mean,
-        # which adds in exact fractions: it was a sixth of the app's CPU while training.
-        yield Sparkline([], summary_function=mean, id="train-spark")
         yield Static(id="val-label", markup=False)
-        yield Sparkline([], summary_function=mean, id="val-spark")
-        yield Static(id="val-detail", markup=False)
+        yield LossChart(id="loss-chart")
 
     def on_mount(self) -> None:
         self.border_title = "Loss (nats/char)"
+
+    @property
+    def chart(self) -> LossChart:
+        return self.query_one(LossChart)
 
     def show(self, view: RunView) -> None:
         unit = "char" if view.unit == "chars" else "token"
@@ -45,14 +46,10 @@ class LossPanel(Vertical):
             layout=False,
         )
         self.query_one("#val-label", Static).update(_numbers("val", last_val, view.best_val, first_val), layout=False)
-        detail = Text("no validation yet", "dim")
         if view.last_val_bits is not None and last_val is not None:
-            detail = Text(f"{view.last_val_bits:.3f} bits/{unit} · perplexity {math.exp(min(last_val, 50)):.2f}",
-                          "dim")
-        self.query_one("#val-detail", Static).update(detail, layout=False)
-        # Sparkline compares with !=: a new list each time, or it never repaints.
-        self.query_one("#train-spark", Sparkline).data = list(view.train_losses)
-        self.query_one("#val-spark", Sparkline).data = [v for _, v in view.val_losses]
+            perplexity = math.exp(min(last_val, 50))
+            self.border_subtitle = f"{view.last_val_bits:.3f} bits/{unit} · perplexity {perplexity:.2f}"
+        self.chart.set_data(view.history, list(view.val_losses), list(view.timeline))
 
 
 def _numbers(name: str, now: float | None, best: float | None, start: float | None) -> Text:

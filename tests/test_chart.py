@@ -1,0 +1,80 @@
+"""The loss chart's drawing (tui/chart.py): smoothing, ticks, and what lands on the canvas."""
+
+import math
+
+import pytest
+
+from charrnn_tui.engine.history import LossHistory
+from charrnn_tui.tui.chart import (
+    BRAILLE,
+    RAW,
+    SMOOTH,
+    VAL,
+    Series,
+    debiased_ema,
+    format_seconds,
+    format_step,
+    log_ticks,
+    nice_ticks,
+    plot,
+)
+
+
+def test_the_debiased_ema_matches_a_hand_computation():
+    values, w = [4.0, 2.0, 3.0], 0.6
+    # TensorBoard: last = last * w + (1 - w) * v, divided by 1 - w ** n
+    l1 = 0.4 * 4.0
+    l2 = l1 * 0.6 + 0.4 * 2.0
+    l3 = l2 * 0.6 + 0.4 * 3.0
+    expected = [l1 / (1 - 0.6), l2 / (1 - 0.36), l3 / (1 - 0.216)]
+    assert debiased_ema(values, w) == pytest.approx(expected)
+    assert debiased_ema(values, 0.0) == values  # no smoothing
+    # a point standing for 3 steps decays the average as 3 single points would
+    assert debiased_ema([1.0, 5.0], 0.5, widths=[1, 3]) == pytest.approx(debiased_ema([1.0, 5.0, 5.0, 5.0], 0.5)[::3])
+
+
+def test_ticks_are_round_and_cover_the_range():
+    assert nice_ticks(1.3, 4.2, 3) == [2.0, 3.0, 4.0]
+    assert nice_ticks(0.0, 1.0, 4) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert log_ticks(0.8, 12.0) == [1.0, 2.0, 5.0, 10.0]
+    assert format_step(1500) == "1.5k" and format_step(2_000_000) == "2M" and format_step(250) == "250"
+    assert format_seconds(75) == "1:15" and format_seconds(3725) == "1h02"
+
+
+def _series(losses: list[float], val=()) -> Series:
+    history = LossHistory(bins=64)
+    history.extend(losses)
+    width, means, lows, highs = history.binned()
+    xs = [min(i * width + width / 2, len(losses)) for i in range(len(means))]
+    best = min(val, key=lambda p: p[1]) if val else None
+    return Series(xs, means, lows, highs, [width] * len(means), list(val), best)
+
+
+def test_a_spike_survives_downsampling_and_does_not_set_the_scale():
+    losses = [1.0 if i % 2 else 3.0 for i in range(5000)]  # noisy around 2
+    losses[2500] = 30.0  # one bad step among 5,000, drawn in 40 columns
+    series = _series(losses)
+    assert max(series.high) == 30.0  # min/max bins keep it where a mean would have lost it
+    canvas, _, (y0, y1) = plot(series, 40, 8, log_scale=False, smoothing=0.9)
+    assert y0 == 1.0 and y1 < 5  # the scale is the noise's, not the spike's
+    spike_col = int((2500 - series.x[0]) / (series.x[-1] - series.x[0]) * 79 + 0.5) // 2
+    assert canvas.layer[0][spike_col] != 0  # drawn to the top of its column
+    # The band of the noise is there, faint, behind the smoothed line
+    assert any(canvas.layer[r][5] == RAW for r in range(8)) and any(canvas.layer[r][5] == SMOOTH for r in range(8))
+
+
+def test_validation_points_and_the_best_are_drawn_over_the_curve():
+    losses = [4.0 * math.exp(-i / 300) + 1.5 for i in range(2000)]
+    val = [(500.0, 2.4), (1000.0, 1.9), (2000.0, 1.7)]
+    canvas, (x0, x1), _ = plot(_series(losses, val), 30, 6, log_scale=True, smoothing=0.6)
+    assert x0 == 0 and x1 == 2000
+    layers = {canvas.layer[r][c] for r in range(6) for c in range(30)}
+    assert {RAW, SMOOTH, VAL} <= layers
+    assert list(canvas.marks.values()) == ["◆"] and canvas.char(*next(iter(canvas.marks))) == "◆"
+    assert all(BRAILLE <= ord(canvas.char(r, c)) <= BRAILLE + 255 for r in range(6) for c in range(30)
+               if (r, c) not in canvas.marks)
+
+
+def test_an_empty_run_draws_nothing():
+    canvas, _, _ = plot(Series([], [], [], [], [], [], None), 10, 4, log_scale=False, smoothing=0.6)
+    assert all(canvas.bits[r][c] == 0 for r in range(4) for c in range(10))

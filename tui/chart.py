@@ -1,0 +1,198 @@
+"""The loss chart's drawing, in plain Python (no widgets, no torch): series to braille cells.
+
+A braille character is a 2x4 grid of dots, so a W x H cell plot has 2W x 4H dots. Each plotted
+thing sets dots in a layer; a cell shows the dots of every layer and the colour of the most
+important one in it (validation over the smoothed curve over the raw min/max band).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+BRAILLE = 0x2800
+# Dot bits of a braille cell, by (column, row) in the cell.
+DOT = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+RAW, SMOOTH, VAL = 1, 2, 3  # layers, in rising priority
+
+
+def debiased_ema(values: Sequence[float], weight: float, widths: Sequence[int] | None = None) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average divided by its start-up bias.
+
+    With `widths` (steps per value, for binned data), a value that stands for k steps decays the
+    average as k single steps would (weight ** k)."""
+    out: list[float] = []
+    last, accumulated = 0.0, 0.0
+    for i, value in enumerate(values):
+        w = weight ** (widths[i] if widths else 1)
+        last = last * w + (1 - w) * value
+        accumulated = accumulated * w + (1 - w)
+        out.append(last / accumulated if accumulated else value)
+    return out
+
+
+def nice_ticks(low: float, high: float, count: int) -> list[float]:
+    """About `count` round values (1, 2, 2.5, 5 x 10^k apart) covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low or count < 1:
+        return [low] if math.isfinite(low) else []
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Round values for a log axis between low and high (both > 0): 1-2-5 per decade, thinned."""
+    if low <= 0 or high <= low:
+        return [low] if low > 0 else []
+    ticks = []
+    for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        for m in (1, 2, 5):
+            value = m * 10 ** exponent
+            if low <= value <= high:
+                ticks.append(float(value))
+    if len(ticks) < 2:  # a narrow range: linear ticks read better
+        return nice_ticks(low, high, 3)
+    return ticks
+
+
+def format_tick(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}".rstrip("0").rstrip(".")
+    return f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) >= 0.1 else f"{value:.3g}"
+
+
+def format_step(step: float) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if step >= size:
+            text = f"{step / size:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{unit}"
+    return f"{step:.0f}"
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}" if h else f"{m}:{s:02d}"
+
+
+@dataclass
+class Series:
+    """What the chart plots, in data coordinates (x: step, or seconds)."""
+
+    x: list[float]  # training points (bin centres), increasing
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    widths: list[int]  # steps each point stands for
+    val: list[tuple[float, float]]  # (x, loss)
+    best: tuple[float, float] | None  # (x, loss) of the best validation
+
+
+class Canvas:
+    """Dots in layers over a cells_w x cells_h grid of braille cells."""
+
+    def __init__(self, cells_w: int, cells_h: int):
+        self.w, self.h = cells_w, cells_h
+        self.bits = [[0] * cells_w for _ in range(cells_h)]
+        self.layer = [[0] * cells_w for _ in range(cells_h)]
+        self.marks: dict[tuple[int, int], str] = {}  # (row, col) -> a character drawn over the dots
+
+    def dot(self, px: int, py: int, layer: int) -> None:
+        """Set the dot at pixel (px, py), py counted from the top."""
+        if 0 <= px < 2 * self.w and 0 <= py < 4 * self.h:
+            row, col = py // 4, px // 2
+            self.bits[row][col] |= DOT[px % 2][py % 4]
+            self.layer[row][col] = max(self.layer[row][col], layer)
+
+    def vline(self, px: int, py0: int, py1: int, layer: int) -> None:
+        for py in range(min(py0, py1), max(py0, py1) + 1):
+            self.dot(px, py, layer)
+
+    def char(self, row: int, col: int) -> str:
+        return self.marks.get((row, col)) or chr(BRAILLE + self.bits[row][col])
+
+
+def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothing: float,
+         x_range: tuple[float, float] | None = None) -> tuple[Canvas, tuple[float, float], tuple[float, float]]:
+    """Draw the series; returns the canvas and the x and y ranges it covers (y in data units)."""
+    canvas = Canvas(cells_w, cells_h)
+    smooth = debiased_ema(series.mean, smoothing, series.widths) if series.mean else []
+    ys = [*smooth, *(v for _, v in series.val)]
+    if not ys or cells_w < 1 or cells_h < 1:
+        return canvas, (0.0, 1.0), (0.0, 1.0)
+    # From 0 (step 0, or the start of training): the whole run.
+    x0, x1 = x_range or (0.0, max([*series.x, *(x for x, _ in series.val)], default=1.0))
+    if x1 <= x0:
+        x1 = x0 + 1.0
+    # The range follows the smoothed curve, the validation points and the raw band without its
+    # highest 2% (as TensorBoard ignores outliers): a lone spike is drawn to the top, not the scale.
+    highs = sorted(series.high)
+    typical_high = highs[int(0.98 * (len(highs) - 1))] if highs else -math.inf
+    y0, y1 = min([*ys, *series.low]), max(*ys, typical_high)
+    if log_scale:
+        y0 = max(y0, 1e-3)
+        y1 = max(y1, y0 * 1.01)
+    elif y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    pw, ph = 2 * cells_w, 4 * cells_h
+
+    def px_of(x: float) -> int:
+        return min(pw - 1, max(0, int((x - x0) / (x1 - x0) * (pw - 1) + 0.5)))
+
+    def py_of(y: float) -> int:
+        return min(ph - 1, max(0, int(round((1 - height_fraction(y, y0, y1, log_scale)) * (ph - 1)))))
+
+    # Raw band: per pixel column, from the lowest low to the highest high of the points in it.
+    columns: dict[int, tuple[float, float]] = {}
+    for x, low, high in zip(series.x, series.low, series.high, strict=True):
+        c = px_of(x)
+        lo, hi = columns.get(c, (low, high))
+        columns[c] = (min(lo, low), max(hi, high))
+    for c, (lo, hi) in columns.items():
+        canvas.vline(c, py_of(lo), py_of(hi), RAW)
+    # Smoothed curve: joined from point to point so it stays a line at any density.
+    previous = None
+    for x, y in zip(series.x, smooth, strict=True):
+        point = (px_of(x), py_of(y))
+        if previous is None:
+            canvas.dot(*point, SMOOTH)
+        else:
+            _segment(canvas, previous, point, SMOOTH)
+        previous = point
+    # Validation points: a 2x2 blob each, then the best one marked.
+    for x, v in series.val:
+        px, py = px_of(x), py_of(v)
+        for dx in (0, 1):
+            for dy in (0, 1):
+                canvas.dot(px + dx - (px == pw - 1), py + dy - (py == ph - 1), VAL)
+    if series.best is not None:
+        bx, by = series.best
+        canvas.marks[(py_of(by) // 4, px_of(bx) // 2)] = "◆"
+    return canvas, (x0, x1), (y0, y1)
+
+
+def height_fraction(y: float, y0: float, y1: float, log_scale: bool) -> float:
+    """Where y sits between y0 (0) and y1 (1) on the axis."""
+    if log_scale:
+        return (math.log(max(y, y0)) - math.log(y0)) / (math.log(y1) - math.log(y0))
+    return (y - y0) / (y1 - y0)
+
+
+def _segment(canvas: Canvas, a: tuple[int, int], b: tuple[int, int], layer: int) -> None:
+    (xa, ya), (xb, yb) = a, b
+    steps = max(abs(xb - xa), abs(yb - ya), 1)
+    for i in range(steps + 1):
+        canvas.dot(round(xa + (xb - xa) * i / steps), round(ya + (yb - ya) * i / steps), layer)
