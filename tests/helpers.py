@@ -11,6 +11,12 @@ from pathlib import Path
 from charrnn_tui.engine import config as cfg
 
 
+def examples(n: int) -> int:
+    """Hypothesis examples for a property test: all of them normally; a tenth while mutmut runs the
+    tests once per mutant (it sets MUTANT_UNDER_TEST), where a few examples already kill most."""
+    return max(10, n // 10) if os.environ.get("MUTANT_UNDER_TEST") else n
+
+
 def tiny_config(corpus: str | Path, **overrides) -> cfg.TrainConfig:
     """A model small enough that a few hundred steps take a second or two on one CPU core."""
     model = {k: overrides.pop(k) for k in ("kind", "layers", "hidden", "embedding", "dropout") if k in overrides}

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +64,7 @@ batch_sizes = st.integers(min_value=1, max_value=12)
 seq_lens = st.integers(min_value=1, max_value=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(n=lengths, batch_size=batch_sizes, seq_len=seq_lens, seed=st.integers(0, 5), epochs=st.integers(1, 3))
 def test_sequential_epochs_make_every_prediction_exactly_once(n, batch_size, seq_len, seed, epochs):
     if n - 1 < batch_size * seq_len:
@@ -81,7 +82,7 @@ def test_sequential_epochs_make_every_prediction_exactly_once(n, batch_size, seq
             assert torch.equal(after.x[rows, 0], before.x[rows, -1] + 1)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(n=lengths, batch_size=batch_sizes, seq_len=seq_lens, seed=st.integers(0, 5), epochs=st.integers(1, 3))
 def test_random_window_epochs_make_every_prediction_exactly_once(n, batch_size, seq_len, seed, epochs):
     if n < seq_len + 1:

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +10,7 @@ from charrnn_tui.engine.history import MAX_VAL, LossHistory, thin_validation
 losses = st.lists(st.floats(0.0, 10.0, allow_nan=False), max_size=600)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(values=losses, bins=st.integers(1, 8), recent=st.integers(1, 50))
 def test_bins_cover_every_step_in_bounded_memory(values, bins, recent):
     history = LossHistory(bins=bins, recent=recent)
@@ -26,7 +27,7 @@ def test_bins_cover_every_step_in_bounded_memory(values, bins, recent):
     assert history.first == (values[0] if values else None)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(first=losses, then=losses, bins=st.integers(1, 8))
 def test_a_history_saved_and_restored_goes_on_as_the_original(first, then, bins):
     original = LossHistory(bins=bins, recent=20)

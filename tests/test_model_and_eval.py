@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_config
+from helpers import examples, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +47,7 @@ def _small_model(vocab=9, kind="gru"):
     return CharRNN(ModelConfig(kind=kind, layers=1, hidden=16, embedding=8, vocab_size=vocab)).eval()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(predictions=st.integers(1, 3000), streams=st.integers(1, 300), warmup=st.integers(0, 400))
 def test_the_evaluation_layout_scores_every_prediction_exactly_once(predictions, streams, warmup):
     streams = min(streams, predictions)
@@ -83,7 +83,7 @@ def test_evaluate_without_warmup_scores_each_stream_from_a_cold_state():
     assert math.isclose(evaluate(model, ids, streams=4, warmup=0).nats, total / 100, rel_tol=1e-5)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(length=st.integers(2, 400), chunk=st.integers(1, 500), seed=st.integers(0, 3))
 def test_evaluate_gives_the_same_answer_for_any_chunk_size(length, chunk, seed):
     model = _small_model(kind="lstm")

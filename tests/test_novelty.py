@@ -1,6 +1,7 @@
 import random
 
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,13 +19,13 @@ def brute_longest_copy(text: str, corpus: str) -> int:
     return best
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(corpus=st.text(alphabet="ab c\né", max_size=200))
 def test_the_suffix_array_sorts_every_suffix(corpus):
     assert list(suffix_array(corpus)) == sorted(range(len(corpus)), key=lambda i: corpus[i:])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(corpus=st.text(alphabet="abcd \n", min_size=1, max_size=300), text=st.text(alphabet="abcdez \n", max_size=80))
 def test_longest_copy_matches_a_brute_force_search(corpus, text):
     index = NoveltyIndex(corpus)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,7 +72,7 @@ def test_large_vocab_uses_wider_dtype():
     assert vocab.encode(text).dtype == torch.int16
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(text=st.text(min_size=1, max_size=300))
 def test_char_encode_decode_round_trips_any_text(text):
     vocab = CharVocab.build(text)
@@ -82,14 +83,14 @@ def test_char_encode_decode_round_trips_any_text(text):
     assert restored.decode(restored.encode(text).tolist()) == text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(text=st.text(min_size=1, max_size=300))
 def test_word_encode_decode_round_trips_any_text_when_every_word_is_kept(text):
     vocab = WordVocab.build(text, min_freq=1)
     assert vocab.decode(vocab.encode(text).tolist()) == text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(known=st.text(alphabet="abc \n", min_size=1, max_size=50), prompt=st.text(max_size=80))
 def test_any_prompt_encodes_to_known_ids_or_a_note_never_an_error(known, prompt):
     for vocab in (CharVocab.build(known), WordVocab.build(known, min_freq=1)):
