@@ -10,7 +10,6 @@ import math
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -228,85 +227,6 @@ def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False):
                    pause_on_save_error=interactive)
 
 
-# ---- train --headless ---------------------------------------------------------------------------
-class ProgressPrinter:
-    """Turns events into a progress line (rewritten in place on a terminal) and a JSONL log."""
-
-    def __init__(self, out: TextIO = sys.stdout, jsonl: TextIO | None = None, interval: float = 2.0):
-        self.out, self.jsonl, self.interval = out, jsonl, interval
-        self.tty = out.isatty()
-        self.last_line = 0.0
-        self.info = None
-        self.recent: list[float] = []
-
-    def __call__(self, event) -> None:
-        with contextlib.suppress(OSError):  # the terminal has gone (SIGHUP is on its way): never end the run
-            self._print(event)
-
-    def _print(self, event) -> None:
-        from . import events as ev
-
-        if self.jsonl is not None:
-            record = {"event": type(event).__name__, "time": round(time.time(), 3), **dataclasses.asdict(event)}
-            self.jsonl.write(json.dumps(record, default=str) + "\n")
-            self.jsonl.flush()
-        if isinstance(event, ev.Started):
-            i = self.info = event.info
-            self._line(f"run {i.run_name} in {i.run_dir}")
-            self._line(f"corpus {i.corpus_source}: {i.corpus_chars:,} chars, {i.token_kind} vocab {i.vocab_size}, "
-                       f"train {i.train_tokens:,} / validation {i.val_tokens:,} tokens (last "
-                       f"{i.config['val_fraction']:.0%})")
-            self._line(f"model {i.model_kind} {i.layers}x{i.hidden}, embedding {i.embedding or 'one-hot'}, "
-                       f"{i.parameters:,} parameters, preset {i.preset}; batch {i.batch_size} x seq {i.seq_len}; "
-                       f"{i.device_name} ({i.precision})" + (f"; resumed at step {i.resumed_step}"
-                                                             if i.resumed_step else ""))
-        elif isinstance(event, ev.Progress):
-            self.recent = (self.recent + list(event.losses))[-100:]
-            now = time.monotonic()
-            if now - self.last_line >= self.interval:
-                self.last_line = now
-                self._progress(event)
-        elif isinstance(event, ev.Evaluated):
-            overfitting = (f"; overfitting since step {event.overfitting_since}: best.pt is step {event.best_step}, "
-                           f"val {event.best_nats:.4f}" if event.overfitting_since is not None else "")
-            self._line(f"step {event.step}: validation {event.nats:.4f} nats/token, {event.bits:.3f} bits, "
-                       f"perplexity {event.perplexity:.2f}" + (" (best)" if event.is_best else "")
-                       + f" [{event.seconds:.1f}s]{overfitting}")
-        elif isinstance(event, ev.SampleFinished):
-            self._line("--- sample ---\n" + event.text.rstrip("\n") + "\n--------------")
-        elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
-            self._line(f"step {event.step}: checkpoint saved to {event.path}")
-        elif isinstance(event, ev.StateChanged) and event.state in ("finished", "stopped"):
-            self._line(f"{event.state}" + (f": {event.reason}" if event.reason else ""))
-        elif isinstance(event, ev.Notice) and event.level != "error":
-            self._line(f"{event.level}: {event.message}")
-
-    def _progress(self, e) -> None:
-        unit = "chars" if self.info is None or self.info.token_kind == "char" else "tokens"
-        loss = sum(self.recent) / len(self.recent) if self.recent else float("nan")
-        eta = f" | ETA {format_seconds(e.eta_seconds)}" if e.eta_seconds is not None else ""
-        text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} | {e.tokens_per_s:,.0f} {unit}/s | "
-                f"lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
-        if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-            self.out.flush()
-        else:
-            self._line(text)
-
-    def _line(self, text: str) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[2K")
-        self.out.write(text + "\n")
-        self.out.flush()
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 # ---- sample and eval ----------------------------------------------------------------------------
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
@@ -422,120 +342,6 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
 
 
-def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    from .runs import default_runs_dir, list_runs
-
-    runs_dir = args.runs_dir or default_runs_dir()
-    entries = list_runs(runs_dir)
-    if args.json:
-        out.write(json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
-        return 0
-    if not entries:
-        out.write(f"no runs in {runs_dir}\n")
-        return 0
-    rows = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
-    for e in entries:
-        rows.append((e.name, e.state, e.corpus or "-", e.model or "-", "-" if e.step is None else f"{e.step:,}",
-                     "-" if e.best_val is None or not math.isfinite(e.best_val) else f"{e.best_val:.4f}",
-                     str(e.viewers) if e.live else "-", format_age(time.time() - e.updated)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    return 0
-
-
-def format_age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"
-
-
-def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
-    """A run folder from a name or a path; with no name, the most recently active live run."""
-    from .runs import list_runs, sanitize_run_name
-
-    if ref is None:
-        candidates = [e for e in list_runs(runs_dir) if e.live] if live else list_runs(runs_dir)
-        if not candidates:
-            raise CharRNNError(f"no live runs in {runs_dir}; `charrnn-tui runs` lists them all")
-        return candidates[0].path
-    path = Path(ref).expanduser()
-    if path.is_file():
-        path = path.parent
-    if not path.is_dir():
-        path = runs_dir / sanitize_run_name(ref)
-    if not path.is_dir():
-        raise CharRNNError(f"{ref}: no such run in {runs_dir}; `charrnn-tui runs` lists them")
-    return path
-
-
-def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Ask a live run to save and end; return once it has (and its process is gone)."""
-    from . import events as ev
-    from .client import EngineClient
-    from .runs import default_runs_dir, is_live
-
-    run_dir = resolve_run(args.run, args.runs_dir or default_runs_dir(), live=True)
-    after_stop: list[ev.Event] = []
-    client = EngineClient(run_dir, viewer=False)
-
-    def on_event(event: ev.Event) -> None:
-        after_stop.append(event)
-        if isinstance(event, ev.StateChanged) and event.state == "paused" and event.reason == "checkpoint failed":
-            client.detach()  # a run started by the app pauses rather than lose steps: say so, below
-
-    welcome = client.connect()
-    earlier_saves = [e.step for e in welcome if isinstance(e, ev.CheckpointSaved)]
-    pid = client.status().get("pid")
-    client.welcome_events = []  # run() hands on only what happens from here
-    client.on_event = on_event
-    client.stop(save=not args.no_save)
-    state = client.run()
-    if state == "detached":
-        raise CharRNNError(f"run {run_dir.name} could not write its final checkpoint and is paused, not stopped: "
-                           f"free space and stop it again, or `charrnn-tui stop {run_dir.name} --no-save`")
-    deadline = time.monotonic() + 30  # and until its process has let go of the run and ended
-    while (is_live(run_dir) or _process_alive(pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if state not in ("stopped", "finished", "error"):
-        raise CharRNNError(f"lost the connection to run {run_dir.name} before it ended ({state})")
-    if state == "error":
-        out.write(f"run {run_dir.name} ended with an error: {client.error}\n")
-        return 1
-    saved = [e for e in after_stop if isinstance(e, ev.CheckpointSaved) and e.kind == "latest"]
-    if saved:
-        where = f"; saved step {saved[-1].step} to {saved[-1].path}"
-    else:
-        last = f"step {earlier_saves[-1]}" if earlier_saves else "none"
-        where = f"; not saved (the last checkpoint is {last})"
-    out.write(f"run {run_dir.name} {state} at step {client.step}{where}\n")
-    return 0
-
-
-def _process_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def run_detached(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    from .launch import launch_engine
-
-    run_dir = launch_engine([a for a in args.train_argv if a != "--detach"])
-    out.write(f"run {run_dir.name} is training in the background ({run_dir})\n"
-              f"  watch it:  charrnn-tui attach {run_dir.name}\n"
-              f"  stop it:   charrnn-tui stop {run_dir.name}\n")
-    return 0
-
-
 # ---- entry point --------------------------------------------------------------------------------
 COMMANDS = ("train", "sample", "eval", "attach", "runs", "stop")
 
@@ -612,13 +418,15 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_sample(args)
     if args.command == "eval":
         return run_eval(args)
-    if args.command == "runs":
-        return run_runs(args)
-    if args.command == "stop":
-        return run_stop(args)
+    if args.command in ("runs", "stop"):
+        from .run_commands import run_runs, run_stop
+
+        return run_runs(args) if args.command == "runs" else run_stop(args)
     if args.command == "attach":
         raise ConfigError("attach opens the app: run it as `charrnn-tui attach`")
     if args.detach and args.serve_fd is None:
+        from .run_commands import run_detached
+
         return run_detached(args)
     from .serve import serve
 

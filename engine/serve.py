@@ -26,7 +26,8 @@ DETACHED_PRINT_INTERVAL = 60.0  # seconds between progress lines in engine.log
 
 def serve(args: argparse.Namespace) -> int:
     """Train as parsed `train` arguments say, serving the run's socket; the exit status."""
-    from .cli import ProgressPrinter, make_trainer
+    from .cli import make_trainer
+    from .printer import ProgressPrinter
 
     detached = args.serve_fd is not None
     ready = os.fdopen(args.serve_fd, "w") if detached else None

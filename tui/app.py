@@ -425,8 +425,8 @@ def run_app(args: argparse.Namespace) -> int:
     on a CPU a training thread runs 2-3x slower than a process's main thread, and the run must
     outlive the app. Then the app attaches to it, exactly as `attach` does.
     """
-    from charrnn_tui.engine.cli import resolve_run
     from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.engine.run_commands import resolve_run
     from charrnn_tui.engine.runs import default_runs_dir
 
     runs_dir = args.runs_dir or default_runs_dir()

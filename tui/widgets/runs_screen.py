@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from charrnn_tui.engine.cli import format_age
+from charrnn_tui.engine.run_commands import format_age
 from charrnn_tui.engine.runs import RunEntry, list_runs
 
 REFRESH = 2.0  # seconds

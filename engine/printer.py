@@ -1,0 +1,88 @@
+"""The headless progress line (rewritten in place on a terminal) and the JSONL event log."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from typing import TextIO
+
+
+class ProgressPrinter:
+    """Turns events into a progress line (rewritten in place on a terminal) and a JSONL log."""
+
+    def __init__(self, out: TextIO = sys.stdout, jsonl: TextIO | None = None, interval: float = 2.0):
+        self.out, self.jsonl, self.interval = out, jsonl, interval
+        self.tty = out.isatty()
+        self.last_line = 0.0
+        self.info = None
+        self.recent: list[float] = []
+
+    def __call__(self, event) -> None:
+        with contextlib.suppress(OSError):  # the terminal has gone (SIGHUP is on its way): never end the run
+            self._print(event)
+
+    def _print(self, event) -> None:
+        from . import events as ev
+
+        if self.jsonl is not None:
+            record = {"event": type(event).__name__, "time": round(time.time(), 3), **dataclasses.asdict(event)}
+            self.jsonl.write(json.dumps(record, default=str) + "\n")
+            self.jsonl.flush()
+        if isinstance(event, ev.Started):
+            i = self.info = event.info
+            self._line(f"run {i.run_name} in {i.run_dir}")
+            self._line(f"corpus {i.corpus_source}: {i.corpus_chars:,} chars, {i.token_kind} vocab {i.vocab_size}, "
+                       f"train {i.train_tokens:,} / validation {i.val_tokens:,} tokens (last "
+                       f"{i.config['val_fraction']:.0%})")
+            self._line(f"model {i.model_kind} {i.layers}x{i.hidden}, embedding {i.embedding or 'one-hot'}, "
+                       f"{i.parameters:,} parameters, preset {i.preset}; batch {i.batch_size} x seq {i.seq_len}; "
+                       f"{i.device_name} ({i.precision})" + (f"; resumed at step {i.resumed_step}"
+                                                             if i.resumed_step else ""))
+        elif isinstance(event, ev.Progress):
+            self.recent = (self.recent + list(event.losses))[-100:]
+            now = time.monotonic()
+            if now - self.last_line >= self.interval:
+                self.last_line = now
+                self._progress(event)
+        elif isinstance(event, ev.Evaluated):
+            overfitting = (f"; overfitting since step {event.overfitting_since}: best.pt is step {event.best_step}, "
+                           f"val {event.best_nats:.4f}" if event.overfitting_since is not None else "")
+            self._line(f"step {event.step}: validation {event.nats:.4f} nats/token, {event.bits:.3f} bits, "
+                       f"perplexity {event.perplexity:.2f}" + (" (best)" if event.is_best else "")
+                       + f" [{event.seconds:.1f}s]{overfitting}")
+        elif isinstance(event, ev.SampleFinished):
+            self._line("--- sample ---\n" + event.text.rstrip("\n") + "\n--------------")
+        elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
+            self._line(f"step {event.step}: checkpoint saved to {event.path}")
+        elif isinstance(event, ev.StateChanged) and event.state in ("finished", "stopped"):
+            self._line(f"{event.state}" + (f": {event.reason}" if event.reason else ""))
+        elif isinstance(event, ev.Notice) and event.level != "error":
+            self._line(f"{event.level}: {event.message}")
+
+    def _progress(self, e) -> None:
+        unit = "chars" if self.info is None or self.info.token_kind == "char" else "tokens"
+        loss = sum(self.recent) / len(self.recent) if self.recent else float("nan")
+        eta = f" | ETA {format_seconds(e.eta_seconds)}" if e.eta_seconds is not None else ""
+        text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} | {e.tokens_per_s:,.0f} {unit}/s | "
+                f"lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
+        if self.tty:
+            self.out.write("\r\x1b[2K" + text)
+            self.out.flush()
+        else:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
