@@ -118,6 +118,10 @@ def test_stop_without_saving_says_the_steps_since_the_last_checkpoint_are_not_sa
     while run.trainer.saved_step < 50 or run.trainer.step < run.trainer.saved_step + 10:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    run.trainer.pause()  # so that no periodic save falls between here and the stop
+    while run.server.record.state != "paused":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     stopped = run_cli("stop", "discard", "--no-save", "--runs-dir", str(runs_dir))
     assert stopped.returncode == 0, stopped.stderr
     assert "run discard stopped at step" in stopped.stdout
