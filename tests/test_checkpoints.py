@@ -165,6 +165,8 @@ def test_reseeding_cudnn_dropout_leaves_the_cpu_generator_alone():
     ("  padded  ", "padded"),
     ("word " * 40, ("word " * 40)[:117].rsplit(" ", 1)[0] + "..."),
     ("x" * 120, "x" * 120),
+    ("x" * 121, "x" * 117 + "..."),
+    ("x" * 110 + " yyyyyy zzzzzzzzzz", "x" * 110 + "..."),  # cut at 117 characters, then at a space
 ])
 def test_first_line_keeps_errors_to_one_short_line(message, expected):
     from charrnn_tui.engine.checkpoint import first_line

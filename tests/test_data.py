@@ -160,7 +160,67 @@ def test_sequential_batches_are_int64_and_targets_are_the_next_inputs():
 
 def test_legacy_positions_map_to_the_same_fraction_of_an_epoch():
     assert legacy_epoch_float("sequential", {"epoch": 2, "index": 25}, 4, 10, 4004) == pytest.approx(2.25)
+    # the old cut: (4000 // 4 - 1) // 10 = 99 whole batches an epoch, the last partial one dropped
+    assert legacy_epoch_float("sequential", {"epoch": 0, "index": 33}, 4, 10, 4000) == pytest.approx(33 / 99)
+    # a text too short for one whole batch still counted one batch an epoch
+    assert legacy_epoch_float("sequential", {"epoch": 3, "index": 0}, 4, 10, 40) == 3.0
+    assert legacy_epoch_float("sequential", {"epoch": 0, "index": 1}, 4, 10, 40) == 1.0
     assert legacy_epoch_float("random", {"steps": 50, "generator": None}, 4, 10, 4000) == pytest.approx(0.5)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(n=st.integers(min_value=2, max_value=800), batch_size=batch_sizes, seq_len=seq_lens, seed=st.integers(0, 5),
+       steps=st.integers(0, 400))
+def test_a_sequential_batcher_seeks_back_exactly_to_where_one_of_its_shape_stood(n, batch_size, seq_len, seed,
+                                                                                steps):
+    if n - 1 < batch_size * seq_len:
+        return
+    walked = SequentialBatcher(torch.arange(n), batch_size, seq_len, seed)
+    for _ in range(steps):
+        walked.next()
+    sought = SequentialBatcher(torch.arange(n), batch_size, seq_len, seed)
+    sought.seek(walked.epoch_float)
+    at = walked.epoch_float
+    if at != int(at):  # a whole epoch is the next epoch's start, which is the same point
+        assert (sought.epoch, sought.index) == (walked.epoch, walked.index)
+    assert sought.epoch_float == walked.epoch_float
+    assert torch.equal(sought.next().x, walked.next().x)
+
+
+def test_seek_into_the_last_window_of_an_epoch_goes_to_the_next_epoch():
+    batcher = SequentialBatcher(torch.arange(1001), 2, 10, 0)  # 500 predictions per stream, 50 windows
+    batcher.seek(3 + 495 / 500)
+    assert (batcher.epoch, batcher.index) == (3, batcher.batches_in_epoch())
+    assert batcher.next().reset and batcher.epoch == 4
+
+
+@pytest.mark.parametrize("kind", ["sequential", "random"])
+def test_epoch_queries_answer_for_the_epoch_asked_not_the_current_one(kind):
+    data = torch.arange(1000)
+    streams = 3 if kind == "sequential" else 1  # so that the batch count differs between epochs
+    batcher = make_batcher(kind, data, streams, 7, 2)
+    fresh = {e: (batcher.offset(e), batcher.batches_in_epoch(e)) for e in range(6)}
+    for epoch in range(6):
+        at = make_batcher(kind, data, streams, 7, 2)
+        at.load_state_dict({"epoch": epoch, "index": 0})
+        assert (at.offset(), at.batches_in_epoch()) == fresh[epoch]
+    assert len({offset for offset, _ in fresh.values()}) > 2  # the offsets differ, so the test can tell
+    assert len({count for _, count in fresh.values()}) > 1
+    if kind == "random":
+        assert [batcher.windows_in_epoch(e) for e in range(6)] == [-(-(999 - o) // 7) + (o > 0) for o, _ in
+                                                                   fresh.values()]
+
+
+def test_a_random_batcher_resumed_in_a_later_epoch_serves_that_epochs_windows():
+    data = torch.arange(700)
+    walked = RandomWindowBatcher(data, 4, 9, 3)
+    for _ in range(2 * walked.batches_in_epoch() + 3):
+        walked.next()
+    resumed = RandomWindowBatcher(data, 4, 9, 3)
+    resumed.load_state_dict(walked.state_dict())
+    for _ in range(walked.batches_in_epoch() + 2):
+        a, b = walked.next(), resumed.next()
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and a.predictions == b.predictions
 
 
 def test_corpus_shorter_than_a_batch_is_refused_with_numbers():

@@ -111,7 +111,7 @@ def test_a_malformed_word_vocabulary_is_refused():
     from charrnn_tui.engine.errors import CheckpointError
 
     for tokens in ([], ["a", UNK], [UNK, "a", "a"]):
-        with pytest.raises(CheckpointError, match="must start with <unk> and hold distinct tokens"):
+        with pytest.raises(CheckpointError, match="^word vocabulary must start with <unk> and hold distinct tokens$"):
             WordVocab(tokens)
     assert WordVocab([UNK, "a"]).tokens == [UNK, "a"]
 

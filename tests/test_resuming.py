@@ -1,0 +1,229 @@
+"""Resuming a run: what a checkpoint restores, including checkpoints written by earlier versions,
+on another device, or with another batch shape, and what a run says when its last save fails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import step_losses, tiny_config
+
+from charrnn_tui.engine import run_setup
+from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
+from charrnn_tui.engine.config import ModelConfig
+from charrnn_tui.engine.errors import CheckpointError, ConfigError
+from charrnn_tui.engine.events import Notice
+from charrnn_tui.engine.runs import LATEST
+from charrnn_tui.engine.trainer import Trainer
+
+
+def restored(path, **kwargs) -> tuple[Trainer, list]:
+    """A Trainer set up from a checkpoint, as `run` does before its first step (its lock released)."""
+    events: list = []
+    trainer = Trainer(resume=path, on_event=events.append, **kwargs)
+    trainer._setup()
+    trainer.lock.release()
+    return trainer, events
+
+
+@pytest.fixture
+def stopped_run(repetitive_text, runs_dir):
+    """A run stopped (and saved) at step 30 with two evaluations and two samples in its history."""
+    def make(name: str = "r", **overrides):
+        config = tiny_config(repetitive_text, max_steps=200, eval_interval=10, sample_interval=1e-9,
+                             report_interval=1e-9, **overrides)
+        step_losses(stop_at=30, config=config, runs_dir=runs_dir, run_name=name)
+        return runs_dir / name / LATEST
+    return make
+
+
+def test_resume_restores_the_history_the_samples_and_the_evaluations(stopped_run):
+    path = stopped_run()
+    ck = load_checkpoint(path)
+    trainer, _ = restored(path)
+    history = ck["history"]
+    assert trainer.step == 30 and trainer.losses.to_dict() == history["losses"]
+    assert trainer.val_history == [tuple(v) for v in history["val"]] and len(trainer.val_history) == 3
+    assert trainer.train_at_eval == [tuple(v) for v in history["train_at_eval"]] and trainer.train_at_eval
+    assert trainer.samples == [tuple(s) for s in history["samples"]]
+    assert trainer.samples and all(isinstance(t, str) and t for _, t in trainer.samples)
+    assert trainer.best_val == ck["best_val"] == min(v for _, v in trainer.val_history)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_a_carried_state_saved_in_half_precision_resumes_in_float32(kind, stopped_run):
+    """bf16 autocast may leave the carried state in bf16; the checkpoint holds float32, but a file
+    written otherwise must resume too, as float32, and a GRU's single tensor stays a tensor."""
+    path = stopped_run(kind=kind)
+    ck = load_checkpoint(path)
+    ck["train_state"] = [t.to(torch.bfloat16) for t in ck["train_state"]]
+    save_checkpoint(ck, path)
+    trainer, _ = restored(path)
+    state = trainer.train_state
+    tensors = state if isinstance(state, tuple) else (state,)
+    assert isinstance(state, tuple) == (kind == "lstm")
+    assert all(t.dtype == torch.float32 for t in tensors)
+    assert [t.shape for t in tensors] == [t.shape for t in ck["train_state"]]
+    assert all(torch.equal(t, s.float()) for t, s in zip(tensors, ck["train_state"], strict=True))
+    trainer.config.max_steps = 32
+    trainer._loop()  # and the model takes it
+    assert trainer.step == 32
+
+
+def test_a_checkpoint_from_a_gpu_resumes_on_a_cpu(stopped_run):
+    """A checkpoint written on CUDA carries the CUDA generator's state; on a CPU it is not needed."""
+    path = stopped_run()
+    ck = load_checkpoint(path)
+    ck["rng"]["cuda"] = torch.zeros(16, dtype=torch.uint8)
+    save_checkpoint(ck, path)
+    trainer, _ = restored(path)
+    assert trainer.device.type == "cpu" and trainer.step == 30
+    assert torch.equal(torch.get_rng_state(), ck["rng"]["torch"])
+
+
+@pytest.mark.parametrize("sampler", ["sequential", "random"])
+def test_a_checkpoint_of_the_earlier_batch_layout_resumes_at_the_same_point_of_the_epoch(sampler, stopped_run):
+    """Before LAYOUT 2 a batcher saved (epoch, index) of another cut, or a step count, and the
+    history kept every training loss as one tensor, with no training loss at evaluations."""
+    path = stopped_run(sampler=sampler)
+    ck = load_checkpoint(path)
+    losses = step_losses_of(ck)
+    train_tokens = restored(path)[0].train_ids.numel()
+    if sampler == "sequential":
+        ck["batcher"] = {"epoch": 1, "index": 5}  # old cut: (train_tokens // 4 - 1) // 16 batches an epoch
+        epoch = 1 + 5 / ((train_tokens // 4 - 1) // 16)
+    else:
+        ck["batcher"] = {"steps": 90, "generator": None}
+        epoch = 90 * 4 * 16 / train_tokens
+    ck["history"] = {"train": torch.tensor(losses), "val": ck["history"]["val"],
+                     "samples": ck["history"]["samples"]}
+    save_checkpoint(ck, path)
+
+    trainer, events = restored(path)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert (f"resumed from a checkpoint of an earlier version, whose batches were cut differently, at epoch "
+            f"{epoch:.2f}; the hidden state starts afresh") in notices
+    assert trainer.batcher.epoch == int(epoch)
+    per_batch = 1 / trainer.batcher.batches_in_epoch()
+    assert trainer.batcher.epoch_float == pytest.approx(epoch, abs=per_batch)
+    assert trainer.train_state is None
+    assert trainer.losses.steps == 30 and trainer.losses.to_dict()["steps"] == 30
+    assert trainer.train_at_eval == [] and len(trainer.val_history) == 3
+    assert trainer.losses.to_dict() == type(trainer.losses).from_losses(torch.tensor(losses).tolist()).to_dict()
+
+
+def step_losses_of(ck: dict) -> list[float]:
+    """Per-step losses to stand for an old checkpoint's full training history (their mean per
+    evaluation interval is what the bounded history keeps anyway)."""
+    return [2.0 + 0.01 * i for i in range(ck["step"])]
+
+
+@pytest.mark.parametrize("sampler", ["sequential", "random"])
+def test_a_new_batch_shape_resumes_at_the_point_the_old_one_reached(sampler, stopped_run, repetitive_text):
+    from charrnn_tui.engine.data import make_batcher
+
+    path = stopped_run(sampler=sampler)
+    ck = load_checkpoint(path)
+    trainer, events = restored(path, overrides={"batch_size": 2})
+    before = make_batcher(sampler, trainer.train_ids, 4, 16, trainer.config.seed)
+    before.load_state_dict(ck["batcher"])
+    expected = make_batcher(sampler, trainer.train_ids, 2, 16, trainer.config.seed)
+    expected.seek(before.epoch_float)
+    assert trainer.batcher.state_dict() == expected.state_dict()
+    assert any(isinstance(e, Notice) and e.message == "resumed with batch-size 2 x seq-len 16 (the run had 4 x 16) "
+               f"at epoch {before.epoch_float:.2f}; the hidden state starts afresh" for e in events)
+    assert trainer.train_state is None
+
+
+def test_the_same_batch_shape_resumes_the_batcher_and_the_state_exactly(stopped_run):
+    path = stopped_run()
+    ck = load_checkpoint(path)
+    trainer, events = restored(path)
+    assert trainer.batcher.state_dict() == ck["batcher"]
+    assert not any(isinstance(e, Notice) for e in events)
+    assert all(torch.equal(a, b) for a, b in zip(trainer.train_state, ck["train_state"], strict=True))
+
+
+def test_a_checkpoint_whose_history_is_broken_is_refused_in_one_line(stopped_run):
+    path = stopped_run()
+    ck = load_checkpoint(path)
+    del ck["history"]["samples"]
+    save_checkpoint(ck, path)
+    with pytest.raises(CheckpointError) as raised:
+        restored(path)
+    assert str(raised.value) == f"{path}: checkpoint contents do not match its config ('samples')"
+
+
+def test_a_failed_final_save_names_the_lost_steps_and_the_last_checkpoint(stopped_run, monkeypatch):
+    path = stopped_run()
+
+    def no_space(payload, where):
+        raise CheckpointError(f"cannot write checkpoint {where}: no space left on device; the previous one is intact")
+
+    monkeypatch.setattr(run_setup, "save_checkpoint", no_space)
+    trainer = Trainer(resume=path, overrides={"max_steps": 36})
+    assert trainer.run() == "error"
+    assert trainer.error == ("the final checkpoint could not be written, so steps 31-36 are lost; "
+                             "the last checkpoint is step 30")
+
+
+def test_a_failed_run_keeps_its_first_error_when_the_final_save_also_fails(stopped_run):
+    trainer, _ = restored(stopped_run())
+    trainer._fail("loss is nan at step 31")
+    trainer._fail_unsaved()
+    assert trainer.error == "loss is nan at step 31"
+
+
+def test_the_advice_after_a_non_finite_update_depends_on_what_was_saved(stopped_run):
+    trainer, _ = restored(stopped_run())
+    assert trainer._last_good_checkpoint() == "Resume from the last checkpoint (step 30) with a lower --lr"
+    trainer.saved_step = 0
+    assert trainer._last_good_checkpoint() == "Nothing was saved; start again with a lower --lr"
+
+
+def test_out_of_memory_right_after_a_save_writes_nothing_more(stopped_run, monkeypatch):
+    trainer, _ = restored(stopped_run())
+    written = []
+    monkeypatch.setattr(run_setup, "save_checkpoint", lambda payload, where: written.append(payload["step"]))
+    trainer._save_after_out_of_memory()  # step 30 is saved already
+    assert written == []
+    trainer.step = 31
+    trainer._save_after_out_of_memory()
+    assert written == [31]
+
+
+def test_out_of_memory_again_while_saving_after_one_is_not_raised_but_other_errors_are(stopped_run, monkeypatch):
+    trainer, _ = restored(stopped_run())
+    trainer.step = 31
+
+    def fails_with(error):
+        def save(payload, where):
+            raise error
+        return save
+
+    monkeypatch.setattr(run_setup, "save_checkpoint", fails_with(torch.OutOfMemoryError("CPU out of memory")))
+    trainer._save_after_out_of_memory()
+    monkeypatch.setattr(run_setup, "save_checkpoint", fails_with(ValueError("something else")))
+    with pytest.raises(ValueError, match="something else"):
+        trainer._save_after_out_of_memory()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"model.hidden": 64}, "--hidden cannot change when resuming (the run has 32, not 64)"),
+    ({"model.kind": "gru"}, "--model cannot change when resuming (the run has 'lstm', not 'gru')"),
+    ({"lr": 0.5, "model.layers": 2}, "--layers cannot change when resuming (the run has 1, not 2)"),
+    ({"max_steps": 9, "seed": 7}, "--seed cannot change when resuming (the run has 1337, not 7)"),
+])
+def test_resuming_refuses_a_change_the_run_cannot_take(overrides, message, repetitive_text):
+    ck = {"config": run_setup.cfg.to_dict(tiny_config(repetitive_text))}
+    with pytest.raises(ConfigError) as raised:
+        run_setup.resumed_config(ck, overrides)
+    assert str(raised.value) == message + "; start a new run to change it"
+
+
+def test_resuming_takes_the_same_model_settings_and_the_resumable_ones(repetitive_text):
+    config = tiny_config(repetitive_text)
+    ck = {"config": run_setup.cfg.to_dict(config)}
+    resumed = run_setup.resumed_config(ck, {"model.hidden": 32, "model.kind": "lstm", "lr": 0.5, "max_steps": 9,
+                                            "seed": None, "corpus": str(repetitive_text)})
+    assert resumed.model == ModelConfig(**{**run_setup.cfg.to_dict(config)["model"]})
+    assert (resumed.lr, resumed.max_steps, resumed.seed) == (0.5, 9, config.seed)
