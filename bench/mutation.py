@@ -171,6 +171,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--rerun", action="store_true", help="test the selected mutants again even if checked")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="test the selected mutants that survived again (after adding tests)")
     ap.add_argument("--fresh", action="store_true", help="delete mutants/ (all cached results) first")
     ap.add_argument("--report-only", action="store_true", help="run nothing, tally the cached results")
     ap.add_argument("--rerun-killed-after", metavar="'YYYY-MM-DD HH:MM:SS'",
@@ -214,7 +216,11 @@ def main() -> int:
         for stray in strays(args.log, args.survivors):
             print(f"removing {stray.relative_to(ROOT)}: a test under some mutant left it there")
             shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
-        todo = [n for names in chosen.values() for n in names if args.rerun or results[n] is None]
+        from mutmut.stats import status_by_exit_code
+
+        again = ("survived", "no tests", "suspicious") if args.rerun_survivors else ()
+        todo = [n for names in chosen.values() for n in names
+                if args.rerun or results[n] is None or status_by_exit_code[results[n]] in again]
         if args.rerun_killed_after:
             todo += [n for n in killed_after(args.rerun_killed_after) if n in results and n not in todo]
         print(f"{sum(len(v) for v in chosen.values())} mutants selected, {len(todo)} to test; "

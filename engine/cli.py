@@ -139,6 +139,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--temperature", type=positive_float, metavar="T", help=f"(default: {d.temperature})")
     report.add_argument("--top-k", type=int, metavar="K")
     report.add_argument("--top-p", type=float, metavar="P")
+    report.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files to RUN/tensorboard (needs the tensorboard extra: "
+                             "pip install 'charrnn-tui[tensorboard]')")
 
     machine = parser.add_argument_group("machine and runs")
     machine.add_argument("--device", choices=cfg.DEVICES, help="(default: auto: CUDA, then MPS, then CPU)")
@@ -193,6 +196,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
         given["model.embedding"] = 0
     if args.no_lr_decay:
         given["lr_decay"] = False
+    if getattr(args, "tensorboard", False):
+        given["tensorboard"] = True
     if given.get("batch_size") == AUTO:
         del given["batch_size"]
         given["auto_batch_size"] = True

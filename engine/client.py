@@ -36,6 +36,7 @@ class EngineClient:
         self.error = ""
         self.step = 0
         self.temperature: float | None = None
+        self.early_stop: int | None = None
         self._buffer = bytearray()
         self._send_lock = threading.Lock()
         self._detached = False
@@ -109,8 +110,11 @@ class EngineClient:
     def set_temperature(self, temperature: float) -> None:
         self.request("set_temperature", temperature=float(temperature))
 
-    def prompt(self, text: str, length: int | None = None) -> None:
-        self.request("prompt", text=text, length=length)
+    def set_early_stop(self, evaluations: int | None) -> None:
+        self.request("set_early_stop", evaluations=evaluations)
+
+    def prompt(self, text: str, length: int | None = None, temperature: float | None = None) -> None:
+        self.request("prompt", text=text, length=length, temperature=temperature)
 
     def request(self, name: str, **args: Any) -> None:
         # The run may have ended a moment ago; `run` reports how it ended.
@@ -183,8 +187,9 @@ class EngineClient:
         elif isinstance(event, ev.Started):
             self.step = event.info.resumed_step
             self.temperature = float(event.info.config.get("temperature", 0.8))
+            self.early_stop = event.info.config.get("early_stop")
         elif isinstance(event, ev.SettingsChanged):
-            self.temperature = event.temperature
+            self.temperature, self.early_stop = event.temperature, event.early_stop
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.sock is None:

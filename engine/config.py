@@ -67,6 +67,7 @@ class TrainConfig:
     temperature: float = 0.8
     top_k: int | None = None
     top_p: float | None = None
+    tensorboard: bool = False  # also write TensorBoard event files (the tensorboard extra)
     # Machine
     seed: int = 1337
     device: str = "auto"

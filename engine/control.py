@@ -19,6 +19,8 @@ MAX_PER_BOUNDARY = 16  # requests applied between two steps; the rest wait for t
 WORK = frozenset({"save", "sample", "evaluate", "prompt"})
 MAX_PROMPT_CHARS = 10_000
 MAX_PROMPT_LENGTH = 10_000  # tokens a prompt may ask for
+MAX_TEMPERATURE = 10.0
+MAX_EARLY_STOP = 10_000
 
 
 class RequestRefused(ValueError):
@@ -67,11 +69,21 @@ class Controls:
     def set_temperature(self, temperature: float) -> None:
         self._put("temperature", float(temperature))
 
-    def prompt(self, text: str, length: int | None = None) -> None:
+    def set_early_stop(self, evaluations: int | None) -> None:
+        """End the run after this many evaluations without a new best (None: never), from now on."""
+        if evaluations is not None and not 1 <= evaluations <= MAX_EARLY_STOP:
+            raise RequestRefused(f"early stop takes 1 to {MAX_EARLY_STOP:,} evaluations, or none")
+        self._put("early_stop", evaluations)
+
+    def prompt(self, text: str, length: int | None = None, temperature: float | None = None) -> None:
+        """Continue `text`; at `temperature` instead of the run's when given (the app's comparison of
+        temperatures: its samples are marked as such, so viewers can tell them from prompts)."""
         if len(text) > MAX_PROMPT_CHARS or (length is not None and not 0 <= length <= MAX_PROMPT_LENGTH):
             raise RequestRefused(f"prompts are limited to {MAX_PROMPT_CHARS:,} characters and continuations to "
                                  f"{MAX_PROMPT_LENGTH:,} tokens")
-        self._put("prompt", (str(text), length))
+        if temperature is not None and not 0 < temperature <= MAX_TEMPERATURE:
+            raise RequestRefused(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g}, not {temperature}")
+        self._put("prompt", (str(text), length, None if temperature is None else float(temperature)))
 
     def _put(self, name: str, arg: Any = None) -> None:
         """Queue a request; RequestRefused when too much work is waiting already."""
@@ -130,10 +142,17 @@ class Controls:
         elif name == "temperature":
             if math.isfinite(arg) and arg > 0:
                 self.temperature = arg
-                self.emit(SettingsChanged(self.temperature))
+                self.emit(SettingsChanged(self.temperature, self.config.early_stop))
             else:
                 self.emit(Notice(f"temperature must be a positive number, not {arg}", "warning"))
+        elif name == "early_stop":
+            self.config.early_stop = arg  # saved with the config: a resumed run keeps it
+            self.emit(SettingsChanged(self.temperature, arg))
+            self.emit(Notice(f"early stop after {arg} evaluations without a new best" if arg else "early stop off"))
         elif name == "prompt":
-            text, length = arg
-            self._sample(prompt=text, source="prompt", length=length)
+            text, length, temperature = arg
+            if temperature is None:
+                self._sample(prompt=text, source="prompt", length=length)
+            else:
+                self._sample(prompt=text, source="temperatures", length=length, temperature=temperature)
         return self.state != "error"

@@ -84,7 +84,7 @@ class SampleStarted(Event):
     step: int
     prompt: str
     temperature: float
-    source: str  # "live" (periodic) or "prompt" (asked for by the user)
+    source: str  # "live" (periodic), "prompt" (asked for by the user), "temperatures" (at a temperature of its own)
     notes: tuple[str, ...] = ()
 
 
@@ -92,12 +92,22 @@ class SampleStarted(Event):
 class SampleText(Event):
     sample_id: int
     text: str
+    # The model's probability (at temperature 1) of each token of `text`, to 3 decimals, and each
+    # token's length in characters (empty: one character each, as at char level).
+    probs: tuple[float, ...] = ()
+    token_lengths: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class SampleFinished(Event):
     sample_id: int
     text: str  # the whole continuation, without the prompt
+    probs: tuple[float, ...] = ()  # as in SampleText, for the whole continuation
+    token_lengths: tuple[int, ...] = ()
+    # Characters of the longest substring of `text` that occurs in the corpus, and the [start, end)
+    # spans copied verbatim (at least novelty.MIN_SPAN long); None while the corpus index is built.
+    longest_copy: int | None = None
+    copies: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class StateChanged(Event):
 @dataclass(frozen=True)
 class SettingsChanged(Event):
     temperature: float
+    early_stop: int | None = None  # evaluations without a new best that end the run; None: never
 
 
 @dataclass(frozen=True)

@@ -4,24 +4,47 @@ Training lines: {"step", "elapsed_s", "tokens", "lr", "train_loss", "grad_norm"}
 over the steps since the previous line (nats per token). Validation lines: {"step", "elapsed_s",
 "tokens", "lr", "val_loss"}. Appended and flushed as they come; a resumed run first drops the lines
 after its checkpoint's step, which a run killed after its last save had written.
+
+With --tensorboard the same numbers also go to TensorBoard event files in RUN/tensorboard
+(loss/train, loss/val, lr, grad_norm by step), through torch's SummaryWriter, which needs the
+optional tensorboard package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+MISSING_TENSORBOARD = "--tensorboard needs TensorBoard, which is not installed: pip install 'charrnn-tui[tensorboard]'"
+
+
+def require_tensorboard() -> None:
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(MISSING_TENSORBOARD)
+
+
+def tensorboard_writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's module imports the tensorboard package
+        raise ConfigError(MISSING_TENSORBOARD) from None
+    return SummaryWriter(log_dir=str(run_dir / TENSORBOARD), flush_secs=10)
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, resumed_step: int | None = None):
+    def __init__(self, run_dir: Path, resumed_step: int | None = None, tensorboard: bool = False):
         self.path = run_dir / METRICS
         if resumed_step is not None:
             self._drop_after(resumed_step)
+        self.writer = tensorboard_writer(run_dir) if tensorboard else None
         self.file = None
         with contextlib.suppress(OSError):  # a read-only folder: the run goes on without it
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -30,9 +53,14 @@ class MetricsLog:
     def train(self, step: int, elapsed_s: float, tokens: int, lr: float, loss: float, grad_norm: float) -> None:
         self._write({"step": step, "elapsed_s": round(elapsed_s, 3), "tokens": tokens, "lr": lr,
                      "train_loss": loss, "grad_norm": grad_norm})
+        if self.writer is not None:
+            for tag, value in (("loss/train", loss), ("lr", lr), ("grad_norm", grad_norm)):
+                self.writer.add_scalar(tag, value, step)
 
     def validation(self, step: int, elapsed_s: float, tokens: int, lr: float, loss: float) -> None:
         self._write({"step": step, "elapsed_s": round(elapsed_s, 3), "tokens": tokens, "lr": lr, "val_loss": loss})
+        if self.writer is not None:
+            self.writer.add_scalar("loss/val", loss, step)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.file is None:
@@ -42,6 +70,10 @@ class MetricsLog:
             self.file.flush()
 
     def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(OSError):
+                self.writer.close()
+            self.writer = None
         if self.file is not None:
             with contextlib.suppress(OSError):
                 self.file.close()

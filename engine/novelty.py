@@ -9,13 +9,16 @@ MIN_SPAN characters.
 
 from __future__ import annotations
 
+import os
+import threading
 from array import array
 from dataclasses import dataclass, field
 
 import torch
 
 MIN_SPAN = 20  # characters: a copied span this long is marked
-MAX_CORPUS_CHARS = 64 << 20  # past this the index is not built (it needs about 40 bytes a character)
+MAX_CORPUS_CHARS = 64 << 20  # past this the index is not built
+BUILD_BYTES_PER_CHAR = 40  # what building the index takes at its peak (int64 keys, ranks and orders)
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,22 @@ def suffix_array(text: str) -> array:
         k *= 2
 
 
+def _available_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
 class NoveltyIndex:
     def __init__(self, corpus: str):
         if len(corpus) > MAX_CORPUS_CHARS:
             raise MemoryError(f"the corpus has {len(corpus):,} characters; the copy index stops at "
                               f"{MAX_CORPUS_CHARS:,}")
+        available = _available_memory()
+        if available is not None and len(corpus) * BUILD_BYTES_PER_CHAR > available // 2:
+            raise MemoryError(f"indexing {len(corpus):,} characters needs about "
+                              f"{len(corpus) * BUILD_BYTES_PER_CHAR >> 20:,} MB; {available >> 20:,} MB are free")
         self.corpus = corpus
         self.sa = suffix_array(corpus)
 
@@ -100,3 +114,24 @@ class NoveltyIndex:
                 else:
                     spans.append((i, i + n))
         return Novelty(max(lengths, default=0), spans, min_span)
+
+
+class BackgroundIndex:
+    """A NoveltyIndex built on a thread of its own, so that a run's first sample never waits for it.
+    `index` is None until it is ready; `skipped` says why it never will be."""
+
+    def __init__(self, corpus: str):
+        self.index: NoveltyIndex | None = None
+        self.skipped: str | None = None
+        self._thread = threading.Thread(target=self._build, args=(corpus,), name="novelty-index", daemon=True)
+        self._thread.start()
+
+    def _build(self, corpus: str) -> None:
+        try:
+            self.index = NoveltyIndex(corpus)
+        except MemoryError as e:
+            self.skipped = f"samples are not checked for copied text: {e or 'out of memory'}"
+
+    def wait(self, timeout: float | None = None) -> NoveltyIndex | None:
+        self._thread.join(timeout)
+        return self.index

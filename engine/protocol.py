@@ -39,7 +39,8 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "evaluate_now": {},
     "stop": {"save": (bool,)},
     "set_temperature": {"temperature": (int, float)},
-    "prompt": {"text": (str,), "length": (int, type(None))},
+    "set_early_stop": {"evaluations": (int, type(None))},
+    "prompt": {"text": (str,), "length": (int, type(None)), "temperature": (int, float, type(None))},
     "status": {},
 }
 

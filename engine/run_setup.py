@@ -31,8 +31,9 @@ from .device import (
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .events import CheckpointSaved, Notice, RunInfo, Started
 from .history import LossHistory
-from .metrics import MetricsLog
+from .metrics import MetricsLog, require_tensorboard
 from .model import CharRNN, State
+from .novelty import BackgroundIndex
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
 from .step import TrainStep
@@ -43,7 +44,7 @@ RESUMABLE_OVERRIDES = (
     "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
     "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
     "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
-    "lr_decay",
+    "lr_decay", "tensorboard",
 )
 
 
@@ -56,6 +57,8 @@ class RunSetup:
             self.config = resumed_config(checkpoint, self.overrides)
         config = self.config
         cfg.validate(config)
+        if config.tensorboard:
+            require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
         torch.manual_seed(config.seed)
 
         corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
@@ -108,7 +111,10 @@ class RunSetup:
             self.run_dir = new_run_dir(self.runs_dir, name)
             self.lock = RunLock(self.run_dir).acquire()
         self.saved_step = self.step
-        self.metrics = MetricsLog(self.run_dir, resumed_step=self.step if checkpoint is not None else None)
+        self.metrics = MetricsLog(self.run_dir, resumed_step=self.step if checkpoint is not None else None,
+                                  tensorboard=config.tensorboard)
+        # Samples are checked for text copied from the corpus once this index is built.
+        self.copy_index = BackgroundIndex(corpus.text)
         self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
 
         m = config.model

@@ -43,6 +43,9 @@ class Continuation:
     prompt: str
     notes: list[str] = field(default_factory=list)
     text: str = ""
+    # The model's own probability (at temperature 1) of each token it produced: how sure it was.
+    probs: list[float] = field(default_factory=list)
+    token_lengths: list[int] = field(default_factory=list)  # characters of each token of `text`
 
 
 class TextGenerator:
@@ -87,15 +90,23 @@ class TextGenerator:
                 n = min(settings.chunk, settings.length - done)
                 with torch.inference_mode():
                     picker = _Picker(settings, generator, n, logits.size(-1), self.device)
+                    seen = torch.empty(n, logits.size(-1), device=self.device)  # the logits each token was drawn from
                     for j in range(n):
+                        seen[j] = logits[0]
                         token = picker.pick(logits, j)
                         out[done + j : done + j + 1] = token
                         if done + j + 1 < settings.length:
                             logits, layers = self.stepper.step_layers(token, layers)
-                    piece = self.vocab.decode(out[done : done + n].tolist())
+                    tokens = out[done : done + n]
+                    # One softmax for the chunk, off the per-token path.
+                    probs = torch.softmax(seen, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+                    ids = tokens.tolist()
+                    piece = self.vocab.decode(ids)
                 done += n
                 if result is not None:
                     result.text += piece
+                    result.probs += probs.tolist()
+                    result.token_lengths += [len(self.vocab.tokens[i]) for i in ids]
                 yield piece
         finally:
             if was_training:

@@ -51,9 +51,10 @@ class RunRecord:
         self.losses = LossHistory()
         self.val: list[tuple[int, float]] = []
         self.samples: list[ev.Event] = []  # SampleStarted/SampleFinished pairs, the latest MAX_SAMPLES
-        self.in_flight: dict[int, tuple[ev.SampleStarted, str]] = {}
+        self.in_flight: dict[int, tuple[ev.SampleStarted, ev.SampleText]] = {}  # the text so far, as one piece
         self.state, self.reason = "starting", ""
         self.temperature: float | None = None
+        self.early_stop: int | None = None
         self.progress: ev.Progress | None = None
         self.saved: ev.CheckpointSaved | None = None
         self.best_val: float | None = None
@@ -67,6 +68,7 @@ class RunRecord:
             self.val = list(event.val_history)
             self.best_val = min((v for _, v in self.val), default=None)
             self.temperature = float(event.info.config.get("temperature", 0.8))
+            self.early_stop = event.info.config.get("early_stop")
             self.samples = []
             for i, (step, text) in enumerate(event.samples[-MAX_SAMPLES:]):
                 self.samples += [ev.SampleStarted(-1 - i, step, "", 0.0, "earlier"), ev.SampleFinished(-1 - i, text)]
@@ -81,18 +83,20 @@ class RunRecord:
         elif isinstance(event, ev.StateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, ev.SettingsChanged):
-            self.temperature = event.temperature
+            self.temperature, self.early_stop = event.temperature, event.early_stop
         elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
             self.saved = event
         elif isinstance(event, ev.SampleStarted):
-            self.in_flight[event.sample_id] = (event, "")
+            self.in_flight[event.sample_id] = (event, ev.SampleText(event.sample_id, ""))
             while len(self.in_flight) > MAX_IN_FLIGHT:  # one that failed half-way never finishes
                 self.in_flight.pop(next(iter(self.in_flight)))
         elif isinstance(event, ev.SampleText) and event.sample_id in self.in_flight:
-            started, text = self.in_flight[event.sample_id]
-            self.in_flight[event.sample_id] = (started, text + event.text)
+            started, so_far = self.in_flight[event.sample_id]
+            self.in_flight[event.sample_id] = (started, ev.SampleText(
+                event.sample_id, so_far.text + event.text, so_far.probs + event.probs,
+                so_far.token_lengths + event.token_lengths))
         elif isinstance(event, ev.SampleFinished):
-            started, _ = self.in_flight.pop(event.sample_id, (None, ""))
+            started, _ = self.in_flight.pop(event.sample_id, (None, None))
             if started is not None:
                 self.samples = [*self.samples, started, event][-2 * MAX_SAMPLES:]
 
@@ -110,9 +114,9 @@ class RunRecord:
         if self.saved is not None:
             events.append(self.saved)
         if self.temperature is not None:
-            events.append(ev.SettingsChanged(self.temperature))
-        for started_sample, text in self.in_flight.values():
-            events += [started_sample, ev.SampleText(started_sample.sample_id, text)]
+            events.append(ev.SettingsChanged(self.temperature, self.early_stop))
+        for started_sample, so_far in self.in_flight.values():
+            events += [started_sample, so_far]
         events.append(ev.StateChanged(self.state, self.reason))
         return events
 
@@ -307,8 +311,10 @@ class RunServer:
                 trainer.stop(save=args["save"])
             elif name == "set_temperature":
                 trainer.set_temperature(args["temperature"])
+            elif name == "set_early_stop":
+                trainer.set_early_stop(args["evaluations"])
             elif name == "prompt":
-                trainer.prompt(args["text"], args["length"])
+                trainer.prompt(args["text"], args["length"], args["temperature"])
             else:  # pause, resume, toggle_pause, save_now, sample_now, evaluate_now: no arguments
                 getattr(trainer, name)()
         except RequestRefused as e:

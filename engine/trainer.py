@@ -9,6 +9,7 @@ itself; engine/schedule.py the learning rate and the stop conditions. Only the t
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -72,6 +73,7 @@ class Trainer(Controls, RunSetup):
         self.step = 0
         self.saved_step = 0
         self._sample_ids = 0
+        self._copy_check_noted = False
         self.early_stopped: str | None = None  # why --early-stop ended the run
         self.metrics = None
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
@@ -252,7 +254,7 @@ class Trainer(Controls, RunSetup):
             self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations; best.pt is step "
                                   f"{verdict.best_step}, val {verdict.best_val:.4f}")
 
-    def _sample(self, prompt: str, source: str, length: int | None = None) -> None:
+    def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
         config = self.config
         if source == "live":  # first, so that a sample that fails is not retried at every step
             self.next_sample_at = time.monotonic() + config.sample_interval
@@ -260,7 +262,8 @@ class Trainer(Controls, RunSetup):
         sample_id = self._sample_ids
         settings = SampleSettings(
             length=config.sample_length if length is None else length,
-            temperature=self.temperature, top_k=config.top_k, top_p=config.top_p,
+            temperature=self.temperature if temperature is None else temperature, top_k=config.top_k,
+            top_p=config.top_p,
         )
         result = Continuation(prompt)
         pieces = self.generator.stream(prompt, settings, result)
@@ -269,14 +272,34 @@ class Trainer(Controls, RunSetup):
         except CharRNNError as e:
             self.emit(Notice(str(e), "warning"))
             return
-        self.emit(SampleStarted(sample_id, self.step, prompt, self.temperature, source, tuple(result.notes)))
-        if first is not None:
-            self.emit(SampleText(sample_id, first))
-        for piece in pieces:
-            self.emit(SampleText(sample_id, piece))
-        self.emit(SampleFinished(sample_id, result.text))
+        self.emit(SampleStarted(sample_id, self.step, prompt, settings.temperature, source, tuple(result.notes)))
+        word_level = self.vocab.kind == "word"
+        sent = 0
+        for piece in itertools.chain([first] if first is not None else [], pieces):
+            probs, lengths = self._token_details(result, sent, word_level)
+            sent = len(result.probs)
+            self.emit(SampleText(sample_id, piece, probs, lengths))
+        probs, lengths = self._token_details(result, 0, word_level)
+        self.emit(SampleFinished(sample_id, result.text, probs, lengths, *self._copies(result.text)))
         if source == "live":
             self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
+
+    @staticmethod
+    def _token_details(result: Continuation, start: int, word_level: bool) -> tuple[tuple, tuple]:
+        probs = tuple(round(p, 3) for p in result.probs[start:])
+        return probs, tuple(result.token_lengths[start:]) if word_level else ()
+
+    def _copies(self, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
+        """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
+        the index is ready."""
+        index = self.copy_index.index
+        if index is None:
+            if self.copy_index.skipped and not self._copy_check_noted:
+                self._copy_check_noted = True
+                self.emit(Notice(self.copy_index.skipped, "warning"))
+            return None, ()
+        novelty = index.novelty(text)
+        return novelty.longest_copy, tuple(novelty.spans)
 
     # ---- how a run ends -----------------------------------------------------------------------
     def _finish(self) -> bool:

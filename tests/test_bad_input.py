@@ -264,3 +264,11 @@ def test_a_resume_with_the_run_own_settings_is_accepted(checkpoint, tmp_path, mo
 def test_name_beside_resume_is_refused(checkpoint):
     assert_one_line_error(run_cli("train", "--headless", "--resume", str(checkpoint), "--name", "other"),
                           "--name names a new run")
+
+
+def test_tensorboard_without_its_extra(tmp_path):
+    corpus = write(tmp_path / "c.txt", b"abcdefgh " * 300)
+    runs = tmp_path / "runs"
+    result = run_cli(*TRAIN, str(corpus), "--tensorboard", "--runs-dir", str(runs))
+    assert_one_line_error(result, "--tensorboard needs TensorBoard", "pip install 'charrnn-tui[tensorboard]'")
+    assert not runs.exists() or not any(runs.iterdir())

@@ -78,3 +78,45 @@ def test_validation_points_and_the_best_are_drawn_over_the_curve():
 def test_an_empty_run_draws_nothing():
     canvas, _, _ = plot(Series([], [], [], [], [], [], None), 10, 4, log_scale=False, smoothing=0.6)
     assert all(canvas.bits[r][c] == 0 for r in range(4) for c in range(10))
+
+
+def test_other_runs_curves_widen_the_axes_and_are_drawn_in_their_own_layers():
+    from charrnn_tui.tui.chart import OTHER
+
+    losses = [2.0 - i / 2000 for i in range(1000)]
+    series = _series(losses, [(500.0, 1.9), (1000.0, 1.8)])
+    series.others = [[(0.0, 3.0), (1500.0, 1.2), (3000.0, 1.1)], [(100.0, 2.5), (200.0, 2.4)]]
+    canvas, (x0, x1), (y0, y1) = plot(series, 40, 8, log_scale=False, smoothing=0.0)
+    assert (x0, x1) == (0.0, 3000.0) and y0 == pytest.approx(1.1) and y1 == pytest.approx(3.0)
+    layers = {canvas.layer[r][c] for r in range(8) for c in range(40)}
+    assert {OTHER, OTHER + 1, VAL, SMOOTH} <= layers
+    assert canvas.layer[7][39] == OTHER  # the other run's last point: the lowest, furthest right
+    # This run's validation points keep their colour where a compared curve crosses them.
+    series.others = [[(float(x), 1.9) for x in range(0, 1001, 10)]]
+    canvas, _, (y0, y1) = plot(series, 40, 8, log_scale=False, smoothing=0.0)
+    column = int(500 / 1000 * 79 + 0.5) // 2
+    assert VAL in {canvas.layer[r][column] for r in range(8)}
+
+
+def test_a_compared_runs_curve_is_read_as_its_metrics_grow(tmp_path):
+    import json
+
+    from charrnn_tui.tui.compared_runs import ComparedRun
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 1, "elapsed_s": 0.1, "tokens": 9, "lr": 0.1, "train_loss": 4.0, "grad_norm": 1.0},
+             {"step": 10, "elapsed_s": 1.5, "tokens": 90, "lr": 0.1, "val_loss": 3.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run = ComparedRun("other", tmp_path)
+    assert run.refresh() and run.points == [(10, 3.0, 1.5)]
+    assert not run.refresh()  # nothing new
+    with path.open("a") as f:
+        f.write(json.dumps({"step": 20, "elapsed_s": 3.0, "val_loss": 2.5}) + "\n" + '{"step": 30, "val_lo')
+    assert run.refresh() and run.points[-1] == (20, 2.5, 3.0)  # a line being written waits for its end
+    with path.open("a") as f:
+        f.write('ss": 2.25, "elapsed_s": 4.5}\nnot json\n')
+    assert run.refresh() and run.points[-1] == (30, 2.25, 4.5)
+    path.write_text(json.dumps(lines[1]) + "\n")  # a resume rewrote it shorter
+    assert run.refresh() and run.points == [(10, 3.0, 1.5)]
+    path.unlink()
+    assert not run.refresh() and run.points == [(10, 3.0, 1.5)]

@@ -93,3 +93,50 @@ def test_sample_json_gives_the_text_and_what_was_copied(tmp_path):
     corpus.unlink()
     gone = run_cli("sample", "fox", "--runs-dir", str(runs), "-n", "10", "--json")
     assert gone.returncode == 0 and json.loads(gone.stdout)["novelty"] is None and "no copy check" in gone.stderr
+
+
+def test_the_background_index_is_built_off_the_calling_thread_and_says_why_it_was_skipped(monkeypatch):
+    from charrnn_tui.engine import novelty
+
+    built = novelty.BackgroundIndex("the cat sat on the mat")
+    assert built.wait(30) is not None and built.index.occurs("cat sat") and built.skipped is None
+    monkeypatch.setattr(novelty, "MAX_CORPUS_CHARS", 10)
+    skipped = novelty.BackgroundIndex("x" * 11)
+    assert skipped.wait(30) is None
+    assert skipped.skipped == ("samples are not checked for copied text: the corpus has 11 characters; the copy "
+                               "index stops at 10")
+
+
+def test_indexing_more_than_half_the_free_memory_is_refused(monkeypatch):
+    from charrnn_tui.engine import novelty
+
+    monkeypatch.setattr(novelty, "_available_memory", lambda: 2_000 * novelty.BUILD_BYTES_PER_CHAR)
+    assert NoveltyIndex("x" * 1_000).occurs("xx")
+    with pytest.raises(MemoryError, match="indexing 1,001 characters needs about 0 MB; 0 MB are free"):
+        NoveltyIndex("x" * 1_001)
+
+
+def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
+    """Live samples of a model that learnt its corpus by heart: probabilities near 1, all copied."""
+    import torch
+    from helpers import tiny_config
+
+    from charrnn_tui.engine import events as ev
+    from charrnn_tui.engine.trainer import Trainer
+
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    events: list = []
+    torch.manual_seed(0)
+    trainer = Trainer(tiny_config(corpus, max_steps=400, hidden=48, sample_length=60, temperature=0.1),
+                      runs_dir=tmp_path / "runs", on_event=events.append)
+    trainer.run()
+    assert trainer.copy_index.wait(60) is not None
+    trainer._sample("the quick", "prompt")
+    finished = [e for e in events if isinstance(e, ev.SampleFinished)][-1]
+    texts = [e for e in events if isinstance(e, ev.SampleText) and e.sample_id == finished.sample_id]
+    assert "".join(t.text for t in texts) == finished.text and len(finished.text) == 60
+    assert sum((t.probs for t in texts), ()) == finished.probs and len(finished.probs) == 60
+    assert finished.token_lengths == () and all(t.token_lengths == () for t in texts)  # char level
+    assert sum(finished.probs) / 60 > 0.9 and all(0 <= p <= 1 for p in finished.probs)
+    assert finished.longest_copy == 60 and finished.copies == ((0, 60),)

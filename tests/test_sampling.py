@@ -177,3 +177,52 @@ def test_an_empty_prompt_starts_from_a_newline_or_else_the_first_token():
 def test_a_continuation_records_its_prompt_and_notes():
     result = _random_generator().generate("ábc", SampleSettings(length=5, seed=0))
     assert result.prompt == "ábc" and result.notes == ["'á' -> 'a'"] and len(result.text) == 5
+
+
+@pytest.mark.parametrize("settings", [SampleSettings(length=41, seed=3, chunk=7),
+                                      SampleSettings(length=30, top_k=3, temperature=0.5, seed=1),
+                                      SampleSettings(length=20, greedy=True)])
+def test_each_token_comes_with_the_probability_the_model_gave_it(settings):
+    """At temperature 1, whatever the sampler's settings: the model's own confidence."""
+    gen = _random_generator()
+    torch.manual_seed(0)
+    result = gen.generate("abc", settings)
+    assert len(result.probs) == len(result.token_lengths) == settings.length
+    assert result.token_lengths == [1] * settings.length
+    prompt = gen.prepare("abc")[0]
+    ids = prompt + [gen.vocab.index[c] for c in result.text]
+    with torch.no_grad():
+        logits, _ = gen.model(torch.tensor([ids]))
+    probs = torch.softmax(logits[0, len(prompt) - 1 : -1], dim=-1)
+    expected = probs.gather(1, torch.tensor(ids[len(prompt):]).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(torch.tensor(result.probs), expected, atol=1e-5)
+    if settings.greedy:
+        assert torch.allclose(torch.tensor(result.probs), probs.max(dim=-1).values, atol=1e-5)
+
+
+def test_word_tokens_carry_their_lengths_in_characters():
+    from charrnn_tui.engine.vocab import WordVocab
+
+    vocab = WordVocab.build("the cat sat on the mat. the dog sat, the cat ran! " * 3, min_freq=1)
+    model = CharRNN(ModelConfig(kind="gru", layers=1, hidden=16, embedding=8, vocab_size=len(vocab)))
+    result = TextGenerator(model, vocab).generate("the", SampleSettings(length=25, seed=2, chunk=4))
+    assert len(result.token_lengths) == len(result.probs) == 25
+    assert sum(result.token_lengths) == len(result.text)
+    assert any(n > 1 for n in result.token_lengths)
+
+
+def test_a_prompt_at_a_temperature_of_its_own_leaves_the_runs_alone(repetitive_text, runs_dir):
+    from charrnn_tui.engine.control import RequestRefused
+    from charrnn_tui.engine.events import SampleStarted
+
+    events: list = []
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, on_event=events.append)
+    for bad in (0, -1, 10.5, float("nan")):
+        with pytest.raises(RequestRefused, match="temperature must be above 0 and at most 10"):
+            trainer.prompt("ab", None, bad)
+    trainer.prompt("ab", 12, 1.5)
+    trainer.prompt("ab", 12)
+    trainer.run()
+    started = [e for e in events if isinstance(e, SampleStarted) and e.prompt == "ab"]
+    assert [(e.source, e.temperature) for e in started] == [("temperatures", 1.5), ("prompt", 0.8)]
+    assert trainer.temperature == 0.8

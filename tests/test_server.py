@@ -227,6 +227,8 @@ def test_every_event_survives_the_wire():
         ev.Evaluated(3, 1.0, 1.4, 2.7, 1.0, True, 10, 0.1),
         ev.SampleStarted(1, 3, "pr", 0.8, "prompt", ("'é' -> 'e'",)),
         ev.SampleText(1, "[bold]x[/]"), ev.SampleFinished(1, "x\n"),
+        ev.SampleText(2, "a cat", (0.5, 0.25), (1, 4)),
+        ev.SampleFinished(2, "a cat", (0.5, 0.25), (1, 4), 5, ((0, 5),)),
         ev.CheckpointSaved("/p", 3, "latest", 1.0), ev.StateChanged("paused", "why"),
         ev.SettingsChanged(0.9), ev.Notice("hello", "warning"),
     ]
@@ -240,6 +242,8 @@ def test_every_event_survives_the_wire():
     ({"type": "request", "name": "pause", "args": []}, "args must be an object"),
     ({"type": "request", "name": "prompt", "args": {"text": "x"}}, None),
     ({"type": "request", "name": "prompt", "args": {"length": 3}}, "missing argument 'text'"),
+    ({"type": "request", "name": "prompt", "args": {"text": "x", "temperature": 1.5}}, None),
+    ({"type": "request", "name": "prompt", "args": {"text": "x", "temperature": "hot"}}, "wrong type"),
     ({"type": "request", "name": "stop", "args": {"save": True}}, None),
     ({"type": "request", "name": "set_temperature", "args": {"temperature": True}}, "wrong type"),
     ({"type": "hello"}, "unknown message type"),

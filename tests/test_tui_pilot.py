@@ -118,6 +118,48 @@ async def test_temperature_keys_change_what_the_engine_uses(repetitive_text, run
         await save_and_quit(pilot)
 
 
+@pytest.mark.parametrize(("size", "stacked"), [((80, 24), True), ((160, 45), False)])
+async def test_t_continues_the_prompt_at_three_temperatures(size, stacked, repetitive_text, runs_dir):
+    from charrnn_tui.tui.widgets.temperatures_screen import TemperaturesScreen
+
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        await pilot.press("p", *"abc", "escape")
+        await pilot.press("t")
+        screen = app.screen
+        assert isinstance(screen, TemperaturesScreen) and screen.prefix == "abc"
+        assert screen.has_class("-stacked") == stacked
+        await wait_for(pilot, lambda: sorted(screen.shown) == [0.5, 1.0, 1.5]
+                       and all(s.done for s in screen.shown.values()), what="three continuations")
+        for temperature, sample in screen.shown.items():
+            assert sample.prompt == "abc" and sample.temperature == temperature and sample.text
+            assert sample.source == "temperatures" and len(sample.probs) == len(sample.text)
+        assert app.trainer.temperature == pytest.approx(0.8)  # the run's own is unchanged
+        first = {t: s.sample_id for t, s in screen.shown.items()}
+        await pilot.press("t")
+        await wait_for(pilot, lambda: len(screen.shown) == 3 and all(
+            s.sample_id != first[t] and s.done for t, s in screen.shown.items()), what="three new continuations")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TemperaturesScreen)
+        await save_and_quit(pilot)
+
+
+async def test_e_steps_early_stop_through_its_settings_and_the_status_shows_it(repetitive_text, runs_dir):
+    from charrnn_tui.tui.widgets.status_panel import render_status
+
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.state == "training", what="training")
+        assert app.view.early_stop is None and "early stop" not in render_status(app.view).plain
+        for expected in (3, 5, 10, None, 3):
+            await pilot.press("e")
+            await wait_for(pilot, lambda expected=expected: app.view.early_stop == expected,
+                           what=f"early stop {expected}")
+        assert "early stop 3" in render_status(app.view).plain
+        await save_and_quit(pilot)
+
+
 async def test_typed_prompt_streams_a_continuation_and_history_recalls_it(repetitive_text, runs_dir):
     app = make_app(repetitive_text, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -356,3 +398,54 @@ async def test_the_runs_screen_lists_runs_and_attaches_to_another(repetitive_tex
     finally:
         first.stop()
         second.stop()
+
+
+async def test_marked_runs_of_the_same_corpus_are_overlaid_on_the_chart(repetitive_text, runs_dir, tmp_path):
+    from charrnn_tui.tui.chart import OTHER
+    from charrnn_tui.tui.widgets.loss_chart import LossChart
+    from charrnn_tui.tui.widgets.runs_screen import RunsScreen
+
+    other_corpus = tmp_path / "other.txt"
+    other_corpus.write_text("zyxwvut " * 400)
+    Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=20), runs_dir=runs_dir, run_name="before").run()
+    Trainer(tiny_config(other_corpus, max_steps=40, eval_interval=20), runs_dir=runs_dir, run_name="elsewhere").run()
+    run = LocalRun(tiny_config(repetitive_text, report_interval=0.05, sample_interval=0), runs_dir, "now").start()
+    try:
+        app = app_for(run, runs_dir)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.view.step > 5, what="training")
+            chart = app.query_one(LossChart)
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.entries) == 3,
+                           what="the runs screen")
+            screen = app.screen
+            for name in ("before", "elsewhere"):
+                screen.query_one("DataTable").move_cursor(row=[e.name for e in screen.entries].index(name))
+                await pilot.press("space")
+            assert len(screen.marked) == 2
+            await pilot.press("c")
+            await wait_for(pilot, lambda: not isinstance(app.screen, RunsScreen), what="the chart")
+            assert [r.name for r in chart.compared] == ["before"]  # another corpus is not comparable
+            assert [p[0] for p in chart.compared[0].points] == [20, 40, 60]
+            title = str(app.query_one("#loss").border_title)
+            assert title.startswith("Loss (nats/char) vs") and " before" in title
+            assert OTHER in {v for row in _chart_layers(chart) for v in row}
+            await pilot.press("x")  # by time: the other run's curve by its own training time
+            assert OTHER in {v for row in _chart_layers(chart) for v in row}
+            await pilot.press("r")  # reopened, the compared run is still marked; c with none marked clears
+            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="the runs screen again")
+            assert app.screen.marked == {str(runs_dir / "before")}
+            screen = app.screen
+            screen.query_one("DataTable").move_cursor(row=[e.name for e in screen.entries].index("before"))
+            await pilot.press("space", "c")
+            await wait_for(pilot, lambda: not chart.compared, what="the overlay gone")
+            await pilot.press("d")
+    finally:
+        run.stop()
+
+
+def _chart_layers(chart) -> list[list[int]]:
+    from charrnn_tui.tui.chart import plot
+
+    canvas, _, _ = plot(chart._series(), 40, 8, log_scale=False, smoothing=0.6)
+    return canvas.layer

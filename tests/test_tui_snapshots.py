@@ -22,6 +22,14 @@ INFO = ev.RunInfo(
 )
 
 
+SAMPLE_1 = "KING RICHARD:\nWhat say you, my lord? [/b] the [bold]crown[/] is mine,\nAnd all the world shall know it."
+
+
+def confidences(n: int) -> tuple[float, ...]:
+    """A fixed spread over every shade: sure, likely, guessed, surprised."""
+    return tuple((0.93, 0.31, 0.04, 0.002, 0.77, 0.6)[i % 6] for i in range(n))
+
+
 def demo_events() -> list[ev.Event]:
     losses = tuple(4.2 * math.exp(-i / 300) + 1.3 + 0.05 * math.sin(i) for i in range(1, 1201))
     return [
@@ -35,8 +43,7 @@ def demo_events() -> list[ev.Event]:
         ev.CheckpointSaved(path="/runs/shakespeare-lstm512-demo/latest.pt", step=1000, kind="latest",
                            saved_at=NOW - 42),
         ev.SampleStarted(1, 1000, "", 0.8, "live"),
-        ev.SampleFinished(1, "KING RICHARD:\nWhat say you, my lord? [/b] the [bold]crown[/] is mine,\n"
-                             "And all the world shall know it."),
+        ev.SampleFinished(1, SAMPLE_1, confidences(len(SAMPLE_1)), (), 26, ((14, 40),)),
         ev.SampleStarted(2, 1200, "", 0.8, "live"),
         ev.SampleText(2, "ROMEO:\nBut soft, what light through yonder window breaks"),
         ev.SampleStarted(3, 1200, "JULIET:", 0.8, "prompt"),
@@ -111,3 +118,49 @@ def test_the_chart_by_time_maps_steps_through_the_timeline():
     chart.timeline = [(100, 10.0), (200, 30.0)]
     assert chart._seconds(50) == 5.0 and chart._seconds(150) == 20.0 and chart._seconds(200) == 30.0
     assert chart._seconds(300) == 30.0
+
+
+def test_samples_shaded_by_confidence(snap_compare):
+    async def run_before(pilot):
+        from charrnn_tui.tui.widgets.samples_panel import SamplesPanel
+
+        await inject(pilot)
+        await pilot.press("o")
+        await pilot.pause()
+        pilot.app.query_one(SamplesPanel).scroll_home(animate=False)  # the shaded sample, with its copy
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_o_shades_tokens_by_confidence_and_copied_text_is_underlined():
+    from rich.style import Style
+
+    from charrnn_tui.tui.widgets.samples_panel import SamplesPanel, SampleView, render_sample
+
+    app = demo_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await inject(pilot)
+        panel = app.query_one(SamplesPanel)
+        view = next(v for v in app.query(SampleView) if v.sample.sample_id == 1)
+
+        def styles_at(offset: int) -> list[str]:
+            """The styles over one character of the sample's text (after its header line)."""
+            text = render_sample(view.sample, panel.confidence)
+            start = text.plain.index("\n") + 1 + offset
+            return [str(span.style) for span in text.spans if span.start <= start < span.end]
+
+        assert view.shown == (len(SAMPLE_1), True, False)
+        assert "copied 26 chars" in render_sample(view.sample).plain
+        assert "underline" in styles_at(20) and "underline" not in styles_at(5)  # copied: 14-40
+        assert not any("on green" in s for s in styles_at(0))
+        await pilot.press("o")
+        await pilot.pause()
+        assert panel.confidence and "confidence" in str(panel.border_subtitle)
+        assert view.shown == (len(SAMPLE_1), True, True)  # redrawn with the shades
+        shades = [Style.parse(next(s for s in styles_at(i) if " on " in s)) for i in range(6)]
+        assert [style.bgcolor.name for style in shades] == ["green", "yellow", "red", "magenta", "green", "green"]
+        assert all(style.bgcolor.number < 8 for style in shades)  # the 8 basic colours: fine in 16
+        await pilot.press("o")
+        await pilot.pause()
+        assert not panel.confidence and not any(" on " in s for s in styles_at(0))

@@ -85,3 +85,86 @@ def test_the_status_panel_says_plainly_when_the_run_overfits():
     assert "overfitting since step 250" in text and "best.pt is step 200, val 1.4000" in text
     view.apply(Evaluated(600, 1.3, 1.9, 3.7, 1.3, True, 100, 0.1, best_step=600, overfitting_since=None))
     assert "overfitting" not in render_status(view, now=0.0).plain
+
+
+def test_tensorboard_without_the_extra_is_a_one_line_error_before_anything_is_made(repetitive_text, runs_dir):
+    from charrnn_tui.engine.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        Trainer(tiny_config(repetitive_text, max_steps=5, tensorboard=True), runs_dir=runs_dir, run_name="tb").run()
+    assert str(raised.value) == ("--tensorboard needs TensorBoard, which is not installed: "
+                                 "pip install 'charrnn-tui[tensorboard]'")
+    assert not (runs_dir / "tb").exists()
+
+
+def test_tensorboard_gets_the_numbers_of_metrics_jsonl(repetitive_text, runs_dir, monkeypatch):
+    """With a stand-in for torch's SummaryWriter (tensorboard itself is an optional extra)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    written: list[tuple] = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir, flush_secs):
+            written.append(("open", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def close(self):
+            written.append(("close",))
+
+    tensorboard = types.ModuleType("tensorboard")
+    tensorboard.__spec__ = importlib.machinery.ModuleSpec("tensorboard", None)
+    writer_module = types.ModuleType("torch.utils.tensorboard")
+    writer_module.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "tensorboard", tensorboard)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", writer_module)
+    config = tiny_config(repetitive_text, max_steps=40, eval_interval=20, report_interval=1e-9, tensorboard=True)
+    Trainer(config, runs_dir=runs_dir, run_name="tb").run()
+    records = read_metrics(runs_dir / "tb")
+    assert written[0] == ("open", str(runs_dir / "tb" / "tensorboard")) and written[-1] == ("close",)
+    expected = []
+    for r in records:
+        if "train_loss" in r:
+            expected += [("loss/train", r["train_loss"], r["step"]), ("lr", r["lr"], r["step"]),
+                         ("grad_norm", r["grad_norm"], r["step"])]
+        else:
+            expected.append(("loss/val", r["val_loss"], r["step"]))
+    assert written[1:-1] == expected and len(expected) == 40 * 3 + 2
+
+
+def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_path):
+    """The app's `e`: a request at a step boundary, announced to every viewer, saved with the run."""
+    from charrnn_tui.engine.checkpoint import load_checkpoint
+    from charrnn_tui.engine.control import RequestRefused
+    from charrnn_tui.engine.events import Notice, Progress, SettingsChanged
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("".join(f"{i} {i * i % 97} {'abcdefghij'[i % 10] * (i % 7)}\n" for i in range(400)))
+    events: list = []
+    trainer: Trainer
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, Progress) and event.step >= 10 and trainer.config.early_stop is None:
+            trainer.set_early_stop(2)
+
+    trainer = Trainer(tiny_config(corpus, hidden=128, seq_len=32, batch_size=8, lr=0.01, eval_interval=25,
+                                  max_steps=3000, sample_interval=0), runs_dir=tmp_path / "runs", run_name="e",
+                      on_event=on_event)
+    for bad in (0, -3, 10_001):
+        with pytest.raises(RequestRefused, match="early stop takes 1 to 10,000 evaluations, or none"):
+            trainer.set_early_stop(bad)
+    assert trainer.run() == "finished"
+    assert trainer.early_stopped.startswith("early stop: no new best in 2 evaluations; best.pt is step ")
+    assert SettingsChanged(0.8, 2) in events
+    assert any(isinstance(e, Notice) and e.message == "early stop after 2 evaluations without a new best"
+               for e in events)
+    latest = tmp_path / "runs" / "e" / "latest.pt"
+    assert load_checkpoint(latest)["config"]["early_stop"] == 2 and trainer.step < 3000
+    resumed = Trainer(resume=latest)
+    resumed._setup()
+    resumed.lock.release()
+    assert resumed.config.early_stop == 2

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -31,13 +32,17 @@ from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.runs import RunEntry
 
+from .compared_runs import MAX_COMPARED, ComparedRun
 from .run_view import RunView, step_temperature
 from .widgets.loss_panel import LossPanel
 from .widgets.prompt_panel import PromptInput, PromptPanel
 from .widgets.quit_screen import QuitScreen
+from .widgets.runs_screen import RunsChoice
 from .widgets.samples_panel import SamplesPanel
 from .widgets.status_panel import StatusPanel
+from .widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
 
 # Connects to the run's engine with the given event callback (an EngineClient, or anything with its
 # request methods and run()); called in the worker thread, since starting an engine takes seconds.
@@ -47,6 +52,8 @@ EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 # attached app took 5.5% of a core on 2 cores; at 1 a second (with the engine sending progress
 # once a second, engine/server.py) 1.3%.
 REDRAW_INTERVAL = 1.0
+COMPARE_REFRESH = 5.0  # seconds between reads of the compared runs' metrics
+EARLY_STOP_CHOICES = (None, 3, 5, 10)  # what `e` steps through
 IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.Started)
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
@@ -86,6 +93,9 @@ class CharRNNApp(App[int]):
         Binding("comma", "chart_smoothing(-1)", "Less smoothing", show=False),
         Binding("full_stop", "chart_smoothing(1)", "More smoothing", show=False),
         Binding("z", "chart_maximise", "Chart", show=False),
+        Binding("o", "confidence", "Confidence", show=False),
+        Binding("t", "temperatures", "Temperatures", show=False),
+        Binding("e", "early_stop", "Early stop", show=False),
         Binding("d", "detach", "Detach"),
         Binding("q", "quit_asking", "Quit"),
         Binding("ctrl+q", "quit_asking", "Quit", show=False, priority=True),
@@ -117,6 +127,7 @@ class CharRNNApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_interval(REDRAW_INTERVAL, self.redraw)
+        self.set_interval(COMPARE_REFRESH, self.refresh_compared)
         self._handle_signals()
         self.redraw()
         if self.autostart:
@@ -189,7 +200,9 @@ class CharRNNApp(App[int]):
         elif isinstance(event, ev.SampleStarted) and event.notes:
             self.notify("prompt: " + "; ".join(event.notes), severity="warning", markup=False)
         if sample is not None and sample.source == "prompt":
-            self.query_one(PromptPanel).show(sample)
+            self.query_one(PromptPanel).show(sample, self.query_one(SamplesPanel).confidence)
+        if sample is not None and isinstance(self.screen, TemperaturesScreen):
+            self.screen.show(sample)
         if isinstance(event, ev.StateChanged) and event.reason == "checkpoint failed" and self.quitting:
             self.quitting = False  # the final save failed: stay, paused, so nothing is lost
         if isinstance(event, IMMEDIATE_EVENTS):
@@ -276,6 +289,15 @@ class CharRNNApp(App[int]):
         if self._need_trainer():
             self.trainer.sample_now()
 
+    def action_early_stop(self) -> None:
+        """Off, then after 3, 5 or 10 evaluations without a new best, then off again."""
+        if not self._need_trainer():
+            return
+        choices = EARLY_STOP_CHOICES
+        current = self.view.early_stop
+        following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
+        self.trainer.set_early_stop(following)
+
     def action_temperature(self, direction: int) -> None:
         value = step_temperature(self.view.temperature, direction)
         self.view.temperature = value  # shown at once; the engine confirms with SettingsChanged
@@ -299,6 +321,20 @@ class CharRNNApp(App[int]):
     def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
         if self._need_trainer():
             self.trainer.prompt(message.text)
+
+    def action_temperatures(self) -> None:
+        """The prompt being typed (or the last one sent) continued at three temperatures."""
+        if not self._need_trainer():
+            return
+        prompt_input = self.query_one(PromptInput)
+        prefix = prompt_input.value or (prompt_input.history[-1] if prompt_input.history else "")
+        self.push_screen(TemperaturesScreen(prefix, self.query_one(SamplesPanel).confidence))
+        self.ask_for_temperatures(prefix)
+
+    def ask_for_temperatures(self, prefix: str) -> None:
+        if self._need_trainer():
+            for temperature in TEMPERATURES:
+                self.trainer.prompt(prefix, None, temperature)
 
     def action_quit_asking(self) -> None:
         if self.quitting:
@@ -328,7 +364,17 @@ class CharRNNApp(App[int]):
                 return
         self.exit(self.exit_code)
 
-    # ---- the loss chart: shown at once, nothing to ask the engine -------------------------------
+    # ---- views: shown at once, nothing to ask the engine ----------------------------------------
+    def action_confidence(self) -> None:
+        """Shade every sampled token by the probability the model gave it, or stop."""
+        samples = self.query_one(SamplesPanel)
+        samples.confidence = not samples.confidence
+        samples.show(self.view.samples)
+        prompt = self.query_one(PromptPanel)
+        shown = self.view.samples.get(prompt.sample_id) if prompt.sample_id is not None else None
+        if shown is not None:
+            prompt.show(shown, samples.confidence)
+
     def action_chart_log(self) -> None:
         self.query_one(LossPanel).chart.toggle_log()
         self._chart_changed()
@@ -357,8 +403,38 @@ class CharRNNApp(App[int]):
     def action_runs(self) -> None:
         from .widgets.runs_screen import RunsScreen
 
-        self.push_screen(RunsScreen(self.runs_dir, current=self.view.info.run_dir if self.view.info else None),
-                         self._attach_chosen)
+        marked = {str(run.folder) for run in self.query_one(LossPanel).chart.compared}
+        self.push_screen(RunsScreen(self.runs_dir, current=self.view.info.run_dir if self.view.info else None,
+                                    marked=marked), self._runs_chosen)
+
+    def _runs_chosen(self, choice: RunsChoice | None) -> None:
+        if choice is None:
+            return
+        if choice.compare is not None:
+            self.compare_runs(choice.compare)
+        elif choice.attach:
+            self._attach_chosen(choice.attach)
+
+    def compare_runs(self, entries: Iterable[RunEntry]) -> None:
+        """Overlay other runs' validation curves on the chart: runs of this run's corpus only (another
+        corpus's losses are not comparable)."""
+        corpus = self.view.info.corpus_name if self.view.info else None
+        chosen = [e for e in entries if corpus is None or e.corpus in (corpus, None)]
+        skipped = [e.name for e in entries if e not in chosen]
+        if skipped:
+            self.notify(f"not compared, another corpus than {corpus}: {', '.join(skipped)}", severity="warning",
+                        markup=False)
+        runs = [ComparedRun(e.name, Path(e.path)) for e in chosen[:MAX_COMPARED]]
+        for run in runs:
+            run.refresh()
+        self.query_one(LossPanel).show_compared(runs)
+        if len(chosen) > MAX_COMPARED:
+            self.notify(f"{MAX_COMPARED} runs at most are compared", severity="warning")
+
+    def refresh_compared(self) -> None:
+        panel = self.query_one(LossPanel)
+        if any([run.refresh() for run in panel.chart.compared]):
+            panel.show_compared(panel.chart.compared)
 
     def _attach_chosen(self, run_dir: str | None) -> None:
         if not run_dir or (self.view.info is not None and run_dir == self.view.info.run_dir):
@@ -414,6 +490,12 @@ class CharRNNApp(App[int]):
         yield SystemCommand("Chart: less smoothing", "Lighter moving average (,)",
                             lambda: self.action_chart_smoothing(-1))
         yield SystemCommand("Chart: maximise", "The chart fills the screen, or not (z)", self.action_chart_maximise)
+        yield SystemCommand("Confidence", "Shade sampled tokens by the model's probability of them (o)",
+                            self.action_confidence)
+        yield SystemCommand("Three temperatures", "The prompt continued at 0.5, 1 and 1.5 (t)",
+                            self.action_temperatures)
+        yield SystemCommand("Early stop", "Off, or after 3, 5 or 10 evaluations without a new best (e)",
+                            self.action_early_stop)
         yield SystemCommand("Detach", "Leave the run training and close the app (d)", self.action_detach)
         yield SystemCommand("Save and quit", "Checkpoint, stop the run, then quit (ctrl+c)", self.action_save_and_quit)
 

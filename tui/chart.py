@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BRAILLE = 0x2800
 # Dot bits of a braille cell, by (column, row) in the cell.
 DOT = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 RAW, SMOOTH, VAL = 1, 2, 3  # layers, in rising priority
+OTHER = 4  # other runs' validation curves: layers OTHER, OTHER + 1, ...
 
 
 def debiased_ema(values: Sequence[float], weight: float, widths: Sequence[int] | None = None) -> list[float]:
@@ -99,6 +100,7 @@ class Series:
     widths: list[int]  # steps each point stands for
     val: list[tuple[float, float]]  # (x, loss)
     best: tuple[float, float] | None  # (x, loss) of the best validation
+    others: list[list[tuple[float, float]]] = field(default_factory=list)  # other runs' validation (x, loss)
 
 
 class Canvas:
@@ -110,12 +112,13 @@ class Canvas:
         self.layer = [[0] * cells_w for _ in range(cells_h)]
         self.marks: dict[tuple[int, int], str] = {}  # (row, col) -> a character drawn over the dots
 
-    def dot(self, px: int, py: int, layer: int) -> None:
-        """Set the dot at pixel (px, py), py counted from the top."""
+    def dot(self, px: int, py: int, layer: int, force: bool = False) -> None:
+        """Set the dot at pixel (px, py), py counted from the top; `force` gives the cell this
+        layer's colour whatever was drawn there before."""
         if 0 <= px < 2 * self.w and 0 <= py < 4 * self.h:
             row, col = py // 4, px // 2
             self.bits[row][col] |= DOT[px % 2][py % 4]
-            self.layer[row][col] = max(self.layer[row][col], layer)
+            self.layer[row][col] = layer if force else max(self.layer[row][col], layer)
 
     def vline(self, px: int, py0: int, py1: int, layer: int) -> None:
         for py in range(min(py0, py1), max(py0, py1) + 1):
@@ -130,11 +133,13 @@ def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothi
     """Draw the series; returns the canvas and the x and y ranges it covers (y in data units)."""
     canvas = Canvas(cells_w, cells_h)
     smooth = debiased_ema(series.mean, smoothing, series.widths) if series.mean else []
-    ys = [*smooth, *(v for _, v in series.val)]
+    other_points = [p for curve in series.others for p in curve]
+    ys = [*smooth, *(v for _, v in series.val), *(v for _, v in other_points)]
     if not ys or cells_w < 1 or cells_h < 1:
         return canvas, (0.0, 1.0), (0.0, 1.0)
-    # From 0 (step 0, or the start of training): the whole run.
-    x0, x1 = x_range or (0.0, max([*series.x, *(x for x, _ in series.val)], default=1.0))
+    # From 0 (step 0, or the start of training): the whole run, and the whole of the runs compared.
+    x0, x1 = x_range or (0.0, max([*series.x, *(x for x, _ in series.val), *(x for x, _ in other_points)],
+                                  default=1.0))
     if x1 <= x0:
         x1 = x0 + 1.0
     # The range follows the smoothed curve, the validation points and the raw band without its
@@ -172,12 +177,22 @@ def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothi
         else:
             _segment(canvas, previous, point, SMOOTH)
         previous = point
+    # Other runs' validation curves, joined point to point, under this run's own points.
+    for i, curve in enumerate(series.others):
+        previous = None
+        for x, v in curve:
+            point = (px_of(x), py_of(v))
+            if previous is None:
+                canvas.dot(*point, OTHER + i)
+            else:
+                _segment(canvas, previous, point, OTHER + i)
+            previous = point
     # Validation points: a 2x2 blob each, then the best one marked.
     for x, v in series.val:
         px, py = px_of(x), py_of(v)
         for dx in (0, 1):
             for dy in (0, 1):
-                canvas.dot(px + dx - (px == pw - 1), py + dy - (py == ph - 1), VAL)
+                canvas.dot(px + dx - (px == pw - 1), py + dy - (py == ph - 1), VAL, force=True)
     if series.best is not None:
         bx, by = series.best
         canvas.marks[(py_of(by) // 4, px_of(bx) // 2)] = "◆"

@@ -34,6 +34,10 @@ class Sample:
     text: str = ""
     notes: tuple[str, ...] = ()
     done: bool = False
+    probs: tuple[float, ...] = ()  # the model's probability of each token (engine/events.py SampleText)
+    token_lengths: tuple[int, ...] = ()  # empty: one character a token
+    longest_copy: int | None = None  # None: not checked (yet)
+    copies: tuple[tuple[int, int], ...] = ()  # [start, end) spans of text copied from the corpus
 
 
 @dataclass
@@ -50,6 +54,7 @@ class RunView:
     epoch_eta_seconds: float | None = None
     memory_bytes: int | None = None
     temperature: float = 0.8
+    early_stop: int | None = None
     train_losses: deque[float] = field(default_factory=lambda: deque(maxlen=TRAIN_WINDOW))
     history: LossHistory = field(default_factory=LossHistory)  # the whole run, bounded (the chart's)
     timeline: list[tuple[int, float]] = field(default_factory=list)  # (step, training seconds), thinned
@@ -100,7 +105,7 @@ class RunView:
         elif isinstance(event, ev.StateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, ev.SettingsChanged):
-            self.temperature = event.temperature
+            self.temperature, self.early_stop = event.temperature, event.early_stop
         elif isinstance(event, ev.Notice):
             if event.level == "error":
                 self.errors = [*self.errors[-(MAX_ERRORS - 1):], event.message]
@@ -116,8 +121,12 @@ class RunView:
             if sample is not None:
                 if isinstance(event, ev.SampleText):
                     sample.text += event.text
+                    sample.probs += event.probs
+                    sample.token_lengths += event.token_lengths
                 else:
                     sample.text, sample.done = event.text, True
+                    sample.probs, sample.token_lengths = event.probs, event.token_lengths
+                    sample.longest_copy, sample.copies = event.longest_copy, event.copies
             return sample
         return None
 
@@ -125,6 +134,7 @@ class RunView:
         info = self.info = event.info
         self.step = self.saved_step = info.resumed_step
         self.temperature = float(info.config.get("temperature", self.temperature))
+        self.early_stop = info.config.get("early_stop")
         if info.resumed_step:
             self.saved_at = time.time()
         self._train_points(event.loss_history.get("recent", ()))

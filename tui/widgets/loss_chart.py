@@ -18,6 +18,7 @@ from textual.widget import Widget
 from charrnn_tui.engine.history import LossHistory
 
 from ..chart import (
+    OTHER,
     RAW,
     SMOOTH,
     VAL,
@@ -30,6 +31,7 @@ from ..chart import (
     nice_ticks,
     plot,
 )
+from ..compared_runs import ComparedRun
 
 LABEL_W = 6  # the y axis: tick labels, then a rule
 STYLES = {
@@ -38,6 +40,8 @@ STYLES = {
     SMOOTH: Style(color="cyan", bold=True),
     VAL: Style(color="yellow", bold=True),
 }
+COMPARE_COLOURS = ("magenta", "green", "bright_blue", "red")  # the runs compared, in order
+STYLES.update({OTHER + i: Style(color=c) for i, c in enumerate(COMPARE_COLOURS)})
 MARK = Style(color="bright_white", bold=True)
 AXIS = Style(color="bright_black")
 SMOOTHINGS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -51,6 +55,7 @@ class LossChart(Widget):
         self.history = LossHistory()
         self.val: list[tuple[int, float]] = []
         self.timeline: list[tuple[int, float]] = []
+        self.compared: list[ComparedRun] = []  # other runs' validation curves, overlaid
         self.log_scale = False
         self.by_time = False
         self.smoothing = 0.6
@@ -60,6 +65,11 @@ class LossChart(Widget):
     # ---- data and settings ---------------------------------------------------------------------
     def set_data(self, history: LossHistory, val: list[tuple[int, float]], timeline: list[tuple[int, float]]) -> None:
         self.history, self.val, self.timeline = history, val, timeline
+        self._key = None
+        self.refresh()
+
+    def set_compared(self, runs: list[ComparedRun]) -> None:
+        self.compared = runs
         self._key = None
         self.refresh()
 
@@ -86,7 +96,8 @@ class LossChart(Widget):
     # ---- drawing ------------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
         size = self.size
-        key = (size.width, size.height, len(self.history), len(self.val))
+        key = (size.width, size.height, len(self.history), len(self.val),
+               tuple(len(run.points) for run in self.compared))
         if key != self._key:
             self._lines = self._frame(size)
             self._key = key
@@ -102,11 +113,13 @@ class LossChart(Widget):
             widths.append(end - start + 1)
         val = [(float(s), v) for s, v in self.val]
         best = min(val, key=lambda p: p[1]) if val else None
+        others = [[(elapsed if self.by_time else float(step), v) for step, v, elapsed in run.points]
+                  for run in self.compared[: len(COMPARE_COLOURS)]]
         if self.by_time:
             xs = [self._seconds(x) for x in xs]
             val = [(self._seconds(s), v) for s, v in val]
             best = (self._seconds(best[0]), best[1]) if best else None
-        return Series(xs, means, lows, highs, widths, val, best)
+        return Series(xs, means, lows, highs, widths, val, best, others)
 
     def _seconds(self, step: float) -> float:
         """Training seconds at a step, by interpolation over the (step, seconds) points known."""
@@ -128,7 +141,7 @@ class LossChart(Widget):
         if plot_w < 4 or plot_h < 2:
             return [Strip.blank(width) for _ in range(height)]
         series = self._series()
-        if not series.x and not series.val:
+        if not series.x and not series.val and not any(series.others):
             return [Strip([Segment("waiting for the first losses...".ljust(width)[:width], AXIS)])] + \
                 [Strip.blank(width) for _ in range(height - 1)]
         canvas, (x0, x1), (y0, y1) = plot(series, plot_w, plot_h, log_scale=self.log_scale,

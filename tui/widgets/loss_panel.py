@@ -9,8 +9,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from ..compared_runs import ComparedRun
 from ..run_view import RunView
-from .loss_chart import LossChart
+from .loss_chart import COMPARE_COLOURS, LossChart
 
 
 def _fmt(x: float | None) -> str:
@@ -29,6 +30,19 @@ class LossPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "Loss (nats/char)"
+        self.unit = "char"
+
+    def show_compared(self, runs: list[ComparedRun]) -> None:
+        self.chart.set_compared(runs)
+        self._title()
+
+    def _title(self) -> None:
+        title = Text(f"Loss (nats/{self.unit})")
+        if self.chart.compared:
+            title.append(" vs")
+            for run, colour in zip(self.chart.compared, COMPARE_COLOURS, strict=False):
+                title.append(f" {run.name}", style=colour)
+        self.border_title = title
 
     @property
     def chart(self) -> LossChart:
@@ -36,7 +50,9 @@ class LossPanel(Vertical):
 
     def show(self, view: RunView) -> None:
         unit = "char" if view.unit == "chars" else "token"
-        self.border_title = f"Loss (nats/{unit})"
+        if unit != self.unit:
+            self.unit = unit
+            self._title()
         recent = list(view.train_losses)[-20:]
         last_val = view.val_losses[-1][1] if view.val_losses else None
         first_val = view.val_losses[0][1] if view.val_losses else None

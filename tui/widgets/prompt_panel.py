@@ -10,6 +10,7 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from ..run_view import Sample
+from ..sample_text import copy_note, sample_body
 
 
 class PromptInput(Input):
@@ -50,7 +51,7 @@ class PromptPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Prompt"
         self.sample_id: int | None = None
-        self.shown: tuple[int, bool] = (-1, False)
+        self.shown: tuple[int, bool, bool] = (-1, False, False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -62,9 +63,9 @@ class PromptPanel(Vertical):
         prompt_input.value = ""
         self.post_message(self.Submitted(text))
 
-    def show(self, sample: Sample) -> None:
+    def show(self, sample: Sample, confidence: bool = False) -> None:
         """Show the latest continuation: the prompt in bold, then the text as it streams in."""
-        state = (len(sample.text), sample.done)
+        state = (len(sample.text), sample.done, confidence)
         if sample.sample_id == self.sample_id and state == self.shown:
             return
         self.sample_id, self.shown = sample.sample_id, state
@@ -72,8 +73,11 @@ class PromptPanel(Vertical):
         if sample.notes:
             text.append("(" + "; ".join(sample.notes) + ")\n", style="dim yellow")
         text.append(sample.prompt, style="bold")
-        text.append(sample.text)
+        text.append_text(sample_body(sample, confidence))
         if not sample.done:
             text.append(" ...", style="dim")
+        note, style = copy_note(sample)
+        if note:
+            text.append(f"  ({note})", style=style)
         self.query_one("#prompt-output", Static).update(text)
         self.query_one("#prompt-scroll", VerticalScroll).scroll_end(animate=False)

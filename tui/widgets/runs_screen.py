@@ -1,8 +1,10 @@
-"""The runs in the runs folder, with their state; Enter attaches to a live one."""
+"""The runs in the runs folder, with their state; Enter attaches to a live one; space marks runs
+whose validation curves `c` overlays on this run's chart."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual.app import ComposeResult
@@ -17,23 +19,33 @@ from charrnn_tui.engine.runs import RunEntry, list_runs
 REFRESH = 2.0  # seconds
 
 
-class RunsScreen(ModalScreen[str | None]):
-    """Dismisses with the folder of the live run to attach to, or None."""
+@dataclass(frozen=True)
+class RunsChoice:
+    attach: str | None = None  # the folder of a live run to attach to
+    compare: tuple[RunEntry, ...] | None = None  # runs to overlay on the chart (empty: stop comparing)
+
+
+class RunsScreen(ModalScreen[RunsChoice | None]):
+    """Dismisses with what the user chose, or None."""
 
     BINDINGS = [
         Binding("escape,r,q", "dismiss(None)", "Close"),
         Binding("enter", "attach", "Attach", priority=True),
+        Binding("space", "mark", "Mark to compare"),
+        Binding("c", "compare", "Compare marked"),
     ]
 
-    def __init__(self, runs_dir: Path | None, current: str | None = None) -> None:
+    def __init__(self, runs_dir: Path | None, current: str | None = None, marked: set[str] | None = None) -> None:
         super().__init__()
         self.runs_dir = runs_dir
         self.current = current
+        self.marked: set[str] = set(marked or ())  # run folders
         self.entries: list[RunEntry] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="runs-dialog"):
-            yield Static("Runs: enter attaches to a live one, escape closes", id="runs-title", markup=False)
+            yield Static("Runs: enter attaches to a live one; space marks runs, c overlays their validation "
+                         "curves on the chart; escape closes", id="runs-title", markup=False)
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
@@ -53,11 +65,26 @@ class RunsScreen(ModalScreen[str | None]):
         now = time.time()
         for e in self.entries:
             best = "-" if e.best_val is None else f"{e.best_val:.4f}"
-            table.add_row("*" if str(e.path) == self.current else "", e.name, e.state, e.corpus or "-",
+            mark = "*" if str(e.path) == self.current else "+" if str(e.path) in self.marked else ""
+            table.add_row(mark, e.name, e.state, e.corpus or "-",
                           e.model or "-", "-" if e.step is None else f"{e.step:,}", best,
                           str(e.viewers) if e.live else "-", format_age(now - e.updated), key=str(e.path))
         if self.entries:
             table.move_cursor(row=min(row, len(self.entries) - 1))
+
+    def action_mark(self) -> None:
+        table = self.query_one(DataTable)
+        if not self.entries:
+            return
+        entry = self.entries[min(table.cursor_row, len(self.entries) - 1)]
+        if str(entry.path) == self.current:
+            return  # this run is on the chart already
+        self.marked.symmetric_difference_update({str(entry.path)})
+        self.refresh_runs()
+
+    def action_compare(self) -> None:
+        """Overlay the marked runs (none marked: take the overlay away)."""
+        self.dismiss(RunsChoice(compare=tuple(e for e in self.entries if str(e.path) in self.marked)))
 
     def action_attach(self) -> None:
         table = self.query_one(DataTable)
@@ -68,4 +95,4 @@ class RunsScreen(ModalScreen[str | None]):
             self.notify(f"{entry.name} is {entry.state}, not running: `charrnn-tui train --resume {entry.name}` "
                         "continues it", severity="warning", markup=False)
             return
-        self.dismiss(str(entry.path))
+        self.dismiss(RunsChoice(attach=str(entry.path)))

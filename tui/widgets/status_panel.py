@@ -45,7 +45,8 @@ def render_status(view: RunView, now: float | None = None) -> Text:
     elif info is None:
         lines.append(Text("loading corpus and model...", "dim"))
     else:
-        lines.append(Text(info.run_name, "dim"))
+        stop = f" · early stop {view.early_stop}" if view.early_stop else ""
+        lines.append(Text(info.run_name + stop, "dim", overflow="ellipsis", no_wrap=True))
     if info is not None:
         lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
         lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
