@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import config as cfg
-from .corpus import corpus_spec
+from .corpus import corpus_bytes, corpus_spec
 from .errors import CharRNNError, ConfigError
 
 DEFAULTS = cfg.TrainConfig()
@@ -180,10 +180,14 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
 
         preset = cfg.preset_for_device(pick_device(args.device or "auto").type)
     config = cfg.apply_preset(cfg.TrainConfig(corpus=corpus_spec(args.corpus), ascii=args.ascii), preset)
+    preset_model = config.model
     given = given_settings(args)
     top = {k: v for k, v in given.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
+    if args.preset == "auto" and config.tokens == "char":  # a preset asked for by name is kept as it is
+        config = cfg.fit_to_corpus(config, corpus_bytes(args.corpus), preset_model=preset_model,
+                                   keep_hidden="hidden" in model, keep_dropout="dropout" in model)
     cfg.validate(config)
     return config
 
@@ -242,6 +246,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: off)")
     parser.add_argument("--greedy", action="store_true", help="always the likeliest token")
     parser.add_argument("--seed", type=int, default=None, help="for a reproducible sample (default: random)")
+    parser.add_argument("--allow-unk", action="store_true", help="let a word model write <unk> (default: never)")
     parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
     parser.add_argument("--json", action="store_true",
                         help='print {"prime", "text", "novelty": {"longest_copy", "spans", "min_span"}}: the '
@@ -255,7 +260,7 @@ def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from .sampling import Continuation, SampleSettings, TextGenerator
 
     settings = SampleSettings(length=args.length, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, greedy=args.greedy, seed=args.seed)
+                              top_p=args.top_p, greedy=args.greedy, seed=args.seed, allow_unk=args.allow_unk)
     path = resolve_checkpoint(args.checkpoint, args.runs_dir or default_runs_dir())
     loaded = load_model(path, args.device)
     settings.validate(len(loaded.vocab))
@@ -277,6 +282,38 @@ def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         out.write(piece)
         out.flush()
     out.write("\n")
+    return 0
+
+
+def add_next_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
+    parser.add_argument("--prime", default="", help="the text so far (default: none)")
+    parser.add_argument("--top", type=int, default=5, metavar="K", help="how many tokens (default: 5)")
+    parser.add_argument("--allow-unk", action="store_true", help="rank <unk> too, for a word model (default: never)")
+    parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"prime", "top": [{"token", "prob"}, ...]}, most likely first')
+    add_runs_dir_argument(parser)
+
+
+def run_next(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """The likeliest next tokens after a prime, with their probabilities at temperature 1."""
+    from .inference import load_model
+    from .runs import default_runs_dir, resolve_checkpoint
+    from .sampling import TextGenerator
+
+    path = resolve_checkpoint(args.checkpoint, args.runs_dir or default_runs_dir())
+    loaded = load_model(path, args.device)
+    top = min(args.top, len(loaded.vocab)) if args.top >= 1 else args.top
+    ranked, notes = TextGenerator(loaded.model, loaded.vocab).next_tokens(args.prime, top, args.allow_unk)
+    for note in notes:
+        sys.stderr.write(f"prompt: {note}\n")
+    if args.json:
+        out.write(json.dumps({"prime": args.prime, "top": [{"token": t, "prob": p} for t, p in ranked]}) + "\n")
+        return 0
+    width = max(len(repr(t)) for t, _ in ranked)
+    for token, prob in ranked:
+        out.write(f"{token!r:<{width}}  {prob:6.1%}\n")
     return 0
 
 
@@ -348,7 +385,7 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 # ---- entry point --------------------------------------------------------------------------------
-COMMANDS = ("train", "sample", "eval", "attach", "runs", "stop")
+COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop")
 
 
 def preset_table() -> str:
@@ -378,6 +415,7 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
         f"  {prog} stop RUN                      save and end a live run\n"
         f"  {prog} sample CHECKPOINT [options]   generate text\n"
         f"  {prog} eval CHECKPOINT [FILE]        loss, bits/char and perplexity (default: the run's validation text)\n"
+        f"  {prog} next CHECKPOINT --prime TEXT  the likeliest next tokens and their probabilities\n"
         f"run '{prog} COMMAND --help' for a command's options"
     )
     parser = Parser(
@@ -403,6 +441,10 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
                                         formatter_class=HelpFormatter))
     add_eval_arguments(sub.add_parser("eval", help="score a text file with a checkpoint",
                                       formatter_class=HelpFormatter))
+    add_next_arguments(sub.add_parser("next", help="the likeliest next tokens after a prime",
+                                      formatter_class=HelpFormatter,
+                                      description="The K likeliest tokens to follow --prime and their probabilities "
+                                                  "(temperature 1); the first is what `sample --greedy -n 1` writes."))
     attach = sub.add_parser("attach", help="open the app on a live run", formatter_class=HelpFormatter,
                             description="Open the app on a live run: its whole history, then live. "
                                         "`d` detaches again; `q` stops the run.")
@@ -423,6 +465,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_sample(args)
     if args.command == "eval":
         return run_eval(args)
+    if args.command == "next":
+        return run_next(args)
     if args.command in ("runs", "stop"):
         from .run_commands import run_runs, run_stop
 

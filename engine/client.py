@@ -117,9 +117,11 @@ class EngineClient:
         self.request("prompt", text=text, length=length, temperature=temperature)
 
     def request(self, name: str, **args: Any) -> None:
-        # The run may have ended a moment ago; `run` reports how it ended.
-        with contextlib.suppress(OSError):
-            self._send(protocol.request(name, **args))
+        # Arguments that are None are left out: the server takes them as None, and a run started by
+        # an earlier version, which may not know a newer optional argument, still takes the request.
+        given = {k: v for k, v in args.items() if v is not None}
+        with contextlib.suppress(OSError):  # the run may have ended a moment ago; `run` reports how it ended
+            self._send(protocol.request(name, **given))
 
     def detach(self) -> None:
         """Leave the run training; `run` returns."""

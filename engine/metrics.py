@@ -31,12 +31,14 @@ def require_tensorboard() -> None:
         raise ConfigError(MISSING_TENSORBOARD)
 
 
-def tensorboard_writer(run_dir: Path) -> Any:
+def tensorboard_writer(run_dir: Path, resumed_step: int | None = None) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's module imports the tensorboard package
         raise ConfigError(MISSING_TENSORBOARD) from None
-    return SummaryWriter(log_dir=str(run_dir / TENSORBOARD), flush_secs=10)
+    # A resumed run purges what its event files hold after its checkpoint, as metrics.jsonl drops it.
+    purge = None if resumed_step is None else resumed_step + 1
+    return SummaryWriter(log_dir=str(run_dir / TENSORBOARD), flush_secs=10, purge_step=purge)
 
 
 class MetricsLog:
@@ -44,7 +46,7 @@ class MetricsLog:
         self.path = run_dir / METRICS
         if resumed_step is not None:
             self._drop_after(resumed_step)
-        self.writer = tensorboard_writer(run_dir) if tensorboard else None
+        self.writer = tensorboard_writer(run_dir, resumed_step) if tensorboard else None
         self.file = None
         with contextlib.suppress(OSError):  # a read-only folder: the run goes on without it
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import threading
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 MIN_SPAN = 20  # characters: a copied span this long is marked
 MAX_CORPUS_CHARS = 64 << 20  # past this the index is not built
-BUILD_BYTES_PER_CHAR = 40  # what building the index takes at its peak (int64 keys, ranks and orders)
+# What building the index takes at its peak: several int64 tensors of the corpus's length, then the
+# order as Python ints on its way into the array (measured: 176 bytes a character for 4M).
+BUILD_BYTES_PER_CHAR = 180
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,13 @@ class Novelty:
         return {"longest_copy": self.longest_copy, "spans": [list(s) for s in self.spans], "min_span": self.min_span}
 
 
-def suffix_array(text: str) -> array:
-    """Start positions of the suffixes of `text` in sorted order (by code point)."""
+class Cancelled(Exception):
+    """The index was no longer wanted (its run ended) before it was built."""
+
+
+def suffix_array(text: str, cancelled: Callable[[], bool] = lambda: False) -> array:
+    """Start positions of the suffixes of `text` in sorted order (by code point). `cancelled` is
+    asked between rounds (each a sort of the whole text): True stops the build with Cancelled."""
     n = len(text)
     if n == 0:
         return array("q")
@@ -43,6 +51,8 @@ def suffix_array(text: str) -> array:
     rank = torch.unique(codes, return_inverse=True)[1]
     k = 1
     while True:
+        if cancelled():
+            raise Cancelled
         # Sort by (rank of the first k characters, rank of the next k); -1 past the end sorts first.
         following = torch.full((n,), -1, dtype=torch.int64)
         if k < n:
@@ -66,7 +76,7 @@ def _available_memory() -> int | None:
 
 
 class NoveltyIndex:
-    def __init__(self, corpus: str):
+    def __init__(self, corpus: str, cancelled: Callable[[], bool] = lambda: False):
         if len(corpus) > MAX_CORPUS_CHARS:
             raise MemoryError(f"the corpus has {len(corpus):,} characters; the copy index stops at "
                               f"{MAX_CORPUS_CHARS:,}")
@@ -75,7 +85,7 @@ class NoveltyIndex:
             raise MemoryError(f"indexing {len(corpus):,} characters needs about "
                               f"{len(corpus) * BUILD_BYTES_PER_CHAR >> 20:,} MB; {available >> 20:,} MB are free")
         self.corpus = corpus
-        self.sa = suffix_array(corpus)
+        self.sa = suffix_array(corpus, cancelled)
 
     def occurs(self, pattern: str) -> bool:
         """Whether `pattern` is a substring of the corpus (binary search over the suffixes)."""
@@ -118,19 +128,30 @@ class NoveltyIndex:
 
 class BackgroundIndex:
     """A NoveltyIndex built on a thread of its own, so that a run's first sample never waits for it.
-    `index` is None until it is ready; `skipped` says why it never will be."""
+    `index` is None until it is ready; `skipped` says why it never will be. `close` stops a build
+    still under way (the thread is not a daemon: a process that exited in the middle of one of
+    torch's sorts would abort)."""
 
     def __init__(self, corpus: str):
         self.index: NoveltyIndex | None = None
         self.skipped: str | None = None
-        self._thread = threading.Thread(target=self._build, args=(corpus,), name="novelty-index", daemon=True)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._build, args=(corpus,), name="novelty-index")
         self._thread.start()
 
     def _build(self, corpus: str) -> None:
         try:
-            self.index = NoveltyIndex(corpus)
+            self.index = NoveltyIndex(corpus, self._closed.is_set)
+        except Cancelled:
+            pass
         except MemoryError as e:
             self.skipped = f"samples are not checked for copied text: {e or 'out of memory'}"
+        except Exception as e:  # noqa: BLE001 - torch's allocator raises RuntimeError; the run goes on without it
+            self.skipped = f"samples are not checked for copied text: {str(e).splitlines()[0][:200]}"
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
 
     def wait(self, timeout: float | None = None) -> NoveltyIndex | None:
         self._thread.join(timeout)

@@ -207,11 +207,12 @@ class RunEntry:
     model: str | None
     viewers: int
     updated: float  # when the run last did something (time.time())
+    tokens: str | None = None  # "char" or "word"; None for a run from before status said so
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "state": self.state, "live": self.live, "step": self.step,
                 "best_val": self.best_val, "corpus": self.corpus, "model": self.model, "viewers": self.viewers,
-                "updated": self.updated}
+                "updated": self.updated, "tokens": self.tokens}
 
 
 def list_runs(runs_dir: Path) -> list[RunEntry]:
@@ -235,6 +236,7 @@ def list_runs(runs_dir: Path) -> list[RunEntry]:
             name=folder.name, path=folder, state=state, live=live, step=_int_or_none(status.get("step")),
             best_val=_float_or_none(status.get("best_val")), corpus=status.get("corpus"), model=status.get("model"),
             viewers=int(status.get("viewers") or 0) if live else 0, updated=updated,
+            tokens=status.get("tokens") if status.get("tokens") in ("char", "word") else None,
         ))
     return sorted(entries, key=lambda e: e.updated, reverse=True)
 

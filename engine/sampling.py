@@ -22,6 +22,7 @@ class SampleSettings:
     greedy: bool = False
     seed: int | None = None
     chunk: int = 16  # tokens per yielded piece of text
+    allow_unk: bool = False  # a word model may write <unk> (its logit is masked otherwise)
 
     def validate(self, vocab_size: int) -> None:
         if self.length < 0:
@@ -89,17 +90,18 @@ class TextGenerator:
                 # One chunk: tokens stay on the device; one copy back per chunk, not per token.
                 n = min(settings.chunk, settings.length - done)
                 with torch.inference_mode():
-                    picker = _Picker(settings, generator, n, logits.size(-1), self.device)
-                    seen = torch.empty(n, logits.size(-1), device=self.device)  # the logits each token was drawn from
+                    picker = _Picker(settings, generator, n, logits.size(-1), self.device, self._masks_unk(settings))
+                    seen = []  # the logits each token was drawn from (each step makes new ones: no copy)
                     for j in range(n):
-                        seen[j] = logits[0]
+                        seen.append(logits[0])
                         token = picker.pick(logits, j)
                         out[done + j : done + j + 1] = token
                         if done + j + 1 < settings.length:
                             logits, layers = self.stepper.step_layers(token, layers)
                     tokens = out[done : done + n]
                     # One softmax for the chunk, off the per-token path.
-                    probs = torch.softmax(seen, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+                    probs = torch.softmax(torch.stack(seen).float(), dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+                    probs = probs.nan_to_num(0.0)  # weights gone non-finite: "no confidence", not NaN on the wire
                     ids = tokens.tolist()
                     piece = self.vocab.decode(ids)
                 done += n
@@ -111,6 +113,32 @@ class TextGenerator:
         finally:
             if was_training:
                 self.model.train()
+
+    def _masks_unk(self, settings: SampleSettings) -> bool:
+        return isinstance(self.vocab, WordVocab) and not settings.allow_unk
+
+    def next_tokens(self, prompt: str, top: int, allow_unk: bool = False) -> tuple[list[tuple[str, float]], list[str]]:
+        """The `top` likeliest tokens to follow `prompt`, with their probabilities at temperature 1,
+        most likely first (the first is what greedy sampling writes), and the prompt's notes. With
+        <unk> masked, as when sampling, the probabilities are over the other tokens."""
+        if top < 1:
+            raise ConfigError(f"top must be at least 1, not {top}")
+        ids, notes = self.prepare(prompt)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                logits, _ = self._warm_up(ids)
+                logits = logits.float()
+                if self._masks_unk(SampleSettings(allow_unk=allow_unk)):
+                    logits[..., 0] = float("-inf")
+                probs = torch.softmax(logits[0], dim=-1)
+                values, order = torch.topk(probs, min(top, probs.numel()))
+                ranked = list(zip(order.tolist(), values.tolist(), strict=True))
+        finally:
+            if was_training:
+                self.model.train()
+        return [(self.vocab.tokens[i], p) for i, p in ranked], notes
 
     def generate(self, prompt: str, settings: SampleSettings) -> Continuation:
         result = Continuation(prompt)
@@ -133,9 +161,15 @@ class _Picker:
     add and one argmax per token instead of softmax plus multinomial.
     """
 
-    def __init__(self, s: SampleSettings, generator: torch.Generator, n: int, vocab: int, device: torch.device):
+    def __init__(self, s: SampleSettings, generator: torch.Generator, n: int, vocab: int, device: torch.device,
+                 mask_unk: bool = False):
         self.s = s
         self.generator = generator
+        # <unk> (id 0 of a word vocabulary) never chosen: -inf added to its logit.
+        self.mask = None
+        if mask_unk:
+            self.mask = torch.zeros(vocab, device=device)
+            self.mask[0] = float("-inf")
         self.gumbel = None
         if not s.greedy and s.top_k is None and s.top_p is None:
             uniform = torch.rand(n, vocab, generator=generator, device=device).clamp_(min=1e-10)
@@ -144,6 +178,8 @@ class _Picker:
 
     def pick(self, logits: torch.Tensor, j: int) -> torch.Tensor:
         s = self.s
+        if self.mask is not None:
+            logits = logits.float() + self.mask
         if s.greedy:
             return logits.argmax(dim=-1)
         if self.gumbel is not None:

@@ -97,7 +97,7 @@ class RunRecord:
                 so_far.token_lengths + event.token_lengths))
         elif isinstance(event, ev.SampleFinished):
             started, _ = self.in_flight.pop(event.sample_id, (None, None))
-            if started is not None:
+            if started is not None and started.source != "temperatures":  # one viewer's comparison: not replayed
                 self.samples = [*self.samples, started, event][-2 * MAX_SAMPLES:]
 
     def snapshot(self) -> list[ev.Event]:
@@ -127,6 +127,7 @@ class RunRecord:
             "step": self.progress.step if self.progress else (info.resumed_step if info else 0),
             "best_val": self.best_val, "corpus": info.corpus_name if info else None,
             "model": f"{info.model_kind} {info.layers}x{info.hidden}" if info else None,
+            "tokens": info.token_kind if info else None,
             "device": info.device if info else None, "pid": os.getpid(), "updated": time.time(),
         }
 

@@ -102,6 +102,8 @@ class Trainer(Controls, RunSetup):
             self._fail(message)
             raise CharRNNError(message) from None
         finally:
+            if getattr(self, "copy_index", None) is not None:
+                self.copy_index.close()
             if self.metrics is not None:
                 self.metrics.close()
             if self.lock is not None:
@@ -118,7 +120,8 @@ class Trainer(Controls, RunSetup):
         write_status(self.run_dir, {
             "name": info.run_name, "state": self.state, "reason": self.error, "step": self.step,
             "best_val": self.best_val if math.isfinite(self.best_val) else None, "corpus": info.corpus_name,
-            "model": f"{info.model_kind} {info.layers}x{info.hidden}", "device": info.device, "pid": None,
+            "model": f"{info.model_kind} {info.layers}x{info.hidden}", "tokens": info.token_kind,
+            "device": info.device, "pid": None,
             "updated": time.time(), "viewers": 0,
         })
 

@@ -120,3 +120,33 @@ def test_a_compared_runs_curve_is_read_as_its_metrics_grow(tmp_path):
     assert run.refresh() and run.points == [(10, 3.0, 1.5)]
     path.unlink()
     assert not run.refresh() and run.points == [(10, 3.0, 1.5)]
+
+
+def test_a_compared_run_is_read_again_when_its_metrics_are_replaced_and_skips_what_is_not_finite(tmp_path):
+    import json
+    import os
+
+    from charrnn_tui.tui.compared_runs import ComparedRun
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "elapsed_s": s / 10, "val_loss": 3.0 - s / 100}) + "\n"
+                            for s in (10, 20, 30)))
+    run = ComparedRun("other", tmp_path)
+    assert run.refresh() and [p[0] for p in run.points] == [10, 20, 30]
+    # A resume rewrites it (os.replace) without the lines after its checkpoint, then goes on past the old end.
+    replacement = tmp_path / "new"
+    lines = [{"step": 10, "elapsed_s": 1.0, "val_loss": 2.9}] + [
+        {"step": s, "elapsed_s": s / 10, "val_loss": 2.0, "train_loss": 9.99} for s in range(11, 40)]
+    lines.append({"step": 40, "elapsed_s": 4.0, "val_loss": float("nan")})
+    lines.append({"step": 50, "elapsed_s": 5.0, "val_loss": 1.5})
+    replacement.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    os.replace(replacement, path)
+    assert run.refresh()
+    assert run.points == [(10, 2.9, 1.0), *[(s, 2.0, s / 10) for s in range(11, 40)], (50, 1.5, 5.0)]
+
+
+def test_a_confidence_that_is_not_a_number_gets_the_lowest_shade():
+    from charrnn_tui.tui.sample_text import CONFIDENCE_SHADES, confidence_style
+
+    assert confidence_style(float("nan")) == CONFIDENCE_SHADES[-1][1]
+    assert confidence_style(1.0) == CONFIDENCE_SHADES[0][1] and confidence_style(0.0) == CONFIDENCE_SHADES[-1][1]

@@ -112,3 +112,43 @@ def test_eval_of_a_run_prints_the_validation_figure_training_printed(batch_size,
     best = min(evaluated, key=lambda e: e["nats"])
     from_best = charrnn("eval", str(runs / "r" / "best.pt"))
     assert f"{best['nats']:.4f} nats/char" in from_best.stdout
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["train", "shakespeare"], (384, 0.0)),  # the corpus the presets were chosen on: as it is
+    (["train", "timemachine"], (128, 0.25)),  # 179 kB: the same weights per character, and dropout
+    (["train", "jokes"], (96, 0.25)),
+    (["train", "timemachine", "--preset", "small"], (384, 0.0)),  # a preset asked for by name is kept
+    (["train", "timemachine", "--hidden", "200"], (200, 0.25)),  # and a flag always wins
+    (["train", "timemachine", "--dropout", "0.1"], (128, 0.1)),
+    (["train", "timemachine", "--tokens", "word"], (384, 0.0)),  # word models are sized by hand
+    (["train", "timemachine", "--layers", "3"], (64, 0.25)),  # three layers in the same budget: narrower
+])
+def test_the_default_preset_is_sized_for_the_corpus(argv, expected):
+    from charrnn_tui.engine.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args([*argv, "--device", "cpu"])
+    config = config_from_args(args)
+    assert (config.model.hidden, config.model.dropout) == expected
+
+
+def test_a_small_corpus_of_files_is_measured_by_its_text(tmp_path):
+    from charrnn_tui.engine import config as cfg
+    from charrnn_tui.engine.corpus import corpus_bytes
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("x" * 1000)
+    (folder / "b.txt").write_text("y" * 500)
+    (folder / "ignored.bin").write_bytes(b"z" * 10_000)
+    assert corpus_bytes(str(folder)) == 1500 and corpus_bytes(str(folder / "a.txt")) == 1000
+    assert corpus_bytes(str(tmp_path / "missing.txt")) is None
+    small = cfg.apply_preset(cfg.TrainConfig(), "small")
+    assert cfg.fit_to_corpus(small, None) == small
+    assert cfg.fit_to_corpus(small, cfg.REFERENCE_CHARS // 2) == small
+    tiny_text = cfg.fit_to_corpus(small, 1500)
+    assert tiny_text.model.hidden == 64 and tiny_text.model.dropout == 0.25  # never below 64 units
+    fitted = cfg.fit_to_corpus(small, 178_887)
+    budget = cfg.recurrent_parameters(small.model, 384) * 178_887 / cfg.REFERENCE_CHARS
+    assert cfg.recurrent_parameters(fitted.model, fitted.model.hidden) <= budget
+    assert cfg.recurrent_parameters(fitted.model, fitted.model.hidden + 32) > budget

@@ -140,3 +140,40 @@ def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
     assert finished.token_lengths == () and all(t.token_lengths == () for t in texts)  # char level
     assert sum(finished.probs) / 60 > 0.9 and all(0 <= p <= 1 for p in finished.probs)
     assert finished.longest_copy == 60 and finished.copies == ((0, 60),)
+
+
+def test_closing_the_background_index_stops_a_build_under_way():
+    import time
+
+    from charrnn_tui.engine import novelty
+
+    text = "".join(chr(97 + (i * 7919) % 26) for i in range(3_000_000))
+    building = novelty.BackgroundIndex(text)
+    time.sleep(0.2)
+    started = time.monotonic()
+    building.close()
+    assert not building._thread.is_alive() and building.index is None and building.skipped is None
+    assert time.monotonic() - started < 60  # one round of the build at most, not all of it
+
+
+def test_a_run_that_ends_while_its_index_is_built_exits_cleanly(tmp_path):
+    """The index thread is not a daemon: a process exiting in the middle of torch's sort aborted."""
+    from helpers import run_cli
+
+    result = run_cli("train", "shakespeare", "--preset", "tiny", "--hidden", "32", "--max-steps", "1",
+                     "--sample-interval", "0", "--device", "cpu", "--headless", "--runs-dir", str(tmp_path))
+    assert result.returncode == 0, (result.returncode, result.stderr[-500:])
+    assert "terminate called" not in result.stderr
+
+
+def test_a_build_that_fails_says_why_instead_of_dying_quietly(monkeypatch):
+    from charrnn_tui.engine import novelty
+
+    def broken(text, cancelled):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB\nmore")
+
+    monkeypatch.setattr(novelty, "suffix_array", broken)
+    index = novelty.BackgroundIndex("abc")
+    assert index.wait(30) is None
+    assert index.skipped == ("samples are not checked for copied text: DefaultCPUAllocator: can't allocate memory: "
+                             "you tried to allocate 9 GB")

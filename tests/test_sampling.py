@@ -15,7 +15,7 @@ TEXT = "the quick brown fox jumps over the lazy dog. "
 
 
 @pytest.fixture(scope="module")
-def memorised(tmp_path_factory):
+def fox_checkpoint(tmp_path_factory):
     """A model that has learnt the repetitive text by heart."""
     folder = tmp_path_factory.mktemp("memorised")
     corpus = folder / "fox.txt"
@@ -23,7 +23,12 @@ def memorised(tmp_path_factory):
     torch.manual_seed(0)
     trainer = Trainer(tiny_config(corpus, max_steps=400, hidden=48), runs_dir=folder / "runs", run_name="fox")
     assert trainer.run() == "finished"
-    return load_model(folder / "runs" / "fox" / LATEST, "cpu")
+    return folder / "runs" / "fox" / LATEST
+
+
+@pytest.fixture(scope="module")
+def memorised(fox_checkpoint):
+    return load_model(fox_checkpoint, "cpu")
 
 
 def _random_generator():
@@ -226,3 +231,51 @@ def test_a_prompt_at_a_temperature_of_its_own_leaves_the_runs_alone(repetitive_t
     started = [e for e in events if isinstance(e, SampleStarted) and e.prompt == "ab"]
     assert [(e.source, e.temperature) for e in started] == [("temperatures", 1.5), ("prompt", 0.8)]
     assert trainer.temperature == 0.8
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    import io
+
+    from charrnn_tui.engine.cli import build_parser, run_next, run_sample
+
+    args = build_parser().parse_args(list(argv))
+    out = io.StringIO()
+    code = (run_next if args.command == "next" else run_sample)(args, out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def word_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("words")
+    corpus = folder / "words.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log. a cat and a dog! " * 40 + "zebra quokka")
+    torch.manual_seed(0)
+    trainer = Trainer(tiny_config(corpus, tokens="word", min_freq=2, max_steps=150, seq_len=8),
+                      runs_dir=folder / "runs", run_name="w")
+    assert trainer.run() == "finished"
+    return folder / "runs" / "w" / LATEST
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("prime", ["the quick", "the cat sat on", "", "zebra"])
+def test_next_ranks_tokens_and_its_first_is_what_greedy_sampling_writes(level, prime, fox_checkpoint, word_model):
+    import json
+
+    path = fox_checkpoint if level == "char" else word_model
+    code, out = _cli("next", str(path), "--prime", prime, "--top", "5", "--json", "--device", "cpu")
+    assert code == 0
+    data = json.loads(out)
+    assert data["prime"] == prime and len(data["top"]) == 5
+    probs = [t["prob"] for t in data["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert all(t["token"] != "<unk>" for t in data["top"])
+    _, greedy = _cli("sample", str(path), "--prime", prime, "-n", "1", "--greedy", "--device", "cpu")
+    assert greedy == prime + data["top"][0]["token"] + "\n"
+
+
+def test_weights_gone_non_finite_give_no_confidence_rather_than_nan():
+    gen = _random_generator()
+    with torch.no_grad():
+        gen.model.head.weight.fill_(float("nan"))
+    result = gen.generate("ab", SampleSettings(length=10, seed=1))
+    assert result.probs == [0.0] * 10

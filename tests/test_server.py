@@ -378,3 +378,34 @@ def test_stop_from_a_signal_handler_cannot_deadlock_the_request_queue():
 
     trainer = Trainer(tiny_config("x"))
     assert isinstance(trainer._requests, queue_module.SimpleQueue)
+
+
+def test_a_client_leaves_out_arguments_that_are_none_so_an_older_run_takes_the_request():
+    from charrnn_tui.engine.client import EngineClient
+
+    sent = []
+    client = EngineClient("/nowhere", None)
+    client._send = sent.append
+    client.prompt("abc")
+    client.prompt("abc", 20, 1.5)
+    client.set_early_stop(None)
+    assert sent == [protocol.request("prompt", text="abc"),
+                    protocol.request("prompt", text="abc", length=20, temperature=1.5),
+                    protocol.request("set_early_stop")]
+    for message in sent:  # and this version's server takes them all
+        protocol.parse_request(message)
+
+
+def test_a_comparison_of_temperatures_is_not_replayed_to_viewers_who_attach_later():
+    from charrnn_tui.engine.server import RunRecord
+
+    record = RunRecord()
+    record.apply(ev.SampleStarted(1, 5, "ab", 0.5, "temperatures"))
+    record.apply(ev.SampleFinished(1, "cd", (0.5, 0.5)))
+    record.apply(ev.SampleStarted(2, 5, "", 0.8, "live"))
+    record.apply(ev.SampleText(2, "xy", (0.25, 0.75)))
+    record.apply(ev.SampleText(2, "z", (1.0,)))
+    assert record.samples == []
+    assert record.in_flight[2][1] == ev.SampleText(2, "xyz", (0.25, 0.75, 1.0))  # joined, with its confidences
+    record.apply(ev.SampleFinished(2, "xyz", (0.25, 0.75, 1.0)))
+    assert [e.sample_id for e in record.samples] == [2, 2]

@@ -136,6 +136,9 @@ async def test_t_continues_the_prompt_at_three_temperatures(size, stacked, repet
             assert sample.prompt == "abc" and sample.temperature == temperature and sample.text
             assert sample.source == "temperatures" and len(sample.probs) == len(sample.text)
         assert app.trainer.temperature == pytest.approx(0.8)  # the run's own is unchanged
+        from charrnn_tui.tui.widgets.samples_panel import SampleView
+
+        assert all(view.sample.source != "temperatures" for view in app.query(SampleView))  # this viewer's only
         first = {t: s.sample_id for t, s in screen.shown.items()}
         await pilot.press("t")
         await wait_for(pilot, lambda: len(screen.shown) == 3 and all(
@@ -152,11 +155,11 @@ async def test_e_steps_early_stop_through_its_settings_and_the_status_shows_it(r
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view.state == "training", what="training")
         assert app.view.early_stop is None and "early stop" not in render_status(app.view).plain
-        for expected in (3, 5, 10, None, 3):
+        for expected in (10, 5, 3, None, 10):  # the most lenient first: stepping never ends a run by the way
             await pilot.press("e")
             await wait_for(pilot, lambda expected=expected: app.view.early_stop == expected,
                            what=f"early stop {expected}")
-        assert "early stop 3" in render_status(app.view).plain
+        assert "early stop 10" in render_status(app.view).plain
         await save_and_quit(pilot)
 
 

@@ -106,8 +106,8 @@ def test_tensorboard_gets_the_numbers_of_metrics_jsonl(repetitive_text, runs_dir
     written: list[tuple] = []
 
     class SummaryWriter:
-        def __init__(self, log_dir, flush_secs):
-            written.append(("open", log_dir))
+        def __init__(self, log_dir, flush_secs, purge_step):
+            written.append(("open", log_dir, purge_step))
 
         def add_scalar(self, tag, value, step):
             written.append((tag, value, step))
@@ -124,7 +124,7 @@ def test_tensorboard_gets_the_numbers_of_metrics_jsonl(repetitive_text, runs_dir
     config = tiny_config(repetitive_text, max_steps=40, eval_interval=20, report_interval=1e-9, tensorboard=True)
     Trainer(config, runs_dir=runs_dir, run_name="tb").run()
     records = read_metrics(runs_dir / "tb")
-    assert written[0] == ("open", str(runs_dir / "tb" / "tensorboard")) and written[-1] == ("close",)
+    assert written[0] == ("open", str(runs_dir / "tb" / "tensorboard"), None) and written[-1] == ("close",)
     expected = []
     for r in records:
         if "train_loss" in r:
@@ -133,6 +133,9 @@ def test_tensorboard_gets_the_numbers_of_metrics_jsonl(repetitive_text, runs_dir
         else:
             expected.append(("loss/val", r["val_loss"], r["step"]))
     assert written[1:-1] == expected and len(expected) == 40 * 3 + 2
+    written.clear()
+    Trainer(resume=runs_dir / "tb" / "latest.pt", overrides={"max_steps": 45}).run()
+    assert written[0] == ("open", str(runs_dir / "tb" / "tensorboard"), 41)  # what came after the checkpoint goes
 
 
 def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_path):

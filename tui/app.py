@@ -53,7 +53,8 @@ EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 # once a second, engine/server.py) 1.3%.
 REDRAW_INTERVAL = 1.0
 COMPARE_REFRESH = 5.0  # seconds between reads of the compared runs' metrics
-EARLY_STOP_CHOICES = (None, 3, 5, 10)  # what `e` steps through
+# What `e` steps through: the most lenient first, so that stepping never ends a run by the way.
+EARLY_STOP_CHOICES = (None, 10, 5, 3)
 IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.Started)
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
@@ -290,7 +291,7 @@ class CharRNNApp(App[int]):
             self.trainer.sample_now()
 
     def action_early_stop(self) -> None:
-        """Off, then after 3, 5 or 10 evaluations without a new best, then off again."""
+        """Off, then after 10, 5 or 3 evaluations without a new best, then off again."""
         if not self._need_trainer():
             return
         choices = EARLY_STOP_CHOICES
@@ -418,11 +419,12 @@ class CharRNNApp(App[int]):
     def compare_runs(self, entries: Iterable[RunEntry]) -> None:
         """Overlay other runs' validation curves on the chart: runs of this run's corpus only (another
         corpus's losses are not comparable)."""
-        corpus = self.view.info.corpus_name if self.view.info else None
-        chosen = [e for e in entries if corpus is None or e.corpus in (corpus, None)]
+        info = self.view.info
+        corpus, tokens = (info.corpus_name, info.token_kind) if info else (None, None)
+        chosen = [e for e in entries if corpus is None or (e.corpus in (corpus, None) and e.tokens in (tokens, None))]
         skipped = [e.name for e in entries if e not in chosen]
         if skipped:
-            self.notify(f"not compared, another corpus than {corpus}: {', '.join(skipped)}", severity="warning",
+            self.notify(f"not compared (not {corpus} at {tokens} level): {', '.join(skipped)}", severity="warning",
                         markup=False)
         runs = [ComparedRun(e.name, Path(e.path)) for e in chosen[:MAX_COMPARED]]
         for run in runs:
@@ -494,7 +496,7 @@ class CharRNNApp(App[int]):
                             self.action_confidence)
         yield SystemCommand("Three temperatures", "The prompt continued at 0.5, 1 and 1.5 (t)",
                             self.action_temperatures)
-        yield SystemCommand("Early stop", "Off, or after 3, 5 or 10 evaluations without a new best (e)",
+        yield SystemCommand("Early stop", "Off, or after 10, 5 or 3 evaluations without a new best (e)",
                             self.action_early_stop)
         yield SystemCommand("Detach", "Leave the run training and close the app (d)", self.action_detach)
         yield SystemCommand("Save and quit", "Checkpoint, stop the run, then quit (ctrl+c)", self.action_save_and_quit)

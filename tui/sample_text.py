@@ -19,7 +19,8 @@ COPIED = "underline"
 
 
 def confidence_style(prob: float) -> str:
-    return next(style for low, style, _ in CONFIDENCE_SHADES if prob >= low)
+    """The shade for a probability; the lowest for anything that is not a number (NaN weights)."""
+    return next((style for low, style, _ in CONFIDENCE_SHADES if prob >= low), CONFIDENCE_SHADES[-1][1])
 
 
 def confidence_legend() -> Text:
@@ -34,12 +35,18 @@ def sample_body(sample: Sample, confidence: bool) -> Text:
     text = Text(sample.text)
     if confidence and sample.probs:
         lengths = sample.token_lengths or (1,) * len(sample.probs)
-        start = 0
+        start, run_start, run_style = 0, 0, None
         for prob, length in zip(sample.probs, lengths, strict=False):
             if start >= len(sample.text):
                 break  # a view that joined part-way may hold fewer characters than tokens
-            text.stylize(confidence_style(prob), start, start + length)
+            style = confidence_style(prob)
+            if style != run_style:  # one span per run of tokens in the same shade
+                if run_style is not None:
+                    text.stylize(run_style, run_start, start)
+                run_start, run_style = start, style
             start += length
+        if run_style is not None:
+            text.stylize(run_style, run_start, min(start, len(sample.text)))
     for start, end in sample.copies:
         text.stylize(COPIED, start, end)
     return text

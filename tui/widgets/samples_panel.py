@@ -58,7 +58,7 @@ class SamplesPanel(VerticalScroll):
         for sample_id in [k for k in self.views if k not in samples]:
             self.views.pop(sample_id).remove()
         new = [SampleView(s, self.confidence) for k, s in samples.items()
-               if k not in self.views and s.source != "prompt"]
+               if k not in self.views and s.source not in ("prompt", "temperatures")]
         if new:
             self.mount_all(new)
             self.views.update({v.sample.sample_id: v for v in new})
