@@ -279,3 +279,22 @@ def test_weights_gone_non_finite_give_no_confidence_rather_than_nan():
         gen.model.head.weight.fill_(float("nan"))
     result = gen.generate("ab", SampleSettings(length=10, seed=1))
     assert result.probs == [0.0] * 10
+
+
+@pytest.mark.parametrize("settings", [SampleSettings(length=10_000, seed=4, chunk=256),
+                                      SampleSettings(length=2_000, seed=4, top_k=3),
+                                      SampleSettings(length=500, greedy=True)])
+def test_unk_is_never_sampled_even_when_the_model_favours_it(settings):
+    from charrnn_tui.engine.vocab import UNK, WordVocab
+
+    vocab = WordVocab.build("the cat sat on the mat . a dog ran ! " * 5, min_freq=1)
+    model = CharRNN(ModelConfig(kind="gru", layers=1, hidden=16, embedding=8, vocab_size=len(vocab)))
+    with torch.no_grad():
+        model.head.bias[0] = 8.0  # <unk> most of the probability
+    gen = TextGenerator(model, vocab)
+    result = gen.generate("the", settings)
+    assert UNK not in result.text and len(result.probs) == settings.length
+    allowed = gen.generate("the", SampleSettings(length=200, seed=4, allow_unk=True, greedy=settings.greedy))
+    assert UNK in allowed.text
+    ranked, _ = gen.next_tokens("the", 3)
+    assert UNK not in [t for t, _ in ranked] and gen.next_tokens("the", 1, allow_unk=True)[0][0][0] == UNK
