@@ -371,12 +371,26 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
         source = corpus.source
     result = evaluate(loaded.model, ids)
-    unit = "char" if loaded.vocab.kind == "char" else "token"
-    out.write(f"{source}: {result.tokens:,} {unit}s predicted; {result.nats:.4f} nats/{unit}, "
-              f"{result.bits:.4f} bits/{unit}, perplexity {result.perplexity:.3f}\n")
+    if loaded.vocab.kind == "char":  # bits per character: the figure char models are compared by
+        out.write(f"{source}: {result.tokens:,} chars predicted; {result.bits:.4f} bits/char "
+                  f"({result.nats:.4f} nats/char, perplexity {result.perplexity:.3f} per char)\n")
+    else:  # perplexity per word: spaces and punctuation are counted into the words they go with
+        words = word_count(loaded.vocab, ids[1:])
+        per_word = math.exp(min(result.nats * result.tokens / max(words, 1), 700))
+        out.write(f"{source}: {result.tokens:,} tokens predicted ({words:,} of them words); perplexity "
+                  f"{per_word:.2f} per word ({result.nats:.4f} nats/token, perplexity {result.perplexity:.2f} "
+                  "per token)\n")
     if unknown:
         out.write(f"note: {unknown} characters not in the model's vocabulary were folded or skipped\n")
     return 0
+
+
+def word_count(vocab: Any, ids: Any) -> int:
+    """How many of the tokens `ids` are words (hold a letter or digit), not spaces or punctuation."""
+    import torch
+
+    is_word = torch.tensor([bool(WORD_CHAR.search(t)) for t in vocab.tokens])
+    return int(is_word[ids.long()].sum())
 
 
 # ---- runs and stop ------------------------------------------------------------------------------
@@ -385,6 +399,7 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 # ---- entry point --------------------------------------------------------------------------------
+WORD_CHAR = re.compile(r"\w")
 COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop")
 
 

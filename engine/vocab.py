@@ -12,8 +12,18 @@ from .errors import CheckpointError, ConfigError
 
 UNK = "<unk>"
 _ENCODE_CHUNK = 1 << 23
-# Words, single punctuation marks and runs of whitespace: joining tokens gives the text back.
-WORD_PATTERN = re.compile(r"\w+|[^\w\s]|\s+")
+# How word-level text is cut into tokens; joining the tokens gives the text back exactly, either way.
+# Scheme 2 (now): a word carries the one space before it (" cat"), contractions stay whole
+# ("don't", "Who's"), a punctuation mark is a token of its own (with the space before it, if any:
+# " ("), and other whitespace (newlines, the first spaces of a run) is left on its own. So a model
+# writes "there?" and "what's", not "there ?" and "what ' s". Case is kept.
+# Scheme 1 (checkpoints from before it): words, single punctuation marks and whitespace runs.
+WORD_PATTERNS = {
+    1: re.compile(r"\w+|[^\w\s]|\s+"),
+    2: re.compile(r" ?\w+(?:['\u2019]\w+)*| ?[^\w\s]|\s+(?!\S)|\s+"),
+}
+WORD_SCHEME = 2
+WORD_PATTERN = WORD_PATTERNS[WORD_SCHEME]
 
 
 class Vocab(Protocol):
@@ -98,10 +108,13 @@ class WordVocab:
 
     kind = "word"
 
-    def __init__(self, tokens: list[str]):
+    def __init__(self, tokens: list[str], scheme: int = WORD_SCHEME):
         if not tokens or tokens[0] != UNK or len(set(tokens)) != len(tokens):
             raise CheckpointError("word vocabulary must start with <unk> and hold distinct tokens")
+        if scheme not in WORD_PATTERNS:
+            raise CheckpointError(f"word vocabulary of an unknown scheme {scheme!r}")
         self.tokens = tokens
+        self.scheme = scheme
         self.index = {t: i for i, t in enumerate(tokens)}
 
     @classmethod
@@ -110,39 +123,47 @@ class WordVocab:
         kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
         return cls([UNK, *(t for t in kept if t != UNK)])
 
+    def split(self, text: str) -> list[str]:
+        return tokenize_words(text, self.scheme)
+
     def __len__(self) -> int:
         return len(self.tokens)
 
     def encode(self, text: str) -> torch.Tensor:
         index = self.index
-        ids = [index.get(t, 0) for t in tokenize_words(text)]
+        ids = [index.get(t, 0) for t in self.split(text)]
         return torch.tensor(ids, dtype=compact_dtype(len(self)))
 
     def encode_prompt(self, text: str) -> tuple[list[int], list[str]]:
+        """Ids for a user's prompt: a word not in the vocabulary is folded with unidecode if that
+        finds it, else it becomes <unk> (keeping the space before it when the vocabulary has one),
+        each reported once."""
         ids: list[int] = []
         notes: list[str] = []
-        for token in tokenize_words(text):
+        for token in self.split(text):
             if token in self.index:
                 ids.append(self.index[token])
                 continue
             folded = _unidecode(token)
             if folded in self.index:
                 ids.append(self.index[folded])
-                notes.append(f"{token!r} -> {folded!r}")
-            else:
-                ids.append(0)
-                notes.append(f"{token!r} -> {UNK}")
+                notes.append(f"{token.strip() or token!r} -> {folded.strip() or folded!r}")
+                continue
+            if token.startswith(" ") and token.strip() and " " in self.index:
+                ids.append(self.index[" "])
+            ids.append(0)
+            notes.append(f"{token.strip() or token!r} -> {UNK}")
         return ids, notes
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.tokens[i] for i in ids)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokens": list(self.tokens)}
+        return {"kind": self.kind, "tokens": list(self.tokens), "scheme": self.scheme}
 
 
-def tokenize_words(text: str) -> list[str]:
-    return WORD_PATTERN.findall(text)
+def tokenize_words(text: str, scheme: int = WORD_SCHEME) -> list[str]:
+    return WORD_PATTERNS[scheme].findall(text)
 
 
 def build_vocab(text: str, kind: str = "char", min_freq: int = 2) -> CharVocab | WordVocab:
@@ -163,7 +184,7 @@ def vocab_from_dict(data: Any) -> CharVocab | WordVocab:
     if kind == "char":
         return CharVocab(tokens)
     if kind == "word":
-        return WordVocab(tokens)
+        return WordVocab(tokens, data.get("scheme", 1))  # no scheme: a checkpoint from before scheme 2
     raise CheckpointError(f"checkpoint vocabulary has unknown kind {kind!r}")
 
 

@@ -298,3 +298,28 @@ def test_unk_is_never_sampled_even_when_the_model_favours_it(settings):
     assert UNK in allowed.text
     ranked, _ = gen.next_tokens("the", 3)
     assert UNK not in [t for t, _ in ranked] and gen.next_tokens("the", 1, allow_unk=True)[0][0][0] == UNK
+
+
+def test_eval_of_a_word_model_reports_perplexity_per_word_and_a_char_model_bits_per_char(word_model, fox_checkpoint):
+    import math
+    import re
+
+    from charrnn_tui.engine.cli import build_parser, run_eval
+
+    def evaluate(path):
+        import io
+
+        out = io.StringIO()
+        assert run_eval(build_parser().parse_args(["eval", str(path), "--device", "cpu"]), out) == 0
+        return out.getvalue()
+
+    line = evaluate(word_model)
+    match = re.search(r"([\d,]+) tokens predicted \(([\d,]+) of them words\); perplexity ([\d.]+) per word "
+                      r"\(([\d.]+) nats/token, perplexity ([\d.]+) per token\)", line)
+    assert match, line
+    tokens, words = (int(match[i].replace(",", "")) for i in (1, 2))
+    nats = float(match[4])
+    assert 0 < words < tokens
+    assert float(match[3]) == pytest.approx(math.exp(nats * tokens / words), rel=2e-3)
+    assert float(match[5]) == pytest.approx(math.exp(nats), rel=2e-3)
+    assert "bits/char (" in evaluate(fox_checkpoint) and "per word" not in evaluate(fox_checkpoint)
