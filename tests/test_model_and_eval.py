@@ -143,3 +143,14 @@ def test_word_level_model_learns_and_samples(tmp_path, runs_dir):
     assert loaded.vocab.kind == "word" and "zebra" not in loaded.vocab.index  # seen once: <unk>
     text = TextGenerator(loaded.model, loaded.vocab).generate("the cat", SampleSettings(length=12, greedy=True))
     assert text.text.startswith(" sat on the ") and text.text[len(" sat on the "):][:3] in ("mat", "log")
+
+
+def test_evaluating_fewer_than_two_tokens_says_why():
+    from charrnn_tui.engine.config import ModelConfig
+    from charrnn_tui.engine.evaluate import evaluate
+    from charrnn_tui.engine.model import CharRNN
+
+    model = CharRNN(ModelConfig(kind="lstm", layers=1, hidden=8, embedding=4, vocab_size=5))
+    with pytest.raises(ValueError) as raised:
+        evaluate(model, torch.tensor([1]))
+    assert str(raised.value) == "evaluation needs at least 2 tokens"

@@ -323,3 +323,20 @@ def test_eval_of_a_word_model_reports_perplexity_per_word_and_a_char_model_bits_
     assert float(match[3]) == pytest.approx(math.exp(nats * tokens / words), rel=2e-3)
     assert float(match[5]) == pytest.approx(math.exp(nats), rel=2e-3)
     assert "bits/char (" in evaluate(fox_checkpoint) and "per word" not in evaluate(fox_checkpoint)
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    (SampleSettings(temperature=float("inf")), "temperature must be a positive number, not inf"),
+    (SampleSettings(temperature=0.0), "temperature must be a positive number, not 0.0"),
+    (SampleSettings(top_p=0.0), "top-p must be in (0, 1], not 0.0"),
+    (SampleSettings(top_k=0), "top-k must be between 1 and the vocabulary size (10), not 0"),
+    (SampleSettings(length=-1), "length must be 0 or more, not -1"),
+    (SampleSettings(top_p=1.0, top_k=10, length=0), None),  # the edges that are allowed
+])
+def test_sample_settings_are_checked_at_their_edges(settings, error):
+    if error is None:
+        settings.validate(10)
+        return
+    with pytest.raises(ConfigError) as raised:
+        settings.validate(10)
+    assert str(raised.value) == error

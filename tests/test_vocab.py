@@ -155,3 +155,17 @@ def test_a_word_vocabulary_from_before_scheme_2_keeps_cutting_text_its_way():
     assert vocab_from_dict(new.to_dict()).scheme == 2 and new.to_dict()["scheme"] == 2
     with pytest.raises(CheckpointError, match="unknown scheme 7"):
         vocab_from_dict({"kind": "word", "tokens": [UNK], "scheme": 7})
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    ("not a dict", "checkpoint vocabulary is malformed"),
+    ({"kind": "char"}, "checkpoint vocabulary is malformed"),
+    ({"kind": "char", "tokens": ["a", 3]}, "checkpoint vocabulary holds non-text tokens"),
+    ({"kind": "bytes", "tokens": ["a"]}, "checkpoint vocabulary has unknown kind 'bytes'"),
+])
+def test_a_broken_vocabulary_in_a_checkpoint_is_named(data, error):
+    from charrnn_tui.engine.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as raised:
+        vocab_from_dict(data)
+    assert str(raised.value) == error
