@@ -110,6 +110,9 @@ class EngineClient:
     def set_temperature(self, temperature: float) -> None:
         self.request("set_temperature", temperature=float(temperature))
 
+    def next_tokens(self, text: str, top: int | None = None) -> None:
+        self.request("next_tokens", text=text, top=top)
+
     def set_early_stop(self, evaluations: int | None) -> None:
         self.request("set_early_stop", evaluations=evaluations)
 

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from .cowrite import MAX_TOP
 from .events import Notice, SettingsChanged
 from .runs import LATEST
 
@@ -41,6 +42,7 @@ class Controls:
         self._work_lock = threading.Lock()
         self.paused = False
         self.stop_requested: bool | None = None  # None: keep going; else whether to save
+        self._typing: tuple[str, int] | None = None  # the latest text to expect after; older ones are moot
 
     # ---- requests: any thread -----------------------------------------------------------------
     def pause(self) -> None:
@@ -84,6 +86,17 @@ class Controls:
         if temperature is not None and not 0 < temperature <= MAX_TEMPERATURE:
             raise RequestRefused(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g}, not {temperature}")
         self._put("prompt", (str(text), length, None if temperature is None else float(temperature)))
+
+    def next_tokens(self, text: str, top: int = 5) -> None:
+        """What the model expects after `text` (a NextTokens event). Keystrokes come faster than
+        steps: only the latest text waiting is answered."""
+        if len(text) > MAX_PROMPT_CHARS or not 1 <= top <= MAX_TOP:
+            raise RequestRefused(f"the text is limited to {MAX_PROMPT_CHARS:,} characters and top to 1-{MAX_TOP}")
+        with self._work_lock:
+            waiting = self._typing is not None
+            self._typing = (str(text), int(top))
+        if not waiting:
+            self._requests.put(("next_tokens", None))
 
     def _put(self, name: str, arg: Any = None) -> None:
         """Queue a request; RequestRefused when too much work is waiting already."""
@@ -145,6 +158,11 @@ class Controls:
                 self.emit(SettingsChanged(self.temperature, self.config.early_stop))
             else:
                 self.emit(Notice(f"temperature must be a positive number, not {arg}", "warning"))
+        elif name == "next_tokens":
+            with self._work_lock:
+                typing, self._typing = self._typing, None
+            if typing is not None:
+                self._expect(*typing)
         elif name == "early_stop":
             self.config.early_stop = arg  # saved with the config: a resumed run keeps it
             self.emit(SettingsChanged(self.temperature, arg))

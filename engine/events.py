@@ -111,6 +111,17 @@ class SampleFinished(Event):
 
 
 @dataclass(frozen=True)
+class NextTokens(Event):
+    """What the model expects after `text`, someone's prompt as they type it (engine/cowrite.py)."""
+
+    text: str
+    top: tuple[tuple[str, float], ...]  # (token, probability), most likely first
+    probs: tuple[float, ...] = ()  # the probability of each typed token after the first, given those before
+    token_lengths: tuple[int, ...] = ()  # characters of each typed token, the first included
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CheckpointSaved(Event):
     path: str
     step: int

@@ -41,6 +41,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "set_temperature": {"temperature": (int, float)},
     "set_early_stop": {"evaluations": (int, type(None))},
     "prompt": {"text": (str,), "length": (int, type(None)), "temperature": (int, float, type(None))},
+    "next_tokens": {"text": (str,), "top": (int, type(None))},
     "status": {},
 }
 

@@ -180,7 +180,8 @@ class RunServer:
                     raise CharRNNError(message) from None
                 self.trainer.emit(ev.Notice(f"{message}: training goes on, but nothing can attach to it", "warning"))
         now = time.monotonic()
-        if not isinstance(event, (ev.Progress, ev.SampleText)) or now - self.status_written > STATUS_INTERVAL:
+        frequent = (ev.Progress, ev.SampleText, ev.NextTokens)  # status.json is rewritten for these now and then
+        if not isinstance(event, frequent) or now - self.status_written > STATUS_INTERVAL:
             self.write_status()
 
     def _coalesced(self, event: ev.Event) -> list[ev.Event]:
@@ -312,6 +313,8 @@ class RunServer:
                 trainer.stop(save=args["save"])
             elif name == "set_temperature":
                 trainer.set_temperature(args["temperature"])
+            elif name == "next_tokens":
+                trainer.next_tokens(args["text"], 5 if args["top"] is None else args["top"])
             elif name == "set_early_stop":
                 trainer.set_early_stop(args["evaluations"])
             elif name == "prompt":

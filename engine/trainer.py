@@ -20,12 +20,14 @@ from . import config as cfg
 from . import schedule
 from .batch_size import is_out_of_memory
 from .control import Controls
+from .cowrite import TypingState
 from .device import memory_in_use
 from .errors import CharRNNError
 from .evaluate import evaluate
 from .events import (
     Evaluated,
     Event,
+    NextTokens,
     Notice,
     Progress,
     SampleFinished,
@@ -74,6 +76,7 @@ class Trainer(Controls, RunSetup):
         self.saved_step = 0
         self._sample_ids = 0
         self._copy_check_noted = False
+        self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/cowrite.py)
         self.early_stopped: str | None = None  # why --early-stop ended the run
         self.metrics = None
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
@@ -286,6 +289,16 @@ class Trainer(Controls, RunSetup):
         self.emit(SampleFinished(sample_id, result.text, probs, lengths, *self._copies(result.text)))
         if source == "live":
             self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
+
+    def _expect(self, text: str, top: int) -> None:
+        """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
+        the last one (engine/cowrite.py)."""
+        if self.typing is None:
+            self.typing = TypingState(self.model, self.vocab)
+        expectation = self.typing.expect(text, top)
+        self.emit(NextTokens(text, tuple((t, round(p, 4)) for t, p in expectation.top),
+                             tuple(round(p, 3) for p in expectation.probs), tuple(expectation.token_lengths),
+                             tuple(expectation.notes)))
 
     @staticmethod
     def _token_details(result: Continuation, start: int, word_level: bool) -> tuple[tuple, tuple]:

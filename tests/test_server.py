@@ -229,6 +229,7 @@ def test_every_event_survives_the_wire():
         ev.SampleText(1, "[bold]x[/]"), ev.SampleFinished(1, "x\n"),
         ev.SampleText(2, "a cat", (0.5, 0.25), (1, 4)),
         ev.SampleFinished(2, "a cat", (0.5, 0.25), (1, 4), 5, ((0, 5),)),
+        ev.NextTokens("the ca", (("t", 0.75), (" ", 0.125)), (0.5, 0.25, 0.125), (1,) * 6, ("'é' -> 'e'",)),
         ev.CheckpointSaved("/p", 3, "latest", 1.0), ev.StateChanged("paused", "why"),
         ev.SettingsChanged(0.9), ev.Notice("hello", "warning"),
     ]

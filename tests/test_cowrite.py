@@ -1,0 +1,102 @@
+"""Writing with the model: the next tokens while typing, with the state carried between keystrokes."""
+
+import pytest
+import torch
+
+from charrnn_tui.engine.config import ModelConfig
+from charrnn_tui.engine.cowrite import TypingState
+from charrnn_tui.engine.model import CharRNN
+from charrnn_tui.engine.sampling import TextGenerator
+from charrnn_tui.engine.vocab import UNK, CharVocab, WordVocab
+
+
+def _model(vocab, kind="lstm"):
+    torch.manual_seed(3)
+    return CharRNN(ModelConfig(kind=kind, layers=2, hidden=24, embedding=8, vocab_size=len(vocab)))
+
+
+def _full_pass(model, vocab, text):
+    """Every typed token's probability and the next token's distribution, from scratch."""
+    ids, _ = vocab.encode_prompt(text)
+    with torch.no_grad():
+        model.eval()
+        logits, _ = model(torch.tensor([ids]))
+    probs = torch.softmax(logits[0], dim=-1)
+    typed = [float(probs[i, ids[i + 1]]) for i in range(len(ids) - 1)]
+    return typed, probs[-1]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_a_keystroke_feeds_only_what_is_new_and_gives_what_a_full_pass_gives(kind):
+    vocab = CharVocab.build("abcdefgh the quick brown fox\n")
+    model = _model(vocab, kind)
+    typing = TypingState(model, vocab)
+    text = ""
+    for ch in "the quick fox":
+        text += ch
+        fed = typing.fed
+        got = typing.expect(text, top=3)
+        assert typing.fed == fed + 1  # one token per keystroke
+        typed, next_probs = _full_pass(model, vocab, text)
+        assert got.probs == pytest.approx(typed, abs=1e-5)
+        values, order = torch.topk(next_probs, 3)
+        assert [t for t, _ in got.top] == [vocab.tokens[i] for i in order.tolist()]
+        assert [p for _, p in got.top] == pytest.approx(values.tolist(), abs=1e-5)
+        assert got.token_lengths == [1] * len(text)
+    fed = typing.fed
+    shorter = typing.expect("the quick f", top=3)  # backspace twice: states already there
+    assert typing.fed == fed and shorter.probs == pytest.approx(_full_pass(model, vocab, "the quick f")[0], abs=1e-5)
+    typing.expect("the quick dog", top=3)  # an edit: fed again from where it differs
+    assert typing.fed == fed + 3
+
+
+def test_the_first_suggestion_is_what_next_and_greedy_sampling_give():
+    vocab = CharVocab.build("abcdefgh the quick brown fox\n")
+    model = _model(vocab)
+    generator = TextGenerator(model, vocab)
+    typing = TypingState(model, vocab)
+    for text in ("", "the", "the quick br"):
+        got = typing.expect(text, top=5)
+        ranked, _ = generator.next_tokens(text, 5)
+        assert [t for t, _ in got.top] == [t for t, _ in ranked]
+        assert [p for _, p in got.top] == pytest.approx([p for _, p in ranked], abs=1e-5)
+
+
+def test_word_level_suggestions_never_offer_unk_and_report_unknown_words():
+    vocab = WordVocab.build("the cat sat on the mat. the dog sat on the log. " * 3, min_freq=1)
+    model = _model(vocab, "gru")
+    with torch.no_grad():
+        model.head.bias[0] = 10.0
+    got = TypingState(model, vocab).expect("the zebra sat", top=4)
+    assert UNK not in [t for t, _ in got.top] and len(got.top) == 4
+    assert got.notes == [f"'zebra' -> {UNK}"]
+    assert sum(got.token_lengths) == len("the") + len(" ") + len(UNK) + len(" sat")
+
+
+def test_the_model_is_left_as_it_was_found():
+    vocab = CharVocab.build("abc ")
+    model = _model(vocab)
+    model.train()
+    TypingState(model, vocab).expect("abc", 2)
+    assert model.training
+
+
+def test_a_run_answers_the_latest_text_only(repetitive_text, runs_dir):
+    from helpers import tiny_config
+
+    from charrnn_tui.engine.control import RequestRefused
+    from charrnn_tui.engine.events import NextTokens
+    from charrnn_tui.engine.trainer import Trainer
+
+    events: list = []
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, on_event=events.append)
+    with pytest.raises(RequestRefused):
+        trainer.next_tokens("x" * 10_001)
+    with pytest.raises(RequestRefused):
+        trainer.next_tokens("ab", top=0)
+    for text in ("a", "ab", "abc"):  # typed faster than the run reaches a step boundary
+        trainer.next_tokens(text, top=3)
+    trainer.run()
+    answers = [e for e in events if isinstance(e, NextTokens)]
+    assert [a.text for a in answers] == ["abc"] and len(answers[0].top) == 3
+    assert len(answers[0].probs) == 2 and answers[0].token_lengths == (1, 1, 1)
