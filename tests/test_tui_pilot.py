@@ -452,3 +452,30 @@ def _chart_layers(chart) -> list[list[int]]:
 
     canvas, _, _ = plot(chart._series(), 40, 8, log_scale=False, smoothing=0.6)
     return canvas.layer
+
+
+async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetitive_text, runs_dir):
+    from charrnn_tui.tui.widgets.prompt_panel import PromptInput, PromptPanel
+
+    app = make_app(repetitive_text, runs_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        panel = app.query_one(PromptPanel)
+        await pilot.press("p", *"ab")
+        await wait_for(pilot, lambda: panel.expectation is not None and panel.expectation.text == "ab",
+                       what="suggestions for 'ab'")
+        line = str(app.query_one("#suggestions").render())
+        assert "next:" in line and "%" in line
+        top = panel.expectation.top[0][0]
+        assert len(panel.expectation.probs) == 1  # how likely "b" was after "a"
+        await pilot.press("tab")
+        prompt_input = app.query_one(PromptInput)
+        assert prompt_input.value == "ab" + top and app.focused is prompt_input
+        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after the tab")
+        await pilot.press("ctrl+n")
+        second = panel.expectation.top[1][0]
+        await pilot.press("tab")
+        assert prompt_input.value == "ab" + top + second
+        await pilot.press("backspace")
+        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after a backspace")
+        await save_and_quit(pilot)

@@ -200,6 +200,8 @@ class CharRNNApp(App[int]):
             self.notify(f"checkpoint saved: {event.path}", markup=False, timeout=3)
         elif isinstance(event, ev.SampleStarted) and event.notes:
             self.notify("prompt: " + "; ".join(event.notes), severity="warning", markup=False)
+        if isinstance(event, ev.NextTokens):
+            self.query_one(PromptPanel).show_expectation(event)
         if sample is not None and sample.source == "prompt":
             self.query_one(PromptPanel).show(sample, self.query_one(SamplesPanel).confidence)
         if sample is not None and isinstance(self.screen, TemperaturesScreen):
@@ -318,6 +320,11 @@ class CharRNNApp(App[int]):
 
     def on_descendant_blur(self) -> None:
         self.refresh_bindings()
+
+    def on_prompt_panel_typed(self, message: PromptPanel.Typed) -> None:
+        """Every keystroke asks what comes next; the engine answers the latest one (NextTokens)."""
+        if self.trainer is not None and self.view.state in ("training", "paused"):
+            self.trainer.next_tokens(message.text)
 
     def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
         if self._need_trainer():

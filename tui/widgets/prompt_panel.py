@@ -1,4 +1,9 @@
-"""Type a prefix, press Enter, and watch the model continue it. Up and down recall earlier prompts."""
+"""Type a prefix, press Enter, and watch the model continue it. Up and down recall earlier prompts.
+
+While typing, the line under the prompt shows what the model expects next (asked on every
+keystroke; the engine carries its state) and the typed text shaded by how likely the model found
+each token, in the samples' confidence colours. Tab takes the highlighted suggestion; ctrl+n and
+ctrl+p move the highlight."""
 
 from __future__ import annotations
 
@@ -9,14 +14,19 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static
 
+from charrnn_tui.engine import events as ev
+
 from ..run_view import Sample
-from ..sample_text import copy_note, sample_body
+from ..sample_text import confidence_style, copy_note, sample_body
 
 
 class PromptInput(Input):
     BINDINGS = [
         Binding("up", "history(-1)", "Earlier prompt", show=False),
         Binding("down", "history(1)", "Later prompt", show=False),
+        Binding("tab", "accept", "Take suggestion"),
+        Binding("ctrl+n", "choose(1)", "Next suggestion", show=False),
+        Binding("ctrl+p", "choose(-1)", "Previous suggestion", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -28,6 +38,12 @@ class PromptInput(Input):
         if text and (not self.history or self.history[-1] != text):
             self.history.append(text)
         self.position = len(self.history)
+
+    def action_accept(self) -> None:
+        self.parent.accept_suggestion()
+
+    def action_choose(self, delta: int) -> None:
+        self.parent.move_highlight(delta)
 
     def action_history(self, delta: int) -> None:
         if not self.history:
@@ -43,8 +59,16 @@ class PromptPanel(Vertical):
             super().__init__()
             self.text = text
 
+    class Typed(Message):
+        """The prompt's text changed: the app asks the engine what comes next."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
     def compose(self) -> ComposeResult:
         yield PromptInput(id="prompt-input")
+        yield Static(id="suggestions", markup=False)
         with VerticalScroll(id="prompt-scroll"):
             yield Static(id="prompt-output", markup=False)
 
@@ -52,6 +76,35 @@ class PromptPanel(Vertical):
         self.border_title = "Prompt"
         self.sample_id: int | None = None
         self.shown: tuple[int, bool, bool] = (-1, False, False)
+        self.expectation: ev.NextTokens | None = None  # the engine's answer for the text as it stands
+        self.highlight = 0
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self.expectation is not None and self.expectation.text != event.value:
+            self.highlight = 0
+        self.post_message(self.Typed(event.value))
+
+    def show_expectation(self, expectation: ev.NextTokens) -> None:
+        """What the model expects after the prompt, if the prompt still says what it was asked about."""
+        if expectation.text != self.query_one(PromptInput).value:
+            return  # an answer to an older keystroke
+        self.expectation = expectation
+        self.highlight = min(self.highlight, max(0, len(expectation.top) - 1))
+        self.query_one("#suggestions", Static).update(render_expectation(expectation, self.highlight))
+
+    def move_highlight(self, delta: int) -> None:
+        if self.expectation is not None and self.expectation.top:
+            self.highlight = (self.highlight + delta) % len(self.expectation.top)
+            self.query_one("#suggestions", Static).update(render_expectation(self.expectation, self.highlight))
+
+    def accept_suggestion(self) -> None:
+        """Append the highlighted suggestion to the prompt (Tab)."""
+        prompt_input = self.query_one(PromptInput)
+        if self.expectation is None or not self.expectation.top or self.expectation.text != prompt_input.value:
+            return
+        prompt_input.insert_text_at_cursor(self.expectation.top[self.highlight][0])
+        self.highlight = 0
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -81,3 +134,28 @@ class PromptPanel(Vertical):
             text.append(f"  ({note})", style=style)
         self.query_one("#prompt-output", Static).update(text)
         self.query_one("#prompt-scroll", VerticalScroll).scroll_end(animate=False)
+
+
+def visible(token: str) -> str:
+    """A token as it can be read in a line: spaces and newlines shown."""
+    return token.replace(" ", "\u2423").replace("\n", "\u23ce").replace("\t", "\u21e5")
+
+
+def render_expectation(expectation: ev.NextTokens, highlight: int = 0) -> Text:
+    """The typed text shaded by the probability of each token (the first has no context to be
+    judged by), then the likeliest next tokens with their percentages."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    text, lengths = expectation.text, expectation.token_lengths
+    if text and lengths and sum(lengths) == len(text):
+        start = lengths[0]
+        line.append(visible(text[:start]), style="bold")
+        for prob, length in zip(expectation.probs, lengths[1:], strict=False):
+            line.append(visible(text[start : start + length]), style=confidence_style(prob))
+            start += length
+        line.append("  ")
+    line.append("next: ", style="dim")
+    for rank, (token, prob) in enumerate(expectation.top):
+        style = "reverse bold" if rank == highlight else "bold"
+        line.append(visible(token), style=style)
+        line.append(f" {prob:.0%}  ", style="dim")
+    return line
