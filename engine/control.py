@@ -22,6 +22,8 @@ MAX_PROMPT_CHARS = 10_000
 MAX_PROMPT_LENGTH = 10_000  # tokens a prompt may ask for
 MAX_TEMPERATURE = 10.0
 MAX_EARLY_STOP = 10_000
+TYPING_PAUSE = 30.0  # seconds after a keystroke during which evaluations and samples answer keystrokes
+TYPING_CHUNK = 32  # time steps per evaluation call meanwhile (an answer waits for one call at most)
 
 
 class RequestRefused(ValueError):
@@ -43,6 +45,7 @@ class Controls:
         self.paused = False
         self.stop_requested: bool | None = None  # None: keep going; else whether to save
         self._typing: tuple[str, int] | None = None  # the latest text to expect after; older ones are moot
+        self.typed_at = -math.inf  # time.monotonic() of the last keystroke answered
 
     # ---- requests: any thread -----------------------------------------------------------------
     def pause(self) -> None:
@@ -97,6 +100,19 @@ class Controls:
             self._typing = (str(text), int(top))
         if not waiting:
             self._requests.put(("next_tokens", None))
+
+    def _serve_typing(self) -> None:
+        """Answer the latest keystroke waiting. Called between steps, and also between the chunks of
+        an evaluation or a sample while someone types, so that an answer never waits for those."""
+        with self._work_lock:
+            typing, self._typing = self._typing, None
+        if typing is not None:
+            self.typed_at = time.monotonic()
+            self._expect(*typing)
+
+    @property
+    def typing_now(self) -> bool:
+        return time.monotonic() - self.typed_at < TYPING_PAUSE
 
     def _put(self, name: str, arg: Any = None) -> None:
         """Queue a request; RequestRefused when too much work is waiting already."""
@@ -159,10 +175,7 @@ class Controls:
             else:
                 self.emit(Notice(f"temperature must be a positive number, not {arg}", "warning"))
         elif name == "next_tokens":
-            with self._work_lock:
-                typing, self._typing = self._typing, None
-            if typing is not None:
-                self._expect(*typing)
+            self._serve_typing()
         elif name == "early_stop":
             self.config.early_stop = arg  # saved with the config: a resumed run keeps it
             self.emit(SettingsChanged(self.temperature, arg))

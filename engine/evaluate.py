@@ -13,6 +13,7 @@ sequential read gives 1.47772; without warm-up, 54 streams read +0.004, 256 stre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,12 +69,14 @@ def evaluate(
     chunk: int | None = None,
     streams: int | None = None,
     warmup: int = WARMUP,
+    between: Callable[[], None] | None = None,
 ) -> EvalResult:
     """Mean loss (fp32) predicting every token of `ids` from the ones before it, each exactly once.
 
     `chunk` (time steps per forward call) bounds memory and does not change the result;
     `streams` and `warmup` change the layout and exist for tests (a warm-up as long as the text
-    makes any number of streams read exactly as one does).
+    makes any number of streams read exactly as one does). `between` is called between chunks
+    (the run answers keystrokes there; it must not change the weights).
     """
     with torch.no_grad():  # in the body, not a decorator: mutation testing skips decorated functions
         was_training = model.training
@@ -96,6 +99,8 @@ def evaluate(
                 logits, state = model(x[:, start : start + chunk], state)
                 total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start : start + chunk].flatten(),
                                          ignore_index=IGNORE, reduction="sum")
+                if between is not None:
+                    between()
         finally:
             if was_training:
                 model.train()

@@ -19,7 +19,7 @@ from typing import Any
 from . import config as cfg
 from . import schedule
 from .batch_size import is_out_of_memory
-from .control import Controls
+from .control import TYPING_CHUNK, Controls
 from .cowrite import TypingState
 from .device import memory_in_use
 from .errors import CharRNNError
@@ -241,7 +241,11 @@ class Trainer(Controls, RunSetup):
 
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
-        result = evaluate(self.model, self.val_ids)  # the same figure as `charrnn-tui eval RUN`
+        # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
+        # result: the chunk size does not change it), answering keystrokes between them.
+        typing = self.typing_now
+        result = evaluate(self.model, self.val_ids, chunk=TYPING_CHUNK if typing else None,
+                          between=self._serve_typing if typing else None)
         is_best = result.nats < self.best_val
         self.best_val = min(self.best_val, result.nats)
         self.val_history = thin_validation([*self.val_history, (self.step, result.nats)])
@@ -285,6 +289,7 @@ class Trainer(Controls, RunSetup):
             probs, lengths = self._token_details(result, sent, word_level)
             sent = len(result.probs)
             self.emit(SampleText(sample_id, piece, probs, lengths))
+            self._serve_typing()  # a keystroke waits for one piece of a sample at most
         probs, lengths = self._token_details(result, 0, word_level)
         self.emit(SampleFinished(sample_id, result.text, probs, lengths, *self._copies(result.text)))
         if source == "live":

@@ -100,3 +100,35 @@ def test_a_run_answers_the_latest_text_only(repetitive_text, runs_dir):
     answers = [e for e in events if isinstance(e, NextTokens)]
     assert [a.text for a in answers] == ["abc"] and len(answers[0].top) == 3
     assert len(answers[0].probs) == 2 and answers[0].token_lengths == (1, 1, 1)
+
+
+def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_text, runs_dir, monkeypatch):
+    """An evaluation takes seconds on a real corpus: while someone types, it runs in short chunks and
+    answers keystrokes between them, with the same result."""
+    from helpers import tiny_config
+
+    from charrnn_tui.engine import evaluate as evaluate_module
+    from charrnn_tui.engine.events import Evaluated, NextTokens
+    from charrnn_tui.engine.trainer import Trainer
+
+    events: list = []
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=20, eval_interval=10), runs_dir=runs_dir,
+                      on_event=events.append)
+    calls = []
+    real = evaluate_module.evaluate
+
+    def evaluate(model, ids, **kwargs):
+        calls.append(kwargs)
+        if kwargs.get("between"):
+            trainer.next_tokens("ab")  # typed while the evaluation runs
+        quiet = real(model, ids)
+        result = real(model, ids, **kwargs)
+        assert result.nats == pytest.approx(quiet.nats, abs=1e-6)
+        return result
+
+    monkeypatch.setattr("charrnn_tui.engine.trainer.evaluate", evaluate)
+    trainer.next_tokens("a")  # someone started typing before the first evaluation
+    trainer.run()
+    assert calls[0]["chunk"] == 32 and calls[0]["between"] is not None
+    order = [type(e).__name__ for e in events if isinstance(e, (Evaluated, NextTokens))]
+    assert order[:3] == ["NextTokens", "NextTokens", "Evaluated"]  # "ab" answered inside the evaluation
