@@ -199,3 +199,29 @@ def test_sigterm_saves_exits_and_restores_the_terminal(terminal, tmp_path: Path,
     screen = t.wait_for("EXIT-STATUS-0")
     assert "TRAINING" not in screen  # the app's screen is gone: the terminal is back to the shell
     assert load_checkpoint(runs / "term" / "latest.pt")["step"] > 0
+
+
+def test_real_terminal_typing_shows_the_next_tokens_with_percentages(terminal, tmp_path: Path, repetitive_text: Path):
+    import re
+
+    runs = tmp_path / "runs"
+    exe = shlex.join(cli_command())
+    command = (f"{exe} {repetitive_text} --preset tiny --hidden 32 --embedding 16 --seq-len 16 --batch-size 4 "
+               f"--threads 1 --device cpu --sample-interval 0 --eval-interval 50 --runs-dir {runs} --name type; "
+               "sleep 30")
+    t = terminal(command)
+    t.wait_for("TRAINING")
+    t.keys("p")
+    time.sleep(0.3)
+    t.keys("-l", "the qu")
+    screen = t.wait_for("next:")
+    line = next(row for row in screen.splitlines() if "next:" in row)
+    assert line.lstrip("│ ").startswith("the\u2423qu"), line  # the typed text, spaces shown
+    assert len(re.findall(r"\d+%", line)) >= 3, line  # the likeliest tokens with their percentages
+    t.keys("Tab")
+    time.sleep(1.0)
+    assert re.search(r"the qu\S", t.screen()), t.screen()  # the top suggestion taken into the prompt
+    t.keys("Escape")
+    time.sleep(0.5)  # or the terminal reads escape and q as alt+q
+    t.keys("q")
+    t.wait_for("Quit")
