@@ -145,7 +145,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     machine = parser.add_argument_group("machine and runs")
     machine.add_argument("--device", choices=cfg.DEVICES, help="(default: auto: CUDA, then MPS, then CPU)")
-    machine.add_argument("--precision", choices=cfg.PRECISIONS, help="(default: auto: bf16 on CUDA, else fp32)")
+    machine.add_argument("--precision", choices=cfg.PRECISIONS,
+                         help="(default: auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 "
+                              "or AMX), else fp32)")
     machine.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's choice)")
     machine.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
     machine.add_argument("--name", metavar="NAME", help="run name (default: corpus-model-time)")

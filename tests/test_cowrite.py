@@ -132,3 +132,20 @@ def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_
     assert calls[0]["chunk"] == 32 and calls[0]["between"] is not None
     order = [type(e).__name__ for e in events if isinstance(e, (Evaluated, NextTokens))]
     assert order[:3] == ["NextTokens", "NextTokens", "Evaluated"]  # "ab" answered inside the evaluation
+
+
+def test_the_typed_text_is_shaded_by_surprisal_and_the_suggestions_follow():
+    from charrnn_tui.engine.events import NextTokens
+    from charrnn_tui.tui.sample_text import confidence_style
+    from charrnn_tui.tui.widgets.prompt_panel import render_expectation
+
+    answer = NextTokens("the cat", (("s", 0.5), (" ", 0.25)), (0.9, 0.6, 0.3, 0.05, 0.005, 0.7), (1,) * 7)
+    line = render_expectation(answer, highlight=1)
+    assert line.plain == "the\u2423cat  next: s 50%  \u2423 25%  "
+    styles = [str(span.style) for span in line.spans]
+    assert styles[0] == "bold"  # the first character: nothing before it to judge it by
+    assert styles[1:7] == [confidence_style(p) for p in (0.9, 0.6, 0.3, 0.05, 0.005, 0.7)]
+    assert "reverse bold" in styles  # the highlighted suggestion
+    words = NextTokens("the zebra", (("!", 1.0),), (0.2, 0.001), (3, 1, 5))  # word level: a shade per token
+    shaded = render_expectation(words)
+    assert [(s.start, s.end) for s in shaded.spans[:3]] == [(0, 3), (3, 4), (4, 9)]
