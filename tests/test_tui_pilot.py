@@ -478,4 +478,8 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         assert prompt_input.value == "ab" + top + second
         await pilot.press("backspace")
         await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after a backspace")
+        await pilot.press("ctrl+t")  # paused (from the prompt): it still answers
+        await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
+        await pilot.press(*"xyz", "backspace")  # faster than the run's request limit: the last text is answered
+        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top + "xy", what="suggestions while paused")
         await save_and_quit(pilot)

@@ -52,6 +52,7 @@ EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 # attached app took 5.5% of a core on 2 cores; at 1 a second (with the engine sending progress
 # once a second, engine/server.py) 1.3%.
 REDRAW_INTERVAL = 1.0
+TYPING_INTERVAL = 0.06  # seconds between next-token requests while a key repeats (the run takes 20/s)
 COMPARE_REFRESH = 5.0  # seconds between reads of the compared runs' metrics
 # What `e` steps through: the most lenient first, so that stepping never ends a run by the way.
 EARLY_STOP_CHOICES = (None, 10, 5, 3)
@@ -117,6 +118,9 @@ class CharRNNApp(App[int]):
         self.quitting = False
         self.exit_code = 0
         self.training_done = threading.Event()
+        self.typed_text = ""
+        self.typed_sent_at = -1.0
+        self.typing_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
@@ -322,9 +326,22 @@ class CharRNNApp(App[int]):
         self.refresh_bindings()
 
     def on_prompt_panel_typed(self, message: PromptPanel.Typed) -> None:
-        """Every keystroke asks what comes next; the engine answers the latest one (NextTokens)."""
+        """Every keystroke asks what comes next; the engine answers the latest one (NextTokens).
+        A held key repeats faster than the run's request limit, so requests go at most every
+        TYPING_INTERVAL, the last text always sent."""
+        self.typed_text = message.text
+        if self.typing_timer is None:
+            wait = self.typed_sent_at + TYPING_INTERVAL - time.monotonic()
+            if wait <= 0:
+                self._send_typed()
+            else:
+                self.typing_timer = self.set_timer(wait, self._send_typed)
+
+    def _send_typed(self) -> None:
+        self.typing_timer = None
+        self.typed_sent_at = time.monotonic()
         if self.trainer is not None and self.view.state in ("training", "paused"):
-            self.trainer.next_tokens(message.text)
+            self.trainer.next_tokens(self.typed_text)
 
     def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
         if self._need_trainer():
