@@ -164,3 +164,33 @@ async def test_o_shades_tokens_by_confidence_and_copied_text_is_underlined():
         await pilot.press("o")
         await pilot.pause()
         assert not panel.confidence and not any(" on " in s for s in styles_at(0))
+
+
+async def test_the_oldest_sample_view_shows_the_newest_sample_once_the_panel_is_full():
+    """A long run replaces a sample every few seconds: views are reused, not removed and mounted
+    (which left memory behind, measured with bench/soak.py)."""
+    from charrnn_tui.tui.run_view import MAX_SAMPLES
+    from charrnn_tui.tui.widgets.samples_panel import SamplesPanel, SampleView
+
+    app = demo_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.post_engine_event(ev.Started(INFO))
+        for i in range(MAX_SAMPLES):
+            app.post_engine_event(ev.SampleStarted(i, i, "", 0.8, "live"))
+            app.post_engine_event(ev.SampleFinished(i, f"sample {i}"))
+        await pilot.pause()
+        app.redraw()
+        await pilot.pause()
+        panel = app.query_one(SamplesPanel)
+        views = list(panel.query(SampleView))
+        assert len(views) == MAX_SAMPLES and views[0].sample.sample_id == 0
+        app.post_engine_event(ev.SampleStarted(MAX_SAMPLES, 99, "", 0.8, "live"))
+        app.post_engine_event(ev.SampleFinished(MAX_SAMPLES, "the newest"))
+        await pilot.pause()
+        app.redraw()
+        await pilot.pause()
+        after = list(panel.query(SampleView))
+        assert len(after) == MAX_SAMPLES
+        assert after[-1] is views[0] and after[-1].sample.text == "the newest"  # reused, moved to the end
+        assert after[0] is views[1] and set(map(id, after)) == set(map(id, views))
+        assert "the newest" in str(after[-1].render())

@@ -195,6 +195,8 @@ class CharRNNApp(App[int]):
         self.drawn_version = -1
 
     def on_engine_event(self, message: EngineEvent) -> None:
+        if not self.screen_stack:
+            return  # the app is closing: nothing left to draw on
         event = message.event
         sample = self.view.apply(event)
         if isinstance(event, ev.Notice):
@@ -208,8 +210,9 @@ class CharRNNApp(App[int]):
             self.query_one(PromptPanel).show_expectation(event)
         if sample is not None and sample.source == "prompt":
             self.query_one(PromptPanel).show(sample, self.query_one(SamplesPanel).confidence)
-        if sample is not None and isinstance(self.screen, TemperaturesScreen):
-            self.screen.show(sample)
+        top = self.screen_stack[-1] if self.screen_stack else None  # none while the app closes
+        if sample is not None and isinstance(top, TemperaturesScreen):
+            top.show(sample)
         if isinstance(event, ev.StateChanged) and event.reason == "checkpoint failed" and self.quitting:
             self.quitting = False  # the final save failed: stay, paused, so nothing is lost
         if isinstance(event, IMMEDIATE_EVENTS):

@@ -35,6 +35,12 @@ class SampleView(Static):
         self.sample = sample
         self.shown = (len(sample.text), sample.done, confidence)
 
+    def reuse(self, sample: Sample, confidence: bool) -> None:
+        """Show another sample in this view (the oldest view takes the newest sample)."""
+        self.sample = sample
+        self.shown = (len(sample.text), sample.done, confidence)
+        self.update(render_sample(sample, confidence))
+
     def sync(self, confidence: bool) -> bool:
         state = (len(self.sample.text), self.sample.done, confidence)
         if state == self.shown:
@@ -55,10 +61,19 @@ class SamplesPanel(VerticalScroll):
     def show(self, samples: dict[int, Sample]) -> None:
         at_end = self.is_vertical_scroll_end or not self.views
         changed = False
-        for sample_id in [k for k in self.views if k not in samples]:
+        dropped = [k for k in self.views if k not in samples]
+        arriving = [s for k, s in samples.items() if k not in self.views and s.source not in ("prompt", "temperatures")]
+        # Views of samples that aged out show the new ones, moved to the end: a long run replaces a
+        # sample every few seconds, and removing and mounting widgets that often left memory behind.
+        for sample in arriving[: len(dropped)]:
+            view = self.views.pop(dropped.pop(0))
+            view.reuse(sample, self.confidence)
+            self.move_child(view, after=self.children[-1])
+            self.views[sample.sample_id] = view
+            changed = True
+        for sample_id in dropped:
             self.views.pop(sample_id).remove()
-        new = [SampleView(s, self.confidence) for k, s in samples.items()
-               if k not in self.views and s.source not in ("prompt", "temperatures")]
+        new = [SampleView(s, self.confidence) for s in arriving if s.sample_id not in self.views]
         if new:
             self.mount_all(new)
             self.views.update({v.sample.sample_id: v for v in new})
