@@ -172,3 +172,34 @@ def test_first_line_keeps_errors_to_one_short_line(message, expected):
     from charrnn_tui.engine.checkpoint import first_line
 
     assert first_line(ValueError(message)) == expected
+
+
+def test_the_first_non_finite_tensor_is_named_by_its_path_in_the_checkpoint():
+    from charrnn_tui.engine.checkpoint import non_finite_tensor
+
+    payload = {"model": {"rnn.weight": torch.ones(3), "head.bias": torch.tensor([1.0, float("inf")])},
+               "train_state": [torch.zeros(2), torch.tensor([float("nan")])], "step": 4,
+               "ids": torch.tensor([1, 2])}
+    assert non_finite_tensor(payload) == "model.head.bias"
+    payload["model"]["head.bias"] = torch.ones(2)
+    assert non_finite_tensor(payload) == "train_state[1]"
+    payload["train_state"][1] = torch.zeros(1)
+    assert non_finite_tensor(payload) is None
+    assert non_finite_tensor(torch.tensor([float("nan")])) == "tensor"
+
+
+def test_a_checkpoint_records_its_corpus_and_when_it_was_saved_and_says_so(repetitive_text, runs_dir):
+    import time
+
+    from charrnn_tui.engine.events import CheckpointSaved
+
+    events = []
+    before = time.time()
+    Trainer(tiny_config(repetitive_text, max_steps=20), runs_dir=runs_dir, run_name="c", on_event=events.append).run()
+    ck = load_checkpoint(runs_dir / "c" / LATEST)
+    assert ck["corpus"] == {"name": repetitive_text.stem, "source": str(repetitive_text)}
+    assert before <= ck["saved_at"] <= time.time()
+    saved = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert {(e.path, e.kind, e.step) for e in saved} == {(str(runs_dir / "c" / LATEST), "latest", 20),
+                                                         (str(runs_dir / "c" / BEST), "best", 20)}
+    assert all(before <= e.saved_at <= time.time() for e in saved)

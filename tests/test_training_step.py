@@ -85,3 +85,18 @@ def test_the_step_reports_the_gradient_norm_before_clipping(repetitive_text, run
     assert float(clip_gradients(model, 0.0)) == pytest.approx(1.0, rel=1e-5)  # clipped to 1 above; now left
     assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))) == \
         pytest.approx(1.0, rel=1e-5)
+
+
+def test_progress_reports_speed_time_and_eta_that_add_up(repetitive_text, runs_dir):
+    from charrnn_tui.engine.events import Progress
+
+    events = []
+    Trainer(tiny_config(repetitive_text, max_steps=40, report_interval=0.05), runs_dir=runs_dir,
+            on_event=events.append).run()
+    reports = [e for e in events if isinstance(e, Progress) and e.losses]
+    assert reports
+    for e in reports:
+        assert e.tokens_per_s > 100  # 64 tokens a step on a tiny model: thousands a second
+        assert e.train_seconds > 0 and e.eta_seconds is not None and e.eta_seconds >= 0
+    times = [e.train_seconds for e in reports]
+    assert times == sorted(times)
