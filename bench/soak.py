@@ -1,6 +1,7 @@
 """Memory over a long run with viewers attached: the engine's, a long-lived app's, and a cycling one's.
 
     python bench/soak.py [--minutes 120] [--preset tiny] [--corpus timemachine] [--every 180] [--sample 30]
+                         [--sample-interval 15s]
 
 Starts a detached run (trained until stopped) and two apps attached to it in real terminals (tmux,
 80x24): one stays attached for the whole soak; the other detaches (`d`) every --every seconds and a
@@ -57,12 +58,16 @@ def main() -> int:
     parser.add_argument("--corpus", default="timemachine")
     parser.add_argument("--every", type=float, default=180.0, help="seconds between detach and re-attach")
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between memory samples")
+    parser.add_argument("--sample-interval", default="15s",
+                        help="the run's live samples (train --sample-interval); shorter churns the apps' sample views "
+                             "faster")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops the run and the terminals
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         started = subprocess.run([*CLI, "train", args.corpus, "--preset", args.preset, "--runs-dir", str(runs),
-                                  "--name", "soak", "--detach"], capture_output=True, text=True)
+                                  "--name", "soak", "--sample-interval", args.sample_interval, "--detach"],
+                                 capture_output=True, text=True)
         if started.returncode:
             print(started.stderr)
             return 1
