@@ -75,11 +75,16 @@ def test_paused_with_prompt_focused(snap_compare):
     async def run_before(pilot):
         await inject(pilot)
         pilot.app.post_engine_event(ev.StateChanged("paused"))
-        await pilot.press("p")
+        from charrnn_tui.tui.widgets.prompt_panel import PromptInput
+
+        pilot.app.query_one(PromptInput).cursor_blink = False  # a blinking cursor makes the snapshot flaky
         await pilot.pause()
+        await pilot.press("p")
+        await pilot.pause(0.2)  # the focus changes the panel's height and the footer: let both settle
         pilot.app.redraw()
         pilot.app.clear_notifications()
-        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.2)
 
     assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)
 
