@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import CharRNN, Stepper
+from .sampling import top_next
 from .vocab import CharVocab, WordVocab
 
 MAX_TOP = 50
@@ -61,10 +62,8 @@ class TypingState:
                     self.layers.append(layers)
                     self.logits.append(logits[0])
                     self.fed += 1
-                last = self.logits[-1].float().clone()
-                if isinstance(self.vocab, WordVocab) and not allow_unk:
-                    last[0] = float("-inf")  # as sampling does: <unk> is never suggested
-                values, order = torch.topk(torch.softmax(last, dim=-1), min(max(1, top), MAX_TOP, last.numel()))
+                masked = isinstance(self.vocab, WordVocab) and not allow_unk  # as sampling: <unk> never suggested
+                values, order = top_next(self.logits[-1], min(max(1, top), MAX_TOP), masked)
                 # One copy back per keystroke: the suggestions and the typed tokens' probabilities together.
                 probs = torch.stack(self.probs).nan_to_num(0.0).tolist() if self.probs else []
                 ranked = list(zip(order.tolist(), values.tolist(), strict=True))

@@ -129,11 +129,7 @@ class TextGenerator:
         try:
             with torch.inference_mode():
                 logits, _ = self._warm_up(ids)
-                logits = logits.float()
-                if self._masks_unk(SampleSettings(allow_unk=allow_unk)):
-                    logits[..., 0] = float("-inf")
-                probs = torch.softmax(logits[0], dim=-1)
-                values, order = torch.topk(probs, min(top, probs.numel()))
+                values, order = top_next(logits[0], top, mask_unk=self._masks_unk(SampleSettings(allow_unk=allow_unk)))
                 ranked = list(zip(order.tolist(), values.tolist(), strict=True))
         finally:
             if was_training:
@@ -151,6 +147,15 @@ class TextGenerator:
         x = torch.tensor([ids], dtype=torch.long, device=self.device)
         logits, state = self.model(x)
         return logits[:, -1], state
+
+
+def top_next(logits: torch.Tensor, top: int, mask_unk: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top` likeliest tokens for logits (vocab,) at temperature 1, as (probabilities, ids), most
+    likely first; with `mask_unk`, <unk> (id 0 of a word vocabulary) is left out, as sampling does."""
+    logits = logits.float().clone()
+    if mask_unk:
+        logits[0] = float("-inf")
+    return torch.topk(torch.softmax(logits, dim=-1), min(top, logits.numel()))
 
 
 class _Picker:
