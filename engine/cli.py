@@ -187,7 +187,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
     top = {k: v for k, v in given.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
-    if args.preset == "auto" and config.tokens == "char":  # a preset asked for by name is kept as it is
+    if args.preset == "auto":  # a preset asked for by name is kept as it is
         config = cfg.fit_to_corpus(config, corpus_bytes(args.corpus), preset_model=preset_model,
                                    keep_hidden="hidden" in model, keep_dropout="dropout" in model)
     cfg.validate(config)

@@ -122,7 +122,8 @@ def test_eval_of_a_run_prints_the_validation_figure_training_printed(batch_size,
     (["train", "timemachine", "--preset", "small"], (384, 0.0)),  # a preset asked for by name is kept
     (["train", "timemachine", "--hidden", "200"], (200, 0.25)),  # and a flag always wins
     (["train", "timemachine", "--dropout", "0.1"], (256, 0.1)),
-    (["train", "timemachine", "--tokens", "word"], (384, 0.0)),  # word models are sized by hand
+    (["train", "timemachine", "--tokens", "word"], (256, 0.25)),  # word models too (measured on the jokes)
+    (["train", "shakespeare", "--tokens", "word"], (384, 0.0)),
     (["train", "timemachine", "--layers", "3"], (96, 0.25)),  # three layers in the same budget: narrower
 ])
 def test_the_default_preset_is_sized_for_the_corpus(argv, expected):

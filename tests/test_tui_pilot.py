@@ -472,7 +472,8 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         prompt_input = app.query_one(PromptInput)
         assert prompt_input.value == "ab" + top and app.focused is prompt_input
         await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after the tab")
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+n", "ctrl+n", "shift+tab")
+        assert panel.highlight == 1
         second = panel.expectation.top[1][0]
         await pilot.press("tab")
         assert prompt_input.value == "ab" + top + second

@@ -3,7 +3,9 @@
 While typing, the line under the prompt shows what the model expects next (asked on every
 keystroke; the engine carries its state) and the typed text shaded by how likely the model found
 each token, in the samples' confidence colours. Tab takes the highlighted suggestion; ctrl+n and
-ctrl+p move the highlight."""
+shift+tab move the highlight (as in zsh's completion menu). There is no key per rank: digits are
+text, and alt+digit reaches Textual as a printable character ("\x1b1" parses as "¡"), and ctrl+p
+stays the command palette's."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ class PromptInput(Input):
         Binding("down", "history(1)", "Later prompt", show=False),
         Binding("tab", "accept", "Take suggestion"),
         Binding("ctrl+n", "choose(1)", "Next suggestion", show=False),
-        Binding("ctrl+p", "choose(-1)", "Previous suggestion", show=False),
+        Binding("shift+tab", "choose(-1)", "Previous suggestion", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
