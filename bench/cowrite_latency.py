@@ -1,13 +1,13 @@
 """Keystroke to next-token probabilities, against a run training at full speed, and what typing
 costs the training.
 
-    python bench/cowrite_latency.py [--preset small] [--corpus shakespeare] [--keys 200] [--rate 8]
+    python bench/cowrite_latency.py [--preset small] [--corpus shakespeare] [--tokens char|word] [--keys 200] [--rate 8]
 
 Starts a detached run, lets it warm up, then measures its training speed for --seconds with
 nobody typing, and again while a client "types" a text at --rate keys a second, sending one
 next_tokens request per keystroke (and a backspace every tenth key, as people do), timing each from
 the request to the NextTokens answer for that text. Prints the latency's median, p95 and max, and
-the training chars/s without and with typing (from the run's metrics.jsonl).
+the training tokens/s without and with typing (from the run's metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks? It is the ea
         "Arise, fair sun, and kill the envious moon, who is already sick and pale with grief.")
 
 
-def chars_per_s(run_dir: Path, since: float, until: float) -> float:
+def tokens_per_s(run_dir: Path, since: float, until: float) -> float:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "train_loss" in r and since <= r["elapsed_s"] <= until]
     if len(train) < 2:
@@ -44,13 +44,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--corpus", default="shakespeare")
+    parser.add_argument("--tokens", choices=("char", "word"), default="char")
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--rate", type=float, default=8.0, help="keystrokes a second")
     parser.add_argument("--seconds", type=float, default=20.0, help="training measured without typing")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
-        started = subprocess.run([*CLI, "train", args.corpus, "--preset", args.preset, "--runs-dir", str(runs),
+        started = subprocess.run([*CLI, "train", args.corpus, "--preset", args.preset, "--tokens", args.tokens,
+                                  "--runs-dir", str(runs),
                                   "--name", "cowrite", "--checkpoint-interval", "0", "--detach"],
                                  capture_output=True, text=True)
         if started.returncode:
@@ -94,11 +96,11 @@ def main() -> int:
             client.detach()
             subprocess.run([*CLI, "stop", "cowrite", "--runs-dir", str(runs), "--no-save"], capture_output=True)
         latencies.sort()
-        print(f"{args.preset} on {args.corpus}, {len(latencies)} of {args.keys} keystrokes answered at "
-              f"{args.rate:g} keys/s: median {statistics.median(latencies):.1f} ms, "
+        print(f"{args.preset} on {args.corpus} ({args.tokens} level), {len(latencies)} of {args.keys} keystrokes "
+              f"answered at {args.rate:g} keys/s: median {statistics.median(latencies):.1f} ms, "
               f"p95 {latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms, max {latencies[-1]:.1f} ms")
-        quiet, typing = chars_per_s(run_dir, quiet_from, quiet_to), chars_per_s(run_dir, typing_from, typing_to)
-        print(f"training: {quiet:,.0f} chars/s with nobody typing, {typing:,.0f} while typing "
+        quiet, typing = tokens_per_s(run_dir, quiet_from, quiet_to), tokens_per_s(run_dir, typing_from, typing_to)
+        print(f"training: {quiet:,.0f} tokens/s with nobody typing, {typing:,.0f} while typing "
               f"({typing / quiet:.3f}x)")
     return 0
 
