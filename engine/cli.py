@@ -222,20 +222,23 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False):  # -> Trainer
-    """A Trainer for parsed train arguments: a new run, or `--resume`. `interactive`: for a UI."""
+def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False, world=None):  # -> Trainer
+    """A Trainer for parsed train arguments: a new run, or `--resume`. `interactive`: for a UI;
+    `world`: this process's place in a torchrun run (engine/distributed.py)."""
+    from .distributed import SINGLE
     from .runs import default_runs_dir, resolve_checkpoint
     from .trainer import Trainer
 
+    world = world or SINGLE
     runs_dir = args.runs_dir or default_runs_dir()
     if args.resume is not None:
         if args.name:
             raise ConfigError("--name names a new run; to continue one, give its name to --resume")
         path = resolve_checkpoint(args.resume or None, runs_dir)
         return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args),
-                       pause_on_save_error=interactive)
+                       pause_on_save_error=interactive, world=world)
     return Trainer(config_from_args(args), on_event=on_event, runs_dir=runs_dir, run_name=args.name,
-                   pause_on_save_error=interactive)
+                   pause_on_save_error=interactive, world=world)
 
 
 # ---- sample and eval ----------------------------------------------------------------------------
@@ -490,6 +493,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_runs(args) if args.command == "runs" else run_stop(args)
     if args.command == "attach":
         raise ConfigError("attach opens the app: run it as `charrnn-tui attach`")
+    if args.detach and "WORLD_SIZE" in os.environ:
+        raise ConfigError("--detach does not work under torchrun: run torchrun itself in the background "
+                          "(nohup, or a tmux session) with --headless; the app can attach to rank 0's run")
     if args.detach and args.serve_fd is None:
         from .run_commands import run_detached
 

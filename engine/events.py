@@ -33,6 +33,7 @@ class RunInfo:
     max_time: float | None
     resumed_step: int  # 0 for a fresh run
     config: dict[str, Any] = field(default_factory=dict)
+    world_size: int = 1  # processes training the run together (torchrun); 1 without
 
 
 @dataclass(frozen=True)

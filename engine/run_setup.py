@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .device import (
     synchronize,
     use_bf16,
 )
+from .distributed import GATHER, ProcessGroup, check_batch, state_rows
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .events import CheckpointSaved, Notice, RunInfo, Started
 from .history import LossHistory
@@ -75,8 +77,11 @@ class RunSetup:
         if config.top_k is not None and config.top_k > len(vocab):
             raise ConfigError(f"top-k {config.top_k} is larger than the vocabulary ({len(vocab)} tokens)")
 
-        self.device = pick_device(config.device)
-        configure_backends(self.device, config.threads)
+        world = self.world
+        self.device = self._pick_device(config.device)
+        configure_backends(self.device, config.threads or self._default_threads())
+        if world.distributed and not config.auto_batch_size:
+            check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
         self.bf16 = use_bf16(self.device, config.precision)
         self.vocab = vocab
         config.model.vocab_size = len(vocab)
@@ -88,6 +93,10 @@ class RunSetup:
         if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
                                        or config.seq_len != checkpoint["config"]["seq_len"]):
             config.batch_size = self._auto_batch_size(len(train_ids))
+        if world.distributed:
+            self.group = ProcessGroup(world, self.device)
+            if config.auto_batch_size:  # each rank probed its own memory: the smallest decides
+                config.batch_size = self._distributed_batch_size(config.batch_size, len(train_ids))
         self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
         self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
         self.generator = TextGenerator(self.model, vocab)
@@ -101,6 +110,11 @@ class RunSetup:
         self.train_at_eval: list[tuple[int, float]] = []  # mean training loss before each evaluation
         self.samples: list[tuple[int, str]] = []
         self.best_val = math.inf
+        if not world.leader:  # a follower trains; the leader keeps the folder, the lock and the logs
+            if checkpoint is not None:
+                self._restore(checkpoint)
+            self.train_step.distribute(self.group.wrap(self.model), world.size)
+            return
         if checkpoint is not None:
             self.run_dir = self.resume_path.parent
             self.lock = RunLock(self.run_dir).acquire()
@@ -116,6 +130,8 @@ class RunSetup:
         # Samples are checked for text copied from the corpus once this index is built.
         self.copy_index = BackgroundIndex(corpus.text)
         self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
+        if self.group is not None:  # after restoring: DDP starts every rank from rank 0's weights
+            self.train_step.distribute(self.group.wrap(self.model), world.size)
 
         m = config.model
         self.info = RunInfo(
@@ -123,12 +139,37 @@ class RunSetup:
             corpus_source=corpus.source, corpus_chars=len(corpus.text), train_tokens=len(train_ids),
             val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
             layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
-            device=self.device.type, device_name=describe_device(self.device),
+            device=self.device.type, device_name=describe_device(self.device) + (
+                f" × {world.size} processes ({self.group.backend})" if self.group is not None else ""),
             precision="bf16" if self.bf16 else "fp32", preset=config.preset, batch_size=config.batch_size,
             seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
-            max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config),
+            max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
         )
         self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
+
+    def _pick_device(self, name: str) -> torch.device:
+        device = pick_device(name)
+        if device.type == "cuda" and self.world.distributed:  # one GPU per local rank
+            device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
+    def _default_threads(self) -> int | None:
+        """CPU processes of a distributed run share the machine's cores; one process keeps torch's
+        choice (and its engine balances it against other runs: engine/threads.py)."""
+        if not self.world.distributed or self.device.type != "cpu":
+            return None
+        return max(1, (os.cpu_count() or 1) // self.world.local_size)
+
+    def _distributed_batch_size(self, fits_one_process: int, train_tokens: int) -> int:
+        """--batch-size auto over several processes: each holds 1/N of the streams, so N times what
+        fits the tightest one, a multiple of N, and within the text."""
+        size = self.world.size
+        limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
+        chosen = max(size, min(self.group.min_int(fits_one_process) * size, limit) // size * size)
+        self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "
+                         f"({chosen // size} streams each)"))
+        return chosen
 
     def _auto_batch_size(self, train_tokens: int) -> int:
         config = self.config
@@ -183,7 +224,8 @@ class RunSetup:
             self.tokens_seen = int(ck["tokens_seen"])
             saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
             if saved_state:
-                moved = [t.to(self.device, torch.float32) for t in saved_state]
+                moved = state_rows([t.to(self.device, torch.float32) for t in saved_state], self.world,
+                                   self.config.batch_size)
                 self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
             history = ck["history"]
             if "losses" in history:
@@ -286,10 +328,20 @@ class RunSetup:
                 (run_dir / ".lock").unlink(missing_ok=True)
                 run_dir.rmdir()
 
-    def _checkpoint_payload(self) -> dict[str, Any]:
+    def _carried_state(self) -> tuple[torch.Tensor, ...]:
+        """The whole batch's carried state: this process's, or every rank's put together (a
+        collective: in a distributed run the leader commands it and every rank calls this)."""
         state = self.train_state
         tensors = () if state is None else state if isinstance(state, tuple) else (state,)
-        saved_state = [t.float().cpu() for t in tensors]  # float32 whatever autocast made it: resumable either way
+        if self.group is None or not tensors:  # None on one rank is None on all: they take the same batches
+            return tensors
+        return self.group.gather_state(tensors)
+
+    def _checkpoint_payload(self) -> dict[str, Any]:
+        if self.group is not None:
+            self.group.command(GATHER)
+        # float32 whatever autocast made it: resumable either way
+        saved_state = [t.float().cpu() for t in self._carried_state()]
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .distributed import World, world_from_env
 from .errors import CharRNNError
 from .runs import LOG, default_runs_dir
 from .server import RunServer
@@ -28,6 +29,10 @@ def serve(args: argparse.Namespace) -> int:
     """Train as parsed `train` arguments say, serving the run's socket; the exit status."""
     from .cli import make_trainer
     from .printer import ProgressPrinter
+
+    world = world_from_env()
+    if world.distributed and not world.leader:
+        return follow(args, world)
 
     detached = args.serve_fd is not None
     ready = os.fdopen(args.serve_fd, "w") if detached else None
@@ -48,9 +53,9 @@ def serve(args: argparse.Namespace) -> int:
         printer(event)
 
     try:
-        trainer = make_trainer(args, on_event, interactive=args.serve_for_app)
+        trainer = make_trainer(args, on_event, interactive=args.serve_for_app, world=world)
         server = RunServer(trainer, on_listening=on_listening, required=detached)
-        if args.threads is None:
+        if args.threads is None and not world.distributed:  # a distributed run splits the cores itself
             trainer.balance_threads = share
         _handle_signals(trainer, detached)
         state = trainer.run()
@@ -68,6 +73,23 @@ def serve(args: argparse.Namespace) -> int:
     if state == "error":  # stopped without raising (a NaN loss): say why
         sys.stderr.write(f"charrnn-tui: error: {trainer.error}\n")
         return 1
+    return 0
+
+
+def follow(args: argparse.Namespace, world: World) -> int:
+    """A follower rank of a distributed run: it trains as rank 0 commands, and prints, saves and
+    serves nothing. Ctrl+C and SIGTERM reach every rank of torchrun at once; only rank 0 acts on
+    them (it saves, which needs the followers' states, then tells them to stop)."""
+    from .cli import make_trainer
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    trainer = make_trainer(args, None, world=world)
+    try:
+        trainer.run()
+    except CharRNNError as e:
+        raise CharRNNError(f"rank {world.rank}: {e}") from None
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,13 @@ class StepLog:
         self.values[self.count, 0] = loss
         self.values[self.count, 1] = grad_norm
         self.count += 1
+
+    def add_up_losses(self, sum_: Callable[[torch.Tensor], None]) -> None:
+        """Replace each recorded loss by its sum over the run's processes (`sum_` all-reduces in
+        place): each rank logs its share of the global batch's mean."""
+        losses = self.values[: self.count, 0].contiguous()
+        sum_(losses)
+        self.values[: self.count, 0] = losses
 
     def read(self) -> tuple[list[float], list[float]]:
         """The losses and gradient norms recorded since the last read, oldest first."""
@@ -52,19 +61,38 @@ class TrainStep:
         self.bf16, self.grad_clip = bf16, grad_clip
         self.log = StepLog(device)
         self.updating = False  # inside the optimizer's update: a failure now leaves the weights half-done
+        self.forward: torch.nn.Module = model  # the DDP wrapper in a distributed run
+        self.world_size = 1
+
+    def distribute(self, ddp_model: torch.nn.Module, world_size: int) -> None:
+        """Train through DDP from now on: its backward averages the gradients over the processes."""
+        self.forward, self.world_size = ddp_model, world_size
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """Mean cross-entropy over the scored targets (in fp32 whatever the autocast), and the state
         after the batch."""
         with autocast(self.device, self.bf16):
-            logits, state = self.model(x, state)
+            logits, state = self.forward(x, state)
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), state
 
+    def _shard_loss(self, batch: Batch, state: State | None) -> tuple[torch.Tensor, State]:
+        """This rank's part of the global batch's mean: its summed loss over all the batch's scored
+        targets, times the number of processes, which DDP's averaging of gradients divides out. So
+        the update is one process's over the whole batch, however unevenly padding falls."""
+        with autocast(self.device, self.bf16):
+            logits, state = self.forward(batch.x, state)
+        total = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten(), reduction="sum")
+        return total * (self.world_size / batch.predictions), state
+
     def __call__(self, batch: Batch, state: State | None, lr: float) -> State:
-        """Train on `batch` from `state` (None: zeros); the state after it, cut from the graph."""
+        """Train on `batch` from `state` (None: zeros); the state after it, cut from the graph. In a
+        distributed run `batch` is this rank's streams and `batch.predictions` the global count."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss, state = self.loss(batch.x, batch.y, state)
+        if self.world_size > 1:
+            loss, state = self._shard_loss(batch, state)
+        else:
+            loss, state = self.loss(batch.x, batch.y, state)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Kept with the loss: a non-finite norm means this update made the weights non-finite,
@@ -73,5 +101,6 @@ class TrainStep:
         self.updating = True
         self.optimizer.step()
         self.updating = False
-        self.log.record(loss.detach(), grad_norm)
+        share = loss.detach() if self.world_size == 1 else loss.detach() / self.world_size  # summed at reports
+        self.log.record(share, grad_norm)
         return detach_state(state)

@@ -9,6 +9,7 @@ itself; engine/schedule.py the learning rate and the stop conditions. Only the t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -22,6 +23,7 @@ from .batch_size import is_out_of_memory
 from .control import TYPING_CHUNK, Controls
 from .cowrite import TypingState
 from .device import memory_in_use
+from .distributed import GATHER, REPORT, SINGLE, STEP, STOP, DistributedError, ProcessGroup, World, shard
 from .errors import CharRNNError
 from .evaluate import evaluate
 from .events import (
@@ -56,6 +58,7 @@ class Trainer(Controls, RunSetup):
         resume: Path | None = None,
         overrides: dict[str, Any] | None = None,
         pause_on_save_error: bool = False,
+        world: World = SINGLE,
     ):
         if config is None and resume is None:
             raise ValueError("Trainer needs a config or a checkpoint to resume")
@@ -70,6 +73,10 @@ class Trainer(Controls, RunSetup):
         self.pause_on_save_error = pause_on_save_error
         self.state = "starting"
         self.error = ""
+        # Under torchrun: rank 0 runs `_loop` and commands the others, which run `_follow`
+        # (engine/distributed.py). One process: SINGLE and no group.
+        self.world = world
+        self.group: ProcessGroup | None = None
         self.lock: RunLock | None = None
         self.train_step = None  # until set-up has built it, a failure leaves nothing worth saving
         self.step = 0
@@ -88,7 +95,14 @@ class Trainer(Controls, RunSetup):
         """Set up, train until a stop condition or a stop request, and return the final state."""
         try:
             self._setup()
-            self._loop()
+            if self.world.leader:
+                self._loop()
+            else:
+                self._follow()
+        except DistributedError as e:
+            message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
+            self._fail(message)
+            raise DistributedError(message) from None
         except CharRNNError as e:
             self._remove_empty_run_dir()
             self._fail(str(e))
@@ -105,6 +119,7 @@ class Trainer(Controls, RunSetup):
             self._fail(message)
             raise CharRNNError(message) from None
         finally:
+            self._release_followers()
             if getattr(self, "copy_index", None) is not None:
                 self.copy_index.close()
             if self.metrics is not None:
@@ -113,6 +128,15 @@ class Trainer(Controls, RunSetup):
                 self._write_final_status()
                 self.lock.release()
         return self.state
+
+    def _release_followers(self) -> None:
+        """The leader tells the other ranks the run is over (however it ended) and all leave the group."""
+        if self.group is None:
+            return
+        if self.world.leader:
+            with contextlib.suppress(DistributedError):  # a follower is gone already: nobody left to tell
+                self.group.command(STOP)
+        self.group.close()
 
     def _write_final_status(self) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
@@ -180,15 +204,22 @@ class Trainer(Controls, RunSetup):
                 if due_sample:
                     self._sample(prompt="", source="live")
 
-    def _train_step(self) -> None:
+    def _train_step(self, lr: float | None = None) -> None:
+        """One step; the leader of a distributed run first tells the followers to take it too."""
+        if lr is None:
+            lr = self._lr()
+            if self.group is not None:
+                self.group.command(STEP, lr)
         position = self.batcher.state_dict()
         batch = self.batcher.next()
         state = None if batch.reset else self.train_state
         try:
-            state = self.train_step(batch, state, self._lr())
+            state = self.train_step(shard(batch, self.world), state, lr)
         except RuntimeError as e:
             if is_out_of_memory(e) and not self.train_step.updating:
                 self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
+            if self.group is not None and not is_out_of_memory(e):  # DDP's all-reduce found a rank gone
+                raise self.group.lost(e) from None
             raise
         self.train_state = state if self.batcher.carries_state else None
         self.step += 1
@@ -201,6 +232,9 @@ class Trainer(Controls, RunSetup):
         if not self.train_step.log.count:
             return True
         started = time.perf_counter()
+        if self.group is not None:  # every rank's share of each step's loss, added up
+            self.group.command(REPORT)
+            self.train_step.log.add_up_losses(self.group.sum_)
         losses, grad_norms = self.train_step.log.read()  # the one host sync per report
         now = time.perf_counter()
         self.train_seconds += now - started  # waiting here is the device finishing the steps
@@ -234,6 +268,29 @@ class Trainer(Controls, RunSetup):
             memory_bytes=memory_in_use(self.device),
         ))
         return True
+
+    def _last_checkpoint_note(self) -> str:
+        if not self.saved_step:
+            return "nothing was saved"
+        return (f"the last checkpoint (step {self.saved_step}) is intact: "
+                f"`charrnn-tui train --resume {self.run_dir.name}`")
+
+    def _follow(self) -> None:
+        """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
+        self._set_state("training")
+        self.tokens_since_report = 0
+        while True:
+            command, lr = self.group.receive()
+            if command == STEP:
+                self._train_step(lr)
+            elif command == REPORT:
+                self.train_step.log.add_up_losses(self.group.sum_)
+                self.train_step.log.read()
+            elif command == GATHER:
+                self._carried_state()
+            elif command == STOP:
+                self._set_state("stopped")
+                return
 
     def _flush_progress(self) -> bool:
         """Report what is pending; False if that found a NaN/inf and failed the run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from charrnn_tui.engine.cli import dispatch, parse, report_errors
@@ -9,6 +10,10 @@ from charrnn_tui.engine.cli import dispatch, parse, report_errors
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.command == "train" and not args.headless and not args.detach and "WORLD_SIZE" in os.environ:
+        sys.stderr.write("charrnn-tui: error: under torchrun, train runs headless: add --headless (and "
+                         "`charrnn-tui attach` from another terminal to watch it)\n")
+        return 2
     if args.command == "attach" or (args.command == "train" and not args.headless and not args.detach):
         from .app import run_app
 

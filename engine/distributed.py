@@ -1,0 +1,171 @@
+"""One run on several processes under torchrun: DistributedDataParallel averages the gradients
+(NCCL between GPUs, gloo between CPU processes); rank 0 leads and the other ranks follow.
+
+Rank 0 runs the whole training loop: it evaluates, samples, saves, writes metrics, prints and serves
+the run's socket. Before each step it tells the followers what to do, in one small message on a
+CPU (gloo) group: train a step at this learning rate, add up the losses for a report, send their
+carried state for a checkpoint, or stop. So a request from the app (pause, stop, save) reaches
+every rank at a step boundary, the ranks always take the same steps, and a follower needs no
+clock, schedule or socket of its own. A paused leader sends nothing; its followers wait (the
+control group's timeout is a week, not the default half hour).
+
+Each rank trains on its own block of the global batch's streams and carries that block's hidden
+state. A checkpoint holds the whole batch's state (gathered on rank 0), so it resumes on any
+number of processes at the same global stream positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+
+from .data import Batch
+from .errors import CharRNNError, ConfigError
+
+STEP, REPORT, GATHER, STOP = range(4)
+CONTROL_TIMEOUT = timedelta(days=7)  # a follower waits this long for a paused leader
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)  # gradients, losses and states: a rank this late is lost
+
+
+class DistributedError(CharRNNError):
+    """Another process of the run was lost (or a collective failed)."""
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands in the run: torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's block of a global batch's streams."""
+        per_rank = batch_size // self.size
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+
+SINGLE = World()
+
+
+def world_from_env(environ: Mapping[str, str] = os.environ) -> World:
+    """The world torchrun describes in the environment; one process without it."""
+    if "WORLD_SIZE" not in environ:
+        return SINGLE
+    try:
+        size = int(environ["WORLD_SIZE"])
+        rank = int(environ.get("RANK", "0"))
+        local_rank = int(environ.get("LOCAL_RANK", str(rank)))
+        local_size = int(environ.get("LOCAL_WORLD_SIZE", str(size)))
+    except ValueError:
+        raise ConfigError("torchrun's environment is broken: RANK, WORLD_SIZE, LOCAL_RANK and "
+                          "LOCAL_WORLD_SIZE must be whole numbers") from None
+    if not (size >= 1 and 0 <= rank < size and 0 <= local_rank < local_size <= size):
+        raise ConfigError(f"torchrun's environment is inconsistent: RANK {rank}, WORLD_SIZE {size}, "
+                          f"LOCAL_RANK {local_rank}, LOCAL_WORLD_SIZE {local_size}")
+    return World(rank, size, local_rank, local_size)
+
+
+def check_batch(batch_size: int, world: World) -> None:
+    if batch_size % world.size:
+        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {world.size} processes: "
+                          f"use a multiple of {world.size} (the batch size is the global number of streams)")
+
+
+def shard(batch: Batch, world: World) -> Batch:
+    """This rank's streams of a global batch. `predictions` stays the global count: the loss is
+    scaled by it, so that averaged gradients equal one process's over the whole batch."""
+    if not world.distributed:
+        return batch
+    rows = world.rows(batch.x.shape[0])
+    return Batch(batch.x[rows], batch.y[rows], batch.reset, batch.predictions)
+
+
+def state_rows(state: tuple[torch.Tensor, ...], world: World, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """This rank's block of a whole batch's carried state (layers, batch, hidden)."""
+    if not world.distributed:
+        return state
+    return tuple(t[:, world.rows(batch_size)].contiguous() for t in state)
+
+
+class ProcessGroup:
+    """The run's process group: DDP's (NCCL or gloo) and a gloo group for the leader's commands."""
+
+    def __init__(self, world: World, device: torch.device):
+        import torch.distributed as dist
+
+        self.world, self.device, self.dist = world, device, dist
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        self.backend = backend
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        self.control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
+        self._message = torch.zeros(2, dtype=torch.float64)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as DDP trains it (its weights are rank 0's from here)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    # ---- the leader's commands ---------------------------------------------------------------
+    def command(self, command: int, lr: float = 0.0) -> None:
+        self._message[0], self._message[1] = command, lr
+        self._collective(lambda: self.dist.broadcast(self._message, 0, group=self.control))
+
+    def receive(self) -> tuple[int, float]:
+        self._collective(lambda: self.dist.broadcast(self._message, 0, group=self.control))
+        return int(self._message[0]), float(self._message[1])
+
+    # ---- collectives both sides call ---------------------------------------------------------
+    def sum_(self, values: torch.Tensor) -> None:
+        self._collective(lambda: self.dist.all_reduce(values))
+
+    def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Every rank's block of the carried state, put back together in rank order (on every rank)."""
+        whole = []
+        for part in state:
+            parts = [torch.empty_like(part) for _ in range(self.world.size)]
+            self._collective(lambda p=part, ps=parts: self.dist.all_gather(ps, p.contiguous()))
+            whole.append(torch.cat(parts, dim=1))
+        return tuple(whole)
+
+    def min_int(self, value: int) -> int:
+        t = torch.tensor([value], dtype=torch.int64)
+        self._collective(lambda: self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN, group=self.control))
+        return int(t)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a broken group cannot always be torn down; we exit anyway
+            self.dist.destroy_process_group()
+
+    def lost(self, error: BaseException) -> DistributedError:
+        """The one-line error for a collective that failed: another process is gone (torchrun's
+        summary names it) or broke."""
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        first = re.sub(r"^\[[^\]]*\] ", "", first)  # gloo's source location
+        first = first.split(". This is typically")[0]
+        return DistributedError(f"rank {self.world.rank} of {self.world.size} lost touch with the other "
+                                f"processes of the run ({first})")
+
+    def _collective(self, call) -> None:
+        try:
+            call()
+        except RuntimeError as e:  # torch.distributed.DistBackendError is one
+            raise self.lost(e) from None

@@ -1,0 +1,241 @@
+"""One run on several processes (torchrun, gloo on CPU): the same loss curve as one process, one
+run folder, requests that reach every rank, checkpoints that resume on any number of processes,
+and a lost rank that ends the run with its last checkpoint intact.
+
+The runs are real: `python -m torch.distributed.run --standalone --nproc-per-node 2 -m
+charrnn_tui.engine train ...`, as a user would start them (with the engine module in place of the
+console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn_tui.engine.data import Batch
+from charrnn_tui.engine.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
+from charrnn_tui.engine.errors import ConfigError
+
+# fp32, no dropout, a flat learning rate: two processes must then follow one to float rounding.
+FLAGS = ["--preset", "tiny", "--hidden", "48", "--embedding", "16", "--batch-size", "6", "--seq-len", "16",
+         "--precision", "fp32", "--no-lr-decay", "--warmup-steps", "0", "--lr", "0.01", "--seed", "5",
+         "--eval-interval", "10", "--checkpoint-interval", "0", "--sample-interval", "0", "--threads", "1"]
+DISTRIBUTED_TIMEOUT = 180
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    from charrnn_tui.corpora import bundled_path
+
+    path = tmp_path / "plays.txt"
+    # 20,011 characters: the last of the 6 streams is padded, so the ranks score unequal numbers of
+    # targets, which the loss scaling must get right.
+    path.write_text(bundled_path("shakespeare").read_text()[:20_011])
+    return path
+
+
+def engine(*args: str) -> list[str]:
+    return [sys.executable, "-m", "charrnn_tui.engine", *args]
+
+
+def torchrun(nproc: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "charrnn_tui.engine", *args]
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def step_losses(jsonl: Path) -> dict[int, float]:
+    losses: dict[int, float] = {}
+    for line in jsonl.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "Progress":
+            losses.update({event["first_step"] + i: v for i, v in enumerate(event["losses"])})
+    return losses
+
+
+def validations(jsonl: Path) -> dict[int, float]:
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return {e["step"]: e["nats"] for e in events if e["event"] == "Evaluated"}
+
+
+def assert_same_curve(a: dict[int, float], b: dict[int, float], steps: range) -> None:
+    assert set(steps) <= set(a) and set(steps) <= set(b)
+    worst = max(abs(a[s] - b[s]) for s in steps)
+    assert worst < 1e-4, f"losses differ by up to {worst}"
+
+
+def test_two_processes_follow_the_loss_curve_of_one_and_write_one_run(corpus, tmp_path):
+    runs = tmp_path / "runs"
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    run(engine("train", str(corpus), *FLAGS, "--max-steps", "30", "--runs-dir", str(runs), "--name", "one",
+               "--headless", "--jsonl", str(one)))
+    done = run(torchrun(2, "train", str(corpus), *FLAGS, "--max-steps", "30", "--runs-dir", str(runs),
+                        "--name", "two", "--headless", "--jsonl", str(two)))
+    assert "× 2 processes (gloo)" in done.stdout
+    assert done.stdout.count("finished: reached max-steps 30") == 1  # rank 0 alone prints
+    assert_same_curve(step_losses(one), step_losses(two), range(1, 31))
+    val_one, val_two = validations(one), validations(two)
+    assert set(val_two) == {10, 20, 30} and all(abs(val_one[s] - val_two[s]) < 1e-4 for s in val_two)
+    assert sorted(p.name for p in runs.iterdir()) == ["one", "two"]  # one folder for the two processes
+    def files(name: str) -> list[str]:
+        return sorted(p.name for p in (runs / name).iterdir())
+
+    assert files("two") == files("one") and "latest.pt" in files("two")  # what one process writes, once
+    status = json.loads((runs / "two" / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 30
+
+
+def test_a_checkpoint_resumes_on_another_number_of_processes(corpus, tmp_path):
+    runs = tmp_path / "runs"
+    straight = tmp_path / "straight.jsonl"
+    run(engine("train", str(corpus), *FLAGS, "--max-steps", "45", "--runs-dir", str(runs), "--name", "straight",
+               "--headless", "--jsonl", str(straight)))
+    # Started on two processes, resumed on one; and the reverse.
+    for name, first, then in (("from-two", torchrun(2), engine()), ("from-one", engine(), torchrun(2))):
+        run([*first, "train", str(corpus), *FLAGS, "--max-steps", "30", "--runs-dir", str(runs), "--name", name,
+             "--headless"])
+        resumed = tmp_path / f"{name}.jsonl"
+        run([*then, "train", "--resume", name, "--max-steps", "45", "--runs-dir", str(runs), "--headless",
+             "--jsonl", str(resumed)])
+        losses = step_losses(resumed)
+        assert min(losses) == 31  # the same global stream positions, with the carried state
+        assert_same_curve(step_losses(straight), losses, range(31, 46))
+
+
+def _wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
+    from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.engine.events import StateChanged
+
+    runs = tmp_path / "runs"
+    events = tmp_path / "paused.jsonl"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(torchrun(2, "train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "p",
+                                         "--headless", "--jsonl", str(events)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    try:
+        _wait_for(lambda: (runs / "p" / "engine.sock").exists() and step_losses(events), "the run's socket")
+        states: list[str] = []
+        client = EngineClient(runs / "p", lambda e: states.append(e.state) if isinstance(e, StateChanged) else None)
+        client.connect()
+        import threading
+
+        threading.Thread(target=client.run, daemon=True).start()
+        client.pause()
+        _wait_for(lambda: "paused" in states, "paused")
+        paused_at = json.loads((runs / "p" / "status.json").read_text())["step"]
+        time.sleep(1.5)
+        assert json.loads((runs / "p" / "status.json").read_text())["step"] == paused_at
+        client.resume()
+        _wait_for(lambda: states.count("training") >= 1 and states[-1] == "training", "training again")
+        client.stop(save=True)
+        out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0, err[-3000:]
+    stopped_at = json.loads((runs / "p" / "status.json").read_text())["step"]
+    assert stopped_at > paused_at and json.loads((runs / "p" / "status.json").read_text())["state"] == "stopped"
+    # Both ranks took exactly the same steps through the pause: one process follows the same curve.
+    one = tmp_path / "one.jsonl"
+    run(engine("train", str(corpus), *FLAGS, "--max-steps", str(stopped_at), "--runs-dir", str(runs),
+               "--name", "one", "--headless", "--jsonl", str(one)))
+    assert_same_curve(step_losses(one), step_losses(events), range(1, stopped_at + 1))
+
+
+def test_a_lost_rank_ends_the_run_with_its_last_checkpoint_intact(corpus, tmp_path):
+    from charrnn_tui.engine.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    flags = [f for f in FLAGS]
+    flags[flags.index("--checkpoint-interval") + 1] = "20"
+    launcher = subprocess.Popen(torchrun(2, "train", str(corpus), *flags, "--runs-dir", str(runs), "--name", "k",
+                                         "--headless"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    try:
+        _wait_for(lambda: (runs / "k" / "latest.pt").exists(), "the first checkpoint")
+        follower = next(pid for pid in _children(launcher.pid) if b"RANK=1\0" in _environ(pid))
+        os.kill(follower, signal.SIGKILL)
+        out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode != 0
+    status = json.loads((runs / "k" / "status.json").read_text())
+    assert status["state"] == "error" and "rank 0 of 2 lost touch" in status["reason"], status
+    assert "the last checkpoint (step" in status["reason"]
+    assert "charrnn-tui: error: rank 0 of 2 lost touch" in err
+    assert load_checkpoint(runs / "k" / "latest.pt")["step"] % 20 == 0  # whole, and one the run wrote
+    assert not list(_children(launcher.pid))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes()
+    except OSError:
+        return b""
+
+
+# ---- the pieces, without processes ---------------------------------------------------------------
+
+
+def test_the_world_comes_from_torchruns_environment():
+    assert world_from_env({}) == SINGLE and not SINGLE.distributed and SINGLE.leader
+    world = world_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert world == World(rank=3, size=4, local_rank=1, local_size=2) and world.distributed and not world.leader
+    with pytest.raises(ConfigError, match="whole numbers"):
+        world_from_env({"WORLD_SIZE": "two"})
+    with pytest.raises(ConfigError, match="inconsistent: RANK 2, WORLD_SIZE 2"):
+        world_from_env({"WORLD_SIZE": "2", "RANK": "2"})
+
+
+def test_each_rank_takes_its_own_block_of_the_global_batch():
+    x = torch.arange(6 * 3).view(6, 3)
+    batch = Batch(x, x + 1, reset=False, predictions=17)
+    parts = [shard(batch, World(rank=r, size=3)) for r in range(3)]
+    assert torch.equal(torch.cat([p.x for p in parts]), x) and torch.equal(torch.cat([p.y for p in parts]), x + 1)
+    assert all(p.predictions == 17 for p in parts)  # the global count: the loss is scaled by it
+    assert shard(batch, SINGLE) is batch
+    state = (torch.arange(2 * 6 * 4.0).view(2, 6, 4),)
+    blocks = [state_rows(state, World(rank=r, size=2), 6)[0] for r in range(2)]
+    assert torch.equal(torch.cat(blocks, dim=1), state[0]) and blocks[1].shape == (2, 3, 4)
+    check_batch(6, World(rank=0, size=3))
+    with pytest.raises(ConfigError, match="--batch-size 6 does not split evenly over 4 processes"):
+        check_batch(6, World(rank=0, size=4))
