@@ -71,10 +71,10 @@ def validations(jsonl: Path) -> dict[int, float]:
     return {e["step"]: e["nats"] for e in events if e["event"] == "Evaluated"}
 
 
-def assert_same_curve(a: dict[int, float], b: dict[int, float], steps: range) -> None:
+def assert_same_curve(a: dict[int, float], b: dict[int, float], steps: range, tolerance: float = 1e-4) -> None:
     assert set(steps) <= set(a) and set(steps) <= set(b)
     worst = max(abs(a[s] - b[s]) for s in steps)
-    assert worst < 1e-4, f"losses differ by up to {worst}"
+    assert worst < tolerance, f"losses differ by up to {worst}"
 
 
 def test_two_processes_follow_the_loss_curve_of_one_and_write_one_run(corpus, tmp_path):
