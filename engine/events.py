@@ -63,6 +63,10 @@ class Progress(Event):
     eta_seconds: float | None  # to the stop condition, or None without one
     epoch_eta_seconds: float | None  # to the end of the current epoch
     memory_bytes: int | None
+    # From NVML on a CUDA GPU with nvidia-ml-py installed (engine/gpu_monitor.py); None elsewhere.
+    gpu_utilisation: int | None = None  # percent
+    gpu_memory_used: int | None = None  # bytes, every process's
+    gpu_memory_total: int | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ class ProgressPrinter:
         eta = f" | ETA {format_seconds(e.eta_seconds)}" if e.eta_seconds is not None else ""
         text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} | {e.tokens_per_s:,.0f} {unit}/s | "
                 f"lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
+        if e.gpu_utilisation is not None:
+            text += f" | GPU {e.gpu_utilisation}%, {e.gpu_memory_used / 2**30:.1f} GiB"
         if self.tty:
             self.out.write("\r\x1b[2K" + text)
             self.out.flush()

@@ -32,6 +32,7 @@ from .device import (
 from .distributed import GATHER, ProcessGroup, check_batch, state_rows
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .events import CheckpointSaved, Notice, RunInfo, Started
+from .gpu_monitor import GpuMonitor
 from .history import LossHistory
 from .metrics import MetricsLog, require_tensorboard
 from .model import CharRNN, State
@@ -83,6 +84,7 @@ class RunSetup:
         if world.distributed and not config.auto_batch_size:
             check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
         self.bf16 = use_bf16(self.device, config.precision)
+        self.gpu_monitor = GpuMonitor(self.device) if world.leader else None
         self.vocab = vocab
         config.model.vocab_size = len(vocab)
         self.model = CharRNN(config.model).to(self.device)

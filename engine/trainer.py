@@ -37,6 +37,7 @@ from .events import (
     SampleText,
     StateChanged,
 )
+from .gpu_monitor import GpuMonitor
 from .history import thin_validation
 from .overfitting import read_history
 from .run_setup import RunSetup
@@ -86,6 +87,7 @@ class Trainer(Controls, RunSetup):
         self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/cowrite.py)
         self.early_stopped: str | None = None  # why --early-stop ended the run
         self.metrics = None
+        self.gpu_monitor: GpuMonitor | None = None  # set up with the device
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
         # Called between steps now and then, on the training thread (engine/threads.py).
         self.balance_threads: Callable[[], None] | None = None
@@ -265,9 +267,19 @@ class Trainer(Controls, RunSetup):
             step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
-            memory_bytes=memory_in_use(self.device),
+            memory_bytes=memory_in_use(self.device), **self._gpu_fields(),
         ))
         return True
+
+    def _gpu_fields(self) -> dict[str, int]:
+        reading = self.gpu_monitor.read() if self.gpu_monitor is not None else None
+        if reading is None:
+            if self.gpu_monitor is not None and self.gpu_monitor.missing:
+                self.emit(Notice(self.gpu_monitor.missing))  # once: then there is nothing to say
+                self.gpu_monitor = None
+            return {}
+        return {"gpu_utilisation": reading.utilisation, "gpu_memory_used": reading.memory_used,
+                "gpu_memory_total": reading.memory_total}
 
     def _last_checkpoint_note(self) -> str:
         if not self.saved_step:

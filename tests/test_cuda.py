@@ -150,3 +150,15 @@ def big_text(tmp_path):
     rng = random.Random(0)
     path.write_text("".join(rng.choice("abcdefghij klmnop\n") for _ in range(2_100_000)))
     return path
+
+
+def test_nvml_reads_the_real_gpu():
+    import importlib.util
+
+    from charrnn_tui.engine.gpu_monitor import GpuMonitor
+
+    if importlib.util.find_spec("pynvml") is None:
+        pytest.skip("nvidia-ml-py is not installed (pip install 'charrnn-tui[gpu]')")
+    reading = GpuMonitor(torch.device("cuda", 0)).read()
+    assert reading is not None and 0 <= reading.utilisation <= 100
+    assert 0 < reading.memory_used <= reading.memory_total

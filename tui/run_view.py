@@ -53,6 +53,7 @@ class RunView:
     eta_seconds: float | None = None
     epoch_eta_seconds: float | None = None
     memory_bytes: int | None = None
+    gpu: tuple[int, int, int | None] | None = None  # utilisation %, memory used, total (NVML)
     temperature: float = 0.8
     early_stop: int | None = None
     train_losses: deque[float] = field(default_factory=lambda: deque(maxlen=TRAIN_WINDOW))
@@ -90,6 +91,8 @@ class RunView:
             self.tokens_per_s, self.train_seconds = event.tokens_per_s, event.train_seconds
             self.eta_seconds, self.epoch_eta_seconds = event.eta_seconds, event.epoch_eta_seconds
             self.memory_bytes = event.memory_bytes
+            if event.gpu_utilisation is not None:
+                self.gpu = (event.gpu_utilisation, event.gpu_memory_used or 0, event.gpu_memory_total)
             self._train_points(event.losses)
             self.history.extend(event.losses)
             if event.losses or not self.timeline:

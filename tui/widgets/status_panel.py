@@ -58,6 +58,8 @@ def render_status(view: RunView, now: float | None = None) -> Text:
         eta = f"epoch ends {duration(view.epoch_eta_seconds)}"
     lines.append(_pair("time", f"{duration(view.train_seconds)} · {eta}"))
     lines.append(_pair("temp", f"{view.temperature:.2f} · {_memory(view)}"))
+    if view.gpu is not None:  # only on a GPU with nvidia-ml-py installed
+        lines.append(_pair("gpu", gpu_line(*view.gpu)))
     saved = "not yet"
     if view.saved_at is not None:
         saved = f"step {view.saved_step:,}, {duration(now - view.saved_at)} ago"
@@ -75,6 +77,11 @@ def lr_text(lr: float) -> str:
 
 def _pair(name: str, value: str) -> Text:
     return Text.assemble((f"{name:<7}", "dim"), value)
+
+
+def gpu_line(utilisation: int, used: int, total: int | None) -> str:
+    of = f" of {size_bytes(total)}" if total else ""
+    return f"{utilisation}% busy · {size_bytes(used)}{of} in use"
 
 
 def _memory(view: RunView) -> str:
