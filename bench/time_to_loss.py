@@ -1,6 +1,7 @@
 """Time to a good model: validation loss against seconds of training, beside a plain reference loop.
 
     python bench/time_to_loss.py [--preset small] [--seconds 75] [--reference-seconds 20] [--json]
+    python bench/time_to_loss.py --target 1.47 --every 10 --seconds 300   # time to a loss (the GPU figure)
 
 Protocol (nanoGPT's shakespeare_char, so figures compare): tiny-shakespeare, the last 10% is
 validation, loss in nats/char over the *whole* validation split read in order with the hidden
@@ -36,7 +37,9 @@ from charrnn_tui.engine.vocab import CharVocab
 CHECKPOINTS = (15, 30, 60, 75)
 
 
-def eval_points(budget: float) -> list[float]:
+def eval_points(budget: float, every: float | None = None) -> list[float]:
+    if every:  # evenly, to time when a target is reached
+        return [every * k for k in range(1, int(budget // every) + 1) if every * k < budget] + [budget]
     points = [p for p in CHECKPOINTS if p < budget]
     t = 120
     while t < budget:
@@ -45,8 +48,11 @@ def eval_points(budget: float) -> list[float]:
     return [*points, budget]
 
 
-def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = lambda: None) -> dict:
-    points = eval_points(config.max_time)
+def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = lambda: None,
+               every: float | None = None, target: float | None = None) -> dict:
+    """Train for config.max_time, validating at eval_points; with `target`, stop at the first
+    validation at or below it (its time is the figure)."""
+    points = eval_points(config.max_time, every)
     curve: list[dict] = []
     state = {"next": 0, "trainer": None, "chars_per_s": []}
 
@@ -60,6 +66,8 @@ def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = l
         elif isinstance(event, ev.Evaluated):
             curve.append({"seconds": round(trainer.train_seconds, 1), "step": event.step,
                           "val_nats": event.nats, "eval_seconds": event.seconds})
+            if target is not None and event.nats <= target:
+                trainer.stop(save=False)
             after_evaluation()  # not training time: the engine's clock counts only its steps
 
     with tempfile.TemporaryDirectory() as runs:
@@ -140,6 +148,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto", choices=cfg.DEVICES)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--target", type=float, default=None, help="stop at this validation loss (nats/char)")
+    parser.add_argument("--every", type=float, default=None, help="validate every so many training seconds")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -156,9 +166,10 @@ def main() -> int:
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
 
     reference_loop = ReferenceLoop(config)
-    slice_seconds = args.reference_seconds / (len(eval_points(args.seconds)) + 1)
+    slice_seconds = args.reference_seconds / (len(eval_points(args.seconds, args.every)) + 1)
     reference_loop.run(slice_seconds)
-    engine = run_engine(config, after_evaluation=lambda: reference_loop.run(slice_seconds))
+    engine = run_engine(config, after_evaluation=lambda: reference_loop.run(slice_seconds), every=args.every,
+                        target=args.target)
     reference = reference_loop.chars_per_s
     m = config.model
     result = {
@@ -179,6 +190,10 @@ def main() -> int:
     for point in engine["curve"]:
         print(f"{point['seconds']:>8.1f} {point['step']:>7} {point['val_nats']:>9.4f} "
               f"{point['val_nats'] / 0.6931471805599453:>8.4f} {point['eval_seconds']:>7.2f}")
+    if args.target is not None:
+        reached = next((p for p in engine["curve"] if p["val_nats"] <= args.target), None)
+        print(f"reached {args.target} nats/char at {reached['seconds']:.1f} s of training (step {reached['step']})"
+              if reached else f"did not reach {args.target} nats/char in {args.seconds:g} s")
     slices = reference_loop.slices
     print(f"engine {engine['chars_per_s']:,.0f} chars/s; plain reference loop {reference:,.0f} chars/s "
           f"({len(slices)} slices between the evaluations, {min(slices):,.0f} to {max(slices):,.0f}); "
