@@ -99,8 +99,10 @@ class Trainer(Controls, RunSetup):
             self._setup()
             if self.world.leader:
                 self._loop()
+                self._release_followers()
             else:
                 self._follow()
+                self.group.close()
         except DistributedError as e:
             message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
             self._fail(message)
@@ -113,7 +115,8 @@ class Trainer(Controls, RunSetup):
             if not is_out_of_memory(e):
                 self._fail(f"{type(e).__name__}: {e}")
                 raise
-            self._save_after_out_of_memory()
+            if self.group is None:  # distributed, the other ranks may be inside the all-reduce: no save
+                self._save_after_out_of_memory()
             self._remove_empty_run_dir()
             if self.state == "error":  # the save found a NaN loss: that is the error to report
                 raise CharRNNError(self.error) from None
@@ -121,7 +124,6 @@ class Trainer(Controls, RunSetup):
             self._fail(message)
             raise CharRNNError(message) from None
         finally:
-            self._release_followers()
             if getattr(self, "copy_index", None) is not None:
                 self.copy_index.close()
             if self.metrics is not None:
@@ -132,13 +134,14 @@ class Trainer(Controls, RunSetup):
         return self.state
 
     def _release_followers(self) -> None:
-        """The leader tells the other ranks the run is over (however it ended) and all leave the group."""
-        if self.group is None:
-            return
-        if self.world.leader:
+        """The leader tells the other ranks that the run has ended. Only after a loop that ended well:
+        after an error a follower may be waiting inside a collective, not for a command."""
+        if self.group is not None:
             with contextlib.suppress(DistributedError):  # a follower is gone already: nobody left to tell
                 self.group.command(STOP)
-        self.group.close()
+            # Torn down only here and at a follower's STOP: after an error a rank may be stuck in a
+            # collective that would hang the teardown; the process's exit ends it, and torchrun the rest.
+            self.group.close()
 
     def _write_final_status(self) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
