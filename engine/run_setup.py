@@ -167,6 +167,8 @@ class RunSetup:
         """--batch-size auto over several processes: each holds 1/N of the streams, so N times what
         fits the tightest one, a multiple of N, and within the text."""
         size = self.world.size
+        if not memory_limited(self.device):  # the preset's batch (the same on every rank), split evenly
+            return max(size, fits_one_process // size * size)
         limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
         chosen = max(size, min(self.group.min_int(fits_one_process) * size, limit) // size * size)
         self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "

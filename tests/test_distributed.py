@@ -239,3 +239,26 @@ def test_each_rank_takes_its_own_block_of_the_global_batch():
     check_batch(6, World(rank=0, size=3))
     with pytest.raises(ConfigError, match="--batch-size 6 does not split evenly over 4 processes"):
         check_batch(6, World(rank=0, size=4))
+
+
+def test_auto_batch_size_over_processes_is_a_multiple_of_them(monkeypatch):
+    import types
+
+    from charrnn_tui.engine import run_setup
+    from charrnn_tui.engine.run_setup import RunSetup
+
+    notices = []
+    ranks_fit = [40, 37]  # what each rank's probe found (one process's batch)
+
+    class Group:
+        def min_int(self, value):
+            return min(ranks_fit)
+
+    setup = types.SimpleNamespace(world=World(rank=0, size=2), device=torch.device("cuda", 0), group=Group(),
+                                  config=types.SimpleNamespace(seq_len=10), emit=notices.append)
+    monkeypatch.setattr(run_setup, "memory_limited", lambda device: True)
+    assert RunSetup._distributed_batch_size(setup, 40, train_tokens=100_000) == 74  # 37 streams on each
+    assert "batch-size 74 (37 streams each)" in notices[-1].message
+    assert RunSetup._distributed_batch_size(setup, 40, train_tokens=501) == 50  # the text holds 50 streams
+    monkeypatch.setattr(run_setup, "memory_limited", lambda device: False)  # a CPU: the preset's batch, split
+    assert RunSetup._distributed_batch_size(setup, 15, train_tokens=100_000) == 14
