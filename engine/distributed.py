@@ -25,7 +25,7 @@ from datetime import timedelta
 
 import torch
 
-from .data import Batch
+from .data import IGNORE, Batch
 from .errors import CharRNNError, ConfigError
 
 STEP, REPORT, GATHER, STOP = range(4)
@@ -55,9 +55,9 @@ class World:
         return self.size > 1
 
     def rows(self, batch_size: int) -> slice:
-        """This rank's block of a global batch's streams."""
-        per_rank = batch_size // self.size
-        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        """This rank's block of a global batch's streams: equal blocks when the size divides it (it
+        always does for the configured batch), blocks one apart for a short last batch of an epoch."""
+        return slice(batch_size * self.rank // self.size, batch_size * (self.rank + 1) // self.size)
 
 
 SINGLE = World()
@@ -93,7 +93,11 @@ def shard(batch: Batch, world: World) -> Batch:
     if not world.distributed:
         return batch
     rows = world.rows(batch.x.shape[0])
-    return Batch(batch.x[rows], batch.y[rows], batch.reset, batch.predictions)
+    x, y = batch.x[rows], batch.y[rows]
+    if not len(x):  # a last batch with fewer windows than ranks: one unscored row, so that every
+        # rank still takes the step (DDP's all-reduce needs all of them) and adds nothing to it
+        x, y = batch.x[:1], torch.full_like(batch.y[:1], IGNORE)
+    return Batch(x, y, batch.reset, batch.predictions)
 
 
 def state_rows(state: tuple[torch.Tensor, ...], world: World, batch_size: int) -> tuple[torch.Tensor, ...]:

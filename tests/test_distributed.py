@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn_tui.engine.data import Batch
+from charrnn_tui.engine.data import IGNORE, Batch
 from charrnn_tui.engine.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
 from charrnn_tui.engine.errors import ConfigError
 
@@ -96,6 +96,19 @@ def test_two_processes_follow_the_loss_curve_of_one_and_write_one_run(corpus, tm
     assert files("two") == files("one") and "latest.pt" in files("two")  # what one process writes, once
     status = json.loads((runs / "two" / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 30
+
+
+def test_random_windows_follow_one_process_through_the_short_last_batch_of_an_epoch(corpus, tmp_path):
+    # An epoch of random windows ends with a batch of fewer windows than --batch-size, shared
+    # unevenly (or not at all) between the ranks.
+    runs = tmp_path / "runs"
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    flags = [*FLAGS, "--sampler", "random", "--max-steps", "400", "--eval-interval", "1000"]
+    run(engine("train", str(corpus), *flags, "--runs-dir", str(runs), "--name", "one", "--headless",
+               "--jsonl", str(one)))
+    run(torchrun(2, "train", str(corpus), *flags, "--runs-dir", str(runs), "--name", "two", "--headless",
+                 "--jsonl", str(two)))
+    assert_same_curve(step_losses(one), step_losses(two), range(1, 401))
 
 
 def test_a_checkpoint_resumes_on_another_number_of_processes(corpus, tmp_path):
@@ -236,6 +249,12 @@ def test_each_rank_takes_its_own_block_of_the_global_batch():
     state = (torch.arange(2 * 6 * 4.0).view(2, 6, 4),)
     blocks = [state_rows(state, World(rank=r, size=2), 6)[0] for r in range(2)]
     assert torch.equal(torch.cat(blocks, dim=1), state[0]) and blocks[1].shape == (2, 3, 4)
+    short = Batch(x[:5], x[:5] + 1, reset=True, predictions=9)  # a short last batch: blocks of 2 and 3
+    halves = [shard(short, World(rank=r, size=2)) for r in range(2)]
+    assert [len(h.x) for h in halves] == [2, 3] and torch.equal(torch.cat([h.x for h in halves]), x[:5])
+    one_window = Batch(x[:1], x[:1] + 1, reset=True, predictions=3)
+    empty, full = (shard(one_window, World(rank=r, size=2)) for r in range(2))
+    assert torch.equal(full.x, x[:1]) and (empty.y == IGNORE).all() and len(empty.x) == 1  # scores nothing
     check_batch(6, World(rank=0, size=3))
     with pytest.raises(ConfigError, match="--batch-size 6 does not split evenly over 4 processes"):
         check_batch(6, World(rank=0, size=4))
