@@ -29,8 +29,15 @@ from .data import IGNORE, Batch
 from .errors import CharRNNError, ConfigError
 
 STEP, REPORT, GATHER, STOP = range(4)
+AGREE_BYTES = 512  # a set-up fingerprint (32) and a rank's error message, in one all-gather
 CONTROL_TIMEOUT = timedelta(days=7)  # a follower waits this long for a paused leader
-COLLECTIVE_TIMEOUT = timedelta(minutes=10)  # gradients, losses and states: a rank this late is lost
+# Gradients, losses and states: a rank this late is lost. All ranks enter these together, so the
+# wait is only their difference in speed. On CPUs (gloo) a rank killed at the wrong moment can
+# leave the others waiting inside the all-reduce rather than failing it: 20 s lets rank 0 fail
+# cleanly (and say so) before torchrun, 30 s after it saw a rank die, kills what is left. NCCL
+# gets longer: its communicators are set up at the first collective, across machines.
+GLOO_TIMEOUT = timedelta(seconds=20)
+NCCL_TIMEOUT = timedelta(minutes=10)
 
 
 class DistributedError(CharRNNError):
@@ -116,7 +123,7 @@ class ProcessGroup:
         self.world, self.device, self.dist = world, device, dist
         backend = "nccl" if device.type == "cuda" else "gloo"
         self.backend = backend
-        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group(backend, timeout=NCCL_TIMEOUT if backend == "nccl" else GLOO_TIMEOUT)
         self.control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
         self._message = torch.zeros(2, dtype=torch.float64)
 
@@ -148,6 +155,30 @@ class ProcessGroup:
             self._collective(lambda p=part, ps=parts: self.dist.all_gather(ps, p.contiguous()))
             whole.append(torch.cat(parts, dim=1))
         return tuple(whole)
+
+    def agree(self, fingerprint: str, failed: CharRNNError | None) -> None:
+        """Every rank's set-up, compared: all go on, or all stop with the same reason (a rank that
+        failed alone would leave the others waiting in DDP's first broadcast). Plain byte tensors,
+        not pickled objects: torch's object collectives need numpy."""
+        mine = torch.zeros(AGREE_BYTES, dtype=torch.uint8)
+        mine[:32] = torch.tensor(list(bytes.fromhex(fingerprint)[:32]), dtype=torch.uint8)
+        error = str(failed).encode()[: AGREE_BYTES - 33] if failed is not None else b""
+        mine[32] = 1 if failed is not None else 0
+        if error:
+            mine[33 : 33 + len(error)] = torch.tensor(list(error), dtype=torch.uint8)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world.size)]
+        self._collective(lambda: self.dist.all_gather(everyone, mine, group=self.control))
+        if failed is not None:
+            raise failed
+        for rank, theirs in enumerate(everyone):
+            if theirs[32]:
+                message = bytes(theirs[33:].tolist()).rstrip(b"\0").decode(errors="replace")
+                raise DistributedError(f"rank {rank} of {self.world.size} could not set up the run: {message}")
+        differing = [rank for rank, theirs in enumerate(everyone) if not torch.equal(theirs[:32], everyone[0][:32])]
+        if differing:
+            raise ConfigError(f"rank{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} built a "
+                              "different run than rank 0 (another corpus, settings or checkpoint): every machine "
+                              "needs the same files at the same paths")
 
     def min_int(self, value: int) -> int:
         t = torch.tensor([value], dtype=torch.int64)

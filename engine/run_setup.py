@@ -6,8 +6,9 @@ Mixed into Trainer (engine/trainer.py), whose loop uses what `_setup` builds."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from .novelty import BackgroundIndex
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
 from .step import TrainStep
+from .threads import available_cores
 from .vocab import build_vocab, vocab_from_dict
 
 # Fields a user may change when resuming; the rest must match the checkpoint.
@@ -92,13 +94,15 @@ class RunSetup:
         self.train_step = TrainStep(self.model, self.optimizer, self.device, bf16=self.bf16,
                                     grad_clip=config.grad_clip)
         self.train_ids = train_ids.to(self.device)
-        if config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
-                                       or config.seq_len != checkpoint["config"]["seq_len"]):
+        probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
+                                             or config.seq_len != checkpoint["config"]["seq_len"])
+        if probed:
             config.batch_size = self._auto_batch_size(len(train_ids))
         if world.distributed:
             self.group = ProcessGroup(world, self.device)
-            if config.auto_batch_size:  # each rank probed its own memory: the smallest decides
+            if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
                 config.batch_size = self._distributed_batch_size(config.batch_size, len(train_ids))
+            check_batch(config.batch_size, world)
         self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
         self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
         self.generator = TextGenerator(self.model, vocab)
@@ -112,28 +116,32 @@ class RunSetup:
         self.train_at_eval: list[tuple[int, float]] = []  # mean training loss before each evaluation
         self.samples: list[tuple[int, str]] = []
         self.best_val = math.inf
-        if not world.leader:  # a follower trains; the leader keeps the folder, the lock and the logs
-            if checkpoint is not None:
+        failed: CharRNNError | None = None
+        try:
+            if world.leader:
+                self._place_run(checkpoint, corpus.name)
+            elif checkpoint is not None:  # a follower trains; the leader keeps the folder, lock and logs
                 self._restore(checkpoint)
+        except CharRNNError as e:
+            if self.group is None:
+                raise
+            failed = e
+        if self.group is not None:
+            # Every rank stops here if one failed or built a different run (a machine with another
+            # corpus file or a stale checkpoint); otherwise DDP starts them all from rank 0's weights.
+            self.group.agree(run_fingerprint(config, vocab, corpus.text, self.step, self.batcher, checkpoint),
+                             failed)
+            if not world.leader:  # its own dropout masks (rank 0's are the run's, in checkpoints)
+                torch.manual_seed(config.seed + 1_000_003 * world.rank + self.step)
             self.train_step.distribute(self.group.wrap(self.model), world.size)
-            return
-        if checkpoint is not None:
-            self.run_dir = self.resume_path.parent
-            self.lock = RunLock(self.run_dir).acquire()
-            remove_partial_writes(self.run_dir)
-            self._restore(checkpoint)
-        else:
-            name = self.run_name or default_run_name(corpus.name, config.model.kind, config.model.hidden)
-            self.run_dir = new_run_dir(self.runs_dir, name)
-            self.lock = RunLock(self.run_dir).acquire()
+            if not world.leader:
+                return
         self.saved_step = self.step
         self.metrics = MetricsLog(self.run_dir, resumed_step=self.step if checkpoint is not None else None,
                                   tensorboard=config.tensorboard)
         # Samples are checked for text copied from the corpus once this index is built.
         self.copy_index = BackgroundIndex(corpus.text)
         self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
-        if self.group is not None:  # after restoring: DDP starts every rank from rank 0's weights
-            self.train_step.distribute(self.group.wrap(self.model), world.size)
 
         m = config.model
         self.info = RunInfo(
@@ -149,10 +157,32 @@ class RunSetup:
         )
         self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
 
+    def _place_run(self, checkpoint: dict[str, Any] | None, corpus_name: str) -> None:
+        """The run's folder and lock: the checkpoint's, restored from, or a new one."""
+        config = self.config
+        if checkpoint is not None:
+            self.run_dir = self.resume_path.parent
+            self.lock = RunLock(self.run_dir).acquire()
+            remove_partial_writes(self.run_dir)
+            self._restore(checkpoint)
+        else:
+            name = self.run_name or default_run_name(corpus_name, config.model.kind, config.model.hidden)
+            self.run_dir = new_run_dir(self.runs_dir, name)
+            self.lock = RunLock(self.run_dir).acquire()
+
     def _pick_device(self, name: str) -> torch.device:
         device = pick_device(name)
-        if device.type == "cuda" and self.world.distributed:  # one GPU per local rank
-            device = torch.device("cuda", self.world.local_rank)
+        if not self.world.distributed:
+            return device
+        if device.type == "mps":
+            raise ConfigError("a run on several processes trains on CUDA GPUs or CPUs, not Apple MPS: "
+                              "--device cpu")
+        if device.type == "cuda":  # one GPU per local rank, or the one GPU a launcher left each process
+            count = torch.cuda.device_count()
+            if count != 1 and self.world.local_rank >= count:
+                raise ConfigError(f"local rank {self.world.local_rank} has no GPU of its own: this machine has "
+                                  f"{count}; start at most {count} processes on it (--nproc-per-node)")
+            device = torch.device("cuda", 0 if count == 1 else self.world.local_rank)
             torch.cuda.set_device(device)
         return device
 
@@ -161,7 +191,7 @@ class RunSetup:
         choice (and its engine balances it against other runs: engine/threads.py)."""
         if not self.world.distributed or self.device.type != "cpu":
             return None
-        return max(1, (os.cpu_count() or 1) // self.world.local_size)
+        return max(1, available_cores() // self.world.local_size)
 
     def _distributed_batch_size(self, fits_one_process: int, train_tokens: int) -> int:
         """--batch-size auto over several processes: each holds 1/N of the streams, so N times what
@@ -371,6 +401,17 @@ class RunSetup:
             "corpus": {"name": self.corpus.name, "source": self.corpus.source},
             "saved_at": time.time(),
         }
+
+
+def run_fingerprint(config: cfg.TrainConfig, vocab: Any, text: str, step: int, batcher: Any,
+                    checkpoint: dict[str, Any] | None) -> str:
+    """What every rank of a distributed run must agree on: settings, text, vocabulary and where
+    training stands (a stale copy of the checkpoint on one machine differs in step or save time)."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
+    saved_at = checkpoint.get("saved_at") if checkpoint is not None else None
+    digest.update(json.dumps([cfg.to_dict(config), vocab.to_dict(), step, batcher.state_dict(), saved_at],
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -57,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
         server = RunServer(trainer, on_listening=on_listening, required=detached)
         if args.threads is None and not world.distributed:  # a distributed run splits the cores itself
             trainer.balance_threads = share
-        _handle_signals(trainer, detached)
+        _handle_signals(trainer, detached, distributed=world.distributed)
         state = trainer.run()
     except CharRNNError as e:
         if ready is not None and not ready.closed:
@@ -78,8 +78,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def follow(args: argparse.Namespace, world: World) -> int:
     """A follower rank of a distributed run: it trains as rank 0 commands, and prints, saves and
-    serves nothing. Ctrl+C and SIGTERM reach every rank of torchrun at once; only rank 0 acts on
-    them (it saves, which needs the followers' states, then tells them to stop)."""
+    serves nothing. torchrun passes Ctrl+C, SIGTERM and SIGHUP on to every rank; only rank 0 acts
+    on them (it saves, which needs the followers' states, then tells them to stop)."""
     from .cli import make_trainer
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
@@ -111,8 +111,10 @@ def _output_to_log(run_dir: Path | None) -> None:
     os.close(fd)
 
 
-def _handle_signals(trainer, detached: bool) -> None:
-    """SIGINT and SIGTERM save and stop (a second SIGINT quits at once); SIGHUP detaches."""
+def _handle_signals(trainer, detached: bool, distributed: bool = False) -> None:
+    """SIGINT and SIGTERM save and stop (a second SIGINT quits at once); SIGHUP detaches, except
+    under torchrun, which passes a hangup on to its processes and kills them 30 s later: there
+    rank 0 saves and stops in that time."""
 
     def stop(signum, frame):
         if getattr(stop, "fired", False) and signum == signal.SIGINT:
@@ -132,4 +134,4 @@ def _handle_signals(trainer, detached: bool) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN if detached else hang_up)
+        signal.signal(signal.SIGHUP, stop if distributed else signal.SIG_IGN if detached else hang_up)

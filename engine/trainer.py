@@ -78,6 +78,7 @@ class Trainer(Controls, RunSetup):
         # (engine/distributed.py). One process: SINGLE and no group.
         self.world = world
         self.group: ProcessGroup | None = None
+        self._in_step = False  # inside a training step (distributed: maybe inside DDP's all-reduce)
         self.lock: RunLock | None = None
         self.train_step = None  # until set-up has built it, a failure leaves nothing worth saving
         self.step = 0
@@ -99,11 +100,11 @@ class Trainer(Controls, RunSetup):
             self._setup()
             if self.world.leader:
                 self._loop()
-                self._release_followers()
             else:
                 self._follow()
                 self.group.close()
         except DistributedError as e:
+            self._in_step = True  # the group is broken: nobody to tell, and nothing to tear down safely
             message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
             self._fail(message)
             raise DistributedError(message) from None
@@ -115,7 +116,9 @@ class Trainer(Controls, RunSetup):
             if not is_out_of_memory(e):
                 self._fail(f"{type(e).__name__}: {e}")
                 raise
-            if self.group is None:  # distributed, the other ranks may be inside the all-reduce: no save
+            # Distributed, a step that failed may have left the other ranks inside the all-reduce:
+            # only a failure between steps (evaluating, sampling) can still gather them to save.
+            if self.group is None or not self._in_step:
                 self._save_after_out_of_memory()
             self._remove_empty_run_dir()
             if self.state == "error":  # the save found a NaN loss: that is the error to report
@@ -124,6 +127,8 @@ class Trainer(Controls, RunSetup):
             self._fail(message)
             raise CharRNNError(message) from None
         finally:
+            if self.world.leader and not self._in_step:  # the followers wait for a command: release them
+                self._release_followers()
             if getattr(self, "copy_index", None) is not None:
                 self.copy_index.close()
             if self.metrics is not None:
@@ -134,8 +139,8 @@ class Trainer(Controls, RunSetup):
         return self.state
 
     def _release_followers(self) -> None:
-        """The leader tells the other ranks that the run has ended. Only after a loop that ended well:
-        after an error a follower may be waiting inside a collective, not for a command."""
+        """The leader tells the other ranks that the run has ended. Not after a failed step: a
+        follower may then be waiting inside DDP's all-reduce, not for a command."""
         if self.group is not None:
             with contextlib.suppress(DistributedError):  # a follower is gone already: nobody left to tell
                 self.group.command(STOP)
@@ -219,7 +224,9 @@ class Trainer(Controls, RunSetup):
         batch = self.batcher.next()
         state = None if batch.reset else self.train_state
         try:
+            self._in_step = True
             state = self.train_step(shard(batch, self.world), state, lr)
+            self._in_step = False
         except RuntimeError as e:
             if is_out_of_memory(e) and not self.train_step.updating:
                 self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here

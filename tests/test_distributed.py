@@ -281,3 +281,53 @@ def test_auto_batch_size_over_processes_is_a_multiple_of_them(monkeypatch):
     assert RunSetup._distributed_batch_size(setup, 40, train_tokens=501) == 50  # the text holds 50 streams
     monkeypatch.setattr(run_setup, "memory_limited", lambda device: False)  # a CPU: the preset's batch, split
     assert RunSetup._distributed_batch_size(setup, 15, train_tokens=100_000) == 14
+
+
+def test_every_rank_stops_in_one_line_when_one_cannot_set_up_or_builds_another_run(corpus, tmp_path):
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    # Rank 0 cannot make the run's folder (the runs folder is a file): the other rank hears why.
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    done = subprocess.run(torchrun(2, "train", str(corpus), *FLAGS, "--max-steps", "2", "--runs-dir",
+                                   str(not_a_folder), "--headless"),
+                          capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
+    assert done.returncode != 0 and "[rank1]: Traceback" not in done.stderr and "[rank0]: Traceback" not in done.stderr
+    assert f"charrnn-tui: error: cannot create a run folder in {not_a_folder}" in done.stderr
+    assert "charrnn-tui: error: rank 1: rank 0 of 2 could not set up the run: cannot create a run folder" in done.stderr
+    # Each machine with its own copy of the corpus, and one copy differs.
+    other = tmp_path / "plays-1.txt"
+    other.write_text(corpus.read_text().replace("the", "teh"))
+    (tmp_path / "plays-0.txt").write_text(corpus.read_text())
+    script = (f"exec {sys.executable} -m charrnn_tui.engine train {tmp_path}/plays-$RANK.txt "
+              f"{' '.join(FLAGS)} --max-steps 2 --runs-dir {runs} --name differs --headless")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--no-python", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
+    assert done.returncode != 0 and "[rank1]: Traceback" not in done.stderr and "[rank0]: Traceback" not in done.stderr
+    assert done.stderr.count("rank 1 built a different run than rank 0") == 2  # said by both ranks
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_a_signal_to_torchrun_saves_and_stops_the_run(signum, corpus, tmp_path):
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(torchrun(2, "train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "s",
+                                         "--headless"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    try:
+        _wait_for(lambda: (runs / "s" / "engine.sock").exists(), "the run's socket")
+        time.sleep(1)
+        launcher.send_signal(signum)  # torchrun passes it on to both ranks
+        out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    status = json.loads((runs / "s" / "status.json").read_text())
+    assert status["state"] == "stopped", err[-2000:]
+    from charrnn_tui.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(runs / "s" / "latest.pt")["step"] == status["step"] > 0
+    assert "saving a checkpoint and stopping" in err and not list(_children(launcher.pid))
