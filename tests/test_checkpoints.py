@@ -203,3 +203,32 @@ def test_a_checkpoint_records_its_corpus_and_when_it_was_saved_and_says_so(repet
     assert {(e.path, e.kind, e.step) for e in saved} == {(str(runs_dir / "c" / LATEST), "latest", 20),
                                                          (str(runs_dir / "c" / BEST), "best", 20)}
     assert all(before <= e.saved_at <= time.time() for e in saved)
+
+
+def test_a_checkpoint_that_cannot_even_be_opened_is_one_clear_error(tmp_path):
+    from charrnn_tui.engine.checkpoint import save_checkpoint
+    from charrnn_tui.engine.errors import CheckpointError
+
+    missing = tmp_path / "gone" / "latest.pt"  # no temporary file was ever made: nothing to clean up
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*latest.pt: No such file or directory; "
+                                              r"the previous one is intact"):
+        save_checkpoint({"step": 1}, missing)
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_failed_save_is_a_warning_and_training_goes_on(repetitive_text, runs_dir, monkeypatch):
+    from charrnn_tui.engine import run_setup
+    from charrnn_tui.engine.errors import CheckpointError
+    from charrnn_tui.engine.events import Notice
+
+    def no_space(payload, path):
+        raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")
+
+    monkeypatch.setattr(run_setup, "save_checkpoint", no_space)
+    events = []
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=30, checkpoint_interval=10), runs_dir=runs_dir,
+                      on_event=events.append)
+    trainer.run()
+    warnings = [e for e in events if isinstance(e, Notice) and "no space left" in e.message]
+    assert warnings and all(e.level == "warning" for e in warnings)
+    assert trainer.step == 30  # headless, the run trains on (the previous checkpoint is intact)

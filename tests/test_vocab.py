@@ -169,3 +169,21 @@ def test_a_broken_vocabulary_in_a_checkpoint_is_named(data, error):
     with pytest.raises(CheckpointError) as raised:
         vocab_from_dict(data)
     assert str(raised.value) == error
+
+
+@pytest.mark.parametrize("tokens", [["ab", "c"], ["a", "a"], [], ["a", ""]])
+def test_a_character_vocabulary_from_a_checkpoint_must_be_distinct_single_characters(tokens):
+    from charrnn_tui.engine.errors import CheckpointError
+    from charrnn_tui.engine.vocab import vocab_from_dict
+
+    with pytest.raises(CheckpointError, match="distinct single characters"):
+        vocab_from_dict({"kind": "char", "tokens": tokens})
+
+
+def test_an_empty_text_has_no_character_vocabulary():
+    from charrnn_tui.engine.errors import CheckpointError
+    from charrnn_tui.engine.vocab import CharVocab
+
+    with pytest.raises(CheckpointError):
+        CharVocab.build("")
+    assert CharVocab.build("ba\n").tokens == ["\n", "a", "b"]
