@@ -8,12 +8,14 @@ console script)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,11 +52,27 @@ def torchrun(nproc: int, *args: str) -> list[str]:
             "-m", "charrnn_tui.engine", *args]
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+def quiet_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def run(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=quiet_env())
+    assert not check or done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done
+
+
+@contextlib.contextmanager
+def torchrun_in_background(*args: str) -> Iterator[subprocess.Popen]:
+    """A 2-process run under torchrun that the test steers; killed with its ranks if the test fails."""
+    launcher = subprocess.Popen(torchrun(2, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=quiet_env(), start_new_session=True)
+    try:
+        yield launcher
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
 
 
 def step_losses(jsonl: Path) -> dict[int, float]:
@@ -141,12 +159,8 @@ def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
 
     runs = tmp_path / "runs"
     events = tmp_path / "paused.jsonl"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(torchrun(2, "train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "p",
-                                         "--headless", "--jsonl", str(events)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    try:
+    with torchrun_in_background("train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "p",
+                                "--headless", "--jsonl", str(events)) as launcher:
         _wait_for(lambda: (runs / "p" / "engine.sock").exists() and step_losses(events), "the run's socket")
         states: list[str] = []
         client = EngineClient(runs / "p", lambda e: states.append(e.state) if isinstance(e, StateChanged) else None)
@@ -163,10 +177,6 @@ def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
         _wait_for(lambda: states.count("training") >= 1 and states[-1] == "training", "training again")
         client.stop(save=True)
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait()
     assert launcher.returncode == 0, err[-3000:]
     stopped_at = json.loads((runs / "p" / "status.json").read_text())["step"]
     assert stopped_at > paused_at and json.loads((runs / "p" / "status.json").read_text())["state"] == "stopped"
@@ -181,22 +191,14 @@ def test_a_lost_rank_ends_the_run_with_its_last_checkpoint_intact(corpus, tmp_pa
     from charrnn_tui.engine.checkpoint import load_checkpoint
 
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     flags = [f for f in FLAGS]
     flags[flags.index("--checkpoint-interval") + 1] = "20"
-    launcher = subprocess.Popen(torchrun(2, "train", str(corpus), *flags, "--runs-dir", str(runs), "--name", "k",
-                                         "--headless"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    try:
+    with torchrun_in_background("train", str(corpus), *flags, "--runs-dir", str(runs), "--name", "k",
+                                "--headless") as launcher:
         _wait_for(lambda: (runs / "k" / "latest.pt").exists(), "the first checkpoint")
         follower = next(pid for pid in _children(launcher.pid) if b"RANK=1\0" in _environ(pid))
         os.kill(follower, signal.SIGKILL)
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait()
     assert launcher.returncode != 0
     status = json.loads((runs / "k" / "status.json").read_text())
     assert status["state"] == "error" and "rank 0 of 2 lost touch" in status["reason"], status
@@ -285,13 +287,11 @@ def test_auto_batch_size_over_processes_is_a_multiple_of_them(monkeypatch):
 
 def test_every_rank_stops_in_one_line_when_one_cannot_set_up_or_builds_another_run(corpus, tmp_path):
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     # Rank 0 cannot make the run's folder (the runs folder is a file): the other rank hears why.
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("")
-    done = subprocess.run(torchrun(2, "train", str(corpus), *FLAGS, "--max-steps", "2", "--runs-dir",
-                                   str(not_a_folder), "--headless"),
-                          capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
+    done = run(torchrun(2, "train", str(corpus), *FLAGS, "--max-steps", "2", "--runs-dir", str(not_a_folder),
+                        "--headless"), check=False)
     assert done.returncode != 0 and "[rank1]: Traceback" not in done.stderr and "[rank0]: Traceback" not in done.stderr
     assert f"charrnn-tui: error: cannot create a run folder in {not_a_folder}" in done.stderr
     assert "charrnn-tui: error: rank 1: rank 0 of 2 could not set up the run: cannot create a run folder" in done.stderr
@@ -301,9 +301,8 @@ def test_every_rank_stops_in_one_line_when_one_cannot_set_up_or_builds_another_r
     (tmp_path / "plays-0.txt").write_text(corpus.read_text())
     script = (f"exec {sys.executable} -m charrnn_tui.engine train {tmp_path}/plays-$RANK.txt "
               f"{' '.join(FLAGS)} --max-steps 2 --runs-dir {runs} --name differs --headless")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "--no-python", "bash", "-c", script],
-                          capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
+    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "--no-python", "bash", "-c", script], check=False)
     assert done.returncode != 0 and "[rank1]: Traceback" not in done.stderr and "[rank0]: Traceback" not in done.stderr
     assert done.stderr.count("rank 1 built a different run than rank 0") == 2  # said by both ranks
 
@@ -311,20 +310,12 @@ def test_every_rank_stops_in_one_line_when_one_cannot_set_up_or_builds_another_r
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
 def test_a_signal_to_torchrun_saves_and_stops_the_run(signum, corpus, tmp_path):
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(torchrun(2, "train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "s",
-                                         "--headless"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    try:
+    with torchrun_in_background("train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "s",
+                                "--headless") as launcher:
         _wait_for(lambda: (runs / "s" / "engine.sock").exists(), "the run's socket")
         time.sleep(1)
         launcher.send_signal(signum)  # torchrun passes it on to both ranks
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait()
     status = json.loads((runs / "s" / "status.json").read_text())
     assert status["state"] == "stopped", err[-2000:]
     from charrnn_tui.engine.checkpoint import load_checkpoint
