@@ -104,6 +104,10 @@ def test_two_processes_follow_the_loss_curve_of_one_and_write_one_run(corpus, tm
                         "--name", "two", "--headless", "--jsonl", str(two)))
     assert "× 2 processes (gloo)" in done.stdout
     assert done.stdout.count("finished: reached max-steps 30") == 1  # rank 0 alone prints
+    started = next(json.loads(line) for line in two.read_text().splitlines() if '"Started"' in line)
+    assert started["info"]["world_size"] == 2  # what the app's status shows, with the combined tokens/s
+    events = [json.loads(line) for line in one.read_text().splitlines()]
+    assert next(e for e in events if e["event"] == "Started")["info"]["world_size"] == 1
     assert_same_curve(step_losses(one), step_losses(two), range(1, 31))
     val_one, val_two = validations(one), validations(two)
     assert set(val_two) == {10, 20, 30} and all(abs(val_one[s] - val_two[s]) < 1e-4 for s in val_two)
