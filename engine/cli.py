@@ -444,7 +444,10 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = sub.add_parser("train", help="train a model", formatter_class=HelpFormatter,
-                           description="Train a model. Opens the app unless --headless or --detach is given.",
+                           description="Train a model. Opens the app unless --headless or --detach is given. "
+                                       "On several GPUs or machines: torchrun --nproc-per-node N --no-python "
+                                       "charrnn-tui train ... --headless (--batch-size is the global number of "
+                                       "streams; see the README).",
                            epilog=preset_table())
     add_train_arguments(train)
     out = train.add_argument_group("output")
