@@ -105,6 +105,7 @@ class Trainer(Controls, RunSetup):
                 self.group.close()
         except DistributedError as e:
             self._in_step = True  # the group is broken: nobody to tell, and nothing to tear down safely
+            self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
             message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
             self._fail(message)
             raise DistributedError(message) from None
