@@ -484,3 +484,20 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         await pilot.press(*"xyz", "backspace")  # faster than the run's request limit: the last text is answered
         await wait_for(pilot, lambda: panel.expectation.text == "ab" + top + "xy", what="suggestions while paused")
         await save_and_quit(pilot)
+
+
+async def test_an_app_that_falls_behind_keeps_at_most_its_inbox_and_catches_up(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir, report_interval=0.01)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        app.inbox.limit = 20
+        deadline = time.monotonic() + 3
+        most = 0
+        while time.monotonic() < deadline:  # the app's own thread busy: nothing drains the inbox
+            time.sleep(0.05)
+            most = max(most, len(app.inbox))
+        assert most == 20  # the reader waited rather than queue more
+        step = app.view.step
+        await wait_for(pilot, lambda: app.view.step > step + 20, what="catching up")
+        assert app.view.history.steps >= app.view.step - 1  # and the chart's history has no hole
+        await save_and_quit(pilot)

@@ -35,6 +35,7 @@ from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.runs import RunEntry
 
 from .compared_runs import MAX_COMPARED, ComparedRun
+from .engine_inbox import CONNECTED, EngineInbox
 from .run_view import RunView, step_temperature
 from .widgets.loss_panel import LossPanel
 from .widgets.prompt_panel import PromptInput, PromptPanel
@@ -62,16 +63,8 @@ SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", 
                       "detach", "runs", "chart_log", "chart_time", "chart_smoothing", "chart_maximise"}
 
 
-class EngineEvent(Message):
-    """One event from the engine thread (post_message is thread-safe and never blocks it)."""
-
-    def __init__(self, event: ev.Event) -> None:
-        super().__init__()
-        self.event = event
-
-
-class EngineConnected(Message):
-    """A new connection to a run: what follows is its whole story again, so the view starts afresh."""
+class EngineEvents(Message):
+    """Events wait in the app's inbox (tui/engine_inbox.py): one wake-up for all that arrived."""
 
 
 class CharRNNApp(App[int]):
@@ -118,6 +111,7 @@ class CharRNNApp(App[int]):
         self.quitting = False
         self.exit_code = 0
         self.training_done = threading.Event()
+        self.inbox = EngineInbox(lambda: self.post_message(EngineEvents()))
         self.typed_text = ""
         self.typed_sent_at = -1.0
         self.typing_timer = None
@@ -171,7 +165,7 @@ class CharRNNApp(App[int]):
                 self.trainer.stop(save=True)
             client = self.trainer
             while True:
-                self.post_message(EngineConnected())
+                self.inbox.put(CONNECTED)
                 state = client.run()
                 if state != "detached" or self.detaching or self.trainer is not client:
                     return state
@@ -188,16 +182,20 @@ class CharRNNApp(App[int]):
             self.training_done.set()
 
     def post_engine_event(self, event: ev.Event) -> None:
-        self.post_message(EngineEvent(event))
+        """From the client's reader thread (waits while the app is far behind)."""
+        self.inbox.put(event)
 
-    def on_engine_connected(self, message: EngineConnected) -> None:
-        self.view = RunView()  # the welcome that follows tells the whole story again
-        self.drawn_version = -1
+    def on_engine_events(self, message: EngineEvents) -> None:
+        for item in self.inbox.drain():
+            if item is CONNECTED:
+                self.view = RunView()  # the welcome that follows tells the whole story again
+                self.drawn_version = -1
+            else:
+                self._apply_engine_event(item)
 
-    def on_engine_event(self, message: EngineEvent) -> None:
+    def _apply_engine_event(self, event: ev.Event) -> None:
         if not self.screen_stack:
             return  # the app is closing: nothing left to draw on
-        event = message.event
         sample = self.view.apply(event)
         if isinstance(event, ev.Notice):
             severity = {"error": "error", "warning": "warning"}.get(event.level, "information")
@@ -496,6 +494,7 @@ class CharRNNApp(App[int]):
     def on_unmount(self) -> None:
         # However the app ends (an error in a handler too), it leaves the run as it is: a stop was
         # asked for already if the user quit; otherwise the run goes on training without us.
+        self.inbox.close()
         if self.trainer is not None and hasattr(self.trainer, "detach") and not self.training_done.is_set():
             self.detaching = True
             self.trainer.detach()
