@@ -501,3 +501,17 @@ async def test_an_app_that_falls_behind_keeps_at_most_its_inbox_and_catches_up(r
         await wait_for(pilot, lambda: app.view.step > step + 20, what="catching up")
         assert app.view.history.steps >= app.view.step - 1  # and the chart's history has no hole
         await save_and_quit(pilot)
+
+
+async def test_only_a_save_the_user_asked_for_is_toasted(repetitive_text, runs_dir):
+    app = make_app(repetitive_text, runs_dir, checkpoint_interval=10)
+    toasts: list[str] = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        real_notify = app.notify
+        app.notify = lambda message, **kw: (toasts.append(message), real_notify(message, **kw))[1]
+        await wait_for(pilot, lambda: app.view.saved_step >= 30, what="periodic checkpoints")
+        assert not [t for t in toasts if t.startswith("checkpoint saved")]  # the status says so, quietly
+        await pilot.press("c")  # save now
+        await wait_for(pilot, lambda: any(t.startswith("checkpoint saved") for t in toasts), what="the toast")
+        await save_and_quit(pilot)
+    assert len([t for t in toasts if t.startswith("checkpoint saved")]) == 1
