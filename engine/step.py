@@ -68,31 +68,26 @@ class TrainStep:
         """Train through DDP from now on: its backward averages the gradients over the processes."""
         self.forward, self.world_size = ddp_model, world_size
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None,
+             predictions: int | None = None) -> tuple[torch.Tensor, State]:
         """Mean cross-entropy over the scored targets (in fp32 whatever the autocast), and the state
-        after the batch."""
+        after the batch. With `predictions` (a distributed run's global count of scored targets):
+        this rank's summed loss over it, times the number of processes, which DDP's averaging of
+        gradients divides out, so the update is one process's over the whole batch however
+        unevenly padding falls."""
         with autocast(self.device, self.bf16):
             logits, state = self.forward(x, state)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), state
-
-    def _shard_loss(self, batch: Batch, state: State | None) -> tuple[torch.Tensor, State]:
-        """This rank's part of the global batch's mean: its summed loss over all the batch's scored
-        targets, times the number of processes, which DDP's averaging of gradients divides out. So
-        the update is one process's over the whole batch, however unevenly padding falls."""
-        with autocast(self.device, self.bf16):
-            logits, state = self.forward(batch.x, state)
-        total = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten(), reduction="sum")
-        return total * (self.world_size / batch.predictions), state
+        flat = logits.float().flatten(0, 1)
+        if predictions is None:
+            return F.cross_entropy(flat, y.flatten()), state
+        return F.cross_entropy(flat, y.flatten(), reduction="sum") * (self.world_size / predictions), state
 
     def __call__(self, batch: Batch, state: State | None, lr: float) -> State:
         """Train on `batch` from `state` (None: zeros); the state after it, cut from the graph. In a
         distributed run `batch` is this rank's streams and `batch.predictions` the global count."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.world_size > 1:
-            loss, state = self._shard_loss(batch, state)
-        else:
-            loss, state = self.loss(batch.x, batch.y, state)
+        loss, state = self.loss(batch.x, batch.y, state, batch.predictions if self.world_size > 1 else None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Kept with the loss: a non-finite norm means this update made the weights non-finite,

@@ -16,8 +16,8 @@ def _spied_run(config, runs_dir, monkeypatch):
     steps, norms = [], []
     real_loss = TrainStep.loss
 
-    def loss_spy(step, x, y, state):
-        loss, new_state = real_loss(step, x, y, state)
+    def loss_spy(step, x, y, state, predictions=None):
+        loss, new_state = real_loss(step, x, y, state, predictions)
         steps.append({"reset": trainer.batcher.index == 1, "state_in": state, "state_out": new_state})
         return loss, new_state
 
