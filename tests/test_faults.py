@@ -246,8 +246,8 @@ def test_an_infinite_gradient_behind_a_finite_loss_never_reaches_a_checkpoint(gr
     trainer = Trainer(config, runs_dir=runs_dir, run_name="inf-grad")
     real_loss = TrainStep.loss
 
-    def poisoned_loss(step, x, y, state):
-        loss, state = real_loss(step, x, y, state)
+    def poisoned_loss(step, x, y, state, predictions=None):
+        loss, state = real_loss(step, x, y, state, predictions)
         if trainer.step == 39:
             loss = loss + _InfiniteGradient.apply(trainer.model.head.bias)
         return loss, state
