@@ -15,6 +15,7 @@ from typing import Any
 RECENT = 4096
 BINS = 1024
 MAX_VAL = 8192
+MAX_TIMELINE = 2048  # (step, training seconds) pairs: the chart's time axis needs no more
 
 
 class LossHistory:
@@ -96,12 +97,19 @@ class LossHistory:
         return history
 
 
-def thin_validation(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """At most MAX_VAL validation points: past that, every other one of the older half goes (the
-    best one always stays)."""
-    if len(points) <= MAX_VAL:
+def thin_validation(points: list[tuple[int, float]], limit: int = MAX_VAL) -> list[tuple[int, float]]:
+    """At most `limit` points: past that, every other one of the older half goes (the best one,
+    the lowest second value, always stays)."""
+    if len(points) <= limit:
         return points
     best = min(points, key=lambda p: p[1])
     half = len(points) // 2
     older = [p for i, p in enumerate(points[:half]) if i % 2 == 0 or p == best]
     return older + points[half:]
+
+
+def add_time_point(timeline: list[tuple[int, float]], step: int, seconds: float) -> list[tuple[int, float]]:
+    """`timeline` with the point added, in place while under MAX_TIMELINE: one per progress report
+    for the life of the run, so no copy of the whole list each time."""
+    timeline.append((step, seconds))
+    return thin_validation(timeline, MAX_TIMELINE)

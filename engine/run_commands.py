@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return 0
     rows = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
     for e in entries:
-        rows.append((e.name, e.state, e.corpus or "-", e.model or "-", "-" if e.step is None else f"{e.step:,}",
+        rows.append((e.name, e.state, e.corpus or "-", e.model_label, "-" if e.step is None else f"{e.step:,}",
                      "-" if e.best_val is None or not math.isfinite(e.best_val) else f"{e.best_val:.4f}",
                      str(e.viewers) if e.live else "-", format_age(time.time() - e.updated)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -120,9 +121,14 @@ def _process_alive(pid: object) -> bool:
 
 def run_detached(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from .launch import launch_engine
+    from .runs import default_runs_dir
 
     run_dir = launch_engine([a for a in args.train_argv if a != "--detach"])
+    # The commands as they must be typed: another --runs-dir than the default has to be repeated.
+    name = shlex.quote(run_dir.name)
+    if run_dir.parent.resolve() != default_runs_dir().resolve():
+        name += f" --runs-dir {shlex.quote(str(run_dir.parent))}"
     out.write(f"run {run_dir.name} is training in the background ({run_dir})\n"
-              f"  watch it:  charrnn-tui attach {run_dir.name}\n"
-              f"  stop it:   charrnn-tui stop {run_dir.name}\n")
+              f"  watch it:  charrnn-tui attach {name}\n"
+              f"  stop it:   charrnn-tui stop {name}\n")
     return 0

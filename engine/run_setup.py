@@ -102,7 +102,7 @@ class RunSetup:
             self.group = ProcessGroup(world, self.device)
             if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
                 config.batch_size = self._distributed_batch_size(config.batch_size, len(train_ids))
-            check_batch(config.batch_size, world)
+                check_batch(config.batch_size, world)
         self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
         self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
         self.generator = TextGenerator(self.model, vocab)

@@ -208,11 +208,19 @@ class RunEntry:
     viewers: int
     updated: float  # when the run last did something (time.time())
     tokens: str | None = None  # "char" or "word"; None for a run from before status said so
+    world_size: int = 1  # processes that train it together (torchrun)
+
+    @property
+    def model_label(self) -> str:
+        """The model as `runs` shows it, with the processes that train it when more than one."""
+        label = self.model or "-"
+        return f"{label} ({self.world_size} ranks)" if self.world_size > 1 else label
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "state": self.state, "live": self.live, "step": self.step,
                 "best_val": self.best_val, "corpus": self.corpus, "model": self.model, "viewers": self.viewers,
-                "updated": self.updated, "tokens": self.tokens}
+                "updated": self.updated, "tokens": self.tokens,
+                "world_size": self.world_size}
 
 
 def list_runs(runs_dir: Path) -> list[RunEntry]:
@@ -237,6 +245,7 @@ def list_runs(runs_dir: Path) -> list[RunEntry]:
             best_val=_float_or_none(status.get("best_val")), corpus=status.get("corpus"), model=status.get("model"),
             viewers=int(status.get("viewers") or 0) if live else 0, updated=updated,
             tokens=status.get("tokens") if status.get("tokens") in ("char", "word") else None,
+            world_size=max(1, _int_or_none(status.get("world_size")) or 1),
         ))
     return sorted(entries, key=lambda e: e.updated, reverse=True)
 

@@ -27,7 +27,7 @@ from . import events as ev
 from . import protocol
 from .control import RequestRefused
 from .errors import CharRNNError
-from .history import LossHistory, thin_validation
+from .history import LossHistory, add_time_point, thin_validation
 from .runs import SOCKET, unix_address, write_status
 
 CLIENT_QUEUE = 4096  # messages waiting for one client
@@ -75,7 +75,7 @@ class RunRecord:
         elif isinstance(event, ev.Progress):
             self.progress = event
             self.losses.extend(event.losses)
-            self.timeline = thin_validation([*self.timeline, (event.step, event.train_seconds)])
+            self.timeline = add_time_point(self.timeline, event.step, event.train_seconds)
         elif isinstance(event, ev.Evaluated):
             self.val = thin_validation([*self.val, (event.step, event.nats)])
             self.best_val = event.best_nats
@@ -127,7 +127,7 @@ class RunRecord:
             "step": self.progress.step if self.progress else (info.resumed_step if info else 0),
             "best_val": self.best_val, "corpus": info.corpus_name if info else None,
             "model": f"{info.model_kind} {info.layers}x{info.hidden}" if info else None,
-            "tokens": info.token_kind if info else None,
+            "tokens": info.token_kind if info else None, "world_size": info.world_size if info else 1,
             "device": info.device if info else None, "pid": os.getpid(), "updated": time.time(),
         }
 

@@ -78,7 +78,7 @@ class Trainer(Controls, RunSetup):
         # (engine/distributed.py). One process: SINGLE and no group.
         self.world = world
         self.group: ProcessGroup | None = None
-        self._in_step = False  # inside a training step (distributed: maybe inside DDP's all-reduce)
+        self._group_unsafe = False  # the other ranks may be inside a collective (a step's all-reduce) or gone
         self.lock: RunLock | None = None
         self.train_step = None  # until set-up has built it, a failure leaves nothing worth saving
         self.step = 0
@@ -104,7 +104,7 @@ class Trainer(Controls, RunSetup):
                 self._follow()
                 self.group.close()
         except DistributedError as e:
-            self._in_step = True  # the group is broken: nobody to tell, and nothing to tear down safely
+            self._group_unsafe = True  # the group is broken: nobody to tell, and nothing to tear down safely
             self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
             message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
             self._fail(message)
@@ -119,7 +119,7 @@ class Trainer(Controls, RunSetup):
                 raise
             # Distributed, a step that failed may have left the other ranks inside the all-reduce:
             # only a failure between steps (evaluating, sampling) can still gather them to save.
-            if self.group is None or not self._in_step:
+            if self.group is None or not self._group_unsafe:
                 self._save_after_out_of_memory()
             self._remove_empty_run_dir()
             if self.state == "error":  # the save found a NaN loss: that is the error to report
@@ -128,7 +128,7 @@ class Trainer(Controls, RunSetup):
             self._fail(message)
             raise CharRNNError(message) from None
         finally:
-            if self.world.leader and not self._in_step:  # the followers wait for a command: release them
+            if self.world.leader and not self._group_unsafe:  # the followers wait for a command: release them
                 self._release_followers()
             if getattr(self, "copy_index", None) is not None:
                 self.copy_index.close()
@@ -159,7 +159,7 @@ class Trainer(Controls, RunSetup):
             "name": info.run_name, "state": self.state, "reason": self.error, "step": self.step,
             "best_val": self.best_val if math.isfinite(self.best_val) else None, "corpus": info.corpus_name,
             "model": f"{info.model_kind} {info.layers}x{info.hidden}", "tokens": info.token_kind,
-            "device": info.device, "pid": None,
+            "world_size": info.world_size, "device": info.device, "pid": None,
             "updated": time.time(), "viewers": 0,
         })
 
@@ -225,9 +225,9 @@ class Trainer(Controls, RunSetup):
         batch = self.batcher.next()
         state = None if batch.reset else self.train_state
         try:
-            self._in_step = True
+            self._group_unsafe = True
             state = self.train_step(shard(batch, self.world), state, lr)
-            self._in_step = False
+            self._group_unsafe = False
         except RuntimeError as e:
             if is_out_of_memory(e) and not self.train_step.updating:
                 self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here

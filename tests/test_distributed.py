@@ -24,6 +24,7 @@ import torch
 from charrnn_tui.engine.data import IGNORE, Batch
 from charrnn_tui.engine.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
 from charrnn_tui.engine.errors import ConfigError
+from charrnn_tui.engine.runs import list_runs
 
 # fp32, no dropout, a flat learning rate: two processes must then follow one to float rounding.
 FLAGS = ["--preset", "tiny", "--hidden", "48", "--embedding", "16", "--batch-size", "6", "--seq-len", "16",
@@ -117,7 +118,10 @@ def test_two_processes_follow_the_loss_curve_of_one_and_write_one_run(corpus, tm
 
     assert files("two") == files("one") and "latest.pt" in files("two")  # what one process writes, once
     status = json.loads((runs / "two" / "status.json").read_text())
-    assert status["state"] == "finished" and status["step"] == 30
+    assert status["state"] == "finished" and status["step"] == 30 and status["world_size"] == 2
+    listed = {e.name: e for e in list_runs(runs)}
+    assert listed["two"].world_size == 2 and listed["two"].model_label.endswith("(2 ranks)")
+    assert listed["one"].world_size == 1 and "ranks" not in listed["one"].model_label
 
 
 def test_random_windows_follow_one_process_through_the_short_last_batch_of_an_epoch(corpus, tmp_path):

@@ -5,7 +5,7 @@ from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn_tui.engine.history import MAX_VAL, LossHistory, thin_validation
+from charrnn_tui.engine.history import MAX_TIMELINE, MAX_VAL, LossHistory, add_time_point, thin_validation
 
 losses = st.lists(st.floats(0.0, 10.0, allow_nan=False), max_size=600)
 
@@ -54,3 +54,22 @@ def test_validation_points_are_thinned_past_the_cap_keeping_the_best_and_the_lat
     thinned = thin_validation(points)
     assert len(thinned) < len(points) and (10, 0.5) in thinned and thinned[-1] == points[-1]
     assert thin_validation(points[:100]) == points[:100]
+
+
+def test_the_time_axis_of_a_long_run_stays_bounded_from_its_start_to_its_latest_report():
+    from charrnn_tui.engine import events as ev
+    from charrnn_tui.tui.run_view import RunView
+
+    timeline: list[tuple[int, float]] = []
+    kept = timeline
+    for step in range(1, MAX_TIMELINE + 1):
+        timeline = add_time_point(timeline, step, step / 10)
+    assert timeline is kept and len(timeline) == MAX_TIMELINE  # in place while under the cap
+    view = RunView()
+    for step in range(1, 5 * MAX_TIMELINE):
+        timeline = add_time_point(timeline, MAX_TIMELINE + step, (MAX_TIMELINE + step) / 10)
+        view.apply(ev.Progress(step, step, (2.0,), 0.0, 1.0, 0.1, step / 10, None, None, None))
+    for points, last in ((timeline, 6 * MAX_TIMELINE - 1), (view.timeline, 5 * MAX_TIMELINE - 1)):
+        assert MAX_TIMELINE // 2 < len(points) <= MAX_TIMELINE
+        assert points[0] == (1, 0.1) and points[-1] == (last, last / 10)
+        assert [s for s, _ in points] == sorted({s for s, _ in points})  # in order, no repeats

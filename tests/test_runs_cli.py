@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import time
@@ -42,6 +43,7 @@ def test_runs_lists_every_run_with_its_state(runs_of_every_state):
     assert {"name", "state", "step", "best_val", "path", "viewers"} <= set(listed["live"])
     assert listed["live"]["viewers"] == 1 and listed["live"]["live"] is True
     assert listed["done"]["step"] == 30 and listed["done"]["best_val"] > 0 and not listed["done"]["live"]
+    assert listed["done"]["world_size"] == 1 and listed["live"]["world_size"] == 1
     assert listed["crashed"]["state"] == "crashed" and listed["crashed"]["path"] == str(runs_dir / "crashed")
     viewer.close()
 
@@ -77,7 +79,9 @@ def test_detach_returns_once_listening_and_a_bad_run_fails_in_one_line(repetitiv
     assert started.returncode == 0, started.stderr
     assert "run bg is training in the background" in started.stdout
     assert (runs / "bg" / SOCKET).exists()
-    assert run_cli("stop", "bg", "--runs-dir", str(runs)).returncode == 0
+    stop = next(line for line in started.stdout.splitlines() if "stop it:" in line).split("charrnn-tui ")[1]
+    assert stop == f"stop bg --runs-dir {runs}"  # typed as printed, it reaches this run
+    assert run_cli(*shlex.split(stop)).returncode == 0
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\x00 binary")
     failed = run_cli("train", str(bad), "--runs-dir", str(runs), "--detach")

@@ -217,6 +217,7 @@ def test_a_long_run_welcome_stays_small():
     assert len(welcome) < 500_000
     started = protocol.event_from_dict(json.loads(welcome)["events"][0])
     assert LossHistory.from_dict(started.loss_history).steps == 100_000
+    assert len(record.timeline) == 100
 
 
 def test_every_event_survives_the_wire():

@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.history import LossHistory, thin_validation
+from charrnn_tui.engine.history import LossHistory, add_time_point, thin_validation
 
 TRAIN_WINDOW = 400  # recent training losses (the label shows the mean of the last 20)
 MAX_SAMPLES = 60
@@ -96,7 +96,7 @@ class RunView:
             self._train_points(event.losses)
             self.history.extend(event.losses)
             if event.losses or not self.timeline:
-                self.timeline = thin_validation([*self.timeline, (event.step, event.train_seconds)])
+                self.timeline = add_time_point(self.timeline, event.step, event.train_seconds)
         elif isinstance(event, ev.Evaluated):
             if not self.val_losses or self.val_losses[-1][0] != event.step:  # an attach's welcome repeats one
                 self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])

@@ -67,7 +67,7 @@ class RunsScreen(ModalScreen[RunsChoice | None]):
             best = "-" if e.best_val is None else f"{e.best_val:.4f}"
             mark = "*" if str(e.path) == self.current else "+" if str(e.path) in self.marked else ""
             table.add_row(mark, e.name, e.state, e.corpus or "-",
-                          e.model or "-", "-" if e.step is None else f"{e.step:,}", best,
+                          e.model_label, "-" if e.step is None else f"{e.step:,}", best,
                           str(e.viewers) if e.live else "-", format_age(now - e.updated), key=str(e.path))
         if self.entries:
             table.move_cursor(row=min(row, len(self.entries) - 1))
