@@ -35,6 +35,12 @@ class RunInfo:
     config: dict[str, Any] = field(default_factory=dict)
     world_size: int = 1  # processes training the run together (torchrun); 1 without
 
+    def status_fields(self) -> dict[str, Any]:
+        """What status.json says of the run itself (`charrnn-tui runs`), whoever writes it."""
+        return {"name": self.run_name, "corpus": self.corpus_name,
+                "model": f"{self.model_kind} {self.layers}x{self.hidden}", "tokens": self.token_kind,
+                "world_size": self.world_size, "device": self.device}
+
 
 @dataclass(frozen=True)
 class Event:

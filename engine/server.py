@@ -122,13 +122,12 @@ class RunRecord:
 
     def status(self) -> dict[str, Any]:
         info = self.started.info if self.started else None
+        about = info.status_fields() if info else {
+            "name": None, "corpus": None, "model": None, "tokens": None, "world_size": 1, "device": None}
         return {
-            "name": info.run_name if info else None, "state": self.state, "reason": self.reason,
+            **about, "state": self.state, "reason": self.reason,
             "step": self.progress.step if self.progress else (info.resumed_step if info else 0),
-            "best_val": self.best_val, "corpus": info.corpus_name if info else None,
-            "model": f"{info.model_kind} {info.layers}x{info.hidden}" if info else None,
-            "tokens": info.token_kind if info else None, "world_size": info.world_size if info else 1,
-            "device": info.device if info else None, "pid": os.getpid(), "updated": time.time(),
+            "best_val": self.best_val, "pid": os.getpid(), "updated": time.time(),
         }
 
 

@@ -156,10 +156,8 @@ class Trainer(Controls, RunSetup):
         if info is None or not self.run_dir.is_dir():
             return
         write_status(self.run_dir, {
-            "name": info.run_name, "state": self.state, "reason": self.error, "step": self.step,
-            "best_val": self.best_val if math.isfinite(self.best_val) else None, "corpus": info.corpus_name,
-            "model": f"{info.model_kind} {info.layers}x{info.hidden}", "tokens": info.token_kind,
-            "world_size": info.world_size, "device": info.device, "pid": None,
+            **info.status_fields(), "state": self.state, "reason": self.error, "step": self.step,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None, "pid": None,
             "updated": time.time(), "viewers": 0,
         })
 
