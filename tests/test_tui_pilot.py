@@ -180,8 +180,10 @@ async def test_typed_prompt_streams_a_continuation_and_history_recalls_it(repeti
         output = str(app.query_one("#prompt-output").render())
         assert output.startswith("the quick ") and len(output) > len("the quick ") + 10
         assert app.trainer.temperature == pytest.approx(0.8)  # "+" was typed, not pressed
-        await pilot.press("up")
+        await pilot.press("z", "up")
         assert app.query_one("#prompt-input").value == "the quick "
+        await pilot.press("down")  # past the latest prompt: what was being typed
+        assert app.query_one("#prompt-input").value == "z"
         await pilot.press("escape")
         assert not app.prompt_focused
         await save_and_quit(pilot)
@@ -478,6 +480,22 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         await pilot.press("tab")
         assert prompt_input.value == "ab" + top + second
         await pilot.press("backspace")
+        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after a backspace")
+        # the arrows, then enter: a completion menu
+        await pilot.press("down", "down", "up")
+        assert panel.choosing and panel.highlight == 1
+        assert "enter takes:" in str(app.query_one("#suggestions").render())
+        second = panel.expectation.top[1][0]
+        await pilot.press("enter")
+        assert prompt_input.value == "ab" + top + second and not panel.choosing
+        assert not any(s.source == "prompt" for s in app.view.samples.values())  # taken, not sent
+        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top + second, what="suggestions after enter")
+        await pilot.press("down", "up", "up")  # up from the first suggestion lets the choice go
+        assert not panel.choosing and panel.highlight == 0
+        await pilot.press("down", "escape")  # escape lets the choice go and stays in the prompt
+        assert not panel.choosing and app.focused is prompt_input
+        assert "next:" in str(app.query_one("#suggestions").render())
+        await pilot.press(*["backspace"] * len(second))
         await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after a backspace")
         await pilot.press("ctrl+t")  # paused (from the prompt): it still answers
         await wait_for(pilot, lambda: app.view.state == "paused", what="paused")

@@ -2,14 +2,17 @@
 
 While typing, the line under the prompt shows what the model expects next (asked on every
 keystroke; the engine carries its state) and the typed text shaded by how likely the model found
-each token, in the samples' confidence colours. Tab takes the highlighted suggestion; ctrl+n and
-shift+tab move the highlight (as in zsh's completion menu). There is no key per rank: digits are
-text, and alt+digit reaches Textual as a printable character ("\x1b1" parses as "¡"), and ctrl+p
+each token, in the samples' confidence colours. Tab takes the highlighted suggestion. Down (or
+ctrl+n, or shift+tab backwards) moves the highlight along the suggestions as in a completion menu:
+while one is chosen, Enter takes it instead of sending the prompt, up moves back (past the first,
+the choice is let go) and escape lets it go. Typing lets it go too. There is no key per rank: digits
+are text, alt+digit reaches Textual as a printable character ("\x1b1" parses as "¡"), and ctrl+p
 stays the command palette's."""
 
 from __future__ import annotations
 
 from rich.text import Text
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -24,34 +27,61 @@ from ..sample_text import confidence_style, copy_note, sample_body
 
 class PromptInput(Input):
     BINDINGS = [
-        Binding("up", "history(-1)", "Earlier prompt", show=False),
-        Binding("down", "history(1)", "Later prompt", show=False),
+        Binding("up", "up", "Earlier prompt", show=False),
+        Binding("down", "down", "Later prompt / choose a suggestion", show=False),
         Binding("tab", "accept", "Take suggestion"),
         Binding("ctrl+n", "choose(1)", "Next suggestion", show=False),
         Binding("shift+tab", "choose(-1)", "Previous suggestion", show=False),
+        Binding("escape", "let_go", "Let the suggestion go", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(placeholder="press p, type a prompt, Enter: the model continues it", **kwargs)
         self.history: list[str] = []
         self.position = 0
+        self.draft = ""  # what was typed before recalling earlier prompts, given back at the bottom
+
+    @property
+    def panel(self) -> PromptPanel:
+        return self.parent
 
     def remember(self, text: str) -> None:
         if text and (not self.history or self.history[-1] != text):
             self.history.append(text)
         self.position = len(self.history)
+        self.draft = ""
 
     def action_accept(self) -> None:
-        self.parent.accept_suggestion()
+        self.panel.accept_suggestion()
 
     def action_choose(self, delta: int) -> None:
-        self.parent.move_highlight(delta)
+        self.panel.move_highlight(delta)
 
-    def action_history(self, delta: int) -> None:
+    def action_up(self) -> None:
+        if self.panel.choosing:
+            self.panel.step_choice(-1)
+        else:
+            self.recall(-1)
+
+    def action_down(self) -> None:
+        if self.panel.choosing or self.position >= len(self.history):
+            self.panel.step_choice(1)
+        else:
+            self.recall(1)
+
+    def action_let_go(self) -> None:
+        if not self.panel.choosing:
+            raise SkipAction()  # the app's escape: leave the prompt
+        self.panel.let_go()
+
+    def recall(self, delta: int) -> None:
+        """An earlier (-1) or later (+1) prompt; past the latest, the text that was being typed."""
         if not self.history:
             return
+        if self.position >= len(self.history):
+            self.draft = self.value
         self.position = max(0, min(len(self.history), self.position + delta))
-        self.value = self.history[self.position] if self.position < len(self.history) else ""
+        self.value = self.history[self.position] if self.position < len(self.history) else self.draft
         self.cursor_position = len(self.value)
 
 
@@ -80,12 +110,18 @@ class PromptPanel(Vertical):
         self.shown: tuple[int, bool, bool] = (-1, False, False)
         self.expectation: ev.NextTokens | None = None  # the engine's answer for the text as it stands
         self.highlight = 0
+        self.choosing = False  # a suggestion chosen with the arrows: Enter takes it
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         if self.expectation is not None and self.expectation.text != event.value:
-            self.highlight = 0
+            self.highlight, self.choosing = 0, False
         self.post_message(self.Typed(event.value))
+
+    def refresh_suggestions(self) -> None:
+        if self.expectation is not None:
+            self.query_one("#suggestions", Static).update(
+                render_expectation(self.expectation, self.highlight, self.choosing))
 
     def show_expectation(self, expectation: ev.NextTokens) -> None:
         """What the model expects after the prompt, if the prompt still says what it was asked about."""
@@ -93,12 +129,34 @@ class PromptPanel(Vertical):
             return  # an answer to an older keystroke
         self.expectation = expectation
         self.highlight = min(self.highlight, max(0, len(expectation.top) - 1))
-        self.query_one("#suggestions", Static).update(render_expectation(expectation, self.highlight))
+        self.refresh_suggestions()
+
+    def has_suggestions(self) -> bool:
+        return (self.expectation is not None and bool(self.expectation.top)
+                and self.expectation.text == self.query_one(PromptInput).value)
 
     def move_highlight(self, delta: int) -> None:
-        if self.expectation is not None and self.expectation.top:
+        """ctrl+n / shift+tab: round the suggestions, choosing one."""
+        if self.has_suggestions():
             self.highlight = (self.highlight + delta) % len(self.expectation.top)
-            self.query_one("#suggestions", Static).update(render_expectation(self.expectation, self.highlight))
+            self.choosing = True
+            self.refresh_suggestions()
+
+    def step_choice(self, delta: int) -> None:
+        """Down / up: the first down chooses the second suggestion (tab already takes the first);
+        up from the first lets the choice go."""
+        if not self.has_suggestions():
+            return
+        if self.choosing and self.highlight + delta < 0:
+            self.let_go()
+            return
+        self.highlight = max(0, min(len(self.expectation.top) - 1, self.highlight + delta))
+        self.choosing = True
+        self.refresh_suggestions()
+
+    def let_go(self) -> None:
+        self.highlight, self.choosing = 0, False
+        self.refresh_suggestions()
 
     def accept_suggestion(self) -> None:
         """Append the highlighted suggestion to the prompt (Tab)."""
@@ -106,10 +164,13 @@ class PromptPanel(Vertical):
         if self.expectation is None or not self.expectation.top or self.expectation.text != prompt_input.value:
             return
         prompt_input.insert_text_at_cursor(self.expectation.top[self.highlight][0])
-        self.highlight = 0
+        self.highlight, self.choosing = 0, False
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        if self.choosing:
+            self.accept_suggestion()
+            return
         text = event.value
         if not text.strip():
             return
@@ -143,9 +204,10 @@ def visible(token: str) -> str:
     return token.replace(" ", "\u2423").replace("\n", "\u23ce").replace("\t", "\u21e5")
 
 
-def render_expectation(expectation: ev.NextTokens, highlight: int = 0) -> Text:
+def render_expectation(expectation: ev.NextTokens, highlight: int = 0, choosing: bool = False) -> Text:
     """The typed text shaded by the probability of each token (the first has no context to be
-    judged by), then the likeliest next tokens with their percentages."""
+    judged by), then the likeliest next tokens with their percentages. While one is chosen with
+    the arrows, the line says that Enter takes it."""
     line = Text(no_wrap=True, overflow="ellipsis")
     text, lengths = expectation.text, expectation.token_lengths
     if text and lengths and sum(lengths) == len(text):
@@ -155,7 +217,7 @@ def render_expectation(expectation: ev.NextTokens, highlight: int = 0) -> Text:
             line.append(visible(text[start : start + length]), style=confidence_style(prob))
             start += length
         line.append("  ")
-    line.append("next: ", style="dim")
+    line.append("enter takes: " if choosing else "next: ", style="dim")
     for rank, (token, prob) in enumerate(expectation.top):
         style = "reverse bold" if rank == highlight else "bold"
         line.append(visible(token), style=style)
