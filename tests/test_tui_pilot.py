@@ -485,6 +485,7 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         await pilot.press("down", "down", "up")
         assert panel.choosing and panel.highlight == 1
         assert "enter takes:" in str(app.query_one("#suggestions").render())
+        assert app.screen.active_bindings["escape"].binding.action == "let_go"  # the footer says what escape does
         second = panel.expectation.top[1][0]
         await pilot.press("enter")
         assert prompt_input.value == "ab" + top + second and not panel.choosing
@@ -495,6 +496,7 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         await pilot.press("down", "escape")  # escape lets the choice go and stays in the prompt
         assert not panel.choosing and app.focused is prompt_input
         assert "next:" in str(app.query_one("#suggestions").render())
+        assert app.screen.active_bindings["escape"].binding.action == "leave_prompt"
         await pilot.press(*["backspace"] * len(second))
         await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after a backspace")
         await pilot.press("ctrl+t")  # paused (from the prompt): it still answers

@@ -12,7 +12,6 @@ stays the command palette's."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -32,7 +31,7 @@ class PromptInput(Input):
         Binding("tab", "accept", "Take suggestion"),
         Binding("ctrl+n", "choose(1)", "Next suggestion", show=False),
         Binding("shift+tab", "choose(-1)", "Previous suggestion", show=False),
-        Binding("escape", "let_go", "Let the suggestion go", show=False),
+        Binding("escape", "let_go", "Let the choice go"),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -69,9 +68,12 @@ class PromptInput(Input):
         else:
             self.recall(1)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "let_go":  # only while a suggestion is chosen; otherwise escape leaves the prompt
+            return self.panel.choosing
+        return super().check_action(action, parameters)
+
     def action_let_go(self) -> None:
-        if not self.panel.choosing:
-            raise SkipAction()  # the app's escape: leave the prompt
         self.panel.let_go()
 
     def recall(self, delta: int) -> None:
@@ -110,7 +112,18 @@ class PromptPanel(Vertical):
         self.shown: tuple[int, bool, bool] = (-1, False, False)
         self.expectation: ev.NextTokens | None = None  # the engine's answer for the text as it stands
         self.highlight = 0
-        self.choosing = False  # a suggestion chosen with the arrows: Enter takes it
+        self._choosing = False
+
+    @property
+    def choosing(self) -> bool:
+        """A suggestion chosen with the arrows: Enter takes it, escape lets it go."""
+        return self._choosing
+
+    @choosing.setter
+    def choosing(self, value: bool) -> None:
+        if value != self._choosing:
+            self._choosing = value
+            self.query_one(PromptInput).refresh_bindings()  # the footer's escape changes meaning
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
