@@ -499,10 +499,23 @@ async def test_typing_shows_what_the_model_expects_next_and_tab_takes_it(repetit
         assert app.screen.active_bindings["escape"].binding.action == "leave_prompt"
         await pilot.press(*["backspace"] * len(second))
         await wait_for(pilot, lambda: panel.expectation.text == "ab" + top, what="suggestions after a backspace")
+        second = panel.expectation.top[1][0]
+        await pilot.press("down", "left", "enter")  # taken at the end, where the model expects it
+        assert prompt_input.value == "ab" + top + second
+        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top + second, what="suggestions")
+        await pilot.press("down", "x")  # typing lets the choice go: enter sends the prompt
+        assert not panel.choosing
+        await pilot.press("enter")
+        assert prompt_input.value == "" and prompt_input.history[-1] == "ab" + top + second + "x"
         await pilot.press("ctrl+t")  # paused (from the prompt): it still answers
         await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
         await pilot.press(*"xyz", "backspace")  # faster than the run's request limit: the last text is answered
-        await wait_for(pilot, lambda: panel.expectation.text == "ab" + top + "xy", what="suggestions while paused")
+        await wait_for(pilot, lambda: panel.expectation.text == "xy", what="suggestions while paused")
+        await pilot.press("down")
+        assert panel.choosing
+        app.screen.set_focus(None)  # a click elsewhere lets the choice go: after p, enter sends again
+        await pilot.pause()
+        assert not panel.choosing
         await save_and_quit(pilot)
 
 

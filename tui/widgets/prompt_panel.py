@@ -76,6 +76,10 @@ class PromptInput(Input):
     def action_let_go(self) -> None:
         self.panel.let_go()
 
+    def on_blur(self) -> None:
+        if self.panel.choosing:  # a click elsewhere: the next Enter after p must send, not take
+            self.panel.let_go()
+
     def recall(self, delta: int) -> None:
         """An earlier (-1) or later (+1) prompt; past the latest, the text that was being typed."""
         if not self.history:
@@ -100,6 +104,14 @@ class PromptPanel(Vertical):
             super().__init__()
             self.text = text
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sample_id: int | None = None
+        self.shown: tuple[int, bool, bool] = (-1, False, False)
+        self.expectation: ev.NextTokens | None = None  # the engine's answer for the text as it stands
+        self.highlight = 0
+        self._choosing = False
+
     def compose(self) -> ComposeResult:
         yield PromptInput(id="prompt-input")
         yield Static(id="suggestions", markup=False)
@@ -108,11 +120,6 @@ class PromptPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "Prompt"
-        self.sample_id: int | None = None
-        self.shown: tuple[int, bool, bool] = (-1, False, False)
-        self.expectation: ev.NextTokens | None = None  # the engine's answer for the text as it stands
-        self.highlight = 0
-        self._choosing = False
 
     @property
     def choosing(self) -> bool:
@@ -129,6 +136,10 @@ class PromptPanel(Vertical):
         event.stop()
         if self.expectation is not None and self.expectation.text != event.value:
             self.highlight, self.choosing = 0, False
+        prompt_input = self.query_one(PromptInput)
+        if (prompt_input.position < len(prompt_input.history)
+                and prompt_input.value != prompt_input.history[prompt_input.position]):
+            prompt_input.position = len(prompt_input.history)  # an edited recall is the text being typed now
         self.post_message(self.Typed(event.value))
 
     def refresh_suggestions(self) -> None:
@@ -140,8 +151,14 @@ class PromptPanel(Vertical):
         """What the model expects after the prompt, if the prompt still says what it was asked about."""
         if expectation.text != self.query_one(PromptInput).value:
             return  # an answer to an older keystroke
+        chosen = self.expectation.top[self.highlight][0] if self.choosing and self.has_suggestions() else None
         self.expectation = expectation
-        self.highlight = min(self.highlight, max(0, len(expectation.top) - 1))
+        tokens = [token for token, _ in expectation.top]
+        if chosen is not None and chosen in tokens:
+            self.highlight = tokens.index(chosen)  # training reorders the ranks: keep the token chosen
+        elif chosen is not None:
+            self.highlight, self.choosing = 0, False
+        self.highlight = min(self.highlight, max(0, len(tokens) - 1))
         self.refresh_suggestions()
 
     def has_suggestions(self) -> bool:
@@ -172,17 +189,23 @@ class PromptPanel(Vertical):
         self.refresh_suggestions()
 
     def accept_suggestion(self) -> None:
-        """Append the highlighted suggestion to the prompt (Tab)."""
-        prompt_input = self.query_one(PromptInput)
-        if self.expectation is None or not self.expectation.top or self.expectation.text != prompt_input.value:
+        """Append the highlighted suggestion to the prompt (Tab, or Enter while one is chosen): at the
+        end, where the model expects it, wherever the cursor is."""
+        if not self.has_suggestions():
             return
-        prompt_input.insert_text_at_cursor(self.expectation.top[self.highlight][0])
+        prompt_input = self.query_one(PromptInput)
+        token = self.expectation.top[self.highlight][0]
         self.highlight, self.choosing = 0, False
+        prompt_input.value += token
+        prompt_input.cursor_position = len(prompt_input.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        if self.choosing:
-            self.accept_suggestion()
+        if self.choosing:  # Enter takes the chosen suggestion rather than sending the prompt
+            if self.has_suggestions():
+                self.accept_suggestion()
+            else:
+                self.let_go()
             return
         text = event.value
         if not text.strip():
