@@ -47,18 +47,21 @@ def format_age(seconds: float) -> str:
 
 def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
     """A run folder from a name or a path; with no name, the most recently active live run."""
-    from .runs import list_runs, sanitize_run_name
+    from .runs import is_bare_name, list_runs, sanitize_run_name
 
     if ref is None:
         candidates = [e for e in list_runs(runs_dir) if e.live] if live else list_runs(runs_dir)
         if not candidates:
             raise CharRNNError(f"no live runs in {runs_dir}; `charrnn-tui runs` lists them all")
         return candidates[0].path
+    named = runs_dir / sanitize_run_name(ref)
+    if is_bare_name(ref) and named.is_dir():
+        return named  # a run's name wins over a folder of that name where the command was typed
     path = Path(ref).expanduser()
     if path.is_file():
         path = path.parent
     if not path.is_dir():
-        path = runs_dir / sanitize_run_name(ref)
+        path = named
     if not path.is_dir():
         raise CharRNNError(f"{ref}: no such run in {runs_dir}; `charrnn-tui runs` lists them")
     return path

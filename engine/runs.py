@@ -127,15 +127,22 @@ def default_run_name(corpus_name: str, model_kind: str, hidden: int) -> str:
     return f"{corpus_name}-{model_kind}{hidden}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def is_bare_name(ref: str) -> bool:
+    """A run name rather than a path: no folder part, not ~ or a dot path."""
+    return "/" not in ref and not ref.startswith(("~", "."))
+
+
 def resolve_checkpoint(ref: str | None, runs_dir: Path) -> Path:
     """A checkpoint from a file path, a run folder, a run name, or (None) the most recent run."""
     if ref:
+        named = runs_dir / sanitize_run_name(ref)
+        if is_bare_name(ref) and named.is_dir():
+            return _latest_in(named)  # a run's name wins over a folder of that name here
         path = Path(ref).expanduser()
         if path.is_file():
             return path
         if path.is_dir():
             return _latest_in(path)
-        named = runs_dir / sanitize_run_name(ref)
         if named.is_dir():
             return _latest_in(named)
         raise CheckpointError(f"{ref}: no such checkpoint, run folder or run name in {runs_dir}")

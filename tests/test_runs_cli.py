@@ -138,3 +138,18 @@ def test_flags_are_never_abbreviated():
     with pytest.raises(SystemExit):
         parse(["train", "x.txt", "--deta"])
     assert parse(["train", "x.txt", "--detach"]).detach
+
+
+def test_a_run_name_wins_over_a_folder_of_that_name_where_the_command_is_typed(tmp_path, monkeypatch):
+    from charrnn_tui.engine.run_commands import resolve_run
+    from charrnn_tui.engine.runs import LATEST, resolve_checkpoint
+
+    runs_dir, here = tmp_path / "runs", tmp_path / "here"
+    (runs_dir / "cpu").mkdir(parents=True)
+    (runs_dir / "cpu" / LATEST).write_bytes(b"")
+    (here / "cpu").mkdir(parents=True)  # e.g. a folder of notes called like the run
+    monkeypatch.chdir(here)
+    assert resolve_run("cpu", runs_dir, live=False) == runs_dir / "cpu"
+    assert resolve_checkpoint("cpu", runs_dir) == runs_dir / "cpu" / LATEST
+    assert resolve_run("./cpu", runs_dir, live=False).resolve() == here / "cpu"  # a path is a path
+    assert resolve_run(str(runs_dir / "cpu"), tmp_path / "elsewhere", live=False) == runs_dir / "cpu"
