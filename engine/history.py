@@ -14,7 +14,7 @@ from typing import Any
 
 RECENT = 4096
 BINS = 1024
-MAX_VAL = 8192
+MAX_VAL = 1024  # an evaluation every few seconds for days; an attach's welcome carries them all
 MAX_TIMELINE = 2048  # (step, training seconds) pairs: the chart's time axis needs no more
 
 
@@ -98,14 +98,30 @@ class LossHistory:
 
 
 def thin_validation(points: list[tuple[int, float]], limit: int = MAX_VAL) -> list[tuple[int, float]]:
-    """At most `limit` points: past that, every other one of the older half goes (the best one,
-    the lowest second value, always stays)."""
+    """At most `limit` points (for a limit of 8 or more): past that, every other one of the older
+    half goes, the first kept; the best one (the lowest second value) always stays, and does not
+    count in the every other, so it never saves a point that would have gone."""
     if len(points) <= limit:
         return points
     best = min(points, key=lambda p: p[1])
     half = len(points) // 2
-    older = [p for i, p in enumerate(points[:half]) if i % 2 == 0 or p == best]
+    older, others = [], 0
+    for point in points[:half]:
+        if point == best or others % 2 == 0:
+            older.append(point)
+        others += point != best
     return older + points[half:]
+
+
+def thin_evaluations(val: list[tuple[int, float]], train_at_eval: list[tuple[int, float]],
+                     limit: int = MAX_VAL) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Both histories of the evaluations, thinned together: the training loss is kept at exactly the
+    steps whose validation loss is kept, so the best step keeps both and overfitting stays readable."""
+    thinned = thin_validation(val, limit)
+    if thinned is val and len(train_at_eval) <= len(val):
+        return val, train_at_eval
+    kept = {step for step, _ in thinned}
+    return thinned, [p for p in train_at_eval if p[0] in kept]
 
 
 def add_time_point(timeline: list[tuple[int, float]], step: int, seconds: float) -> list[tuple[int, float]]:

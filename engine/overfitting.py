@@ -15,15 +15,18 @@ class Verdict:
     overfitting_since: int | None  # the first evaluation after the best, when overfitting
 
 
-def read_history(val: list[tuple[int, float]], train_at_eval: dict[int, float], patience: int = PATIENCE) -> Verdict:
+def read_history(val: list[tuple[int, float]], train_at_eval: dict[int, float], patience: int = PATIENCE,
+                 since_best: int | None = None) -> Verdict:
     """`val`: (step, validation loss) in order; `train_at_eval`: step -> mean training loss over the
     steps before that evaluation. Overfitting: `patience` evaluations or more without a new best
-    while the training loss went on falling below what it was at the best."""
+    while the training loss went on falling below what it was at the best. `since_best`: the
+    evaluations after the best when the caller counted them; a thinned `val` holds fewer."""
     if not val:
         return Verdict(0, float("inf"), 0, None)
     best = min(range(len(val)), key=lambda i: (val[i][1], i))  # the earliest of equal bests
     best_step, best_val = val[best]
-    since_best = len(val) - 1 - best
+    if since_best is None:
+        since_best = len(val) - 1 - best
     overfitting = None
     if since_best >= patience:
         at_best, now = train_at_eval.get(best_step), train_at_eval.get(val[-1][0])

@@ -38,6 +38,7 @@ from .history import LossHistory
 from .metrics import MetricsLog, require_tensorboard
 from .model import CharRNN, State
 from .novelty import BackgroundIndex
+from .overfitting import read_history
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
 from .step import TrainStep
@@ -116,6 +117,7 @@ class RunSetup:
         self.train_at_eval: list[tuple[int, float]] = []  # mean training loss before each evaluation
         self.samples: list[tuple[int, str]] = []
         self.best_val = math.inf
+        self.evals_since_best = 0  # counted, not read off val_history: thinning drops points
         failed: CharRNNError | None = None
         try:
             if world.leader:
@@ -270,6 +272,7 @@ class RunSetup:
             self.train_at_eval = [(int(s), float(v)) for s, v in history.get("train_at_eval", [])]
             self.samples = [(int(s), str(t)) for s, t in history["samples"]]
             self.best_val = float(ck["best_val"])
+            self.evals_since_best = int(history.get("since_best", read_history(self.val_history, {}).since_best))
             torch.set_rng_state(ck["rng"]["torch"])
             if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
@@ -391,6 +394,7 @@ class RunSetup:
                 "losses": self.losses.to_dict(),
                 "val": [list(v) for v in self.val_history],
                 "train_at_eval": [list(v) for v in self.train_at_eval],
+                "since_best": self.evals_since_best,
                 "samples": [list(s) for s in self.samples],
             },
             "rng": {

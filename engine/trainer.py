@@ -38,7 +38,7 @@ from .events import (
     StateChanged,
 )
 from .gpu_monitor import GpuMonitor
-from .history import thin_validation
+from .history import thin_evaluations
 from .overfitting import read_history
 from .run_setup import RunSetup
 from .runs import BEST, LATEST, RunLock, default_runs_dir, write_status
@@ -326,12 +326,14 @@ class Trainer(Controls, RunSetup):
                           between=self._serve_typing if typing else None)
         is_best = result.nats < self.best_val
         self.best_val = min(self.best_val, result.nats)
-        self.val_history = thin_validation([*self.val_history, (self.step, result.nats)])
+        self.evals_since_best = 0 if is_best else self.evals_since_best + 1
+        train_at_eval = self.train_at_eval
         if self._train_count:
-            self.train_at_eval = thin_validation([*self.train_at_eval,
-                                                  (self.step, self._train_sum / self._train_count)])
+            train_at_eval = [*train_at_eval, (self.step, self._train_sum / self._train_count)]
             self._train_sum, self._train_count = 0.0, 0
-        verdict = read_history(self.val_history, dict(self.train_at_eval))
+        self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
+                                                                train_at_eval)
+        verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best)
         self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))

@@ -49,6 +49,19 @@ def test_resume_restores_the_history_the_samples_and_the_evaluations(stopped_run
     assert trainer.best_val == ck["best_val"] == min(v for _, v in trainer.val_history)
 
 
+def test_resume_keeps_the_count_of_evaluations_since_the_best_and_reads_it_off_older_checkpoints(stopped_run):
+    """The count outlives thinning, so it is saved; a checkpoint from before it was has every point."""
+    path = stopped_run()
+    ck = load_checkpoint(path)
+    ck["history"]["since_best"] = 700
+    save_checkpoint(ck, path)
+    assert restored(path)[0].evals_since_best == 700
+    del ck["history"]["since_best"]
+    ck["history"]["val"] = [[10, 2.0], [20, 1.5], [30, 1.6]]
+    save_checkpoint(ck, path)
+    assert restored(path)[0].evals_since_best == 1
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 def test_a_carried_state_saved_in_half_precision_resumes_in_float32(kind, stopped_run):
     """bf16 autocast may leave the carried state in bf16; the checkpoint holds float32, but a file

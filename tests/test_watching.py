@@ -171,3 +171,26 @@ def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_pa
     resumed._setup()
     resumed.lock.release()
     assert resumed.config.early_stop == 2
+
+
+def test_early_stop_counts_evaluations_not_the_points_kept_after_thinning(tmp_path, monkeypatch):
+    """A run longer than the validation cap: its history is thinned to 8 points, and early stop
+    after 9 evaluations without a new best still comes (counting kept points, it never would)."""
+    from functools import partial
+
+    from charrnn_tui.engine import trainer as trainer_module
+    from charrnn_tui.engine.checkpoint import load_checkpoint
+    from charrnn_tui.engine.history import thin_evaluations
+
+    monkeypatch.setattr(trainer_module, "thin_evaluations", partial(thin_evaluations, limit=8))
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("".join(f"{i} {i * i % 97} {'abcdefghij'[i % 10] * (i % 7)}\n" for i in range(400)))
+    trainer = Trainer(tiny_config(corpus, hidden=128, seq_len=32, batch_size=8, lr=0.01, eval_interval=25,
+                                  max_steps=3000, sample_interval=0, early_stop=9), runs_dir=tmp_path / "runs",
+                      run_name="thin")
+    assert trainer.run() == "finished" and trainer.step < 3000
+    assert trainer.early_stopped.startswith("early stop: no new best in 9 evaluations; best.pt is step ")
+    assert len(trainer.val_history) <= 8 and trainer.evals_since_best == 9
+    best_step = int(trainer.early_stopped.split("best.pt is step ")[1].split(",")[0])
+    assert best_step in dict(trainer.val_history) and best_step in dict(trainer.train_at_eval)
+    assert load_checkpoint(tmp_path / "runs" / "thin" / "latest.pt")["history"]["since_best"] == 9
