@@ -2,24 +2,31 @@
 
     python bench/tui_overhead.py [--seconds 30] [--preset tiny] [--viewers 0 1 3] [--presses 20] [--rounds 2]
 
+--rounds 0 measures the key latency only.
+
 1. Training chars/s of a detached run with 0, 1 and 3 apps attached to it, each drawing into a real
    terminal (tmux, 80x24), as `charrnn-tui attach` does: counted from the run's metrics.jsonl over
    --seconds of training once every app has drawn its first validation (so the apps' start-up is
    not counted; evaluation and sampling are not training time). Rounds interleave the viewer
    counts, since throughput drifts on shared machines.
-2. Key-to-screen latency under full training load with one app attached: tmux sends `+`/`-` and
-   capture-pane polls until the new temperature is on the screen (the poll is included).
+2. Key-to-screen latency under full training load with one app attached: tmux sends `+`/`-`, and
+   the time is taken when the new temperature arrives in the bytes the app writes to its terminal
+   (tmux pipe-pane into a FIFO that a thread reads). Polling capture-pane in a loop, as this did
+   before, spawned a tmux client every few ms on a machine with no idle core, and measured that.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -80,6 +87,36 @@ def _last_train_record(run_dir: Path) -> dict:
     return [r for r in read_metrics(run_dir) if "train_loss" in r][-1]
 
 
+class TerminalOutput:
+    """What the app writes to its terminal, as it arrives: tmux copies it into a FIFO, read here."""
+
+    def __init__(self, tmux: Tmux, folder: Path) -> None:
+        self.fifo = folder / "pane.fifo"
+        os.mkfifo(self.fifo)
+        self.arrived = threading.Condition()
+        self.data = bytearray()
+        tmux("pipe-pane", "-o", "-t", "main", f"cat > {shlex.quote(str(self.fifo))}")
+        self.fd = os.open(self.fifo, os.O_RDONLY)  # returns once tmux's cat has opened it
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self.fd, 1 << 16):
+            with self.arrived:
+                self.data += chunk
+                self.arrived.notify_all()
+
+    def clear(self) -> None:
+        with self.arrived:
+            self.data.clear()
+
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float = 10) -> float:
+        """perf_counter() when `pattern` had arrived since the last clear()."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: pattern.search(self.data), timeout):
+                raise RuntimeError(f"{pattern.pattern!r} was not written in {timeout:g} s")
+            return time.perf_counter()
+
+
 def key_latency(preset: str, runs: Path, presses: int) -> list[float]:
     name = "latency"
     started = subprocess.run([*CLI, "train", "shakespeare", "--preset", preset, "--runs-dir", str(runs),
@@ -91,14 +128,17 @@ def key_latency(preset: str, runs: Path, presses: int) -> list[float]:
     try:
         t.wait_for("TRAINING")
         t.wait_for("temp   0.80")
+        output = TerminalOutput(t, runs)
         temperatures = ["0.90", "0.80"]
         for i in range(presses):
             key, expected = ("+", temperatures[0]) if i % 2 == 0 else ("-", temperatures[1])
+            shown = re.compile(rb"temp   (?:\x1b\[[0-9;]*m)*" + expected.encode())  # styles may come between
+            output.clear()
             start = time.perf_counter()
             t("send-keys", "-t", "main", key)
-            t.wait_for(f"temp   {expected}", timeout=10, poll=0)  # capture-pane itself takes a few ms
-            latencies.append((time.perf_counter() - start) * 1000)
+            latencies.append((output.wait_for(shown) - start) * 1000)
             time.sleep(0.2)
+        t.wait_for(f"temp   {temperatures[(presses - 1) % 2]}", timeout=5)  # and it is what the screen shows
     finally:
         t.close()
         subprocess.run([*CLI, "stop", name, "--runs-dir", str(runs), "--no-save"], capture_output=True)
@@ -124,9 +164,10 @@ def main() -> int:
                 rate = detached_run(args.preset, args.seconds, runs, f"r{round_}-v{n}", n)
                 results[n].append(rate)
                 print(f"round {round_ + 1}: {n} viewer(s): {rate:,.0f} chars/s", flush=True)
-        base = statistics.mean(results[args.viewers[0]])
-        print(f"\npreset {args.preset}, {args.seconds:g} s of training per run, {args.rounds} rounds")
-        for n in args.viewers:
+        base = statistics.mean(results[args.viewers[0]]) if args.rounds else 0.0
+        if args.rounds:  # --rounds 0: the key latency only
+            print(f"\npreset {args.preset}, {args.seconds:g} s of training per run, {args.rounds} rounds")
+        for n in args.viewers if args.rounds else ():
             mean = statistics.mean(results[n])
             print(f"{n} viewer(s): {mean:,.0f} chars/s ({mean / base:.3f}x of {args.viewers[0]} viewers; "
                   f"runs: {', '.join(f'{r:,.0f}' for r in results[n])})")

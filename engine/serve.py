@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .distributed import World, world_from_env
 from .errors import CharRNNError
+from .events import Notice
 from .runs import LOG, default_runs_dir
 from .server import RunServer
 from .threads import ThreadShare
@@ -56,6 +57,7 @@ def serve(args: argparse.Namespace) -> int:
         trainer = make_trainer(args, on_event, interactive=args.serve_for_app, world=world)
         server = RunServer(trainer, on_listening=on_listening, required=detached)
         if args.threads is None and not world.distributed:  # a distributed run splits the cores itself
+            share.on_choice = lambda message: trainer.emit(Notice(message))
             trainer.balance_threads = share
         _handle_signals(trainer, detached, distributed=world.distributed)
         state = trainer.run()

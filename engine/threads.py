@@ -5,12 +5,22 @@ alone trained at 42,400 chars/s, two at once at 250 and 407, and two with one th
 33,000 each. A run that was not given --threads therefore takes its share of the cores it may use
 (os.sched_getaffinity, so `taskset` pins it), counting the runs training now in its runs folder,
 and looks again every few seconds as others start, pause and end.
+
+More threads are not always faster: the tiny preset trained at 196,000 chars/s on one thread and
+166,000 on two (2 CPU cores, tiny-shakespeare), where the small preset trained at 36,500 and 55,000.
+A small model's matrices are too small to split, and the threads wait for each other at every op;
+a second thread waiting also turns every moment an attached app or the terminal takes from it into
+a stall of both. So on a CPU the share is an upper bound: the run times its first reports at each
+count from the share down to one (halving) and keeps the fastest, and does so again when the share
+changes.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,19 +50,77 @@ def other_training_runs(runs_dir: Path, own: Path | None = None) -> int:
     return count
 
 
-class ThreadShare:
-    """Called by the training thread between steps (torch's thread count is set per thread)."""
+TIMED_REPORTS = 4  # progress reports timed per thread count: 1 s at the default report interval
+# Reports not timed: the first after a change straddles it, and a run's first second (the allocator,
+# the thread pool, the caches filling) is slower at any count: [21, 54, 46, 32] k chars/s, then 57.
+SKIPPED_REPORTS, STARTING_REPORTS = 1, 5
 
-    def __init__(self, runs_dir: Path, run_dir: Path | None = None, cores: int | None = None):
+
+def candidates(share: int) -> list[int]:
+    """Thread counts to time, from the share down to one by halving: [6, 3, 1], [2, 1], [1]."""
+    counts = [share]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    return counts
+
+
+class ThreadShare:
+    """Called by the training thread at every progress report with the training speed since the
+    last one (torch's thread count is set per thread)."""
+
+    def __init__(self, runs_dir: Path, run_dir: Path | None = None, cores: int | None = None, *,
+                 tune: bool = True, on_choice: Callable[[str], None] | None = None):
         self.runs_dir, self.run_dir = runs_dir, run_dir
         self.cores = cores or available_cores()
+        self.tune, self.on_choice = tune, on_choice
         self.checked = -INTERVAL
+        self.share = 0
+        self.chosen = 0
+        self.trials: list[int] = []  # counts still to time, the one being timed first
+        self.rates: dict[int, list[float]] = {}
+        self.reports = 0  # reports since the count last changed
+        self.skip = STARTING_REPORTS
 
-    def __call__(self) -> None:
+    def __call__(self, rate: float | None = None) -> None:
         now = time.monotonic()
-        if now - self.checked < INTERVAL:
+        if now - self.checked >= INTERVAL:
+            self.checked = now
+            share = max(1, self.cores // (1 + other_training_runs(self.runs_dir, self.run_dir)))
+            if share != self.share:
+                self.share = share
+                self._start_trials(share)
+        if self.trials and rate is not None:
+            self.reports += 1
+            if self.reports > self.skip:
+                self.rates.setdefault(self.trials[0], []).append(rate)
+            if self.reports >= self.skip + TIMED_REPORTS:
+                self.trials.pop(0)
+                if self.trials:
+                    self._use(self.trials[0])
+                else:
+                    self._choose()
+
+    def _start_trials(self, share: int) -> None:
+        self.rates = {}
+        self.trials = candidates(share) if self.tune and share > 1 else []
+        self._use(self.trials[0] if self.trials else share)
+        if not self.trials:
+            self.chosen = share
+
+    def _use(self, threads: int) -> None:
+        if self.reports or self.rates:  # not the run's start: only the straddling report goes
+            self.skip = SKIPPED_REPORTS
+        self.reports = 0
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
+    def _choose(self) -> None:
+        # The median: a stall (another process, the disk) spoils one report, not the choice.
+        timed = {n: statistics.median(r) for n, r in self.rates.items() if r}
+        if not timed:
             return
-        self.checked = now
-        share = max(1, self.cores // (1 + other_training_runs(self.runs_dir, self.run_dir)))
-        if share != torch.get_num_threads():
-            torch.set_num_threads(share)
+        self.chosen = max(timed, key=lambda n: (timed[n], n))
+        self._use(self.chosen)
+        if self.on_choice is not None and len(timed) > 1:
+            speeds = ", ".join(f"{n}: {timed[n]:,.0f}" for n in sorted(timed, reverse=True))
+            self.on_choice(f"CPU threads: {self.chosen} of {self.share}, the fastest (tokens/s by threads: {speeds})")

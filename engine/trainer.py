@@ -90,8 +90,9 @@ class Trainer(Controls, RunSetup):
         self.metrics = None
         self.gpu_monitor: GpuMonitor | None = None  # set up with the device
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
-        # Called between steps now and then, on the training thread (engine/threads.py).
-        self.balance_threads: Callable[[], None] | None = None
+        # Called at the start and at each progress report, with the speed since the last one, on
+        # the training thread (engine/threads.py).
+        self.balance_threads: Callable[[float | None], None] | None = None
         self._init_controls()
 
     def run(self) -> str:
@@ -268,9 +269,9 @@ class Trainer(Controls, RunSetup):
         lr = self._lr()
         self.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
                            sum(grad_norms) / len(grad_norms))
-        if self.balance_threads is not None:
-            self.balance_threads()
         tokens_per_s = self.tokens_since_report / elapsed
+        if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
+            self.balance_threads(tokens_per_s if self.device.type == "cpu" else None)
         self.tokens_since_report = 0
         self.emit(Progress(
             step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,

@@ -3,6 +3,9 @@
 import math
 
 import pytest
+from helpers import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charrnn_tui.engine.history import LossHistory
 from charrnn_tui.tui.chart import (
@@ -18,6 +21,27 @@ from charrnn_tui.tui.chart import (
     nice_ticks,
     plot,
 )
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 24), st.integers(-3, 40)), max_size=200), st.integers(1, 9))
+def test_a_polyline_sets_the_dots_of_every_segment_between_its_points(raw, layer):
+    """The chart joins the points of one pixel column with one vertical run: the same dots (and
+    layers) as joining each point to the next, which is what it replaced."""
+    from charrnn_tui.tui.chart import Canvas, _polyline, _segment
+
+    points = sorted(raw, key=lambda p: p[0])  # curves go left to right; within a column, any order
+    fast, slow = Canvas(10, 8), Canvas(10, 8)
+    for canvas in (fast, slow):  # something already drawn, in lower and higher layers
+        canvas.vline(3, 0, 31, 5)
+        canvas.vline(7, 10, 20, 0)
+    _polyline(fast, points, layer)
+    for i, point in enumerate(points):
+        if i == 0:
+            slow.dot(*point, layer)
+        else:
+            _segment(slow, points[i - 1], point, layer)
+    assert (fast.bits, fast.layer) == (slow.bits, slow.layer)
 
 
 def test_the_debiased_ema_matches_a_hand_computation():

@@ -29,3 +29,46 @@ def test_runs_training_in_one_folder_share_the_cores(repetitive_text, runs_dir):
     finally:
         own.stop()
         other.stop()
+
+
+def test_a_cpu_run_keeps_the_fastest_thread_count_it_timed(tmp_path, monkeypatch):
+    """The share is an upper bound: each count from it down to one (halving) is timed over a few
+    progress reports, the first after a change not counted, and the fastest kept."""
+    from charrnn_tui.engine import threads
+
+    speeds = {4: 100.0, 2: 150.0, 1: 120.0}  # a small model: two threads beat four
+    said: list[str] = []
+    share = ThreadShare(tmp_path, None, cores=4, on_choice=said.append)
+    saved = torch.get_num_threads()
+    try:
+        share()  # the run starts: the whole share first
+        timed = []
+        for _ in range(threads.STARTING_REPORTS + 3 * (threads.SKIPPED_REPORTS + threads.TIMED_REPORTS)
+                       - threads.SKIPPED_REPORTS):
+            n = torch.get_num_threads()
+            timed.append(n)
+            # the run's first reports, and one that straddles a change, are slow and must not count
+            straddling = len(timed) <= threads.STARTING_REPORTS or timed[-2] != n
+            share(1.0 if straddling else speeds[n])
+        first, then = threads.STARTING_REPORTS + threads.TIMED_REPORTS, threads.SKIPPED_REPORTS + threads.TIMED_REPORTS
+        assert timed == [4] * first + [2] * then + [1] * then
+        assert torch.get_num_threads() == 2 and share.chosen == 2
+        counted = threads.TIMED_REPORTS
+        assert share.rates == {4: [100.0] * counted, 2: [150.0] * counted, 1: [120.0] * counted}
+        assert said == ["CPU threads: 2 of 4, the fastest (tokens/s by threads: 4: 100, 2: 150, 1: 120)"]
+        for _ in range(10):  # then it stays
+            share(500.0)
+        assert torch.get_num_threads() == 2 and len(said) == 1
+        monkeypatch.setattr(threads, "other_training_runs", lambda *_: 1)  # another run starts training
+        share.checked = -threads.INTERVAL
+        share(100.0)
+        assert torch.get_num_threads() == 2 and share.trials == [2, 1]  # timed again within the new share
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_thread_counts_timed_halve_from_the_share_to_one():
+    from charrnn_tui.engine.threads import candidates
+
+    assert candidates(1) == [1] and candidates(2) == [2, 1] and candidates(6) == [6, 3, 1]
+    assert candidates(16) == [16, 8, 4, 2, 1]

@@ -121,8 +121,16 @@ class Canvas:
             self.layer[row][col] = layer if force else max(self.layer[row][col], layer)
 
     def vline(self, px: int, py0: int, py1: int, layer: int) -> None:
-        for py in range(min(py0, py1), max(py0, py1) + 1):
-            self.dot(px, py, layer)
+        """The dots from py0 to py1 in pixel column px: `dot` for each, inlined (the chart's
+        redraw is most of what an attached app costs the machine it shares with training)."""
+        if not 0 <= px < 2 * self.w:
+            return
+        col, bits, layers, dots = px // 2, self.bits, self.layer, DOT[px % 2]
+        for py in range(max(0, min(py0, py1)), min(4 * self.h - 1, max(py0, py1)) + 1):
+            row = py // 4
+            bits[row][col] |= dots[py % 4]
+            if layers[row][col] < layer:
+                layers[row][col] = layer
 
     def char(self, row: int, col: int) -> str:
         return self.marks.get((row, col)) or chr(BRAILLE + self.bits[row][col])
@@ -154,11 +162,19 @@ def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothi
         y0, y1 = y0 - 0.5, y1 + 0.5
     pw, ph = 2 * cells_w, 4 * cells_h
 
+    # As height_fraction and min/max would, spelled out: these run for every point at every redraw.
+    x_span, last_px, last_py = x1 - x0, pw - 1, ph - 1
+    log_y0 = math.log(y0) if log_scale else 0.0
+    log_span = math.log(y1) - log_y0 if log_scale else 0.0
+
     def px_of(x: float) -> int:
-        return min(pw - 1, max(0, int((x - x0) / (x1 - x0) * (pw - 1) + 0.5)))
+        p = int((x - x0) / x_span * last_px + 0.5)
+        return 0 if p < 0 else last_px if p > last_px else p
 
     def py_of(y: float) -> int:
-        return min(ph - 1, max(0, int(round((1 - height_fraction(y, y0, y1, log_scale)) * (ph - 1)))))
+        f = (math.log(y if y > y0 else y0) - log_y0) / log_span if log_scale else (y - y0) / (y1 - y0)
+        p = int(round((1 - f) * last_py))
+        return 0 if p < 0 else last_py if p > last_py else p
 
     # Raw band: per pixel column, from the lowest low to the highest high of the points in it.
     columns: dict[int, tuple[float, float]] = {}
@@ -169,27 +185,13 @@ def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothi
     for c, (lo, hi) in columns.items():
         canvas.vline(c, py_of(lo), py_of(hi), RAW)
     # Smoothed curve: joined from point to point so it stays a line at any density.
-    previous = None
-    for x, y in zip(series.x, smooth, strict=True):
-        point = (px_of(x), py_of(y))
-        if previous is None:
-            canvas.dot(*point, SMOOTH)
-        else:
-            _segment(canvas, previous, point, SMOOTH)
-        previous = point
+    _polyline(canvas, [(px_of(x), py_of(y)) for x, y in zip(series.x, smooth, strict=True)], SMOOTH)
     # Other runs' validation curves, joined point to point, under this run's own points.
     for i, curve in enumerate(series.others):
-        previous = None
-        for x, v in curve:
-            point = (px_of(x), py_of(v))
-            if previous is None:
-                canvas.dot(*point, OTHER + i)
-            else:
-                _segment(canvas, previous, point, OTHER + i)
-            previous = point
-    # Validation points: a 2x2 blob each, then the best one marked.
-    for x, v in series.val:
-        px, py = px_of(x), py_of(v)
+        _polyline(canvas, [(px_of(x), py_of(v)) for x, v in curve], OTHER + i)
+    # Validation points: a 2x2 blob each (once per pixel: a long run has many to a pixel), then
+    # the best one marked.
+    for px, py in dict.fromkeys((px_of(x), py_of(v)) for x, v in series.val):
         for dx in (0, 1):
             for dy in (0, 1):
                 canvas.dot(px + dx - (px == pw - 1), py + dy - (py == ph - 1), VAL, force=True)
@@ -204,6 +206,28 @@ def height_fraction(y: float, y0: float, y1: float, log_scale: bool) -> float:
     if log_scale:
         return (math.log(max(y, y0)) - math.log(y0)) / (math.log(y1) - math.log(y0))
     return (y - y0) / (y1 - y0)
+
+
+def _polyline(canvas: Canvas, points: list[tuple[int, int]], layer: int) -> None:
+    """Points joined in order. The points in one pixel column are joined by one vertical run from
+    their lowest to their highest (the dots the segments between them would set), so a curve of
+    thousands of points costs a few per column."""
+    if not points:
+        return
+    last = points[0]  # the latest point, in the column being gathered
+    column, low, high = last[0], last[1], last[1]
+    for point in points[1:]:
+        px, py = point
+        if px != column:
+            canvas.vline(column, low, high, layer)
+            _segment(canvas, last, point, layer)
+            column, low, high = px, py, py
+        elif py < low:
+            low = py
+        elif py > high:
+            high = py
+        last = point
+    canvas.vline(column, low, high, layer)
 
 
 def _segment(canvas: Canvas, a: tuple[int, int], b: tuple[int, int], layer: int) -> None:

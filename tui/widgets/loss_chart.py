@@ -151,9 +151,17 @@ class LossChart(Widget):
         for row in range(plot_h):
             segments = [Segment(labels.get(row, "").rjust(LABEL_W - 1)[: LABEL_W - 1] + "┤" if row in labels
                                 else " " * (LABEL_W - 1) + "│", AXIS)]
+            # A segment per run of cells in one style, not per cell: a segment per cell was a third
+            # of a redraw (simplify then joins what has equal styles, as it always did).
+            layers, text, run_style = canvas.layer[row], [], None
             for col in range(plot_w):
-                style = MARK if (row, col) in canvas.marks else STYLES[canvas.layer[row][col]]
-                segments.append(Segment(canvas.char(row, col), style))
+                style = MARK if (row, col) in canvas.marks else STYLES[layers[col]]
+                if style is not run_style and text:
+                    segments.append(Segment("".join(text), run_style))
+                    text = []
+                run_style = style
+                text.append(canvas.char(row, col))
+            segments.append(Segment("".join(text), run_style))
             lines.append(Strip(Segment.simplify(segments), width))
         lines.append(Strip([Segment(self._x_axis(x0, x1, plot_w), AXIS)], width))
         return lines
