@@ -8,7 +8,7 @@
    terminal (tmux, 80x24), as `charrnn-tui attach` does: counted from the run's metrics.jsonl over
    --seconds of training once every app has drawn its first validation (so the apps' start-up is
    not counted; evaluation and sampling are not training time). Rounds interleave the viewer
-   counts, since throughput drifts on shared machines.
+   counts, each round starting with the next count, since throughput drifts on shared machines.
 2. Key-to-screen latency under full training load with one app attached: tmux sends `+`/`-`, and
    the time is taken when the new temperature arrives in the bytes the app writes to its terminal
    (tmux pipe-pane into a FIFO that a thread reads). Polling capture-pane in a loop, as this did
@@ -160,7 +160,10 @@ def main() -> int:
         runs = Path(tmp)
         results: dict[int, list[float]] = {n: [] for n in args.viewers}
         for round_ in range(args.rounds):
-            for n in args.viewers:
+            # Each round starts with another count: on a shared machine the first run of a round was
+            # the fastest, which charged the drift to the counts that came later.
+            shift = round_ % len(args.viewers)
+            for n in args.viewers[shift:] + args.viewers[:shift]:
                 rate = detached_run(args.preset, args.seconds, runs, f"r{round_}-v{n}", n)
                 results[n].append(rate)
                 print(f"round {round_ + 1}: {n} viewer(s): {rate:,.0f} chars/s", flush=True)
