@@ -149,7 +149,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                          help="(default: auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 "
                               "or AMX), else fp32)")
     machine.add_argument("--threads", type=int, metavar="N",
-                         help="CPU threads (default: the fastest count within its share of the cores, timed at start)")
+                         help="CPU threads (default: its share of the cores; on a CPU, the fastest count within it)")
     machine.add_argument("--runs-dir", type=Path, metavar="DIR", help="where runs live (default: the user data dir)")
     machine.add_argument("--name", metavar="NAME", help="run name (default: corpus-model-time)")
     machine.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",

@@ -101,16 +101,18 @@ def thin_validation(points: list[tuple[int, float]], limit: int = MAX_VAL) -> li
     """At most `limit` points (for a limit of 8 or more): past that, every other one of the older
     half goes, the first kept; the best one (the lowest second value) always stays, and does not
     count in the every other, so it never saves a point that would have gone."""
-    if len(points) <= limit:
-        return points
-    best = min(points, key=lambda p: p[1])
-    half = len(points) // 2
-    older, others = [], 0
-    for point in points[:half]:
-        if point == best or others % 2 == 0:
-            older.append(point)
-        others += point != best
-    return older + points[half:]
+    while len(points) > limit:  # more than once only for a list from before a lower limit
+        best = min(points, key=lambda p: p[1])
+        half = len(points) // 2
+        older, others = [], 0
+        for point in points[:half]:
+            if point == best or others % 2 == 0:
+                older.append(point)
+            others += point != best
+        if len(older) == half:  # nothing could go (a limit under 8)
+            break
+        points = older + points[half:]
+    return points
 
 
 def thin_evaluations(val: list[tuple[int, float]], train_at_eval: list[tuple[int, float]],

@@ -149,6 +149,10 @@ class BackgroundIndex:
         except Exception as e:  # noqa: BLE001 - torch's allocator raises RuntimeError; the run goes on without it
             self.skipped = f"samples are not checked for copied text: {str(e).splitlines()[0][:200]}"
 
+    @property
+    def building(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         self._closed.set()
         self._thread.join()

@@ -38,7 +38,6 @@ from .history import LossHistory
 from .metrics import MetricsLog, require_tensorboard
 from .model import CharRNN, State
 from .novelty import BackgroundIndex
-from .overfitting import read_history
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
 from .step import TrainStep
@@ -118,6 +117,7 @@ class RunSetup:
         self.samples: list[tuple[int, str]] = []
         self.best_val = math.inf
         self.evals_since_best = 0  # counted, not read off val_history: thinning drops points
+        self.first_after_best: int | None = None  # the step of the first evaluation after the best
         failed: CharRNNError | None = None
         try:
             if world.leader:
@@ -272,7 +272,14 @@ class RunSetup:
             self.train_at_eval = [(int(s), float(v)) for s, v in history.get("train_at_eval", [])]
             self.samples = [(int(s), str(t)) for s, t in history["samples"]]
             self.best_val = float(ck["best_val"])
-            self.evals_since_best = int(history.get("since_best", read_history(self.val_history, {}).since_best))
+            if "since_best" in history:
+                self.evals_since_best = int(history["since_best"])
+                after = history.get("first_after_best")
+                self.first_after_best = None if after is None else int(after)
+            else:  # saved before the history was thinned: every evaluation is in it
+                best = min(range(len(self.val_history)), key=lambda i: (self.val_history[i][1], i), default=None)
+                self.evals_since_best = 0 if best is None else len(self.val_history) - 1 - best
+                self.first_after_best = self.val_history[best + 1][0] if self.evals_since_best else None
             torch.set_rng_state(ck["rng"]["torch"])
             if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
@@ -395,6 +402,7 @@ class RunSetup:
                 "val": [list(v) for v in self.val_history],
                 "train_at_eval": [list(v) for v in self.train_at_eval],
                 "since_best": self.evals_since_best,
+                "first_after_best": self.first_after_best,
                 "samples": [list(s) for s in self.samples],
             },
             "rng": {

@@ -12,7 +12,8 @@ A small model's matrices are too small to split, and the threads wait for each o
 a second thread waiting also turns every moment an attached app or the terminal takes from it into
 a stall of both. So on a CPU the share is an upper bound: the run times its first reports at each
 count from the share down to one (halving) and keeps the fastest, and does so again when the share
-changes.
+changes. The counts are timed there and back (8, 4, 2, 1, 1, 2, 4, 8), so that what slows the
+run's first seconds (an app attaching, the disk) does not fall on the counts timed first only.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def other_training_runs(runs_dir: Path, own: Path | None = None) -> int:
     return count
 
 
-TIMED_REPORTS = 4  # progress reports timed per thread count: 1 s at the default report interval
+TIMED_REPORTS = 2  # progress reports timed per count and pass (two passes): 1 s a count by default
 # Reports not timed: the first after a change straddles it, and a run's first second (the allocator,
 # the thread pool, the caches filling) is slower at any count: [21, 54, 46, 32] k chars/s, then 57.
 SKIPPED_REPORTS, STARTING_REPORTS = 1, 5
@@ -94,15 +95,18 @@ class ThreadShare:
             if self.reports > self.skip:
                 self.rates.setdefault(self.trials[0], []).append(rate)
             if self.reports >= self.skip + TIMED_REPORTS:
-                self.trials.pop(0)
-                if self.trials:
-                    self._use(self.trials[0])
-                else:
+                done = self.trials.pop(0)
+                if not self.trials:
                     self._choose()
+                elif self.trials[0] == done:  # the turn: timing goes on at the same count
+                    self.reports = self.skip = 0
+                else:
+                    self._use(self.trials[0])
 
     def _start_trials(self, share: int) -> None:
         self.rates = {}
-        self.trials = candidates(share) if self.tune and share > 1 else []
+        counts = candidates(share)
+        self.trials = counts + counts[::-1] if self.tune and share > 1 else []
         self._use(self.trials[0] if self.trials else share)
         if not self.trials:
             self.chosen = share

@@ -271,7 +271,7 @@ class Trainer(Controls, RunSetup):
                            sum(grad_norms) / len(grad_norms))
         tokens_per_s = self.tokens_since_report / elapsed
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
-            self.balance_threads(tokens_per_s if self.device.type == "cpu" else None)
+            self.balance_threads(tokens_per_s if self._speed_tells_threads() else None)
         self.tokens_since_report = 0
         self.emit(Progress(
             step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
@@ -318,6 +318,12 @@ class Trainer(Controls, RunSetup):
         """Report what is pending; False if that found a NaN/inf and failed the run."""
         return self.train_step is None or self._report()
 
+    def _speed_tells_threads(self) -> bool:
+        """Whether this report's speed says how fast its thread count is: on a CPU, and not while
+        the novelty index is built on every core (it would slow the counts timed first most)."""
+        index = getattr(self, "copy_index", None)
+        return self.device.type == "cpu" and not (index is not None and index.building)
+
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
         # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
@@ -327,14 +333,20 @@ class Trainer(Controls, RunSetup):
                           between=self._serve_typing if typing else None)
         is_best = result.nats < self.best_val
         self.best_val = min(self.best_val, result.nats)
-        self.evals_since_best = 0 if is_best else self.evals_since_best + 1
+        if is_best:
+            self.evals_since_best, self.first_after_best = 0, None
+        else:
+            if not self.evals_since_best:
+                self.first_after_best = self.step  # thinning may drop it from val_history
+            self.evals_since_best += 1
         train_at_eval = self.train_at_eval
         if self._train_count:
             train_at_eval = [*train_at_eval, (self.step, self._train_sum / self._train_count)]
             self._train_sum, self._train_count = 0.0, 0
         self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
                                                                 train_at_eval)
-        verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best)
+        verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
+                               first_after_best=self.first_after_best)
         self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))

@@ -63,6 +63,8 @@ def test_validation_points_are_thinned_past_the_cap_keeping_the_best_and_the_lat
     assert len(thinned) < len(points) and (10, 0.5) in thinned and thinned[-1] == points[-1]
     assert thin_validation(points[:100]) == points[:100]
     second_best = [(1, 5.0), (2, 1.0), *((s, 4.0) for s in range(3, 10))]  # the best where a point would go
+    before_the_cap = [(s, 5.0 - s / 100_000) for s in range(8 * MAX_VAL)]  # a checkpoint from before it
+    assert len(thin_validation(before_the_cap)) <= MAX_VAL
     assert thin_validation(second_best, 8) == [(1, 5.0), (2, 1.0), *((s, 4.0) for s in range(4, 10))]
 
 
@@ -72,20 +74,22 @@ def test_thinned_evaluations_read_as_the_whole_history_would(pairs, limit):
     """However far the history is thinned, the best step keeps its training loss and the evaluations
     since the best are counted, so the overfitting verdict and early stop are those of every point."""
     val, train, kept_val, kept_train = [], {}, [], []
-    since_best, best = 0, math.inf
+    since_best, first_after, best = 0, None, math.inf
     for i, (v, t) in enumerate(pairs):
         step, v, t = 10 * (i + 1), v / 10, t / 10  # coarse values: equal losses and ties happen
-        since_best = 0 if v < best else since_best + 1
+        if v < best:  # as the trainer counts
+            since_best, first_after = 0, None
+        else:
+            first_after = first_after if since_best else step
+            since_best += 1
         best = min(best, v)
         val.append((step, v))
         train[step] = t
         kept_val, kept_train = thin_evaluations([*kept_val, (step, v)], [*kept_train, (step, t)], limit)
         assert len(kept_train) == len(kept_val) <= limit and kept_val[-1] == (step, v)
         whole = read_history(val, train)
-        thinned = read_history(kept_val, dict(kept_train), since_best=since_best)
-        assert (thinned.best_step, thinned.best_val, thinned.since_best) == (
-            whole.best_step, whole.best_val, whole.since_best)
-        assert (thinned.overfitting_since is None) == (whole.overfitting_since is None)
+        thinned = read_history(kept_val, dict(kept_train), since_best=since_best, first_after_best=first_after)
+        assert thinned == whole
 
 
 def test_the_time_axis_of_a_long_run_stays_bounded_from_its_start_to_its_latest_report():

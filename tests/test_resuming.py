@@ -53,13 +53,15 @@ def test_resume_keeps_the_count_of_evaluations_since_the_best_and_reads_it_off_o
     """The count outlives thinning, so it is saved; a checkpoint from before it was has every point."""
     path = stopped_run()
     ck = load_checkpoint(path)
-    ck["history"]["since_best"] = 700
+    ck["history"]["since_best"], ck["history"]["first_after_best"] = 700, 12_340
     save_checkpoint(ck, path)
-    assert restored(path)[0].evals_since_best == 700
-    del ck["history"]["since_best"]
-    ck["history"]["val"] = [[10, 2.0], [20, 1.5], [30, 1.6]]
+    trainer = restored(path)[0]
+    assert (trainer.evals_since_best, trainer.first_after_best) == (700, 12_340)
+    del ck["history"]["since_best"], ck["history"]["first_after_best"]
+    ck["history"]["val"] = [[10, 2.0], [20, 1.5], [30, 1.6], [40, 1.7]]
     save_checkpoint(ck, path)
-    assert restored(path)[0].evals_since_best == 1
+    trainer = restored(path)[0]
+    assert (trainer.evals_since_best, trainer.first_after_best) == (2, 30)
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

@@ -33,7 +33,8 @@ def test_runs_training_in_one_folder_share_the_cores(repetitive_text, runs_dir):
 
 def test_a_cpu_run_keeps_the_fastest_thread_count_it_timed(tmp_path, monkeypatch):
     """The share is an upper bound: each count from it down to one (halving) is timed over a few
-    progress reports, the first after a change not counted, and the fastest kept."""
+    progress reports, there and back, the run's first reports and the first after a change not
+    counted, and the fastest kept; reports with no speed (a GPU, the index being built) wait."""
     from charrnn_tui.engine import threads
 
     speeds = {4: 100.0, 2: 150.0, 1: 120.0}  # a small model: two threads beat four
@@ -43,18 +44,18 @@ def test_a_cpu_run_keeps_the_fastest_thread_count_it_timed(tmp_path, monkeypatch
     try:
         share()  # the run starts: the whole share first
         timed = []
-        for _ in range(threads.STARTING_REPORTS + 3 * (threads.SKIPPED_REPORTS + threads.TIMED_REPORTS)
-                       - threads.SKIPPED_REPORTS):
+        while share.trials:
             n = torch.get_num_threads()
             timed.append(n)
+            share(None)  # no speed to go by: nothing counts, nothing moves on
             # the run's first reports, and one that straddles a change, are slow and must not count
             straddling = len(timed) <= threads.STARTING_REPORTS or timed[-2] != n
             share(1.0 if straddling else speeds[n])
-        first, then = threads.STARTING_REPORTS + threads.TIMED_REPORTS, threads.SKIPPED_REPORTS + threads.TIMED_REPORTS
-        assert timed == [4] * first + [2] * then + [1] * then
+        skip, block = threads.SKIPPED_REPORTS, threads.TIMED_REPORTS
+        assert timed == ([4] * (threads.STARTING_REPORTS + block) + [2] * (skip + block) + [1] * (skip + 2 * block)
+                         + [2] * (skip + block) + [4] * (skip + block))
         assert torch.get_num_threads() == 2 and share.chosen == 2
-        counted = threads.TIMED_REPORTS
-        assert share.rates == {4: [100.0] * counted, 2: [150.0] * counted, 1: [120.0] * counted}
+        assert share.rates == {n: [v] * 2 * block for n, v in speeds.items()}
         assert said == ["CPU threads: 2 of 4, the fastest (tokens/s by threads: 4: 100, 2: 150, 1: 120)"]
         for _ in range(10):  # then it stays
             share(500.0)
@@ -62,7 +63,12 @@ def test_a_cpu_run_keeps_the_fastest_thread_count_it_timed(tmp_path, monkeypatch
         monkeypatch.setattr(threads, "other_training_runs", lambda *_: 1)  # another run starts training
         share.checked = -threads.INTERVAL
         share(100.0)
-        assert torch.get_num_threads() == 2 and share.trials == [2, 1]  # timed again within the new share
+        assert torch.get_num_threads() == 2 and share.trials == [2, 1, 1, 2]  # timed again within the new share
+        share(100.0)
+        monkeypatch.setattr(threads, "other_training_runs", lambda *_: 0)  # and it ends, mid-trial
+        share.checked = -threads.INTERVAL
+        share(100.0)
+        assert torch.get_num_threads() == 4 and share.trials == [4, 2, 1, 1, 2, 4] and share.rates == {}
     finally:
         torch.set_num_threads(saved)
 

@@ -193,4 +193,5 @@ def test_early_stop_counts_evaluations_not_the_points_kept_after_thinning(tmp_pa
     assert len(trainer.val_history) <= 8 and trainer.evals_since_best == 9
     best_step = int(trainer.early_stopped.split("best.pt is step ")[1].split(",")[0])
     assert best_step in dict(trainer.val_history) and best_step in dict(trainer.train_at_eval)
+    assert trainer.first_after_best == best_step + 25  # the next evaluation, which thinning may drop
     assert load_checkpoint(tmp_path / "runs" / "thin" / "latest.pt")["history"]["since_best"] == 9
