@@ -38,6 +38,7 @@ from .history import LossHistory
 from .metrics import MetricsLog, require_tensorboard
 from .model import CharRNN, State
 from .novelty import BackgroundIndex
+from .overfitting import read_history
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
 from .step import TrainStep
@@ -277,9 +278,9 @@ class RunSetup:
                 after = history.get("first_after_best")
                 self.first_after_best = None if after is None else int(after)
             else:  # saved before the history was thinned: every evaluation is in it
-                best = min(range(len(self.val_history)), key=lambda i: (self.val_history[i][1], i), default=None)
-                self.evals_since_best = 0 if best is None else len(self.val_history) - 1 - best
-                self.first_after_best = self.val_history[best + 1][0] if self.evals_since_best else None
+                self.evals_since_best = read_history(self.val_history, {}).since_best
+                after = len(self.val_history) - self.evals_since_best  # the index of the first after the best
+                self.first_after_best = self.val_history[after][0] if self.evals_since_best else None
             torch.set_rng_state(ck["rng"]["torch"])
             if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)

@@ -70,10 +70,10 @@ class ThreadShare:
     last one (torch's thread count is set per thread)."""
 
     def __init__(self, runs_dir: Path, run_dir: Path | None = None, cores: int | None = None, *,
-                 tune: bool = True, on_choice: Callable[[str], None] | None = None):
+                 on_choice: Callable[[str], None] | None = None):
         self.runs_dir, self.run_dir = runs_dir, run_dir
         self.cores = cores or available_cores()
-        self.tune, self.on_choice = tune, on_choice
+        self.on_choice = on_choice
         self.checked = -INTERVAL
         self.share = 0
         self.chosen = 0
@@ -106,7 +106,7 @@ class ThreadShare:
     def _start_trials(self, share: int) -> None:
         self.rates = {}
         counts = candidates(share)
-        self.trials = counts + counts[::-1] if self.tune and share > 1 else []
+        self.trials = counts + counts[::-1] if share > 1 else []
         self._use(self.trials[0] if self.trials else share)
         if not self.trials:
             self.chosen = share
