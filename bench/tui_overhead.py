@@ -185,13 +185,13 @@ def main() -> int:
                 rate = detached_run(args.preset, args.seconds, runs, f"r{round_}-v{n}", n)
                 results[n].append(rate)
                 print(f"round {round_ + 1}: {n} viewer(s): {rate:,.0f} chars/s", flush=True)
-        base = statistics.mean(results[args.viewers[0]]) if args.rounds else 0.0
         if args.rounds:  # --rounds 0: the key latency only
+            base = statistics.mean(results[args.viewers[0]])
             print(f"\npreset {args.preset}, {args.seconds:g} s of training per run, {args.rounds} rounds")
-        for n in args.viewers if args.rounds else ():
-            mean = statistics.mean(results[n])
-            print(f"{n} viewer(s): {mean:,.0f} chars/s ({mean / base:.3f}x of {args.viewers[0]} viewers; "
-                  f"runs: {', '.join(f'{r:,.0f}' for r in results[n])})")
+            for n in args.viewers:
+                mean = statistics.mean(results[n])
+                print(f"{n} viewer(s): {mean:,.0f} chars/s ({mean / base:.3f}x of {args.viewers[0]} viewers; "
+                      f"runs: {', '.join(f'{r:,.0f}' for r in results[n])})")
         latencies = key_latency(args.preset, runs, args.presses)
         q = statistics.quantiles(latencies, n=20, method="inclusive")  # never past the largest
         print(f"key to screen, one app attached, training at full speed: median {statistics.median(latencies):.0f} "
