@@ -76,7 +76,27 @@ def _window_count(offset: int, seq_len: int, length: int) -> int:
     return (1 if offset else 0) + -(-(length - offset) // seq_len)
 
 
-class SequentialBatcher:
+class _EpochPosition:
+    """Where a batcher is: the epoch and the next batch's index in it, which is all its state."""
+
+    epoch: int
+    index: int
+
+    @property
+    def epoch_float(self) -> float:
+        return self.epochs_done()
+
+    def epochs_done(self) -> float:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"layout": LAYOUT, "epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+class SequentialBatcher(_EpochPosition):
     """`batch_size` parallel streams read in order; the hidden state carries across batches.
 
     The d2l "sequential" sampler: the text's predictions are cut into batch_size contiguous
@@ -138,10 +158,6 @@ class SequentialBatcher:
                          for k in range(self.batch_size))
         return Batch(x, y, reset, scored)
 
-    @property
-    def epoch_float(self) -> float:
-        return self.epochs_done()
-
     def epochs_done(self) -> float:
         """Whole epochs plus the fraction of this one's predictions already made. (A method behind
         the property: mutation testing does not mutate decorated functions.)"""
@@ -149,12 +165,6 @@ class SequentialBatcher:
             return float(self.epoch)
         _, end = _window_bounds(self.index - 1, self.offset(), self.seq_len, self.stream_len)
         return self.epoch + end / self.stream_len
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"layout": LAYOUT, "epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
     def seek(self, epoch_float: float) -> None:
         """Go to the first window at or after a point of an epoch (a batcher of another shape's)."""
@@ -165,7 +175,7 @@ class SequentialBatcher:
                            if _window_bounds(i, offset, self.seq_len, self.stream_len)[0] >= position - 1e-9), count)
 
 
-class RandomWindowBatcher:
+class RandomWindowBatcher(_EpochPosition):
     """Windows of the text in a shuffled order; the state starts from zero in every batch.
 
     Each epoch cuts the predictions into seq_len-long windows from a seeded random offset, as
@@ -234,18 +244,8 @@ class RandomWindowBatcher:
         scored = n * self.seq_len - sum(short for at, short in self._short if first <= at < first + n)
         return Batch(x, y, True, scored)
 
-    @property
-    def epoch_float(self) -> float:
-        return self.epochs_done()
-
     def epochs_done(self) -> float:
         return self.epoch + self.index / self.batches_in_epoch()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"layout": LAYOUT, "epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
     def seek(self, epoch_float: float) -> None:
         self.epoch = int(epoch_float)
