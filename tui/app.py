@@ -36,8 +36,8 @@ from charrnn_tui.engine.runs import RunEntry
 
 from .compared_runs import MAX_COMPARED, ComparedRun
 from .engine_inbox import CONNECTED, EngineInbox
-from .region_caches import bound_region_caches
 from .run_view import RunView, step_temperature
+from .textual_caches import bound_textual_caches
 from .widgets.loss_panel import LossPanel
 from .widgets.prompt_panel import PromptInput, PromptPanel
 from .widgets.quit_screen import QuitScreen
@@ -101,7 +101,7 @@ class CharRNNApp(App[int]):
     def __init__(self, engine_factory: EngineFactory | None = None, *, trainer: Any = None,
                  autostart: bool = True, runs_dir: Any = None) -> None:
         super().__init__()
-        bound_region_caches()  # attached for days, Textual's own caches would grow for hours (region_caches.py)
+        bound_textual_caches()  # attached for days, Textual's own caches would grow for hours (textual_caches.py)
         self.engine_factory = engine_factory
         self.trainer = trainer  # the run's client once connected (named for the requests it takes)
         self.autostart = autostart
