@@ -21,7 +21,7 @@ from rich.style import Style
 from textual.geometry import Region, Spacing
 from textual.strip import Strip
 
-from charrnn_tui.tui.textual_caches import REGION_CACHE_SIZE, STYLE_CACHE_SIZE
+from charrnn_tui.tui.textual_caches import REGION_CACHE_SIZE, STYLE_CACHE_SIZE, cached_function
 
 CALLS = {
     "intersection": lambda f, i: f(Region(i, i % 24, 80, 300 + i), Region(0, i % 7, 80, 24)),
@@ -61,8 +61,7 @@ def main() -> None:
     print(f"{'method':<13} {'Textual size':>12} {'held':>9} {'bound':>6} {'held':>9} {'hit':>8} {'uncached':>9}")
     total = small = 0.0
     for name in CALLS:
-        method = vars(OWNERS.get(name, Region))[name]
-        function = method.__func__ if isinstance(method, classmethod) else method
+        function = cached_function(vars(OWNERS.get(name, Region))[name])
         size, bound = function.cache_info().maxsize, BOUNDS.get(name, REGION_CACHE_SIZE)
         held, hit, bare = held_bytes(function.__wrapped__, size, name)
         held_small, _, _ = held_bytes(function.__wrapped__, bound, name)
