@@ -63,6 +63,26 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 AUTO = "auto"
 
 
@@ -118,10 +138,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                             "(or over 10 epochs without one)")
     train.add_argument("--seed", type=int, metavar="N", help=f"(default: {d.seed})")
 
-    stop = parser.add_argument_group("stop conditions (default: train until stopped)")
-    stop.add_argument("--max-steps", type=int, metavar="N")
-    stop.add_argument("--max-epochs", type=positive_float, metavar="N")
+    stop = parser.add_argument_group(
+        "stop conditions (default: train until stopped; with --resume, how much more to train, replacing the run's "
+        "own; 0: none)")
+    stop.add_argument("--max-steps", type=non_negative_int, metavar="N")
+    stop.add_argument("--max-epochs", type=non_negative_float, metavar="N")
     stop.add_argument("--max-time", type=parse_duration, metavar="DURATION", help="e.g. 90s, 10m, 2h")
+    stop.add_argument("--keep-schedule", action="store_true",
+                      help="with --resume and a new stop condition: hold the learning rate where the run's schedule "
+                           "left it, instead of a new cosine over the new limit")
     stop.add_argument("--early-stop", type=int, metavar="N",
                       help="stop after N evaluations without a new best validation loss (best.pt keeps the best)")
 
@@ -187,6 +212,11 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
     given = given_settings(args)
     top = {k: v for k, v in given.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
+    for limit in ("max_steps", "max_epochs", "max_time"):
+        if top.get(limit) == 0:  # 0: no limit
+            top[limit] = None
+    if args.keep_schedule:
+        raise ConfigError("--keep-schedule goes with --resume")
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
     if args.preset == "auto":  # a preset asked for by name is kept as it is
         config = cfg.fit_to_corpus(config, corpus_bytes(args.corpus), preset_model=preset_model,
@@ -203,6 +233,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
         given["model.embedding"] = 0
     if args.no_lr_decay:
         given["lr_decay"] = False
+    if "eval_interval" in given:  # the user's interval, as given
+        given["fit_eval_interval"] = False
     if getattr(args, "tensorboard", False):
         given["tensorboard"] = True
     if given.get("batch_size") == AUTO:
@@ -220,6 +252,8 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
         given["ascii"] = True
     if args.preset != "auto":
         given["preset"] = args.preset
+    if args.keep_schedule:
+        given["keep_schedule"] = True
     return given
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PATIENCE = 3  # evaluations without a new best before the run is said to overfit
+RISE = 1e-3  # validation must be this much (relative) above its best: failing to beat it is not overfitting
+WAIT_AFTER_CUT = 2  # evaluations after a cut of the learning rate before the run may be said to overfit
 
 
 @dataclass(frozen=True)
@@ -16,12 +18,17 @@ class Verdict:
 
 
 def read_history(val: list[tuple[int, float]], train_at_eval: dict[int, float], patience: int = PATIENCE,
-                 since_best: int | None = None, first_after_best: int | None = None) -> Verdict:
+                 since_best: int | None = None, first_after_best: int | None = None, *,
+                 since_cut: int | None = None, learning: bool = True) -> Verdict:
     """`val`: (step, validation loss) in order; `train_at_eval`: step -> mean training loss over the
-    steps before that evaluation. Overfitting: `patience` evaluations or more without a new best
-    while the training loss went on falling below what it was at the best. `since_best` and
-    `first_after_best`: the evaluations after the best and the step of the first, when the caller
-    kept them; a thinned `val` holds fewer, and maybe not the first."""
+    steps before that evaluation. Overfitting: `patience` evaluations or more without a new best,
+    the latest more than RISE above the best (a validation that merely stays put is a plateau),
+    while the training loss went on falling below what it was at the best. Never while the run is
+    not `learning` (a learning rate of 0 changes no weight), nor within WAIT_AFTER_CUT evaluations of
+    a cut of the learning rate (`since_cut`: evaluations since the last one; None: no cut), which
+    may yet bring validation down. `since_best` and `first_after_best`: the evaluations after the
+    best and the step of the first, when the caller kept them; a thinned `val` holds fewer, and
+    maybe not the first."""
     if not val:
         return Verdict(0, float("inf"), 0, None)
     best = min(range(len(val)), key=lambda i: (val[i][1], i))  # the earliest of equal bests
@@ -29,7 +36,9 @@ def read_history(val: list[tuple[int, float]], train_at_eval: dict[int, float], 
     if since_best is None:
         since_best = len(val) - 1 - best
     overfitting = None
-    if since_best >= patience:
+    risen = val[-1][1] > best_val + RISE * abs(best_val)
+    waited = since_cut is None or since_cut >= WAIT_AFTER_CUT
+    if since_best >= patience and risen and waited and learning:
         at_best, now = train_at_eval.get(best_step), train_at_eval.get(val[-1][0])
         if at_best is not None and now is not None and now < at_best:
             overfitting = first_after_best if first_after_best is not None else val[best + 1][0]

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import TextIO
 
+NOT_LEARNING = "not learning: learning rate 0"
+
 
 class ProgressPrinter:
     """Turns events into a progress line (rewritten in place on a terminal) and a JSONL log."""
@@ -70,6 +72,8 @@ class ProgressPrinter:
                 f"lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
         if e.gpu_utilisation is not None:
             text += f" | GPU {e.gpu_utilisation}%, {e.gpu_memory_used / 2**30:.1f} GiB"
+        if e.lr <= 0:  # a step at rate 0 changes no weight: say so, rather than print losses as if it learned
+            text += f" | {NOT_LEARNING}"
         if self.tty:
             self.out.write("\r\x1b[2K" + text)
             self.out.flush()

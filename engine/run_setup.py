@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from . import config as cfg
+from . import schedule
 from .batch_size import AUTO_BATCH_LIMIT, is_out_of_memory, largest_fitting, memory_limited, with_headroom
 from .checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from .corpus import corpus_spec, load_corpus
@@ -41,6 +42,7 @@ from .novelty import BackgroundIndex
 from .overfitting import read_history
 from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
 from .sampling import TextGenerator
+from .schedule import Schedule
 from .step import TrainStep
 from .threads import available_cores
 from .vocab import build_vocab, vocab_from_dict
@@ -50,7 +52,7 @@ RESUMABLE_OVERRIDES = (
     "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
     "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
     "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
-    "lr_decay", "tensorboard",
+    "lr_decay", "tensorboard", "fit_eval_interval",
 )
 
 
@@ -119,12 +121,16 @@ class RunSetup:
         self.best_val = math.inf
         self.evals_since_best = 0  # counted, not read off val_history: thinning drops points
         self.first_after_best: int | None = None  # the step of the first evaluation after the best
+        self.schedule = Schedule()
+        if checkpoint is None and config.fit_eval_interval:
+            config.eval_interval = fitted_eval_interval(config, len(train_ids))
         failed: CharRNNError | None = None
         try:
             if world.leader:
                 self._place_run(checkpoint, corpus.name)
             elif checkpoint is not None:  # a follower trains; the leader keeps the folder, lock and logs
                 self._restore(checkpoint)
+                self._resume_schedule(checkpoint)
         except CharRNNError as e:
             if self.group is None:
                 raise
@@ -168,6 +174,7 @@ class RunSetup:
             self.lock = RunLock(self.run_dir).acquire()
             remove_partial_writes(self.run_dir)
             self._restore(checkpoint)
+            self._resume_schedule(checkpoint)
         else:
             name = self.run_name or default_run_name(corpus_name, config.model.kind, config.model.hidden)
             self.run_dir = new_run_dir(self.runs_dir, name)
@@ -287,6 +294,41 @@ class RunSetup:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"{self.resume_path}: checkpoint contents do not match its config ({e})") from None
 
+    def _resume_schedule(self, ck: dict[str, Any]) -> None:
+        """The schedule as the checkpoint left it; then, if the resume gives new stop conditions,
+        those replace the run's (each an amount of training more, 0 for none) and a new segment of
+        the schedule starts here."""
+        position = schedule.Position(self.step, self.batcher.epoch_float, self.train_seconds)
+        if "schedule" in ck:
+            try:
+                self.schedule = Schedule.from_dict(ck["schedule"])
+            except (ValueError, TypeError) as e:
+                raise CheckpointError(f"{self.resume_path}: {e}") from None
+        else:
+            self.schedule = schedule.from_old_checkpoint(self.config, position.epoch)
+        more = {k: v for k, v in self.overrides.items() if k in schedule.LIMITS and v is not None}
+        keep = bool(self.overrides.get("keep_schedule"))
+        if not more:
+            if keep:
+                raise ConfigError("--keep-schedule goes with a new stop condition (--max-steps, --max-epochs or "
+                                  "--max-time: how much more to train)")
+            reached = schedule.limit_reached(self.config, position.step, position.epoch, position.seconds)
+            if reached:
+                raise ConfigError(f"run {self.run_dir.name} already {reached}: give --max-steps, --max-epochs or "
+                                  "--max-time for more training (how much more), or --max-time 0 to train until "
+                                  "stopped")
+            return
+        current = self.schedule.rate(self.config, position)
+        old = schedule.describe_limits(self.config)
+        for limit in schedule.LIMITS:
+            amount = more.get(limit)
+            end = None if not amount else position.of(limit) + amount
+            setattr(self.config, limit, int(end) if limit == "max_steps" and end is not None else end)
+        change = self.schedule.restart(self.config, position, current, keep)
+        new = schedule.describe_limits(self.config, position)
+        self.emit(Notice(f"resumed at step {position.step:,}: {new}" + (f" (was {old})" if old != new else "")
+                         + f"; {change}"))
+
     def _restore_position(self, ck: dict[str, Any]) -> None:
         if self._same_batch_shape(ck):
             self.batcher.load_state_dict(ck["batcher"])
@@ -398,6 +440,7 @@ class RunSetup:
             "batcher": self.batcher.state_dict(),
             "train_state": saved_state,
             "best_val": self.best_val,
+            "schedule": self.schedule.to_dict(),
             "history": {
                 "losses": self.losses.to_dict(),
                 "val": [list(v) for v in self.val_history],
@@ -436,11 +479,22 @@ def make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
+def fitted_eval_interval(config: cfg.TrainConfig, train_tokens: int) -> int:
+    """The preset's evaluation interval, or one epoch where that is shorter: an open-ended run cuts
+    its rate at evaluations, and a small corpus (the jokes: 28 steps an epoch) would otherwise pass
+    18 epochs between two of them."""
+    steps_per_epoch = train_tokens / (config.batch_size * config.seq_len)
+    return max(1, min(config.eval_interval, round(steps_per_epoch)))
+
+
 def resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg.TrainConfig:
     """The checkpoint's config with the user's changes; a change the run cannot take is an error,
-    never silently dropped (`model.` keys name model fields)."""
+    never silently dropped (`model.` keys name model fields). Stop conditions and keep_schedule are
+    not applied here: they say how much more to train, from where the checkpoint is
+    (`RunSetup._resume_schedule`)."""
     config = cfg.from_dict(checkpoint.get("config"))
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in overrides.items()
+             if v is not None and k not in schedule.LIMITS and k != "keep_schedule"}
     for key, value in given.items():
         if key in RESUMABLE_OVERRIDES:
             continue

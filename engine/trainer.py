@@ -345,11 +345,15 @@ class Trainer(Controls, RunSetup):
             self._train_sum, self._train_count = 0.0, 0
         self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
                                                                 train_at_eval)
+        cut = self.schedule.after_evaluation(self.config, is_best)
         verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
-                               first_after_best=self.first_after_best)
+                               first_after_best=self.first_after_best, since_cut=self.schedule.since_cut,
+                               learning=self._lr() > 0)
         self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
+        if cut is not None:
+            self.emit(Notice(cut))
         if is_best:
             self._save(BEST)
         early_stop = self.config.early_stop
@@ -467,15 +471,18 @@ class Trainer(Controls, RunSetup):
         self.on_event(event)
 
     # ---- schedule and limits ------------------------------------------------------------------
+    def _position(self) -> schedule.Position:
+        return schedule.Position(self.step, self.batcher.epoch_float, self.train_seconds)
+
     def _limit_fraction(self) -> float | None:
-        return schedule.limit_fraction(self.config, self.step, self.batcher.epoch_float, self.train_seconds)
+        return schedule.limit_fraction(self.config, self._position(), self.schedule.start)
 
     def _limit_reached(self) -> str | None:
         return self.early_stopped or schedule.limit_reached(self.config, self.step, self.batcher.epoch_float,
                                                             self.train_seconds)
 
     def _lr(self) -> float:
-        return schedule.learning_rate(self.config, self.step, self._limit_fraction(), self.batcher.epoch_float)
+        return self.schedule.rate(self.config, self._position())
 
     def _eta(self) -> float | None:
         fraction = self._limit_fraction()

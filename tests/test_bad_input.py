@@ -231,7 +231,7 @@ def test_a_run_folder_turned_read_only_keeps_its_checkpoint_and_says_what_was_lo
     run = latest.parent
     (run / ".lock").touch()
     with read_only(run):
-        result = run_cli("train", "--headless", "--resume", str(latest), "--max-steps", "6")
+        result = run_cli("train", "--headless", "--resume", str(latest), "--max-steps", "3")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     output = result.stdout + result.stderr
@@ -255,7 +255,7 @@ def test_a_resume_with_the_run_own_settings_is_accepted(checkpoint, tmp_path, mo
     """Flags equal to the run's own (the preset, the size, the corpus by a relative path) are fine."""
     latest = run_copy(checkpoint, tmp_path)
     monkeypatch.chdir(checkpoint.parent.parent.parent)  # where c.txt is
-    result = run_cli("train", "c.txt", "--headless", "--resume", str(latest), "--max-steps", "5",
+    result = run_cli("train", "c.txt", "--headless", "--resume", str(latest), "--max-steps", "2",
                      "--preset", "tiny", "--hidden", "16", "--model", "lstm")
     assert result.returncode == 0, result.stderr
     assert torch.load(latest, weights_only=True)["step"] == 5

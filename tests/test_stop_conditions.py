@@ -40,23 +40,3 @@ def test_learning_rate_warms_up_then_decays_to_the_floor(repetitive_text, runs_d
     lrs = [x for x in lrs if x is not None]
     assert lrs[0] < 0.01 * 0.25 and max(lrs) <= 0.01 + 1e-12
     assert abs(lrs[-1] - 0.001) < 1e-6  # cosine to min_lr_ratio * lr at the end
-
-
-def test_open_ended_runs_decay_over_ten_epochs_then_hold(repetitive_text, runs_dir):
-    from charrnn_tui.engine.schedule import OPEN_ENDED_DECAY_EPOCHS
-
-    seen = []
-    config = tiny_config(repetitive_text, warmup_steps=0, lr=0.01, report_interval=1e-9)
-    trainer = Trainer(config, runs_dir=runs_dir)
-
-    def on_event(e):
-        if hasattr(e, "lr"):
-            seen.append((e.epoch, e.lr))
-            if e.epoch >= OPEN_ENDED_DECAY_EPOCHS + 1:
-                trainer.stop(save=False)
-
-    trainer.on_event = on_event
-    trainer.run()
-    middle = [lr for epoch, lr in seen if 4.9 < epoch < 5.1]
-    assert middle and abs(middle[0] - 0.0055) < 0.0005  # halfway down the cosine
-    assert all(abs(lr - 0.001) < 1e-9 for epoch, lr in seen if epoch >= OPEN_ENDED_DECAY_EPOCHS)

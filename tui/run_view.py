@@ -48,7 +48,7 @@ class RunView:
     step: int = 0
     epoch: float = 0.0
     tokens_per_s: float = 0.0
-    lr: float = 0.0
+    lr: float | None = None  # until the first progress report
     train_seconds: float = 0.0
     eta_seconds: float | None = None
     epoch_eta_seconds: float | None = None
@@ -76,6 +76,12 @@ class RunView:
     @property
     def unsaved_steps(self) -> int:
         return max(0, self.step - self.saved_step)
+
+    @property
+    def learning(self) -> bool:
+        """Whether the steps change the weights: a learning rate of 0 makes no update (before the
+        first report there is no rate yet)."""
+        return self.lr is None or self.lr > 0
 
     @property
     def unit(self) -> str:

@@ -51,7 +51,11 @@ def render_status(view: RunView, now: float | None = None) -> Text:
         lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
         lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
         lines.append(_pair("device", info.device_name + (" bf16" if info.precision == "bf16" else "")))
-    lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · lr {lr_text(view.lr)}"))
+    if view.learning:
+        lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · lr {lr_text(view.lr)}"))
+    else:  # steps at rate 0 change no weight: the losses printed are not learning
+        lines.append(Text.assemble(("speed  ", "dim"), f"{si(view.tokens_per_s)} {view.unit}/s · ",
+                                   ("not learning: lr 0", "bold yellow")))
     if view.eta_seconds is not None:
         eta = f"ETA {duration(view.eta_seconds)}"
     else:
@@ -70,7 +74,9 @@ def render_status(view: RunView, now: float | None = None) -> Text:
     return Text("\n").join(lines)
 
 
-def lr_text(lr: float) -> str:
+def lr_text(lr: float | None) -> str:
+    if lr is None:
+        return "-"
     mantissa, exponent = f"{lr:.1e}".split("e")
     return f"{mantissa}e{int(exponent)}"
 

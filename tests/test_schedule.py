@@ -1,0 +1,193 @@
+"""The learning-rate schedule: a cosine to the stop condition, the plateau rule of an open-ended run,
+and what a resume does to both."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import examples, step_losses, tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine import schedule
+from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
+from charrnn_tui.engine.errors import ConfigError
+from charrnn_tui.engine.events import Evaluated, Notice, Progress
+from charrnn_tui.engine.runs import LATEST
+from charrnn_tui.engine.schedule import CUT, FLOOR, Position, Schedule
+from charrnn_tui.engine.trainer import Trainer
+
+
+def _preset(name: str, **overrides) -> cfg.TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg.apply_preset(cfg.TrainConfig(), name), **overrides)
+
+
+@pytest.mark.parametrize("preset", list(cfg.PRESETS))
+def test_an_open_ended_run_on_every_preset_still_learns_after_100_epochs_without_a_new_best(preset):
+    config = _preset(preset)
+    rule = Schedule()
+    for evaluation in range(400):  # 100 epochs at four evaluations an epoch, none of them a new best
+        rule.after_evaluation(config, improved=evaluation == 0)
+    rate = rule.rate(config, Position(step=100_000, epoch=100.0, seconds=36_000.0))
+    assert rate == pytest.approx(config.lr * FLOOR) and rate > 0
+
+
+def test_a_run_with_a_stop_condition_keeps_its_cosine_to_the_floor():
+    config = _preset("small", max_steps=1000)  # min_lr_ratio 0: the 75-second benchmark's schedule
+    rule = Schedule()
+    assert rule.rate(config, Position(step=0)) == pytest.approx(config.lr / config.warmup_steps)  # warming up
+    assert rule.rate(config, Position(step=500)) == pytest.approx(config.lr / 2)
+    assert rule.rate(config, Position(step=1000)) == 0.0
+    for _ in range(5):  # evaluations without a new best cut nothing: the limit sets the horizon
+        assert rule.after_evaluation(config, improved=False) is None
+    assert rule.rate(config, Position(step=500)) == pytest.approx(config.lr / 2)
+
+
+def test_the_plateau_rule_on_synthetic_validation_curves():
+    config = _preset("small", warmup_steps=0)
+
+    def rates(curve: list[float]) -> list[float]:
+        rule, best, seen = Schedule(), math.inf, []
+        for value in curve:
+            rule.after_evaluation(config, improved=value < best)
+            best = min(best, value)
+            seen.append(rule.rate(config, Position(step=1)) / config.lr)
+        return seen
+
+    assert rates([3.0, 2.5, 2.2, 2.0, 1.9]) == [1.0] * 5  # still improving: the peak holds
+    # a plateau: each evaluation without a new best divides the rate by 4, down to the floor
+    assert rates([2.0, 2.0, 2.1, 2.0, 2.05, 2.2, 2.3, 2.4]) == [1, CUT, CUT**2, CUT**3, CUT**4, FLOOR, FLOOR, FLOOR]
+    # a cut that brings a new best holds the lower rate until the next evaluation without one
+    assert rates([2.0, 2.1, 1.9, 1.8, 1.85]) == [1, CUT, CUT, CUT, CUT**2]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.floats(0.5, 5.0), min_size=1, max_size=60))
+def test_the_rate_of_an_open_ended_run_only_falls_and_never_below_the_floor(curve):
+    config = _preset("small", warmup_steps=0)
+    rule, best, previous = Schedule(), math.inf, config.lr
+    for value in curve:
+        rule.after_evaluation(config, improved=value < best)
+        best = min(best, value)
+        rate = rule.rate(config, Position(step=10))
+        assert config.lr * FLOOR <= rate <= previous
+        previous = rate
+
+
+def test_a_schedule_round_trips_and_a_broken_one_is_refused():
+    rule = Schedule(Position(40, 2.5, 12.0), 0.5, 0.25, 3, 1, False)
+    assert Schedule.from_dict(rule.to_dict()) == rule
+    for broken in ({}, {**rule.to_dict(), "scale": 2.0}, {**rule.to_dict(), "scale": float("nan")},
+                   {**rule.to_dict(), "start": {"step": 1}}, {**rule.to_dict(), "extra": 1}, []):
+        with pytest.raises(ValueError):
+            Schedule.from_dict(broken)
+
+
+def test_an_old_open_ended_checkpoint_goes_on_from_the_rate_its_cosine_had_reached():
+    config = _preset("small")
+    assert schedule.from_old_checkpoint(config, 5.0).scale == pytest.approx(0.5)
+    assert schedule.from_old_checkpoint(config, 20.0).scale == FLOOR  # it had reached 0: the floor instead
+    assert schedule.from_old_checkpoint(_preset("small", max_steps=10), 5.0) == Schedule()
+
+
+# ---- the rule in a training run --------------------------------------------------------------------
+def _open_ended(repetitive_text, **overrides):
+    # eval every 5 steps with a rate so high that validation soon stops improving: cuts come quickly
+    return tiny_config(repetitive_text, lr=0.05, eval_interval=5, report_interval=1e-9, **overrides)
+
+
+def test_an_open_ended_run_cuts_its_rate_when_validation_stops_improving(repetitive_text, runs_dir):
+    events: list = []
+    trainer: Trainer
+
+    def on_event(e):
+        events.append(e)
+        if isinstance(e, Progress) and e.step >= 200:
+            trainer.stop(save=False)
+
+    trainer = Trainer(_open_ended(repetitive_text), runs_dir=runs_dir, on_event=on_event)
+    trainer.run()
+    cuts = [e.message for e in events if isinstance(e, Notice) and "learning rate cut" in e.message]
+    assert cuts and trainer.schedule.cuts == len(cuts)
+    rates = [e.lr for e in events if isinstance(e, Progress)]
+    assert min(rates) >= 0.05 * FLOOR and rates[-1] < 0.05
+    evaluations = [e for e in events if isinstance(e, Evaluated)]
+    assert len(evaluations) == 40
+
+
+def test_a_resume_in_the_middle_of_a_reduced_rate_continues_it_exactly(repetitive_text, runs_dir):
+    config = _open_ended(repetitive_text)
+    whole = step_losses(stop_at=120, config=config, runs_dir=runs_dir, run_name="whole")
+    step_losses(stop_at=60, config=config, runs_dir=runs_dir, run_name="part")
+    saved = load_checkpoint(runs_dir / "part" / LATEST)
+    assert saved["schedule"]["cuts"] >= 1  # stopped with its rate reduced
+    rest = step_losses(stop_at=120, resume=runs_dir / "part" / LATEST, runs_dir=runs_dir)
+    assert min(rest) == 61 and all(rest[s] == whole[s] for s in rest)
+
+
+def _finished(repetitive_text, runs_dir, **overrides):
+    config = tiny_config(repetitive_text, max_steps=30, eval_interval=10, report_interval=1e-9, **overrides)
+    Trainer(config, runs_dir=runs_dir, run_name="done").run()
+    return runs_dir / "done" / LATEST
+
+
+def test_a_resume_with_a_new_limit_trains_that_much_more_from_a_useful_rate(repetitive_text, runs_dir):
+    path = _finished(repetitive_text, runs_dir, min_lr_ratio=0.0)
+    events: list = []
+    trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 90}, on_event=events.append)
+    assert trainer.run() == "finished" and trainer.step == 120
+    notes = [e.message for e in events if isinstance(e, Notice) and e.message.startswith("resumed")]
+    assert notes == ["resumed at step 30: 90 steps more, to max-steps 120 (was max-steps 30); a new cosine over the "
+                     "new limit, from 8.54e-03 down to 0.00e+00"]
+    rates = [e.lr for e in events if isinstance(e, Progress)]
+    # the rate a run planned for 120 steps would have at step 30, then down the cosine to 0 at step 120
+    assert rates[0] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 31 / 120)), rel=0.02)
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_limit_can_be_cleared_and_the_run_trains_until_stopped(repetitive_text, runs_dir):
+    path = _finished(repetitive_text, runs_dir)  # its cosine ended at 10% of the peak
+    rates: list[float] = []
+    trainer: Trainer
+
+    def on_event(e):
+        if isinstance(e, Progress):
+            rates.append(e.lr)
+            if e.step >= 60:
+                trainer.stop(save=True)
+
+    trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 0}, on_event=on_event)
+    assert trainer.run() == "stopped" and trainer.step >= 60 and trainer.config.max_steps is None
+    # planned as long again: halfway down a cosine from the peak to 10%, then the plateau rule
+    assert rates[0] == pytest.approx(0.01 * 0.55, rel=1e-6) and min(rates) > 0
+
+
+def test_a_finished_run_resumed_without_a_new_limit_says_what_to_give(repetitive_text, runs_dir):
+    path = _finished(repetitive_text, runs_dir)
+    with pytest.raises(ConfigError, match="already reached max-steps 30: give --max-steps"):
+        Trainer(resume=path, runs_dir=runs_dir).run()
+
+
+def test_keep_schedule_holds_the_rate_where_the_schedule_left_it(repetitive_text, runs_dir):
+    path = _finished(repetitive_text, runs_dir, min_lr_ratio=0.0)
+    events: list = []
+    trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 5, "keep_schedule": True},
+                      on_event=events.append)
+    trainer.run()
+    assert [e.lr for e in events if isinstance(e, Progress)] == [0.0] * 5
+    assert any("stays at 0.00e+00" in e.message for e in events if isinstance(e, Notice))
+
+
+def test_a_broken_schedule_in_a_checkpoint_is_refused_in_one_line(repetitive_text, runs_dir):
+    from charrnn_tui.engine.errors import CheckpointError
+
+    path = _finished(repetitive_text, runs_dir)
+    ck = load_checkpoint(path)
+    ck["schedule"]["scale"] = 7.0
+    save_checkpoint(ck, path)
+    with pytest.raises(CheckpointError, match="schedule state is out of range"):
+        Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 5}).run()
