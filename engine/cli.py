@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import config as cfg
-from .corpus import corpus_bytes, corpus_spec
+from .config import EVAL_BUDGET
+from .corpus import corpus_spec
 from .errors import CharRNNError, ConfigError
 
 DEFAULTS = cfg.TrainConfig()
@@ -29,9 +30,24 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    help_argv: list[str] | None = None  # train's: the arguments whose defaults --help shows
+
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+    def format_help(self) -> str:
+        """Train's help gives the defaults that will run: those of the preset for this machine's
+        device, fitted to the corpus on the command line (or the default corpus)."""
+        if self.help_argv is not None:
+            note, values = defaults_here(self.help_argv)
+            for action in self._actions:
+                if action.dest in values and action.help:
+                    base = re.sub(r"\s*\(default[^)]*\)$", "", action.help)
+                    action.help = f"{base} (default: {values[action.dest]})".strip()
+            self.description = f"{self.description or ''}\n\n{note}".strip()
+            self.help_argv = None  # once
+        return super().format_help()
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -86,6 +102,19 @@ def non_negative_int(text: str) -> int:
 AUTO = "auto"
 
 
+def eval_tokens_arg(text: str) -> int:
+    """A token count, or `all` (0 in the config: the whole validation split)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a token count: {text!r} (a whole number, or all)") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, or all, not {text}")
+    return value
+
+
 def batch_size_arg(text: str) -> int | str:
     if text.strip().lower() == AUTO:
         return AUTO
@@ -134,8 +163,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"clip the global gradient norm; 0 turns it off (default: {d.grad_clip})")
     train.add_argument("--warmup-steps", type=int, metavar="N", help="linear learning-rate warm-up")
     train.add_argument("--no-lr-decay", action="store_true",
-                       help="keep the learning rate flat instead of cosine decay to the stop condition "
-                            "(or over 10 epochs without one)")
+                       help="keep the learning rate flat instead of a cosine down to the stop condition (or, "
+                            "without one, a cut to a quarter at each evaluation without a new best)")
     train.add_argument("--seed", type=int, metavar="N", help=f"(default: {d.seed})")
 
     stop = parser.add_argument_group(
@@ -152,8 +181,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     report = parser.add_argument_group("evaluation, checkpoints and samples")
     report.add_argument("--eval-interval", type=int, metavar="STEPS", help="validate every N steps")
-    report.add_argument("--eval-tokens", type=int, metavar="N",
-                        help="validate on the first N tokens of the split (default: all of it)")
+    report.add_argument("--eval-tokens", type=eval_tokens_arg, metavar="N",
+                        help="validate on the first N tokens of the split, or all of it (default: at most "
+                             f"{EVAL_BUDGET:,}, the same ones at every evaluation)")
     report.add_argument("--checkpoint-interval", type=int, metavar="STEPS",
                         help=f"save every N steps; 0 only at the end (default: {d.checkpoint_interval})")
     report.add_argument("--keep-checkpoints", type=int, metavar="K",
@@ -200,8 +230,9 @@ _TRAIN_FLAGS = {
 }
 
 
-def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
-    """Defaults, then the preset, then the flags the user gave."""
+def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainConfig:
+    """Defaults, then the preset, then the flags the user gave. The default preset is fitted to the
+    corpus's length in characters (`corpus`: the loaded engine.corpus.Corpus, else it is loaded)."""
     preset = args.preset
     if preset == "auto":
         from .device import pick_device
@@ -219,10 +250,18 @@ def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
         raise ConfigError("--keep-schedule goes with --resume")
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
     if args.preset == "auto":  # a preset asked for by name is kept as it is
-        config = cfg.fit_to_corpus(config, corpus_bytes(args.corpus), preset_model=preset_model,
+        corpus = corpus if corpus is not None else load_train_corpus(args)
+        config = cfg.fit_to_corpus(config, len(corpus.text), preset_model=preset_model,
                                    keep_hidden="hidden" in model, keep_dropout="dropout" in model)
     cfg.validate(config)
     return config
+
+
+def load_train_corpus(args: argparse.Namespace) -> Any:  # -> engine.corpus.Corpus
+    from .corpus import load_corpus
+
+    return load_corpus(corpus_spec(args.corpus), csv_column=args.csv_column, ascii_only=args.ascii,
+                       encoding=args.encoding)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -272,8 +311,9 @@ def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False, 
         path = resolve_checkpoint(args.resume or None, runs_dir)
         return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args),
                        pause_on_save_error=interactive, world=world)
-    return Trainer(config_from_args(args), on_event=on_event, runs_dir=runs_dir, run_name=args.name,
-                   pause_on_save_error=interactive, world=world)
+    corpus = load_train_corpus(args)  # read once: the fit to its length and the run both need it
+    return Trainer(config_from_args(args, corpus), on_event=on_event, runs_dir=runs_dir, run_name=args.name,
+                   pause_on_save_error=interactive, world=world, corpus=corpus)
 
 
 # ---- sample and eval ----------------------------------------------------------------------------
@@ -410,7 +450,7 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         corpus = load_corpus(args.file, csv_column=args.csv_column, encoding=args.encoding, ascii_only=config.ascii)
         ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
         source = corpus.source
-    result = evaluate(loaded.model, ids)
+    result = evaluate(loaded.model, ids, progress=EvalProgress(len(ids), sys.stderr))
     if loaded.vocab.kind == "char":  # bits per character: the figure char models are compared by
         out.write(f"{source}: {result.tokens:,} chars predicted; {result.bits:.4f} bits/char "
                   f"({result.nats:.4f} nats/char, perplexity {result.perplexity:.3f} per char)\n")
@@ -423,6 +463,33 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if unknown:
         out.write(f"note: {unknown} characters not in the model's vocabulary were folded or skipped\n")
     return 0
+
+
+class EvalProgress:
+    """`eval`'s progress on stderr once it has taken a second: rewritten in place on a terminal,
+    a line every few seconds otherwise; a quick evaluation prints nothing."""
+
+    def __init__(self, tokens: int, err: TextIO, after: float = 1.0):
+        import time
+
+        self.clock = time.monotonic
+        self.tokens, self.err, self.after = tokens, err, after
+        self.started = self.last = self.clock()
+        self.tty = err.isatty()
+        self.shown = False
+
+    def __call__(self, done: float) -> None:
+        now = self.clock()
+        if now - self.started < self.after or now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last = now
+        with contextlib.suppress(OSError):
+            text = f"eval: {done:.0%} of {self.tokens:,} tokens, {now - self.started:.0f}s"
+            self.err.write(("\r\x1b[2K" + text) if self.tty else text + "\n")
+            if self.tty and done >= 1.0:
+                self.err.write("\r\x1b[2K")
+            self.err.flush()
+            self.shown = True
 
 
 def word_count(vocab: Any, ids: Any) -> int:
@@ -441,6 +508,54 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser) -> None:
 # ---- entry point --------------------------------------------------------------------------------
 WORD_CHAR = re.compile(r"\w")
 COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop")
+
+
+TRAIN_ARGV: list[str] = []  # the train arguments being parsed (parse() sets them), for train --help
+
+
+def defaults_here(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """What the flags default to for these arguments (the corpus, --preset, --device...): a line
+    saying for what, and flag dest -> value in words."""
+    lenient = Parser(add_help=False)
+    add_train_arguments(lenient)
+    given = [a for a in argv if a not in ("-h", "--help")]
+    try:
+        args, _ = lenient.parse_known_args(given)
+    except SystemExit:  # a bad value: the defaults of the default corpus instead
+        args, _ = lenient.parse_known_args([])
+    if args.resume is not None:
+        return "With --resume, a flag not given keeps the run's own value.", {}
+    try:
+        corpus = load_train_corpus(args)
+        config = config_from_args(args, corpus)
+    except CharRNNError as e:
+        return f"(Defaults not fitted to the corpus: {e}.)", {}
+    from .device import pick_device
+
+    device = pick_device(args.device or "auto").type
+    m = config.model
+    fitted = f", fitted to {corpus.name} ({len(corpus.text):,} characters)" if args.preset == "auto" else ""
+    values = {
+        "tokens": config.tokens, "min_freq": config.min_freq, "val_fraction": config.val_fraction,
+        "model": m.kind, "layers": m.layers, "hidden": m.hidden, "embedding": m.embedding or "one-hot",
+        "dropout": m.dropout, "seq_len": config.seq_len, "batch_size": config.batch_size,
+        "sampler": config.sampler, "optimizer": config.optimizer, "lr": config.lr,
+        "weight_decay": config.weight_decay, "grad_clip": config.grad_clip, "warmup_steps": config.warmup_steps,
+        "seed": config.seed, "checkpoint_interval": config.checkpoint_interval,
+        "keep_checkpoints": config.keep_checkpoints, "sample_interval": f"{config.sample_interval:g}s",
+        "sample_length": config.sample_length, "temperature": config.temperature,
+        "eval_interval": config.eval_interval,
+    }
+    if config.fit_eval_interval:
+        values["eval_interval"] = f"{config.eval_interval}, or one epoch where that is shorter"
+        if config.tokens == "char":
+            train_tokens = int(len(corpus.text) * (1 - config.val_fraction))
+            epoch = max(1, round(train_tokens / (config.batch_size * config.seq_len)))
+            if epoch < config.eval_interval:
+                values["eval_interval"] = f"{epoch}: one epoch, shorter than the preset's {config.eval_interval}"
+    note = (f"The defaults shown are those that will run here: preset {config.preset} on this "
+            f"{device.upper() if device != 'cpu' else 'CPU'}{fitted}.")
+    return note, {dest: str(value) for dest, value in values.items()}
 
 
 def preset_table() -> str:
@@ -485,6 +600,7 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
                                        "streams; see the README).",
                            epilog=preset_table())
     add_train_arguments(train)
+    train.help_argv = TRAIN_ARGV  # its --help gives the defaults for the corpus and device given
     out = train.add_argument_group("output")
     out.add_argument("--headless", action="store_true", default=headless_only,
                      help="no app: print a progress line; Ctrl+C saves and stops, a closed terminal detaches")
@@ -564,6 +680,7 @@ def parse(argv: list[str], prog: str = "charrnn-tui", *, headless_only: bool = F
     arguments as given, for starting the same run in a detached engine."""
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]
+    TRAIN_ARGV[:] = argv[1:] if argv[0] == "train" else []
     args = build_parser(prog, headless_only=headless_only).parse_args(argv)
     args.train_argv = argv[1:] if args.command == "train" else []
     return args

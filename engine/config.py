@@ -59,7 +59,7 @@ class TrainConfig:
     # Reporting
     eval_interval: int = 250  # steps
     fit_eval_interval: bool = False  # a preset's: at most one epoch, set at the start (run_setup.py)
-    eval_tokens: int | None = None  # None: the whole validation split
+    eval_tokens: int | None = None  # None: at most data.EVAL_BUDGET; 0: the whole validation split
     checkpoint_interval: int = 1000  # steps; 0 turns periodic checkpoints off
     keep_checkpoints: int = 3  # step-N.pt files kept beside latest.pt (hard links: no extra writes)
     report_interval: float = 0.25  # seconds between progress events
@@ -106,6 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+EVAL_BUDGET = 1 << 18  # tokens a run validates on by default: 262,144, ~9% of a 29 MB text's split
 SMALL_CORPUS_DROPOUT = 0.25
 REFERENCE_CHARS = 1_115_394  # tiny-shakespeare, on which the presets were chosen
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -122,15 +123,15 @@ def recurrent_parameters(model: ModelConfig, hidden: int) -> int:
 
 def fit_to_corpus(config: TrainConfig, corpus_chars: int | None, *, preset_model: ModelConfig | None = None,
                   keep_hidden: bool = False, keep_dropout: bool = False) -> TrainConfig:
-    """The default preset, sized for the corpus. The presets were chosen on tiny-shakespeare
-    (1.1 MB). A corpus under half that size gets narrower layers, the hidden width scaled by the
-    fourth root of the size ratio (so the weights by its square root, to the nearest 32 units, at
-    least 64), and dropout of at least 0.25. For The Time Machine (179 kB) the `small` preset's
-    1x384 LSTM becomes 1x256 with dropout 0.25: measured over 5,000 steps, its best validation
-    loss is 1.412 (step 3,000) and it is 1.433 at step 5,000, where the 1x384 without dropout
-    peaks at 1.423 (step 1,500) and is at 1.650 by step 4,750 (README, "Small corpora"). Word models
-    are fitted too (by the corpus's characters): on the jokes, 1x224 with dropout reaches 4.449
-    nats/token where 1x384 without reaches 4.873.
+    """The default preset, sized for the corpus (`corpus_chars`: the text's length in characters, as
+    read). The presets were chosen on tiny-shakespeare (1.1M characters). A corpus under half that
+    size gets narrower layers, the hidden width scaled by the fourth root of the size ratio (so the
+    weights by its square root, to the nearest 32 units, at least 64), and dropout of at least 0.25.
+    For The Time Machine (179 kB) the `small` preset's 1x384 LSTM becomes 1x256 with dropout 0.25:
+    measured over 5,000 steps, its best validation loss is 1.412 (step 3,000) and it is 1.433 at
+    step 5,000, where the 1x384 without dropout peaks at 1.423 (step 1,500) and is at 1.650 by step
+    4,750 (README, "Small corpora"). Word models are fitted too (by the corpus's characters): on the
+    jokes, 1x224 with dropout reaches 4.449 nats/token where 1x384 without reaches 4.873.
 
     The budget is the preset's model at that width (`preset_model`, default the config's own
     model); the model given is fitted to it, so --layers 3 gets narrower layers. What the user set
@@ -239,7 +240,8 @@ def validate(config: TrainConfig) -> None:
         (config.max_time is None or config.max_time > 0, "max-time must be positive"),
         (config.early_stop is None or config.early_stop >= 1, "early-stop must be at least 1"),
         (config.eval_interval >= 1, "eval-interval must be at least 1"),
-        (config.eval_tokens is None or config.eval_tokens >= 2, "eval-tokens must be at least 2"),
+        (config.eval_tokens is None or config.eval_tokens == 0 or config.eval_tokens >= 2,
+         "eval-tokens must be at least 2, or all"),
         (config.checkpoint_interval >= 0, "checkpoint-interval must be 0 (off) or more"),
         (config.keep_checkpoints >= 0, "keep-checkpoints must be 0 or more"),
         (config.report_interval > 0, "report-interval must be positive"),

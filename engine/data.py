@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .config import EVAL_BUDGET
 from .errors import CorpusError
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
@@ -28,8 +29,12 @@ def split_tokens(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, 
 
 
 def validation_ids(val_ids: torch.Tensor, eval_tokens: int | None) -> torch.Tensor:
-    """What a run validates on: its validation split, or the first `eval_tokens` of it."""
-    return val_ids if eval_tokens is None else val_ids[:eval_tokens]
+    """What a run validates on: the first `eval_tokens` of its validation split; by default (None)
+    at most EVAL_BUDGET of them, so that an evaluation of a large text costs seconds, not minutes,
+    and every one of a run reads the same tokens; 0: the whole split."""
+    if eval_tokens == 0:
+        return val_ids
+    return val_ids[:EVAL_BUDGET if eval_tokens is None else eval_tokens]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .model import CharRNN
 MAX_STREAMS = 256
 MIN_STREAM = 2048  # predictions per stream: fewer streams for a short text
 WARMUP = 256  # tokens read before each stream's first scored prediction
+PROGRESS_CHUNK = 256  # time steps per forward call when progress is reported (the result is the same)
 LOGITS_BUDGET = 1 << 24  # floats of logits per chunk (64 MB): a word vocabulary gets shorter chunks
 
 
@@ -70,13 +71,16 @@ def evaluate(
     streams: int | None = None,
     warmup: int = WARMUP,
     between: Callable[[], None] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> EvalResult:
     """Mean loss (fp32) predicting every token of `ids` from the ones before it, each exactly once.
 
     `chunk` (time steps per forward call) bounds memory and does not change the result;
     `streams` and `warmup` change the layout and exist for tests (a warm-up as long as the text
     makes any number of streams read exactly as one does). `between` is called between chunks
-    (the run answers keystrokes there; it must not change the weights).
+    (the run answers keystrokes there; it must not change the weights). `progress` is called
+    with the fraction done: at the start, and after each chunk, which is then at most
+    PROGRESS_CHUNK time steps long, so that a long evaluation shows itself moving.
     """
     with torch.no_grad():  # in the body, not a decorator: mutation testing skips decorated functions
         was_training = model.training
@@ -92,6 +96,9 @@ def evaluate(
         x = ids[inputs]
         y = torch.where(targets == IGNORE, IGNORE, ids[targets.clamp(min=0)])
         chunk = chunk or max(1, LOGITS_BUDGET // (streams * model.config.vocab_size))
+        if progress is not None:
+            chunk = min(chunk, PROGRESS_CHUNK)
+            progress(0.0)
         total = torch.zeros((), dtype=torch.float64, device=device)
         state = None
         try:
@@ -101,6 +108,8 @@ def evaluate(
                                          ignore_index=IGNORE, reduction="sum")
                 if between is not None:
                     between()
+                if progress is not None:
+                    progress(min(1.0, (start + chunk) / x.size(1)))
         finally:
             if was_training:
                 model.train()

@@ -90,6 +90,15 @@ class Evaluated(Event):
 
 
 @dataclass(frozen=True)
+class Validating(Event):
+    """An evaluation under way: sent as it starts and then about twice a second; Evaluated ends it."""
+
+    step: int
+    done: float  # fraction of the validation tokens read
+    tokens: int  # how many it reads in all
+
+
+@dataclass(frozen=True)
 class SampleStarted(Event):
     sample_id: int
     step: int

@@ -10,6 +10,7 @@ import time
 from typing import TextIO
 
 NOT_LEARNING = "not learning: learning rate 0"
+RECENT = 100  # steps the progress line's loss is the mean of
 
 
 class ProgressPrinter:
@@ -21,6 +22,8 @@ class ProgressPrinter:
         self.last_line = 0.0
         self.info = None
         self.recent: list[float] = []
+        self.first_recent = 0  # the step of recent[0]
+        self.validating_since = 0.0
 
     def __call__(self, event) -> None:
         with contextlib.suppress(OSError):  # the terminal has gone (SIGHUP is on its way): never end the run
@@ -44,11 +47,20 @@ class ProgressPrinter:
                        f"{i.device_name} ({i.precision})" + (f"; resumed at step {i.resumed_step}"
                                                              if i.resumed_step else ""))
         elif isinstance(event, ev.Progress):
-            self.recent = (self.recent + list(event.losses))[-100:]
+            self.recent = (self.recent + list(event.losses))[-RECENT:]
+            self.first_recent = event.step - len(self.recent) + 1
             now = time.monotonic()
             if now - self.last_line >= self.interval:
                 self.last_line = now
                 self._progress(event)
+        elif isinstance(event, ev.Validating):
+            now = time.monotonic()
+            if event.done == 0.0:
+                self.validating_since = now
+            elif now - self.last_line >= self.interval or self.tty:  # a long one shows itself moving
+                self.last_line = now
+                self._write_progress(f"step {event.step} | validating {event.done:.0%} of {event.tokens:,} tokens | "
+                                     f"{format_seconds(now - self.validating_since)}")
         elif isinstance(event, ev.Evaluated):
             overfitting = (f"; overfitting since step {event.overfitting_since}: best.pt is step {event.best_step}, "
                            f"val {event.best_nats:.4f}" if event.overfitting_since is not None else "")
@@ -66,14 +78,20 @@ class ProgressPrinter:
 
     def _progress(self, e) -> None:
         unit = "chars" if self.info is None or self.info.token_kind == "char" else "tokens"
+        # The mean of the latest RECENT steps' losses, said as such: metrics.jsonl's train_loss is the
+        # mean over the steps since its previous line (a quarter of a second), so the two differ.
         loss = sum(self.recent) / len(self.recent) if self.recent else float("nan")
+        steps = f"steps {self.first_recent}-{e.step}" if len(self.recent) > 1 else f"step {e.step}"
         eta = f" | ETA {format_seconds(e.eta_seconds)}" if e.eta_seconds is not None else ""
-        text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} | {e.tokens_per_s:,.0f} {unit}/s | "
-                f"lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
+        text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} (mean of {steps}) | "
+                f"{e.tokens_per_s:,.0f} {unit}/s | lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
         if e.gpu_utilisation is not None:
             text += f" | GPU {e.gpu_utilisation}%, {e.gpu_memory_used / 2**30:.1f} GiB"
         if e.lr <= 0:  # a step at rate 0 changes no weight: say so, rather than print losses as if it learned
             text += f" | {NOT_LEARNING}"
+        self._write_progress(text)
+
+    def _write_progress(self, text: str) -> None:
         if self.tty:
             self.out.write("\r\x1b[2K" + text)
             self.out.flush()

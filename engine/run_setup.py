@@ -69,8 +69,10 @@ class RunSetup:
             require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
         torch.manual_seed(config.seed)
 
-        corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
-                             encoding=config.encoding)
+        corpus, self.loaded_corpus = self.loaded_corpus, None
+        if corpus is None or checkpoint is not None:
+            corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                                 encoding=config.encoding)
         if checkpoint is not None:
             vocab = vocab_from_dict(checkpoint["vocab"])
         else:
@@ -165,6 +167,14 @@ class RunSetup:
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
         )
         self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
+        if len(self.val_ids) < len(val_ids):
+            self.emit(Notice(f"validation reads the first {len(self.val_ids):,} of the split's {len(val_ids):,} "
+                             "tokens, the same ones every time (--eval-tokens N or all to change it)"))
+        size = checkpoint_bytes(self.model, self.optimizer)
+        if size >= LARGE_CHECKPOINT:
+            copies = 2 + config.keep_checkpoints  # latest, best and the step-N copies of earlier latests
+            self.emit(Notice(f"each checkpoint is about {size / 2**20:,.0f} MB (the weights and the optimizer's "
+                             f"state): up to {copies} of them in {self.run_dir} (--keep-checkpoints)", "warning"))
 
     def _place_run(self, checkpoint: dict[str, Any] | None, corpus_name: str) -> None:
         """The run's folder and lock: the checkpoint's, restored from, or a new one."""
@@ -477,6 +487,17 @@ def make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device
     # Fused AdamW on CUDA: one kernel for all parameters, no host sync.
     fused = device.type == "cuda"
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+LARGE_CHECKPOINT = 100 * 2**20  # bytes: a checkpoint this large is worth a line at the start
+
+
+def checkpoint_bytes(model: CharRNN, optimizer: torch.optim.Optimizer) -> int:
+    """About what a checkpoint of this run weighs: the weights, and the optimizer's state per weight
+    (AdamW's two moments, SGD's momentum), in float32."""
+    weights = sum(p.numel() for p in model.parameters())
+    per_weight = 2 if isinstance(optimizer, torch.optim.AdamW) else 1
+    return 4 * weights * (1 + per_weight)
 
 
 def fitted_eval_interval(config: cfg.TrainConfig, train_tokens: int) -> int:

@@ -59,6 +59,7 @@ class RunRecord:
         self.saved: ev.CheckpointSaved | None = None
         self.best_val: float | None = None
         self.evaluated: ev.Evaluated | None = None  # the last: its bits, best step, overfitting
+        self.validating: ev.Validating | None = None  # an evaluation under way
         self.timeline: list[tuple[int, float]] = []  # (step, training seconds), for a chart by time
 
     def apply(self, event: ev.Event) -> None:
@@ -79,7 +80,9 @@ class RunRecord:
         elif isinstance(event, ev.Evaluated):
             self.val = thin_validation([*self.val, (event.step, event.nats)])
             self.best_val = event.best_nats
-            self.evaluated = event
+            self.evaluated, self.validating = event, None
+        elif isinstance(event, ev.Validating):
+            self.validating = event
         elif isinstance(event, ev.StateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, ev.SettingsChanged):
@@ -113,6 +116,8 @@ class RunRecord:
             events.append(ev.Progress(**{**self.progress.__dict__, "losses": (), "first_step": self.progress.step + 1}))
         if self.saved is not None:
             events.append(self.saved)
+        if self.validating is not None:
+            events.append(self.validating)
         if self.temperature is not None:
             events.append(ev.SettingsChanged(self.temperature, self.early_stop))
         for started_sample, so_far in self.in_flight.values():

@@ -21,6 +21,7 @@ from . import config as cfg
 from . import schedule
 from .batch_size import is_out_of_memory
 from .control import TYPING_CHUNK, Controls
+from .corpus import Corpus
 from .cowrite import TypingState
 from .device import memory_in_use
 from .distributed import GATHER, REPORT, SINGLE, STEP, STOP, DistributedError, ProcessGroup, World, shard
@@ -36,6 +37,7 @@ from .events import (
     SampleStarted,
     SampleText,
     StateChanged,
+    Validating,
 )
 from .gpu_monitor import GpuMonitor
 from .history import thin_evaluations
@@ -46,6 +48,7 @@ from .sampling import Continuation, SampleSettings
 
 EventSink = Callable[[Event], None]
 MAX_SAVED_SAMPLES = 50
+VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
 
 
 class Trainer(Controls, RunSetup):
@@ -60,6 +63,7 @@ class Trainer(Controls, RunSetup):
         overrides: dict[str, Any] | None = None,
         pause_on_save_error: bool = False,
         world: World = SINGLE,
+        corpus: Corpus | None = None,
     ):
         if config is None and resume is None:
             raise ValueError("Trainer needs a config or a checkpoint to resume")
@@ -69,6 +73,7 @@ class Trainer(Controls, RunSetup):
         self.run_name = run_name
         self.resume_path = Path(resume) if resume else None
         self.overrides = overrides or {}
+        self.loaded_corpus = corpus  # the config's corpus, read already (the command line fits the model to it)
         # A UI pauses when a checkpoint cannot be written (disk full), so the user can free space
         # and press save; headless, training goes on (the previous checkpoint is intact).
         self.pause_on_save_error = pause_on_save_error
@@ -87,6 +92,8 @@ class Trainer(Controls, RunSetup):
         self._copy_check_noted = False
         self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/cowrite.py)
         self.early_stopped: str | None = None  # why --early-stop ended the run
+        self.last_eval_seconds = 0.0  # how long the latest evaluation took
+        self.overhead_seconds = 0.0
         self.metrics = None
         self.gpu_monitor: GpuMonitor | None = None  # set up with the device
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
@@ -168,6 +175,7 @@ class Trainer(Controls, RunSetup):
         self._set_state("training")
         self.session_start_seconds = self.train_seconds
         self.session_start_fraction = self._limit_fraction()
+        self.overhead_seconds = 0.0  # this session's evaluations, samples and saves: the ETA counts them
         self.first_unreported_step = self.step + 1
         self.tokens_since_report = 0
         self.next_sample_at = time.monotonic()  # the first live sample straight away: noise
@@ -203,6 +211,7 @@ class Trainer(Controls, RunSetup):
             due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
             due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
             if due_report or due_eval or due_checkpoint or due_sample or self._limit_reached():
+                started, trained = time.perf_counter(), self.train_seconds
                 if not self._report():
                     return
                 if due_eval:
@@ -213,6 +222,8 @@ class Trainer(Controls, RunSetup):
                     return
                 if due_sample:
                     self._sample(prompt="", source="live")
+                # the report's read-back counts as training (it waits for the steps to finish)
+                self.overhead_seconds += time.perf_counter() - started - (self.train_seconds - trained)
 
     def _train_step(self, lr: float | None = None) -> None:
         """One step; the leader of a distributed run first tells the followers to take it too."""
@@ -329,8 +340,17 @@ class Trainer(Controls, RunSetup):
         # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
         # result: the chunk size does not change it), answering keystrokes between them.
         typing = self.typing_now
+        shown = [t0]
+
+        def progress(done: float) -> None:  # the first call, then about twice a second
+            now = time.perf_counter()
+            if done == 0.0 or now - shown[0] >= VALIDATING_INTERVAL:
+                shown[0] = now
+                self.emit(Validating(self.step, done, len(self.val_ids)))
+
         result = evaluate(self.model, self.val_ids, chunk=TYPING_CHUNK if typing else None,
-                          between=self._serve_typing if typing else None)
+                          between=self._serve_typing if typing else None, progress=progress)
+        self.last_eval_seconds = time.perf_counter() - t0
         is_best = result.nats < self.best_val
         self.best_val = min(self.best_val, result.nats)
         if is_best:
@@ -485,12 +505,15 @@ class Trainer(Controls, RunSetup):
         return self.schedule.rate(self.config, self._position())
 
     def _eta(self) -> float | None:
+        """Seconds of wall-clock time to the stop condition: the training left, at this session's
+        pace, plus evaluations, samples and saves in the share they took so far, plus the final
+        evaluation."""
         fraction = self._limit_fraction()
         done = None if fraction is None else fraction - self.session_start_fraction
         spent = self.train_seconds - self.session_start_seconds
         if fraction is None or not done or done <= 0:
             return None
-        return spent * (1 - fraction) / done
+        return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)
 
     def _epoch_eta(self, tokens_per_s: float) -> float | None:
         if tokens_per_s <= 0:

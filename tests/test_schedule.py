@@ -191,3 +191,9 @@ def test_a_broken_schedule_in_a_checkpoint_is_refused_in_one_line(repetitive_tex
     save_checkpoint(ck, path)
     with pytest.raises(CheckpointError, match="schedule state is out of range"):
         Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 5}).run()
+
+
+def test_the_eta_counts_the_time_evaluations_take_besides_training():
+    assert schedule.wall_eta(10.0, trained=20.0, overhead=0.0, final_evaluation=0.0) == 10.0
+    # evaluations took as long again as training so far, and the last one 4 s: twice the training left, and one more
+    assert schedule.wall_eta(10.0, trained=20.0, overhead=20.0, final_evaluation=4.0) == 24.0

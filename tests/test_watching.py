@@ -49,10 +49,50 @@ def test_a_resumed_run_drops_the_metrics_its_checkpoint_does_not_have(repetitive
     ([(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {20: 1.4, 50: 1.5}, (20, 3, None)),  # train rose too
     ([(10, 2.0), (20, 1.5), (30, 1.5), (40, 1.6), (50, 1.7)], {20: 1.4, 50: 1.0}, (20, 3, 30)),  # the first best
     ([(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {50: 1.0}, (20, 3, None)),  # no train figure at best
+    # validation that stays put (to 16 digits: the weights did not change) is a plateau, not overfitting
+    ([(10, 2.0), (20, 1.5), (30, 1.5), (40, 1.5), (50, 1.5)], {20: 1.4, 50: 1.0}, (20, 3, None)),
+    ([(10, 2.0), (20, 1.5), (30, 1.5), (40, 1.5), (50, 1.5001)], {20: 1.4, 50: 1.0}, (20, 3, None)),  # within RISE
+    ([(10, 2.0), (20, 1.5), (30, 1.7), (40, 1.6), (50, 1.51)], {20: 1.4, 50: 1.0}, (20, 3, 30)),  # still above
 ])
-def test_overfitting_is_validation_stuck_while_training_loss_falls(val, train, expected):
+def test_overfitting_is_validation_risen_above_its_best_while_training_loss_falls(val, train, expected):
     verdict = read_history(val, train)
     assert (verdict.best_step, verdict.since_best, verdict.overfitting_since) == expected
+
+
+def test_overfitting_is_never_said_while_the_rate_is_0_nor_just_after_a_cut():
+    from charrnn_tui.engine.overfitting import WAIT_AFTER_CUT
+
+    val, train = [(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {20: 1.4, 50: 1.0}
+    assert read_history(val, train, learning=False).overfitting_since is None
+    assert read_history(val, train, since_cut=WAIT_AFTER_CUT - 1).overfitting_since is None
+    assert read_history(val, train, since_cut=WAIT_AFTER_CUT).overfitting_since == 30
+
+
+def test_a_run_whose_rate_reached_0_is_never_said_to_overfit(repetitive_text, runs_dir):
+    """The issue's jokes run: a rate of 0 from early on, validation identical to 16 digits at every
+    evaluation, and "overfitting since step N" on the screen. Now the line says it is not learning."""
+    import io
+
+    from charrnn_tui.engine.events import Progress
+    from charrnn_tui.engine.printer import NOT_LEARNING, ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out=out, interval=0)
+    events: list = []
+
+    def on_event(e):
+        events.append(e)
+        printer(e)
+
+    config = tiny_config(repetitive_text, max_steps=40, min_lr_ratio=0.0, eval_interval=10, report_interval=1e-9)
+    Trainer(config, runs_dir=runs_dir, run_name="zero").run()  # its cosine ends at 0
+    # held there, as the old open-ended schedule held 0 after ten epochs
+    Trainer(resume=runs_dir / "zero" / "latest.pt", overrides={"max_steps": 300, "keep_schedule": True},
+            on_event=on_event).run()
+    evaluations = [e for e in events if isinstance(e, Evaluated)]
+    assert len(evaluations) == 30 and len({e.nats for e in evaluations}) == 1  # nothing changes...
+    assert all(e.overfitting_since is None for e in evaluations)  # ...so nothing overfits
+    assert NOT_LEARNING in out.getvalue() and all(e.lr == 0 for e in events if isinstance(e, Progress))
 
 
 def test_early_stop_ends_an_overfitting_run_and_names_best_pt(tmp_path):

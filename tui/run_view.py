@@ -66,6 +66,7 @@ class RunView:
     best_step: int = 0
     overfitting_since: int | None = None
     last_val_bits: float | None = None
+    validating: ev.Validating | None = None  # an evaluation under way, and how far it is
     saved_step: int = 0
     saved_path: str = ""
     saved_at: float | None = None
@@ -107,7 +108,10 @@ class RunView:
             if not self.val_losses or self.val_losses[-1][0] != event.step:  # an attach's welcome repeats one
                 self.val_losses = thin_validation([*self.val_losses, (event.step, event.nats)])
             self.best_val, self.last_val_bits = event.best_nats, event.bits
+            self.validating = None
             self.best_step, self.overfitting_since = event.best_step, event.overfitting_since
+        elif isinstance(event, ev.Validating):
+            self.validating = event
         elif isinstance(event, ev.CheckpointSaved):
             if event.kind == "latest":
                 self.saved_step, self.saved_path, self.saved_at = event.step, event.path, event.saved_at

@@ -51,7 +51,11 @@ def render_status(view: RunView, now: float | None = None) -> Text:
         lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
         lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
         lines.append(_pair("device", info.device_name + (" bf16" if info.precision == "bf16" else "")))
-    if view.learning:
+    if view.validating is not None and view.state == "training":
+        v = view.validating
+        lines.append(Text.assemble(("speed  ", "dim"), (f"validating {v.done:.0%}", "bold cyan"),
+                                   f" of {si(v.tokens)} {view.unit}"))
+    elif view.learning:
         lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · lr {lr_text(view.lr)}"))
     else:  # steps at rate 0 change no weight: the losses printed are not learning
         lines.append(Text.assemble(("speed  ", "dim"), f"{si(view.tokens_per_s)} {view.unit}/s · ",
