@@ -69,34 +69,37 @@ def parse_duration(text: str) -> float:
     return h * 3600 + m * 60 + s
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str, *, zero: bool) -> float:
+    """A finite number above 0, or from 0 (`zero`: 0 means none, for a stop condition)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be {'0 or ' if zero else ''}a positive number, not {text}")
     return value
 
 
+def positive_float(text: str) -> float:
+    return finite_float(text, zero=False)
+
+
 def non_negative_float(text: str) -> float:
+    return finite_float(text, zero=True)
+
+
+def whole_number(text: str, minimum: int, also: str = "") -> int:
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, not {text}")
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}{also}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more{also}, not {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
+    return whole_number(text, 0)
 
 
 AUTO = "auto"
@@ -104,15 +107,7 @@ AUTO = "auto"
 
 def eval_tokens_arg(text: str) -> int:
     """A token count, or `all` (0 in the config: the whole validation split)."""
-    if text.strip().lower() == "all":
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a token count: {text!r} (a whole number, or all)") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, or all, not {text}")
-    return value
+    return 0 if text.strip().lower() == "all" else whole_number(text, 2, also=", or all")
 
 
 def batch_size_arg(text: str) -> int | str:

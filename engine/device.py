@@ -43,6 +43,11 @@ def use_bf16(device: torch.device, precision: str) -> bool:
         if device.type == "cuda":
             return torch.cuda.is_bf16_supported()
         return device.type == "cpu" and cpu_has_native_bf16()
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        # oneDNN then either emulates it, slower than fp32, or has no bf16 LSTM at all (an AVX2 CPU:
+        # "could not create a primitive descriptor" at the first step)
+        raise ConfigError("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), and this one has "
+                          "neither: use --precision fp32 (what auto picks here)")
     return precision == "bf16"
 
 

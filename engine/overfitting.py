@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 PATIENCE = 3  # evaluations without a new best before the run is said to overfit
 RISE = 1e-3  # validation must be this much (relative) above its best: failing to beat it is not overfitting
-WAIT_AFTER_CUT = 2  # evaluations after a cut of the learning rate before the run may be said to overfit
+WAIT_AFTER_CHANGE = 2  # evaluations after a change of the learning rate before the run may be said to overfit
 
 
 @dataclass(frozen=True)
@@ -19,14 +19,15 @@ class Verdict:
 
 def read_history(val: list[tuple[int, float]], train_at_eval: dict[int, float], patience: int = PATIENCE,
                  since_best: int | None = None, first_after_best: int | None = None, *,
-                 since_cut: int | None = None, learning: bool = True) -> Verdict:
+                 since_change: int | None = None, learning: bool = True) -> Verdict:
     """`val`: (step, validation loss) in order; `train_at_eval`: step -> mean training loss over the
     steps before that evaluation. Overfitting: `patience` evaluations or more without a new best,
     the latest more than RISE above the best (a validation that merely stays put is a plateau),
     while the training loss went on falling below what it was at the best. Never while the run is
-    not `learning` (a learning rate of 0 changes no weight), nor within WAIT_AFTER_CUT evaluations of
-    a cut of the learning rate (`since_cut`: evaluations since the last one; None: no cut), which
-    may yet bring validation down. `since_best` and `first_after_best`: the evaluations after the
+    not `learning` (a learning rate of 0 changes no weight), nor within WAIT_AFTER_CHANGE evaluations of
+    a change of the learning rate (`since_change`: evaluations since the last one; None: none yet): a
+    cut may yet bring validation down, and the return to the peak after an open-ended run's first
+    cosine raises it for a while. `since_best` and `first_after_best`: the evaluations after the
     best and the step of the first, when the caller kept them; a thinned `val` holds fewer, and
     maybe not the first."""
     if not val:
@@ -37,7 +38,7 @@ def read_history(val: list[tuple[int, float]], train_at_eval: dict[int, float], 
         since_best = len(val) - 1 - best
     overfitting = None
     risen = val[-1][1] > best_val + RISE * abs(best_val)
-    waited = since_cut is None or since_cut >= WAIT_AFTER_CUT
+    waited = since_change is None or since_change >= WAIT_AFTER_CHANGE
     if since_best >= patience and risen and waited and learning:
         at_best, now = train_at_eval.get(best_step), train_at_eval.get(val[-1][0])
         if at_best is not None and now is not None and now < at_best:

@@ -314,8 +314,9 @@ class RunSetup:
                 self.schedule = Schedule.from_dict(ck["schedule"])
             except (ValueError, TypeError) as e:
                 raise CheckpointError(f"{self.resume_path}: {e}") from None
-        else:
-            self.schedule = schedule.from_old_checkpoint(self.config, position.epoch)
+        # else written before schedules were saved: a run with a limit goes on as it did; an open-ended
+        # one through the cosine of its first 10 epochs (the one it followed), then back at the peak
+        # with the plateau rule where it used to hold its floor: what a fresh Schedule does
         more = {k: v for k, v in self.overrides.items() if k in schedule.LIMITS and v is not None}
         keep = bool(self.overrides.get("keep_schedule"))
         if not more:
@@ -514,6 +515,8 @@ def resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg
     not applied here: they say how much more to train, from where the checkpoint is
     (`RunSetup._resume_schedule`)."""
     config = cfg.from_dict(checkpoint.get("config"))
+    if "schedule" not in checkpoint and config.eval_tokens is None:
+        config.eval_tokens = 0  # written before the validation budget: it read the whole split, and goes on so
     given = {k: v for k, v in overrides.items()
              if v is not None and k not in schedule.LIMITS and k != "keep_schedule"}
     for key, value in given.items():

@@ -2,11 +2,12 @@
 
 A run with a stop condition (--max-steps, --max-epochs, --max-time) warms up, then follows a cosine
 down to min_lr_ratio * lr at the limit. A run without one trains until stopped, so no horizon can
-be known: it warms up, holds the peak rate and divides it by 4 at each evaluation that brings no
-new best validation loss (PyTorch's word language model example does the same), down to a floor of
-the peak / 1024, where it stays. It never reaches 0, so it keeps learning for as long as it runs.
-Measured against the 10-epoch cosine it replaces, on the three bundled corpora (README,
-"The learning rate").
+be known. It warms up and follows the cosine of a 10-epoch run (as it always did: its first
+minutes are those of a short run), down to a floor of the peak / 1024; then it goes back to the
+peak and divides the rate by 4 at each evaluation that brings no new best since (PyTorch's word
+language model example does the same), down to that floor, where it stays. It never reaches 0, so
+it keeps learning for as long as it runs. Measured against the 10-epoch cosine to 0 it replaces,
+on the three bundled corpora (README, "The learning rate").
 
 A resume that gives a new stop condition starts a new segment at that point: a cosine from a
 useful rate down to the floor over the new limit (`Schedule.restart`). The segment, the cuts and
@@ -22,7 +23,8 @@ from typing import Any
 
 from .config import TrainConfig
 
-CUT = 0.25  # an evaluation with no new best divides an open-ended run's rate by 4
+FIRST_COSINE_EPOCHS = 10.0  # an open-ended run first decays over as many epochs as it used to
+CUT = 0.25  # then an evaluation with no new best divides its rate by 4
 FLOOR = CUT**5  # ... five times at most: the peak / 1024, never 0
 LIMITS = ("max_steps", "max_epochs", "max_time")
 
@@ -31,7 +33,7 @@ LIMITS = ("max_steps", "max_epochs", "max_time")
 class Position:
     """Where a run is: steps, epochs and training seconds done."""
 
-    step: int = 0
+    step: float = 0  # a whole number, but for a segment's virtual start (Schedule.restart)
     epoch: float = 0.0
     seconds: float = 0.0
 
@@ -96,14 +98,19 @@ class Schedule:
     """The learning rate of a run, and the state it keeps (saved in checkpoints).
 
     `start` and `start_scale`: where the current segment began and its rate there, as a fraction
-    of the peak (a fresh run: step 0 and 1). `scale`: an open-ended run's rate after its cuts.
-    `since_cut`: evaluations since the last cut (None: none yet)."""
+    of the peak (a fresh run: step 0 and 1). An open-ended segment first follows a cosine over
+    `cosine_epochs` (10 for a fresh run: what a 10-epoch run would do, so its first minutes are as
+    good as a short run's), then goes back to the peak and keeps to the plateau rule: `scale` is
+    its rate after its cuts, `best` the best validation since it began. `since_change`:
+    evaluations since the last cut or the return to the peak (None: neither yet)."""
 
     start: Position = field(default_factory=Position)
     start_scale: float = 1.0
     scale: float = 1.0
+    cosine_epochs: float = FIRST_COSINE_EPOCHS
+    best: float | None = None
     cuts: int = 0
-    since_cut: int | None = None
+    since_change: int | None = None
     kept: bool = False  # --keep-schedule: the segment holds start_scale
 
     def rate(self, config: TrainConfig, position: Position) -> float:
@@ -114,44 +121,76 @@ class Schedule:
         if self.kept:
             return config.lr * self.start_scale
         fraction = limit_fraction(config, position, self.start)
-        if fraction is None:
-            return config.lr * self.scale
-        return cosine(config.lr * self.start_scale, config.lr * config.min_lr_ratio, fraction)
+        if fraction is not None:
+            return cosine(config.lr * self.start_scale, config.lr * config.min_lr_ratio, fraction)
+        if self.in_first_cosine(position):  # as a 10-epoch run would, but never to 0
+            return cosine(config.lr * self.start_scale, config.lr * max(config.min_lr_ratio, FLOOR),
+                          (position.epoch - self.start.epoch) / self.cosine_epochs)
+        return config.lr * self.scale
 
-    def after_evaluation(self, config: TrainConfig, improved: bool) -> str | None:
-        """Note an evaluation; an open-ended run's rate is cut when it brought no new best. Returns
-        what changed, in words, or None."""
-        if self.since_cut is not None:
-            self.since_cut += 1
-        if improved or has_limit(config) or not config.lr_decay or self.kept or self.scale <= FLOOR:
+    def in_first_cosine(self, position: Position) -> bool:
+        return position.epoch - self.start.epoch < self.cosine_epochs
+
+    def after_evaluation(self, config: TrainConfig, position: Position, value: float) -> str | None:
+        """Note an evaluation of validation loss `value`. An open-ended run past its first cosine
+        cuts its rate when the evaluation does not beat the best since then. Returns what changed,
+        in words, or None."""
+        if self.since_change is not None:
+            self.since_change += 1
+        if has_limit(config) or not config.lr_decay or self.kept or self.in_first_cosine(position):
+            return None
+        if self.best is None:  # the first evaluation back at the peak
+            self.best, self.since_change = value, 0
+            return (f"after the first {self.cosine_epochs:g} epochs' cosine, the learning rate is back at "
+                    f"{config.lr * self.scale:.2e}; from here each evaluation that brings no new best divides it "
+                    "by 4")
+        if value < self.best:
+            self.best = value
+            return None
+        if self.scale <= FLOOR:
             return None
         before = config.lr * self.scale
         self.scale = max(FLOOR, self.scale * CUT)
         self.cuts += 1
-        self.since_cut = 0
+        self.since_change = 0
         floor = " (its floor: it stays there)" if self.scale <= FLOOR else ""
         return (f"no new best validation: learning rate cut to {config.lr * self.scale:.2e} from "
                 f"{before:.2e}{floor}")
 
     def restart(self, config: TrainConfig, position: Position, current: float, keep: bool) -> str:
-        """A new segment from `position`, after a resume that changed the stop conditions. It starts
-        at the rate a run planned from step 0 to the new limit would have here, or at the current
-        rate where that is higher (never lower than where the run is); an open-ended continuation
-        is planned as long again as the run so far. `keep`: hold the current rate instead."""
-        self.start, self.since_cut, self.kept = position, None, keep
+        """A new segment from `position`, after a resume that changed the stop conditions.
+
+        With a limit: the rest of a cosine from the peak that reaches the floor at the new limit and
+        passes, now, through the rate a run planned from step 0 to that limit would have here, or
+        through the current rate where that is higher (never lower than where the run is). Planned,
+        it is that run's own cosine (`start` at 0): a run stopped and given the steps it lacked
+        trains as if it had been given them from the start. Higher, the cosine starts at a virtual
+        point before `position`. Open-ended: the plateau rule at once, from the rate a run planned
+        as long again as this one so far would have (half way down), or the current one.
+        `keep`: hold the current rate instead."""
+        self.since_change, self.kept, self.cosine_epochs, self.best = None, keep, 0.0, None
+        self.start, self.start_scale = position, 1.0
         floor = config.min_lr_ratio
         if keep:
             self.start_scale = self.scale = current / config.lr
             return f"the learning rate stays at {current:.2e}, where the run's schedule left it (--keep-schedule)"
-        fractions = [position.of(limit) / getattr(config, limit) for limit in LIMITS if getattr(config, limit)]
-        planned = cosine(1.0, floor, min(1.0, max(fractions)) if fractions else 0.5)
-        self.start_scale = self.scale = max(planned, current / config.lr)
-        if self.scale > 1:
-            self.start_scale = self.scale = 1.0
+        limits = [limit for limit in LIMITS if getattr(config, limit)]
+        planned_at = max((position.of(limit) / getattr(config, limit) for limit in limits), default=0.5)
+        planned = cosine(1.0, floor, min(1.0, planned_at))
+        self.scale = min(1.0, max(planned, current / config.lr))
         rate = config.lr * self.scale
-        if fractions:
-            return f"a new cosine over the new limit, from {rate:.2e} down to {config.lr * floor:.2e}"
-        return f"open-ended from here: {rate:.2e}, divided by 4 at each evaluation without a new best"
+        if not limits:
+            return f"training until stopped from here: {rate:.2e}, divided by 4 at each evaluation without a new best"
+        if self.scale <= planned:
+            self.start = Position()
+            return (f"a new cosine from {rate:.2e} (where a run planned for the new limit would be now) down to "
+                    f"{config.lr * floor:.2e} at the limit")
+        # where a cosine through `rate` now must have started to reach the floor at each limit
+        x = math.acos(min(1.0, max(-1.0, 2 * (self.scale - floor) / (1 - floor) - 1))) / math.pi
+        virtual = {limit: (position.of(limit) - x * getattr(config, limit)) / (1 - x) for limit in limits}
+        self.start = Position(virtual.get("max_steps", position.step), virtual.get("max_epochs", position.epoch),
+                              virtual.get("max_time", position.seconds))
+        return f"a new cosine from {rate:.2e} (the rate the run is at) down to {config.lr * floor:.2e} at the limit"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,22 +203,14 @@ class Schedule:
         start = data["start"]
         if not isinstance(start, dict) or set(start) != {"step", "epoch", "seconds"}:
             raise ValueError("schedule start is malformed")
-        schedule = cls(Position(int(start["step"]), float(start["epoch"]), float(start["seconds"])),
-                       float(data["start_scale"]), float(data["scale"]), int(data["cuts"]),
-                       None if data["since_cut"] is None else int(data["since_cut"]), bool(data["kept"]))
-        numbers = (schedule.start.epoch, schedule.start.seconds, schedule.start_scale, schedule.scale)
-        if not all(math.isfinite(x) and x >= 0 for x in numbers) or schedule.scale > 1 or schedule.start_scale > 1:
+        schedule = cls(Position(float(start["step"]), float(start["epoch"]), float(start["seconds"])),
+                       float(data["start_scale"]), float(data["scale"]), float(data["cosine_epochs"]),
+                       None if data["best"] is None else float(data["best"]), int(data["cuts"]),
+                       None if data["since_change"] is None else int(data["since_change"]), bool(data["kept"]))
+        numbers = (schedule.start_scale, schedule.scale, schedule.cosine_epochs,
+                   0.0 if schedule.best is None else schedule.best)
+        starts = (schedule.start.step, schedule.start.epoch, schedule.start.seconds)  # a virtual start may be < 0
+        if (not all(math.isfinite(x) and x >= 0 for x in numbers) or not all(math.isfinite(x) for x in starts)
+                or schedule.scale > 1 or schedule.start_scale > 1):
             raise ValueError("schedule state is out of range")
         return schedule
-
-
-OLD_OPEN_ENDED_EPOCHS = 10.0  # before the plateau rule, an open-ended run decayed over 10 epochs
-
-
-def from_old_checkpoint(config: TrainConfig, epoch: float) -> Schedule:
-    """The schedule of a checkpoint written before schedules were saved: a run with a limit went
-    on as before; an open-ended one goes on from the rate its 10-epoch cosine had reached."""
-    if has_limit(config) or not config.lr_decay:
-        return Schedule()
-    scale = cosine(1.0, config.min_lr_ratio, min(1.0, epoch / OLD_OPEN_ENDED_EPOCHS))
-    return Schedule(scale=min(1.0, max(FLOOR, scale)))

@@ -365,21 +365,25 @@ class Trainer(Controls, RunSetup):
             self._train_sum, self._train_count = 0.0, 0
         self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
                                                                 train_at_eval)
-        cut = self.schedule.after_evaluation(self.config, is_best)
+        change = self.schedule.after_evaluation(self.config, self._position(), result.nats)
+        since_change = self.schedule.since_change
         verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
-                               first_after_best=self.first_after_best, since_cut=self.schedule.since_cut,
+                               first_after_best=self.first_after_best, since_change=since_change,
                                learning=self._lr() > 0)
         self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
-        if cut is not None:
-            self.emit(Notice(cut))
+        if change is not None:
+            self.emit(Notice(change))
         if is_best:
             self._save(BEST)
+        # A change of the learning rate is a reason to wait: counted from the best or the last change.
         early_stop = self.config.early_stop
-        if early_stop and verdict.since_best >= early_stop:
-            self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations; best.pt is step "
-                                  f"{verdict.best_step}, val {verdict.best_val:.4f}")
+        waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
+        if early_stop and waited >= early_stop:
+            since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
+            self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations{since}; best.pt is "
+                                  f"step {verdict.best_step}, val {verdict.best_val:.4f}")
 
     def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
         config = self.config

@@ -115,7 +115,7 @@ def test_sampling_and_next_tokens_carry_their_state_on_the_gpu(repetitive_text, 
 @pytest.mark.parametrize(("first", "then"), [("cpu", "cuda"), ("cuda", "cpu")])
 def test_a_checkpoint_resumes_on_the_other_device(first, then, repetitive_text, runs_dir):
     Trainer(tiny_config(repetitive_text, max_steps=30, device=first), runs_dir=runs_dir, run_name="moved").run()
-    resumed = Trainer(resume=runs_dir / "moved" / LATEST, overrides={"device": then, "max_steps": 60},
+    resumed = Trainer(resume=runs_dir / "moved" / LATEST, overrides={"device": then, "max_steps": 30},
                       runs_dir=runs_dir)
     resumed.run()
     assert resumed.state == "finished" and resumed.step == 60 and resumed.device.type == then

@@ -10,7 +10,8 @@ from charrnn_tui.engine import run_setup as trainer_module
 from charrnn_tui.engine.batch_size import largest_fitting, with_headroom
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.data import make_batcher
-from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.device import cpu_has_native_bf16
+from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.events import Notice, Progress
 from charrnn_tui.engine.model import CharRNN
 from charrnn_tui.engine.runs import LATEST
@@ -124,7 +125,7 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     monkeypatch.undo()
     events.clear()
     epoch_at_save = trainer.batcher.epoch_float
-    resumed = Trainer(resume=runs_dir / "oom" / LATEST, overrides={"batch_size": 4, "max_steps": 30},
+    resumed = Trainer(resume=runs_dir / "oom" / LATEST, overrides={"batch_size": 4, "max_steps": 7},
                       runs_dir=runs_dir, on_event=events.append)
     resumed.run()
     assert resumed.state == "finished" and resumed.config.batch_size == 4 and resumed.step == 30
@@ -180,10 +181,18 @@ def test_a_run_resumed_after_running_out_of_memory_matches_one_that_never_did(re
     assert list(resumed.losses.recent) == pytest.approx(list(clean.losses.recent), abs=1e-6)
 
 
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 def test_a_run_trained_in_bf16_resumes_in_fp32(repetitive_text, runs_dir):
     first = Trainer(tiny_config(repetitive_text, precision="bf16", max_steps=3), runs_dir=runs_dir, run_name="b")
     first.run()
     assert load_checkpoint(runs_dir / "b" / LATEST)["train_state"][0].dtype == torch.float32
-    resumed = Trainer(resume=runs_dir / "b" / LATEST, overrides={"precision": "fp32", "max_steps": 6},
+    resumed = Trainer(resume=runs_dir / "b" / LATEST, overrides={"precision": "fp32", "max_steps": 3},
                       runs_dir=runs_dir)
     assert resumed.run() == "finished" and resumed.step == 6
+
+
+@pytest.mark.skipif(cpu_has_native_bf16(), reason="this CPU has native bf16: --precision bf16 runs on it")
+def test_bf16_on_a_cpu_without_it_is_refused_in_one_line(repetitive_text, runs_dir):
+    with pytest.raises(ConfigError, match="--precision bf16 needs a CPU with native bf16"):
+        Trainer(tiny_config(repetitive_text, precision="bf16", max_steps=3), runs_dir=runs_dir).run()
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())

@@ -26,14 +26,31 @@ def _preset(name: str, **overrides) -> cfg.TrainConfig:
     return dataclasses.replace(cfg.apply_preset(cfg.TrainConfig(), name), **overrides)
 
 
+AFTER = Position(step=100_000, epoch=12.0, seconds=3600.0)  # past the first cosine's 10 epochs
+
+
 @pytest.mark.parametrize("preset", list(cfg.PRESETS))
 def test_an_open_ended_run_on_every_preset_still_learns_after_100_epochs_without_a_new_best(preset):
     config = _preset(preset)
     rule = Schedule()
-    for evaluation in range(400):  # 100 epochs at four evaluations an epoch, none of them a new best
-        rule.after_evaluation(config, improved=evaluation == 0)
+    for evaluation in range(400):  # 100 epochs at four evaluations an epoch, none a new best after the first
+        epoch = evaluation / 4
+        rule.after_evaluation(config, Position(step=evaluation * 100, epoch=epoch), 2.0 - (epoch < 10))
     rate = rule.rate(config, Position(step=100_000, epoch=100.0, seconds=36_000.0))
-    assert rate == pytest.approx(config.lr * FLOOR) and rate > 0
+    assert rate == pytest.approx(config.lr * FLOOR) and rate > 0 and rule.cuts == 5
+
+
+def test_an_open_ended_run_first_follows_the_cosine_of_a_10_epoch_run_then_goes_back_to_the_peak():
+    config = _preset("small", warmup_steps=0)
+    rule = Schedule()
+    assert rule.rate(config, Position(step=10, epoch=0.0)) == pytest.approx(config.lr)
+    assert rule.rate(config, Position(step=10, epoch=5.0)) == pytest.approx(config.lr * (1 + FLOOR) / 2)
+    assert rule.rate(config, Position(step=10, epoch=9.999)) == pytest.approx(config.lr * FLOOR, rel=1e-3)
+    for epoch in range(10):  # evaluations in the first cosine cut nothing
+        assert rule.after_evaluation(config, Position(epoch=epoch + 0.5), 3.0) is None
+    assert rule.rate(config, Position(step=10, epoch=10.0)) == config.lr
+    assert "back at 8.00e-03" in rule.after_evaluation(config, Position(epoch=10.5), 3.0)
+    assert rule.since_change == 0 and rule.cuts == 0
 
 
 def test_a_run_with_a_stop_condition_keeps_its_cosine_to_the_floor():
@@ -42,91 +59,96 @@ def test_a_run_with_a_stop_condition_keeps_its_cosine_to_the_floor():
     assert rule.rate(config, Position(step=0)) == pytest.approx(config.lr / config.warmup_steps)  # warming up
     assert rule.rate(config, Position(step=500)) == pytest.approx(config.lr / 2)
     assert rule.rate(config, Position(step=1000)) == 0.0
-    for _ in range(5):  # evaluations without a new best cut nothing: the limit sets the horizon
-        assert rule.after_evaluation(config, improved=False) is None
-    assert rule.rate(config, Position(step=500)) == pytest.approx(config.lr / 2)
+    for epoch in range(20):  # evaluations without a new best cut nothing: the limit sets the horizon
+        assert rule.after_evaluation(config, Position(step=500, epoch=epoch), 5.0) is None
+    assert rule.rate(config, Position(step=500, epoch=19.0)) == pytest.approx(config.lr / 2)
+
+
+def rates_for(curve: list[float]) -> list[float]:
+    """An open-ended run's rate after each evaluation of a validation curve, past its first cosine."""
+    config = _preset("small", warmup_steps=0)
+    rule, seen = Schedule(), []
+    for value in curve:
+        rule.after_evaluation(config, AFTER, value)
+        seen.append(rule.rate(config, AFTER) / config.lr)
+    return seen
 
 
 def test_the_plateau_rule_on_synthetic_validation_curves():
-    config = _preset("small", warmup_steps=0)
-
-    def rates(curve: list[float]) -> list[float]:
-        rule, best, seen = Schedule(), math.inf, []
-        for value in curve:
-            rule.after_evaluation(config, improved=value < best)
-            best = min(best, value)
-            seen.append(rule.rate(config, Position(step=1)) / config.lr)
-        return seen
-
-    assert rates([3.0, 2.5, 2.2, 2.0, 1.9]) == [1.0] * 5  # still improving: the peak holds
+    assert rates_for([3.0, 2.5, 2.2, 2.0, 1.9]) == [1.0] * 5  # still improving: the peak holds
     # a plateau: each evaluation without a new best divides the rate by 4, down to the floor
-    assert rates([2.0, 2.0, 2.1, 2.0, 2.05, 2.2, 2.3, 2.4]) == [1, CUT, CUT**2, CUT**3, CUT**4, FLOOR, FLOOR, FLOOR]
+    assert rates_for([2.0, 2.0, 2.1, 2.0, 2.05, 2.2, 2.3, 2.4]) == [1, CUT, CUT**2, CUT**3, CUT**4, FLOOR, FLOOR,
+                                                                    FLOOR]
     # a cut that brings a new best holds the lower rate until the next evaluation without one
-    assert rates([2.0, 2.1, 1.9, 1.8, 1.85]) == [1, CUT, CUT, CUT, CUT**2]
+    assert rates_for([2.0, 2.1, 1.9, 1.8, 1.85]) == [1, CUT, CUT, CUT, CUT**2]
 
 
 @settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.floats(0.5, 5.0), min_size=1, max_size=60))
 def test_the_rate_of_an_open_ended_run_only_falls_and_never_below_the_floor(curve):
-    config = _preset("small", warmup_steps=0)
-    rule, best, previous = Schedule(), math.inf, config.lr
-    for value in curve:
-        rule.after_evaluation(config, improved=value < best)
-        best = min(best, value)
-        rate = rule.rate(config, Position(step=10))
-        assert config.lr * FLOOR <= rate <= previous
-        previous = rate
+    rates = rates_for(curve)
+    assert rates == sorted(rates, reverse=True) and min(rates) >= FLOOR
 
 
 def test_a_schedule_round_trips_and_a_broken_one_is_refused():
-    rule = Schedule(Position(40, 2.5, 12.0), 0.5, 0.25, 3, 1, False)
+    rule = Schedule(Position(40, 2.5, 12.0), 0.5, 0.25, 0.0, 1.5, 3, 1, False)
     assert Schedule.from_dict(rule.to_dict()) == rule
     for broken in ({}, {**rule.to_dict(), "scale": 2.0}, {**rule.to_dict(), "scale": float("nan")},
-                   {**rule.to_dict(), "start": {"step": 1}}, {**rule.to_dict(), "extra": 1}, []):
+                   {**rule.to_dict(), "start": {"step": 1}}, {**rule.to_dict(), "extra": 1}, [],
+                   {**rule.to_dict(), "best": float("inf")}, {**rule.to_dict(), "cosine_epochs": -1.0}):
         with pytest.raises(ValueError):
             Schedule.from_dict(broken)
 
 
-def test_an_old_open_ended_checkpoint_goes_on_from_the_rate_its_cosine_had_reached():
-    config = _preset("small")
-    assert schedule.from_old_checkpoint(config, 5.0).scale == pytest.approx(0.5)
-    assert schedule.from_old_checkpoint(config, 20.0).scale == FLOOR  # it had reached 0: the floor instead
-    assert schedule.from_old_checkpoint(_preset("small", max_steps=10), 5.0) == Schedule()
-
-
 # ---- the rule in a training run --------------------------------------------------------------------
-def _open_ended(repetitive_text, **overrides):
-    # eval every 5 steps with a rate so high that validation soon stops improving: cuts come quickly
-    return tiny_config(repetitive_text, lr=0.05, eval_interval=5, report_interval=1e-9, **overrides)
+@pytest.fixture
+def unlike_text(tmp_path):
+    """A repetitive text whose validation part (the last 10%) is unlike it: once the model knows the
+    rest by heart, validation only gets worse, so an open-ended run cuts its rate."""
+    import random
+
+    rng = random.Random(7)
+    path = tmp_path / "unlike.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog. " * 54
+                    + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz .") for _ in range(270)))
+    return path
 
 
-def test_an_open_ended_run_cuts_its_rate_when_validation_stops_improving(repetitive_text, runs_dir):
+def _open_ended(text, **overrides):
+    # 38 steps an epoch, so the first cosine ends at step 380; then an evaluation every 5 steps
+    return tiny_config(text, lr=0.05, eval_interval=5, report_interval=1e-9, **overrides)
+
+
+def test_an_open_ended_run_cuts_its_rate_when_validation_stops_improving(unlike_text, runs_dir):
     events: list = []
     trainer: Trainer
 
     def on_event(e):
         events.append(e)
-        if isinstance(e, Progress) and e.step >= 200:
+        if isinstance(e, Progress) and e.step >= 600:
             trainer.stop(save=False)
 
-    trainer = Trainer(_open_ended(repetitive_text), runs_dir=runs_dir, on_event=on_event)
+    trainer = Trainer(_open_ended(unlike_text), runs_dir=runs_dir, on_event=on_event)
     trainer.run()
-    cuts = [e.message for e in events if isinstance(e, Notice) and "learning rate cut" in e.message]
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    cuts = [m for m in notes if "learning rate cut" in m]
     assert cuts and trainer.schedule.cuts == len(cuts)
-    rates = [e.lr for e in events if isinstance(e, Progress)]
-    assert min(rates) >= 0.05 * FLOOR and rates[-1] < 0.05
-    evaluations = [e for e in events if isinstance(e, Evaluated)]
-    assert len(evaluations) == 40
+    assert sum("back at 5.00e-02" in m for m in notes) == 1
+    rates = {e.step: e.lr for e in events if isinstance(e, Progress)}
+    after = next(s for s in sorted(rates) if rates.get(s + 1, 0.0) > rates[s])  # the return to the peak
+    assert 370 <= after <= 390 and rates[after + 1] == 0.05
+    assert min(rates.values()) >= 0.05 * FLOOR and rates[600] < 0.05
+    assert len([e for e in events if isinstance(e, Evaluated)]) == 120
 
 
-def test_a_resume_in_the_middle_of_a_reduced_rate_continues_it_exactly(repetitive_text, runs_dir):
-    config = _open_ended(repetitive_text)
-    whole = step_losses(stop_at=120, config=config, runs_dir=runs_dir, run_name="whole")
-    step_losses(stop_at=60, config=config, runs_dir=runs_dir, run_name="part")
+def test_a_resume_in_the_middle_of_a_reduced_rate_continues_it_exactly(unlike_text, runs_dir):
+    config = _open_ended(unlike_text)
+    whole = step_losses(stop_at=600, config=config, runs_dir=runs_dir, run_name="whole")
+    step_losses(stop_at=500, config=config, runs_dir=runs_dir, run_name="part")
     saved = load_checkpoint(runs_dir / "part" / LATEST)
     assert saved["schedule"]["cuts"] >= 1  # stopped with its rate reduced
-    rest = step_losses(stop_at=120, resume=runs_dir / "part" / LATEST, runs_dir=runs_dir)
-    assert min(rest) == 61 and all(rest[s] == whole[s] for s in rest)
+    rest = step_losses(stop_at=600, resume=runs_dir / "part" / LATEST, runs_dir=runs_dir)
+    assert min(rest) == 501 and all(rest[s] == whole[s] for s in rest)
 
 
 def _finished(repetitive_text, runs_dir, **overrides):
@@ -141,12 +163,26 @@ def test_a_resume_with_a_new_limit_trains_that_much_more_from_a_useful_rate(repe
     trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 90}, on_event=events.append)
     assert trainer.run() == "finished" and trainer.step == 120
     notes = [e.message for e in events if isinstance(e, Notice) and e.message.startswith("resumed")]
-    assert notes == ["resumed at step 30: 90 steps more, to max-steps 120 (was max-steps 30); a new cosine over the "
-                     "new limit, from 8.54e-03 down to 0.00e+00"]
+    assert notes == ["resumed at step 30: 90 steps more, to max-steps 120 (was max-steps 30); a new cosine from "
+                     "8.54e-03 (where a run planned for the new limit would be now) down to 0.00e+00 at the limit"]
+    rates = {e.step: e.lr for e in events if isinstance(e, Progress)}
+    # the cosine of a run planned for 120 steps from the start, from step 30 on
+    assert rates == {step: pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * step / 120)), abs=1e-12)
+                     for step in range(31, 121)}
+
+
+def test_a_resume_from_a_higher_rate_than_planned_anneals_from_there(unlike_text, runs_dir):
+    """An open-ended run still at its peak, given 20 steps more: the rest of a cosine through the
+    peak now, down to the floor at the limit (not the low rate a run planned for 20 more would have)."""
+    step_losses(stop_at=100, config=_open_ended(unlike_text, min_lr_ratio=0.0), runs_dir=runs_dir, run_name="o")
+    events: list = []
+    trainer = Trainer(resume=runs_dir / "o" / LATEST, runs_dir=runs_dir, overrides={"max_steps": 20},
+                      on_event=events.append)
+    assert trainer.run() == "finished" and trainer.step == 120
     rates = [e.lr for e in events if isinstance(e, Progress)]
-    # the rate a run planned for 120 steps would have at step 30, then down the cosine to 0 at step 120
-    assert rates[0] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 31 / 120)), rel=0.02)
-    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-9)
+    now = trainer.schedule.rate(trainer.config, Position(step=100, epoch=0.0))
+    assert rates[0] < now and rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-9)
+    assert any("(the rate the run is at)" in e.message for e in events if isinstance(e, Notice))
 
 
 def test_a_limit_can_be_cleared_and_the_run_trains_until_stopped(repetitive_text, runs_dir):
@@ -197,3 +233,26 @@ def test_the_eta_counts_the_time_evaluations_take_besides_training():
     assert schedule.wall_eta(10.0, trained=20.0, overhead=0.0, final_evaluation=0.0) == 10.0
     # evaluations took as long again as training so far, and the last one 4 s: twice the training left, and one more
     assert schedule.wall_eta(10.0, trained=20.0, overhead=20.0, final_evaluation=4.0) == 24.0
+
+
+def test_a_checkpoint_from_before_schedules_were_saved_resumes_as_it_ran(repetitive_text, runs_dir):
+    """Open-ended: from the rate its 10-epoch cosine had reached; validation: the whole split, as it read it."""
+    config = tiny_config(repetitive_text, eval_interval=10, report_interval=1e-9)
+    step_losses(stop_at=200, config=config, runs_dir=runs_dir, run_name="old")  # five epochs
+    path = runs_dir / "old" / LATEST
+    ck = load_checkpoint(path)
+    del ck["schedule"]
+    save_checkpoint(ck, path)
+    trainer: Trainer
+    seen: list[tuple[float, float]] = []
+
+    def on_event(e):
+        if isinstance(e, Progress):
+            seen.append((e.epoch, e.lr))
+            trainer.stop(save=False)
+
+    trainer = Trainer(resume=path, runs_dir=runs_dir, on_event=on_event)
+    trainer.run()
+    epoch, rate = seen[0]
+    assert 4 < epoch < 6 and rate == pytest.approx(schedule.cosine(0.01, 0.001, epoch / 10), rel=0.01)
+    assert trainer.config.eval_tokens == 0

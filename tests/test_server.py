@@ -232,7 +232,7 @@ def test_every_event_survives_the_wire():
         ev.SampleFinished(2, "a cat", (0.5, 0.25), (1, 4), 5, ((0, 5),)),
         ev.NextTokens("the ca", (("t", 0.75), (" ", 0.125)), (0.5, 0.25, 0.125), (1,) * 6, ("'é' -> 'e'",)),
         ev.CheckpointSaved("/p", 3, "latest", 1.0), ev.StateChanged("paused", "why"),
-        ev.SettingsChanged(0.9), ev.Notice("hello", "warning"),
+        ev.SettingsChanged(0.9), ev.Notice("hello", "warning"), ev.Validating(3, 0.25, 1000),
     ]
     assert set(protocol.EVENT_TYPES) == {type(e).__name__ for e in samples}
     for event in samples:

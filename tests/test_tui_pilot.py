@@ -247,7 +247,7 @@ async def test_resume_reopens_the_run_with_its_history_and_samples(repetitive_te
     first = Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=20, sample_interval=0.001,
                                 sample_length=20, report_interval=0.05), runs_dir=runs_dir, run_name="again")
     assert first.run() == "finished"
-    run = LocalRun(None, runs_dir, None, resume=runs_dir / "again" / LATEST, overrides={"max_steps": 80})
+    run = LocalRun(None, runs_dir, None, resume=runs_dir / "again" / LATEST, overrides={"max_steps": 20})
     app = app_for(run, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view.info is not None, what="start")

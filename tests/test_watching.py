@@ -60,12 +60,12 @@ def test_overfitting_is_validation_risen_above_its_best_while_training_loss_fall
 
 
 def test_overfitting_is_never_said_while_the_rate_is_0_nor_just_after_a_cut():
-    from charrnn_tui.engine.overfitting import WAIT_AFTER_CUT
+    from charrnn_tui.engine.overfitting import WAIT_AFTER_CHANGE
 
     val, train = [(10, 2.0), (20, 1.5), (30, 1.6), (40, 1.7), (50, 1.8)], {20: 1.4, 50: 1.0}
     assert read_history(val, train, learning=False).overfitting_since is None
-    assert read_history(val, train, since_cut=WAIT_AFTER_CUT - 1).overfitting_since is None
-    assert read_history(val, train, since_cut=WAIT_AFTER_CUT).overfitting_since == 30
+    assert read_history(val, train, since_change=WAIT_AFTER_CHANGE - 1).overfitting_since is None
+    assert read_history(val, train, since_change=WAIT_AFTER_CHANGE).overfitting_since == 30
 
 
 def test_a_run_whose_rate_reached_0_is_never_said_to_overfit(repetitive_text, runs_dir):
