@@ -58,9 +58,9 @@ def limit_reached(config: TrainConfig, step: int, epoch: float, seconds: float) 
     if config.max_steps and step >= config.max_steps:
         return f"reached max-steps {config.max_steps}"
     if config.max_epochs and epoch >= config.max_epochs:
-        return f"reached max-epochs {config.max_epochs:g}"
+        return f"reached max-epochs {config.max_epochs:.3g}"
     if config.max_time and seconds >= config.max_time:
-        return f"reached max-time {config.max_time:g}s"
+        return f"reached max-time {seconds_text(config.max_time)}"
     return None
 
 
@@ -68,13 +68,18 @@ def describe_limits(config: TrainConfig, start: Position | None = None) -> str:
     """The stop conditions in words ("until stopped" without any); with `start`, how much more
     each one is from there."""
     words = []
-    for limit, unit, fmt in (("max_steps", " steps", "{:,.0f}"), ("max_epochs", " epochs", "{:g}"),
-                             ("max_time", "s", "{:g}")):
+    for limit, amount in (("max_steps", lambda n: f"{n:,.0f} steps"), ("max_epochs", lambda n: f"{n:.3g} epochs"),
+                          ("max_time", seconds_text)):
         end = getattr(config, limit)
         if end:
-            more = f"{fmt.format(end - start.of(limit))}{unit} more, to " if start is not None else ""
-            words.append(f"{more}{limit.replace('_', '-')} {fmt.format(end)}")
+            more = f"{amount(end - start.of(limit))} more, to " if start is not None else ""
+            words.append(f"{more}{limit.replace('_', '-')} {amount(end).split()[0]}")
     return ", ".join(words) if words else "training until stopped"
+
+
+def seconds_text(seconds: float) -> str:
+    """Training time as a limit is told: 0.5s, 8.0s, 620s."""
+    return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
 
 
 def wall_eta(training_left: float, trained: float, overhead: float, final_evaluation: float) -> float:
@@ -139,8 +144,10 @@ class Schedule:
             self.since_change += 1
         if has_limit(config) or not config.lr_decay or self.kept or self.in_first_cosine(position):
             return None
-        if self.best is None:  # the first evaluation back at the peak
+        if self.best is None:  # the first evaluation of the plateau rule: back at the peak after the first cosine
             self.best, self.since_change = value, 0
+            if not self.cosine_epochs:  # a resume that cleared the limits said what it does
+                return None
             return (f"after the first {self.cosine_epochs:g} epochs' cosine, the learning rate is back at "
                     f"{config.lr * self.scale:.2e}; from here each evaluation that brings no new best divides it "
                     "by 4")

@@ -256,3 +256,13 @@ def test_a_checkpoint_from_before_schedules_were_saved_resumes_as_it_ran(repetit
     epoch, rate = seen[0]
     assert 4 < epoch < 6 and rate == pytest.approx(schedule.cosine(0.01, 0.001, epoch / 10), rel=0.01)
     assert trainer.config.eval_tokens == 0
+
+
+def test_limits_are_told_as_amounts_more_and_totals():
+    config = _preset("small", max_steps=1_500, max_epochs=3.11194, max_time=620.4)
+    start = Position(step=500, epoch=1.0, seconds=20.4)
+    assert schedule.describe_limits(config, start) == ("1,000 steps more, to max-steps 1,500, 2.11 epochs more, to "
+                                                       "max-epochs 3.11, 600s more, to max-time 620s")
+    assert schedule.describe_limits(_preset("small")) == "training until stopped"
+    assert schedule.limit_reached(config, 0, 3.2, 0.0) == "reached max-epochs 3.11"
+    assert schedule.limit_reached(_preset("small", max_time=8.02302), 0, 0.0, 9.0) == "reached max-time 8.0s"
