@@ -180,6 +180,16 @@ def from_dict(data: Any) -> TrainConfig:
     return config
 
 
+def from_checkpoint(checkpoint: dict[str, Any]) -> TrainConfig:
+    """The config a checkpoint's run ran with. One written before the validation budget (it holds no
+    schedule: both came together) validated on the whole split, and goes on doing so, so that its
+    figures and best.pt still compare."""
+    config = from_dict(checkpoint.get("config"))
+    if "schedule" not in checkpoint and config.eval_tokens is None:
+        config.eval_tokens = 0
+    return config
+
+
 # Fields that older checkpoints hold and that no longer mean anything: read and dropped. `compile`
 # never had a flag or code; torch.compile measured no faster (it breaks its graph at nn.LSTM).
 RETIRED_FIELDS = frozenset({"compile"})

@@ -26,7 +26,7 @@ class LoadedModel:
 
 def load_model(path: Path, device: str = "auto") -> LoadedModel:
     checkpoint = load_checkpoint(path)
-    config = cfg.from_dict(checkpoint.get("config"))
+    config = cfg.from_checkpoint(checkpoint)
     vocab = vocab_from_dict(checkpoint.get("vocab"))
     if config.model.vocab_size != len(vocab):
         raise CheckpointError(f"{path}: vocabulary size does not match the model")

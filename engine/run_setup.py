@@ -514,9 +514,7 @@ def resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg
     never silently dropped (`model.` keys name model fields). Stop conditions and keep_schedule are
     not applied here: they say how much more to train, from where the checkpoint is
     (`RunSetup._resume_schedule`)."""
-    config = cfg.from_dict(checkpoint.get("config"))
-    if "schedule" not in checkpoint and config.eval_tokens is None:
-        config.eval_tokens = 0  # written before the validation budget: it read the whole split, and goes on so
+    config = cfg.from_checkpoint(checkpoint)
     given = {k: v for k, v in overrides.items()
              if v is not None and k not in schedule.LIMITS and k != "keep_schedule"}
     for key, value in given.items():

@@ -2,11 +2,11 @@
 
 A run with a stop condition (--max-steps, --max-epochs, --max-time) warms up, then follows a cosine
 down to min_lr_ratio * lr at the limit. A run without one trains until stopped, so no horizon can
-be known. It warms up and follows the cosine of a 10-epoch run (as it always did: its first
-minutes are those of a short run), down to a floor of the peak / 1024; then it goes back to the
-peak and divides the rate by 4 at each evaluation that brings no new best since (PyTorch's word
-language model example does the same), down to that floor, where it stays. It never reaches 0, so
-it keeps learning for as long as it runs. Measured against the 10-epoch cosine to 0 it replaces,
+be known. It warms up and follows the cosine of a 10-epoch run, exactly as it always did (its
+first minutes are those of a short run); then it goes back to the peak and divides the rate by 4
+at each evaluation that brings no new best since (PyTorch's word language model example does the
+same), down to a floor of the peak / 1024, where it stays. It never reaches 0, so it keeps
+learning for as long as it runs. Measured against the 10-epoch cosine to 0 it replaces,
 on the three bundled corpora (README, "The learning rate").
 
 A resume that gives a new stop condition starts a new segment at that point: a cosine from a
@@ -128,8 +128,8 @@ class Schedule:
         fraction = limit_fraction(config, position, self.start)
         if fraction is not None:
             return cosine(config.lr * self.start_scale, config.lr * config.min_lr_ratio, fraction)
-        if self.in_first_cosine(position):  # as a 10-epoch run would, but never to 0
-            return cosine(config.lr * self.start_scale, config.lr * max(config.min_lr_ratio, FLOOR),
+        if self.in_first_cosine(position):  # as a 10-epoch run would (0 only at its end, where the peak is back)
+            return cosine(config.lr * self.start_scale, config.lr * config.min_lr_ratio,
                           (position.epoch - self.start.epoch) / self.cosine_epochs)
         return config.lr * self.scale
 

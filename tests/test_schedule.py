@@ -44,8 +44,9 @@ def test_an_open_ended_run_first_follows_the_cosine_of_a_10_epoch_run_then_goes_
     config = _preset("small", warmup_steps=0)
     rule = Schedule()
     assert rule.rate(config, Position(step=10, epoch=0.0)) == pytest.approx(config.lr)
-    assert rule.rate(config, Position(step=10, epoch=5.0)) == pytest.approx(config.lr * (1 + FLOOR) / 2)
-    assert rule.rate(config, Position(step=10, epoch=9.999)) == pytest.approx(config.lr * FLOOR, rel=1e-3)
+    # exactly the old rule's cosine (to min_lr_ratio: 0 for small), so the first minutes are as they were
+    assert rule.rate(config, Position(step=10, epoch=5.0)) == pytest.approx(config.lr / 2)
+    assert 0 < rule.rate(config, Position(step=10, epoch=9.999)) < config.lr * 1e-6
     for epoch in range(10):  # evaluations in the first cosine cut nothing
         assert rule.after_evaluation(config, Position(epoch=epoch + 0.5), 3.0) is None
     assert rule.rate(config, Position(step=10, epoch=10.0)) == config.lr
