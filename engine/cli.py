@@ -543,9 +543,8 @@ def defaults_here(argv: list[str]) -> tuple[str, dict[str, str]]:
     }
     if config.fit_eval_interval:
         values["eval_interval"] = f"{config.eval_interval}, or one epoch where that is shorter"
-        if config.tokens == "char":
-            train_tokens = int(len(corpus.text) * (1 - config.val_fraction))
-            epoch = max(1, round(train_tokens / (config.batch_size * config.seq_len)))
+        if config.tokens == "char":  # tokens are characters: an epoch is known before the vocabulary
+            epoch = cfg.fitted_eval_interval(config, int(len(corpus.text) * (1 - config.val_fraction)))
             if epoch < config.eval_interval:
                 values["eval_interval"] = f"{epoch}: one epoch, shorter than the preset's {config.eval_interval}"
     note = (f"The defaults shown are those that will run here: preset {config.preset} on this "

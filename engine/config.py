@@ -149,6 +149,14 @@ def fit_to_corpus(config: TrainConfig, corpus_chars: int | None, *, preset_model
     return dataclasses.replace(config, model=dataclasses.replace(model, hidden=hidden, dropout=dropout))
 
 
+def fitted_eval_interval(config: TrainConfig, train_tokens: int) -> int:
+    """The preset's evaluation interval, or one epoch where that is shorter: an open-ended run cuts
+    its rate at evaluations, and a small corpus (the jokes: 28 steps an epoch) would otherwise pass
+    18 epochs between two of them."""
+    steps_per_epoch = train_tokens / (config.batch_size * config.seq_len)
+    return max(1, min(config.eval_interval, round(steps_per_epoch)))
+
+
 def preset_for_device(device_type: str) -> str:
     return "large" if device_type == "cuda" else "small"
 

@@ -125,7 +125,7 @@ class RunSetup:
         self.first_after_best: int | None = None  # the step of the first evaluation after the best
         self.schedule = Schedule()
         if checkpoint is None and config.fit_eval_interval:
-            config.eval_interval = fitted_eval_interval(config, len(train_ids))
+            config.eval_interval = cfg.fitted_eval_interval(config, len(train_ids))
         failed: CharRNNError | None = None
         try:
             if world.leader:
@@ -499,14 +499,6 @@ def checkpoint_bytes(model: CharRNN, optimizer: torch.optim.Optimizer) -> int:
     weights = sum(p.numel() for p in model.parameters())
     per_weight = 2 if isinstance(optimizer, torch.optim.AdamW) else 1
     return 4 * weights * (1 + per_weight)
-
-
-def fitted_eval_interval(config: cfg.TrainConfig, train_tokens: int) -> int:
-    """The preset's evaluation interval, or one epoch where that is shorter: an open-ended run cuts
-    its rate at evaluations, and a small corpus (the jokes: 28 steps an epoch) would otherwise pass
-    18 epochs between two of them."""
-    steps_per_epoch = train_tokens / (config.batch_size * config.seq_len)
-    return max(1, min(config.eval_interval, round(steps_per_epoch)))
 
 
 def resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg.TrainConfig:

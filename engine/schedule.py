@@ -102,21 +102,20 @@ def cosine(top: float, floor: float, fraction: float) -> float:
 class Schedule:
     """The learning rate of a run, and the state it keeps (saved in checkpoints).
 
-    `start` and `start_scale`: where the current segment began and its rate there, as a fraction
-    of the peak (a fresh run: step 0 and 1). An open-ended segment first follows a cosine over
+    `start`: where the current segment's cosine began (a fresh run: step 0; after a resume, maybe a
+    virtual point before it, see `restart`). An open-ended segment first follows a cosine over
     `cosine_epochs` (10 for a fresh run: what a 10-epoch run would do, so its first minutes are as
     good as a short run's), then goes back to the peak and keeps to the plateau rule: `scale` is
     its rate after its cuts, `best` the best validation since it began. `since_change`:
     evaluations since the last cut or the return to the peak (None: neither yet)."""
 
     start: Position = field(default_factory=Position)
-    start_scale: float = 1.0
     scale: float = 1.0
     cosine_epochs: float = FIRST_COSINE_EPOCHS
     best: float | None = None
     cuts: int = 0
     since_change: int | None = None
-    kept: bool = False  # --keep-schedule: the segment holds start_scale
+    kept: bool = False  # --keep-schedule: the segment holds `scale`
 
     def rate(self, config: TrainConfig, position: Position) -> float:
         if position.step < config.warmup_steps and self.start.step == 0:
@@ -124,12 +123,12 @@ class Schedule:
         if not config.lr_decay:
             return config.lr
         if self.kept:
-            return config.lr * self.start_scale
+            return config.lr * self.scale
         fraction = limit_fraction(config, position, self.start)
         if fraction is not None:
-            return cosine(config.lr * self.start_scale, config.lr * config.min_lr_ratio, fraction)
+            return cosine(config.lr, config.lr * config.min_lr_ratio, fraction)
         if self.in_first_cosine(position):  # as a 10-epoch run would (0 only at its end, where the peak is back)
-            return cosine(config.lr * self.start_scale, config.lr * config.min_lr_ratio,
+            return cosine(config.lr, config.lr * config.min_lr_ratio,
                           (position.epoch - self.start.epoch) / self.cosine_epochs)
         return config.lr * self.scale
 
@@ -176,10 +175,10 @@ class Schedule:
         as long again as this one so far would have (half way down), or the current one.
         `keep`: hold the current rate instead."""
         self.since_change, self.kept, self.cosine_epochs, self.best = None, keep, 0.0, None
-        self.start, self.start_scale = position, 1.0
+        self.start = position
         floor = config.min_lr_ratio
         if keep:
-            self.start_scale = self.scale = current / config.lr
+            self.scale = current / config.lr
             return f"the learning rate stays at {current:.2e}, where the run's schedule left it (--keep-schedule)"
         limits = [limit for limit in LIMITS if getattr(config, limit)]
         planned_at = max((position.of(limit) / getattr(config, limit) for limit in limits), default=0.5)
@@ -211,13 +210,13 @@ class Schedule:
         if not isinstance(start, dict) or set(start) != {"step", "epoch", "seconds"}:
             raise ValueError("schedule start is malformed")
         schedule = cls(Position(float(start["step"]), float(start["epoch"]), float(start["seconds"])),
-                       float(data["start_scale"]), float(data["scale"]), float(data["cosine_epochs"]),
+                       float(data["scale"]), float(data["cosine_epochs"]),
                        None if data["best"] is None else float(data["best"]), int(data["cuts"]),
                        None if data["since_change"] is None else int(data["since_change"]), bool(data["kept"]))
-        numbers = (schedule.start_scale, schedule.scale, schedule.cosine_epochs,
+        numbers = (schedule.scale, schedule.cosine_epochs,
                    0.0 if schedule.best is None else schedule.best)
         starts = (schedule.start.step, schedule.start.epoch, schedule.start.seconds)  # a virtual start may be < 0
         if (not all(math.isfinite(x) and x >= 0 for x in numbers) or not all(math.isfinite(x) for x in starts)
-                or schedule.scale > 1 or schedule.start_scale > 1):
+                or schedule.scale > 1):
             raise ValueError("schedule state is out of range")
         return schedule

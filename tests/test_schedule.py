@@ -92,7 +92,7 @@ def test_the_rate_of_an_open_ended_run_only_falls_and_never_below_the_floor(curv
 
 
 def test_a_schedule_round_trips_and_a_broken_one_is_refused():
-    rule = Schedule(Position(40, 2.5, 12.0), 0.5, 0.25, 0.0, 1.5, 3, 1, False)
+    rule = Schedule(Position(40, 2.5, 12.0), 0.25, 0.0, 1.5, 3, 1, False)
     assert Schedule.from_dict(rule.to_dict()) == rule
     for broken in ({}, {**rule.to_dict(), "scale": 2.0}, {**rule.to_dict(), "scale": float("nan")},
                    {**rule.to_dict(), "start": {"step": 1}}, {**rule.to_dict(), "extra": 1}, [],
