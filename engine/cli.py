@@ -17,6 +17,7 @@ from . import config as cfg
 from .config import EVAL_BUDGET
 from .corpus import corpus_spec
 from .errors import CharRNNError, ConfigError
+from .schedule import LIMITS
 
 DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
@@ -238,7 +239,7 @@ def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainC
     given = given_settings(args)
     top = {k: v for k, v in given.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
-    for limit in ("max_steps", "max_epochs", "max_time"):
+    for limit in LIMITS:
         if top.get(limit) == 0:  # 0: no limit
             top[limit] = None
     if args.keep_schedule:
@@ -471,7 +472,6 @@ class EvalProgress:
         self.tokens, self.err, self.after = tokens, err, after
         self.started = self.last = self.clock()
         self.tty = err.isatty()
-        self.shown = False
 
     def __call__(self, done: float) -> None:
         now = self.clock()
@@ -484,7 +484,6 @@ class EvalProgress:
             if self.tty and done >= 1.0:
                 self.err.write("\r\x1b[2K")
             self.err.flush()
-            self.shown = True
 
 
 def word_count(vocab: Any, ids: Any) -> int:

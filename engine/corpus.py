@@ -57,21 +57,6 @@ def corpus_spec(spec: str | None) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def corpus_bytes(spec: str | None) -> int | None:
-    """The size on disk of a corpus (the files of a folder together), to size a model before the
-    text is read; None when it cannot be told."""
-    from charrnn_tui.corpora import DEFAULT
-
-    spec = spec or DEFAULT
-    try:
-        path = bundled_path(spec) if spec in BUNDLED and not Path(spec).exists() else Path(spec).expanduser()
-        if path.is_dir():
-            return sum(p.stat().st_size for p in path.rglob("*.txt") if p.is_file())
-        return path.stat().st_size
-    except OSError:
-        return None
-
-
 def fold_to_ascii(text: str) -> str:
     """Transliterate to ASCII with unidecode (é -> e, “ -> "), keeping newlines."""
     from unidecode import unidecode

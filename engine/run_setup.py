@@ -308,7 +308,7 @@ class RunSetup:
         """The schedule as the checkpoint left it; then, if the resume gives new stop conditions,
         those replace the run's (each an amount of training more, 0 for none) and a new segment of
         the schedule starts here."""
-        position = schedule.Position(self.step, self.batcher.epoch_float, self.train_seconds)
+        position = self._position()
         if "schedule" in ck:
             try:
                 self.schedule = Schedule.from_dict(ck["schedule"])

@@ -137,15 +137,19 @@ def test_the_default_preset_is_sized_for_the_corpus(argv, expected):
 
 def test_a_small_corpus_of_files_is_measured_by_its_text(tmp_path):
     from charrnn_tui.engine import config as cfg
-    from charrnn_tui.engine.corpus import corpus_bytes
+    from charrnn_tui.engine.cli import build_parser, load_train_corpus
+    from charrnn_tui.engine.errors import CorpusError
 
     folder = tmp_path / "texts"
     folder.mkdir()
     (folder / "a.txt").write_text("x" * 1000)
     (folder / "b.txt").write_text("y" * 500)
     (folder / "ignored.bin").write_bytes(b"z" * 10_000)
-    assert corpus_bytes(str(folder)) == 1500 and corpus_bytes(str(folder / "a.txt")) == 1000
-    assert corpus_bytes(str(tmp_path / "missing.txt")) is None
+    # what the fit counts: the characters of the .txt files (and the newline that joins them), not the .bin
+    assert len(load_train_corpus(build_parser().parse_args(["train", str(folder)])).text) == 1501
+    assert len(load_train_corpus(build_parser().parse_args(["train", str(folder / "a.txt")])).text) == 1000
+    with pytest.raises(CorpusError):
+        load_train_corpus(build_parser().parse_args(["train", str(tmp_path / "missing.txt")]))
     small = cfg.apply_preset(cfg.TrainConfig(), "small")
     assert cfg.fit_to_corpus(small, None) == small
     assert cfg.fit_to_corpus(small, cfg.REFERENCE_CHARS // 2) == small

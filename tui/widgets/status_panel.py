@@ -53,13 +53,11 @@ def render_status(view: RunView, now: float | None = None) -> Text:
         lines.append(_pair("device", info.device_name + (" bf16" if info.precision == "bf16" else "")))
     if view.validating is not None and view.state == "training":
         v = view.validating
-        lines.append(Text.assemble(("speed  ", "dim"), (f"validating {v.done:.0%}", "bold cyan"),
-                                   f" of {si(v.tokens)} {view.unit}"))
+        lines.append(_pair("speed", (f"validating {v.done:.0%}", "bold cyan"), f" of {si(v.tokens)} {view.unit}"))
     elif view.learning:
         lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · lr {lr_text(view.lr)}"))
     else:  # steps at rate 0 change no weight: the losses printed are not learning
-        lines.append(Text.assemble(("speed  ", "dim"), f"{si(view.tokens_per_s)} {view.unit}/s · ",
-                                   ("not learning: lr 0", "bold yellow")))
+        lines.append(_pair("speed", f"{si(view.tokens_per_s)} {view.unit}/s · ", ("not learning: lr 0", "bold yellow")))
     if view.eta_seconds is not None:
         eta = f"ETA {duration(view.eta_seconds)}"
     else:
@@ -85,8 +83,9 @@ def lr_text(lr: float | None) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _pair(name: str, value: str) -> Text:
-    return Text.assemble((f"{name:<7}", "dim"), value)
+def _pair(name: str, *value: str | tuple[str, str]) -> Text:
+    """A dim name, then its value: text, or (text, style) parts."""
+    return Text.assemble((f"{name:<7}", "dim"), *value)
 
 
 def gpu_line(utilisation: int, used: int, total: int | None) -> str:
