@@ -17,7 +17,9 @@ from . import config as cfg
 from .config import EVAL_BUDGET
 from .corpus import corpus_spec
 from .errors import CharRNNError, ConfigError
+from .printer import percent
 from .schedule import LIMITS
+from .suggest import unknown_first_word, unknown_option
 
 DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
@@ -127,6 +129,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "shakespeare, timemachine, jokes (default: shakespeare)")
     data = parser.add_argument_group("data")
     data.add_argument("--csv-column", metavar="NAME", help="train on this column of a CSV file")
+    data.add_argument("--as-text", action="store_true", help="read a .csv file as plain text, commas and all")
     data.add_argument("--ascii", action="store_true", help="fold the text to ASCII with unidecode")
     data.add_argument("--encoding", metavar="NAME", help="text encoding (default: UTF-8, or the file's BOM)")
     data.add_argument("--tokens", choices=cfg.TOKEN_KINDS, help=f"character or word model (default: {d.tokens})")
@@ -229,6 +232,11 @@ _TRAIN_FLAGS = {
 def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainConfig:
     """Defaults, then the preset, then the flags the user gave. The default preset is fitted to the
     corpus's length in characters (`corpus`: the loaded engine.corpus.Corpus, else it is loaded)."""
+    return configure(args, corpus)[0]
+
+
+def configure(args: argparse.Namespace, corpus: Any = None) -> tuple[cfg.TrainConfig, str | None]:
+    """config_from_args, and a line saying how the model was fitted to a small corpus (None if not)."""
     preset = args.preset
     if preset == "auto":
         from .device import pick_device
@@ -236,6 +244,7 @@ def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainC
         preset = cfg.preset_for_device(pick_device(args.device or "auto").type)
     config = cfg.apply_preset(cfg.TrainConfig(corpus=corpus_spec(args.corpus), ascii=args.ascii), preset)
     preset_model = config.model
+    note = None
     given = given_settings(args)
     top = {k: v for k, v in given.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
@@ -247,17 +256,19 @@ def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainC
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
     if args.preset == "auto":  # a preset asked for by name is kept as it is
         corpus = corpus if corpus is not None else load_train_corpus(args)
-        config = cfg.fit_to_corpus(config, len(corpus.text), preset_model=preset_model,
+        fitted = cfg.fit_to_corpus(config, len(corpus.text), preset_model=preset_model,
                                    keep_hidden="hidden" in model, keep_dropout="dropout" in model)
+        note = cfg.describe_fit(config.model, fitted.model, len(corpus.text))
+        config = fitted
     cfg.validate(config)
-    return config
+    return config, note
 
 
 def load_train_corpus(args: argparse.Namespace) -> Any:  # -> engine.corpus.Corpus
     from .corpus import load_corpus
 
     return load_corpus(corpus_spec(args.corpus), csv_column=args.csv_column, ascii_only=args.ascii,
-                       encoding=args.encoding)
+                       encoding=args.encoding, csv_as_text=args.as_text)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,8 +319,9 @@ def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False, 
         return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args),
                        pause_on_save_error=interactive, world=world)
     corpus = load_train_corpus(args)  # read once: the fit to its length and the run both need it
-    return Trainer(config_from_args(args, corpus), on_event=on_event, runs_dir=runs_dir, run_name=args.name,
-                   pause_on_save_error=interactive, world=world, corpus=corpus)
+    config, fit_note = configure(args, corpus)
+    return Trainer(config, on_event=on_event, runs_dir=runs_dir, run_name=args.name,
+                   pause_on_save_error=interactive, world=world, corpus=corpus, notes=(fit_note,) if fit_note else ())
 
 
 # ---- sample and eval ----------------------------------------------------------------------------
@@ -419,13 +431,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text file (or folder, or bundled corpus name) to score (default: the run's own "
                              "validation text, as training measured it)")
     parser.add_argument("--csv-column", metavar="NAME", help="score this column of a CSV file")
+    parser.add_argument("--as-text", action="store_true", help="read a .csv file as plain text, commas and all")
     parser.add_argument("--encoding", metavar="NAME", help="text encoding (default: UTF-8, or the file's BOM)")
     parser.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto)")
     add_runs_dir_argument(parser)
 
 
 def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    from .corpus import load_corpus
+    from .corpus import fold_to_ascii, load_corpus
     from .data import split_tokens, validation_ids
     from .evaluate import evaluate
     from .inference import encode_for_eval, load_model
@@ -435,17 +448,39 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     loaded = load_model(path, args.device)
     config = loaded.config
     unknown = 0
+    notes: list[str] = []  # what was changed in the text scored: said beside the score
     if args.file is None:
-        # The text training validated on, cut the same way, so the figures match its own.
-        corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
-                             encoding=config.encoding)
-        ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
-        ids = validation_ids(split_tokens(ids, config.val_fraction)[1], config.eval_tokens)
-        source = f"{corpus.source}, validation split (the last {config.val_fraction:.0%})"
+        # The text training validated on, cut the same way, so the figures match its own: the split
+        # the run kept (engine/run_text.py), which outlives a corpus file changed or deleted since.
+        from .errors import CorpusError
+        from .run_text import corpus_change, load_validation
+
+        kept = load_validation(path.parent, len(loaded.vocab))
+        if kept is not None:
+            ids, name = kept.ids, kept.source
+            change = corpus_change(config, kept.fingerprint)
+            if change is not None:
+                sys.stderr.write(f"note: corpus {name} {change} since training; scoring the validation text "
+                                 "the run kept\n")
+        else:  # a run from before validation text was kept: its corpus, cut again
+            try:
+                corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                                     encoding=config.encoding)
+            except CorpusError as e:
+                raise CorpusError(f"{e}; run {path.parent.name} predates kept validation text, so `eval` needs "
+                                  "its corpus: put the file back, or give a FILE to score") from None
+            ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
+            ids, name = split_tokens(ids, config.val_fraction)[1], corpus.source
+        ids = validation_ids(ids, config.eval_tokens)
+        source = f"{name}, validation split (the last {percent(config.val_fraction)})"
     else:
-        corpus = load_corpus(args.file, csv_column=args.csv_column, encoding=args.encoding, ascii_only=config.ascii)
-        ids, unknown = encode_for_eval(loaded.vocab, corpus.text)
+        corpus = load_corpus(args.file, csv_column=args.csv_column, encoding=args.encoding, csv_as_text=args.as_text)
+        text = fold_to_ascii(corpus.text) if config.ascii else corpus.text  # as the model's training text was
+        ids, unknown = encode_for_eval(loaded.vocab, text)
         source = corpus.source
+        if text != corpus.text:
+            notes.append(f"the text was folded to ASCII, as the model's training text was ({len(corpus.text):,} "
+                         f"characters read, {len(text):,} scored): the score is of the folded text")
     result = evaluate(loaded.model, ids, progress=EvalProgress(len(ids), sys.stderr))
     if loaded.vocab.kind == "char":  # bits per character: the figure char models are compared by
         out.write(f"{source}: {result.tokens:,} chars predicted; {result.bits:.4f} bits/char "
@@ -457,7 +492,15 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                   f"{per_word:.2f} per word ({result.nats:.4f} nats/token, perplexity {result.perplexity:.2f} "
                   "per token)\n")
     if unknown:
-        out.write(f"note: {unknown} characters not in the model's vocabulary were folded or skipped\n")
+        notes.append(f"{unknown:,} characters the model never saw ({unknown / max(len(ids), 1):.2%}) were folded "
+                     "with unidecode or skipped: the score is of the text without them")
+    if loaded.vocab.kind == "word":
+        unk = int((ids[1:] == 0).sum())
+        if unk:
+            notes.append(f"{unk:,} of the tokens ({unk / max(len(ids) - 1, 1):.1%}) are <unk>, words the model's "
+                         "vocabulary does not hold: the score counts predicting <unk> for them as right")
+    for note in notes:
+        out.write(f"note: {note}\n")
     return 0
 
 
@@ -586,6 +629,7 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
         description="Train a character-level RNN on any text and watch it learn.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = sub.choices  # name -> its parser, for messages about its flags
     train = sub.add_parser("train", help="train a model", formatter_class=HelpFormatter,
                            description="Train a model. Opens the app unless --headless or --detach is given. "
                                        "On several GPUs or machines: torchrun --nproc-per-node N --no-python "
@@ -670,13 +714,44 @@ def report_errors(fn, *a) -> int:
 
 def parse(argv: list[str], prog: str = "charrnn-tui", *, headless_only: bool = False) -> argparse.Namespace:
     """Parsed arguments; a bare corpus and options mean `train`. `train_argv` keeps the train
-    arguments as given, for starting the same run in a detached engine."""
+    arguments as given, for starting the same run in a detached engine. A first word that is no
+    command and no corpus, or a flag the command does not have, is one line and exit 2."""
+    parser = build_parser(prog, headless_only=headless_only)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-") and not is_corpus(argv[0]):
+        from charrnn_tui.corpora import BUNDLED
+
+        parser.error(unknown_first_word(argv[0], COMMANDS, list(BUNDLED)))
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]
     TRAIN_ARGV[:] = argv[1:] if argv[0] == "train" else []
-    args = build_parser(prog, headless_only=headless_only).parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # told by the command's own parser, which knows its flags and its --help
+        command = parser.commands[args.command]
+        command.error(unknown_option(extras[0], [o for a in command._actions for o in a.option_strings]))
     args.train_argv = argv[1:] if args.command == "train" else []
     return args
+
+
+def is_corpus(word: str) -> bool:
+    """Whether `word` names a bundled corpus or an existing file or folder."""
+    from charrnn_tui.corpora import BUNDLED
+
+    return word in BUNDLED or Path(word).expanduser().exists()
+
+
+def check_train_corpus(args: argparse.Namespace) -> None:
+    """The slips about the corpus that can be told before anything starts (the app's screen, an
+    engine): a corpus that is not there, a CSV file without a column."""
+    if args.command != "train" or args.resume is not None or args.corpus is None:
+        return
+    if not is_corpus(args.corpus):
+        from charrnn_tui.corpora import BUNDLED
+
+        raise ConfigError(unknown_first_word(args.corpus, (), list(BUNDLED), what="corpus"))
+    if args.csv_column is None and not args.as_text:
+        from .corpus import refuse_csv_without_column
+
+        refuse_csv_without_column(Path(args.corpus).expanduser(), args.encoding)
 
 
 def main(argv: list[str] | None = None) -> int:

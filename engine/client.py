@@ -16,7 +16,7 @@ from typing import Any
 from . import events as ev
 from . import protocol
 from .errors import CharRNNError
-from .runs import SOCKET, is_live, read_status, unix_address
+from .runs import SOCKET, is_live, read_status, run_hint, unix_address
 
 EventSink = Callable[[ev.Event], None]
 SERVER_LINE_LIMIT = 64 << 20  # the welcome carries the run's history: larger than any request
@@ -81,9 +81,9 @@ class EngineClient:
         state = read_status(self.run_dir).get("state")
         if state in ("training", "paused", "starting") or (self.run_dir / SOCKET).exists():
             return (f"run {self.run_dir.name} crashed (its engine is gone); "
-                    f"`charrnn-tui train --resume {self.run_dir.name}` continues it from its last checkpoint")
+                    f"`{run_hint('train --resume', self.run_dir)}` continues it from its last checkpoint")
         return (f"run {self.run_dir.name} is not running ({state or 'stopped'}); "
-                f"`charrnn-tui train --resume {self.run_dir.name}` continues it")
+                f"`{run_hint('train --resume', self.run_dir)}` continues it")
 
     # ---- requests: any thread, the same names as the trainer's --------------------------------
     def pause(self) -> None:

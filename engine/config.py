@@ -149,6 +149,19 @@ def fit_to_corpus(config: TrainConfig, corpus_chars: int | None, *, preset_model
     return dataclasses.replace(config, model=dataclasses.replace(model, hidden=hidden, dropout=dropout))
 
 
+def describe_fit(given: ModelConfig, fitted: ModelConfig, corpus_chars: int) -> str | None:
+    """One line for start-up saying what fit_to_corpus changed, or None where it changed nothing."""
+    changes = []
+    if fitted.hidden != given.hidden:
+        changes.append(f"{given.kind} {given.layers}x{given.hidden} narrowed to {fitted.layers}x{fitted.hidden}")
+    if fitted.dropout != given.dropout:
+        changes.append(f"dropout {given.dropout:g} raised to {fitted.dropout:g}")
+    if not changes:
+        return None
+    return (f"a small corpus ({corpus_chars:,} characters; the presets were chosen on {REFERENCE_CHARS:,}): "
+            f"{' and '.join(changes)} (--hidden and --dropout set them yourself)")
+
+
 def fitted_eval_interval(config: TrainConfig, train_tokens: int) -> int:
     """The preset's evaluation interval, or one epoch where that is shorter: an open-ended run cuts
     its rate at evaluations, and a small corpus (the jokes: 28 steps an epoch) would otherwise pass

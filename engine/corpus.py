@@ -26,8 +26,11 @@ def load_corpus(
     csv_column: str | None = None,
     ascii_only: bool = False,
     encoding: str | None = None,
+    csv_as_text: bool = True,
 ) -> Corpus:
-    """Load the text named by `spec`: a bundled corpus name, a file, a folder or a CSV file."""
+    """Load the text named by `spec`: a bundled corpus name, a file, a folder or a CSV file.
+    `csv_as_text=False` (what the user typed): a .csv file without `csv_column` is refused with its
+    columns, rather than trained on with its ids, commas and quotes."""
     from charrnn_tui.corpora import DEFAULT
 
     spec = spec or DEFAULT
@@ -38,7 +41,7 @@ def load_corpus(
         text = _read_csv(path, column, encoding) if column else read_text_file(path, encoding)
         corpus = Corpus(spec, f"bundled:{spec} ({bundled.description})", text)
     else:
-        corpus = _load_path(Path(spec).expanduser(), csv_column, encoding)
+        corpus = _load_path(Path(spec).expanduser(), csv_column, encoding, csv_as_text)
     text = corpus.text
     if ascii_only:
         text = fold_to_ascii(text)
@@ -66,7 +69,7 @@ def fold_to_ascii(text: str) -> str:
     return unidecode(text)
 
 
-def _load_path(path: Path, csv_column: str | None, encoding: str | None) -> Corpus:
+def _load_path(path: Path, csv_column: str | None, encoding: str | None, csv_as_text: bool = True) -> Corpus:
     if not path.exists():
         names = ", ".join(BUNDLED)
         raise CorpusError(f"{path}: no such file or folder (bundled corpora: {names})")
@@ -79,6 +82,8 @@ def _load_path(path: Path, csv_column: str | None, encoding: str | None) -> Corp
         return Corpus(path.name, f"{path}/ ({len(files)} .txt files)", text)
     if csv_column is not None:
         return Corpus(path.stem, f"{path} (column {csv_column})", _read_csv(path, csv_column, encoding))
+    if not csv_as_text:
+        refuse_csv_without_column(path, encoding)
     return Corpus(path.stem, str(path), read_text_file(path, encoding))
 
 
@@ -133,6 +138,33 @@ def _encoding_from_bom(data: bytes) -> str | None:
     return None
 
 
+def refuse_csv_without_column(path: Path, encoding: str | None = None) -> None:
+    """A .csv file read without --csv-column would train on its ids, commas and quotes: refused,
+    with the columns to choose from."""
+    if path.suffix.lower() == ".csv" and path.is_file():
+        raise CorpusError(f"{path}: a CSV file: choose the column to train on with --csv-column NAME (columns: "
+                          f"{columns_text(csv_columns(path, encoding))}), or --as-text to read the whole file "
+                          "as text")
+
+
+def csv_columns(path: Path, encoding: str | None = None, limit: int = 1 << 16) -> list[str]:
+    """The header row of a CSV file, read from its first `limit` bytes; [] where there is none."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(limit)
+        # Cut anywhere, so a character may be split: replaced, not refused.
+        text = head.decode(encoding or _encoding_from_bom(head) or "utf-8", errors="replace").lstrip("\ufeff")
+        return next(csv.reader(io.StringIO(text)), [])
+    except (OSError, LookupError, csv.Error):
+        return []
+
+
+def columns_text(columns: list[str], most: int = 20) -> str:
+    """Column names for a one-line message: printable, each short, at most `most` of them."""
+    shown = [c[:40] if c.isprintable() else repr(c[:40]) for c in columns[:most]]
+    return (", ".join(shown) + (f", and {len(columns) - most} more" if len(columns) > most else "")) or "none found"
+
+
 def _read_csv(path: Path, column: str, encoding: str | None) -> str:
     text = read_text_file(path, encoding)
     reader = csv.reader(io.StringIO(text), strict=True)
@@ -141,7 +173,7 @@ def _read_csv(path: Path, column: str, encoding: str | None) -> str:
     except (StopIteration, csv.Error):
         raise CorpusError(f"{path}: not a CSV file with a header row") from None
     if column not in header:
-        raise CorpusError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+        raise CorpusError(f"{path}: no column {column!r} (columns: {columns_text(header)})")
     index = header.index(column)
     rows: list[str] = []
     try:

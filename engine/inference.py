@@ -28,6 +28,9 @@ def load_model(path: Path, device: str = "auto") -> LoadedModel:
     checkpoint = load_checkpoint(path)
     config = cfg.from_checkpoint(checkpoint)
     vocab = vocab_from_dict(checkpoint.get("vocab"))
+    if len(vocab) < 2:  # a run started before such vocabularies were refused (engine/vocab.py)
+        raise CheckpointError(f"{path}: the model's vocabulary holds only {vocab.tokens[0]!r}: it has nothing to "
+                              "write or score; train it again (at word level, with a lower --min-freq)")
     if config.model.vocab_size != len(vocab):
         raise CheckpointError(f"{path}: vocabulary size does not match the model")
     model = CharRNN(config.model)

@@ -41,7 +41,7 @@ class ProgressPrinter:
             self._line(f"run {i.run_name} in {i.run_dir}")
             self._line(f"corpus {i.corpus_source}: {i.corpus_chars:,} chars, {i.token_kind} vocab {i.vocab_size}, "
                        f"train {i.train_tokens:,} / validation {i.val_tokens:,} tokens (last "
-                       f"{i.config['val_fraction']:.0%})")
+                       f"{percent(i.config['val_fraction'])})")
             self._line(f"model {i.model_kind} {i.layers}x{i.hidden}, embedding {i.embedding or 'one-hot'}, "
                        f"{i.parameters:,} parameters, preset {i.preset}; batch {i.batch_size} x seq {i.seq_len}; "
                        f"{i.device_name} ({i.precision})" + (f"; resumed at step {i.resumed_step}"
@@ -110,3 +110,8 @@ def format_seconds(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def percent(fraction: float) -> str:
+    """0.1 -> '10%', 0.001 -> '0.1%' (not '0%'), 0.125 -> '12.5%'."""
+    return f"{fraction * 100:.3g}%"

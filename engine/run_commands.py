@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,15 +15,16 @@ from .errors import CharRNNError
 
 
 def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    from .runs import default_runs_dir, list_runs
+    from .runs import check_runs_dir, default_runs_dir, list_runs
 
     runs_dir = args.runs_dir or default_runs_dir()
+    exists = check_runs_dir(runs_dir)  # a --runs-dir typo is an error, not an empty list
     entries = list_runs(runs_dir)
     if args.json:
         out.write(json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
         return 0
     if not entries:
-        out.write(f"no runs in {runs_dir}\n")
+        out.write(f"no runs in {runs_dir}\n" if exists else f"no runs yet (they will be in {runs_dir})\n")
         return 0
     rows = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
     for e in entries:
@@ -47,12 +47,13 @@ def format_age(seconds: float) -> str:
 
 def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
     """A run folder from a name or a path; with no name, the most recently active live run."""
-    from .runs import is_bare_name, list_runs, sanitize_run_name
+    from .runs import check_runs_dir, command_hint, is_bare_name, list_runs, sanitize_run_name
 
     if ref is None:
+        check_runs_dir(runs_dir)
         candidates = [e for e in list_runs(runs_dir) if e.live] if live else list_runs(runs_dir)
         if not candidates:
-            raise CharRNNError(f"no live runs in {runs_dir}; `charrnn-tui runs` lists them all")
+            raise CharRNNError(f"no live runs in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them all")
         return candidates[0].path
     named = runs_dir / sanitize_run_name(ref)
     if is_bare_name(ref) and named.is_dir():
@@ -63,15 +64,49 @@ def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
     if not path.is_dir():
         path = named
     if not path.is_dir():
-        raise CharRNNError(f"{ref}: no such run in {runs_dir}; `charrnn-tui runs` lists them")
+        check_runs_dir(runs_dir)
+        raise CharRNNError(f"{ref}: no such run in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them")
     return path
+
+
+def not_live_message(run_dir: Path) -> str:
+    """Why a run cannot be attached to or stopped: it ended (how, at which step), and how to go on."""
+    from .runs import ENDED, LATEST, is_live, run_entry, run_hint
+
+    if is_live(run_dir):  # its engine holds it but has not opened its socket yet
+        return f"run {run_dir.name} is starting; try again in a moment"
+    entry = run_entry(run_dir)
+    if entry is None:
+        return f"{run_dir}: not a run (no status.json, no {LATEST})"
+    it = f"it {ENDED.get(entry.state, entry.state)}" + ("" if entry.step is None else f" at step {entry.step:,}")
+    if not (run_dir / LATEST).is_file():
+        return f"run {entry.name} is not running: {it} before saving a checkpoint, so there is nothing to continue"
+    resume = f"`{run_hint('train --resume', run_dir)}` continues it"
+    if entry.state == "crashed":
+        return f"run {entry.name} is not running: {it} (its engine is gone); {resume} from its last checkpoint"
+    return f"run {entry.name} is not running: {it}; {resume}"
+
+
+def nothing_to_stop(run_dir: Path) -> str | None:
+    """`stop` on a run that has ended: what it is, for a line on stdout (None if it is no run)."""
+    from .runs import LATEST, run_entry, run_hint
+
+    entry = run_entry(run_dir)
+    if entry is None or entry.live:
+        return None
+    at = "" if entry.step is None else f" at step {entry.step:,}"
+    how = {"crashed": "crashed", "error": "ended with an error"}.get(entry.state, entry.state)
+    line = f"run {entry.name} already {how}{at} (not live); nothing to stop"
+    if entry.state == "crashed" and (run_dir / LATEST).is_file():
+        line += f"; `{run_hint('train --resume', run_dir)}` continues it from its last checkpoint"
+    return line
 
 
 def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Ask a live run to save and end; return once it has (and its process is gone)."""
     from . import events as ev
-    from .client import EngineClient
-    from .runs import default_runs_dir, is_live
+    from .client import EngineClient, RunNotLive
+    from .runs import default_runs_dir, is_live, run_hint
 
     run_dir = resolve_run(args.run, args.runs_dir or default_runs_dir(), live=True)
     after_stop: list[ev.Event] = []
@@ -82,7 +117,14 @@ def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if isinstance(event, ev.StateChanged) and event.state == "paused" and event.reason == "checkpoint failed":
             client.detach()  # a run started by the app pauses rather than lose steps: say so, below
 
-    welcome = client.connect()
+    try:
+        welcome = client.connect()
+    except RunNotLive:
+        ended = nothing_to_stop(run_dir)
+        if ended is None:
+            raise CharRNNError(not_live_message(run_dir)) from None
+        out.write(ended + "\n")  # what stop is for is done already: not an error
+        return 0
     earlier_saves = [e.step for e in welcome if isinstance(e, ev.CheckpointSaved)]
     pid = client.status().get("pid")
     client.welcome_events = []  # run() hands on only what happens from here
@@ -91,7 +133,7 @@ def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     state = client.run()
     if state == "detached":
         raise CharRNNError(f"run {run_dir.name} could not write its final checkpoint and is paused, not stopped: "
-                           f"free space and stop it again, or `charrnn-tui stop {run_dir.name} --no-save`")
+                           f"free space and stop it again, or `{run_hint('stop', run_dir, ' --no-save')}`")
     deadline = time.monotonic() + 30  # and until its process has let go of the run and ended
     while (is_live(run_dir) or _process_alive(pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -122,16 +164,22 @@ def _process_alive(pid: object) -> bool:
     return True
 
 
+def background_message(run_dir: Path, state: str = "training", *, still: bool = False) -> str:
+    """A run left in the background (`train --detach`, `d` in the app): where, and the commands
+    that reach it, as they must be typed."""
+    from .runs import run_hint
+
+    return (f"run {run_dir.name} is {'still ' if still else ''}{state} in the background ({run_dir})\n"
+            f"  watch it:  {run_hint('attach', run_dir)}\n"
+            f"  stop it:   {run_hint('stop', run_dir)}\n")
+
+
 def run_detached(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from .launch import launch_engine
-    from .runs import default_runs_dir
+    from .runs import check_new_run_name, default_runs_dir
 
+    if getattr(args, "resume", None) is None:
+        check_new_run_name(getattr(args, "name", None), args.runs_dir or default_runs_dir())
     run_dir = launch_engine([a for a in args.train_argv if a != "--detach"])
-    # The commands as they must be typed: another --runs-dir than the default has to be repeated.
-    name = shlex.quote(run_dir.name)
-    if run_dir.parent.resolve() != default_runs_dir().resolve():
-        name += f" --runs-dir {shlex.quote(str(run_dir.parent))}"
-    out.write(f"run {run_dir.name} is training in the background ({run_dir})\n"
-              f"  watch it:  charrnn-tui attach {name}\n"
-              f"  stop it:   charrnn-tui stop {name}\n")
+    out.write(background_message(run_dir))
     return 0

@@ -15,11 +15,13 @@ from typing import Any
 
 import torch
 
+from charrnn_tui.corpora import BUNDLED
+
 from . import config as cfg
 from . import schedule
 from .batch_size import AUTO_BATCH_LIMIT, is_out_of_memory, largest_fitting, memory_limited, with_headroom
 from .checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
-from .corpus import corpus_spec, load_corpus
+from .corpus import Corpus, corpus_spec, load_corpus
 from .data import LAYOUT, legacy_epoch_float, make_batcher, split_tokens, validation_ids
 from .device import (
     configure_backends,
@@ -32,7 +34,7 @@ from .device import (
     use_bf16,
 )
 from .distributed import GATHER, ProcessGroup, check_batch, state_rows
-from .errors import CharRNNError, CheckpointError, ConfigError
+from .errors import CharRNNError, CheckpointError, ConfigError, CorpusError
 from .events import CheckpointSaved, Notice, RunInfo, Started
 from .gpu_monitor import GpuMonitor
 from .history import LossHistory
@@ -40,7 +42,9 @@ from .metrics import MetricsLog, require_tensorboard
 from .model import CharRNN, State
 from .novelty import BackgroundIndex
 from .overfitting import read_history
-from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes
+from .printer import percent
+from .run_text import TextFingerprint, describe_change, save_validation
+from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes, run_hint
 from .sampling import TextGenerator
 from .schedule import Schedule
 from .step import TrainStep
@@ -71,8 +75,9 @@ class RunSetup:
 
         corpus, self.loaded_corpus = self.loaded_corpus, None
         if corpus is None or checkpoint is not None:
-            corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
-                                 encoding=config.encoding)
+            corpus = self._load_corpus(config, checkpoint)
+        # What checkpoints and RUN/validation.pt record from now on: the text as trained on now.
+        self.text_fingerprint = TextFingerprint.of(corpus.text)
         if checkpoint is not None:
             vocab = vocab_from_dict(checkpoint["vocab"])
         else:
@@ -80,7 +85,9 @@ class RunSetup:
         try:
             ids = vocab.encode(corpus.text)
         except CharRNNError as e:
-            raise CheckpointError(f"corpus no longer matches the checkpoint's vocabulary: {e}") from None
+            change = self._corpus_change(checkpoint, corpus.text) or "changed"
+            raise CheckpointError(f"corpus {corpus.source} {change} since the checkpoint: {e}; put back the "
+                                  "text it trained on to resume, or start a new run on this one") from None
         train_ids, val_ids = split_tokens(ids, config.val_fraction)
         if config.top_k is not None and config.top_k > len(vocab):
             raise ConfigError(f"top-k {config.top_k} is larger than the vocabulary ({len(vocab)} tokens)")
@@ -167,6 +174,7 @@ class RunSetup:
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
         )
         self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
+        self._keep_run_text(checkpoint, corpus, val_ids)
         if len(self.val_ids) < len(val_ids):
             self.emit(Notice(f"validation reads the first {len(self.val_ids):,} of the split's {len(val_ids):,} "
                              "tokens, the same ones every time (--eval-tokens N or all to change it)"))
@@ -175,6 +183,41 @@ class RunSetup:
             copies = 2 + config.keep_checkpoints  # latest, best and the step-N copies of earlier latests
             self.emit(Notice(f"each checkpoint is about {size / 2**20:,.0f} MB (the weights and the optimizer's "
                              f"state): up to {copies} of them in {self.run_dir} (--keep-checkpoints)", "warning"))
+
+    def _load_corpus(self, config: cfg.TrainConfig, checkpoint: dict[str, Any] | None) -> Corpus:
+        try:
+            return load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                               encoding=config.encoding)
+        except CorpusError:
+            spec = config.corpus
+            if checkpoint is None or not spec or spec in BUNDLED or Path(spec).expanduser().exists():
+                raise  # not gone, but unreadable: its own message says why
+            # Training on needs the text itself; `eval` needs only what the run kept (engine/run_text.py).
+            run = self.resume_path.parent
+            raise CorpusError(f"corpus {spec} of run {run.name} is gone: put the file back there to resume "
+                              f"(`{run_hint('eval', run)}` still scores the validation text the run kept)") from None
+
+    def _corpus_change(self, checkpoint: dict[str, Any] | None, text: str) -> str | None:
+        """How the resumed run's corpus changed since its checkpoint; None if it did not, for a new
+        run, or for a checkpoint from before fingerprints (nothing to compare with)."""
+        stored = TextFingerprint.from_dict(checkpoint.get("corpus_fingerprint")) if checkpoint is not None else None
+        if stored is None or stored == self.text_fingerprint:  # the usual case: the text is not hashed again
+            return None
+        return describe_change(stored, text)
+
+    def _keep_run_text(self, checkpoint: dict[str, Any] | None, corpus: Corpus, val_ids: torch.Tensor) -> None:
+        """Say what a resume does with a changed corpus, and keep the validation split, as cut from
+        the text trained on now, in the run folder (rewritten at each start), for `eval RUN`."""
+        change = self._corpus_change(checkpoint, corpus.text)
+        if change is not None:
+            unknown = ", words its vocabulary lacks read as <unk>," if self.vocab.kind == "word" else ""
+            self.emit(Notice(f"corpus {corpus.source} {change} since the checkpoint (step {self.step:,}): the run "
+                             f"goes on with the text as it is now{unknown} and validates on its last "
+                             f"{percent(self.config.val_fraction)} (earlier figures scored the old text)", "warning"))
+        try:
+            save_validation(self.run_dir, val_ids, corpus.source, self.text_fingerprint)
+        except CheckpointError as e:  # the run is not worse for it: `eval` falls back to the corpus file
+            self.emit(Notice(f"{e}: `{run_hint('eval', self.run_dir)}` will need the corpus file", "warning"))
 
     def _place_run(self, checkpoint: dict[str, Any] | None, corpus_name: str) -> None:
         """The run's folder and lock: the checkpoint's, restored from, or a new one."""
@@ -186,8 +229,9 @@ class RunSetup:
             self._restore(checkpoint)
             self._resume_schedule(checkpoint)
         else:
-            name = self.run_name or default_run_name(corpus_name, config.model.kind, config.model.hidden)
-            self.run_dir = new_run_dir(self.runs_dir, name)
+            name = self.run_name or default_run_name(corpus_name, config.model.kind, config.model.hidden,
+                                                         config.model.layers)
+            self.run_dir = new_run_dir(self.runs_dir, name, exact=bool(self.run_name))  # --name X: X or an error
             self.lock = RunLock(self.run_dir).acquire()
 
     def _pick_device(self, name: str) -> torch.device:
@@ -466,6 +510,7 @@ class RunSetup:
             },
             "run_name": self.run_dir.name,
             "corpus": {"name": self.corpus.name, "source": self.corpus.source},
+            "corpus_fingerprint": self.text_fingerprint.to_dict(),  # to tell, on a resume, if the text changed
             "saved_at": time.time(),
         }
 

@@ -7,13 +7,14 @@ import json
 import math
 import os
 import re
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -29,14 +30,48 @@ def default_runs_dir() -> Path:
     return user_data_path("charrnn-tui", appauthor=False) / "runs"
 
 
+def is_default_runs_dir(runs_dir: Path) -> bool:
+    try:
+        return Path(runs_dir).expanduser().resolve() == default_runs_dir().resolve()
+    except (OSError, RuntimeError):
+        return Path(runs_dir).expanduser().absolute() == default_runs_dir().absolute()
+
+
+def command_hint(words: str, runs_dir: Path) -> str:
+    """`charrnn-tui WORDS` as it must be typed to reach a run in runs_dir: a folder other than the
+    default is repeated with --runs-dir. Every hint that names a command goes through here."""
+    line = f"charrnn-tui {words}"
+    if not is_default_runs_dir(runs_dir):
+        line += f" --runs-dir {shlex.quote(str(runs_dir))}"
+    return line
+
+
+def run_hint(verb: str, run_dir: Path, more: str = "") -> str:
+    """`charrnn-tui VERB RUN [MORE]` for the run in run_dir, with --runs-dir where it is needed."""
+    return command_hint(f"{verb} {shlex.quote(Path(run_dir).name)}{more}", Path(run_dir).parent)
+
+
+def check_runs_dir(runs_dir: Path) -> bool:
+    """Whether the runs folder exists; a --runs-dir that does not (a typo) is an error. The default
+    folder not existing yet is no error: a new user simply has no runs."""
+    if Path(runs_dir).is_dir():
+        return True
+    if is_default_runs_dir(runs_dir):
+        return False
+    if Path(runs_dir).exists():
+        raise ConfigError(f"{runs_dir} is not a folder (--runs-dir)")
+    raise ConfigError(f"no such folder {runs_dir} (--runs-dir)")
+
+
 def sanitize_run_name(name: str) -> str:
     """A run name that stays inside the runs folder: no separators, no dots at the start."""
     clean = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
     return clean[:80] or "run"
 
 
-def new_run_dir(runs_dir: Path, name: str) -> Path:
-    """Create a fresh folder (user-only permissions) named `name`, or `name-2`, `name-3`..."""
+def new_run_dir(runs_dir: Path, name: str, *, exact: bool = False) -> Path:
+    """Create a fresh folder (user-only permissions) named `name`, or `name-2`, `name-3`...; with
+    `exact` (a name the user chose), `name` or an error: `sample NAME` must never read another run."""
     base = sanitize_run_name(name)
     try:
         runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -46,11 +81,23 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
                 candidate.mkdir(mode=0o700)
                 return candidate
             except FileExistsError:
+                if exact:
+                    raise ConfigError(name_taken_message(base, runs_dir)) from None
                 continue
     except OSError as e:
         raise CheckpointError(f"cannot create a run folder in {runs_dir}: {e.strerror or e}; "
                               "choose another with --runs-dir") from None
     raise CheckpointError(f"{runs_dir}: too many runs named {base}")
+
+
+def name_taken_message(name: str, runs_dir: Path) -> str:
+    return f"run {name} already exists in {runs_dir}: continue it with --resume {name}, or choose another --name"
+
+
+def check_new_run_name(name: str | None, runs_dir: Path) -> None:
+    """Refuse at once a --name that is taken (the engine refuses it too, without a race)."""
+    if name and (Path(runs_dir) / sanitize_run_name(name)).exists():
+        raise ConfigError(name_taken_message(sanitize_run_name(name), runs_dir))
 
 
 class RunLock:
@@ -123,8 +170,10 @@ def keep_step_copy(latest: Path, step: int, keep: int) -> None:
             old.unlink(missing_ok=True)
 
 
-def default_run_name(corpus_name: str, model_kind: str, hidden: int) -> str:
-    return f"{corpus_name}-{model_kind}{hidden}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(corpus_name: str, model_kind: str, hidden: int, layers: int = 1) -> str:
+    """corpus-model-time: `timemachine-lstm256-20261207-012200`, `...-lstm3x96-...` for 3 layers."""
+    size = f"{layers}x{hidden}" if layers > 1 else str(hidden)
+    return f"{corpus_name}-{model_kind}{size}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def is_bare_name(ref: str) -> bool:
@@ -145,6 +194,7 @@ def resolve_checkpoint(ref: str | None, runs_dir: Path) -> Path:
             return _latest_in(path)
         if named.is_dir():
             return _latest_in(named)
+        check_runs_dir(runs_dir)
         raise CheckpointError(f"{ref}: no such checkpoint, run folder or run name in {runs_dir}")
     runs = [p for p in runs_dir.glob(f"*/{LATEST}")] if runs_dir.is_dir() else []
     if not runs:
@@ -155,8 +205,36 @@ def resolve_checkpoint(ref: str | None, runs_dir: Path) -> Path:
 def _latest_in(folder: Path) -> Path:
     path = folder / LATEST
     if not path.is_file():
-        raise CheckpointError(f"{folder}: run folder has no {LATEST}")
+        raise CheckpointError(no_checkpoint_message(folder))
     return path
+
+
+ENDED = {"crashed": "crashed", "error": "ended with an error", "stopped": "was stopped", "finished": "finished"}
+
+
+def no_checkpoint_message(folder: Path) -> str:
+    """Why a run folder has no latest.pt yet, and what to do: a live run saves one soon (or now,
+    asked); one that ended before its first save has nothing to load."""
+    entry = run_entry(folder)
+    if entry is None:
+        return f"{folder}: run folder has no {LATEST}"
+    at = "" if entry.step is None else f" at step {entry.step:,}"
+    if not entry.live:
+        return f"run {entry.name} {ENDED.get(entry.state, entry.state)}{at} before saving a checkpoint: nothing to load"
+    save_now = f"to save one now, press c in `{run_hint('attach', folder)}`"
+    status = read_status(folder)
+    interval = _int_or_none(status.get("checkpoint_interval"))  # in status.json since the engine wrote it
+    if entry.state != "training" or interval is None:
+        return f"run {entry.name} is {entry.state}{at} and has saved no checkpoint yet; {save_now}"
+    step = entry.step or 0
+    reported = f" (at step {step:,} by its last report)"  # status.json is rewritten every few seconds
+    due = [step // interval * interval + interval] if interval > 0 else []
+    due += [m for m in [_int_or_none(status.get("max_steps"))] if m and m > step]
+    if not due:
+        return (f"run {entry.name} is training{reported} and saves its first checkpoint when it ends "
+                f"(--checkpoint-interval 0); {save_now}")
+    return (f"run {entry.name} is training and has saved no checkpoint yet: its first comes at step {min(due):,}"
+            f"{reported}; {save_now}")
 
 
 def is_live(run_dir: Path) -> bool:
@@ -233,28 +311,34 @@ class RunEntry:
 def list_runs(runs_dir: Path) -> list[RunEntry]:
     """Every run in the folder, most recently active first, with its state as its files and lock
     tell it: a run whose status says it was training but whose engine holds no lock crashed."""
-    entries = []
     folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_dir.is_dir() else []
-    for folder in folders:
-        status = read_status(folder)
-        if not status and not (folder / LATEST).exists():
-            continue
-        live = is_live(folder)
-        state = str(status.get("state") or "stopped")
-        if live and state not in LIVE_STATES:
-            state = "starting"
-        elif not live and state in LIVE_STATES:
-            state = "crashed"
+    entries = [entry for entry in map(run_entry, folders) if entry is not None]
+    return sorted(entries, key=lambda e: e.updated, reverse=True)
+
+
+def run_entry(folder: Path) -> RunEntry | None:
+    """One run as `runs` lists it; None for a folder that is no run (no status, no checkpoint)."""
+    status = read_status(folder)
+    if not status and not (folder / LATEST).exists():
+        return None
+    live = is_live(folder)
+    state = str(status.get("state") or "stopped")
+    if live and state not in LIVE_STATES:
+        state = "starting"
+    elif not live and state in LIVE_STATES:
+        state = "crashed"
+    try:
         files = [folder / n for n in (STATUS, LATEST) if (folder / n).exists()]
         updated = max((p.stat().st_mtime for p in files), default=folder.stat().st_mtime)
-        entries.append(RunEntry(
-            name=folder.name, path=folder, state=state, live=live, step=_int_or_none(status.get("step")),
-            best_val=_float_or_none(status.get("best_val")), corpus=status.get("corpus"), model=status.get("model"),
-            viewers=int(status.get("viewers") or 0) if live else 0, updated=updated,
-            tokens=status.get("tokens") if status.get("tokens") in ("char", "word") else None,
-            world_size=max(1, _int_or_none(status.get("world_size")) or 1),
-        ))
-    return sorted(entries, key=lambda e: e.updated, reverse=True)
+    except OSError:  # removed while we looked
+        return None
+    return RunEntry(
+        name=folder.name, path=folder, state=state, live=live, step=_int_or_none(status.get("step")),
+        best_val=_float_or_none(status.get("best_val")), corpus=status.get("corpus"), model=status.get("model"),
+        viewers=int(status.get("viewers") or 0) if live else 0, updated=updated,
+        tokens=status.get("tokens") if status.get("tokens") in ("char", "word") else None,
+        world_size=max(1, _int_or_none(status.get("world_size")) or 1),
+    )
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -155,7 +155,11 @@ def top_next(logits: torch.Tensor, top: int, mask_unk: bool) -> tuple[torch.Tens
     logits = logits.float().clone()
     if mask_unk:
         logits[0] = float("-inf")
-    return torch.topk(torch.softmax(logits, dim=-1), min(top, logits.numel()))
+    k = min(top, logits.numel() - int(mask_unk))  # a masked <unk> is never listed, not even at 0%
+    if k < 1:
+        raise ConfigError("the model's vocabulary holds nothing but <unk> (--allow-unk to rank it)")
+    # Weights gone non-finite mean no confidence: 0%, never "nan%".
+    return torch.topk(torch.softmax(logits, dim=-1).nan_to_num(0.0), k)
 
 
 class _Picker:

@@ -19,7 +19,7 @@ from pathlib import Path
 from .distributed import World, world_from_env
 from .errors import CharRNNError
 from .events import Notice
-from .runs import LOG, default_runs_dir
+from .runs import LOG, default_runs_dir, run_hint
 from .server import RunServer
 from .threads import ThreadShare
 
@@ -130,8 +130,7 @@ def _handle_signals(trainer, detached: bool, distributed: bool = False) -> None:
         run_dir = getattr(trainer, "run_dir", None)
         _output_to_log(run_dir)
         if run_dir is not None:
-            print(f"SIGHUP: the terminal has gone; training goes on: `charrnn-tui attach {run_dir.name}`",
-                  flush=True)
+            print(f"SIGHUP: the terminal has gone; training goes on: `{run_hint('attach', run_dir)}`", flush=True)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

@@ -133,6 +133,9 @@ class RunRecord:
             **about, "state": self.state, "reason": self.reason,
             "step": self.progress.step if self.progress else (info.resumed_step if info else 0),
             "best_val": self.best_val, "pid": os.getpid(), "updated": time.time(),
+            # when its first checkpoint comes, for `sample RUN` asked before it (runs.no_checkpoint_message)
+            "checkpoint_interval": info.config.get("checkpoint_interval") if info else None,
+            "max_steps": info.max_steps if info else None,
         }
 
 

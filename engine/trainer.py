@@ -43,7 +43,7 @@ from .gpu_monitor import GpuMonitor
 from .history import thin_evaluations
 from .overfitting import read_history
 from .run_setup import RunSetup
-from .runs import BEST, LATEST, RunLock, default_runs_dir, write_status
+from .runs import BEST, LATEST, RunLock, default_runs_dir, run_hint, write_status
 from .sampling import Continuation, SampleSettings
 
 EventSink = Callable[[Event], None]
@@ -64,6 +64,7 @@ class Trainer(Controls, RunSetup):
         pause_on_save_error: bool = False,
         world: World = SINGLE,
         corpus: Corpus | None = None,
+        notes: tuple[str, ...] = (),
     ):
         if config is None and resume is None:
             raise ValueError("Trainer needs a config or a checkpoint to resume")
@@ -74,6 +75,7 @@ class Trainer(Controls, RunSetup):
         self.resume_path = Path(resume) if resume else None
         self.overrides = overrides or {}
         self.loaded_corpus = corpus  # the config's corpus, read already (the command line fits the model to it)
+        self.start_notes = notes  # said once the run has started (how the command line fitted its model)
         # A UI pauses when a checkpoint cannot be written (disk full), so the user can free space
         # and press save; headless, training goes on (the previous checkpoint is intact).
         self.pause_on_save_error = pause_on_save_error
@@ -107,6 +109,8 @@ class Trainer(Controls, RunSetup):
         try:
             self._setup()
             if self.world.leader:
+                for note in self.start_notes:
+                    self.emit(Notice(note))
                 self._loop()
             else:
                 self._follow()
@@ -306,7 +310,7 @@ class Trainer(Controls, RunSetup):
         if not self.saved_step:
             return "nothing was saved"
         return (f"the last checkpoint (step {self.saved_step}) is intact: "
-                f"`charrnn-tui train --resume {self.run_dir.name}`")
+                f"`{run_hint('train --resume', self.run_dir)}`")
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""

@@ -119,7 +119,10 @@ class WordVocab:
 
     @classmethod
     def build(cls, text: str, min_freq: int = 2) -> WordVocab:
-        counts = Counter(tokenize_words(text))
+        return cls.from_counts(Counter(tokenize_words(text)), min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], min_freq: int = 2) -> WordVocab:
         kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
         return cls([UNK, *(t for t in kept if t != UNK)])
 
@@ -166,11 +169,37 @@ def tokenize_words(text: str, scheme: int = WORD_SCHEME) -> list[str]:
     return WORD_PATTERNS[scheme].findall(text)
 
 
+# A word model whose text is mostly <unk> learns where the rare words are, not the text.
+MOST_UNK = 0.5
+
+
 def build_vocab(text: str, kind: str = "char", min_freq: int = 2) -> CharVocab | WordVocab:
+    """A new run's vocabulary; one with nothing to learn (a single symbol, or a word vocabulary
+    that leaves most of the text <unk>) is refused, saying what it kept."""
     if kind == "char":
-        return CharVocab.build(text)
+        vocab = CharVocab.build(text)
+        if len(vocab) < 2:
+            raise ConfigError(f"the corpus holds a single distinct character ({vocab.tokens[0]!r}): nothing to learn")
+        return vocab
     if kind == "word":
-        return WordVocab.build(text, min_freq)
+        counts = Counter(tokenize_words(text))
+        vocab = WordVocab.from_counts(counts, min_freq)
+        total = sum(counts.values())
+        unk = sum(n for t, n in counts.items() if t not in vocab.index)
+        if len(vocab) < 3 or unk > MOST_UNK * total:
+            kept = len(vocab) - 1
+            common = sorted(counts.values(), reverse=True)
+            # The largest min-freq that keeps half the text: the n-th most common token's count
+            covered, enough = 0, 1
+            for n in common:
+                covered += n
+                enough = n
+                if covered >= MOST_UNK * total:
+                    break
+            raise ConfigError(f"--min-freq {min_freq} keeps {kept:,} of the corpus's {len(counts):,} distinct tokens "
+                              f"and leaves {unk / max(total, 1):.0%} of its tokens <unk>: nothing much to learn; "
+                              f"lower it (--min-freq {max(1, min(enough, min_freq - 1))} or less)")
+        return vocab
     raise ConfigError(f"unknown token kind {kind!r} (choose char or word)")
 
 

@@ -48,15 +48,33 @@ def test_runs_lists_every_run_with_its_state(runs_of_every_state):
     viewer.close()
 
 
-def test_attach_and_stop_on_a_run_that_is_not_live_say_why_in_one_line(runs_of_every_state):
+def _attach_error(monkeypatch, *argv: str) -> str:
+    """attach's error from run_app (the console script wants a terminal first; no app may open here)."""
+    from charrnn_tui.engine.cli import parse
+    from charrnn_tui.engine.errors import CharRNNError
+    from charrnn_tui.tui import app as app_module
+
+    monkeypatch.setattr(app_module, "CharRNNApp", None)  # calling it fails the test
+    with pytest.raises(CharRNNError) as raised:
+        app_module.run_app(parse(["attach", *argv]))
+    return str(raised.value)
+
+
+def test_attach_and_stop_on_a_run_that_is_not_live_say_why_in_one_line(runs_of_every_state, monkeypatch):
     runs_dir, _ = runs_of_every_state
-    for command in ("attach", "stop"):
-        crashed = run_cli(command, "crashed", "--runs-dir", str(runs_dir))
-        assert crashed.returncode == 2 and len(crashed.stderr.strip().splitlines()) == 1
-        assert "crashed" in crashed.stderr and "charrnn-tui train --resume crashed" in crashed.stderr
-        done = run_cli(command, "done", "--runs-dir", str(runs_dir))
-        assert done.returncode == 2 and "is not running (finished)" in done.stderr
-    missing = run_cli("attach", "nope", "--runs-dir", str(runs_dir))
+    resume = f"charrnn-tui train --resume crashed --runs-dir {runs_dir}"
+    crashed = _attach_error(monkeypatch, "crashed", "--runs-dir", str(runs_dir))
+    assert "\n" not in crashed and "crashed" in crashed and resume in crashed
+    assert "is not running: it finished at step 30" in _attach_error(monkeypatch, "done", "--runs-dir", str(runs_dir))
+    assert "no such run" in _attach_error(monkeypatch, "nope", "--runs-dir", str(runs_dir))
+    # stop: what it is for is done already, so it says so and succeeds
+    crashed = run_cli("stop", "crashed", "--runs-dir", str(runs_dir))
+    assert crashed.returncode == 0 and crashed.stderr == "" and len(crashed.stdout.splitlines()) == 1
+    assert "run crashed already crashed at step 12 (not live); nothing to stop" in crashed.stdout
+    assert resume in crashed.stdout
+    done = run_cli("stop", "done", "--runs-dir", str(runs_dir))
+    assert done.returncode == 0 and done.stdout == "run done already finished at step 30 (not live); nothing to stop\n"
+    missing = run_cli("stop", "nope", "--runs-dir", str(runs_dir))
     assert missing.returncode == 2 and "no such run" in missing.stderr
 
 

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -235,7 +236,7 @@ class CharRNNApp(App[int]):
                 self.redraw()
             self.exit_code = 1
         if event.state == WorkerState.SUCCESS and event.worker.result == "detached" and not self.detaching:
-            self.view.apply(ev.StateChanged("detached", "lost the run's engine; `charrnn-tui attach` reconnects"))
+            self.view.apply(ev.StateChanged("detached", f"lost the run's engine; `{self._hint('attach')}` reconnects"))
             self.redraw()
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED) and self.quitting:
             self.exit(self.exit_code)
@@ -489,12 +490,19 @@ class CharRNNApp(App[int]):
         self.training_done.clear()
         self.start_training()
 
+    def _hint(self, verb: str) -> str:
+        """A command for this run as it must be typed (with --runs-dir where it is not the default)."""
+        from charrnn_tui.engine.runs import command_hint, run_hint
+
+        info = self.view.info
+        return run_hint(verb, Path(info.run_dir)) if info is not None else command_hint(verb, self.runs_dir)
+
     def _need_trainer(self) -> bool:
         if self.trainer is None or self.view.state == "starting":
             self.notify("still starting: loading the corpus and building the model", timeout=2)
             return self.trainer is not None
         if self.view.state in ("error", "finished", "stopped", "detached"):
-            self.notify(f"training has {self.view.state}; `charrnn-tui train --resume` continues the run",
+            self.notify(f"training has {self.view.state}; `{self._hint('train --resume')}` continues the run",
                         severity="warning", timeout=4, markup=False)
             return False
         return True
@@ -543,20 +551,74 @@ def run_app(args: argparse.Namespace) -> int:
     on a CPU a training thread runs 2-3x slower than a process's main thread, and the run must
     outlive the app. Then the app attaches to it, exactly as `attach` does.
     """
-    from charrnn_tui.engine.client import EngineClient
-    from charrnn_tui.engine.run_commands import resolve_run
-    from charrnn_tui.engine.runs import default_runs_dir
+    from charrnn_tui.engine.client import EngineClient, RunNotLive
+    from charrnn_tui.engine.errors import CharRNNError
+    from charrnn_tui.engine.run_commands import not_live_message, resolve_run
+    from charrnn_tui.engine.runs import check_new_run_name, command_hint, default_runs_dir, run_hint
 
     runs_dir = args.runs_dir or default_runs_dir()
     if args.command == "attach":
         run_dir = resolve_run(args.run, runs_dir, live=True)
         client = EngineClient(run_dir)
-        client.connect()  # a run that is not live is a one-line error before any screen
+        try:
+            client.connect()  # a run that is not live is a one-line error before any screen
+        except RunNotLive:
+            raise CharRNNError(not_live_message(run_dir)) from None
+        if not has_terminal():
+            client.close()
+            raise CharRNNError(f"attach opens the app, which needs a terminal (stdin and stdout here are not one); "
+                               f"`{command_hint('runs', runs_dir)}` lists the runs, "
+                               f"`{run_hint('stop', run_dir)}` ends this one")
         app = CharRNNApp(lambda on_event: _with_sink(client, on_event), runs_dir=runs_dir)
     else:
+        if getattr(args, "resume", None) is None:
+            check_new_run_name(getattr(args, "name", None), runs_dir)  # before any screen, not in it
+        if not has_terminal():  # else escape codes go to a file, and an engine trains with no one watching
+            raise CharRNNError("the app needs a terminal (stdin and stdout here are not one): use `charrnn-tui "
+                               "train --headless ...` for a progress line, or `--detach` to train in the background")
         app = CharRNNApp(functools.partial(_launch_and_attach, args.train_argv), runs_dir=runs_dir)
     result = app.run()
+    message = after_exit_message(app)
+    if message:  # the screen has gone: say where the run is
+        (sys.stderr if message.startswith("charrnn-tui: error:") else sys.stdout).write(message)
     return result if isinstance(result, int) else 0
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def after_exit_message(app: Any) -> str:
+    """What the terminal says once the app has closed: a run left training (`d`) and the commands
+    that reach it; a run stopped (`q`) and where it was saved; or why it failed."""
+    from charrnn_tui.engine.run_commands import background_message
+    from charrnn_tui.engine.runs import run_hint
+
+    client, view = app.trainer, app.view
+    run_dir = getattr(client, "run_dir", None) or (view.info.run_dir if view.info is not None else None)
+    state = getattr(client, "state", None) or view.state
+    if view.state == "error" or state == "error":
+        reason = (getattr(client, "error", "") or view.reason or "training failed").strip().splitlines()
+        where = f"run {Path(run_dir).name}: " if run_dir else ""
+        return f"charrnn-tui: error: {where}{reason[0] if reason else 'training failed'}\n"
+    if run_dir is None:
+        return ""  # no run was started
+    run_dir = Path(run_dir)
+    step = max(int(getattr(client, "step", 0) or 0), view.step)
+    if state in ("training", "paused", "starting"):
+        return background_message(run_dir, state, still=True)
+    if state in ("stopped", "finished"):
+        if view.saved_path and view.saved_step >= step:
+            saved = f"saved to {view.saved_path}"
+        elif view.saved_path:
+            saved = f"the steps after {view.saved_step:,} were not saved (the last checkpoint is {view.saved_path})"
+        else:
+            saved = "nothing was saved"
+        resumable = state == "stopped" and view.saved_path
+        more = f"; `{run_hint('train --resume', run_dir)}` continues it" if resumable else ""
+        return f"run {run_dir.name} {state} at step {step:,}; {saved}{more}\n"
+    # The connection dropped and the app closed before it could attach again.
+    return f"lost the connection to run {run_dir.name}; `{run_hint('attach', run_dir)}` reconnects if it still runs\n"
 
 
 def _with_sink(client: Any, on_event: Callable[[ev.Event], None]) -> Any:

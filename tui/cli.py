@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from charrnn_tui.engine.cli import dispatch, parse, report_errors
+from charrnn_tui.engine.cli import check_train_corpus, dispatch, parse, report_errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,9 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "attach" or (args.command == "train" and not args.headless and not args.detach):
         from .app import run_app
 
-        return report_errors(run_app, args)
+        return report_errors(open_app, run_app, args)
     return report_errors(dispatch, args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def open_app(run_app, args) -> int:
+    """The app, once the corpus is known to be there (run_app checks the rest, the terminal last)."""
+    check_train_corpus(args)
+    return run_app(args)

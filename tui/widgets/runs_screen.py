@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from charrnn_tui.engine.run_commands import format_age
-from charrnn_tui.engine.runs import RunEntry, list_runs
+from charrnn_tui.engine.runs import RunEntry, list_runs, run_hint
 
 REFRESH = 2.0  # seconds
 
@@ -92,7 +92,7 @@ class RunsScreen(ModalScreen[RunsChoice | None]):
             return
         entry = self.entries[min(table.cursor_row, len(self.entries) - 1)]
         if not entry.live:
-            self.notify(f"{entry.name} is {entry.state}, not running: `charrnn-tui train --resume {entry.name}` "
+            self.notify(f"{entry.name} is {entry.state}, not running: `{run_hint('train --resume', entry.path)}` "
                         "continues it", severity="warning", markup=False)
             return
         self.dismiss(RunsChoice(attach=str(entry.path)))
