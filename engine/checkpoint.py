@@ -23,8 +23,16 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     A kill at any moment leaves either the old file or the new one, never a half-written one.
     """
     path = Path(path)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_atomically({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {os_reason(e)}; the previous one is intact") from None
+
+
+def save_atomically(payload: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, rename over it: the old file or the new
+    one, whenever a kill comes. Raises OSError, the temporary file removed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # the name remove_partial_writes clears
     try:
         # User-only, like the run folder: a checkpoint holds the user's text in its samples.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -34,13 +42,13 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; the previous one is intact") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def os_reason(e: OSError) -> str:
+    return "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

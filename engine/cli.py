@@ -480,7 +480,7 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         source = corpus.source
         if text != corpus.text:
             notes.append(f"the text was folded to ASCII, as the model's training text was ({len(corpus.text):,} "
-                         f"characters read, {len(text):,} scored): the score is of the folded text")
+                         f"characters read, {len(text):,} once folded): the score is of the folded text")
     result = evaluate(loaded.model, ids, progress=EvalProgress(len(ids), sys.stderr))
     if loaded.vocab.kind == "char":  # bits per character: the figure char models are compared by
         out.write(f"{source}: {result.tokens:,} chars predicted; {result.bits:.4f} bits/char "
@@ -492,8 +492,9 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                   f"{per_word:.2f} per word ({result.nats:.4f} nats/token, perplexity {result.perplexity:.2f} "
                   "per token)\n")
     if unknown:
-        notes.append(f"{unknown:,} characters the model never saw ({unknown / max(len(ids), 1):.2%}) were folded "
-                     "with unidecode or skipped: the score is of the text without them")
+        share = unknown / max(len(ids), 1)
+        notes.append(f"{unknown:,} characters the model never saw (about {share:.2%} of the text) were folded with "
+                     "unidecode or skipped: the score is of the text without them")
     if loaded.vocab.kind == "word":
         unk = int((ids[1:] == 0).sum())
         if unk:

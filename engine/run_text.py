@@ -3,9 +3,7 @@ has changed, and its validation ids (RUN/validation.pt), so that `eval RUN` need
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import torch
 
 from . import config as cfg
-from .checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint
+from .checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, os_reason, save_atomically
 from .errors import CharRNNError, CheckpointError
 
 VALIDATION = "validation.pt"
@@ -96,21 +94,10 @@ def save_validation(run_dir: Path, ids: torch.Tensor, source: str, fingerprint: 
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "validation",
                "ids": ids.detach().cpu().clone(),  # a clone: a slice would save the whole corpus's storage
                "source": source, "corpus": fingerprint.to_dict()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # the name remove_partial_writes clears
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_atomically(payload, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise CheckpointError(f"cannot keep the validation text in {path} ({reason})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise CheckpointError(f"cannot keep the validation text in {path} ({os_reason(e)})") from None
     return path
 
 

@@ -187,7 +187,8 @@ def test_eval_of_an_ascii_model_says_the_text_was_folded(tmp_path):
     other.write_text("café naïve ☃\n" * 5)
     result = run_cli("eval", str(run), str(other))
     assert result.returncode == 0, result.stderr
-    assert "note: the text was folded to ASCII, as the model's training text was (65 characters read" in result.stdout
+    assert "note: the text was folded to ASCII, as the model's training text was (65 characters read, " in result.stdout
+    assert "once folded): the score is of the folded text" in result.stdout
 
 
 def test_a_checkpoint_whose_vocabulary_is_only_unk_is_refused(tmp_path):
