@@ -6,6 +6,7 @@ import errno
 import os
 import pickle
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,13 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 def save_atomically(payload: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file beside `path`, fsync, rename over it: the old file or the new
     one, whenever a kill comes. Raises OSError, the temporary file removed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # the name remove_partial_writes clears
+    # A new file of a name of its own (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, user-only, like the run
+    # folder, as a checkpoint holds the user's text in its samples): a file or a symbolic link
+    # planted under a name it could guess is never written through. `.NAME.tmp-*` is the name
+    # remove_partial_writes clears.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
+    tmp = Path(name)
     try:
-        # User-only, like the run folder: a checkpoint holds the user's text in its samples.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()

@@ -17,6 +17,7 @@ from . import config as cfg
 from .config import EVAL_BUDGET
 from .corpus import corpus_spec
 from .errors import CharRNNError, ConfigError
+from .printable import printable, printable_line
 from .printer import percent
 from .schedule import LIMITS
 from .suggest import unknown_first_word, unknown_option
@@ -357,17 +358,20 @@ def run_sample(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     pieces = generator.stream(args.prime, settings, result)
     first = next(pieces, "")
     for note in result.notes:
-        sys.stderr.write(f"prompt: {note}\n")
-    if args.json:
+        sys.stderr.write(f"prompt: {printable_line(note)}\n")
+    if args.json:  # JSON escapes every control character itself
         for _ in pieces:
             pass
         out.write(json.dumps({"prime": args.prime, "text": result.text,
                               "novelty": sample_novelty(loaded.config, result.text)}) + "\n")
         return 0
-    out.write(args.prime + first)
+    # The model writes what its corpus held, escape sequences too (a corpus of terminal logs): a
+    # terminal is shown them as visible stand-ins; a pipe or a file gets the model's exact text.
+    shown = printable if out.isatty() else str
+    out.write(shown(args.prime + first))
     out.flush()
     for piece in pieces:
-        out.write(piece)
+        out.write(shown(piece))
         out.flush()
     out.write("\n")
     return 0
@@ -395,11 +399,11 @@ def run_next(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     top = min(args.top, len(loaded.vocab)) if args.top >= 1 else args.top
     ranked, notes = TextGenerator(loaded.model, loaded.vocab).next_tokens(args.prime, top, args.allow_unk)
     for note in notes:
-        sys.stderr.write(f"prompt: {note}\n")
+        sys.stderr.write(f"prompt: {printable_line(note)}\n")
     if args.json:
         out.write(json.dumps({"prime": args.prime, "top": [{"token": t, "prob": p} for t, p in ranked]}) + "\n")
         return 0
-    width = max(len(repr(t)) for t, _ in ranked)
+    width = max(len(repr(t)) for t, _ in ranked)  # repr writes a token's control characters as escapes
     for token, prob in ranked:
         out.write(f"{token!r:<{width}}  {prob:6.1%}\n")
     return 0
@@ -415,7 +419,7 @@ def sample_novelty(config: cfg.TrainConfig, text: str) -> dict[str, Any] | None:
                              encoding=config.encoding)
         return NoveltyIndex(corpus.text).novelty(text).to_dict()
     except (CharRNNError, MemoryError) as e:
-        sys.stderr.write(f"note: no copy check ({first_line_of(e)})\n")
+        sys.stderr.write(f"note: no copy check ({printable_line(first_line_of(e))})\n")  # it may quote a file name
         return None
 
 
@@ -460,8 +464,8 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             ids, name = kept.ids, kept.source
             change = corpus_change(config, kept.fingerprint)
             if change is not None:
-                sys.stderr.write(f"note: corpus {name} {change} since training; scoring the validation text "
-                                 "the run kept\n")
+                sys.stderr.write(printable_line(f"note: corpus {name} {change} since training; scoring the "
+                                                "validation text the run kept") + "\n")
         else:  # a run from before validation text was kept: its corpus, cut again
             try:
                 corpus = load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
@@ -481,6 +485,7 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if text != corpus.text:
             notes.append(f"the text was folded to ASCII, as the model's training text was ({len(corpus.text):,} "
                          f"characters read, {len(text):,} once folded): the score is of the folded text")
+    source = printable_line(source)  # a file's name, or the source the run kept: shown on a terminal
     result = evaluate(loaded.model, ids, progress=EvalProgress(len(ids), sys.stderr))
     if loaded.vocab.kind == "char":  # bits per character: the figure char models are compared by
         out.write(f"{source}: {result.tokens:,} chars predicted; {result.bits:.4f} bits/char "
@@ -501,7 +506,7 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             notes.append(f"{unk:,} of the tokens ({unk / max(len(ids) - 1, 1):.1%}) are <unk>, words the model's "
                          "vocabulary does not hold: the score counts predicting <unk> for them as right")
     for note in notes:
-        out.write(f"note: {note}\n")
+        out.write(f"note: {note}\n")  # made of numbers and our words only
     return 0
 
 
@@ -701,8 +706,8 @@ def report_errors(fn, *a) -> int:
     """Run fn; a CharRNNError becomes one line on stderr and exit status 2."""
     try:
         return fn(*a)
-    except CharRNNError as e:
-        sys.stderr.write(f"charrnn-tui: error: {e}\n")
+    except CharRNNError as e:  # it may quote a file's name, a file's text or a run's words: printable
+        sys.stderr.write(f"charrnn-tui: error: {printable_line(str(e))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("charrnn-tui: interrupted\n")

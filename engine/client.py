@@ -7,7 +7,10 @@ way whether it started it or attached to it. No torch here.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 from . import events as ev
 from . import protocol
 from .errors import CharRNNError
+from .printable import printable_line
 from .runs import SOCKET, is_live, read_status, run_hint, unix_address
 
 EventSink = Callable[[ev.Event], None]
@@ -46,6 +50,7 @@ class EngineClient:
         """Connect and say hello; returns the events that bring a view up to date (not yet handed to
         on_event: `run` does that first)."""
         path = self.run_dir / SOCKET
+        name = printable_line(self.run_dir.name)
         if not path.exists() or not is_live(self.run_dir):
             raise RunNotLive(self._not_live_message())
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -56,33 +61,66 @@ class EngineClient:
         except (ConnectionRefusedError, FileNotFoundError):
             sock.close()
             if is_live(self.run_dir):  # its engine holds the run but has not bound the socket yet
-                raise CharRNNError(f"run {self.run_dir.name} is starting; try again in a moment") from None
+                raise CharRNNError(f"run {name} is starting; try again in a moment") from None
             raise RunNotLive(self._not_live_message()) from None
         except OSError as e:
             sock.close()
-            raise CharRNNError(f"cannot connect to run {self.run_dir.name}: {e.strerror or e}") from None
+            raise CharRNNError(f"cannot connect to run {name}: {printable_line(str(e.strerror or e))}") from None
+        # The server checks that its clients are this user; a client checks the server too before
+        # it sends a prompt or believes an answer: a socket file in a folder others can write to may
+        # be anyone's (the run's lock says some process holds the run, not whose it is).
+        try:
+            uid = peer_uid(sock)
+        except OSError as e:
+            sock.close()
+            raise CharRNNError(f"cannot tell who serves run {name}'s socket ({e.strerror or e}): "
+                               "refusing to talk to it") from None
+        if uid is not None and uid != os.getuid():
+            sock.close()
+            raise CharRNNError(f"run {name}'s socket is served by uid {uid}, not you: refusing to talk to it")
         self.sock = sock
+        self._buffer.clear()
         hello = {**protocol.hello(), "client": "viewer" if self.viewer else "control"}
-        self._send(hello)
-        welcome = self._read_message()
+        try:
+            self._send(hello)
+            welcome = self._read_message()
+        except protocol.ProtocolError as e:
+            self.close()
+            raise CharRNNError(f"run {name}: {e}") from None
+        except TimeoutError:
+            self.close()
+            raise CharRNNError(f"run {name} did not answer within {timeout:g} s; try again") from None
+        except OSError:  # reset before the hello was taken: as closed without a word, below
+            welcome = None
         if welcome is None:
+            self.close()
+            # A full server (MAX_CLIENTS) accepts and closes at once, saying nothing: a live run that
+            # hangs up before its welcome is busy, not crashed.
+            if is_live(self.run_dir):
+                raise CharRNNError(f"run {name} is busy (too many connections); try again")
             raise RunNotLive(self._not_live_message())
         if welcome.get("type") == "error":
-            raise CharRNNError(f"run {self.run_dir.name}: {welcome.get('message')}")
+            self.close()
+            raise CharRNNError(f"run {name}: {printable_line(str(welcome.get('message')))[:200]}")
         if welcome.get("type") != "welcome":
-            raise CharRNNError(f"run {self.run_dir.name}: unexpected answer {welcome.get('type')!r}")
+            self.close()
+            raise CharRNNError(f"run {name}: unexpected answer {printable_line(str(welcome.get('type')))[:40]!r}")
         sock.settimeout(None)
-        self.welcome_events = [protocol.event_from_dict(e) for e in welcome.get("events", [])]
+        events = welcome.get("events")
+        self.welcome_events = [e for e in map(_event_or_none, events if isinstance(events, list) else [])
+                               if e is not None]
         for event in self.welcome_events:
             self._mirror(event)
         return self.welcome_events
 
     def _not_live_message(self) -> str:
         state = read_status(self.run_dir).get("state")
+        name = printable_line(self.run_dir.name)
         if state in ("training", "paused", "starting") or (self.run_dir / SOCKET).exists():
-            return (f"run {self.run_dir.name} crashed (its engine is gone); "
+            return (f"run {name} crashed (its engine is gone); "
                     f"`{run_hint('train --resume', self.run_dir)}` continues it from its last checkpoint")
-        return (f"run {self.run_dir.name} is not running ({state or 'stopped'}); "
+        state = printable_line(str(state))[:40] if state else "stopped"  # status.json's, whatever it holds
+        return (f"run {name} is not running ({state}); "
                 f"`{run_hint('train --resume', self.run_dir)}` continues it")
 
     # ---- requests: any thread, the same names as the trainer's --------------------------------
@@ -155,8 +193,10 @@ class EngineClient:
                     self.on_event(event)
                 elif kind == "error":
                     self.on_event(ev.Notice(f"the run refused a request: {message.get('message')}", "warning"))
-        except (OSError, protocol.ProtocolError):
+        except OSError:
             pass
+        except protocol.ProtocolError as e:  # a line over the limit, or not JSON: this server is broken
+            self.on_event(ev.Notice(f"run {self.run_dir.name}: {e}", "error"))
         finally:
             self.close()
         if self._detached:
@@ -167,13 +207,19 @@ class EngineClient:
 
     def status(self) -> dict[str, Any]:
         """The run's status now (state, step, best validation loss, viewers...)."""
-        self._send(protocol.request("status"))
-        while True:
-            message = self._read_message()
-            if message is None:
-                raise RunNotLive(self._not_live_message())
-            if message.get("type") == "status":
-                return dict(message.get("status") or {})
+        try:
+            self._send(protocol.request("status"))
+            while True:
+                message = self._read_message()
+                if message is None:
+                    raise RunNotLive(self._not_live_message())
+                if message.get("type") == "status":
+                    status = message.get("status")
+                    return dict(status) if isinstance(status, dict) else {}
+        except protocol.ProtocolError as e:
+            raise CharRNNError(f"run {printable_line(self.run_dir.name)}: {e}") from None
+        except OSError:  # the run ended a moment ago
+            raise RunNotLive(self._not_live_message()) from None
 
     def close(self) -> None:
         if self.sock is not None:
@@ -182,19 +228,24 @@ class EngineClient:
             self.sock = None
 
     def _mirror(self, event: ev.Event) -> None:
-        """The few fields callers read, as they would on a Trainer."""
-        if isinstance(event, ev.StateChanged):
+        """The few fields callers read, as they would on a Trainer. The protocol checks an event's
+        fields by name, not by type: a field of the wrong type is ignored here."""
+        if isinstance(event, ev.StateChanged) and isinstance(event.state, str):
             self.state = event.state
             if event.state == "error":
-                self.error = event.reason
-        elif isinstance(event, ev.Progress):
+                self.error = event.reason if isinstance(event.reason, str) else "training failed"
+        elif isinstance(event, ev.Progress) and _whole(event.step):
             self.step = event.step
-        elif isinstance(event, ev.Started):
-            self.step = event.info.resumed_step
-            self.temperature = float(event.info.config.get("temperature", 0.8))
-            self.early_stop = event.info.config.get("early_stop")
+        elif (isinstance(event, ev.Started) and isinstance(event.info, ev.RunInfo)
+              and isinstance(event.info.config, dict)):
+            self.step = event.info.resumed_step if _whole(event.info.resumed_step) else self.step
+            self.temperature = _number(event.info.config.get("temperature", 0.8), self.temperature)
+            early_stop = event.info.config.get("early_stop")
+            self.early_stop = early_stop if early_stop is None or _whole(early_stop) else self.early_stop
         elif isinstance(event, ev.SettingsChanged):
-            self.temperature, self.early_stop = event.temperature, event.early_stop
+            self.temperature = _number(event.temperature, self.temperature)
+            self.early_stop = (event.early_stop if event.early_stop is None or _whole(event.early_stop)
+                               else self.early_stop)
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.sock is None:
@@ -203,15 +254,25 @@ class EngineClient:
             self.sock.sendall(protocol.encode(message))
 
     def _read_message(self) -> dict[str, Any] | None:
-        """The next message, or None when the server has closed the connection."""
+        """The next message, or None when the server has closed the connection. A line longer than
+        SERVER_LINE_LIMIT is a ProtocolError, told once the buffer holds that much without a newline
+        (not once the newline comes, which a broken or hostile server may never send), and closes
+        the connection."""
         searched = 0
         while (end := self._buffer.find(b"\n", searched)) < 0:
             searched = len(self._buffer)
+            if searched > SERVER_LINE_LIMIT:
+                self._buffer.clear()
+                self.close()
+                raise protocol.ProtocolError(f"the run's engine sent a message longer than {SERVER_LINE_LIMIT:,} "
+                                             "bytes; disconnected")
             sock = self.sock
             if sock is None:
                 return None
             try:
                 chunk = sock.recv(1 << 16)
+            except TimeoutError:
+                raise  # only while connecting (there is no timeout after): a slow run, not a closed one
             except OSError:
                 return None
             if not chunk:
@@ -220,3 +281,34 @@ class EngineClient:
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         return protocol.decode(line, limit=SERVER_LINE_LIMIT)
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected Unix socket (struct ucred: pid, uid,
+    gid), or None where the system does not say: SO_PEERCRED is Linux's; elsewhere the user-only
+    run folder is the guard. OSError if the system fails to say."""
+    if not hasattr(socket, "SO_PEERCRED"):  # the BSDs and macOS have LOCAL_PEERCRED, in another layout
+        return None
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, default: float | None) -> float | None:
+    """A finite number as a float, else `default`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):
+            if math.isfinite(float(value)):
+                return float(value)
+    return default
+
+
+def _event_or_none(data: Any) -> ev.Event | None:
+    """An event of a welcome, or None for one this client cannot read (a newer server's, or garbage)."""
+    try:
+        return protocol.event_from_dict(data)
+    except (protocol.ProtocolError, TypeError, ValueError):
+        return None

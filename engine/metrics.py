@@ -16,10 +16,12 @@ import contextlib
 import importlib.util
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .runs import open_in_run
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -48,9 +50,10 @@ class MetricsLog:
             self._drop_after(resumed_step)
         self.writer = tensorboard_writer(run_dir, resumed_step) if tensorboard else None
         self.file = None
-        with contextlib.suppress(OSError):  # a read-only folder: the run goes on without it
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            self.file = os.fdopen(fd, "a", encoding="utf-8")
+        # A read-only folder, or a symbolic link planted in the file's place (never written
+        # through): the run goes on without it.
+        with contextlib.suppress(OSError):
+            self.file = os.fdopen(open_in_run(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8")
 
     def train(self, step: int, elapsed_s: float, tokens: int, lr: float, loss: float, grad_norm: float) -> None:
         self._write({"step": step, "elapsed_s": round(elapsed_s, 3), "tokens": tokens, "lr": lr,
@@ -82,31 +85,44 @@ class MetricsLog:
             self.file = None
 
     def _drop_after(self, step: int) -> None:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError:
+        lines = _read_lines(self.path)
+        if lines is None:
             return
         kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
         if len(kept) == len(lines):
             return
-        tmp = self.path.with_name(f".{METRICS}.tmp-{os.getpid()}")
         with contextlib.suppress(OSError):
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            # A name of its own (O_EXCL|O_NOFOLLOW): a link planted under a guessable name is never followed.
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{METRICS}.tmp-{os.getpid()}-")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write("".join(line + "\n" for line in kept))
+                os.replace(tmp, self.path)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+def _read_lines(path: Path) -> list[str] | None:
+    """The lines of a metrics.jsonl, or None: not through a symbolic link, never a FIFO or device."""
+    try:
+        with os.fdopen(open_in_run(path, os.O_RDONLY), encoding="utf-8", errors="replace") as f:
+            return f.read().splitlines()
+    except OSError:
+        return None
 
 
 def _step_of(line: str) -> int | None:
     try:
         step = json.loads(line).get("step")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: a line of nested brackets
         return None
-    return step if isinstance(step, int) else None
+    return step if type(step) is int else None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     records = []
-    with contextlib.suppress(OSError):
-        for line in (run_dir / METRICS).read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                records.append(json.loads(line))
+    for line in _read_lines(run_dir / METRICS) or []:
+        with contextlib.suppress(ValueError, RecursionError):
+            records.append(json.loads(line))
     return records

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import TextIO
 
+from .printable import printable, printable_line
+
 NOT_LEARNING = "not learning: learning rate 0"
 RECENT = 100  # steps the progress line's loss is the mean of
 
@@ -91,7 +93,12 @@ class ProgressPrinter:
             text += f" | {NOT_LEARNING}"
         self._write_progress(text)
 
+    # Every line goes out through these two, made printable: samples are the model's text, and names,
+    # paths and notices quote the corpus and the run folder (a file name can hold ESC as well). The
+    # detached engine's log gets the same, since it is read with `cat` and `tail -f`; the JSONL log
+    # has the exact text (JSON escapes control characters).
     def _write_progress(self, text: str) -> None:
+        text = printable_line(text)
         if self.tty:
             self.out.write("\r\x1b[2K" + text)
             self.out.flush()
@@ -99,6 +106,7 @@ class ProgressPrinter:
             self._line(text)
 
     def _line(self, text: str) -> None:
+        text = printable(text)  # a sample is lines of text: newlines and tabs kept
         if self.tty:
             self.out.write("\r\x1b[2K")
         self.out.write(text + "\n")

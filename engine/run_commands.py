@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import CharRNNError
+from .printable import printable_line
 
 
 def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -28,13 +29,27 @@ def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return 0
     rows = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
     for e in entries:
-        rows.append((e.name, e.state, e.corpus or "-", e.model_label, "-" if e.step is None else f"{e.step:,}",
+        # Names and fields come from folder names and status.json: any string, escape sequences too.
+        rows.append((printable_line(e.name), *(cell(v) for v in (e.state, e.corpus or "-", e.model_label)),
+                     "-" if e.step is None else f"{e.step:,}",
                      "-" if e.best_val is None or not math.isfinite(e.best_val) else f"{e.best_val:.4f}",
                      str(e.viewers) if e.live else "-", format_age(time.time() - e.updated)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    for e in entries:
+        if e.problem is not None:  # listed as unreadable above: why, to mend or remove it
+            out.write(printable_line(f"{e.name} is unreadable: {e.problem}") + "\n")
     return 0
+
+
+CELL_WIDTH = 60  # characters of a status.json field shown in the table; a longer one is cut, with "…"
+
+
+def cell(value: object) -> str:
+    """A field from status.json as one printable table cell of at most CELL_WIDTH characters."""
+    text = printable_line(value if isinstance(value, str) else str(value))
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "\u2026"
 
 
 def format_age(seconds: float) -> str:
@@ -47,7 +62,7 @@ def format_age(seconds: float) -> str:
 
 def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
     """A run folder from a name or a path; with no name, the most recently active live run."""
-    from .runs import check_runs_dir, command_hint, is_bare_name, list_runs, sanitize_run_name
+    from .runs import check_runs_dir, command_hint, is_bare_name, list_runs, require_own_run_dir, sanitize_run_name
 
     if ref is None:
         check_runs_dir(runs_dir)
@@ -57,6 +72,7 @@ def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
         return candidates[0].path
     named = runs_dir / sanitize_run_name(ref)
     if is_bare_name(ref) and named.is_dir():
+        require_own_run_dir(named)
         return named  # a run's name wins over a folder of that name where the command was typed
     path = Path(ref).expanduser()
     if path.is_file():
@@ -66,6 +82,7 @@ def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
     if not path.is_dir():
         check_runs_dir(runs_dir)
         raise CharRNNError(f"{ref}: no such run in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them")
+    require_own_run_dir(path)  # another user's run (or a link to one) is never attached to or stopped
     return path
 
 
@@ -123,7 +140,7 @@ def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         ended = nothing_to_stop(run_dir)
         if ended is None:
             raise CharRNNError(not_live_message(run_dir)) from None
-        out.write(ended + "\n")  # what stop is for is done already: not an error
+        out.write(printable_line(ended) + "\n")  # what stop is for is done already: not an error
         return 0
     earlier_saves = [e.step for e in welcome if isinstance(e, ev.CheckpointSaved)]
     pid = client.status().get("pid")
@@ -139,8 +156,8 @@ def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         time.sleep(0.05)
     if state not in ("stopped", "finished", "error"):
         raise CharRNNError(f"lost the connection to run {run_dir.name} before it ended ({state})")
-    if state == "error":
-        out.write(f"run {run_dir.name} ended with an error: {client.error}\n")
+    if state == "error":  # the reason and the path below are the engine's words: printable
+        out.write(printable_line(f"run {run_dir.name} ended with an error: {client.error}") + "\n")
         return 1
     saved = [e for e in after_stop if isinstance(e, ev.CheckpointSaved) and e.kind == "latest"]
     if saved:
@@ -148,7 +165,7 @@ def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     else:
         last = f"step {earlier_saves[-1]}" if earlier_saves else "none"
         where = f"; not saved (the last checkpoint is {last})"
-    out.write(f"run {run_dir.name} {state} at step {client.step}{where}\n")
+    out.write(printable_line(f"run {run_dir.name} {state} at step {client.step}{where}") + "\n")
     return 0
 
 
@@ -169,7 +186,8 @@ def background_message(run_dir: Path, state: str = "training", *, still: bool = 
     that reach it, as they must be typed."""
     from .runs import run_hint
 
-    return (f"run {run_dir.name} is {'still ' if still else ''}{state} in the background ({run_dir})\n"
+    return (printable_line(f"run {run_dir.name} is {'still ' if still else ''}{state} in the background ({run_dir})")
+            + "\n"
             f"  watch it:  {run_hint('attach', run_dir)}\n"
             f"  stop it:   {run_hint('stop', run_dir)}\n")
 

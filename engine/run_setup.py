@@ -44,7 +44,16 @@ from .novelty import BackgroundIndex
 from .overfitting import read_history
 from .printer import percent
 from .run_text import TextFingerprint, describe_change, save_validation
-from .runs import LATEST, RunLock, default_run_name, keep_step_copy, new_run_dir, remove_partial_writes, run_hint
+from .runs import (
+    LATEST,
+    RunLock,
+    default_run_name,
+    keep_step_copy,
+    new_run_dir,
+    remove_partial_writes,
+    require_own_run_dir,
+    run_hint,
+)
 from .sampling import TextGenerator
 from .schedule import Schedule
 from .step import TrainStep
@@ -224,6 +233,7 @@ class RunSetup:
         config = self.config
         if checkpoint is not None:
             self.run_dir = self.resume_path.parent
+            require_own_run_dir(self.run_dir)  # yours, a real folder, only you can add files: it is written to
             self.lock = RunLock(self.run_dir).acquire()
             remove_partial_writes(self.run_dir)
             self._restore(checkpoint)

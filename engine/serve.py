@@ -13,17 +13,24 @@ import argparse
 import contextlib
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
 from .distributed import World, world_from_env
-from .errors import CharRNNError
+from .errors import CharRNNError, CheckpointError
 from .events import Notice
-from .runs import LOG, default_runs_dir, run_hint
+from .printable import printable_line
+from .runs import LOG, default_runs_dir, open_in_run, run_hint
 from .server import RunServer
 from .threads import ThreadShare
 
 DETACHED_PRINT_INTERVAL = 60.0  # seconds between progress lines in engine.log
+# engine.log is moved to engine.log.1 (one kept) when an engine starts writing to it over this size.
+# At the start, not while it runs: a detached engine writes a line a minute (about 0.2 MB a day),
+# so what grew for ever was the sessions adding up; a size checked then costs the loop nothing, and
+# the last session's end (the traceback of a crash) is still in engine.log.1 after a restart.
+LOG_LIMIT = 10 * 2**20
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -104,13 +111,32 @@ def _tell(ready, line: str) -> None:
 def _output_to_log(run_dir: Path | None) -> None:
     """From here on, stdout and stderr go to the run's engine.log (a detached engine has no
     terminal; a foreground one has just lost its), or nowhere before the run has a folder."""
-    target = run_dir / LOG if run_dir is not None else Path(os.devnull)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if run_dir is None:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    else:
+        try:
+            fd = open_log(run_dir)
+        except OSError as e:
+            raise CheckpointError(f"cannot write {printable_line(str(run_dir / LOG))} ({e.strerror or e}): "
+                                  "remove it and try again") from None
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+def open_log(run_dir: Path) -> int:
+    """engine.log in the run folder, to append to: moved to engine.log.1 first when over LOG_LIMIT,
+    and never a file reached through a symbolic link planted in its place (open_in_run)."""
+    log = run_dir / LOG
+    try:
+        st = os.lstat(log)
+        if stat.S_ISREG(st.st_mode) and st.st_size > LOG_LIMIT:
+            os.replace(log, log.with_name(LOG + ".1"))  # a rename: it follows no link, at either name
+    except OSError:
+        pass  # none yet, or it cannot be moved: it is appended to as it is
+    return open_in_run(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
 def _handle_signals(trainer, detached: bool, distributed: bool = False) -> None:
@@ -128,7 +154,10 @@ def _handle_signals(trainer, detached: bool, distributed: bool = False) -> None:
 
     def hang_up(signum, frame):
         run_dir = getattr(trainer, "run_dir", None)
-        _output_to_log(run_dir)
+        try:
+            _output_to_log(run_dir)
+        except CheckpointError:  # no usable engine.log: the output goes nowhere rather than to a dead terminal
+            _output_to_log(None)
         if run_dir is not None:
             print(f"SIGHUP: the terminal has gone; training goes on: `{run_hint('attach', run_dir)}`", flush=True)
 

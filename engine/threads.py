@@ -14,21 +14,28 @@ a stall of both. So on a CPU the share is an upper bound: the run times its firs
 count from the share down to one (halving) and keeps the fastest, and does so again when the share
 changes. The counts are timed there and back (8, 4, 2, 1, 1, 2, 4, 8), so that what slows the
 run's first seconds (an app attaching, the disk) does not fall on the counts timed first only.
+
+The look at the other runs reads their status.json and .lock, files anyone who shares the folder
+may have put there: it runs on a thread of its own, and the training thread waits for it at most
+SCAN_WAIT, and only until one look has been slow. A FIFO, a huge file or a network disk that hangs
+can delay a count, never a step or the save that SIGTERM asks for.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .runs import SOCKET, is_live, read_status
+from .runs import SOCKET, is_live, read_status, run_folders
 
 INTERVAL = 5.0  # seconds between looks at the other runs
+SCAN_WAIT = 1.0  # seconds the training thread waits for a look (a few ms on a local disk)
 
 
 def available_cores() -> int:
@@ -39,12 +46,11 @@ def available_cores() -> int:
 
 
 def other_training_runs(runs_dir: Path, own: Path | None = None) -> int:
-    """Runs in the folder, other than `own`, whose engine is alive and training (or about to)."""
-    if not runs_dir.is_dir():
-        return 0
+    """Runs in the folder, other than `own`, whose engine is alive and training (or about to): your
+    own runs only (run_folders), their files read without blocking or raising (engine/runs.py)."""
     count = 0
-    for folder in runs_dir.iterdir():
-        if folder == own or not (folder / SOCKET).exists():
+    for folder in run_folders(runs_dir):
+        if folder == own or not os.path.lexists(folder / SOCKET):
             continue
         if read_status(folder).get("state") in ("starting", "training") and is_live(folder):
             count += 1
@@ -81,12 +87,24 @@ class ThreadShare:
         self.rates: dict[int, list[float]] = {}
         self.reports = 0  # reports since the count last changed
         self.skip = STARTING_REPORTS
+        self._looked = threading.Event()  # set when a look at the other runs has ended
+        self._looked.set()
+        self._found: int | None = None  # what the last look found, not yet taken
+        self._found_lock = threading.Lock()
+        self._patient = True  # the training thread waits for a look, until one has been slow
 
     def __call__(self, rate: float | None = None) -> None:
         now = time.monotonic()
-        if now - self.checked >= INTERVAL:
+        if now - self.checked >= INTERVAL and self._looked.is_set():  # one look at a time, never piling up
             self.checked = now
-            share = max(1, self.cores // (1 + other_training_runs(self.runs_dir, self.run_dir)))
+            self._looked.clear()
+            threading.Thread(target=self._look, name="thread-share", daemon=True).start()
+            if self._patient and not self._looked.wait(SCAN_WAIT):
+                self._patient = False  # a slow folder: from now on its counts are taken when they come
+        with self._found_lock:
+            found, self._found = self._found, None
+        if found is not None:
+            share = max(1, self.cores // (1 + found))
             if share != self.share:
                 self.share = share
                 self._start_trials(share)
@@ -102,6 +120,17 @@ class ThreadShare:
                     self.reports = self.skip = 0
                 else:
                     self._use(self.trials[0])
+
+    def _look(self) -> None:
+        """On its own thread: how many other runs train now, for the next call to take."""
+        try:
+            found = other_training_runs(self.runs_dir, self.run_dir)
+            with self._found_lock:
+                self._found = found
+        except Exception:  # noqa: BLE001 - a look that fails leaves the share as it was; training goes on
+            pass
+        finally:
+            self._looked.set()
 
     def _start_trials(self, share: int) -> None:
         self.rates = {}

@@ -33,6 +33,7 @@ from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.printable import printable, printable_line
 from charrnn_tui.engine.runs import RunEntry
 
 from .compared_runs import MAX_COMPARED, ComparedRun
@@ -203,15 +204,17 @@ class CharRNNApp(App[int]):
         sample = self.view.apply(event)
         if isinstance(event, ev.Notice):
             severity = {"error": "error", "warning": "warning"}.get(event.level, "information")
-            self.notify(event.message, severity=severity, markup=False, timeout=10 if severity == "error" else 5)
+            self.notify(printable_line(event.message), severity=severity, markup=False,
+                        timeout=10 if severity == "error" else 5)
         elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest" and self.saves_asked:
             # Only the saves this viewer asked for: the status shows the periodic ones, and a toast
             # at every checkpoint (every few seconds on a fast run) cost Textual 8.2.8 about 11 kB
             # each that it never gave back (1,200 toasts: +13.7 MB, bench/toast_memory.py).
             self.saves_asked = 0
-            self.notify(f"checkpoint saved: {event.path}", markup=False, timeout=3)
+            self.notify(printable_line(f"checkpoint saved: {event.path}"), markup=False, timeout=3)
         elif isinstance(event, ev.SampleStarted) and event.notes:
-            self.notify("prompt: " + "; ".join(event.notes), severity="warning", markup=False)
+            self.notify(printable_line("prompt: " + "; ".join(map(str, event.notes))), severity="warning",
+                        markup=False)
         if isinstance(event, ev.NextTokens):
             self.query_one(PromptPanel).show_expectation(event)
         if sample is not None and sample.source == "prompt":
@@ -229,7 +232,7 @@ class CharRNNApp(App[int]):
             return
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            message = str(error) or type(error).__name__
+            message = printable_line(str(error) or type(error).__name__)  # may quote the run's words
             if self.view.state != "error":  # the engine has not reported it itself
                 self.view.apply(ev.StateChanged("error", message))
                 self.notify(message, severity="error", markup=False, timeout=15)
@@ -458,8 +461,8 @@ class CharRNNApp(App[int]):
         chosen = [e for e in entries if corpus is None or (e.corpus in (corpus, None) and e.tokens in (tokens, None))]
         skipped = [e.name for e in entries if e not in chosen]
         if skipped:
-            self.notify(f"not compared (not {corpus} at {tokens} level): {', '.join(skipped)}", severity="warning",
-                        markup=False)
+            self.notify(printable_line(f"not compared (not {corpus} at {tokens} level): {', '.join(skipped)}"),
+                        severity="warning", markup=False)
         runs = [ComparedRun(e.name, Path(e.path)) for e in chosen[:MAX_COMPARED]]
         for run in runs:
             run.refresh()
@@ -502,8 +505,8 @@ class CharRNNApp(App[int]):
             self.notify("still starting: loading the corpus and building the model", timeout=2)
             return self.trainer is not None
         if self.view.state in ("error", "finished", "stopped", "detached"):
-            self.notify(f"training has {self.view.state}; `{self._hint('train --resume')}` continues the run",
-                        severity="warning", timeout=4, markup=False)
+            self.notify(printable_line(f"training has {self.view.state}; `{self._hint('train --resume')}` "
+                                       "continues the run"), severity="warning", timeout=4, markup=False)
             return False
         return True
 
@@ -590,7 +593,12 @@ def has_terminal() -> bool:
 
 def after_exit_message(app: Any) -> str:
     """What the terminal says once the app has closed: a run left training (`d`) and the commands
-    that reach it; a run stopped (`q`) and where it was saved; or why it failed."""
+    that reach it; a run stopped (`q`) and where it was saved; or why it failed. Printable: it
+    quotes the run's folder, its engine's error and its checkpoint's path."""
+    return printable(_exit_message(app))
+
+
+def _exit_message(app: Any) -> str:
     from charrnn_tui.engine.run_commands import background_message
     from charrnn_tui.engine.runs import run_hint
 

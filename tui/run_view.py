@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.history import LossHistory, add_time_point, thin_validation
+from charrnn_tui.engine.printable import printable, printable_line
 
 TRAIN_WINDOW = 400  # recent training losses (the label shows the mean of the last 20)
 MAX_SAMPLES = 60
@@ -92,7 +94,8 @@ class RunView:
         """Fold one engine event in; returns the sample it touched, if any."""
         self.version += 1
         if isinstance(event, ev.Started):
-            self._started(event)
+            if isinstance(event.info, ev.RunInfo):  # the wire checks fields by name only
+                self._started(event)
         elif isinstance(event, ev.Progress):
             self.step, self.epoch, self.lr = event.step, event.epoch, event.lr
             self.tokens_per_s, self.train_seconds = event.tokens_per_s, event.train_seconds
@@ -114,17 +117,22 @@ class RunView:
             self.validating = event
         elif isinstance(event, ev.CheckpointSaved):
             if event.kind == "latest":
-                self.saved_step, self.saved_path, self.saved_at = event.step, event.path, event.saved_at
+                self.saved_step, self.saved_path, self.saved_at = event.step, _line(event.path), event.saved_at
         elif isinstance(event, ev.StateChanged):
-            self.state, self.reason = event.state, event.reason
+            self.state, self.reason = _line(event.state), _line(event.reason)
         elif isinstance(event, ev.SettingsChanged):
-            self.temperature, self.early_stop = event.temperature, event.early_stop
+            if isinstance(event.temperature, (int, float)) and math.isfinite(event.temperature):
+                self.temperature = float(event.temperature)
+            if event.early_stop is None or isinstance(event.early_stop, int):
+                self.early_stop = event.early_stop
         elif isinstance(event, ev.Notice):
             if event.level == "error":
-                self.errors = [*self.errors[-(MAX_ERRORS - 1):], event.message]
+                self.errors = [*self.errors[-(MAX_ERRORS - 1):], _line(event.message)]
         elif isinstance(event, ev.SampleStarted):
-            sample = Sample(event.sample_id, event.step, event.prompt, event.temperature, event.source,
-                            notes=event.notes)
+            step = event.step if isinstance(event.step, int) else 0  # formatted as numbers when shown
+            temperature = float(event.temperature) if isinstance(event.temperature, (int, float)) else 0.0
+            sample = Sample(event.sample_id, step, _block(event.prompt), temperature, event.source,
+                            notes=tuple(map(_line, event.notes)))
             self.samples[event.sample_id] = sample
             while len(self.samples) > MAX_SAMPLES:
                 self.samples.pop(next(iter(self.samples)))
@@ -133,18 +141,18 @@ class RunView:
             sample = self.samples.get(event.sample_id)
             if sample is not None:
                 if isinstance(event, ev.SampleText):
-                    sample.text += event.text
+                    sample.text += _block(event.text)
                     sample.probs += event.probs
                     sample.token_lengths += event.token_lengths
                 else:
-                    sample.text, sample.done = event.text, True
+                    sample.text, sample.done = _block(event.text), True
                     sample.probs, sample.token_lengths = event.probs, event.token_lengths
                     sample.longest_copy, sample.copies = event.longest_copy, event.copies
             return sample
         return None
 
     def _started(self, event: ev.Started) -> None:
-        info = self.info = event.info
+        info = self.info = _shown_info(event.info)
         self.step = self.saved_step = info.resumed_step
         self.temperature = float(info.config.get("temperature", self.temperature))
         self.early_stop = info.config.get("early_stop")
@@ -163,7 +171,7 @@ class RunView:
             self.last_val_bits = self.val_losses[-1][1] / math.log(2)
         for i, (step, text) in enumerate(event.samples):
             sample_id = -len(event.samples) + i  # negative: from an earlier session
-            self.samples[sample_id] = Sample(sample_id, step, "", 0.0, "earlier", text, done=True)
+            self.samples[sample_id] = Sample(sample_id, step, "", 0.0, "earlier", _block(text), done=True)
 
     def _train_points(self, losses) -> None:
         if not losses:
@@ -173,3 +181,24 @@ class RunView:
         low = min(losses)
         self.best_train_loss = low if self.best_train_loss is None else min(self.best_train_loss, low)
         self.train_losses.extend(losses)
+
+
+# Every string the view keeps from an event is made printable as it is folded in: the app draws from
+# the view alone, and an event's text is the run's (a peer's prompt, the model's sample, a corpus's
+# name), escape sequences and all. The stand-ins are one character each, so a sample's token lengths
+# and copied spans still fit its text.
+def _block(text: object) -> str:
+    """Text shown as a block (a sample, a prompt): newlines and tabs kept."""
+    return printable(text) if isinstance(text, str) else ""
+
+
+def _line(text: object) -> str:
+    return printable_line(text) if isinstance(text, str) else ""
+
+
+def _shown_info(info: ev.RunInfo) -> ev.RunInfo:
+    """The run's description with its words printable; run_dir is kept as it is, since it names
+    the folder (for hints and for telling runs apart), and is made printable where it is shown."""
+    words = {f.name: _line(getattr(info, f.name)) for f in dataclasses.fields(info)
+             if f.name != "run_dir" and isinstance(getattr(info, f.name), str)}
+    return dataclasses.replace(info, **words)

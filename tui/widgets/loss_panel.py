@@ -9,6 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from charrnn_tui.engine.printable import printable_line
+
 from ..compared_runs import ComparedRun
 from ..run_view import RunView
 from .loss_chart import COMPARE_COLOURS, LossChart
@@ -41,7 +43,7 @@ class LossPanel(Vertical):
         if self.chart.compared:
             title.append(" vs")
             for run, colour in zip(self.chart.compared, COMPARE_COLOURS, strict=False):
-                title.append(f" {run.name}", style=colour)
+                title.append(f" {printable_line(run.name)}", style=colour)  # a folder's name: any characters
         self.border_title = title
 
     @property

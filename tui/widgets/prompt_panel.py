@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.printable import printable
 
 from ..run_view import Sample
 from ..sample_text import confidence_style, copy_note, sample_body
@@ -236,8 +237,9 @@ class PromptPanel(Vertical):
 
 
 def visible(token: str) -> str:
-    """A token as it can be read in a line: spaces and newlines shown."""
-    return token.replace(" ", "\u2423").replace("\n", "\u23ce").replace("\t", "\u21e5")
+    """A token as it can be read in a line: spaces and newlines shown, control characters as their
+    stand-ins (engine/printable.py: one character each, so token lengths still fit)."""
+    return printable(token).replace(" ", "\u2423").replace("\n", "\u23ce").replace("\t", "\u21e5")
 
 
 def render_expectation(expectation: ev.NextTokens, highlight: int = 0, choosing: bool = False) -> Text:

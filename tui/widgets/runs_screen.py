@@ -7,16 +7,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from charrnn_tui.engine.printable import printable_line
 from charrnn_tui.engine.run_commands import format_age
-from charrnn_tui.engine.runs import RunEntry, list_runs, run_hint
+from charrnn_tui.engine.runs import UNREADABLE, RunEntry, list_runs, run_hint
 
 REFRESH = 2.0  # seconds
+REASON_WIDTH = 60  # characters of why a run is unreadable, shown in its corpus column
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,12 @@ class RunsScreen(ModalScreen[RunsChoice | None]):
         for e in self.entries:
             best = "-" if e.best_val is None else f"{e.best_val:.4f}"
             mark = "*" if str(e.path) == self.current else "+" if str(e.path) in self.marked else ""
-            table.add_row(mark, e.name, e.state, e.corpus or "-",
-                          e.model_label, "-" if e.step is None else f"{e.step:,}", best,
-                          str(e.viewers) if e.live else "-", format_age(now - e.updated), key=str(e.path))
+            corpus = (e.corpus or "-") if e.problem is None else e.problem[:REASON_WIDTH]
+            cells = (mark, e.name, e.state, corpus, e.model_label, "-" if e.step is None else f"{e.step:,}", best,
+                     str(e.viewers) if e.live else "-", format_age(now - e.updated))
+            # Text, not str: a DataTable parses a str cell as markup, and names and fields come from
+            # folders and files ("[/x]" raised MarkupError; "[draft] notes" showed as " notes").
+            table.add_row(*(Text(printable_line(c)) for c in cells), key=str(e.path))
         if self.entries:
             table.move_cursor(row=min(row, len(self.entries) - 1))
 
@@ -91,8 +97,13 @@ class RunsScreen(ModalScreen[RunsChoice | None]):
         if not self.entries:
             return
         entry = self.entries[min(table.cursor_row, len(self.entries) - 1)]
+        if entry.state == UNREADABLE and not entry.live:
+            self.notify(printable_line(f"{entry.name} is unreadable: {entry.problem}"), severity="warning",
+                        markup=False)
+            return
         if not entry.live:
-            self.notify(f"{entry.name} is {entry.state}, not running: `{run_hint('train --resume', entry.path)}` "
-                        "continues it", severity="warning", markup=False)
+            resume = run_hint("train --resume", entry.path)
+            self.notify(printable_line(f"{entry.name} is {entry.state}, not running: `{resume}` continues it"),
+                        severity="warning", markup=False)
             return
         self.dismiss(RunsChoice(attach=str(entry.path)))

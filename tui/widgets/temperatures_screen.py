@@ -11,6 +11,8 @@ from textual.events import Resize
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from charrnn_tui.engine.printable import printable
+
 from ..run_view import Sample
 from ..sample_text import copy_note, sample_body
 
@@ -64,7 +66,7 @@ class TemperaturesScreen(ModalScreen[None]):
         self.app.ask_for_temperatures(self.prefix)
 
     def show(self, sample: Sample) -> None:
-        if sample.source != "temperatures" or sample.prompt != self.prefix:
+        if sample.source != "temperatures" or sample.prompt != printable(self.prefix):  # the view's is printable
             return
         temperature = min(TEMPERATURES, key=lambda t: abs(t - sample.temperature))
         if abs(temperature - sample.temperature) > 1e-6:
