@@ -84,6 +84,16 @@ def finite_float(text: str, *, zero: bool) -> float:
     return value
 
 
+def temperature_arg(text: str) -> float:
+    """A temperature in the range every run takes (engine/protocol.py says why)."""
+    from .protocol import MAX_TEMPERATURE, MIN_TEMPERATURE
+
+    value = finite_float(text, zero=False)
+    if not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, not {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     return finite_float(text, zero=False)
 
@@ -191,7 +201,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--sample-interval", type=parse_duration, metavar="DURATION",
                         help=f"live sample every so often; 0 turns them off (default: {d.sample_interval:g}s)")
     report.add_argument("--sample-length", type=int, metavar="N", help=f"(default: {d.sample_length})")
-    report.add_argument("--temperature", type=positive_float, metavar="T", help=f"(default: {d.temperature})")
+    report.add_argument("--temperature", type=temperature_arg, metavar="T",
+                        help=f"0.05 to 10 (default: {d.temperature})")
     report.add_argument("--top-k", type=int, metavar="K")
     report.add_argument("--top-p", type=float, metavar="P")
     report.add_argument("--tensorboard", action="store_true",
@@ -330,7 +341,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, a run folder or a run name")
     parser.add_argument("--prime", default="", help="text that warms up the hidden state (default: none)")
     parser.add_argument("-n", "--length", type=int, default=500, help="tokens to generate (default: 500)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="(default: 0.8)")
+    parser.add_argument("--temperature", type=temperature_arg, default=0.8, help="0.05 to 10 (default: 0.8)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest (default: off)")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: off)")
     parser.add_argument("--greedy", action="store_true", help="always the likeliest token")

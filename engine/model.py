@@ -42,9 +42,14 @@ class CharRNN(nn.Module):
             return self.embedding(ids)
         return F.one_hot(ids.long(), self.config.vocab_size).to(self.head.weight.dtype)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids: (batch, time) -> logits (batch, time, vocab) and the state after the last step."""
+    def forward(self, ids: torch.Tensor, state: State | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, State]:
+        """ids: (batch, time) -> logits (batch, time, vocab) and the state after the last step; with
+        `last_only`, (batch, 1, vocab) for the last step alone (warming up on a prompt: the head,
+        vocab-wide at every position, is most of the cost, 684 MB for 10,000 tokens of a word model)."""
         out, state = self.rnn(self.embed(ids), state)
+        if last_only:
+            out = out[:, -1:]
         return self.head(self.drop(out)), state
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:

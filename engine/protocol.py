@@ -8,7 +8,10 @@ client -> server
 server -> client
   {"type": "welcome", "version": 1, "run": NAME, "events": [EVENT, ...]}
         the run so far, as the events a client that had watched from the start would have kept
-  {"type": "event", "event": EVENT}                    then every event as it happens
+  {"type": "event", "event": EVENT}                    then every event as it happens; a Notice
+                                                       also goes to one client alone: what the run
+                                                       says about its request (it failed, a
+                                                       temperature was raised to MIN_TEMPERATURE)
   {"type": "status", "status": {...}}                  the answer to a "status" request
   {"type": "error", "message": TEXT}                   a bad message (the connection stays) or a
                                                        refusal (version, too slow: then it closes)
@@ -28,6 +31,12 @@ from . import events as ev
 
 VERSION = 1
 MAX_LINE = 1 << 20  # bytes; a longer line is refused and its sender disconnected
+# Temperatures a run samples at (set_temperature, prompt). Above 0 and at most MAX_TEMPERATURE is
+# taken; a positive one under MIN_TEMPERATURE is raised to it, and its sender told: at 0.05 the
+# likeliest token already wins unless others are within a fraction of a nat of it, and 1/T of a
+# smaller one overflows the logits (1e-300 made top-k sampling fail). Nothing else is a temperature.
+MIN_TEMPERATURE = 0.05
+MAX_TEMPERATURE = 10.0
 
 # name -> {argument: allowed types}; every argument is required unless None is allowed.
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,12 @@ import torch
 from .errors import ConfigError
 from .model import CharRNN, State, Stepper
 from .vocab import CharVocab, WordVocab
+
+# Tokens of a prompt that warm the state: a longer one is read from its last PROMPT_WINDOW tokens, so
+# that what a request costs (time, and memory: the recurrent outputs of the window, the head on one
+# position) is bounded by the model and this, not by the text. An RNN's state after this many
+# tokens has long forgotten what came before them.
+PROMPT_WINDOW = 2048
 
 
 @dataclass
@@ -60,56 +67,66 @@ class TextGenerator:
         return self.model.head.weight.device
 
     def prepare(self, prompt: str) -> tuple[list[int], list[str]]:
-        """Prompt ids (unknown characters folded or dropped, with notes); never empty."""
+        """Prompt ids (unknown characters folded or dropped, with notes), at most the last
+        PROMPT_WINDOW of them (said in a note); never empty."""
         ids, notes = self.vocab.encode_prompt(prompt)
         if not ids:
             # Start from a newline when there is one: the model has seen text start after it.
             ids = [self.vocab.index.get("\n", 0)]
+        if len(ids) > PROMPT_WINDOW:
+            notes = [*notes, window_note(len(ids), PROMPT_WINDOW)]
+            ids = ids[-PROMPT_WINDOW:]
         return ids, notes
 
     def stream(self, prompt: str, settings: SampleSettings, result: Continuation | None = None) -> Iterator[str]:
         """Yield the continuation of `prompt` in pieces of `settings.chunk` tokens, as produced.
 
-        Inference mode is entered for each piece's work and left before it is yielded, so the
-        caller never runs in it (and mutation testing, which skips decorated functions, sees this)."""
+        Inference mode and eval mode are entered for each piece's work and left before it is
+        yielded, so the caller never runs in them: a run trains between the pieces of a client's
+        prompt (and mutation testing, which skips decorated functions, sees this)."""
         settings.validate(len(self.vocab))
         ids, notes = self.prepare(prompt)
         if result is not None:
             result.notes.extend(notes)
+        with self._evaluating(), torch.inference_mode():
+            seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            logits, state = self._warm_up(ids)
+            layers = self.stepper.unstack(state)
+            out = torch.empty(settings.length, dtype=torch.long, device=self.device)
+        done = 0
+        while done < settings.length:
+            # One chunk: tokens stay on the device; one copy back per chunk, not per token.
+            n = min(settings.chunk, settings.length - done)
+            with self._evaluating(), torch.inference_mode():
+                picker = _Picker(settings, generator, n, logits.size(-1), self.device, self._masks_unk(settings))
+                seen = []  # the logits each token was drawn from (each step makes new ones: no copy)
+                for j in range(n):
+                    seen.append(logits[0])
+                    token = picker.pick(logits, j)
+                    out[done + j : done + j + 1] = token
+                    if done + j + 1 < settings.length:
+                        logits, layers = self.stepper.step_layers(token, layers)
+                tokens = out[done : done + n]
+                # One softmax for the chunk, off the per-token path.
+                probs = torch.softmax(torch.stack(seen).float(), dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+                probs = probs.nan_to_num(0.0)  # weights gone non-finite: "no confidence", not NaN on the wire
+                ids = tokens.tolist()
+                piece = self.vocab.decode(ids)
+            done += n
+            if result is not None:
+                result.text += piece
+                result.probs += probs.tolist()
+                result.token_lengths += [len(self.vocab.tokens[i]) for i in ids]
+            yield piece
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for a piece of work, and the model left as it was found."""
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
-                seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-                generator = torch.Generator(device=self.device).manual_seed(seed)
-                logits, state = self._warm_up(ids)
-                layers = self.stepper.unstack(state)
-                out = torch.empty(settings.length, dtype=torch.long, device=self.device)
-            done = 0
-            while done < settings.length:
-                # One chunk: tokens stay on the device; one copy back per chunk, not per token.
-                n = min(settings.chunk, settings.length - done)
-                with torch.inference_mode():
-                    picker = _Picker(settings, generator, n, logits.size(-1), self.device, self._masks_unk(settings))
-                    seen = []  # the logits each token was drawn from (each step makes new ones: no copy)
-                    for j in range(n):
-                        seen.append(logits[0])
-                        token = picker.pick(logits, j)
-                        out[done + j : done + j + 1] = token
-                        if done + j + 1 < settings.length:
-                            logits, layers = self.stepper.step_layers(token, layers)
-                    tokens = out[done : done + n]
-                    # One softmax for the chunk, off the per-token path.
-                    probs = torch.softmax(torch.stack(seen).float(), dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
-                    probs = probs.nan_to_num(0.0)  # weights gone non-finite: "no confidence", not NaN on the wire
-                    ids = tokens.tolist()
-                    piece = self.vocab.decode(ids)
-                done += n
-                if result is not None:
-                    result.text += piece
-                    result.probs += probs.tolist()
-                    result.token_lengths += [len(self.vocab.tokens[i]) for i in ids]
-                yield piece
+            yield
         finally:
             if was_training:
                 self.model.train()
@@ -143,10 +160,16 @@ class TextGenerator:
         return result
 
     def _warm_up(self, ids: list[int]) -> tuple[torch.Tensor, State]:
-        # One call over the whole prompt: the state is then carried, never recomputed.
+        """Logits (1, vocab) after the prompt and the state there. One call over the whole prompt
+        (the state is then carried, never recomputed), with the head on its last position only: on
+        every position it would make (len(ids), vocab) logits to keep one row."""
         x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logits, state = self.model(x)
+        logits, state = self.model(x, None, True)  # last_only (positional: tests wrap forward as *args)
         return logits[:, -1], state
+
+
+def window_note(tokens: int, window: int) -> str:
+    return f"the text is {tokens:,} tokens: the model read the last {window:,} (its state starts there)"
 
 
 def top_next(logits: torch.Tensor, top: int, mask_unk: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +206,10 @@ class _Picker:
         if not s.greedy and s.top_k is None and s.top_p is None:
             uniform = torch.rand(n, vocab, generator=generator, device=device).clamp_(min=1e-10)
             self.gumbel = -torch.log(-torch.log(uniform))
-        self.inv_temperature = 1.0 / s.temperature
+        # 1/T multiplies float32 logits: 1/1e-300 is inf there, and inf - inf (softmax) or 0 * inf is
+        # NaN, which multinomial refuses. 1e30 keeps logits up to 1e8 finite; any T that small is greedy
+        # sampling already (clients are held to protocol.MIN_TEMPERATURE; the command line may ask less).
+        self.inv_temperature = min(1.0 / s.temperature, 1e30)
 
     def pick(self, logits: torch.Tensor, j: int) -> torch.Tensor:
         s = self.s

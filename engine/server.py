@@ -17,6 +17,7 @@ import os
 import queue
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -174,7 +175,11 @@ class RunServer:
             clients = list(self.clients)
         for outgoing in self._coalesced(event):
             if clients:
-                data = protocol.encode(protocol.event_message(outgoing))
+                try:
+                    data = protocol.encode(protocol.event_message(outgoing))
+                except (TypeError, ValueError) as e:  # an event that cannot go on the wire must not end the run
+                    print(f"not sent to clients: {type(outgoing).__name__} ({e})", file=sys.stderr)
+                    continue
                 for client in clients:
                     client.send(data)
         if isinstance(event, ev.Started) and self.listener is None and not self.closed:
@@ -308,28 +313,37 @@ class RunServer:
             self.write_status()
 
     def apply_request(self, client: _Client, name: str, args: dict[str, Any]) -> None:
-        """Carry out a checked request; one the run refuses (busy) is answered to its sender only."""
+        """Carry out a checked request; one the run refuses (busy) is answered to its sender only,
+        and so is what the loop has to say about it later (it failed, a temperature was raised to
+        the lowest): a Notice event to that client alone."""
         trainer = self.trainer
-        if name == "status":
-            with self.lock:
-                status = {**self.record.status(), "viewers": self.viewers}
-            client.send(protocol.encode({"type": "status", "status": status}))
-            return
+
+        def reply(notice: ev.Notice) -> None:
+            client.send(protocol.encode(protocol.event_message(notice)))
+
         try:
-            if name == "stop":
+            if name == "status":
+                with self.lock:
+                    status = {**self.record.status(), "viewers": self.viewers}
+                client.send(protocol.encode({"type": "status", "status": status}))
+            elif name == "stop":
                 trainer.stop(save=args["save"])
             elif name == "set_temperature":
-                trainer.set_temperature(args["temperature"])
+                trainer.set_temperature(args["temperature"], reply=reply)
             elif name == "next_tokens":
-                trainer.next_tokens(args["text"], 5 if args["top"] is None else args["top"])
+                trainer.next_tokens(args["text"], 5 if args["top"] is None else args["top"], reply=reply)
             elif name == "set_early_stop":
                 trainer.set_early_stop(args["evaluations"])
             elif name == "prompt":
-                trainer.prompt(args["text"], args["length"], args["temperature"])
-            else:  # pause, resume, toggle_pause, save_now, sample_now, evaluate_now: no arguments
+                trainer.prompt(args["text"], args["length"], args["temperature"], reply=reply)
+            elif name in ("save_now", "sample_now", "evaluate_now"):
+                getattr(trainer, name)(reply=reply)
+            else:  # pause, resume, toggle_pause: no arguments
                 getattr(trainer, name)()
         except RequestRefused as e:
             client.send(protocol.encode({"type": "error", "message": str(e)}))
+        except Exception as e:  # a bug here costs this request, not the client's connection or the run
+            client.send(protocol.encode({"type": "error", "message": f"{name} failed: {type(e).__name__}: {e}"}))
 
 
 class _Client:

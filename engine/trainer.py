@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,12 +193,14 @@ class Trainer(Controls, RunSetup):
             if self.state == "error":  # a NaN found while serving a request
                 return
             if self.stop_requested is not None:
+                self._drop_requests()  # stopping now: not after the prompts set aside
                 if self._stop_on_request():
                     return
                 continue  # the final save failed: paused, so the user can free space and retry
             if self.paused:
                 continue
             if self._limit_reached():
+                self._finish_requests()  # asked for before the end: the budget kept training, which is over
                 if self._finish():
                     return
                 continue
@@ -390,6 +392,22 @@ class Trainer(Controls, RunSetup):
                                   f"step {verdict.best_step}, val {verdict.best_val:.4f}")
 
     def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
+        """A sample written start to end (the run's own live samples; clients' are served a piece at
+        a time, engine/control.py). One that fails is a warning: training goes on."""
+        try:
+            for _ in self._sample_pieces(prompt, source, length, temperature):
+                self._serve_typing()  # a keystroke waits for one piece of a sample at most
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise  # the run's own handling (run): it saves and ends
+            message = str(e) if isinstance(e, CharRNNError) else f"{type(e).__name__}: {str(e)[:200]}"
+            self.emit(Notice(f"a sample failed: {message}; training goes on", "warning"))
+
+    def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
+                       temperature: float | None = None) -> Iterator[None]:
+        """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
+        run may train: the pieces are written with the weights of the moment. One that fails or is
+        dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
         config = self.config
         if source == "live":  # first, so that a sample that fails is not retried at every step
             self.next_sample_at = time.monotonic() + config.sample_interval
@@ -402,21 +420,25 @@ class Trainer(Controls, RunSetup):
         )
         result = Continuation(prompt)
         pieces = self.generator.stream(prompt, settings, result)
-        try:
-            first = next(pieces, None)  # prepares the prompt, so its notes are known
-        except CharRNNError as e:
-            self.emit(Notice(str(e), "warning"))
-            return
+        first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
         self.emit(SampleStarted(sample_id, self.step, prompt, settings.temperature, source, tuple(result.notes)))
         word_level = self.vocab.kind == "word"
         sent = 0
-        for piece in itertools.chain([first] if first is not None else [], pieces):
-            probs, lengths = self._token_details(result, sent, word_level)
-            sent = len(result.probs)
-            self.emit(SampleText(sample_id, piece, probs, lengths))
-            self._serve_typing()  # a keystroke waits for one piece of a sample at most
-        probs, lengths = self._token_details(result, 0, word_level)
-        self.emit(SampleFinished(sample_id, result.text, probs, lengths, *self._copies(result.text)))
+        finished = False
+        try:
+            for piece in itertools.chain([first] if first is not None else [], pieces):
+                probs, lengths = self._token_details(result, sent, word_level)
+                sent = len(result.probs)
+                self.emit(SampleText(sample_id, piece, probs, lengths))
+                yield
+            probs, lengths = self._token_details(result, 0, word_level)
+            copies = self._copies(result.text)
+            finished = True
+            self.emit(SampleFinished(sample_id, result.text, probs, lengths, *copies))
+        finally:
+            if not finished:
+                probs, lengths = self._token_details(result, 0, word_level)
+                self.emit(SampleFinished(sample_id, result.text, probs, lengths))
         if source == "live":
             self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
 

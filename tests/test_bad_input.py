@@ -127,10 +127,11 @@ def test_bad_checkpoint(case, checkpoint, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--temperature", "0"], "temperature must be a positive number"),
-        (["--temperature", "-1"], "temperature must be a positive number"),
-        (["--temperature", "nan"], "temperature must be a positive number"),
-        (["--temperature", "warm"], "argument --temperature: invalid float value: 'warm'"),
+        (["--temperature", "0"], "argument --temperature: must be a positive number, not 0"),
+        (["--temperature", "-1"], "argument --temperature: must be a positive number, not -1"),
+        (["--temperature", "nan"], "argument --temperature: must be a positive number, not nan"),
+        (["--temperature", "warm"], "argument --temperature: not a number: 'warm'"),
+        (["--temperature", "11"], "argument --temperature: must be from 0.05 to 10, not 11"),
         (["--top-k", "1000"], "top-k must be between 1 and the vocabulary size"),
         (["-n", "-5"], "length must be 0 or more"),
         (["--top-p", "2"], "top-p must be in (0, 1]"),

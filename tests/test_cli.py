@@ -73,7 +73,7 @@ def test_resume_continues_from_the_saved_step(trained_run):
     [
         (["train", "/no/such/file.txt", "--headless"], "no such file or folder"),
         (["sample", "/no/such.pt"], "no such checkpoint"),
-        (["sample", "fox", "--temperature", "0"], "temperature must be a positive number"),
+        (["sample", "fox", "--temperature", "0"], "argument --temperature: must be a positive number, not 0"),
         (["train", "jokes", "--csv-column", "Nope", "--headless"], "no column 'Nope'"),
     ],
 )

@@ -231,3 +231,9 @@ def test_a_default_run_name_gives_the_layers_where_there_are_several():
 
     assert default_run_name("timemachine", "lstm", 96, 3).startswith("timemachine-lstm3x96-")
     assert default_run_name("jokes", "gru", 224).startswith("jokes-gru224-")
+
+
+@pytest.mark.parametrize("command", [["timemachine", "--headless"], ["sample", "run"]])
+def test_a_temperature_outside_what_runs_take_is_refused_on_the_command_line(capsys, command):
+    err = one_line_error(capsys, [*command, "--temperature", "1e-300"])
+    assert "argument --temperature: must be from 0.05 to 10, not 1e-300" in err

@@ -25,3 +25,7 @@ def open_app(run_app, args) -> int:
     """The app, once the corpus is known to be there (run_app checks the rest, the terminal last)."""
     check_train_corpus(args)
     return run_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
