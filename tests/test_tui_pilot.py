@@ -103,7 +103,8 @@ async def test_c_writes_a_checkpoint_that_loads(repetitive_text, runs_dir):
 async def test_temperature_keys_change_what_the_engine_uses(repetitive_text, runs_dir):
     app = make_app(repetitive_text, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.view.state == "training", what="training")
+        # A step first: paused at step 0, the sample would be of step 0, which the check below skips.
+        await wait_for(pilot, lambda: app.view.state == "training" and app.view.step > 0, what="a step")
         await pilot.press("space")
         await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
         await pilot.press("plus", "plus")
