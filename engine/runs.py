@@ -566,7 +566,7 @@ def _status_fields(status: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The fields `runs` shows, each checked (a missing one is None), or why one is bad."""
     fields: dict[str, Any] = {}
     checks = (("state", _text_or_none, "is not text"), ("step", _int_or_none, "is not a whole number"),
-              ("best_val", _loss_or_none, "is not a number"), ("corpus", _text_or_none, "is not text"),
+              ("best_val", finite_or_none, "is not a number"), ("corpus", _text_or_none, "is not text"),
               ("model", _text_or_none, "is not text"), ("viewers", _int_or_none, "is not a whole number"),
               ("world_size", _int_or_none, "is not a whole number"))
     for key, check, wrong in checks:
@@ -591,8 +591,9 @@ def _int_or_none(value: Any) -> int | None:
     return value if type(value) is int and 0 <= value <= MAX_COUNT else None
 
 
-def _loss_or_none(value: Any) -> float | None:
-    """A finite number, else None; JSON's Infinity or NaN (an old run's best_val) is no best yet."""
+def finite_or_none(value: Any) -> float | None:
+    """A finite number read from a file, else None; JSON's Infinity or NaN (an old run's best_val)
+    is no best yet. Run comparison reads metrics.jsonl through it too."""
     if not _is_number(value):
         return None
     try:

@@ -13,13 +13,13 @@ NaN) is skipped."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from charrnn_tui.engine.metrics import METRICS
+from charrnn_tui.engine.runs import finite_or_none
 
 MAX_COMPARED = 4  # runs overlaid at once, each in a colour of its own
 READ_LIMIT = 8 * 2**20  # bytes read a refresh: the rest of a bigger file comes at the next ones
@@ -77,17 +77,9 @@ def _validation_point(line: bytes) -> tuple[int, float, float] | None:
         return None
     if not isinstance(record, dict):
         return None
-    step, loss, elapsed = record.get("step"), _finite(record.get("val_loss")), _finite(record.get("elapsed_s", 0.0))
+    step = record.get("step")
+    loss, elapsed = finite_or_none(record.get("val_loss")), finite_or_none(record.get("elapsed_s", 0.0))
     if type(step) is not int or not 0 <= step <= MAX_STEP or loss is None or elapsed is None:
         return None
     return step, loss, elapsed
 
-
-def _finite(value: object) -> float | None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer of hundreds of digits
-        return None
-    return number if math.isfinite(number) else None
