@@ -82,7 +82,8 @@ class EngineClient:
         self._buffer.clear()
         hello = {**protocol.hello(), "client": "viewer" if self.viewer else "control"}
         try:
-            self._send(hello)
+            with contextlib.suppress(OSError):  # a full server may have closed already: its one line waits to be read
+                self._send(hello)
             welcome = self._read_message()
         except protocol.ProtocolError as e:
             self.close()
@@ -94,11 +95,14 @@ class EngineClient:
             welcome = None
         if welcome is None:
             self.close()
-            # A full server (MAX_CLIENTS) accepts and closes at once, saying nothing: a live run that
-            # hangs up before its welcome is busy, not crashed.
+            # A full server (MAX_CLIENTS) says so in one line and closes (an older one said
+            # nothing): a live run that hangs up before its welcome is busy, not crashed.
             if is_live(self.run_dir):
                 raise CharRNNError(f"run {name} is busy (too many connections); try again")
             raise RunNotLive(self._not_live_message())
+        if welcome.get("type") == "error" and welcome.get("busy") is True:
+            self.close()
+            raise CharRNNError(f"run {name} is busy ({printable_line(str(welcome.get('message')))[:200]}); try again")
         if welcome.get("type") == "error":
             self.close()
             raise CharRNNError(f"run {name}: {printable_line(str(welcome.get('message')))[:200]}")
@@ -107,11 +111,22 @@ class EngineClient:
             raise CharRNNError(f"run {name}: unexpected answer {printable_line(str(welcome.get('type')))[:40]!r}")
         sock.settimeout(None)
         events = welcome.get("events")
-        self.welcome_events = [e for e in map(_event_or_none, events if isinstance(events, list) else [])
-                               if e is not None]
+        self.welcome_events, bad = [], []
+        for data in events if isinstance(events, list) else []:
+            event = _event_or_none(data, bad)
+            if event is not None:
+                self.welcome_events.append(event)
         for event in self.welcome_events:
             self._mirror(event)
+        if bad:
+            self.welcome_events.append(self._bad_event_notice(bad[0], len(bad)))
         return self.welcome_events
+
+    def _bad_event_notice(self, error: protocol.BadEvent, count: int = 1) -> ev.Notice:
+        """What the viewer is told of events from the run that were dropped (a broken server's)."""
+        more = f" ({count:,} such events in its welcome)" if count > 1 else ""
+        return ev.Notice(f"run {printable_line(self.run_dir.name)} sent a malformed event, ignored{more}: "
+                         f"{printable_line(str(error))[:200]}", "warning")
 
     def _not_live_message(self) -> str:
         state = read_status(self.run_dir).get("state")
@@ -178,6 +193,7 @@ class EngineClient:
             self.connect()
         for event in self.welcome_events:
             self.on_event(event)
+        told_bad = False
         try:
             while True:
                 message = self._read_message()
@@ -187,6 +203,11 @@ class EngineClient:
                 if kind == "event":
                     try:
                         event = protocol.event_from_dict(message.get("event"))
+                    except protocol.BadEvent as e:  # a broken server's: dropped, and said once
+                        if not told_bad:
+                            told_bad = True
+                            self.on_event(self._bad_event_notice(e))
+                        continue
                     except protocol.ProtocolError:
                         continue  # an event this client does not know (a newer server's): skip it
                     self._mirror(event)
@@ -229,7 +250,7 @@ class EngineClient:
 
     def _mirror(self, event: ev.Event) -> None:
         """The few fields callers read, as they would on a Trainer. The protocol checks an event's
-        fields by name, not by type: a field of the wrong type is ignored here."""
+        fields by type (protocol.event_from_dict); the checks here are a second guard."""
         if isinstance(event, ev.StateChanged) and isinstance(event.state, str):
             self.state = event.state
             if event.state == "error":
@@ -306,9 +327,13 @@ def _number(value: Any, default: float | None) -> float | None:
     return default
 
 
-def _event_or_none(data: Any) -> ev.Event | None:
-    """An event of a welcome, or None for one this client cannot read (a newer server's, or garbage)."""
+def _event_or_none(data: Any, bad: list[protocol.BadEvent]) -> ev.Event | None:
+    """An event of a welcome, or None for one this client cannot read (a newer server's, or garbage:
+    added to `bad` when of a known class)."""
     try:
         return protocol.event_from_dict(data)
+    except protocol.BadEvent as e:
+        bad.append(e)
     except (protocol.ProtocolError, TypeError, ValueError):
-        return None
+        pass
+    return None

@@ -5,8 +5,11 @@ Requests are applied at the next step boundary, but those that write with the mo
 next tokens, a prompt, a sample), which anyone typing or prompting sends again and again, are served
 within a budget: at most REQUEST_SHARE of the training time (earned step by step), the rest waiting
 for training to earn it; a prompt or sample is written a piece at a time, in turn with the others.
-An evaluation or a save asked for is served at once, as the run's own are (MAX_QUEUED_WORK bounds
-them): charged to the budget, one would hold every keystroke back for ten times its length.
+An evaluation or a save asked for has a budget of its own, of the same share (charged to the
+keystrokes', one would hold every keystroke back for ten times its length): served at once while
+some is left, else held, one of each kind, until training has earned it (its sender told when it
+will come), and one asked for while another is held joins it. None is dropped but by a stop. The
+run's own evaluations and checkpoints (its intervals) are not requests: they are not charged.
 
 Nothing a request does can end the run but a device out of memory (the run's own handling, in
 Trainer.run): a failure becomes a message to whoever asked, and training goes on.
@@ -38,6 +41,7 @@ MAX_QUEUED_WORK = 8
 MAX_PER_BOUNDARY = 16  # requests taken between two steps; the rest wait for the next boundary
 WORK = frozenset({"save", "sample", "evaluate", "prompt"})
 BUDGETED = frozenset({"sample", "prompt", "next_tokens"})  # served within the request budget
+HELD_BACK = frozenset({"save", "evaluate"})  # served within a budget of their own (work_budget), held past it
 MAX_PROMPT_CHARS = 10_000
 MAX_PROMPT_LENGTH = 10_000  # tokens a prompt may ask for
 MAX_EARLY_STOP = 10_000
@@ -122,6 +126,10 @@ class Controls:
         self._typing: tuple[str, int, Reply | None] | None = None
         self.typed_at = -math.inf  # time.monotonic() of the last keystroke answered
         self.request_budget = RequestBudget()
+        self.work_budget = RequestBudget()  # for evaluations and saves asked for (HELD_BACK)
+        self._held: dict[str, Reply | None] = {}  # HELD_BACK requests waiting for work_budget, one per kind
+        self._work_last: tuple[str, int, float] | None = None  # the last one served: kind, step, seconds
+        self._work_took: dict[str, float] = {}  # seconds the last of each kind took
         self._budget_trained: float | None = None  # train_seconds when the budget last earned
         self._deferred: collections.deque[tuple[str, Any, Reply | None]] = collections.deque()  # budgeted, waiting
         self._jobs: collections.deque[_Job] = collections.deque()  # samples and prompts under way
@@ -235,13 +243,15 @@ class Controls:
     def _serve_requests(self, block: bool) -> None:
         """Between two steps: apply the requests waiting (at most MAX_PER_BOUNDARY; while paused,
         wait a little for one first), but set aside those BUDGETED, and serve those while the budget
-        allows. While paused there is no training to keep: one piece of work per turn, without the
-        budget, so that resume or stop are still seen between pieces."""
+        allows; an evaluation or a save asked for (HELD_BACK) goes by work_budget instead. While
+        paused there is no training to keep: one piece of work per turn, without the budget, so that
+        resume or stop are still seen between pieces."""
         trained = getattr(self, "train_seconds", 0.0)
         if self._budget_trained is not None:
             self.request_budget.earn(trained - self._budget_trained)
+            self.work_budget.earn(trained - self._budget_trained)
         self._budget_trained = trained
-        block = block and not (self._deferred or self._jobs)
+        block = block and not (self._deferred or self._jobs or self._held)
         for _ in range(MAX_PER_BOUNDARY):
             try:
                 name, arg, reply = self._requests.get(timeout=0.05) if block else self._requests.get_nowait()
@@ -250,13 +260,65 @@ class Controls:
             block = False
             if name in BUDGETED:
                 self._deferred.append((name, arg, reply))
+            elif name in HELD_BACK:
+                if not self._take_work(name, reply):
+                    return
             elif not self._apply(name, arg, reply):
                 return
+        if self._held and (self.paused or self.work_budget.allows()) and not self._serve_held():
+            return
         while self._deferred or self._jobs:
             if not self.paused and not self.request_budget.allows():
                 return  # the rest waits for training to earn the time
             if not self._serve_one() or self.paused:
                 return
+
+    def _take_work(self, name: str, reply: Reply | None) -> bool:
+        """An evaluation or a save asked for: served now while work_budget allows (or while paused:
+        there is no training to keep), else held until it does; one asked for while another is held
+        joins it. Its sender is told when it will come. False as _apply."""
+        if name in self._held:
+            self._work_done()  # the held one answers both: everyone sees its Evaluated or CheckpointSaved
+            self._tell(reply, self._held_message(name, joined=True), "information")
+            return True
+        if self.paused or self.work_budget.allows():
+            return self._serve_work(name, reply)
+        self._held[name] = reply
+        self._tell(reply, self._held_message(name, joined=False), "information")
+        return True
+
+    def _serve_held(self) -> bool:
+        """The evaluation or save held longest; False as _apply."""
+        name = next(iter(self._held))
+        return self._serve_work(name, self._held.pop(name))
+
+    def _serve_work(self, name: str, reply: Reply | None) -> bool:
+        """Carry out an evaluation or a save asked for, charged to work_budget unless paused."""
+        budget = self.work_budget
+        start = budget.clock()
+        with contextlib.nullcontext() if self.paused else budget.spending():
+            carried_on = self._apply(name, None, reply)
+        took = budget.clock() - start
+        self._work_last, self._work_took[name] = (name, getattr(self, "step", 0), took), took
+        return carried_on
+
+    def _held_message(self, name: str, joined: bool) -> str:
+        """One line: why `name` waits, and for about how long (in training time, and the step),
+        counting what is held before it at what it took last time."""
+        budget = self.work_budget
+        head = f"{_A[name]} is held already, and yours joins it" if joined else f"{_WHAT[name]} is held"
+        why = f"evaluations and saves asked for get {budget.share:.0%} of the training time"
+        if self._work_last is not None:
+            kind, step, took = self._work_last
+            why += f", and the last ({_A[kind]}, step {step:,}) took {took:.1f} s"
+        if budget.share <= 0:
+            return f"{head}: {why}; it follows when the run pauses or ends"
+        ahead = list(self._held)
+        ahead = ahead[:ahead.index(name)] if name in ahead else ahead
+        wait = max(0.0, sum(self._work_took.get(k, 0.0) for k in ahead) - budget.credit) / budget.share
+        step, trained = getattr(self, "step", 0), getattr(self, "train_seconds", 0.0)
+        near = f", near step {step + math.ceil(wait * step / trained):,}" if step > 0 and trained > 0 else ""
+        return f"{head}: {why}; it follows after about {wait:.1f} s more training{near}"
 
     def _serve_one(self) -> bool:
         """One request set aside or one piece of a sample under way, in turn (a keystroke does not
@@ -282,6 +344,9 @@ class Controls:
 
     def _finish_requests(self) -> None:
         """Training is over (a stop condition): what was asked before is served, without a budget."""
+        while self._held:
+            if not self._serve_held():
+                return
         while self._deferred or self._jobs:
             if not self._serve_one():
                 return
@@ -289,6 +354,11 @@ class Controls:
     def _drop_requests(self) -> None:
         """A stop: what was set aside is dropped, each asker told; samples under way end where
         they are (their viewers get what was written)."""
+        while self._held:
+            name, reply = self._held.popitem()
+            self._work_done()
+            if not (name == "save" and self.stop_requested):  # a stop that saves serves it
+                self._tell(reply, f"the run stopped before {_WHAT[name]} was served")
         while self._deferred:
             name, _, reply = self._deferred.popleft()
             if name in WORK:
@@ -381,6 +451,7 @@ class Controls:
 
 _WHAT = {"save": "the save", "sample": "the sample", "evaluate": "the evaluation", "prompt": "the prompt",
          "temperature": "the temperature", "next_tokens": "the next tokens", "early_stop": "early stop"}
+_A = {"save": "a save", "evaluate": "an evaluation"}
 
 
 def _check_temperature(temperature: float) -> None:

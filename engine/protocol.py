@@ -15,12 +15,16 @@ server -> client
   {"type": "status", "status": {...}}                  the answer to a "status" request
   {"type": "error", "message": TEXT}                   a bad message (the connection stays) or a
                                                        refusal (version, too slow: then it closes)
-EVENT is {"event": CLASS, ...fields} for a class of engine/events.py.
+  {"type": "error", "message": TEXT, "busy": true}     instead of a welcome: the server serves as
+                                                       many connections as it may; it closes
+EVENT is {"event": CLASS, ...fields} for a class of engine/events.py, each field of the type the
+class declares (event_from_dict checks them: a peer's event is never trusted).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -37,6 +41,12 @@ MAX_LINE = 1 << 20  # bytes; a longer line is refused and its sender disconnecte
 # smaller one overflows the logits (1e-300 made top-k sampling fail). Nothing else is a temperature.
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 10.0
+# What a field of an event may hold (event_from_dict): a string, this many characters (a sample's
+# text, a path, a message are far shorter); a list, this many items (a progress report's losses, a
+# sample's probabilities); an integer, 64 bits.
+MAX_TEXT = 1 << 20
+MAX_ITEMS = 1 << 20
+MAX_INT = 1 << 63
 
 # name -> {argument: allowed types}; every argument is required unless None is allowed.
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -62,6 +72,11 @@ EVENT_TYPES: dict[str, type[ev.Event]] = {
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; its text is what the peer is told."""
+
+
+class BadEvent(ProtocolError):
+    """An event of a known class with a field missing, of the wrong type or out of range: what a
+    broken or hostile server sends (an unknown class is a newer server's, and a plain ProtocolError)."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -137,39 +152,157 @@ def event_to_dict(event: ev.Event) -> dict[str, Any]:
     return {"event": type(event).__name__, **dataclasses.asdict(event)}
 
 
+def busy(message: str) -> dict[str, Any]:
+    """What a server too full to serve one more connection sends it, instead of a welcome."""
+    return {"type": "error", "message": message, "busy": True}
+
+
 def event_from_dict(data: Any) -> ev.Event:
-    """An event back from its dict, its fields checked against the class (a newer server's extra
-    fields are dropped, so an older client still understands it)."""
-    if not isinstance(data, dict) or data.get("event") not in EVENT_TYPES:
-        raise ProtocolError(f"unknown event {str(data.get('event') if isinstance(data, dict) else data)[:40]!r}")
-    return _build(EVENT_TYPES[data["event"]], data)
+    """An event back from its dict, every field checked against the type its class declares: an
+    integer (not a boolean) within 64 bits, a finite number, a string of at most MAX_TEXT
+    characters, a list of at most MAX_ITEMS items of those, an object where the class holds a dict.
+    BadEvent, naming the event and the field, otherwise. A newer server's extra fields are dropped,
+    so an older client still understands it."""
+    name = data.get("event") if isinstance(data, dict) else data
+    if not isinstance(name, str) or name not in EVENT_TYPES:
+        raise ProtocolError(f"unknown event {str(name)[:40]!r}")
+    return _build(EVENT_TYPES[name], data, name, "")
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, data: dict[str, Any], event: str, prefix: str) -> Any:
+    hints = _hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
+        where = prefix + f.name
         if f.name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProtocolError(f"{cls.__name__} without {f.name}")
+                raise BadEvent(f"event {event}: {where} is missing")
             continue
-        values[f.name] = _convert(hints[f.name], data[f.name])
+        values[f.name] = _convert(hints[f.name], data[f.name], event, where)
+        schema = _DICT_FIELDS.get((cls, f.name))
+        if schema is not None:
+            schema(values[f.name], event, where)
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any) -> Any:
-    """JSON lists back to the tuples the events hold, nested dataclasses back to themselves."""
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return _build(hint, value)
+def _convert(hint: Any, value: Any, event: str, where: str) -> Any:
+    """`value` as `hint` says (JSON lists back to the tuples the events hold, nested dataclasses
+    back to themselves), or BadEvent."""
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise _bad(event, where, "an object", value)
+        return _build(hint, value, event, where + ".")
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        return None if value is None else _convert(options[0], value) if len(options) == 1 else value
-    if origin is tuple and isinstance(value, list):
+        if len(options) != 1 or options[0] not in _SCALARS:  # the events hold no other unions
+            raise TypeError(f"{hint} is not a type an event may hold")
+        return _scalar(options[0], value, event, where, " or null")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_ITEMS:
+            raise _bad(event, where, f"a list of at most {MAX_ITEMS:,} items", value)
         args = typing.get_args(hint)
-        inner = args[0] if args else Any
-        return tuple(_convert(inner, v) for v in value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, event, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _bad(event, where, f"a list of {len(args)}", value)
+        return tuple(_convert(a, v, event, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict) or len(value) > MAX_ITEMS:
+            raise _bad(event, where, "an object", value)
+        return value
+    if hint in _SCALARS:
+        return _scalar(hint, value, event, where, "")
+    raise TypeError(f"{hint} is not a type an event may hold")
+
+
+_SCALARS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a finite number",
+    str: f"a string of at most {MAX_TEXT:,} characters",
+}
+
+
+def _scalar(hint: type, value: Any, event: str, where: str, or_null: str) -> Any:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif isinstance(value, bool):
+        ok = False
+    elif hint is int:
+        ok = isinstance(value, int) and -MAX_INT <= value < MAX_INT
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and _reasonable(value)
+    else:
+        ok = isinstance(value, str) and len(value) <= MAX_TEXT
+    if not ok:
+        raise _bad(event, where, _SCALARS[hint] + or_null, value)
     return value
+
+
+def _bad(event: str, where: str, expected: str, value: Any) -> BadEvent:
+    return BadEvent(f"event {event}: {where} must be {expected}, not {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in a few words (never the value itself: it may be huge, or anything)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return "an integer" if -MAX_INT <= value < MAX_INT else f"an integer of {len(str(abs(value)))} digits"
+    if isinstance(value, float):
+        return "a number" if math.isfinite(value) else "NaN" if math.isnan(value) else \
+            "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, str):
+        return f"a string of {len(value):,} characters" if len(value) > MAX_TEXT else "a string"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value):,} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+# Dicts an event holds whose keys clients read: the keys they read are checked (each may be left
+# out), with what they need together. engine/history.py's LossHistory.from_dict reads these.
+_LOSS_HISTORY: dict[str, Any] = {
+    "steps": int, "first": float | None, "width": int, "means": tuple[float, ...], "lows": tuple[float, ...],
+    "highs": tuple[float, ...], "recent": tuple[float, ...], "timeline": tuple[tuple[int, float], ...],
+}
+_CONFIG: dict[str, Any] = {"temperature": float, "early_stop": int | None}
+
+
+def _keys(types_: dict[str, Any]) -> Any:
+    def check(value: dict[str, Any], event: str, where: str) -> None:
+        for key, hint in types_.items():
+            if key in value:
+                _convert(hint, value[key], event, f"{where}.{key}")
+    return check
+
+
+def _loss_history(value: dict[str, Any], event: str, where: str) -> None:
+    _keys(_LOSS_HISTORY)(value, event, where)
+    if "means" in value or value.get("first") is not None:  # a history, not just a count: all of it
+        for key in ("steps", "first", "width", "means", "lows", "highs", "recent"):
+            if key not in value:
+                raise BadEvent(f"event {event}: {where}.{key} is missing")
+        if not len(value["means"]) == len(value["lows"]) == len(value["highs"]):
+            raise BadEvent(f"event {event}: {where}.means, lows and highs must be as long as each other")
+        if value["width"] < 1 or value["steps"] < 0:
+            raise BadEvent(f"event {event}: {where}.width must be at least 1 and steps at least 0")
+
+
+_DICT_FIELDS = {(ev.Started, "loss_history"): _loss_history, (ev.RunInfo, "config"): _keys(_CONFIG)}
 
 
 def _jsonable(value: Any) -> Any:

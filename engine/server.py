@@ -34,7 +34,8 @@ from .runs import SOCKET, unix_address, write_status
 CLIENT_QUEUE = 4096  # messages waiting for one client
 SEND_TIMEOUT = 10.0  # seconds one write to a client may block its writer thread
 HELLO_TIMEOUT = 10.0  # a client that says nothing this long after connecting is dropped
-MAX_CLIENTS = 64  # connections served at once, welcomed or not
+MAX_CLIENTS = 64  # connections served at once, welcomed or not (RunServer.max_clients)
+BUSY = "too many connections"  # what one more is told (protocol.busy) before it is closed
 REQUESTS_PER_SECOND = 20.0  # per client, on average; a key held down repeats at about 30/s
 REQUEST_BURST = 40
 MAX_SAMPLES = 20  # finished samples a newly attached viewer is shown
@@ -143,11 +144,14 @@ class RunRecord:
 class RunServer:
     """Owns the socket and the clients of one run; `handle_event` is the trainer's event sink."""
 
-    def __init__(self, trainer: Any, on_listening: Callable[[Path], None] | None = None, *, required: bool = True):
+    def __init__(self, trainer: Any, on_listening: Callable[[Path], None] | None = None, *, required: bool = True,
+                 max_clients: int | None = None):
         """`required`: a run nobody could reach without its socket (a detached one) fails when the
-        socket cannot be made; a foreground run trains on without it, warning once."""
+        socket cannot be made; a foreground run trains on without it, warning once. `max_clients`:
+        connections served at once (MAX_CLIENTS unless given); one more is told so and closed."""
         self.trainer = trainer
         self.required = required
+        self.max_clients = MAX_CLIENTS if max_clients is None else max_clients
         self.record = RunRecord()
         self.on_listening = on_listening
         # Guards the record and the set of clients, which change together. Never held while
@@ -254,12 +258,14 @@ class RunServer:
                 time.sleep(0.1)  # out of file descriptors, say: wait and go on accepting
                 continue
             with self.lock:
-                full = self.connections >= MAX_CLIENTS
+                full = self.connections >= self.max_clients
                 if not full:
                     self.connections += 1
-            if full or not _same_user(conn):
-                if not full:
-                    self._connection_ended()
+            if full:
+                _turn_away(conn)
+                continue
+            if not _same_user(conn):
+                self._connection_ended()
                 conn.close()
                 continue
             try:
@@ -511,6 +517,17 @@ class _RateLimit:
             return True
         self.refused += 1
         return False
+
+
+def _turn_away(conn: socket.socket) -> None:
+    """Tell a connection the server is full, in one line, and close it. Never blocks the accept
+    loop: the line goes into the new socket's empty buffer or not at all. Data the client sends
+    meanwhile (its hello) is dropped with the socket; what was sent to it stays readable there."""
+    with contextlib.suppress(OSError):
+        conn.setblocking(False)
+        conn.send(protocol.encode(protocol.busy(BUSY)))
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 def _same_user(conn: socket.socket) -> bool:

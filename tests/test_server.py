@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import time
+import typing
 
 import pytest
 from helpers import LocalRun, tiny_config
@@ -205,7 +206,8 @@ def test_a_new_viewer_gets_the_whole_run_so_far_in_its_welcome(live_run):
 
 def test_a_long_run_welcome_stays_small():
     record = RunRecord()
-    info = ev.RunInfo(**{f: 0 for f in ev.RunInfo.__dataclass_fields__ if f != "config"})  # values do not matter
+    info = ev.RunInfo(**{f: "" if h is str else 0 for f, h in typing.get_type_hints(ev.RunInfo).items()
+                         if f != "config"})  # values do not matter, but their types must be right
     record.apply(ev.Started(info))
     losses = tuple(2.0 for _ in range(1000))
     for k in range(100):  # 100,000 steps
@@ -221,7 +223,8 @@ def test_a_long_run_welcome_stays_small():
 
 
 def test_every_event_survives_the_wire():
-    info = ev.RunInfo(**{f: 1 for f in ev.RunInfo.__dataclass_fields__ if f != "config"}, config={"lr": 0.1})
+    info = ev.RunInfo(**{f: "x" if h is str else 1 for f, h in typing.get_type_hints(ev.RunInfo).items()
+                         if f != "config"}, config={"lr": 0.1})
     samples = [
         ev.Started(info, {"steps": 1}, ((1, 2.5),), ((1, "text"),)),
         ev.Progress(3, 1, (1.0, 2.0, 3.0), 0.5, 10.0, 0.1, 1.0, None, 2.0, None),
