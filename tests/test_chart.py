@@ -174,3 +174,179 @@ def test_a_confidence_that_is_not_a_number_gets_the_lowest_shade():
 
     assert confidence_style(float("nan")) == CONFIDENCE_SHADES[-1][1]
     assert confidence_style(1.0) == CONFIDENCE_SHADES[0][1] and confidence_style(0.0) == CONFIDENCE_SHADES[-1][1]
+
+
+def _picture(canvas) -> list[str]:
+    """The canvas as text, a row of characters and a row of layer digits per cell row."""
+    return [row for r in range(canvas.h) for row in ("".join(canvas.char(r, c) for c in range(canvas.w)),
+                                                       "".join(str(canvas.layer[r][c]) for c in range(canvas.w)))]
+
+
+# Six bins of 10 steps falling from 4 to 2, their band, two validation points (the last the best).
+_BINNED = Series([5, 15, 25, 35, 45, 55], [4.0, 3.0, 2.5, 2.2, 2.1, 2.0], [3.5, 2.6, 2.2, 2.0, 1.9, 1.8],
+                 [4.5, 3.4, 2.8, 2.4, 2.3, 2.2], [10] * 6, [(20.0, 2.9), (60.0, 2.3)], (60.0, 2.3))
+
+
+def test_a_small_run_is_drawn_dot_for_dot_on_a_linear_axis():
+    """Every dot and colour of a 12x4 chart, pinned: the smoothing by bin width, the band, the
+    validation blobs (kept inside the edge), the best mark, and the ranges."""
+    canvas, x_range, y_range = plot(_BINNED, 12, 4, log_scale=False, smoothing=0.5)
+    assert x_range == (0.0, 60.0) and y_range == (1.8, 4.0)
+    assert _picture(canvas) == [
+        "⠀⡷⡀⠀⠀⠀⠀⠀⠀⠀⠀⠀", "022000000000",
+        "⠀⠀⠱⡇⠀⠀⠀⠀⠀⠀⠀⠀", "002200000000",
+        "⠀⠀⠀⠏⠛⣇⣀⠀⠀⠀⠀⠀", "000232200000",
+        "⠀⠀⠀⠀⠀⠁⠸⠉⠺⠢⢼◆", "000001222223",
+    ]
+
+
+def test_a_small_run_is_drawn_dot_for_dot_on_a_log_axis():
+    canvas, x_range, y_range = plot(_BINNED, 12, 4, log_scale=True, smoothing=0.5)
+    assert x_range == (0.0, 60.0) and y_range == (1.8, 4.0)
+    assert _picture(canvas) == [
+        "⠀⡗⡄⡀⠀⠀⠀⠀⠀⠀⠀⠀", "022100000000",
+        "⠀⠀⠈⡧⣤⡀⠀⠀⠀⠀⠀⠀", "002231000000",
+        "⠀⠀⠀⠁⠈⡧⢤⡀⢠⠀⢀◆", "000122221013",
+        "⠀⠀⠀⠀⠀⠀⠘⠈⠹⠉⢺⠀", "000000122220",
+    ]
+
+
+def test_an_x_window_draws_only_its_part_and_keeps_the_y_range_of_the_run():
+    canvas, x_range, y_range = plot(_BINNED, 12, 4, log_scale=False, smoothing=0.5, x_range=(20.0, 40.0))
+    assert x_range == (20.0, 40.0) and y_range == (1.8, 4.0)
+    assert [_picture(canvas)[i] for i in range(0, 8, 2)] == [
+        "⡇⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀", "⡇⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀", "⠟⠉⠢⡧⢄⣀⣀⡀⢀⠀⠀⠀", "⠀⠀⠀⠁⠀⠀⠀⠈⠹⠉⠑◆"]
+
+
+def test_smoothing_follows_the_steps_each_point_stands_for():
+    wide = Series(_BINNED.x, _BINNED.mean, _BINNED.low, _BINNED.high, [100] * 6, [], None)
+    narrow = Series(_BINNED.x, _BINNED.mean, _BINNED.low, _BINNED.high, [1] * 6, [], None)
+    assert _picture(plot(wide, 12, 4, log_scale=False, smoothing=0.9)[0]) != \
+        _picture(plot(narrow, 12, 4, log_scale=False, smoothing=0.9)[0])
+
+
+def test_degenerate_ranges_are_widened_so_that_nothing_divides_by_zero():
+    one = Series([1.0], [2.0], [2.0], [2.0], [1], [], None)
+    canvas, x_range, y_range = plot(one, 3, 2, log_scale=False, smoothing=0.5)
+    assert x_range == (0.0, 1.0) and y_range == (1.5, 2.5)  # a flat curve: half a unit either side
+    assert _picture(canvas) == ["⠀⠀⠀", "000", "⠀⠀⠈", "002"]
+    assert plot(one, 3, 2, log_scale=True, smoothing=0.5)[2] == (2.0, pytest.approx(2.02))  # 1% on a log axis
+    at_zero = Series([0.0], [2.0], [2.0], [2.0], [1], [], None)
+    canvas, x_range, y_range = plot(at_zero, 1, 1, log_scale=False, smoothing=0.5)
+    assert x_range == (0.0, 1.0) and y_range == (1.5, 2.5)  # a run at step 0 still has an x axis
+    assert _picture(canvas) == ["⠄", "2"]
+    assert plot(at_zero, 5, 3, log_scale=False, smoothing=0.5, x_range=(4.0, 4.0))[1] == (4.0, 5.0)
+    tiny = Series([0.0, 1.0], [1e-5, 2e-5], [1e-5, 2e-5], [1e-5, 2e-5], [1, 1], [], None)
+    assert plot(tiny, 5, 3, log_scale=True, smoothing=0.0)[2] == (1e-3, pytest.approx(1.01e-3))  # log: from 1e-3
+    assert plot(tiny, 5, 3, log_scale=False, smoothing=0.0)[2] == (1e-5, 2e-5)  # a small range is still a range
+    for w, h in ((0, 3), (3, 0), (1, 0), (0, 1)):  # no room: nothing drawn, the default ranges
+        canvas, x_range, y_range = plot(_BINNED, w, h, log_scale=False, smoothing=0.5)
+        assert (x_range, y_range) == ((0.0, 1.0), (0.0, 1.0)) and canvas.w == w and canvas.h == h
+    canvas, x_range, y_range = plot(_BINNED, 1, 1, log_scale=False, smoothing=0.5)  # one cell is room enough
+    assert x_range == (0.0, 60.0) and canvas.bits[0][0] != 0
+
+
+def test_the_top_of_the_band_sets_the_scale_except_its_highest_two_percent():
+    n = 200
+    highs = [3.0] * n
+    highs[7] = 50.0  # the 2% highest are ignored: a spike or two does not set the scale
+    highs[9] = 40.0
+    series = Series([float(i) for i in range(n)], [2.0] * n, [1.0] * n, highs, [1] * n, [], None)
+    assert plot(series, 20, 5, log_scale=False, smoothing=0.0)[2] == (1.0, 3.0)
+    highs[:10] = [9.0] * 10  # 5% of them: they are the run's, not a spike
+    assert plot(series, 20, 5, log_scale=False, smoothing=0.0)[2] == (1.0, 9.0)
+    low_band = Series([0.0, 1.0], [2.0, 2.0], [1.0, 1.0], [1.5, 1.5], [1, 1], [], None)
+    assert plot(low_band, 5, 3, log_scale=False, smoothing=0.0)[2] == (1.0, 2.0)  # the curve above the band
+
+
+def test_tick_values_are_exact_for_every_spacing():
+    assert nice_ticks(0.0, 10.0, 5) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert nice_ticks(0.0, 1.0, 1) == [0.0, 1.0]
+    assert nice_ticks(0.0, 0.9, 1) == [0.0]
+    assert nice_ticks(1.0, 2.0, 2) == [1.0, 1.5, 2.0]
+    assert nice_ticks(0.0, 4.5, 2) == [0.0, 2.5] and nice_ticks(1.0, 1.5, 2) == [1.0, 1.25, 1.5]
+    assert nice_ticks(0.0, 4.0, 2) == [0.0, 2.0, 4.0]
+    assert nice_ticks(0.0, 20.0, 2) == [0.0, 10.0, 20.0]
+    assert nice_ticks(-3.0, 3.0, 3) == [-2.0, 0.0, 2.0]
+    assert nice_ticks(0.1, 0.3, 2) == [0.1, 0.2, 0.3]  # the end itself, despite float sums
+    assert nice_ticks(2.0, 2.0, 3) == [2.0] and nice_ticks(3.0, 2.0, 3) == [3.0]
+    assert nice_ticks(1.0, 2.0, 0) == [1.0]
+    assert nice_ticks(math.nan, 2.0, 3) == [] and nice_ticks(1.0, math.inf, 3) == [1.0]
+    assert nice_ticks(-math.inf, 2.0, 3) == []
+
+
+def test_log_ticks_are_one_two_five_per_decade_or_linear_when_narrow():
+    assert log_ticks(0.01, 1.0) == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    assert log_ticks(1.0, 100.0) == [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+    assert log_ticks(3.0, 30.0) == [5.0, 10.0, 20.0]
+    assert log_ticks(1.0, 2.0) == [1.0, 2.0]  # both ends on the list
+    assert log_ticks(1.1, 1.9) == nice_ticks(1.1, 1.9, 3) == [1.5]  # none or one: linear
+    assert log_ticks(2.5, 4.0) == [2.5, 3.0, 3.5, 4.0]
+    assert log_ticks(0.0, 3.0) == [] and log_ticks(-1.0, 3.0) == []
+    assert log_ticks(2.0, 2.0) == [2.0] and log_ticks(3.0, 2.0) == [3.0]
+
+
+def test_step_and_time_labels():
+    assert [format_step(s) for s in (0, 999, 1000, 1049, 1050, 12_345, 999_999, 1_000_000, 1_250_000)] == \
+        ["0", "999", "1k", "1k", "1.1k", "12.3k", "1000k", "1M", "1.2M"]
+    assert [format_seconds(s) for s in (0, 59.4, 59.6, 60, 3599, 3600, 3661, 36_000)] == \
+        ["0:00", "0:59", "1:00", "1:00", "59:59", "1h00", "1h01", "10h00"]
+
+
+def test_smoothing_with_no_weight_is_the_values_and_starts_at_the_first():
+    assert debiased_ema([3.0, 1.0, 2.0], 0.0) == [3.0, 1.0, 2.0]
+    assert debiased_ema([5.0], 0.9) == [pytest.approx(5.0)]
+    # the second value stands for 2 steps: the first decays by 0.5 ** 2
+    last = 0.5 * 4.0 * 0.25 + 0.75 * 2.0
+    smoothed = debiased_ema([4.0, 2.0], 0.5, widths=[1, 2])
+    assert smoothed == [pytest.approx(4.0), pytest.approx(last / (0.5 * 0.25 + 0.75))]
+    assert debiased_ema([], 0.5) == []
+
+
+def test_a_compared_run_reads_a_big_file_a_piece_at_a_time_and_skips_a_line_too_long(tmp_path, monkeypatch):
+    import json
+
+    from charrnn_tui.tui import compared_runs
+    from charrnn_tui.tui.compared_runs import ComparedRun
+
+    monkeypatch.setattr(compared_runs, "READ_LIMIT", 64)
+    path = tmp_path / "metrics.jsonl"
+    point = json.dumps({"step": 5, "val_loss": 2.0}) + "\n"  # no elapsed_s: an old run's line, at 0 s
+    assert len(point) < 64
+    path.write_text("x" * 150 + "\n" + point + json.dumps({"step": 6, "train_loss": 2.0}) + "\n")
+    run = ComparedRun("other", tmp_path)
+    assert not run.refresh() and run._offset == 64  # a line longer than a read: passed over, 64 bytes a time
+    assert not run.refresh() and run._offset == 128
+    assert run.refresh() and run.points == [(5, 2.0, 0.0)]  # its end, and the next line whole
+    assert not run.refresh()  # a training line alone is nothing new
+    assert run._offset == path.stat().st_size
+
+
+def test_a_compared_runs_steps_are_whole_numbers_from_0_to_the_largest_exact_float(tmp_path):
+    import json
+
+    from charrnn_tui.tui.compared_runs import MAX_STEP, ComparedRun
+
+    rows = [(0, 3.0), (MAX_STEP, 2.0), (MAX_STEP + 1, 1.0), (-1, 1.0), (2.0, 1.0), (True, 1.0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "val_loss": v, "elapsed_s": 1.5}) + "\n"
+                                                    for s, v in rows))
+    run = ComparedRun("other", tmp_path)
+    assert run.refresh() and run.points == [(0, 3.0, 1.5), (MAX_STEP, 2.0, 1.5)]
+
+
+def test_a_compared_runs_metrics_planted_as_a_link_or_a_fifo_are_not_read(tmp_path):
+    import json
+    import os
+
+    from charrnn_tui.tui.compared_runs import ComparedRun
+
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text(json.dumps({"step": 1, "val_loss": 2.0}) + "\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").symlink_to(elsewhere)
+    run = ComparedRun("other", run_dir)
+    assert not run.refresh() and run.points == []
+    (run_dir / "metrics.jsonl").unlink()
+    os.mkfifo(run_dir / "metrics.jsonl")  # opening it to read would wait for a writer: it is never opened so
+    assert not run.refresh() and run.points == []
