@@ -139,8 +139,8 @@ def mutmut_config(suite: Suite) -> str:
     def toml_list(items: list[str]) -> str:
         return "[\n" + "".join(f"    {json.dumps(i)},\n" for i in items) + "]"
 
-    # a test file that is not there would fail the whole run
-    tests = [t for t in suite.tests if not t.endswith(".py") or (ROOT / t).exists()]
+    # a test file to run that is not there would fail the whole run
+    tests = [t for t in suite.tests if t.startswith("-") or not t.endswith(".py") or (ROOT / t).exists()]
     return "\n".join([
         "[tool.mutmut]",
         'source_paths = ["src/charrnn_tui/engine", "src/charrnn_tui/tui"]',

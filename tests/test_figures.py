@@ -137,3 +137,17 @@ def test_the_fit_to_a_small_corpus_counts_characters_not_bytes(tmp_path):
         config = config_from_args(build_parser().parse_args(["train", spec, "--device", "cpu"]))
         sizes.append((config.model.hidden, config.model.dropout))
     assert sizes == [(256, 0.25), (256, 0.25)]
+
+
+def test_the_epoch_eta_counts_down_what_is_left_of_the_epoch(long_text, runs_dir):
+    """"epoch ends" in the status: the tokens left of this epoch at the pace reported with it."""
+    events: list = []
+    config = tiny_config(long_text, max_steps=60, eval_interval=1000, report_interval=0.001)
+    trainer = Trainer(config, runs_dir=runs_dir, on_event=events.append)
+    trainer.run()
+    train_tokens = len(trainer.train_ids)
+    reports = [e for e in events if isinstance(e, Progress) and e.losses and e.tokens_per_s > 0]
+    assert len(reports) >= 3
+    for e in reports:
+        left = 1.0 - e.epoch % 1.0
+        assert 0 < left <= 1 and e.epoch_eta_seconds == pytest.approx(left * train_tokens / e.tokens_per_s)
