@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -58,9 +59,113 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """The training step's autocast: bf16 for what autocast casts (the head's matmul), except the
+    recurrent layers where `recurrent_precision` turns it off again."""
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# Device types whose recurrent layers run under the step's bf16 autocast; elsewhere they run outside it,
+# in fp32. On CUDA, autocast's wrapper for cuDNN RNNs (_cudnn_rnn_cast_reflatten in
+# aten/src/ATen/cudnn/AutocastRNN.cpp) casts input, weights and hidden state to fp16 (at::kHalf,
+# hard-coded) whatever dtype autocast was given: "bf16" would train an fp16 LSTM with no loss scaling
+# and carry an fp16 state. On a CPU, autocast puts LSTM's oneDNN layer (mkldnn_rnn_layer) on its
+# lower-precision list (aten/src/ATen/autocast_mode.cpp), so in bf16, which has fp32's range: the
+# point of bf16 on a CPU with native bf16 (1.3-1.6x the chars/s of fp32).
+RECURRENT_UNDER_AUTOCAST = frozenset({"cpu"})
+
+
+def recurrent_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Around the recurrent layers: the step's autocast turned off where they run in fp32 (CUDA)."""
+    if device.type in RECURRENT_UNDER_AUTOCAST or not torch.is_autocast_enabled(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+# What the recurrent layers compute in under a CPU's bf16 autocast, by kind (seen with a dispatch log
+# of each op's dtypes on torch 2.13): LSTM goes to oneDNN (mkldnn_rnn_layer, autocast to bf16
+# whole: input, weights and state); GRU and RNN run torch's own cells, whose matmuls autocast casts
+# to bf16, and GRU's state update then mixes in the fp32 state and comes out fp32.
+_CPU_BF16_RECURRENT = {
+    "lstm": "bf16 (autocast: oneDNN LSTM, input, weights and state in bf16)",
+    "gru": "bf16 matmuls, fp32 state update (autocast)",
+    "rnn": "bf16 (autocast: matmuls and tanh)",
+}
+
+
+def tf32_matmuls(device: torch.device) -> bool:
+    """Whether fp32 matmuls on this device run in TF32 when a run allows it: CUDA GPUs from Ampere on."""
+    return (device.type == "cuda" and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device)[0] >= 8)
+
+
+def precision_by_part(device: torch.device, bf16: bool, kind: str | None = None) -> dict[str, str]:
+    """Part of a run -> the precision it runs in on `device`, with bf16 autocast on or off (what
+    TrainStep, CharRNN.forward, configure_backends and evaluate do). `kind` (lstm, gru, rnn) makes
+    the recurrent layers' entry exact where it depends on it (bf16 on a CPU)."""
+    fp32 = "fp32 (TF32 matmuls)" if tf32_matmuls(device) else "fp32"
+    if not bf16:
+        recurrent = head = fp32
+    elif device.type in RECURRENT_UNDER_AUTOCAST:
+        recurrent = _CPU_BF16_RECURRENT.get(kind or "", "bf16 autocast: LSTM and RNN layers in bf16 (oneDNN "
+                                                       "LSTM), GRU's matmuls in bf16 and its state update in fp32")
+        head = "bf16 autocast"
+    else:
+        recurrent = f"{fp32}, outside autocast"
+        head = "bf16 autocast"
+    return {
+        "embedding": "fp32",
+        "recurrent layers": recurrent,
+        "head": head,
+        "loss": "fp32",
+        "carried state": "fp32",
+        "weights, gradients and optimizer": "fp32",
+        "evaluation": "fp32, TF32 off" if device.type == "cuda" else "fp32",
+    }
+
+
+def _tf32_now() -> tuple[bool, bool]:
+    """Whether TF32 is on for (cuBLAS matmuls, cuDNN RNNs), resolved as torch does: an op's own
+    setting, else the backend's, else the generic one. Read through the new flags, whose getters
+    never raise (the legacy ones do once both kinds of setting were used)."""
+    backends = torch.backends
+
+    def resolved(precision: str) -> bool:
+        for p in (precision, backends.cudnn.fp32_precision, backends.fp32_precision):
+            if p != "none":
+                return p == "tf32"
+        return False
+
+    return resolved(backends.cuda.matmul.fp32_precision), resolved(backends.cudnn.rnn.fp32_precision)
+
+
+def set_tf32(matmuls: bool, cudnn: bool | None = None) -> None:
+    """TF32 on or off for fp32 matmuls (cuBLAS) and cuDNN (RNNs, convolutions; `cudnn` defaults to
+    `matmuls`). Through torch's legacy switches, which set its legacy and new flags alike
+    (Context::setAllowTF32CuBLAS and setAllowTF32CuDNN in aten/src/ATen/Context.cpp): a flag set
+    through the new API alone leaves the two disagreeing, and torch then raises at every fp32 matmul."""
+    torch.backends.cuda.matmul.allow_tf32 = matmuls
+    torch.backends.cudnn.allow_tf32 = matmuls if cudnn is None else cudnn
+
+
+@contextlib.contextmanager
+def tf32_allowed(allowed: bool) -> Iterator[None]:
+    """TF32 on or off for the duration, then as it was."""
+    before = _tf32_now()
+    set_tf32(allowed)
+    try:
+        yield
+    finally:
+        set_tf32(*before)
+
+
+@contextlib.contextmanager
+def evaluation_precision(device: torch.device) -> Iterator[None]:
+    """The one precision of every evaluation, in training and in `charrnn-tui eval` alike: fp32,
+    no autocast and TF32 off, whatever the run trains in and whatever was set before."""
+    with torch.autocast(device_type=device.type, enabled=False), tf32_allowed(False):
+        yield
 
 
 def synchronize(device: torch.device) -> None:
@@ -115,5 +220,6 @@ def configure_backends(device: torch.device, threads: int | None) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.enabled = True
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # Training: TF32 for the fp32 matmuls of the recurrent layers (cuDNN) and an fp32 head
+        # (cuBLAS); evaluation turns it off (evaluation_precision).
+        set_tf32(True)

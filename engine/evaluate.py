@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE
+from .device import evaluation_precision
 from .model import CharRNN
 
 MAX_STREAMS = 256
@@ -81,11 +82,15 @@ def evaluate(
     (the run answers keystrokes there; it must not change the weights). `progress` is called
     with the fraction done: at the start, and after each chunk, which is then at most
     PROGRESS_CHUNK time steps long, so that a long evaluation shows itself moving.
+
+    It runs in evaluation_precision (fp32, no autocast, TF32 off), set here and nowhere else, so
+    that training's evaluations and `charrnn-tui eval` agree on a GPU as well.
     """
-    with torch.no_grad():  # in the body, not a decorator: mutation testing skips decorated functions
+    device = model.head.weight.device
+    # in the body, not a decorator: mutation testing skips decorated functions
+    with torch.no_grad(), evaluation_precision(device):
         was_training = model.training
         model.eval()
-        device = model.head.weight.device
         ids = ids.to(device).long()
         predictions = len(ids) - 1
         if predictions < 1:

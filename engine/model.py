@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .device import recurrent_precision
 
 # LSTM state is (h, c); GRU and vanilla RNN state is h alone.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -47,7 +48,10 @@ class CharRNN(nn.Module):
         """ids: (batch, time) -> logits (batch, time, vocab) and the state after the last step; with
         `last_only`, (batch, 1, vocab) for the last step alone (warming up on a prompt: the head,
         vocab-wide at every position, is most of the cost, 684 MB for 10,000 tokens of a word model)."""
-        out, state = self.rnn(self.embed(ids), state)
+        x = self.embed(ids)
+        with recurrent_precision(x.device):  # outside the step's autocast on CUDA: fp32 (engine/device.py)
+            out, state = self.rnn(x, state)
+        state = float_state(state)  # bf16 layers (a CPU's autocast) return a bf16 state: carried in fp32
         if last_only:
             out = out[:, -1:]
         return self.head(self.drop(out)), state
@@ -71,6 +75,13 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def float_state(state: State) -> State:
+    """The state in fp32 (as it is: no copy, no graph node, when it is fp32 already)."""
+    if isinstance(state, tuple):
+        return (state[0].float(), state[1].float())
+    return state.float()
 
 
 def detach_state(state: State) -> State:

@@ -71,7 +71,8 @@ class TrainStep:
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None,
              predictions: int | None = None) -> tuple[torch.Tensor, State]:
         """Mean cross-entropy over the scored targets (in fp32 whatever the autocast), and the state
-        after the batch. With `predictions` (a distributed run's global count of scored targets):
+        after the batch (fp32: on CUDA the model runs its recurrent layers outside this autocast,
+        engine/device.py says why). With `predictions` (a distributed run's global count of scored targets):
         this rank's summed loss over it, times the number of processes, which DDP's averaging of
         gradients divides out, so the update is one process's over the whole batch however
         unevenly padding falls."""

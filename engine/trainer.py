@@ -10,6 +10,7 @@ itself; engine/schedule.py the learning rate and the stop conditions. Only the t
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import math
 import time
@@ -23,7 +24,7 @@ from .batch_size import is_out_of_memory
 from .control import TYPING_CHUNK, Controls
 from .corpus import Corpus
 from .cowrite import TypingState
-from .device import memory_in_use
+from .device import memory_in_use, release_cached_memory
 from .distributed import GATHER, REPORT, SINGLE, STEP, STOP, DistributedError, ProcessGroup, World, shard
 from .errors import CharRNNError
 from .evaluate import evaluate
@@ -107,6 +108,26 @@ class Trainer(Controls, RunSetup):
     def run(self) -> str:
         """Set up, train until a stop condition or a stop request, and return the final state."""
         try:
+            if self._run_until_out_of_memory():
+                self._recover_from_out_of_memory()
+        finally:
+            if self.world.leader and not self._group_unsafe:  # the followers wait for a command: release them
+                self._release_followers()
+            if getattr(self, "copy_index", None) is not None:
+                self.copy_index.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            if self.lock is not None:
+                self._write_final_status()
+                self.lock.release()
+        return self.state
+
+    def _run_until_out_of_memory(self) -> bool:
+        """The run, to its end (False) or until the device ran out of memory (True). That is handled
+        by the caller, once this except block has let go of the error, its traceback and so the
+        failed step's frames, with their tensors and graph: saving while they are alive could run
+        out of memory again."""
+        try:
             self._setup()
             if self.world.leader:
                 for note in self.start_notes:
@@ -129,27 +150,26 @@ class Trainer(Controls, RunSetup):
             if not is_out_of_memory(e):
                 self._fail(f"{type(e).__name__}: {e}")
                 raise
-            # Distributed, a step that failed may have left the other ranks inside the all-reduce:
-            # only a failure between steps (evaluating, sampling) can still gather them to save.
-            if self.group is None or not self._group_unsafe:
-                self._save_after_out_of_memory()
-            self._remove_empty_run_dir()
-            if self.state == "error":  # the save found a NaN loss: that is the error to report
-                raise CharRNNError(self.error) from None
-            message = self._out_of_memory_message()
-            self._fail(message)
-            raise CharRNNError(message) from None
-        finally:
-            if self.world.leader and not self._group_unsafe:  # the followers wait for a command: release them
-                self._release_followers()
-            if getattr(self, "copy_index", None) is not None:
-                self.copy_index.close()
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.lock is not None:
-                self._write_final_status()
-                self.lock.release()
-        return self.state
+            return True  # and Python drops `e` as the block ends
+        return False
+
+    def _recover_from_out_of_memory(self) -> None:
+        """Save the last whole step if there is one, and end the run with an error that says what to
+        change. Called outside any except block: nothing holds the failed step any more, and what it
+        allocated is collected (cycles included) and handed back before the save."""
+        gc.collect()
+        if getattr(self, "device", None) is not None:  # none yet: set-up ran out of memory before choosing it
+            release_cached_memory(self.device)
+        # Distributed, a step that failed may have left the other ranks inside the all-reduce:
+        # only a failure between steps (evaluating, sampling) can still gather them to save.
+        if self.group is None or not self._group_unsafe:
+            self._save_after_out_of_memory()
+        self._remove_empty_run_dir()
+        if self.state == "error":  # the save found a NaN loss: that is the error to report
+            raise CharRNNError(self.error)
+        message = self._out_of_memory_message()
+        self._fail(message)
+        raise CharRNNError(message)
 
     def _release_followers(self) -> None:
         """The leader tells the other ranks that the run has ended. Not after a failed step: a

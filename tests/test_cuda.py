@@ -1,17 +1,23 @@
 """CUDA-only paths. They run when torch sees a GPU and skip, saying why, everywhere else."""
 
+import gc
+import io
 import math
+import re
 
 import pytest
 import torch
 from helpers import step_losses, tiny_config
+from test_precision import DtypeLog, one_step, state_dtypes
 
 from charrnn_tui.corpora import bundled_path
 from charrnn_tui.engine.batch_size import AUTO_BATCH_LIMIT
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.config import TrainConfig, apply_preset
 from charrnn_tui.engine.cowrite import TypingState
+from charrnn_tui.engine.device import configure_backends, precision_by_part, set_tf32, tf32_allowed
 from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.evaluate import evaluate
 from charrnn_tui.engine.events import Notice
 from charrnn_tui.engine.inference import load_model
 from charrnn_tui.engine.runs import LATEST
@@ -82,34 +88,100 @@ def test_auto_batch_size_probes_real_gpu_memory(runs_dir, big_text):
     assert 1 <= trainer.config.batch_size <= AUTO_BATCH_LIMIT
 
 
+OOM_CAP = 2 << 30  # bytes the caching allocator may hold while the out-of-memory test runs
+
+
 def test_a_real_out_of_memory_error_stops_cleanly_and_the_gpu_is_usable_after(runs_dir, big_text, repetitive_text):
-    # ~140 GB of LSTM activations: more than any single GPU has.
-    config = tiny_config(big_text, device="cuda", hidden=4096, embedding=64, seq_len=256, batch_size=8192,
+    # The allocator capped at 2 GiB, on an 80 GB card as on a 141 GB one, and a first step that needs
+    # several times that: a 1024-wide LSTM over 1024 streams of 256 steps keeps about 7 GB for its
+    # backward pass. The batch (262,144 tokens) fits in the corpus (1.89M training tokens), so
+    # set-up lets it through to the step.
+    config = tiny_config(big_text, device="cuda", hidden=1024, embedding=64, seq_len=256, batch_size=1024,
                          max_steps=3)
-    trainer = Trainer(config, runs_dir=runs_dir, run_name="oom")
-    with pytest.raises(CharRNNError) as raised:
-        trainer.run()
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(OOM_CAP / torch.cuda.get_device_properties(0).total_memory)
+    try:
+        trainer = Trainer(config, runs_dir=runs_dir, run_name="oom")
+        with pytest.raises(CharRNNError) as raised:
+            trainer.run()
+        # What the failed step allocated is gone while the error is still held: it was raised
+        # after the except block that caught the out-of-memory error had let go of its frames.
+        held = torch.cuda.memory_allocated()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
     message = str(raised.value)
-    assert message.startswith("CUDA out of memory with batch-size 8192 and seq-len 256: try --batch-size 4096")
-    assert "\n" not in message and trainer.state == "error"
+    assert message.startswith("CUDA out of memory with batch-size 1024 and seq-len 256: try --batch-size 512")
+    assert "\n" not in message and trainer.state == "error" and raised.value.__context__ is None
+    assert held < 256 << 20, f"{held / 2**20:.0f} MiB still allocated after the failed step"
     assert not (runs_dir / "oom").exists()  # nothing was saved, so nothing is left behind
+    del trainer, raised
+    gc.collect()
     after = Trainer(tiny_config(repetitive_text, device="cuda", max_steps=20), runs_dir=runs_dir, run_name="after")
     after.run()
     assert after.state == "finished"
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_bf16_on_the_gpu_runs_the_recurrent_layers_in_fp32_with_tf32_and_the_head_in_bf16(kind):
+    device = torch.device("cuda")
+    configure_backends(device, None)  # as a run sets it up: TF32 on
+    model, step, log, state = one_step(kind, bf16=True, device=device)
+    assert log.autocast == {"embedding": True, "rnn": False, "head": True}
+    assert log.dtypes("rnn") == {torch.float32} and set(log.outputs["rnn"]) == {torch.float32}
+    assert any(op == "_cudnn_rnn" for op, _ in log.ops["rnn"])  # cuDNN's kernels, fed fp32 (not fp16)
+    assert log.tf32["rnn"] == (True, True)
+    assert torch.bfloat16 in log.dtypes("head") and log.outputs["head"] == (torch.bfloat16,)
+    assert state_dtypes(state) == {torch.float32}
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    parts = precision_by_part(device, True, kind)
+    assert parts["recurrent layers"] == "fp32 (TF32 matmuls), outside autocast" and parts["head"] == "bf16 autocast"
+    # and evaluation, in fp32 with TF32 off
+    evaluation = DtypeLog(model)
+    try:
+        with evaluation:
+            evaluate(model, torch.randint(0, 11, (300,)))
+    finally:
+        evaluation.close()
+    assert set(evaluation.autocast.values()) == {False} and evaluation.tf32["rnn"] == (False, False)
+    assert evaluation.dtypes("rnn") == evaluation.dtypes("head") == {torch.float32}
+    assert torch.backends.cuda.matmul.allow_tf32  # training's settings are back
+
+
+def test_training_evaluation_and_the_eval_command_agree_on_the_gpu(repetitive_text, runs_dir):
+    from charrnn_tui.engine.cli import build_parser, run_eval
+
+    trainer = Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=30, device="cuda", precision="bf16"),
+                      runs_dir=runs_dir, run_name="e")
+    trainer.run()
+    out = io.StringIO()
+    set_tf32(False, True)  # torch's defaults, as `charrnn-tui eval` starts in a fresh process
+    try:
+        assert run_eval(build_parser().parse_args(["eval", str(runs_dir / "e" / LATEST), "--device", "cuda"]),
+                        out) == 0
+    finally:
+        set_tf32(True)
+    printed = float(re.search(r"\(([\d.]+) nats/char", out.getvalue())[1])
+    assert printed == pytest.approx(trainer.val_history[-1][1], abs=1e-4)
 
 
 def test_sampling_and_next_tokens_carry_their_state_on_the_gpu(repetitive_text, runs_dir):
     Trainer(tiny_config(repetitive_text, max_steps=150, device="cuda"), runs_dir=runs_dir, run_name="s").run()
     on_gpu, on_cpu = load_model(runs_dir / "s" / LATEST, "cuda"), load_model(runs_dir / "s" / LATEST, "cpu")
     assert next(on_gpu.model.parameters()).device.type == "cuda"
-    greedy = SampleSettings(length=60, greedy=True)
-    gpu_text = TextGenerator(on_gpu.model, on_gpu.vocab).generate("the quick", greedy).text
-    assert gpu_text == TextGenerator(on_cpu.model, on_cpu.vocab).generate("the quick", greedy).text
-    gpu_typing, cpu_typing = TypingState(on_gpu.model, on_gpu.vocab), TypingState(on_cpu.model, on_cpu.vocab)
-    for text in ("t", "th", "the", "the q", "the"):  # typing and a backspace, from carried states
-        gpu, cpu = gpu_typing.expect(text, 3), cpu_typing.expect(text, 3)
-        assert [t for t, _ in gpu.top] == [t for t, _ in cpu.top]
-        torch.testing.assert_close([p for _, p in gpu.top], [p for _, p in cpu.top], rtol=1e-3, atol=1e-4)
+    # Both sides in fp32 with TF32 off. The training run above turned TF32 on, which would round the
+    # GPU's matmuls to a 10-bit mantissa (about 1e-3 relative) and could flip a greedy near-tie; in
+    # fp32 the two differ only in the order of their sums (about 1e-6 relative), far inside the
+    # tolerance below and the margins of a greedy choice on this text.
+    with tf32_allowed(False):
+        greedy = SampleSettings(length=60, greedy=True)
+        gpu_text = TextGenerator(on_gpu.model, on_gpu.vocab).generate("the quick", greedy).text
+        assert gpu_text == TextGenerator(on_cpu.model, on_cpu.vocab).generate("the quick", greedy).text
+        gpu_typing, cpu_typing = TypingState(on_gpu.model, on_gpu.vocab), TypingState(on_cpu.model, on_cpu.vocab)
+        for text in ("t", "th", "the", "the q", "the"):  # typing and a backspace, from carried states
+            gpu, cpu = gpu_typing.expect(text, 3), cpu_typing.expect(text, 3)
+            assert [t for t, _ in gpu.top] == [t for t, _ in cpu.top]
+            torch.testing.assert_close([p for _, p in gpu.top], [p for _, p in cpu.top], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("first", "then"), [("cpu", "cuda"), ("cuda", "cpu")])
