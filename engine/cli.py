@@ -561,7 +561,7 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 # ---- entry point --------------------------------------------------------------------------------
 WORD_CHAR = re.compile(r"\w")
-COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop")
+COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop", "doctor")
 
 
 TRAIN_ARGV: list[str] = []  # the train arguments being parsed (parse() sets them), for train --help
@@ -639,12 +639,17 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
         f"  {prog} sample CHECKPOINT [options]   generate text\n"
         f"  {prog} eval CHECKPOINT [FILE]        loss, bits/char and perplexity (default: the run's validation text)\n"
         f"  {prog} next CHECKPOINT --prime TEXT  the likeliest next tokens and their probabilities\n"
+        f"  {prog} doctor [--json]               versions, device, precision, threads and a 15 s speed probe, "
+        "for a bug report\n"
         f"run '{prog} COMMAND --help' for a command's options"
     )
     parser = Parser(
         prog=prog, formatter_class=HelpFormatter, epilog=epilog,
         description="Train a character-level RNN on any text and watch it learn.",
     )
+    from .doctor import PROBE_SECONDS, version_line
+
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     parser.commands = sub.choices  # name -> its parser, for messages about its flags
     train = sub.add_parser("train", help="train a model", formatter_class=HelpFormatter,
@@ -685,6 +690,16 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> a
     stop.add_argument("run", metavar="RUN", help="run name or folder")
     stop.add_argument("--no-save", action="store_true", help="end without saving the steps since the last checkpoint")
     add_runs_dir_argument(stop)
+    doctor = sub.add_parser("doctor", help="what this machine is and how fast the default run is on it",
+                            formatter_class=HelpFormatter,
+                            description="Versions, the device the default picks and its memory, the precision of "
+                                        "each part of the model, CPU threads, NVML, and a probe: the default run's "
+                                        "model trained for a while (tokens/s), then sampled from (chars/s). Nothing "
+                                        "is written. Paste its output into a bug report.")
+    doctor.add_argument("--json", action="store_true", help="one JSON object with the same fields")
+    doctor.add_argument("--seconds", type=non_negative_float, default=PROBE_SECONDS, metavar="N",
+                        help=f"how long the probe runs, set-up included; 0 skips it (default: {PROBE_SECONDS:g})")
+    doctor.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto, as a run picks)")
     return parser
 
 
@@ -695,6 +710,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_eval(args)
     if args.command == "next":
         return run_next(args)
+    if args.command == "doctor":
+        from .doctor import run_doctor
+
+        return run_doctor(args)
     if args.command in ("runs", "stop"):
         from .run_commands import run_runs, run_stop
 
@@ -738,7 +757,7 @@ def parse(argv: list[str], prog: str = "charrnn-tui", *, headless_only: bool = F
         from charrnn_tui.corpora import BUNDLED
 
         parser.error(unknown_first_word(argv[0], COMMANDS, list(BUNDLED)))
-    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["train", *argv]
     TRAIN_ARGV[:] = argv[1:] if argv[0] == "train" else []
     args, extras = parser.parse_known_args(argv)

@@ -14,6 +14,7 @@ SYNONYMS = {
     "watch": "attach", "view": "attach", "open": "attach", "tail": "attach",
     "fit": "train", "run": "train", "start": "train", "resume": "train --resume",
     "predict": "next",
+    "diagnose": "doctor", "check": "doctor", "info": "doctor", "sysinfo": "doctor", "env": "doctor",
 }
 
 
