@@ -5,9 +5,20 @@ again), and gives up when the app closes."""
 from __future__ import annotations
 
 import threading
-import time
 
 from charrnn_tui.tui.engine_inbox import CONNECTED, EngineInbox
+
+
+def reader_waits(inbox: EngineInbox) -> threading.Event:
+    """Set once a reader waits for room in the full inbox: proof that it got that far, not a guess."""
+    waiting, room_wait = threading.Event(), inbox._room.wait
+
+    def wait(timeout=None):
+        waiting.set()
+        return room_wait(timeout)
+
+    inbox._room.wait = wait
+    return waiting
 
 
 def test_events_come_out_in_order_with_one_wake_up_per_batch():
@@ -24,10 +35,10 @@ def test_a_full_inbox_holds_the_reader_until_the_app_drains_it():
     inbox = EngineInbox(lambda: None, limit=3)
     for item in "abc":
         inbox.put(item)
-    done = threading.Event()
+    done, waiting = threading.Event(), reader_waits(inbox)
     reader = threading.Thread(target=lambda: (inbox.put("d"), done.set()), daemon=True)
     reader.start()
-    time.sleep(0.2)
+    assert waiting.wait(5)
     assert not done.is_set() and len(inbox) == 3  # never more than the limit waits in memory
     assert inbox.drain() == ["a", "b", "c"]
     assert done.wait(5) and inbox.drain() == ["d"]
@@ -36,9 +47,10 @@ def test_a_full_inbox_holds_the_reader_until_the_app_drains_it():
 def test_closing_releases_a_waiting_reader_and_takes_nothing_more():
     inbox = EngineInbox(lambda: None, limit=1)
     inbox.put("a")
+    waiting = reader_waits(inbox)
     reader = threading.Thread(target=inbox.put, args=("b",), daemon=True)
     reader.start()
-    time.sleep(0.1)
+    assert waiting.wait(5)
     inbox.close()
     reader.join(5)
     assert not reader.is_alive()

@@ -67,7 +67,7 @@ def test_sigkill_at_random_moments_never_breaks_the_latest_checkpoint(repetitive
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "no checkpoint was written"
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, 0.4))  # the random moment itself: no outcome is awaited here
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
@@ -124,15 +124,14 @@ def test_a_lost_terminal_detaches_a_headless_run_which_trains_on_until_stopped(r
     proc = _headless(tmp_path, repetitive_text, "SIGHUP")
     _wait_for_training(proc)
     proc.send_signal(signal.SIGHUP)  # what the terminal's end sends its foreground process
-    time.sleep(1.0)
-    assert proc.poll() is None, "a lost terminal must not end the run"
     runs = tmp_path / "runs"
     log = runs / "SIGHUP" / "engine.log"
     deadline = time.monotonic() + 30
     while "SIGHUP: the terminal has gone" not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None, "a lost terminal must not end the run"
         assert time.monotonic() < deadline, "the run's output did not move to its log"
         time.sleep(0.1)
-    stopped = run_cli("stop", "SIGHUP", "--runs-dir", str(runs))
+    stopped = run_cli("stop", "SIGHUP", "--runs-dir", str(runs))  # answered only by a run that went on
     assert stopped.returncode == 0, stopped.stderr
     assert "run SIGHUP stopped at step" in stopped.stdout
     assert proc.wait(timeout=30) == 0  # stop returns once the engine has ended

@@ -142,14 +142,21 @@ def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
     assert finished.longest_copy == 60 and finished.copies == ((0, 60),)
 
 
-def test_closing_the_background_index_stops_a_build_under_way():
+def test_closing_the_background_index_stops_a_build_under_way(monkeypatch):
+    import threading
     import time
 
     from charrnn_tui.engine import novelty
 
+    under_way, suffix_array = threading.Event(), novelty.suffix_array
+
+    def watched(text, cancelled):  # the build asks `cancelled` before each round: it has begun
+        return suffix_array(text, lambda: under_way.set() or cancelled())
+
+    monkeypatch.setattr(novelty, "suffix_array", watched)
     text = "".join(chr(97 + (i * 7919) % 26) for i in range(3_000_000))
     building = novelty.BackgroundIndex(text)
-    time.sleep(0.2)
+    assert under_way.wait(60)
     started = time.monotonic()
     building.close()
     assert not building._thread.is_alive() and building.index is None and building.skipped is None

@@ -309,7 +309,7 @@ def test_connections_that_never_say_hello_are_bounded_and_timed_out(live_run, mo
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             trickle.sendall(b" ")  # never a whole line
-        time.sleep(0.2)
+        time.sleep(0.2)  # a trickle, for longer than HELLO_TIMEOUT: its answer is awaited below, not here
         assert live_run.server.connections <= server.MAX_CLIENTS
     assert read_messages(trickle, lambda m: True)[0]["message"] == "no hello in time"
     for sock in silent:

@@ -10,7 +10,7 @@ temperature changes work while paused, which those tests check as well.
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
 
 import pytest
@@ -198,7 +198,7 @@ async def test_q_asks_then_saves_and_exits(repetitive_text, runs_dir):
         await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
         await pilot.press("y")
         await wait_for(pilot, lambda: app.trainer.state == "stopped", what="stop")
-        await asyncio.sleep(0.2)
+        await wait_for(pilot, lambda: app.return_value is not None, what="the app to exit")
     assert app.return_value == 0
     checkpoint = load_checkpoint(runs_dir / "pilot" / LATEST)
     assert checkpoint["step"] == app.trainer.step
@@ -289,8 +289,10 @@ async def test_the_app_starts_a_detached_engine_and_leaves_it_training_on_d(repe
     watcher = EngineClient(runs_dir / "child", viewer=False)
     watcher.connect()  # the run outlived the app
     first = watcher.status()["step"]
-    time.sleep(1.0)
-    assert watcher.status()["step"] > first  # and trains on
+    deadline = time.monotonic() + 30
+    while watcher.status()["step"] <= first:  # and trains on
+        assert time.monotonic() < deadline, "the run stopped training when the app left"
+        time.sleep(0.05)
     watcher.stop(save=True)
     assert watcher.run() == "stopped"
     assert load_checkpoint(runs_dir / "child" / LATEST)["step"] > first
@@ -524,13 +526,12 @@ async def test_an_app_that_falls_behind_keeps_at_most_its_inbox_and_catches_up(r
     app = make_app(repetitive_text, runs_dir, report_interval=0.01)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view.step > 5, what="training")
+        room = app.inbox._room
+        waiting, room_wait = threading.Event(), room.wait
+        room.wait = lambda timeout=None: (waiting.set(), room_wait(timeout))[1]
         app.inbox.limit = 20
-        deadline = time.monotonic() + 3
-        most = 0
-        while time.monotonic() < deadline:  # the app's own thread busy: nothing drains the inbox
-            time.sleep(0.05)
-            most = max(most, len(app.inbox))
-        assert most == 20  # the reader waited rather than queue more
+        assert waiting.wait(30)  # the app's own thread busy: nothing drains the inbox, and the reader waits
+        assert len(app.inbox) == 20  # rather than queue more
         step = app.view.step
         await wait_for(pilot, lambda: app.view.step > step + 20, what="catching up")
         assert app.view.history.steps >= app.view.step - 1  # and the chart's history has no hole

@@ -77,7 +77,7 @@ def test_real_terminal_train_pause_prompt_and_quit(terminal, tmp_path: Path, rep
     t.wait_for("temp   0.90")
 
     t.keys("p")
-    time.sleep(0.3)
+    t.wait_for("esc Leave prompt")  # focused: what follows is text, not keys
     t.keys("-l", "the lazy ")
     t.keys("Enter")
     screen = t.wait_for("the lazy ")
@@ -160,10 +160,10 @@ def test_detach_attach_hang_up_stop_and_crash_in_a_real_terminal(terminal, tmp_p
 
     t2 = terminal(attach)  # again, then the terminal goes away: SIGHUP to the app
     t2.wait_for("TRAINING")
+    _wait_status(runs, "live", lambda s: s["viewers"] == 1, "the second app to attach")
     t2.close()
-    time.sleep(1.0)
-    step = _status(runs, "live")["step"]
-    _wait_status(runs, "live", lambda s: s["state"] == "training" and s["step"] > step and s["viewers"] == 0,
+    step = _wait_status(runs, "live", lambda s: s["viewers"] == 0, "the closed terminal's app to leave")["step"]
+    _wait_status(runs, "live", lambda s: s["state"] == "training" and s["step"] > step,
                  "the run to train on after its terminal was closed")
 
     stopped = _cli("stop", "live", "--runs-dir", str(runs))
@@ -212,15 +212,17 @@ def test_real_terminal_typing_shows_the_next_tokens_with_percentages(terminal, t
     t = terminal(command)
     t.wait_for("TRAINING")
     t.keys("p")
-    time.sleep(0.3)
+    t.wait_for("esc Leave prompt")  # focused: what follows is text, not keys
     t.keys("-l", "the qu")
     screen = t.wait_for("next:")
     line = next(row for row in screen.splitlines() if "next:" in row)
     assert line.lstrip("│ ").startswith("the\u2423qu"), line  # the typed text, spaces shown
     assert len(re.findall(r"\d+%", line)) >= 3, line  # the likeliest tokens with their percentages
     t.keys("Tab")
-    time.sleep(1.0)
-    assert re.search(r"the qu\S", t.screen()), t.screen()  # the top suggestion taken into the prompt
+    deadline = time.monotonic() + 30
+    while not re.search(r"the qu\S", t.screen()):  # the top suggestion taken into the prompt
+        assert time.monotonic() < deadline, t.screen()
+        time.sleep(0.2)
     t.keys("Escape")
     time.sleep(0.5)  # or the terminal reads escape and q as alt+q
     t.keys("q")
