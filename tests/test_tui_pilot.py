@@ -58,9 +58,8 @@ async def test_training_shows_loss_samples_and_status(repetitive_text, runs_dir)
     app = make_app(repetitive_text, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: len(app.view.val_losses) >= 1 and app.view.samples, what="an evaluation")
-        await pilot.pause(0.3)  # a redraw
         chart = app.query_one(LossChart)
-        assert len(chart.history) > 10 and len(chart.val) >= 1
+        await wait_for(pilot, lambda: len(chart.history) > 10 and len(chart.val) >= 1, what="the chart's data")
         rendered = "".join(chart.render_line(y).text for y in range(chart.size.height))
         assert any("\u2800" < c <= "\u28ff" for c in rendered) and "┤" in rendered  # braille dots and y ticks
         first = next(iter(app.view.samples.values()))
@@ -77,11 +76,10 @@ async def test_space_pauses_and_resumes(repetitive_text, runs_dir):
         await pilot.press("space")
         await wait_for(pilot, lambda: app.view.state == "paused", what="paused")
         step = app.trainer.step
-        await pilot.pause(0.5)
-        assert app.trainer.step == step  # no steps while paused
-        assert "PAUSED" in str(app.query_one("#status").render())
+        await wait_for(pilot, lambda: "PAUSED" in str(app.query_one("#status").render()), what="PAUSED shown")
         await pilot.press("s")  # sampling still works while paused
         await wait_for(pilot, lambda: len(app.view.samples) >= 2, what="a sample while paused")
+        assert app.trainer.step == step  # the loop went round (it served the sample) and made no step
         await pilot.press("space")
         await wait_for(pilot, lambda: app.trainer.step > step + 5, what="training again")
         assert app.view.state == "training"
@@ -177,9 +175,10 @@ async def test_typed_prompt_streams_a_continuation_and_history_recalls_it(repeti
         await pilot.press("backspace", "backspace", "enter")
         await wait_for(pilot, lambda: any(s.source == "prompt" and s.done for s in app.view.samples.values()),
                        what="a continuation")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: len(str(app.query_one("#prompt-output").render())) > len("the quick ") + 10,
+                       what="the continuation shown")
         output = str(app.query_one("#prompt-output").render())
-        assert output.startswith("the quick ") and len(output) > len("the quick ") + 10
+        assert output.startswith("the quick ")
         assert app.trainer.temperature == pytest.approx(0.8)  # "+" was typed, not pressed
         await pilot.press("z", "up")
         assert app.query_one("#prompt-input").value == "the quick "
@@ -223,7 +222,7 @@ async def test_unreadable_corpus_shows_an_error_not_a_crash(tmp_path, runs_dir):
     app = make_app(bad, runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view.state == "error", what="the error state")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "ERROR" in str(app.query_one("#status").render()), what="ERROR shown")
         status = str(app.query_one("#status").render())
         assert "ERROR" in status and "byte offset 3" in status
         assert any("byte offset 3" in n.message for n in app._notifications)
@@ -238,8 +237,7 @@ async def test_the_screen_adapts_to_resizing(repetitive_text, runs_dir):
         await wait_for(pilot, lambda: app.view.step > 5, what="training")
         assert app.screen.has_class("-wide")
         await pilot.resize_terminal(60, 30)
-        await pilot.pause(0.2)
-        assert app.screen.has_class("-narrow")
+        await wait_for(pilot, lambda: app.screen.has_class("-narrow"), what="the narrow layout")
         assert app.query_one("#status").region.width == 60
         await save_and_quit(pilot)
 
@@ -257,8 +255,7 @@ async def test_resume_reopens_the_run_with_its_history_and_samples(repetitive_te
         assert any(s.source == "earlier" for s in app.view.samples.values())
         await wait_for(pilot, lambda: app.view.state == "finished", what="the run to finish")
         assert app.trainer.step == 80
-        await pilot.pause(0.3)
-        assert "FINISHED" in str(app.query_one("#status").render())
+        await wait_for(pilot, lambda: "FINISHED" in str(app.query_one("#status").render()), what="FINISHED shown")
         await pilot.press("q")
     assert app.return_value == 0
 
@@ -338,8 +335,8 @@ async def test_attaching_shows_the_history_at_once(repetitive_text, runs_dir):
         run.trainer.pause()
         app = app_for(run, runs_dir)
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, lambda: app.view.info is not None, what="the welcome")
-            await pilot.pause(0.3)
+            await wait_for(pilot, lambda: app.view.info is not None and app.view.samples and app.view.step >= 70,
+                           what="the welcome")
             assert len(app.view.val_losses) >= 3 and app.view.first_train_loss > 2.5
             assert len(app.view.train_losses) >= 60 and app.view.step >= 70
             assert any(s.done for s in app.view.samples.values())
