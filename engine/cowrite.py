@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import CharRNN, Stepper
-from .sampling import PROMPT_WINDOW, top_next, window_note
+from .sampling import PROMPT_WINDOW, to_device, to_host, top_next, window_note
 from .vocab import CharVocab, WordVocab
 
 MAX_TOP = 50
@@ -86,10 +86,14 @@ class TypingState:
                 logits, new_probs = feed(new, logits)
                 masked = isinstance(self.vocab, WordVocab) and not allow_unk  # as sampling: <unk> never suggested
                 values, order = top_next(logits[0], min(max(1, top), MAX_TOP), masked)
-                # One copy back per keystroke: the suggestions and the new tokens' probabilities together.
-                if new_probs:
-                    self.probs += torch.cat(new_probs).nan_to_num(0.0).tolist()
-                ranked = list(zip(order.tolist(), values.tolist(), strict=True))
+                # One copy back per keystroke: the suggestions and the new tokens' probabilities together
+                # (float64 holds every id exactly and every float32 probability as it is).
+                scored = [torch.cat(new_probs).nan_to_num(0.0)] if new_probs else []
+                back = to_host(torch.cat([order.double(), values.double(), *(p.double() for p in scored)]))
+                back = back.tolist()
+                k = len(order)
+                self.probs += back[2 * k :]
+                ranked = list(zip((int(i) for i in back[:k]), back[k : 2 * k], strict=True))
         finally:
             if was_training:
                 self.model.train()
@@ -105,13 +109,14 @@ class TypingState:
         """A keystroke's few tokens, one step each (cheap at batch 1), keeping the state after each:
         a backspace then costs nothing. Returns the logits (1, vocab) after the last and the
         probability of each token that had logits before it."""
-        device = self.model.head.weight.device
+        # The keystroke's tokens in one tensor and one copy to the device (a view of it a step).
+        typed = to_device(tokens, self.model.head.weight.device) if tokens else None
         probs = []
-        for token in tokens:
+        for at, token in enumerate(tokens):
             previous = self.layers[-1] if self.layers else self.stepper.unstack(self.model.initial_state(1))
             if logits is not None:  # how likely this token was, before it was fed
                 probs.append(torch.softmax(logits[0].float(), dim=-1)[token : token + 1])
-            logits, layers = self.stepper.step_layers(torch.tensor([token], device=device), previous)
+            logits, layers = self.stepper.step_layers(typed[at : at + 1], previous)
             self.ids.append(token)
             self.layers.append(layers)
             self.fed += 1
@@ -121,15 +126,17 @@ class TypingState:
         """A paste: the recurrent layers over FEED_CHUNK tokens at a time and the head on those
         positions together (a matrix product, not a step per token), so a window costs a fraction
         of a second and at most (FEED_CHUNK, vocab) logits at once; states kept at chunk ends."""
-        model, device = self.model, self.model.head.weight.device
+        model = self.model
+        pasted = to_device(tokens, model.head.weight.device)  # the whole paste in one copy to the device
         probs = []
         for at in range(0, len(tokens), FEED_CHUNK):
             chunk = tokens[at : at + FEED_CHUNK]
+            ids = pasted[at : at + len(chunk)]
             state = self.stepper.stack(self.layers[-1]) if self.layers else None
-            out, state = model.rnn(model.embed(torch.tensor([chunk], device=device)), state)
+            out, state = model.rnn(model.embed(ids.unsqueeze(0)), state)
             chunk_logits = model.head(out[0])  # (len(chunk), vocab)
             before = chunk_logits[:-1] if logits is None else torch.cat([logits, chunk_logits[:-1]])
-            scored = torch.tensor(chunk[1:] if logits is None else chunk, device=device)
+            scored = ids[1:] if logits is None else ids
             probs.append(torch.softmax(before.float(), dim=-1).gather(1, scored.unsqueeze(1)).squeeze(1))
             logits = chunk_logits[-1:]
             self.ids += chunk

@@ -114,6 +114,32 @@ def state_rows(state: tuple[torch.Tensor, ...], world: World, batch_size: int) -
     return tuple(t[:, world.rows(batch_size)].contiguous() for t in state)
 
 
+GPU_ID_BYTES = 256  # a GPU's UUID (40 characters) and name, in one all-gather
+
+
+def gpu_identity(device: torch.device) -> tuple[str, str]:
+    """The GPU's UUID, as nvidia-smi -L writes it, and its name."""
+    props = torch.cuda.get_device_properties(device)
+    return f"GPU-{props.uuid}", props.name
+
+
+def shared_gpus(gpus: list[tuple[str, str]]) -> str | None:
+    """A one-line error when two or more ranks have the same GPU (gpus: each rank's (uuid, name),
+    in rank order), naming the ranks and the GPU; None when each has its own. NCCL needs a GPU per
+    process: ranks that share one fail inside it, and the user would only read that the run lost
+    touch."""
+    ranks: dict[str, list[int]] = {}
+    for rank, (uuid, _) in enumerate(gpus):
+        ranks.setdefault(uuid, []).append(rank)
+    shared = [found for found in ranks.values() if len(found) > 1]
+    if not shared:
+        return None
+    which = "; ".join(f"ranks {', '.join(map(str, found[:-1]))} and {found[-1]} share one GPU "
+                      f"({gpus[found[0]][1]}, {gpus[found[0]][0]})" for found in shared)
+    return (f"{which}: NCCL needs a GPU of its own for each process; start at most as many processes on a "
+            "machine as it has GPUs (--nproc-per-node), or give each its own with CUDA_VISIBLE_DEVICES")
+
+
 class ProcessGroup:
     """The run's process group: DDP's (NCCL or gloo) and a gloo group for the leader's commands."""
 
@@ -126,6 +152,32 @@ class ProcessGroup:
         dist.init_process_group(backend, timeout=NCCL_TIMEOUT if backend == "nccl" else GLOO_TIMEOUT)
         self.control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
         self._message = torch.zeros(2, dtype=torch.float64)
+        if device.type == "cuda":
+            try:  # before NCCL's first collective (DDP's broadcast), which two ranks on one GPU would fail
+                self.check_own_gpus(gpu_identity(device))
+            except CharRNNError:
+                self.close()
+                raise
+
+    def check_own_gpus(self, gpu: tuple[str, str]) -> None:
+        """Every rank's GPU (its UUID and name), compared on the control group: ranks that share one
+        all stop, each with the same line, rather than fail inside NCCL."""
+        uuid, name = gpu
+        everyone = [text.partition("\t") for text in self.gather_texts(f"{uuid}\t{name}")]
+        message = shared_gpus([(uuid, name) for uuid, _, name in everyone])
+        if message is not None:
+            raise ConfigError(message)
+
+    def gather_texts(self, text: str) -> list[str]:
+        """Every rank's short text (up to GPU_ID_BYTES of UTF-8), in rank order, on every rank: byte
+        tensors on the control group, as `agree` sends its own."""
+        data = text.encode()[:GPU_ID_BYTES]
+        mine = torch.zeros(GPU_ID_BYTES, dtype=torch.uint8)
+        if data:
+            mine[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world.size)]
+        self._collective(lambda: self.dist.all_gather(everyone, mine, group=self.control))
+        return [bytes(t.tolist()).rstrip(b"\0").decode(errors="replace") for t in everyone]
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as DDP trains it (its weights are rank 0's from here)."""

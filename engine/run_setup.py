@@ -325,7 +325,7 @@ class RunSetup:
     def _restore(self, ck: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(ck["model"])
-            self.optimizer.load_state_dict(ck["optimizer"])
+            load_optimizer_state(self.optimizer, ck["optimizer"])
             self._restore_position(ck)
             self.step = int(ck["step"])
             self.train_seconds = float(ck["train_seconds"])
@@ -543,6 +543,24 @@ def make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device
     # Fused AdamW on CUDA: one kernel for all parameters, no host sync.
     fused = device.type == "cuda"
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+# Param-group options that choose the optimizer's implementation for the device, not its maths.
+DEVICE_OPTIONS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The saved moments, step counts and hyperparameters, with this device's implementation:
+    load_state_dict takes the saved param groups whole, so a CPU checkpoint (fused None) resumed on
+    CUDA would lose fused AdamW, and a CUDA one (fused True) resumed on a CPU would keep it. The
+    options in DEVICE_OPTIONS stay as make_optimizer chose them here; they are put in the saved groups
+    before loading, so that load_state_dict also places each step count where that implementation
+    keeps it (float32 on the parameter's device for fused or capturable, as it was otherwise)."""
+    groups = saved["param_groups"]
+    here = [{k: group[k] for k in DEVICE_OPTIONS if k in group} for group in optimizer.param_groups]
+    if len(groups) == len(here):  # otherwise load_state_dict says what does not match
+        groups = [{**group, **options} for group, options in zip(groups, here, strict=True)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 LARGE_CHECKPOINT = 100 * 2**20  # bytes: a checkpoint this large is worth a line at the start

@@ -94,12 +94,14 @@ class TextGenerator:
             logits, state = self._warm_up(ids)
             layers = self.stepper.unstack(state)
             out = torch.empty(settings.length, dtype=torch.long, device=self.device)
+            picker = _Picker(settings, generator, logits.size(-1), self.device, self._masks_unk(settings))
         done = 0
         while done < settings.length:
-            # One chunk: tokens stay on the device; one copy back per chunk, not per token.
+            # One chunk: tokens stay on the device, drawn without a host sync (_Picker); one copy
+            # back per chunk, not per token.
             n = min(settings.chunk, settings.length - done)
             with self._evaluating(), torch.inference_mode():
-                picker = _Picker(settings, generator, n, logits.size(-1), self.device, self._masks_unk(settings))
+                picker.draw_noise(n)
                 seen = []  # the logits each token was drawn from (each step makes new ones: no copy)
                 for j in range(n):
                     seen.append(logits[0])
@@ -111,12 +113,15 @@ class TextGenerator:
                 # One softmax for the chunk, off the per-token path.
                 probs = torch.softmax(torch.stack(seen).float(), dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
                 probs = probs.nan_to_num(0.0)  # weights gone non-finite: "no confidence", not NaN on the wire
-                ids = tokens.tolist()
+                # Tokens and probabilities in one tensor, copied back once: float64 holds every id exactly
+                # (below 2**53) and every float32 probability as it is.
+                drawn, confidence = to_host(torch.stack([tokens.double(), probs.double()])).tolist()
+                ids = [int(i) for i in drawn]
                 piece = self.vocab.decode(ids)
             done += n
             if result is not None:
                 result.text += piece
-                result.probs += probs.tolist()
+                result.probs += confidence
                 result.token_lengths += [len(self.vocab.tokens[i]) for i in ids]
             yield piece
 
@@ -147,7 +152,8 @@ class TextGenerator:
             with torch.inference_mode():
                 logits, _ = self._warm_up(ids)
                 values, order = top_next(logits[0], top, mask_unk=self._masks_unk(SampleSettings(allow_unk=allow_unk)))
-                ranked = list(zip(order.tolist(), values.tolist(), strict=True))
+                back = to_host(torch.cat([order.double(), values.double()])).tolist()  # one copy back
+                ranked = list(zip((int(i) for i in back[: len(order)]), back[len(order) :], strict=True))
         finally:
             if was_training:
                 self.model.train()
@@ -163,7 +169,7 @@ class TextGenerator:
         """Logits (1, vocab) after the prompt and the state there. One call over the whole prompt
         (the state is then carried, never recomputed), with the head on its last position only: on
         every position it would make (len(ids), vocab) logits to keep one row."""
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        x = to_device(ids, self.device).unsqueeze(0)
         logits, state = self.model(x, None, True)  # last_only (positional: tests wrap forward as *args)
         return logits[:, -1], state
 
@@ -185,49 +191,86 @@ def top_next(logits: torch.Tensor, top: int, mask_unk: bool) -> tuple[torch.Tens
     return torch.topk(torch.softmax(logits, dim=-1).nan_to_num(0.0), k)
 
 
-class _Picker:
-    """Chooses the next token (batch,) from logits (batch, vocab) on the device.
+def to_device(ids: list[int], device: torch.device) -> torch.Tensor:
+    """Token ids as one long tensor (len(ids),) on `device`, in one host-to-device copy: on CUDA from
+    pinned memory and without blocking the host (the caching host allocator keeps the pinned block
+    until the copy is done), where a pageable copy would wait for it."""
+    if device.type != "cuda":
+        return torch.tensor(ids, dtype=torch.long, device=device)
+    return torch.tensor(ids, dtype=torch.long, pin_memory=True).to(device, non_blocking=True)
 
-    Plain temperature sampling uses the Gumbel-max trick with the noise for a whole chunk drawn at
-    once: argmax(logits / T + G) is an exact sample from softmax(logits / T), at the cost of one
-    add and one argmax per token instead of softmax plus multinomial.
+
+def to_host(values: torch.Tensor) -> torch.Tensor:
+    """`values` on the CPU, in one device-to-host copy. On CUDA: into pinned memory without blocking,
+    then one wait for that copy (an event recorded after it on the stream it ran on, the current
+    stream of the tensor's GPU), which is the one host sync of the piece of work it ends."""
+    if values.device.type != "cuda":
+        return values.cpu()
+    host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    host.copy_(values, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(values.device))
+    copied.synchronize()
+    return host
+
+
+class _Picker:
+    """Chooses the next token (batch,) from logits (batch, vocab) on the device, with no host sync.
+
+    Every sampled mode is the Gumbel-max trick, with the noise for a whole chunk drawn at once from
+    the stream's seeded generator on the device: argmax(logits / T + G), G standard Gumbel noise,
+    is an exact sample from softmax(logits / T). Top-k and top-p first set the logits outside the
+    kept set to -inf, so the argmax is an exact sample from the softmax renormalised over that set,
+    the distribution multinomial drew from the renormalised probabilities. One add and one argmax
+    per token; torch.multinomial, which draws its one sample the same way, checks its input first
+    (with _assert_async: a device-side assert on CUDA, which non-finite weights would trip, ending
+    the process's use of the GPU).
     """
 
-    def __init__(self, s: SampleSettings, generator: torch.Generator, n: int, vocab: int, device: torch.device,
+    def __init__(self, s: SampleSettings, generator: torch.Generator, vocab: int, device: torch.device,
                  mask_unk: bool = False):
         self.s = s
         self.generator = generator
-        # <unk> (id 0 of a word vocabulary) never chosen: -inf added to its logit.
+        self.vocab = vocab
+        self.device = device
+        # <unk> (id 0 of a word vocabulary) never chosen: -inf added to its logit (a fill on the device,
+        # not a copy of a host scalar).
         self.mask = None
         if mask_unk:
             self.mask = torch.zeros(vocab, device=device)
-            self.mask[0] = float("-inf")
-        self.gumbel = None
-        if not s.greedy and s.top_k is None and s.top_p is None:
-            uniform = torch.rand(n, vocab, generator=generator, device=device).clamp_(min=1e-10)
-            self.gumbel = -torch.log(-torch.log(uniform))
+            self.mask[:1].fill_(float("-inf"))
+        self.gumbel: torch.Tensor | None = None
         # 1/T multiplies float32 logits: 1/1e-300 is inf there, and inf - inf (softmax) or 0 * inf is
-        # NaN, which multinomial refuses. 1e30 keeps logits up to 1e8 finite; any T that small is greedy
-        # sampling already (clients are held to protocol.MIN_TEMPERATURE; the command line may ask less).
+        # NaN. 1e30 keeps logits up to 1e8 finite; any T that small is greedy sampling already
+        # (clients are held to protocol.MIN_TEMPERATURE; the command line may ask less).
         self.inv_temperature = min(1.0 / s.temperature, 1e30)
+        self.top_k = s.top_k if s.top_k is not None and s.top_k < vocab else None
+        self.top_p = s.top_p if s.top_p is not None and s.top_p < 1.0 else None
+
+    def draw_noise(self, n: int) -> None:
+        """Gumbel noise for the next `n` tokens, (n, vocab), from the stream's generator."""
+        if self.s.greedy:
+            return
+        uniform = torch.rand(n, self.vocab, generator=self.generator, device=self.device).clamp_(min=1e-10)
+        self.gumbel = -torch.log(-torch.log(uniform))
 
     def pick(self, logits: torch.Tensor, j: int) -> torch.Tensor:
-        s = self.s
+        """The token drawn from logits (batch, vocab) with the chunk's j-th noise."""
         if self.mask is not None:
             logits = logits.float() + self.mask
-        if s.greedy:
+        if self.s.greedy:
             return logits.argmax(dim=-1)
-        if self.gumbel is not None:
-            return (logits.float() * self.inv_temperature + self.gumbel[j]).argmax(dim=-1)
+        return (self.kept(logits) + self.gumbel[j]).argmax(dim=-1)
+
+    def kept(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits / T (float32), with -inf outside the set top-k and top-p keep."""
         logits = logits.float() * self.inv_temperature
-        if s.top_k is not None and s.top_k < logits.size(-1):
-            kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
+        if self.top_k is not None:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        if s.top_p is not None and s.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        if self.top_p is not None:
+            sorted_probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)
             # Keep the smallest set whose mass reaches top_p (the first token always stays).
-            drop = sorted_probs.cumsum(dim=-1) - sorted_probs > s.top_p
-            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p
+            logits = logits.masked_fill(torch.empty_like(drop).scatter_(-1, order, drop), float("-inf"))
+        return logits

@@ -149,3 +149,43 @@ def test_the_typed_text_is_shaded_by_surprisal_and_the_suggestions_follow():
     words = NextTokens("the zebra", (("!", 1.0),), (0.2, 0.001), (3, 1, 5))  # word level: a shade per token
     shaded = render_expectation(words)
     assert [(s.start, s.end) for s in shaded.spans[:3]] == [(0, 3), (3, 4), (4, 9)]
+
+
+@pytest.mark.parametrize("typed, pasted", [("the quick fox", False), ("the quick brown fox\n" * 10, True)],
+                         ids=["keystrokes", "paste"])
+def test_a_keystroke_or_a_paste_goes_to_the_device_in_one_copy_and_comes_back_in_one(monkeypatch, typed, pasted):
+    """Its tokens in one tensor (pinned on CUDA: engine/sampling.to_device), not one per token; the
+    suggestions and the new tokens' probabilities back together."""
+    from charrnn_tui.engine import cowrite
+
+    vocab = CharVocab.build("abcdefgh the quick brown fox\n")
+    model = _model(vocab)
+    expected = TypingState(model, vocab).expect(typed, top=4)
+    created, copies_in, copies_out = [], [], []
+    real_tensor, real_in, real_out = torch.tensor, cowrite.to_device, cowrite.to_host
+
+    def tensor(*args, **kwargs):
+        created.append(args[0])
+        return real_tensor(*args, **kwargs)
+
+    def to_device(ids, device):
+        copies_in.append(list(ids))
+        return real_in(ids, device)
+
+    def to_host(values):
+        copies_out.append(values.numel())
+        return real_out(values)
+
+    monkeypatch.setattr(torch, "tensor", tensor)
+    monkeypatch.setattr(cowrite, "to_device", to_device)
+    monkeypatch.setattr(cowrite, "to_host", to_host)
+    typing = TypingState(model, vocab)
+    assert typing.expect("t", top=4).top  # the first keystroke: its one token, one copy each way
+    assert copies_in == [[vocab.index["t"]]] and len(created) == 1 and copies_out == [2 * 4]
+    created.clear(), copies_in.clear(), copies_out.clear()
+    got = typing.expect(typed, top=4)  # the rest at once: a paste, or keys typed faster than answered
+    new = vocab.encode_prompt(typed)[0][1:]
+    assert copies_in == [new] and len(created) == 1  # one tensor for all of them, one copy to the device
+    assert copies_out == [2 * 4 + len(new)]  # one copy back: the top 4 (ids, probabilities) and each token's
+    assert (got.top, got.probs) == (expected.top, expected.probs)
+    assert typing.fed == len(new) + 1 and (len(new) > cowrite.STEPPED_FEED) == pasted

@@ -330,3 +330,61 @@ def test_a_signal_to_torchrun_saves_and_stops_the_run(signum, corpus, tmp_path):
 
     assert load_checkpoint(runs / "s" / "latest.pt")["step"] == status["step"] > 0
     assert "saving a checkpoint and stopping" in err and not list(_children(launcher.pid))
+
+
+def test_ranks_that_share_a_gpu_are_named_with_it_in_one_line():
+    from charrnn_tui.engine.distributed import shared_gpus
+
+    h100 = "NVIDIA H100 80GB HBM3"
+    assert shared_gpus([("GPU-a", h100), ("GPU-b", h100)]) is None  # each its own
+    assert shared_gpus([("GPU-a", h100)]) is None
+    message = shared_gpus([("GPU-a", h100), ("GPU-a", h100)])
+    assert message.startswith(f"ranks 0 and 1 share one GPU ({h100}, GPU-a): NCCL needs a GPU of its own for "
+                              "each process") and "--nproc-per-node" in message and "\n" not in message
+    # Two machines of two GPUs, each with its processes on one: both pairs named.
+    message = shared_gpus([("GPU-a", h100), ("GPU-a", h100), ("GPU-c", "H200"), ("GPU-c", "H200"), ("GPU-d", h100)])
+    assert message.startswith(f"ranks 0 and 1 share one GPU ({h100}, GPU-a); ranks 2 and 3 share one GPU "
+                              "(H200, GPU-c): ")
+    assert shared_gpus([("GPU-a", "X")] * 3).startswith("ranks 0, 1 and 2 share one GPU (X, GPU-a): ")
+
+
+GPU_CHECK = """
+import sys
+
+import torch
+
+from charrnn_tui.engine.distributed import ProcessGroup, world_from_env
+from charrnn_tui.engine.errors import ConfigError
+
+world = world_from_env()
+group = ProcessGroup(world, torch.device("cpu"))
+for case, gpus in (("own", ["GPU-0a", "GPU-1b"]), ("shared", ["GPU-0a", "GPU-0a"])):
+    try:
+        group.check_own_gpus((gpus[world.rank], "Card ü"))
+        print(f"{case} {world.rank}: ok", flush=True)
+    except ConfigError as e:
+        print(f"{case} {world.rank}: {e}", flush=True)
+group.close()
+"""
+
+
+def test_every_rank_gathers_the_gpus_and_refuses_a_shared_one(tmp_path):
+    script = tmp_path / "gpu_check.py"
+    script.write_text(GPU_CHECK)
+    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)])
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith(("own", "shared")))
+    refused = "ranks 0 and 1 share one GPU (Card ü, GPU-0a): NCCL needs a GPU of its own for each process"
+    assert lines[:2] == ["own 0: ok", "own 1: ok"], done.stdout
+    assert [line.startswith(f"shared {r}: {refused}") for r, line in enumerate(lines[2:])] == [True, True], lines
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
+def test_two_ranks_on_one_gpu_stop_with_a_line_that_names_them_and_the_gpu(corpus, tmp_path):
+    env = {**quiet_env(), "CUDA_VISIBLE_DEVICES": "0"}  # one GPU left to both processes
+    done = subprocess.run(torchrun(2, "train", str(corpus), *FLAGS, "--device", "cuda", "--max-steps", "2",
+                                   "--runs-dir", str(tmp_path / "runs"), "--headless"),
+                          capture_output=True, text=True, timeout=DISTRIBUTED_TIMEOUT, env=env)
+    name = torch.cuda.get_device_properties(0).name
+    assert done.returncode != 0 and "lost touch" not in done.stderr, done.stderr[-3000:]
+    assert f"ranks 0 and 1 share one GPU ({name}, GPU-" in done.stderr, done.stderr[-3000:]
+    assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr

@@ -340,3 +340,131 @@ def test_sample_settings_are_checked_at_their_edges(settings, error):
     with pytest.raises(ConfigError) as raised:
         settings.validate(10)
     assert str(raised.value) == error
+
+
+# ---- the sampler on its own: exact draws from the kept set, no host sync, one copy back a chunk -------------
+
+SPREAD = [1.5, 0.3, 2.2, -0.4, 0.9, 0.0, -1.2, 1.1]  # eight distinct logits
+# The chi-square statistic's 0.999 quantile by degrees of freedom: a correct sampler exceeds it once
+# in a thousand seeds; these draws are seeded, so the test is deterministic either way.
+CHI2_999 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46, 7: 24.32}
+
+
+def _kept_distribution(logits: list[float], temperature: float, top_k: int | None, top_p: float | None) -> dict:
+    """What top-k and top-p sampling should draw from, worked out one token at a time: the softmax
+    of logits / T over the k likeliest, then, renormalised, over the smallest head of those whose
+    mass reaches top_p (a token stays if the mass before it is at most top_p)."""
+    probs = torch.softmax(torch.tensor(logits, dtype=torch.float64) / temperature, dim=0).tolist()
+    order = sorted(range(len(logits)), key=lambda i: -logits[i])
+    kept = order[:top_k] if top_k is not None else order
+    total = sum(probs[i] for i in kept)
+    if top_p is not None:
+        before, head = 0.0, []
+        for i in kept:
+            if before > top_p:
+                break
+            head.append(i)
+            before += probs[i] / total
+        kept = head
+    total = sum(probs[i] for i in kept)
+    return {i: probs[i] / total for i in kept}
+
+
+def _draws(logits: list[float], settings: SampleSettings, n: int, seed: int, device: str = "cpu") -> torch.Tensor:
+    """n independent draws of the sampler from one row of logits, as one batch (the chunk's noise
+    for n tokens, each row with its own)."""
+    from charrnn_tui.engine.sampling import _Picker
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    picker = _Picker(settings, generator, len(logits), torch.device(device))
+    picker.draw_noise(n)
+    return picker.pick(torch.tensor(logits, device=device).expand(n, -1), slice(None)).cpu()
+
+
+SAMPLERS = [
+    SampleSettings(temperature=0.7),
+    SampleSettings(temperature=1.0, top_k=3),
+    SampleSettings(temperature=0.9, top_p=0.8),
+    SampleSettings(temperature=1.3, top_k=5, top_p=0.6),
+    SampleSettings(temperature=2.0, top_p=0.95),
+    SampleSettings(temperature=1.0, top_k=1),
+]
+
+
+@pytest.mark.parametrize("settings", SAMPLERS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.top_p}")
+def test_draws_follow_the_softmax_over_exactly_the_kept_set(settings):
+    expected = _kept_distribution(SPREAD, settings.temperature, settings.top_k, settings.top_p)
+    n = 100_000
+    counts = torch.bincount(_draws(SPREAD, settings, n, seed=20), minlength=len(SPREAD))
+    outside = [i for i in range(len(SPREAD)) if i not in expected]
+    assert all(counts[i] == 0 for i in outside), (counts, expected)  # never a token the set leaves out
+    assert all(counts[i] > 0 for i in expected)  # and every token it keeps turns up
+    if len(expected) > 1:
+        chi2 = sum((counts[i].item() - n * p) ** 2 / (n * p) for i, p in expected.items())
+        assert chi2 < CHI2_999[len(expected) - 1], (chi2, counts, expected)
+
+
+def test_the_kept_set_at_its_edges():
+    """softmax(SPREAD) sorted: 0.405, 0.201, 0.135, 0.110, 0.061, 0.045, 0.030, 0.014 (tokens 2, 0, 7,
+    4, 1, 5, 3, 6). A token stays while the mass before it is at most top_p."""
+    def kept(**settings):
+        return set(_draws(SPREAD, SampleSettings(**settings), 20_000, seed=1).unique().tolist())
+
+    assert kept(temperature=1.0, top_p=0.3) == {2}  # 0.405 before token 0
+    assert kept(temperature=1.0, top_p=0.5) == {2, 0}
+    assert kept(temperature=1.0, top_p=0.7) == {2, 0, 7}
+    assert kept(temperature=1.0, top_k=4) == {2, 0, 7, 4}
+    assert kept(temperature=1.0, top_k=4, top_p=0.6) == {2, 0}  # over the four: 0.476 + 0.236 > 0.6
+    assert kept(temperature=1.0, top_p=1.0) == set(range(8))
+
+
+@pytest.mark.parametrize("settings", [dict(top_k=4), dict(top_p=0.9), dict(top_k=5, top_p=0.5), dict()])
+def test_no_sampler_calls_multinomial(monkeypatch, settings):
+    """Every sampled mode is Gumbel-max on the device: multinomial's input checks cost host syncs
+    (or, on CUDA, a device-side assert) for every token."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("multinomial")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    assert len(_random_generator().generate("ab", SampleSettings(length=30, seed=1, **settings)).text) == 30
+
+
+def test_non_finite_weights_under_top_k_and_top_p_give_text_with_no_confidence_not_an_error():
+    gen = _random_generator()
+    with torch.no_grad():
+        gen.model.head.weight.fill_(float("nan"))
+    for settings in (dict(top_k=3), dict(top_p=0.9)):
+        result = gen.generate("ab", SampleSettings(length=10, seed=1, **settings))
+        assert len(result.text) == 10 and result.probs == [0.0] * 10
+
+
+@pytest.mark.parametrize("settings", [SampleSettings(length=50, chunk=8, seed=1),
+                                      SampleSettings(length=50, chunk=8, seed=1, top_k=3, top_p=0.9),
+                                      SampleSettings(length=50, chunk=8, greedy=True)])
+def test_each_chunk_comes_back_in_one_copy_with_its_tokens_and_probabilities(monkeypatch, settings):
+    from charrnn_tui.engine import sampling
+
+    gen = _random_generator()
+    expected = gen.generate("ab", settings)
+    copies, reads = [], {"tolist": 0, "item": 0, "cpu": 0}
+    real_to_host = sampling.to_host
+
+    def to_host(values):
+        copies.append(tuple(values.shape))
+        return real_to_host(values)
+
+    def counted(name):
+        real = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            reads[name] += 1
+            return real(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(sampling, "to_host", to_host)
+    for name in reads:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    result = gen.generate("ab", settings)
+    assert copies == [(2, 8)] * 6 + [(2, 2)]  # tokens and probabilities, stacked: one copy a chunk
+    assert reads == {"tolist": 7, "item": 0, "cpu": 7}  # and nothing else read back
+    assert (result.text, result.probs) == (expected.text, expected.probs)
