@@ -7,9 +7,12 @@ Protocol (nanoGPT's shakespeare_char, so figures compare): tiny-shakespeare, the
 validation, loss in nats/char over the *whole* validation split read in order with the hidden
 state carried (parallel streams). Seconds are training time; evaluation time is excluded and
 reported apart. The reference is the simplest loop one would write from the PyTorch docs
-(nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, AdamW, the same batch shape, clipping and precision),
-timed in the same run in slices before training and after each evaluation, so that both see the
-same drift of the machine's speed and the engine's overhead shows as a ratio.
+(nn.Embedding + nn.LSTM/GRU/RNN + nn.Linear, AdamW, the same batch shape, dropout, clipping and
+precision), timed in the same run in slices before training and after each evaluation, so that both
+see the same drift of the machine's speed and the engine's overhead shows as a ratio. It runs as the
+engine does: the backends set up alike (TF32 and cuDNN autotuning on CUDA), and the recurrent layers
+where engine/device.py puts them (on CUDA outside the bf16 autocast, in fp32: autocast would run a
+cuDNN RNN in fp16).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.corpus import load_corpus
-from charrnn_tui.engine.device import autocast, pick_device, use_bf16
+from charrnn_tui.engine.device import autocast, configure_backends, pick_device, recurrent_precision, use_bf16
 from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.engine.vocab import CharVocab
 
@@ -82,12 +85,16 @@ class ReferenceModel(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab, m.embedding or 64)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[m.kind]
-        self.rnn = rnn(m.embedding or 64, m.hidden, m.layers, batch_first=True)
+        self.rnn = rnn(m.embedding or 64, m.hidden, m.layers, batch_first=True,
+                       dropout=m.dropout if m.layers > 1 else 0.0)
+        self.drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(m.hidden, vocab)
 
     def forward(self, x, h=None):
-        out, h = self.rnn(self.embedding(x), h)
-        return self.head(out), h
+        x = self.embedding(x)
+        with recurrent_precision(x.device):  # as CharRNN: fp32 outside the bf16 autocast on CUDA
+            out, h = self.rnn(x, h)
+        return self.head(self.drop(out)), h
 
 
 class ReferenceLoop:
@@ -97,6 +104,7 @@ class ReferenceLoop:
     def __init__(self, config: cfg.TrainConfig):
         torch.manual_seed(config.seed)
         self.device = device = pick_device(config.device)
+        configure_backends(device, config.threads)  # before its first slice, which runs before the engine's set-up
         self.bf16 = use_bf16(device, config.precision)
         text = load_corpus("shakespeare").text
         vocab = CharVocab.build(text)
@@ -105,29 +113,41 @@ class ReferenceLoop:
         self.batch, self.seq_len, self.clip = config.batch_size, config.seq_len, config.grad_clip
         self.streams = train[: len(train) // self.batch * self.batch].view(self.batch, -1)
         self.model = ReferenceModel(len(vocab), config.model).to(device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, fused=device.type == "cuda" or None)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                     fused=device.type == "cuda" or None)
         self.h, self.pos, self.tokens, self.seconds = None, 0, 0, 0.0
         self.slices: list[float] = []
 
-    def run(self, seconds: float) -> None:
+    def warm_up(self, steps: int = 2) -> None:
+        """Untimed steps: the allocator, the thread pool and (on CUDA) cuDNN's autotuning stay out of the
+        first slice, a few seconds long (the engine pays them once in its whole budget)."""
+        for _ in range(steps):
+            self._step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _step(self) -> int:
         model, opt, t = self.model, self.opt, self.seq_len
+        if self.pos + t + 1 > self.streams.size(1):
+            self.pos, self.h = 0, None
+        x = self.streams[:, self.pos : self.pos + t]
+        y = self.streams[:, self.pos + 1 : self.pos + t + 1]
+        with autocast(self.device, self.bf16):  # the engine's precision, so the ratio shows only overhead
+            logits, h = model(x, self.h)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+        opt.step()
+        self.h = tuple(s.detach() for s in h) if isinstance(h, tuple) else h.detach()
+        self.pos += t
+        return x.numel()
+
+    def run(self, seconds: float) -> None:
         tokens = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
-            if self.pos + t + 1 > self.streams.size(1):
-                self.pos, self.h = 0, None
-            x = self.streams[:, self.pos : self.pos + t]
-            y = self.streams[:, self.pos + 1 : self.pos + t + 1]
-            with autocast(self.device, self.bf16):  # the engine's precision, so the ratio shows only overhead
-                logits, h = model(x, self.h)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), self.clip)
-            opt.step()
-            self.h = tuple(s.detach() for s in h) if isinstance(h, tuple) else h.detach()
-            self.pos += t
-            tokens += x.numel()
+            tokens += self._step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -166,6 +186,7 @@ def main() -> int:
     config = dataclasses.replace(config, **top, model=dataclasses.replace(config.model, **model))
 
     reference_loop = ReferenceLoop(config)
+    reference_loop.warm_up()
     slice_seconds = args.reference_seconds / (len(eval_points(args.seconds, args.every)) + 1)
     reference_loop.run(slice_seconds)
     engine = run_engine(config, after_evaluation=lambda: reference_loop.run(slice_seconds), every=args.every,
