@@ -350,3 +350,37 @@ def test_a_compared_runs_metrics_planted_as_a_link_or_a_fifo_are_not_read(tmp_pa
     (run_dir / "metrics.jsonl").unlink()
     os.mkfifo(run_dir / "metrics.jsonl")  # opening it to read would wait for a writer: it is never opened so
     assert not run.refresh() and run.points == []
+
+
+def test_validation_alone_is_drawn_before_the_first_training_point():
+    series = Series([], [], [], [], [], [(10.0, 3.0), (20.0, 2.5)], (20.0, 2.5))
+    canvas, x_range, y_range = plot(series, 10, 4, log_scale=False, smoothing=0.6)
+    assert x_range == (0.0, 20.0) and y_range == (2.5, 3.0)
+    assert sum(canvas.layer[r][c] == VAL for r in range(4) for c in range(10)) >= 2
+
+
+def test_a_linear_axis_takes_any_real_numbers_and_a_log_axis_only_its_positive_part():
+    series = Series([0.0, 1.0, 2.0], [-2.0, -1.0, 0.0], [-2.0, -1.0, 0.0], [-2.0, -1.0, 0.0], [1, 1, 1], [], None)
+    canvas, _, y_range = plot(series, 6, 3, log_scale=False, smoothing=0.0)
+    assert y_range == (-2.0, 0.0) and canvas.bits[2][0] != 0 and canvas.bits[0][5] != 0  # bottom left, top right
+    negative = Series([0.0, 1.0], [-2.0, -1.0], [-2.0, -1.0], [-2.0, -1.0], [1, 1], [], None)
+    assert plot(negative, 6, 3, log_scale=False, smoothing=0.0)[2] == (-2.0, -1.0)
+
+
+def test_the_scale_ignores_exactly_the_highest_two_percent_of_the_band():
+    n = 51
+    highs = [3.0 + i / 100 for i in range(n)]  # 3.00 ... 3.50, all different
+    series = Series([float(i) for i in range(n)], [2.0] * n, [1.0] * n, highs, [1] * n, [], None)
+    assert plot(series, 20, 5, log_scale=False, smoothing=0.0)[2] == (1.0, pytest.approx(3.49))
+
+
+def test_a_spike_above_the_scale_reaches_the_top_dot_of_its_column():
+    losses = [2.0] * 400
+    losses[200] = 50.0
+    series = _series(losses)
+    canvas, (x0, x1), _ = plot(series, 40, 8, log_scale=False, smoothing=0.9)
+    column = next(i for i, high in enumerate(series.high) if high == 50.0)
+    px = int((series.x[column] - x0) / (x1 - x0) * 79 + 0.5)
+    from charrnn_tui.tui.chart import DOT
+
+    assert canvas.bits[0][px // 2] & DOT[px % 2][0]  # the very top row of dots

@@ -109,3 +109,11 @@ def test_the_time_axis_of_a_long_run_stays_bounded_from_its_start_to_its_latest_
         assert MAX_TIMELINE // 2 < len(points) <= MAX_TIMELINE
         assert points[0] == (1, 0.1) and points[-1] == (last, last / 10)
         assert [s for s, _ in points] == sorted({s for s, _ in points})  # in order, no repeats
+
+
+def test_a_history_from_every_loss_of_an_old_checkpoint_is_the_one_built_step_by_step():
+    losses = [4.0 / (1 + i / 50) for i in range(5000)]
+    built = LossHistory()
+    built.extend(losses)
+    rebuilt = LossHistory.from_losses(losses)
+    assert rebuilt.to_dict() == built.to_dict() and rebuilt.steps == 5000 and rebuilt.first == 4.0

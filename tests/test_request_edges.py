@@ -561,3 +561,12 @@ def test_every_event_a_real_run_sends_is_taken(repetitive_text, runs_dir, tokens
     assert started.loss_history["steps"] > 0 and started.val_history and started.samples
     for e in emitted:
         readable(wire(e))
+
+
+def test_sets_go_on_the_wire_as_sorted_lists_and_nothing_else_unknown_does():
+    from charrnn_tui.engine import protocol
+
+    assert protocol.encode({"tokens": {"c", "a", "b"}, "ids": frozenset({3, 1})}) == \
+        b'{"tokens":["a","b","c"],"ids":[1,3]}\n'
+    with pytest.raises(TypeError, match="^object is not JSON serialisable$"):
+        protocol.encode({"x": object()})
