@@ -52,6 +52,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    forced: bool = False  # through DDP even alone (CHARRNN_FORCE_DDP=1 under torchrun: the GPU acceptance check)
 
     @property
     def leader(self) -> bool:
@@ -59,7 +60,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        return self.size > 1 or self.forced
 
     def rows(self, batch_size: int) -> slice:
         """This rank's block of a global batch's streams: equal blocks when the size divides it (it
@@ -68,6 +69,9 @@ class World:
 
 
 SINGLE = World()
+# Under torchrun, "1" makes even a single process train through the process group and DDP, so that the
+# multi-process path (NCCL on a GPU) can be checked on a machine with one GPU (bench/gpu_acceptance.sh).
+FORCE_DDP = "CHARRNN_FORCE_DDP"
 
 
 def world_from_env(environ: Mapping[str, str] = os.environ) -> World:
@@ -85,7 +89,7 @@ def world_from_env(environ: Mapping[str, str] = os.environ) -> World:
     if not (size >= 1 and 0 <= rank < size and 0 <= local_rank < local_size <= size):
         raise ConfigError(f"torchrun's environment is inconsistent: RANK {rank}, WORLD_SIZE {size}, "
                           f"LOCAL_RANK {local_rank}, LOCAL_WORLD_SIZE {local_size}")
-    return World(rank, size, local_rank, local_size)
+    return World(rank, size, local_rank, local_size, forced=environ.get(FORCE_DDP) == "1")
 
 
 def check_batch(batch_size: int, world: World) -> None:

@@ -243,6 +243,10 @@ def test_the_world_comes_from_torchruns_environment():
     assert world_from_env({}) == SINGLE and not SINGLE.distributed and SINGLE.leader
     world = world_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert world == World(rank=3, size=4, local_rank=1, local_size=2) and world.distributed and not world.leader
+    alone = {"WORLD_SIZE": "1", "RANK": "0"}
+    assert not world_from_env(alone).distributed and not world_from_env({**alone, "CHARRNN_FORCE_DDP": "0"}).distributed
+    assert world_from_env({**alone, "CHARRNN_FORCE_DDP": "1"}).distributed  # one process through DDP, on request
+    assert world_from_env({"CHARRNN_FORCE_DDP": "1"}) == SINGLE  # not under torchrun: nothing to join
     with pytest.raises(ConfigError, match="whole numbers"):
         world_from_env({"WORLD_SIZE": "two"})
     with pytest.raises(ConfigError, match="inconsistent: RANK 2, WORLD_SIZE 2"):
