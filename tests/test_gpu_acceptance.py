@@ -24,8 +24,12 @@ EXPECTED_WITHOUT_CUDA = {
 }
 LINE = re.compile(r"^(PASS|FAIL|SKIP) (\w+): (.+)$")
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
-                                reason="needs bash and coreutils' timeout")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                       reason="needs bash and coreutils' timeout"),
+    # a copy of the tests alone (mutation testing runs one) has no bench/ beside it
+    pytest.mark.skipif(not SCRIPT.is_file(), reason=f"{SCRIPT} is not beside these tests"),
+]
 
 
 def run_script(tmp_path: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
