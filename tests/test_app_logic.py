@@ -76,3 +76,41 @@ def test_a_narrow_log_axis_of_one_value_gives_that_value():
     from charrnn_tui.tui.chart import log_ticks
 
     assert log_ticks(0.5, 0.5) == [0.5] and log_ticks(0.5, 0.4) == [0.5]
+
+
+def test_numbers_and_durations_for_the_status_panel():
+    from charrnn_tui.tui.formatting import duration, si, size_bytes
+
+    assert [si(n) for n in (0, 999, 1000, 1234, 999_999, 1_000_000, 1_500_000, 1e9, 2.5e9, -1500)] == \
+        ["0", "999", "1.0k", "1.2k", "1000.0k", "1.0M", "1.5M", "1.0G", "2.5G", "-1.5k"]
+    assert [duration(s) for s in (None, -5, 0, 0.9, 59, 61, 3599, 3600, 3661, 86_399, 86_400, 90_061, 200_000)] == \
+        ["-", "00:00", "00:00", "00:00", "00:59", "01:01", "59:59", "1:00:00", "1:01:01", "23:59:59", "1d00h",
+         "1d01h", "2d07h"]
+    assert [size_bytes(n) for n in (None, 0, 1023, 1024, 1536, 1 << 20, 3 << 30)] == \
+        ["-", "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "1.0 MiB", "3.0 GiB"]
+
+
+def _spans(text) -> list[tuple[str, str]]:
+    return [(text.plain[s.start:s.end], str(s.style)) for s in text.spans]
+
+
+def test_a_samples_body_is_shaded_by_confidence_in_runs_and_its_copies_underlined():
+    from charrnn_tui.tui.run_view import Sample
+    from charrnn_tui.tui.sample_text import COPIED, copy_note, sample_body
+
+    high, mid, low = CONFIDENCE_SHADES[0][1], CONFIDENCE_SHADES[1][1], CONFIDENCE_SHADES[3][1]
+    sample = Sample(1, 10, "", 0.8, "live", text="abcdef", probs=(0.9, 0.8, 0.2, 0.001, 0.6, 0.7))
+    assert _spans(sample_body(sample, confidence=False)) == []  # the confidence view is off
+    assert _spans(sample_body(sample, confidence=True)) == [("ab", high), ("c", mid), ("d", low), ("ef", high)]
+    words = Sample(2, 10, "", 0.8, "live", text=" the cat", probs=(0.9, 0.05), token_lengths=(4, 4))
+    assert _spans(sample_body(words, confidence=True)) == [(" the", high), (" cat", CONFIDENCE_SHADES[2][1])]
+    joined = Sample(3, 10, "", 0.8, "live", text="xy", probs=(0.9, 0.9, 0.2, 0.2))  # joined part-way: fewer chars
+    assert _spans(sample_body(joined, confidence=True)) == [("xy", high)]
+    short = Sample(4, 10, "", 0.8, "live", text="abc", probs=(0.9, 0.2), token_lengths=(1, 5))  # last token cut
+    assert _spans(sample_body(short, confidence=True)) == [("a", high), ("bc", mid)]
+    assert _spans(sample_body(Sample(5, 1, "", 0.8, "live", text="ab"), confidence=True)) == []  # no probs yet
+    copied = Sample(6, 10, "", 0.8, "live", text="abcdef", longest_copy=3, copies=((1, 4),))
+    assert _spans(sample_body(copied, confidence=False)) == [("bcd", COPIED)]
+    assert copy_note(copied) == ("copied 3 chars", "yellow")
+    assert copy_note(Sample(7, 10, "", 0.8, "live", text="ab", longest_copy=2)) == ("longest copy 2", "dim")
+    assert copy_note(Sample(8, 10, "", 0.8, "live", text="ab")) == ("", "")  # not checked yet

@@ -384,3 +384,17 @@ def test_a_spike_above_the_scale_reaches_the_top_dot_of_its_column():
     from charrnn_tui.tui.chart import DOT
 
     assert canvas.bits[0][px // 2] & DOT[px % 2][0]  # the very top row of dots
+
+
+def test_a_compared_runs_file_that_starts_with_an_empty_line_is_read_past_it(tmp_path):
+    import json
+
+    from charrnn_tui.tui.compared_runs import ComparedRun
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n")
+    run = ComparedRun("other", tmp_path)
+    assert not run.refresh() and run._offset == 1
+    with path.open("a") as f:
+        f.write(json.dumps({"step": 3, "val_loss": 2.0, "elapsed_s": 0.5}) + "\n")
+    assert run.refresh() and run.points == [(3, 2.0, 0.5)]

@@ -60,8 +60,9 @@ def test_the_start_of_a_resumed_run_brings_back_its_history():
     assert view.val_losses == [(2, 3.0), (4, 2.5), (3, 2.7)]
     assert (view.best_step, view.best_val) == (4, 2.5)
     assert view.last_val_bits == pytest.approx(2.7 / math.log(2))  # the last point, in bits
-    assert [(s.sample_id, s.step, s.text, s.source, s.done) for s in view.samples.values()] == [
-        (-2, 2, "old one", "earlier", True), (-1, 4, "old two", "earlier", True)]
+    assert [(s.sample_id, s.step, s.prompt, s.temperature, s.text, s.source, s.done)
+            for s in view.samples.values()] == [(-2, 2, "", 0.0, "old one", "earlier", True),
+                                                (-1, 4, "", 0.0, "old two", "earlier", True)]
 
 
 def test_progress_moves_the_run_on_and_keeps_its_best_training_loss():
@@ -163,3 +164,20 @@ def test_events_the_view_does_not_draw_change_nothing_but_the_version():
     version = view.version
     assert view.apply(ev.NextTokens("ab", (("c", 0.5),))) is None
     assert view.version == version + 1 and (view.state, view.step, view.samples, view.errors) == before
+
+
+def test_a_runs_words_are_made_printable_but_its_folder_is_kept_as_it_names_it():
+    view = RunView()
+    view.apply(ev.Started(_info(run_name="a\x1b]0;title\x07b", corpus_name="c\x1b[2J", run_dir="/runs/x\x1by")))
+    assert "\x1b" not in view.info.run_name and view.info.run_name.startswith("a") and "\x07" not in view.info.run_name
+    assert "\x1b" not in view.info.corpus_name
+    assert view.info.run_dir == "/runs/x\x1by"  # shown through printable where it is drawn
+    assert view.info.layers == 2 and view.info.config == {"temperature": 0.6, "early_stop": 5}
+
+
+def test_a_peers_sample_fields_of_the_wrong_kind_become_empty_text():
+    view = RunView()
+    sample = view.apply(ev.SampleStarted(1, 3, 12345, 0.5, "prompt", (7,)))
+    assert sample.prompt == "" and sample.notes == ("",)
+    view.apply(ev.SampleText(1, None))
+    assert sample.text == ""
