@@ -125,6 +125,15 @@ def precision_by_part(device: torch.device, bf16: bool, kind: str | None = None)
     }
 
 
+def precision_label(device: torch.device, bf16: bool) -> str:
+    """The run's precision in a few words, for the status line and the progress line (doctor and
+    precision_by_part give each part): on CUDA "bf16" would hide that the recurrent layers are fp32."""
+    fp32 = "fp32 (TF32)" if tf32_matmuls(device) else "fp32"
+    if not bf16:
+        return fp32
+    return "bf16" if device.type in RECURRENT_UNDER_AUTOCAST else "bf16 (RNN fp32)"
+
+
 def _tf32_now() -> tuple[bool, bool]:
     """Whether TF32 is on for (cuBLAS matmuls, cuDNN RNNs), resolved as torch does: an op's own
     setting, else the backend's, else the generic one. Read through the new flags, whose getters

@@ -28,6 +28,7 @@ from .device import (
     describe_device,
     fork_rng,
     pick_device,
+    precision_label,
     release_cached_memory,
     reseed_cudnn_dropout,
     synchronize,
@@ -178,7 +179,7 @@ class RunSetup:
             layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
             device=self.device.type, device_name=describe_device(self.device) + (
                 f" × {world.size} processes ({self.group.backend})" if self.group is not None else ""),
-            precision="bf16" if self.bf16 else "fp32", preset=config.preset, batch_size=config.batch_size,
+            precision=precision_label(self.device, self.bf16), preset=config.preset, batch_size=config.batch_size,
             seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
         )

@@ -183,6 +183,27 @@ def test_precision_by_part_per_device_and_precision(monkeypatch):
             assert set(precision_by_part(device, bf16)) == PARTS
 
 
+def test_the_status_line_names_the_precision_that_runs(monkeypatch):
+    from charrnn_tui.engine.device import precision_label
+    from charrnn_tui.engine.events import RunInfo
+    from charrnn_tui.tui.run_view import RunView
+    from charrnn_tui.tui.widgets.status_panel import render_status
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(device_module, "tf32_matmuls", lambda device: device.type == "cuda")
+    assert precision_label(cuda, True) == "bf16 (RNN fp32)" and precision_label(cuda, False) == "fp32 (TF32)"
+    assert precision_label(CPU, True) == "bf16" and precision_label(CPU, False) == "fp32"
+    view = RunView()
+    info = dict(run_name="r", run_dir="/r", corpus_name="c", corpus_source="c", corpus_chars=1, train_tokens=1,
+                val_tokens=1, token_kind="char", vocab_size=2, model_kind="lstm", layers=1, hidden=8, embedding=4,
+                parameters=10, device="cuda", device_name="GPU X", precision="bf16 (RNN fp32)", preset="large",
+                batch_size=1, seq_len=1, max_steps=None, max_epochs=None, max_time=None, resumed_step=0)
+    view.info = RunInfo(**info)
+    assert "GPU X bf16 (RNN fp32)" in render_status(view, now=0.0).plain
+    view.info = RunInfo(**{**info, "device_name": "CPU, 2 threads", "precision": "fp32"})
+    assert "CPU, 2 threads" in render_status(view, now=0.0).plain and "fp32" not in render_status(view, now=0.0).plain
+
+
 def test_tf32_is_set_through_switches_that_keep_torchs_old_and_new_flags_in_step():
     # torch raises at an fp32 matmul (and at the legacy getters) once the two disagree.
     with tf32_allowed(True):

@@ -50,7 +50,7 @@ def render_status(view: RunView, now: float | None = None) -> Text:
     if info is not None:
         lines.append(_pair("corpus", f"{info.corpus_name}, {si(info.corpus_chars)} chars"))
         lines.append(_pair("model", f"{info.model_kind} {info.layers}x{info.hidden}, {si(info.parameters)} params"))
-        lines.append(_pair("device", info.device_name + (" bf16" if info.precision == "bf16" else "")))
+        lines.append(_pair("device", info.device_name + ("" if info.precision == "fp32" else f" {info.precision}")))
     if view.validating is not None and view.state == "training":
         v = view.validating
         lines.append(_pair("speed", (f"validating {v.done:.0%}", "bold cyan"), f" of {si(v.tokens)} {view.unit}"))
