@@ -9,7 +9,7 @@ import torch
 
 from . import config as cfg
 from .checkpoint import first_line, load_checkpoint
-from .device import pick_device
+from .device import configure_backends, pick_device
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import CharRNN
 from .vocab import CharVocab, WordVocab, vocab_from_dict
@@ -38,7 +38,9 @@ def load_model(path: Path, device: str = "auto") -> LoadedModel:
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: model weights do not match its config ({first_line(e)})") from None
-    model.to(pick_device(device)).eval()
+    where = pick_device(device)
+    configure_backends(where, None)  # as a run sets them (TF32 on CUDA): samples as it trains; eval turns TF32 off
+    model.to(where).eval()
     return LoadedModel(model, vocab, config, int(checkpoint.get("step", 0)), float(checkpoint.get("best_val", "nan")))
 
 
