@@ -267,3 +267,24 @@ def test_limits_are_told_as_amounts_more_and_totals():
     assert schedule.describe_limits(_preset("small")) == "training until stopped"
     assert schedule.limit_reached(config, 0, 3.2, 0.0) == "reached max-epochs 3.11"
     assert schedule.limit_reached(_preset("small", max_time=8.02302), 0, 0.0, 9.0) == "reached max-time 8.0s"
+
+
+@pytest.mark.parametrize("limit", ["max_steps", "max_epochs", "max_time"])
+def test_a_restart_above_the_planned_rate_goes_on_from_the_rate_it_is_at_to_the_floor_at_the_limit(limit):
+    """The virtual start of a cosine through the current rate, with a floor that is not 0 (a floor of
+    0 hides a wrong scale in the arc's inverse), for each kind of limit on its own."""
+    here = Position(step=100, epoch=2.0, seconds=50.0)
+    end = {"max_steps": Position(step=300, epoch=2.0, seconds=50.0), "max_epochs": Position(100, 6.0, 50.0),
+           "max_time": Position(100, 2.0, 150.0)}[limit]
+    config = cfg.TrainConfig(lr=0.01, min_lr_ratio=0.2, warmup_steps=0, **{limit: end.of(limit)})
+    plan = Schedule()
+    message = plan.restart(config, here, current=0.009, keep=False)
+    assert "(the rate the run is at)" in message
+    assert plan.rate(config, here) == pytest.approx(0.009, rel=1e-9)  # no jump where it resumes
+    assert plan.rate(config, end) == pytest.approx(0.002, rel=1e-9)  # the floor at the new limit
+    halfway = Position(**{f: (getattr(here, f) + getattr(end, f)) / 2 for f in ("step", "epoch", "seconds")})
+    assert 0.002 < plan.rate(config, halfway) < 0.009
+    others = {"step": here.step, "epoch": here.epoch, "seconds": here.seconds}
+    field = {"max_steps": "step", "max_epochs": "epoch", "max_time": "seconds"}[limit]
+    assert all(getattr(plan.start, f) == v for f, v in others.items() if f != field)  # only its own axis moved
+    assert getattr(plan.start, field) < getattr(here, field)

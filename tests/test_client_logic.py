@@ -1,0 +1,75 @@
+"""What a client makes of what it reads, without a server: the fields it mirrors, the numbers it
+trusts, the words it says of a run that is not live; and the few words naming a bad value."""
+
+import math
+
+import pytest
+
+from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.client import EngineClient, _number, _whole
+from charrnn_tui.engine.protocol import MAX_INT, _kind
+from charrnn_tui.engine.runs import SOCKET, _describe, write_status
+
+
+def test_whole_numbers_and_finite_numbers_are_told_from_booleans_and_the_rest():
+    assert _whole(3) and _whole(0) and _whole(-2)
+    assert not _whole(True) and not _whole(3.0) and not _whole("3") and not _whole(None)
+    assert _number(2, None) == 2.0 and isinstance(_number(2, None), float) and _number(0.5, 1.0) == 0.5
+    assert _number(True, 0.8) == 0.8 and _number("1", 0.8) == 0.8 and _number(None, 0.7) == 0.7
+    assert _number(math.nan, 0.8) == 0.8 and _number(math.inf, None) is None and _number(10**400, 0.8) == 0.8
+
+
+def test_a_client_mirrors_the_fields_a_caller_reads_and_ignores_the_wrong_kinds(tmp_path):
+    client = EngineClient(tmp_path)
+    client._mirror(ev.Progress(7, 7, (1.0,), 0.1, 1.0, 0.01, 1.0, None, None, None))
+    assert client.step == 7
+    client._mirror(ev.Progress(True, 7, (1.0,), 0.1, 1.0, 0.01, 1.0, None, None, None))
+    assert client.step == 7
+    client._mirror(ev.SettingsChanged(1.2, 4))
+    assert (client.temperature, client.early_stop) == (1.2, 4)
+    client._mirror(ev.SettingsChanged(True, True))
+    assert (client.temperature, client.early_stop) == (1.2, 4)
+    client._mirror(ev.SettingsChanged(0.5, None))
+    assert (client.temperature, client.early_stop) == (0.5, None)
+    client._mirror(ev.StateChanged("error", "boom"))
+    assert (client.state, client.error) == ("error", "boom")
+    client._mirror(ev.StateChanged("error", 5))
+    assert client.error == "training failed"
+
+
+def test_a_run_that_is_not_live_is_called_crashed_or_not_running_with_how_to_go_on(tmp_path):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    client = EngineClient(run)
+    hint = f"`charrnn-tui train --resume r --runs-dir {tmp_path / 'runs'}`"
+    assert client._not_live_message() == f"run r is not running (stopped); {hint} continues it"
+    for state in ("training", "paused", "starting"):  # it said it was live: its engine is gone
+        write_status(run, {"state": state})
+        assert client._not_live_message() == \
+            f"run r crashed (its engine is gone); {hint} continues it from its last checkpoint"
+    write_status(run, {"state": "finished"})
+    assert client._not_live_message() == f"run r is not running (finished); {hint} continues it"
+    (run / SOCKET).touch()  # a socket left behind: killed while it served
+    assert client._not_live_message().startswith("run r crashed")
+    (run / SOCKET).unlink()
+    write_status(run, {"state": 12})
+    assert client._not_live_message().startswith("run r is not running (12); ")
+    write_status(run, {"state": ""})
+    assert "(stopped)" in client._not_live_message()
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    (None, "null"), (True, "true"), (False, "false"), (3, "an integer"), (-MAX_INT, "an integer"),
+    (MAX_INT, "an integer of 19 digits"), (-MAX_INT - 1, "an integer of 19 digits"), (1.5, "a number"),
+    (math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity"), ("x", "a string"),
+    ([1], "a list of 1 item"), ([1, 2], "a list of 2 items"), ({}, "an object"), (object(), "object"),
+])
+def test_a_bad_event_field_is_named_by_its_kind_never_its_value(value, words):
+    assert _kind(value) == words
+
+
+def test_a_bad_status_value_is_shown_briefly():
+    assert _describe(2**63 - 1) == str(2**63 - 1) and _describe(2**63) == "a number of 19 digits"
+    assert _describe(True) == "true" and _describe(None) == "null" and _describe(math.nan) == "NaN"
+    assert _describe(-math.inf) == "-Infinity" and _describe("a\x1b" * 30).startswith("'a")
+    assert _describe([1]) == "a list" and _describe({}) == "an object" and _describe(1.5) == "1.5"
