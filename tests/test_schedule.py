@@ -288,3 +288,13 @@ def test_a_restart_above_the_planned_rate_goes_on_from_the_rate_it_is_at_to_the_
     field = {"max_steps": "step", "max_epochs": "epoch", "max_time": "seconds"}[limit]
     assert all(getattr(plan.start, f) == v for f, v in others.items() if f != field)  # only its own axis moved
     assert getattr(plan.start, field) < getattr(here, field)
+
+
+def test_with_two_stop_conditions_the_rate_follows_the_one_that_comes_first():
+    config = cfg.TrainConfig(lr=0.01, min_lr_ratio=0.0, warmup_steps=0, max_steps=100, max_time=1000.0)
+    halfway_by_steps = Position(step=50, epoch=0.1, seconds=10.0)
+    assert schedule.limit_fraction(config, halfway_by_steps) == pytest.approx(0.5)  # not 0.01: time is far off
+    assert Schedule().rate(config, halfway_by_steps) == pytest.approx(0.005)
+    assert schedule.limit_fraction(config, Position(step=10, epoch=0.1, seconds=900.0)) == pytest.approx(0.9)
+    assert schedule.limit_fraction(config, Position(step=200, epoch=1.0, seconds=10.0)) == 1.0  # past: the end
+    assert schedule.limit_fraction(cfg.TrainConfig(), halfway_by_steps) is None  # open-ended
