@@ -204,6 +204,16 @@ def test_a_new_viewer_gets_the_whole_run_so_far_in_its_welcome(live_run):
     client.close()
 
 
+def test_a_late_viewer_is_told_the_settings_the_run_started_with_and_those_changed_since():
+    info = ev.RunInfo(**{f: "" if h is str else 0 for f, h in typing.get_type_hints(ev.RunInfo).items()
+                         if f != "config"}, config={"temperature": 0.6, "early_stop": 5})
+    record = RunRecord()
+    record.apply(ev.Started(info))
+    assert [e for e in record.snapshot() if isinstance(e, ev.SettingsChanged)] == [ev.SettingsChanged(0.6, 5)]
+    record.apply(ev.SettingsChanged(1.1, None))
+    assert [e for e in record.snapshot() if isinstance(e, ev.SettingsChanged)] == [ev.SettingsChanged(1.1, None)]
+
+
 def test_a_long_run_welcome_stays_small():
     record = RunRecord()
     info = ev.RunInfo(**{f: "" if h is str else 0 for f, h in typing.get_type_hints(ev.RunInfo).items()
