@@ -73,3 +73,34 @@ def test_a_bad_status_value_is_shown_briefly():
     assert _describe(True) == "true" and _describe(None) == "null" and _describe(math.nan) == "NaN"
     assert _describe(-math.inf) == "-Infinity" and _describe("a\x1b" * 30).startswith("'a")
     assert _describe([1]) == "a list" and _describe({}) == "an object" and _describe(1.5) == "1.5"
+
+
+def _run_info(**changes) -> ev.RunInfo:
+    import typing
+
+    fields = {f: "" if h is str else 0 for f, h in typing.get_type_hints(ev.RunInfo).items() if f != "config"}
+    return ev.RunInfo(**{**fields, **changes})
+
+
+def test_a_client_takes_a_runs_step_and_settings_from_its_start(tmp_path):
+    client = EngineClient(tmp_path)
+    client._mirror(ev.Started(_run_info(resumed_step=40, config={"temperature": 0.6, "early_stop": 3})))
+    assert (client.step, client.temperature, client.early_stop) == (40, 0.6, 3)
+    client._mirror(ev.Started(_run_info(resumed_step=True, config={"early_stop": "x"})))  # wrong kinds: kept
+    assert (client.step, client.temperature, client.early_stop) == (40, 0.8, 3)  # no temperature: the default
+    client._mirror(ev.Started(_run_info(config={"early_stop": None})))
+    assert (client.step, client.early_stop) == (0, None)
+
+
+def test_a_runs_record_gives_status_and_a_welcome_before_any_progress():
+    from charrnn_tui.engine.server import RunRecord
+
+    record = RunRecord()
+    empty = record.status()
+    assert (empty["step"], empty["max_steps"], empty["checkpoint_interval"], empty["world_size"]) == (0, None, None, 1)
+    record.apply(ev.Started(_run_info(resumed_step=40, max_steps=500, run_name="r")))
+    record.apply(ev.StateChanged("paused", "asked"))
+    status = record.status()
+    assert (status["state"], status["reason"], status["step"], status["max_steps"]) == ("paused", "asked", 40, 500)
+    started = next(e for e in record.snapshot() if isinstance(e, ev.Started))
+    assert started.loss_history["timeline"] == [] and started.loss_history["steps"] == 0
