@@ -353,6 +353,7 @@ def test_ranks_that_share_a_gpu_are_named_with_it_in_one_line():
 
 
 GPU_CHECK = """
+import os
 import sys
 
 import torch
@@ -362,12 +363,14 @@ from charrnn_tui.engine.errors import ConfigError
 
 world = world_from_env()
 group = ProcessGroup(world, torch.device("cpu"))
+out = open(os.path.join(os.path.dirname(__file__), f"rank{world.rank}.txt"), "w", encoding="utf-8")
 for case, gpus in (("own", ["GPU-0a", "GPU-1b"]), ("shared", ["GPU-0a", "GPU-0a"])):
     try:
         group.check_own_gpus((gpus[world.rank], "Card ü"))
-        print(f"{case} {world.rank}: ok", flush=True)
+        print(f"{case} {world.rank}: ok", file=out)
     except ConfigError as e:
-        print(f"{case} {world.rank}: {e}", flush=True)
+        print(f"{case} {world.rank}: {e}", file=out)
+out.close()
 group.close()
 """
 
@@ -376,9 +379,12 @@ def test_every_rank_gathers_the_gpus_and_refuses_a_shared_one(tmp_path):
     script = tmp_path / "gpu_check.py"
     script.write_text(GPU_CHECK)
     done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)])
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith(("own", "shared")))
+    # each rank writes a file of its own: two processes' prints on one pipe may interleave mid-line
+    written = "".join((tmp_path / f"rank{r}.txt").read_text(encoding="utf-8") for r in range(2)
+                      if (tmp_path / f"rank{r}.txt").exists())
+    lines = sorted(line for line in written.splitlines() if line.startswith(("own", "shared")))
     refused = "ranks 0 and 1 share one GPU (Card ü, GPU-0a): NCCL needs a GPU of its own for each process"
-    assert lines[:2] == ["own 0: ok", "own 1: ok"], done.stdout
+    assert lines[:2] == ["own 0: ok", "own 1: ok"], done.stdout + done.stderr[-2000:]
     assert [line.startswith(f"shared {r}: {refused}") for r, line in enumerate(lines[2:])] == [True, True], lines
 
 

@@ -341,8 +341,8 @@ async def test_attaching_shows_the_history_at_once(repetitive_text, runs_dir):
             assert len(app.view.train_losses) >= 60 and app.view.step >= 70
             assert any(s.done for s in app.view.samples.values())
             assert app.view.last_val_bits is not None  # the last validation's figures too, not at the next one
-            status = str(app.query_one("#status").render())
-            assert "PAUSED" in status and "history" in status
+            await wait_for(pilot, lambda: "PAUSED" in str(app.query_one("#status").render()), what="PAUSED shown")
+            assert "history" in str(app.query_one("#status").render())
             await pilot.press("d")
         assert app.return_value == 0
         assert run.thread.is_alive()  # detaching left the run as it was
