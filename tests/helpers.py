@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from charrnn_tui.engine import config as cfg
@@ -15,6 +20,15 @@ def examples(n: int) -> int:
     """Hypothesis examples for a property test: all of them normally; a tenth while mutmut runs the
     tests once per mutant (it sets MUTANT_UNDER_TEST), where a few examples already kill most."""
     return max(10, n // 10) if os.environ.get("MUTANT_UNDER_TEST") else n
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds, failing the test with `what` after `timeout` seconds: a test
+    waits on the event it checks, never a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def tiny_config(corpus: str | Path, **overrides) -> cfg.TrainConfig:
@@ -119,3 +133,48 @@ class LocalRun:
         if self.thread.is_alive():
             self.trainer.stop(save=True)
             self.thread.join(timeout)
+
+
+@contextlib.contextmanager
+def fake_engine(run_dir: Path, serve: Callable[[socket.socket], None], *, live: bool = True) -> Iterator[None]:
+    """A plain socket server on the run's socket path, serving each connection with `serve` in a
+    thread; with `live`, this process holds the run's lock, as an engine does. Everything it started
+    is closed and joined on the way out."""
+    from charrnn_tui.engine.runs import SOCKET, RunLock, unix_address
+
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = RunLock(run_dir).acquire() if live else None
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with unix_address(run_dir / SOCKET) as address:
+        listener.bind(address)
+    listener.listen(8)
+    threads: list[threading.Thread] = []
+
+    def serve_and_close(conn: socket.socket) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError), conn:
+            serve(conn)
+
+    def accept_loop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            thread = threading.Thread(target=serve_and_close, args=(conn,), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        acceptor.join(10)
+        for thread in threads:
+            thread.join(10)
+        if lock is not None:
+            lock.release()
+        (run_dir / SOCKET).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import wait_until
 
 from charrnn_tui.engine.data import IGNORE, Batch
 from charrnn_tui.engine.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
@@ -154,13 +155,6 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(corpus, tmp_path):
         assert_same_curve(step_losses(straight), losses, range(31, 46))
 
 
-def _wait_for(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
     from charrnn_tui.engine.client import EngineClient
     from charrnn_tui.engine.events import StateChanged
@@ -169,7 +163,8 @@ def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
     events = tmp_path / "paused.jsonl"
     with torchrun_in_background("train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "p",
                                 "--headless", "--jsonl", str(events)) as launcher:
-        _wait_for(lambda: (runs / "p" / "engine.sock").exists() and step_losses(events), "the run's socket")
+        wait_until(lambda: (runs / "p" / "engine.sock").exists() and step_losses(events), "the run's socket",
+                   timeout=60)
         states: list[str] = []
         client = EngineClient(runs / "p", lambda e: states.append(e.state) if isinstance(e, StateChanged) else None)
         client.connect()
@@ -177,12 +172,13 @@ def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
 
         threading.Thread(target=client.run, daemon=True).start()
         client.pause()
-        _wait_for(lambda: "paused" in states, "paused")
+        wait_until(lambda: "paused" in states, "paused", timeout=60)
         paused_at = json.loads((runs / "p" / "status.json").read_text())["step"]
         time.sleep(1.5)
         assert json.loads((runs / "p" / "status.json").read_text())["step"] == paused_at
         client.resume()
-        _wait_for(lambda: states.count("training") >= 1 and states[-1] == "training", "training again")
+        wait_until(lambda: states.count("training") >= 1 and states[-1] == "training", "training again",
+                   timeout=60)
         client.stop(save=True)
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
     assert launcher.returncode == 0, err[-3000:]
@@ -203,7 +199,7 @@ def test_a_lost_rank_ends_the_run_with_its_last_checkpoint_intact(corpus, tmp_pa
     flags[flags.index("--checkpoint-interval") + 1] = "20"
     with torchrun_in_background("train", str(corpus), *flags, "--runs-dir", str(runs), "--name", "k",
                                 "--headless") as launcher:
-        _wait_for(lambda: (runs / "k" / "latest.pt").exists(), "the first checkpoint")
+        wait_until(lambda: (runs / "k" / "latest.pt").exists(), "the first checkpoint", timeout=60)
         follower = next(pid for pid in _children(launcher.pid) if b"RANK=1\0" in _environ(pid))
         os.kill(follower, signal.SIGKILL)
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
@@ -324,7 +320,7 @@ def test_a_signal_to_torchrun_saves_and_stops_the_run(signum, corpus, tmp_path):
     runs = tmp_path / "runs"
     with torchrun_in_background("train", str(corpus), *FLAGS, "--runs-dir", str(runs), "--name", "s",
                                 "--headless") as launcher:
-        _wait_for(lambda: (runs / "s" / "engine.sock").exists(), "the run's socket")
+        wait_until(lambda: (runs / "s" / "engine.sock").exists(), "the run's socket", timeout=60)
         time.sleep(1)
         launcher.send_signal(signum)  # torchrun passes it on to both ranks
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)

@@ -1,19 +1,11 @@
 """Pause, resume and their toggle (the app's space and ctrl+t) as the loop applies them."""
 
 import threading
-import time
 
-from helpers import tiny_config
+from helpers import tiny_config, wait_until
 
 from charrnn_tui.engine.events import StateChanged
 from charrnn_tui.engine.trainer import Trainer
-
-
-def _until(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_a_toggle_pauses_a_training_run_and_resumes_a_paused_one(repetitive_text, runs_dir):
@@ -23,20 +15,20 @@ def test_a_toggle_pauses_a_training_run_and_resumes_a_paused_one(repetitive_text
     thread = threading.Thread(target=trainer.run, daemon=True)
     thread.start()
     try:
-        _until(lambda: trainer.step > 3, "training")
+        wait_until(lambda: trainer.step > 3, "training")
         trainer.toggle_pause()
-        _until(lambda: trainer.paused, "the toggle to pause")
+        wait_until(lambda: trainer.paused, "the toggle to pause")
         assert states[-1] == "paused"
         step = trainer.step
         trainer.toggle_pause()
-        _until(lambda: trainer.step > step + 3, "the toggle to resume")
+        wait_until(lambda: trainer.step > step + 3, "the toggle to resume")
         assert not trainer.paused and states[-1] == "training"
         trainer.pause()
-        _until(lambda: trainer.paused, "pause")
+        wait_until(lambda: trainer.paused, "pause")
         trainer.pause()  # pausing a paused run keeps it paused
         trainer.resume()
         step = trainer.step
-        _until(lambda: trainer.step > step + 3, "resume")
+        wait_until(lambda: trainer.step > step + 3, "resume")
         trainer.resume()  # resuming a training run changes nothing
         assert states.count("paused") == 2
     finally:

@@ -5,17 +5,15 @@ a run that has ended."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import socket
 import threading
 import tracemalloc
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from helpers import LocalRun, tiny_config
+from helpers import LocalRun, fake_engine, tiny_config
 
 from charrnn_tui.engine import client as client_module
 from charrnn_tui.engine import events as ev
@@ -26,54 +24,6 @@ from charrnn_tui.engine.run_commands import run_stop
 from charrnn_tui.engine.runs import SOCKET, RunLock, unix_address
 
 ENDLESS_CAP = 16 << 20  # bytes the endless server sends at most before it gives up and closes
-
-
-@contextlib.contextmanager
-def fake_engine(run_dir: Path, serve: Callable[[socket.socket], None], *, live: bool = True) -> Iterator[None]:
-    """A plain socket server on the run's socket path, serving each connection with `serve` in a
-    thread; with `live`, this process holds the run's lock, as an engine does. Everything it started
-    is closed and joined on the way out."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = RunLock(run_dir).acquire() if live else None
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with unix_address(run_dir / SOCKET) as address:
-        listener.bind(address)
-    listener.listen(8)
-    threads: list[threading.Thread] = []
-
-    def accept_loop() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed: the test is over
-                return
-            thread = threading.Thread(target=_serve_and_close, args=(serve, conn), daemon=True)
-            threads.append(thread)
-            thread.start()
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
-        yield
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        acceptor.join(10)
-        for thread in threads:
-            thread.join(10)
-        if lock is not None:
-            lock.release()
-        (run_dir / SOCKET).unlink(missing_ok=True)
-
-
-def _serve_and_close(serve: Callable[[socket.socket], None], conn: socket.socket) -> None:
-    conn.settimeout(10)
-    try:
-        serve(conn)
-    except OSError:
-        pass
-    finally:
-        conn.close()
 
 
 # ---- a line without end --------------------------------------------------------------------------

@@ -4,7 +4,6 @@ a server is checked field by field before a client believes it."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -14,12 +13,12 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LocalRun, examples, tiny_config
+from helpers import LocalRun, examples, fake_engine, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +27,7 @@ from charrnn_tui.engine import protocol
 from charrnn_tui.engine.client import EngineClient
 from charrnn_tui.engine.control import REQUEST_BURST, REQUEST_SHARE, RequestBudget
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.runs import LATEST, SOCKET, RunLock, unix_address
+from charrnn_tui.engine.runs import LATEST, SOCKET, unix_address
 from charrnn_tui.engine.trainer import Trainer
 
 
@@ -77,46 +76,6 @@ def notice(text: str) -> Callable[[dict], bool]:
 
 def event(name: str) -> Callable[[dict], bool]:
     return lambda m: m["type"] == "event" and m["event"]["event"] == name
-
-
-@contextlib.contextmanager
-def fake_engine(run_dir: Path, serve: Callable[[socket.socket], None]) -> Iterator[None]:
-    """A plain server on the run's socket, holding the run's lock as an engine does; each connection
-    served by `serve` in a thread. Everything it starts is closed and joined on the way out."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = RunLock(run_dir).acquire()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with unix_address(run_dir / SOCKET) as address:
-        listener.bind(address)
-    listener.listen(8)
-    threads: list[threading.Thread] = []
-
-    def one(conn: socket.socket) -> None:
-        conn.settimeout(10)
-        with contextlib.suppress(OSError), conn:
-            serve(conn)
-
-    def accept_loop() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threads.append(threading.Thread(target=one, args=(conn,), daemon=True))
-            threads[-1].start()
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
-        yield
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        acceptor.join(10)
-        for thread in threads:
-            thread.join(10)
-        lock.release()
-        (run_dir / SOCKET).unlink(missing_ok=True)
 
 
 # ---- 1. evaluations and saves asked for: a share of the training time ------------------------------
