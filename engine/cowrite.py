@@ -76,27 +76,21 @@ class TypingState:
         while kept and self.layers[kept - 1] is None:  # back to a state that was kept
             kept -= 1
         del self.ids[kept:], self.layers[kept:], self.probs[max(0, kept - 1):]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                logits = self._logits(self.layers[-1]) if self.layers else None
-                new = ids[kept:]
-                feed = self._feed_steps if len(new) <= STEPPED_FEED else self._feed_chunks
-                logits, new_probs = feed(new, logits)
-                masked = isinstance(self.vocab, WordVocab) and not allow_unk  # as sampling: <unk> never suggested
-                values, order = top_next(logits[0], min(max(1, top), MAX_TOP), masked)
-                # One copy back per keystroke: the suggestions and the new tokens' probabilities together
-                # (float64 holds every id exactly and every float32 probability as it is).
-                scored = [torch.cat(new_probs).nan_to_num(0.0)] if new_probs else []
-                back = to_host(torch.cat([order.double(), values.double(), *(p.double() for p in scored)]))
-                back = back.tolist()
-                k = len(order)
-                self.probs += back[2 * k :]
-                ranked = list(zip((int(i) for i in back[:k]), back[k : 2 * k], strict=True))
-        finally:
-            if was_training:
-                self.model.train()
+        with self.model.evaluating(), torch.inference_mode():
+            logits = self._logits(self.layers[-1]) if self.layers else None
+            new = ids[kept:]
+            feed = self._feed_steps if len(new) <= STEPPED_FEED else self._feed_chunks
+            logits, new_probs = feed(new, logits)
+            masked = isinstance(self.vocab, WordVocab) and not allow_unk  # as sampling: <unk> never suggested
+            values, order = top_next(logits[0], min(max(1, top), MAX_TOP), masked)
+            # One copy back per keystroke: the suggestions and the new tokens' probabilities together
+            # (float64 holds every id exactly and every float32 probability as it is).
+            scored = [torch.cat(new_probs).nan_to_num(0.0)] if new_probs else []
+            back = to_host(torch.cat([order.double(), values.double(), *(p.double() for p in scored)]))
+            back = back.tolist()
+            k = len(order)
+            self.probs += back[2 * k :]
+            ranked = list(zip((int(i) for i in back[:k]), back[k : 2 * k], strict=True))
         top_tokens = [(self.vocab.tokens[i], p) for i, p in ranked]
         lengths = [len(self.vocab.tokens[i]) for i in self.ids]
         if start:

@@ -88,9 +88,7 @@ def evaluate(
     """
     device = model.head.weight.device
     # in the body, not a decorator: mutation testing skips decorated functions
-    with torch.no_grad(), evaluation_precision(device):
-        was_training = model.training
-        model.eval()
+    with torch.no_grad(), evaluation_precision(device), model.evaluating():
         ids = ids.to(device).long()
         predictions = len(ids) - 1
         if predictions < 1:
@@ -106,16 +104,12 @@ def evaluate(
             progress(0.0)
         total = torch.zeros((), dtype=torch.float64, device=device)
         state = None
-        try:
-            for start in range(0, x.size(1), chunk):
-                logits, state = model(x[:, start : start + chunk], state)
-                total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start : start + chunk].flatten(),
-                                         ignore_index=IGNORE, reduction="sum")
-                if between is not None:
-                    between()
-                if progress is not None:
-                    progress(min(1.0, (start + chunk) / x.size(1)))
-        finally:
-            if was_training:
-                model.train()
+        for start in range(0, x.size(1), chunk):
+            logits, state = model(x[:, start : start + chunk], state)
+            total += F.cross_entropy(logits.float().flatten(0, 1), y[:, start : start + chunk].flatten(),
+                                     ignore_index=IGNORE, reduction="sum")
+            if between is not None:
+                between()
+            if progress is not None:
+                progress(min(1.0, (start + chunk) / x.size(1)))
         return EvalResult(nats=float(total) / predictions, tokens=predictions)

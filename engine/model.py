@@ -63,6 +63,18 @@ class CharRNN(nn.Module):
         return (h, torch.zeros_like(h)) if c.kind == "lstm" else h
 
     @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for a piece of work (sampling, typing, validation), and the mode
+        the model was in back afterwards: a run trains between the pieces."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                self.train()
+
+    @contextlib.contextmanager
     def dropout_off(self) -> Iterator[None]:
         """Training mode without dropout: memory probes must not advance cuDNN's dropout state,
         which lives outside torch's generators (so fork_rng cannot restore it)."""

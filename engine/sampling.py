@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,7 +87,7 @@ class TextGenerator:
         ids, notes = self.prepare(prompt)
         if result is not None:
             result.notes.extend(notes)
-        with self._evaluating(), torch.inference_mode():
+        with self.model.evaluating(), torch.inference_mode():
             seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
             generator = torch.Generator(device=self.device).manual_seed(seed)
             logits, state = self._warm_up(ids)
@@ -100,7 +99,7 @@ class TextGenerator:
             # One chunk: tokens stay on the device, drawn without a host sync (_Picker); one copy
             # back per chunk, not per token.
             n = min(settings.chunk, settings.length - done)
-            with self._evaluating(), torch.inference_mode():
+            with self.model.evaluating(), torch.inference_mode():
                 picker.draw_noise(n)
                 seen = []  # the logits each token was drawn from (each step makes new ones: no copy)
                 for j in range(n):
@@ -125,17 +124,6 @@ class TextGenerator:
                 result.token_lengths += [len(self.vocab.tokens[i]) for i in ids]
             yield piece
 
-    @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode (no dropout) for a piece of work, and the model left as it was found."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            yield
-        finally:
-            if was_training:
-                self.model.train()
-
     def _masks_unk(self, settings: SampleSettings) -> bool:
         return isinstance(self.vocab, WordVocab) and not settings.allow_unk
 
@@ -146,17 +134,11 @@ class TextGenerator:
         if top < 1:
             raise ConfigError(f"top must be at least 1, not {top}")
         ids, notes = self.prepare(prompt)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                logits, _ = self._warm_up(ids)
-                values, order = top_next(logits[0], top, mask_unk=self._masks_unk(SampleSettings(allow_unk=allow_unk)))
-                back = to_host(torch.cat([order.double(), values.double()])).tolist()  # one copy back
-                ranked = list(zip((int(i) for i in back[: len(order)]), back[len(order) :], strict=True))
-        finally:
-            if was_training:
-                self.model.train()
+        with self.model.evaluating(), torch.inference_mode():
+            logits, _ = self._warm_up(ids)
+            values, order = top_next(logits[0], top, mask_unk=self._masks_unk(SampleSettings(allow_unk=allow_unk)))
+            back = to_host(torch.cat([order.double(), values.double()])).tolist()  # one copy back
+            ranked = list(zip((int(i) for i in back[: len(order)]), back[len(order) :], strict=True))
         return [(self.vocab.tokens[i], p) for i, p in ranked], notes
 
     def generate(self, prompt: str, settings: SampleSettings) -> Continuation:
