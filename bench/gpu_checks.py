@@ -628,6 +628,10 @@ def check_batch_size_auto(plan: Plan, tmp: Path) -> tuple[str, str]:
               f"probe; notice: {notices[0] if notices else 'none'}")
     if not notices or trained != steps:
         return "FAIL", detail
+    from charrnn_tui.engine import config as cfg
+
+    if per_epoch < cfg.EPOCH_STEPS - 1 and batch * seq > cfg.MIN_STEP_TOKENS:  # the cap of an epoch's steps
+        return "FAIL", f"{detail}; an epoch has under {cfg.EPOCH_STEPS} steps"
     return "PASS", detail + ("" if plan.cuda else " (a CPU keeps the preset's batch)")
 
 

@@ -270,7 +270,7 @@ def configure(args: argparse.Namespace, corpus: Any = None) -> tuple[cfg.TrainCo
         corpus = corpus if corpus is not None else load_train_corpus(args)
         fitted = cfg.fit_to_corpus(config, len(corpus.text), preset_model=preset_model,
                                    keep_hidden="hidden" in model, keep_dropout="dropout" in model)
-        note = cfg.describe_fit(config.model, fitted.model, len(corpus.text))
+        note = cfg.describe_fit(config.model, fitted.model, len(corpus.text), config.preset)
         config = fitted
     cfg.validate(config)
     return config, note
@@ -298,6 +298,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     if given.get("batch_size") == AUTO:
         del given["batch_size"]
         given["auto_batch_size"] = True
+    elif "batch_size" in given:  # the user's batch, as given
+        given["fit_batch_size"] = False
     return given
 
 
@@ -600,10 +602,20 @@ def defaults_here(argv: list[str]) -> tuple[str, dict[str, str]]:
         "sample_length": config.sample_length, "temperature": config.temperature,
         "eval_interval": config.eval_interval,
     }
+    train_chars = int(len(corpus.text) * (1 - config.val_fraction))  # char tokens: known before the vocabulary
+    if config.fit_batch_size:
+        values["batch_size"] = (f"{config.batch_size}, or less on a text too short for {cfg.EPOCH_STEPS} steps an "
+                                f"epoch (to no fewer than {cfg.MIN_STEP_TOKENS:,} tokens a step)")
+        if config.tokens == "char":
+            fitted_batch = cfg.fitted_batch_size(config.batch_size, config.seq_len, train_chars)
+            if fitted_batch < config.batch_size:
+                values["batch_size"] = (f"{fitted_batch}: the preset's {config.batch_size} would make an epoch "
+                                        f"under {cfg.EPOCH_STEPS} steps")
+            config = dataclasses.replace(config, batch_size=fitted_batch)
     if config.fit_eval_interval:
         values["eval_interval"] = f"{config.eval_interval}, or one epoch where that is shorter"
-        if config.tokens == "char":  # tokens are characters: an epoch is known before the vocabulary
-            epoch = cfg.fitted_eval_interval(config, int(len(corpus.text) * (1 - config.val_fraction)))
+        if config.tokens == "char":
+            epoch = cfg.fitted_eval_interval(config, train_chars)
             if epoch < config.eval_interval:
                 values["eval_interval"] = f"{epoch}: one epoch, shorter than the preset's {config.eval_interval}"
     note = (f"The defaults shown are those that will run here: preset {config.preset} on this "

@@ -42,6 +42,7 @@ class TrainConfig:
     seq_len: int = 128
     batch_size: int = 32
     auto_batch_size: bool = False  # --batch-size auto: the largest that fits on the device, found at start
+    fit_batch_size: bool = False  # a preset's: lowered on a small text so an epoch keeps EPOCH_STEPS steps
     sampler: str = "sequential"
     optimizer: str = "adamw"
     lr: float = 3e-3
@@ -84,31 +85,37 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "model": {"kind": "lstm", "layers": 1, "hidden": 128, "embedding": 32, "dropout": 0.0},
         "seq_len": 64, "batch_size": 16, "lr": 8e-3, "warmup_steps": 20, "eval_interval": 1000,
-        "fit_eval_interval": True,
+        "fit_eval_interval": True, "fit_batch_size": True,
     },
     # A laptop CPU: the best of the sweep for a 75 s budget, 1.48 nats/char on 2 cores (bf16; 1.50 in fp32). Smaller
     # batches (more updates per second) and a high learning rate with cosine decay win there.
     "small": {
         "model": {"kind": "lstm", "layers": 1, "hidden": 384, "embedding": 64, "dropout": 0.0},
         "seq_len": 64, "batch_size": 16, "lr": 8e-3, "warmup_steps": 50, "eval_interval": 500,
-        "fit_eval_interval": True,
+        "fit_eval_interval": True, "fit_batch_size": True,
         # Measured on 2 CPU cores, 75 s on tiny-shakespeare (README, "Choosing the presets"): weight
         # decay 0.1 with the cosine decaying to 0 reached 1.4315 nats/char where 0 and 10% reached 1.48.
         "weight_decay": 0.1, "min_lr_ratio": 0.0,
     },
     # A CUDA GPU. Not yet measured on one (no GPU was lent when it was chosen): sized so that
-    # cuDNN has work to do at batch 128.
+    # cuDNN has work to do at batch 128, for a text of about one character per weight (FITTED_ON).
     "large": {
         "model": {"kind": "lstm", "layers": 2, "hidden": 1024, "embedding": 128, "dropout": 0.2},
         "seq_len": 256, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_interval": 250,
-        "fit_eval_interval": True,
+        "fit_eval_interval": True, "fit_batch_size": True,
     },
 }
 
 
 EVAL_BUDGET = 1 << 18  # tokens a run validates on by default: 262,144, ~9% of a 29 MB text's split
 SMALL_CORPUS_DROPOUT = 0.25
-REFERENCE_CHARS = 1_115_394  # tiny-shakespeare, on which the presets were chosen
+REFERENCE_CHARS = 1_115_394  # tiny-shakespeare, on which the CPU presets were chosen
+# The text each preset's model was sized for; under half of it a default run gets a narrower model.
+# `large` was sized on paper (no GPU measured yet) by char-rnn's rule of thumb, about one weight per
+# character of text: its 13.2M weights suit 13.2M characters.
+FITTED_ON = {"tiny": REFERENCE_CHARS, "small": REFERENCE_CHARS, "large": 13_200_000}
+EPOCH_STEPS = 256  # a fitted batch keeps at least this many steps an epoch ...
+MIN_STEP_TOKENS = 1024  # ... down to this many tokens a step: the CPU presets' 16 x 64, best in their sweep
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
@@ -124,23 +131,26 @@ def recurrent_parameters(model: ModelConfig, hidden: int) -> int:
 def fit_to_corpus(config: TrainConfig, corpus_chars: int | None, *, preset_model: ModelConfig | None = None,
                   keep_hidden: bool = False, keep_dropout: bool = False) -> TrainConfig:
     """The default preset, sized for the corpus (`corpus_chars`: the text's length in characters, as
-    read). The presets were chosen on tiny-shakespeare (1.1M characters). A corpus under half that
-    size gets narrower layers, the hidden width scaled by the fourth root of the size ratio (so the
-    weights by its square root, to the nearest 32 units, at least 64), and dropout of at least 0.25.
+    read). Each preset's model suits a text of FITTED_ON characters (`small`: tiny-shakespeare, 1.1M,
+    where it was chosen). A corpus under half that size gets narrower layers, the hidden width scaled
+    by the fourth root of the size ratio (so the weights by its square root, to the nearest 32 units,
+    at least 64), and dropout of at least 0.25.
     For The Time Machine (179 kB) the `small` preset's 1x384 LSTM becomes 1x256 with dropout 0.25:
     measured over 5,000 steps, its best validation loss is 1.412 (step 3,000) and it is 1.433 at
     step 5,000, where the 1x384 without dropout peaks at 1.423 (step 1,500) and is at 1.650 by step
     4,750 (README, "Small corpora"). Word models are fitted too (by the corpus's characters): on the
-    jokes, 1x224 with dropout reaches 4.449 nats/token where 1x384 without reaches 4.873.
+    jokes, 1x224 with dropout reaches 4.449 nats/token where 1x384 without reaches 4.873. On a GPU,
+    `large`'s 2x1024 becomes 2x544 for tiny-shakespeare (char-rnn's 2x512 with dropout for it).
 
     The budget is the preset's model at that width (`preset_model`, default the config's own
     model); the model given is fitted to it, so --layers 3 gets narrower layers. What the user set
     stays: `keep_hidden`, `keep_dropout`."""
-    if corpus_chars is None or corpus_chars >= REFERENCE_CHARS // 2:
+    reference_chars = FITTED_ON.get(config.preset, REFERENCE_CHARS)
+    if corpus_chars is None or corpus_chars >= reference_chars // 2:
         return config
     model = config.model
     reference = preset_model or model
-    width = max(64, round(reference.hidden * (corpus_chars / REFERENCE_CHARS) ** 0.25 / 32) * 32)
+    width = max(64, round(reference.hidden * (corpus_chars / reference_chars) ** 0.25 / 32) * 32)
     budget = recurrent_parameters(reference, width)
     hidden = model.hidden
     while not keep_hidden and hidden > 64 and recurrent_parameters(model, hidden) > budget:
@@ -149,7 +159,7 @@ def fit_to_corpus(config: TrainConfig, corpus_chars: int | None, *, preset_model
     return dataclasses.replace(config, model=dataclasses.replace(model, hidden=hidden, dropout=dropout))
 
 
-def describe_fit(given: ModelConfig, fitted: ModelConfig, corpus_chars: int) -> str | None:
+def describe_fit(given: ModelConfig, fitted: ModelConfig, corpus_chars: int, preset: str = "small") -> str | None:
     """One line for start-up saying what fit_to_corpus changed, or None where it changed nothing."""
     changes = []
     if fitted.hidden != given.hidden:
@@ -158,8 +168,22 @@ def describe_fit(given: ModelConfig, fitted: ModelConfig, corpus_chars: int) -> 
         changes.append(f"dropout {given.dropout:g} raised to {fitted.dropout:g}")
     if not changes:
         return None
-    return (f"a small corpus ({corpus_chars:,} characters; the presets were chosen on {REFERENCE_CHARS:,}): "
+    reference = FITTED_ON.get(preset, REFERENCE_CHARS)
+    return (f"a small corpus ({corpus_chars:,} characters; preset {preset} suits {reference:,}): "
             f"{' and '.join(changes)} (--hidden and --dropout set them yourself)")
+
+
+def fitted_batch_size(batch: int, seq_len: int, train_tokens: int) -> int:
+    """`batch` (a preset's, or for --batch-size auto the largest that fits in memory), lowered where
+    the text is short so that an epoch keeps EPOCH_STEPS steps, but to no fewer than MIN_STEP_TOKENS
+    tokens a step (16 streams at seq-len 64, 4 at 256; a smaller `batch` stays). The open-ended
+    schedule cuts its rate at evaluations, which come at most once an epoch: `large`'s 128 x 256
+    would read tiny-shakespeare in 30 steps, and the largest batch a GPU holds (1,024) in 4. On a
+    GPU a step of 4 streams takes about as long as one of 128 (an RNN's steps are latency-bound), so
+    a short text gets more updates from the same time, as the CPU sweep found ("more updates beat a
+    bigger batch")."""
+    floor = min(batch, max(1, -(-MIN_STEP_TOKENS // seq_len)))
+    return max(floor, min(batch, train_tokens // (seq_len * EPOCH_STEPS)))
 
 
 def fitted_eval_interval(config: TrainConfig, train_tokens: int) -> int:

@@ -118,8 +118,11 @@ class RunSetup:
         self.train_ids = train_ids.to(self.device)
         probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
                                              or config.seq_len != checkpoint["config"]["seq_len"])
+        preset_batch = config.batch_size
         if probed:
             config.batch_size = self._auto_batch_size(len(train_ids))
+        elif checkpoint is None and config.fit_batch_size:
+            config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, len(train_ids))
         if world.distributed:
             self.group = ProcessGroup(world, self.device)
             if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
@@ -143,6 +146,7 @@ class RunSetup:
         self.schedule = Schedule()
         if checkpoint is None and config.fit_eval_interval:
             config.eval_interval = cfg.fitted_eval_interval(config, len(train_ids))
+        self.plan_notes = [] if checkpoint is not None else self._plan_notes(preset_batch, probed)
         failed: CharRNNError | None = None
         try:
             if world.leader:
@@ -193,6 +197,18 @@ class RunSetup:
             copies = 2 + config.keep_checkpoints  # latest, best and the step-N copies of earlier latests
             self.emit(Notice(f"each checkpoint is about {size / 2**20:,.0f} MB (the weights and the optimizer's "
                              f"state): up to {copies} of them in {self.run_dir} (--keep-checkpoints)", "warning"))
+
+    def _plan_notes(self, preset_batch: int, probed: bool) -> list[str]:
+        """How a new run's batch and learning rate suit its text, in words for start-up."""
+        config, notes = self.config, []
+        epoch = self.batcher.batches_in_epoch()
+        if not probed and config.batch_size < preset_batch:
+            before = len(self.train_ids) // (preset_batch * config.seq_len)
+            notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {epoch:,} steps an epoch, "
+                         f"not {before:,} (--batch-size sets it)")
+        if config.lr_decay and not schedule.has_limit(config):
+            notes.append(schedule.describe_open_ended(epoch))
+        return notes
 
     def _load_corpus(self, config: cfg.TrainConfig, checkpoint: dict[str, Any] | None) -> Corpus:
         try:
@@ -275,6 +291,8 @@ class RunSetup:
         if not memory_limited(self.device):  # the preset's batch (the same on every rank), split evenly
             return max(size, fits_one_process // size * size)
         limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
+        if self.config.fit_batch_size:
+            limit = cfg.fitted_batch_size(limit, self.config.seq_len, train_tokens)
         chosen = max(size, min(self.group.min_int(fits_one_process) * size, limit) // size * size)
         self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "
                          f"({chosen // size} streams each)"))
@@ -283,6 +301,9 @@ class RunSetup:
     def _auto_batch_size(self, train_tokens: int) -> int:
         config = self.config
         limit = max(1, min(AUTO_BATCH_LIMIT, (train_tokens - 1) // config.seq_len))  # a window per stream
+        capped = config.fit_batch_size and cfg.fitted_batch_size(limit, config.seq_len, train_tokens) < limit
+        if capped:  # an epoch of a few hundred steps
+            limit = cfg.fitted_batch_size(limit, config.seq_len, train_tokens)
         if not memory_limited(self.device):
             chosen = min(config.batch_size, limit)
             self.emit(Notice(f"--batch-size auto: memory is not the limit on a {self.device.type}, so the "
@@ -296,6 +317,11 @@ class RunSetup:
             raise ConfigError(f"out of {self.device.type} memory even at batch-size 1 with seq-len "
                               f"{config.seq_len}: lower --seq-len or --hidden")
         chosen = largest if largest == limit else with_headroom(largest)
+        if capped and chosen == limit:
+            self.emit(Notice(f"--batch-size auto: batch-size {chosen}, the largest that keeps {cfg.EPOCH_STEPS} "
+                             f"steps an epoch on this text ({train_tokens:,} tokens at seq-len {config.seq_len}); "
+                             f"{self.device.type} memory holds it"))
+            return chosen
         self.emit(Notice(f"--batch-size auto: {largest} fit in {self.device.type} memory at seq-len "
                          f"{config.seq_len}; training with batch-size {chosen}"))
         return chosen
@@ -369,9 +395,10 @@ class RunSetup:
                 self.schedule = Schedule.from_dict(ck["schedule"])
             except (ValueError, TypeError) as e:
                 raise CheckpointError(f"{self.resume_path}: {e}") from None
-        # else written before schedules were saved: a run with a limit goes on as it did; an open-ended
-        # one through the cosine of its first 10 epochs (the one it followed), then back at the peak
-        # with the plateau rule where it used to hold its floor: what a fresh Schedule does
+        else:  # written before schedules were saved: a run with a limit goes on as it did; an open-ended
+            # one through the cosine of its first 10 epochs (the one it followed, with no time bound),
+            # then back at the peak with the plateau rule where it used to hold its floor
+            self.schedule.cosine_seconds = None
         more = {k: v for k, v in self.overrides.items() if k in schedule.LIMITS and v is not None}
         keep = bool(self.overrides.get("keep_schedule"))
         if not more:

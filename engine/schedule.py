@@ -3,7 +3,9 @@
 A run with a stop condition (--max-steps, --max-epochs, --max-time) warms up, then follows a cosine
 down to min_lr_ratio * lr at the limit. A run without one trains until stopped, so no horizon can
 be known. It warms up and follows the cosine of a 10-epoch run, exactly as it always did (its
-first minutes are those of a short run); then it goes back to the peak and divides the rate by 4
+first minutes are those of a short run), or of a 15-minute one where 10 epochs would take longer
+(a slow device or a long text: the horizon follows the device's speed, in training time); then
+it goes back to the peak and divides the rate by 4
 at each evaluation that brings no new best since (PyTorch's word language model example does the
 same), down to a floor of the peak / 1024, where it stays. It never reaches 0, so it keeps
 learning for as long as it runs. Measured against the 10-epoch cosine to 0 it replaces,
@@ -23,7 +25,8 @@ from typing import Any
 
 from .config import TrainConfig
 
-FIRST_COSINE_EPOCHS = 10.0  # an open-ended run first decays over as many epochs as it used to
+FIRST_COSINE_EPOCHS = 10.0  # an open-ended run first decays over as many epochs as it used to ...
+FIRST_COSINE_SECONDS = 900.0  # ... or over 15 minutes of training where that comes first
 CUT = 0.25  # then an evaluation with no new best divides its rate by 4
 FLOOR = CUT**5  # ... five times at most: the peak / 1024, never 0
 LIMITS = ("max_steps", "max_epochs", "max_time")
@@ -77,6 +80,14 @@ def describe_limits(config: TrainConfig, start: Position | None = None) -> str:
     return ", ".join(words) if words else "training until stopped"
 
 
+def describe_open_ended(steps_per_epoch: int) -> str:
+    """What the learning rate of a new open-ended run will do, in words, for start-up."""
+    return (f"no stop condition, so the learning rate follows a cosine over the first "
+            f"{FIRST_COSINE_EPOCHS:g} epochs ({FIRST_COSINE_EPOCHS * steps_per_epoch:,.0f} steps) or "
+            f"{FIRST_COSINE_SECONDS / 60:g} minutes of training, whichever ends first, then is divided by 4 at "
+            "each evaluation without a new best")
+
+
 def seconds_text(seconds: float) -> str:
     """Training time as a limit is told: 0.5s, 8.0s, 620s."""
     return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
@@ -105,13 +116,15 @@ class Schedule:
     `start`: where the current segment's cosine began (a fresh run: step 0; after a resume, maybe a
     virtual point before it, see `restart`). An open-ended segment first follows a cosine over
     `cosine_epochs` (10 for a fresh run: what a 10-epoch run would do, so its first minutes are as
-    good as a short run's), then goes back to the peak and keeps to the plateau rule: `scale` is
+    good as a short run's) or `cosine_seconds` of training, whichever ends first (None: epochs only,
+    as runs saved before it kept), then goes back to the peak and keeps to the plateau rule: `scale` is
     its rate after its cuts, `best` the best validation since it began. `since_change`:
     evaluations since the last cut or the return to the peak (None: neither yet)."""
 
     start: Position = field(default_factory=Position)
     scale: float = 1.0
     cosine_epochs: float = FIRST_COSINE_EPOCHS
+    cosine_seconds: float | None = FIRST_COSINE_SECONDS
     best: float | None = None
     cuts: int = 0
     since_change: int | None = None
@@ -128,12 +141,27 @@ class Schedule:
         if fraction is not None:
             return cosine(config.lr, config.lr * config.min_lr_ratio, fraction)
         if self.in_first_cosine(position):  # as a 10-epoch run would (0 only at its end, where the peak is back)
-            return cosine(config.lr, config.lr * config.min_lr_ratio,
-                          (position.epoch - self.start.epoch) / self.cosine_epochs)
+            return cosine(config.lr, config.lr * config.min_lr_ratio, self.first_cosine_fraction(position))
         return config.lr * self.scale
 
+    def first_cosine_fraction(self, position: Position) -> float:
+        """How far through its first cosine an open-ended segment is: the further of its epochs and
+        its training time."""
+        fraction = (position.epoch - self.start.epoch) / self.cosine_epochs if self.cosine_epochs else 1.0
+        if self.cosine_seconds is not None:
+            by_time = (position.seconds - self.start.seconds) / self.cosine_seconds if self.cosine_seconds else 1.0
+            fraction = max(fraction, by_time)
+        return fraction
+
     def in_first_cosine(self, position: Position) -> bool:
-        return position.epoch - self.start.epoch < self.cosine_epochs
+        return self.first_cosine_fraction(position) < 1.0
+
+    def first_cosine_length(self, position: Position) -> str:
+        """What ended the first cosine, in words: its epochs or its training time."""
+        epochs = (position.epoch - self.start.epoch) / self.cosine_epochs if self.cosine_epochs else 1.0
+        if epochs >= 1.0 or self.cosine_seconds is None:
+            return f"{self.cosine_epochs:g} epochs"
+        return f"{self.cosine_seconds / 60:g} minutes of training, before {self.cosine_epochs:g} epochs"
 
     def after_evaluation(self, config: TrainConfig, position: Position, value: float) -> str | None:
         """Note an evaluation of validation loss `value`. An open-ended run past its first cosine
@@ -147,7 +175,7 @@ class Schedule:
             self.best, self.since_change = value, 0
             if not self.cosine_epochs:  # a resume that cleared the limits said what it does
                 return None
-            return (f"after the first {self.cosine_epochs:g} epochs' cosine, the learning rate is back at "
+            return (f"after the first cosine ({self.first_cosine_length(position)}), the learning rate is back at "
                     f"{config.lr * self.scale:.2e}; from here each evaluation that brings no new best divides it "
                     "by 4")
         if value < self.best:
@@ -174,7 +202,7 @@ class Schedule:
         point before `position`. Open-ended: the plateau rule at once, from the rate a run planned
         as long again as this one so far would have (half way down), or the current one.
         `keep`: hold the current rate instead."""
-        self.since_change, self.kept, self.cosine_epochs, self.best = None, keep, 0.0, None
+        self.since_change, self.kept, self.cosine_epochs, self.cosine_seconds, self.best = None, keep, 0.0, 0.0, None
         self.start = position
         floor = config.min_lr_ratio
         if keep:
@@ -204,6 +232,8 @@ class Schedule:
     @classmethod
     def from_dict(cls, data: Any) -> Schedule:
         """From `to_dict`; ValueError if it is not one."""
+        if isinstance(data, dict) and "cosine_seconds" not in data:  # saved before the time bound: epochs only
+            data = {**data, "cosine_seconds": None}
         if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
             raise ValueError("schedule state is malformed")
         start = data["start"]
@@ -211,9 +241,11 @@ class Schedule:
             raise ValueError("schedule start is malformed")
         schedule = cls(Position(float(start["step"]), float(start["epoch"]), float(start["seconds"])),
                        float(data["scale"]), float(data["cosine_epochs"]),
+                       None if data["cosine_seconds"] is None else float(data["cosine_seconds"]),
                        None if data["best"] is None else float(data["best"]), int(data["cuts"]),
                        None if data["since_change"] is None else int(data["since_change"]), bool(data["kept"]))
         numbers = (schedule.scale, schedule.cosine_epochs,
+                   0.0 if schedule.cosine_seconds is None else schedule.cosine_seconds,
                    0.0 if schedule.best is None else schedule.best)
         starts = (schedule.start.step, schedule.start.epoch, schedule.start.seconds)  # a virtual start may be < 0
         if (not all(math.isfinite(x) and x >= 0 for x in numbers) or not all(math.isfinite(x) for x in starts)

@@ -130,8 +130,9 @@ class Trainer(Controls, RunSetup):
         try:
             self._setup()
             if self.world.leader:
-                for note in self.start_notes:
-                    self.emit(Notice(note))
+                plan = [*self.start_notes, *self.plan_notes]  # how the defaults suit this text: one line
+                if plan:
+                    self.emit(Notice("; ".join(plan)))
                 self._loop()
             else:
                 self._follow()

@@ -208,7 +208,7 @@ def test_the_fit_to_a_small_corpus_is_said_at_start_up():
     given = cfg.ModelConfig(layers=3, hidden=384, dropout=0.0)
     fitted = cfg.ModelConfig(layers=3, hidden=96, dropout=0.25)
     assert cfg.describe_fit(given, fitted, 178_887) == (
-        "a small corpus (178,887 characters; the presets were chosen on 1,115,394): lstm 3x384 narrowed to 3x96 "
+        "a small corpus (178,887 characters; preset small suits 1,115,394): lstm 3x384 narrowed to 3x96 "
         "and dropout 0 raised to 0.25 (--hidden and --dropout set them yourself)")
     assert cfg.describe_fit(given, given, 178_887) is None
 

@@ -54,6 +54,33 @@ def test_an_open_ended_run_first_follows_the_cosine_of_a_10_epoch_run_then_goes_
     assert rule.since_change == 0 and rule.cuts == 0
 
 
+def test_the_first_cosine_ends_after_15_minutes_of_training_where_10_epochs_would_take_longer():
+    """A long text or a slow device: the horizon is the earlier of 10 epochs and 15 minutes of training."""
+    config = _preset("small", warmup_steps=0)
+    rule = Schedule()
+    assert rule.rate(config, Position(step=10, epoch=0.5, seconds=450.0)) == pytest.approx(config.lr / 2)  # by time
+    assert rule.rate(config, Position(step=10, epoch=5.0, seconds=60.0)) == pytest.approx(config.lr / 2)  # by epochs
+    assert rule.after_evaluation(config, Position(epoch=0.9, seconds=899.0), 3.0) is None  # still in it
+    assert rule.rate(config, Position(step=10, epoch=1.0, seconds=900.0)) == config.lr  # back at the peak
+    said = rule.after_evaluation(config, Position(epoch=1.0, seconds=900.0), 3.0)
+    assert said.startswith("after the first cosine (15 minutes of training, before 10 epochs), the learning rate is "
+                           "back at 8.00e-03")
+    assert rule.after_evaluation(config, Position(epoch=1.1, seconds=950.0), 3.1).startswith("no new best")
+    quick = Schedule()
+    quick.after_evaluation(config, Position(epoch=10.0, seconds=100.0), 3.0)
+    assert quick.best == 3.0  # 10 epochs came first
+    said = Schedule().after_evaluation(config, Position(epoch=10.0, seconds=100.0), 3.0)
+    assert said.startswith("after the first cosine (10 epochs)")
+
+
+def test_a_schedule_saved_before_the_time_bound_keeps_to_epochs():
+    saved = Schedule().to_dict()
+    del saved["cosine_seconds"]
+    rule = Schedule.from_dict(saved)
+    assert rule.cosine_seconds is None and rule.in_first_cosine(Position(epoch=9.0, seconds=1e6))
+    assert not rule.in_first_cosine(Position(epoch=10.0, seconds=0.0))
+
+
 def test_a_run_with_a_stop_condition_keeps_its_cosine_to_the_floor():
     config = _preset("small", max_steps=1000)  # min_lr_ratio 0: the 75-second benchmark's schedule
     rule = Schedule()
@@ -92,11 +119,13 @@ def test_the_rate_of_an_open_ended_run_only_falls_and_never_below_the_floor(curv
 
 
 def test_a_schedule_round_trips_and_a_broken_one_is_refused():
-    rule = Schedule(Position(40, 2.5, 12.0), 0.25, 0.0, 1.5, 3, 1, False)
+    rule = Schedule(Position(40, 2.5, 12.0), scale=0.25, cosine_epochs=0.0, cosine_seconds=600.0, best=1.5, cuts=3,
+                    since_change=1, kept=False)
     assert Schedule.from_dict(rule.to_dict()) == rule
     for broken in ({}, {**rule.to_dict(), "scale": 2.0}, {**rule.to_dict(), "scale": float("nan")},
                    {**rule.to_dict(), "start": {"step": 1}}, {**rule.to_dict(), "extra": 1}, [],
-                   {**rule.to_dict(), "best": float("inf")}, {**rule.to_dict(), "cosine_epochs": -1.0}):
+                   {**rule.to_dict(), "best": float("inf")}, {**rule.to_dict(), "cosine_epochs": -1.0},
+                   {**rule.to_dict(), "cosine_seconds": -1.0}, {**rule.to_dict(), "cosine_seconds": float("inf")}):
         with pytest.raises(ValueError):
             Schedule.from_dict(broken)
 
@@ -256,6 +285,7 @@ def test_a_checkpoint_from_before_schedules_were_saved_resumes_as_it_ran(repetit
     trainer.run()
     epoch, rate = seen[0]
     assert 4 < epoch < 6 and rate == pytest.approx(schedule.cosine(0.01, 0.001, epoch / 10), rel=0.01)
+    assert trainer.schedule.cosine_seconds is None  # its cosine had no time bound
     assert trainer.config.eval_tokens == 0
 
 
