@@ -66,7 +66,7 @@ RESUMABLE_OVERRIDES = (
     "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
     "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
     "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
-    "lr_decay", "tensorboard", "fit_eval_interval",
+    "lr_decay", "tensorboard", "fit_eval_interval", "fit_batch_size",
 )
 
 
