@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tui_overhead import CLI, Tmux  # noqa: E402
 
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from charrnn_tui.engine.client import EngineClient  # noqa: E402
 from charrnn_tui.engine.history import LossHistory  # noqa: E402
+from charrnn_tui.engine.serve.client import EngineClient  # noqa: E402
 
 
 def long_run(runs: Path, steps: int) -> Path:

@@ -22,8 +22,8 @@ from charrnn_tui.corpora import bundled_path
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from charrnn_tui.engine.corpus import load_corpus
-from charrnn_tui.engine.vocab import build_vocab
+from charrnn_tui.engine.text.corpus import load_corpus
+from charrnn_tui.engine.text.vocab import build_vocab
 t1 = time.perf_counter()
 corpus = load_corpus(sys.argv[1])
 t2 = time.perf_counter()
@@ -54,7 +54,7 @@ def main() -> int:
                                          check=True).stdout)
         t0 = time.perf_counter()
         train = subprocess.run(
-            [sys.executable, "-c", "import resource, sys; from charrnn_tui.engine.cli import main; "
+            [sys.executable, "-c", "import resource, sys; from charrnn_tui.engine.cli.main import main; "
              "rc = main(sys.argv[1:]); print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); "
              "sys.exit(rc)",
              "train", str(path), "--preset", "small", "--max-steps", str(args.steps), "--eval-tokens", "200000",

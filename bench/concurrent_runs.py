@@ -4,7 +4,7 @@
 
 For each count N, N headless runs of the preset on tiny-shakespeare start together in one runs
 folder and train for --seconds; each run's chars/s comes from its checkpoint. "shared" is the
-default (each run takes its share of the cores, engine/threads.py); "each takes all" gives every
+default (each run takes its share of the cores, engine/run/threads.py); "each takes all" gives every
 run --threads equal to the core count, which is what every run did before sharing.
 """
 
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
-from charrnn_tui.engine.threads import available_cores
+from charrnn_tui.engine.run.threads import available_cores
 
 CLI = [sys.executable, "-m", "charrnn_tui.engine"]
 

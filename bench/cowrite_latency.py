@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tui_overhead import CLI  # noqa: E402
 
 from charrnn_tui.engine import events as ev  # noqa: E402
-from charrnn_tui.engine.client import EngineClient  # noqa: E402
+from charrnn_tui.engine.serve.client import EngineClient  # noqa: E402
 
 TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and Juliet is the sun. "
         "Arise, fair sun, and kill the envious moon, who is already sick and pale with grief.")

@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from charrnn_tui.engine import config as cfg  # noqa: E402
 from charrnn_tui.engine import schedule  # noqa: E402
-from charrnn_tui.engine.cli import build_parser, configure  # noqa: E402
-from charrnn_tui.engine.corpus import load_corpus  # noqa: E402
+from charrnn_tui.engine.cli.arguments import configure  # noqa: E402
+from charrnn_tui.engine.cli.main import build_parser  # noqa: E402
 from charrnn_tui.engine.events import Notice, Progress  # noqa: E402
-from charrnn_tui.engine.trainer import Trainer  # noqa: E402
+from charrnn_tui.engine.run.trainer import Trainer  # noqa: E402
+from charrnn_tui.engine.text.corpus import load_corpus  # noqa: E402
 
 CORPORA = (("shakespeare", "char"), ("timemachine", "char"), ("jokes", "word"))
 

@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from charrnn_tui.engine.corpus import load_corpus
-from charrnn_tui.engine.data import split_tokens, validation_ids
-from charrnn_tui.engine.evaluate import evaluate
-from charrnn_tui.engine.inference import load_model
+from charrnn_tui.engine.model.evaluate import evaluate
+from charrnn_tui.engine.model.inference import load_model
 from charrnn_tui.engine.runs import default_runs_dir, resolve_checkpoint
+from charrnn_tui.engine.text.corpus import load_corpus
+from charrnn_tui.engine.text.data import split_tokens, validation_ids
 
 
 def main() -> int:

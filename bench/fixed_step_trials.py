@@ -27,8 +27,8 @@ import torch
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine import run_setup
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_speed import parse_value  # noqa: E402  (the --set syntax of bench/train_speed.py)

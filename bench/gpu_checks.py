@@ -4,7 +4,7 @@
 temporary folder, the time limits and the clean-up.
 
 On CUDA each check runs the default GPU run (the preset `charrnn-tui train` picks there, fitted to
-the default corpus: engine/doctor.py's default_run). Without CUDA the checks that need it say SKIP
+the default corpus: engine/cli/doctor.py's default_run). Without CUDA the checks that need it say SKIP
 with the reason, after a dry run of their code on the CPU where one makes sense (tiny preset, a few
 seconds; --quick: about a second), and the checks that hold on a CPU too (--batch-size auto, resume
 equality) PASS or FAIL there.
@@ -96,7 +96,7 @@ def default_config(plan: Plan):
     from charrnn_tui.engine import config as cfg
 
     if plan.cuda:
-        from charrnn_tui.engine.doctor import default_run
+        from charrnn_tui.engine.cli.doctor import default_run
 
         config, _ = default_run("cuda")
     else:
@@ -114,7 +114,7 @@ def describe(config, bf16: bool | None = None) -> str:
 def set_up(config, runs_dir: Path, name: str):
     """A Trainer set up as a run starts (model, optimizer, batches on the device), ready for
     `_train_step`; `close` it after."""
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     trainer = Trainer(config, runs_dir=runs_dir, run_name=name)
     trainer._setup()
@@ -283,7 +283,7 @@ class PartLog:
     def __init__(self, model):
         import torch
 
-        from charrnn_tui.engine import device as device_module
+        from charrnn_tui.engine.model import device as device_module
 
         self.seen: dict[str, dict] = {}
         self.hooks = []
@@ -391,8 +391,8 @@ class SyncLog:
 def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
     import torch
 
-    from charrnn_tui.engine.device import precision_by_part
-    from charrnn_tui.engine.evaluate import evaluate
+    from charrnn_tui.engine.model.device import precision_by_part
+    from charrnn_tui.engine.model.evaluate import evaluate
 
     config = default_config(plan)
     trainer = set_up(config, tmp / "runs", "syncs")
@@ -485,7 +485,7 @@ def onoff(values: set[bool]) -> str:
 def check_step_speed(plan: Plan, tmp: Path) -> tuple[str, str]:
     import torch
 
-    from charrnn_tui.engine.device import memory_in_use, synchronize
+    from charrnn_tui.engine.model.device import memory_in_use, synchronize
 
     config = default_config(plan)
     cuda = plan.cuda
@@ -600,7 +600,7 @@ def check_sample_speed(plan: Plan, tmp: Path) -> tuple[str, str]:
 
 # ---- 6. --batch-size auto -------------------------------------------------------------------------
 def check_batch_size_auto(plan: Plan, tmp: Path) -> tuple[str, str]:
-    from charrnn_tui.engine.cli import main as engine_main
+    from charrnn_tui.engine.cli.main import main as engine_main
 
     runs, jsonl = tmp / "runs", tmp / "auto.jsonl"
     steps = 5 if plan.cuda else 3
@@ -649,7 +649,7 @@ def check_resume_equality(plan: Plan, tmp: Path) -> tuple[str, str]:
     config = dataclasses.replace(default_config(plan), max_steps=total, report_interval=1e-9, eval_interval=10**6,
                                  fit_eval_interval=False, eval_tokens=EVAL_TOKENS)
     runs = tmp / "runs"
-    # The whole run saves where the other stops: a save re-seeds cuDNN's dropout state (engine/device.py
+    # The whole run saves where the other stops: a save re-seeds cuDNN's dropout state (engine/model/device.py
     # reseed_cudnn_dropout), so both draw the same masks after it.
     whole = step_losses(save_at=stop, config=config, runs_dir=runs, run_name="whole")
     step_losses(stop_at=stop, config=config, runs_dir=runs, run_name="part")
@@ -682,8 +682,8 @@ def check_oom_recovery(plan: Plan, tmp: Path) -> tuple[str, str]:
     from charrnn_tui.engine.checkpoint import load_checkpoint
     from charrnn_tui.engine.errors import CharRNNError
     from charrnn_tui.engine.events import Progress
+    from charrnn_tui.engine.run.trainer import Trainer
     from charrnn_tui.engine.runs import LATEST
-    from charrnn_tui.engine.trainer import Trainer
 
     cap_after = 3  # steps trained before the cap: the run has a whole step to save
     config = dataclasses.replace(default_config(plan), max_steps=20, report_interval=1e-9, eval_interval=10**6,
@@ -771,7 +771,7 @@ def check_torchrun_ddp(plan: Plan, tmp: Path) -> tuple[str, str]:
         detail = f"torchrun, 1 process, {FORCE_DDP}=1: {started['device_name']}, through DDP; {trained}"
         return ("PASS" if plan.cuda else "SKIP"), dry + detail
     detail = (f"torchrun, 1 process, {FORCE_DDP}=1: {trained}, but NOT through DDP ({started['device_name']}, "
-              f"world size {started['world_size']}): engine/distributed.py does not honour {FORCE_DDP}")
+              f"world size {started['world_size']}): engine/run/distributed.py does not honour {FORCE_DDP}")
     return ("FAIL" if plan.cuda else "SKIP"), dry + detail
 
 

@@ -59,7 +59,7 @@ SHIMS = [ROOT / "src" / "charrnn_tui" / "engine", ROOT / "src" / "charrnn_tui" /
 
 @dataclass(frozen=True)
 class Suite:
-    files: list[str]  # under src/charrnn_tui/, e.g. "engine/step.py"
+    files: list[str]  # under src/charrnn_tui/, e.g. "engine/model/step.py"
     tests: list[str]  # pytest's selection (files, --ignore options)
     # File (as a module name below charrnn_tui, e.g. "engine.trainer") -> (group, what belongs to it): "f" a
     # function, "C.m" a method, "C.*" a whole class. The rest of such a file is its ".rest" group.
@@ -81,29 +81,38 @@ class Suite:
 
 
 def group_name(module: str) -> str:
-    """engine.step -> step, tui.chart -> tui.chart: the engine's files by their own name, the app's with tui."""
-    return module.removeprefix("engine.")
+    """engine.model.step -> step, tui.chart -> tui.chart: the engine's files by their own name (whatever their
+    layer's package), the app's with tui."""
+    return module.rpartition(".")[2] if module.startswith("engine.") else module
+
+
+def engine_file(name: str) -> str:
+    """step -> engine/model/step.py: an engine module's file, by its name (each is unique)."""
+    found = [p for p in (ROOT / "engine").rglob(f"{name}.py")]
+    assert len(found) == 1, f"engine module {name}: {found}"
+    return found[0].relative_to(ROOT).as_posix()
 
 
 SUITES = {
     "core": Suite(
-        files=[f"engine/{m}.py" for m in
+        files=[engine_file(m) for m in
                ("sampling", "data", "evaluate", "checkpoint", "vocab", "model", "step", "trainer", "run_setup")],
         # The engine's own tests only: the test_tui_* files start a Textual UI and are slow, and the run-server
         # tests (a run in a thread, driven over its socket or by a subprocess) hang under mutmut's call tracing.
         tests=["tests", "--ignore-glob=tests/test_tui_*.py", "--ignore=tests/test_server.py",
                "--ignore=tests/test_runs_cli.py", "--ignore=tests/test_threads.py"],
         scopes={
-            "engine.trainer": ("trainer.step", {"Trainer._train_step", "Trainer._report", "Trainer._flush_progress"}),
-            "engine.run_setup": ("run_setup.checkpoints", {
+            "engine.run.trainer": ("trainer.step", {"Trainer._train_step", "Trainer._report",
+                                                    "Trainer._flush_progress"}),
+            "engine.run.run_setup": ("run_setup.checkpoints", {
                 "RunSetup._save", "RunSetup._save_final", "RunSetup._checkpoint_payload", "RunSetup._restore",
                 "RunSetup._restore_position", "RunSetup._same_batch_shape", "RunSetup._last_good_checkpoint",
                 "RunSetup._save_after_out_of_memory", "RunSetup._fail_unsaved", "RunSetup.resumed_config"}),
         },
     ),
     "logic": Suite(
-        files=[*(f"engine/{m}.py" for m in ("schedule", "history", "overfitting", "novelty", "protocol", "control",
-                                             "runs", "server", "client")),
+        files=[*(engine_file(m) for m in ("schedule", "history", "overfitting", "novelty", "protocol", "control",
+                                          "runs", "server", "client")),
                *(f"tui/{m}.py" for m in ("chart", "run_view", "compared_runs", "sample_text", "formatting",
                                          "engine_inbox"))],
         # Every test file but the slow end-to-end ones (training runs, the app in tmux, the CLI in subprocesses):
@@ -114,10 +123,10 @@ SUITES = {
             "model_and_eval", "resuming", "runs_cli", "sampling", "threads", "training_step", "vocab",
             "textual_caches", "tui_pilot", "tui_snapshots", "tui_terminal"))],
         scopes={
-            "engine.server": ("server.logic", {
+            "engine.serve.server": ("server.logic", {
                 "RunRecord.*", "_RateLimit.*", "RunServer.handle_event", "RunServer._coalesced",
                 "RunServer.apply_request", "_Client._greet", "_Client._handle"}),
-            "engine.client": ("client.logic", {
+            "engine.serve.client": ("client.logic", {
                 "EngineClient._mirror", "EngineClient.status", "EngineClient._not_live_message", "_event_or_none",
                 "_number", "_whole"}),
         },
@@ -182,8 +191,8 @@ def prepare(workspace: Path, suite: Suite) -> None:
 
 
 def group_of(name: str, suite: Suite) -> str:
-    """charrnn_tui.engine.trainer.xǁTrainerǁ_report__mutmut_3 -> trainer.step; charrnn_tui.tui.chart.x_plot__mutmut_1
-    -> tui.chart"""
+    """charrnn_tui.engine.run.trainer.xǁTrainerǁ_report__mutmut_3 -> trainer.step;
+    charrnn_tui.tui.chart.x_plot__mutmut_1 -> tui.chart"""
     module, _, function = name.partition("__mutmut_")[0].rpartition(".")
     module = module.removeprefix("charrnn_tui.")
     if module not in suite.scopes:

@@ -42,9 +42,9 @@ from pathlib import Path
 
 from charrnn_tui.corpora import bundled_path
 from charrnn_tui.engine import protocol
-from charrnn_tui.engine.control import MAX_PROMPT_CHARS, MAX_PROMPT_LENGTH
+from charrnn_tui.engine.run.control import MAX_PROMPT_CHARS, MAX_PROMPT_LENGTH
 from charrnn_tui.engine.runs import SOCKET, unix_address
-from charrnn_tui.engine.server import REQUESTS_PER_SECOND
+from charrnn_tui.engine.serve.server import REQUESTS_PER_SECOND
 
 CLI = [str(Path(sys.executable).with_name("charrnn-tui"))]  # the console script, as a user runs it
 NAME = "request-cost"

@@ -17,10 +17,10 @@ import torch
 
 from charrnn_tui.corpora import bundled_path
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.device import pick_device
-from charrnn_tui.engine.model import CharRNN
-from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
-from charrnn_tui.engine.vocab import CharVocab
+from charrnn_tui.engine.model.device import pick_device
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
+from charrnn_tui.engine.text.vocab import CharVocab
 
 
 @torch.no_grad()

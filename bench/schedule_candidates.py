@@ -1,5 +1,5 @@
 """Learning-rate rules for open-ended runs, compared at equal steps: how the rule in
-engine/schedule.py was chosen.
+engine/run/schedule.py was chosen.
 
     python bench/schedule_candidates.py timemachine plateau --steps 12000
     python bench/schedule_candidates.py jokes cosine-then-plateau --steps 3000 -- --tokens word
@@ -26,9 +26,11 @@ import math
 import tempfile
 from pathlib import Path
 
-from charrnn_tui.engine import cli, schedule
+from charrnn_tui.engine.cli import arguments
+from charrnn_tui.engine.cli import main as cli
 from charrnn_tui.engine.events import Evaluated, Progress
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run.trainer import Trainer
 
 FLOOR = schedule.FLOOR
 
@@ -88,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="schedule-") as runs:
         train = cli.parse(["train", args.corpus, *args.train_flags, "--threads", "1", "--sample-interval", "0",
                            "--checkpoint-interval", "0", "--runs-dir", runs, "--headless"])
-        config = cli.config_from_args(train)
+        config = arguments.config_from_args(train)
         candidate = Candidate(args.restart)
 
         class Trial(Trainer):

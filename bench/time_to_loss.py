@@ -11,7 +11,7 @@ reported apart. The reference is the simplest loop one would write from the PyTo
 precision), timed in the same run in slices before training and after each evaluation, so that both
 see the same drift of the machine's speed and the engine's overhead shows as a ratio. It runs as the
 engine does: the backends set up alike (TF32 and cuDNN autotuning on CUDA), and the recurrent layers
-where engine/device.py puts them (on CUDA outside the bf16 autocast, in fp32: autocast would run a
+where engine/model/device.py puts them (on CUDA outside the bf16 autocast, in fp32: autocast would run a
 cuDNN RNN in fp16).
 """
 
@@ -32,10 +32,10 @@ from torch import nn
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.corpus import load_corpus
-from charrnn_tui.engine.device import autocast, configure_backends, pick_device, recurrent_precision, use_bf16
-from charrnn_tui.engine.trainer import Trainer
-from charrnn_tui.engine.vocab import CharVocab
+from charrnn_tui.engine.model.device import autocast, configure_backends, pick_device, recurrent_precision, use_bf16
+from charrnn_tui.engine.run.trainer import Trainer
+from charrnn_tui.engine.text.corpus import load_corpus
+from charrnn_tui.engine.text.vocab import CharVocab
 
 CHECKPOINTS = (15, 30, 60, 75)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run.trainer import Trainer
 
 
 def parse_value(text: str):

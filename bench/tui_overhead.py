@@ -82,7 +82,7 @@ def detached_run(preset: str, seconds: float, runs: Path, name: str, viewers: in
 
 
 def _last_train_record(run_dir: Path) -> dict:
-    from charrnn_tui.engine.metrics import read_metrics
+    from charrnn_tui.engine.run.metrics import read_metrics
 
     return [r for r in read_metrics(run_dir) if "train_loss" in r][-1]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from charrnn_tui.engine.errors import CheckpointError
 
 FORMAT = "charrnn-tui"
 FORMAT_VERSION = 1

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CheckpointError, ConfigError
+from charrnn_tui.engine.errors import CheckpointError, ConfigError
 
 MODEL_KINDS = ("lstm", "gru", "rnn")
 TOKEN_KINDS = ("char", "word")

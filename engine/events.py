@@ -69,7 +69,7 @@ class Progress(Event):
     eta_seconds: float | None  # to the stop condition, or None without one
     epoch_eta_seconds: float | None  # to the end of the current epoch
     memory_bytes: int | None
-    # From NVML on a CUDA GPU with nvidia-ml-py installed (engine/gpu_monitor.py); None elsewhere.
+    # From NVML on a CUDA GPU with nvidia-ml-py installed (engine/run/gpu_monitor.py); None elsewhere.
     gpu_utilisation: int | None = None  # percent
     gpu_memory_used: int | None = None  # bytes, every process's
     gpu_memory_total: int | None = None
@@ -132,7 +132,7 @@ class SampleFinished(Event):
 
 @dataclass(frozen=True)
 class NextTokens(Event):
-    """What the model expects after `text`, someone's prompt as they type it (engine/cowrite.py)."""
+    """What the model expects after `text`, someone's prompt as they type it (engine/model/cowrite.py)."""
 
     text: str
     top: tuple[tuple[str, float], ...]  # (token, probability), most likely first

@@ -64,3 +64,8 @@ def printable(text: str, keep_newlines: bool = True) -> str:
 def printable_line(text: str) -> str:
     """`printable` for a one-line context (a table cell, an error message): newline and tab pictured."""
     return printable(text, keep_newlines=False)
+
+
+def percent(fraction: float) -> str:
+    """0.1 -> '10%', 0.001 -> '0.1%' (not '0%'), 0.125 -> '12.5%'."""
+    return f"{fraction * 100:.3g}%"

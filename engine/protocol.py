@@ -31,7 +31,7 @@ import types
 import typing
 from typing import Any
 
-from . import events as ev
+from charrnn_tui.engine import events as ev
 
 VERSION = 1
 MAX_LINE = 1 << 20  # bytes; a longer line is refused and its sender disconnected

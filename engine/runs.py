@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, ConfigError
-from .printable import printable_line
+from charrnn_tui.engine.errors import CheckpointError, ConfigError
+from charrnn_tui.engine.printable import printable_line
 
 LATEST = "latest.pt"
 BEST = "best.pt"
-SOCKET = "engine.sock"  # the live run's server (engine/server.py)
+SOCKET = "engine.sock"  # the live run's server (engine/serve/server.py)
 STATUS = "status.json"  # what the run's server last said about it, for `charrnn-tui runs`
 LOG = "engine.log"  # a detached engine's output
+METRICS = "metrics.jsonl"  # a line per progress report and evaluation (engine/run/metrics.py)
 LIVE_STATES = ("starting", "training", "paused")
 UNREADABLE = "unreadable"  # the state `runs` shows for a run whose files cannot be trusted
 STATUS_LIMIT = 64 * 1024  # bytes: a status.json is a few hundred; a bigger one is none of ours

@@ -47,7 +47,7 @@ def step_losses(stop_at: int | None = None, save_at: int | None = None, **traine
     """Per-step training losses of a Trainer run; with `save_at`, press save after that step; with
     `stop_at`, stop (and save) as a user would after that step."""
     from charrnn_tui.engine.events import Progress
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     losses: dict[int, float] = {}
     trainer: Trainer
@@ -85,8 +85,8 @@ class LocalRun:
     def __init__(self, config, runs_dir, name: str = "local", **trainer_kwargs):
         import threading
 
-        from charrnn_tui.engine.server import RunServer
-        from charrnn_tui.engine.trainer import Trainer
+        from charrnn_tui.engine.run.trainer import Trainer
+        from charrnn_tui.engine.serve.server import RunServer
 
         self.listening = threading.Event()
         self.trainer = Trainer(config, runs_dir=runs_dir, run_name=name, **trainer_kwargs)
@@ -125,7 +125,7 @@ class LocalRun:
         return self.server.run_dir
 
     def client(self, on_event=None, viewer: bool = True):
-        from charrnn_tui.engine.client import EngineClient
+        from charrnn_tui.engine.serve.client import EngineClient
 
         return EngineClient(self.run_dir, on_event, viewer=viewer)
 

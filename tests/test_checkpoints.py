@@ -8,8 +8,8 @@ from helpers import step_losses, tiny_config
 
 from charrnn_tui.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from charrnn_tui.engine.errors import CheckpointError
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import BEST, LATEST, sanitize_run_name
-from charrnn_tui.engine.trainer import Trainer
 
 
 @pytest.mark.parametrize("sampler", ["sequential", "random"])
@@ -135,7 +135,7 @@ def test_a_config_from_an_older_checkpoint_with_the_retired_compile_field_still_
 def test_each_save_reseeds_cudnns_dropout_from_the_saved_generator(repetitive_text, runs_dir, monkeypatch):
     """cuDNN's dropout state cannot be saved; the trainer re-seeds it after every save (a no-op
     off CUDA). On a GPU, tests/test_cuda.py checks that this makes resume exact."""
-    from charrnn_tui.engine import run_setup
+    from charrnn_tui.engine.run import run_setup
 
     reseeded = []
     monkeypatch.setattr(run_setup, "reseed_cudnn_dropout", lambda device: reseeded.append(trainer.step))
@@ -148,7 +148,7 @@ def test_each_save_reseeds_cudnns_dropout_from_the_saved_generator(repetitive_te
 
 
 def test_reseeding_cudnn_dropout_leaves_the_cpu_generator_alone():
-    from charrnn_tui.engine.device import reseed_cudnn_dropout
+    from charrnn_tui.engine.model.device import reseed_cudnn_dropout
 
     torch.manual_seed(5)
     expected = torch.rand(3)
@@ -217,9 +217,9 @@ def test_a_checkpoint_that_cannot_even_be_opened_is_one_clear_error(tmp_path):
 
 
 def test_a_failed_save_is_a_warning_and_training_goes_on(repetitive_text, runs_dir, monkeypatch):
-    from charrnn_tui.engine import run_setup
     from charrnn_tui.engine.errors import CheckpointError
     from charrnn_tui.engine.events import Notice
+    from charrnn_tui.engine.run import run_setup
 
     def no_space(payload, path):
         raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")

@@ -128,7 +128,8 @@ def test_eval_of_a_run_prints_the_validation_figure_training_printed(batch_size,
     (["train", "timemachine", "--layers", "3"], (96, 0.25)),  # three layers in the same budget: narrower
 ])
 def test_the_default_preset_is_sized_for_the_corpus(argv, expected):
-    from charrnn_tui.engine.cli import build_parser, config_from_args
+    from charrnn_tui.engine.cli.arguments import config_from_args
+    from charrnn_tui.engine.cli.main import build_parser
 
     args = build_parser().parse_args([*argv, "--device", "cpu"])
     config = config_from_args(args)
@@ -137,7 +138,8 @@ def test_the_default_preset_is_sized_for_the_corpus(argv, expected):
 
 def test_a_small_corpus_of_files_is_measured_by_its_text(tmp_path):
     from charrnn_tui.engine import config as cfg
-    from charrnn_tui.engine.cli import build_parser, load_train_corpus
+    from charrnn_tui.engine.cli.arguments import load_train_corpus
+    from charrnn_tui.engine.cli.main import build_parser
     from charrnn_tui.engine.errors import CorpusError
 
     folder = tmp_path / "texts"

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.client import EngineClient, _number, _whole
 from charrnn_tui.engine.protocol import MAX_INT, _kind
 from charrnn_tui.engine.runs import SOCKET, _describe, write_status
+from charrnn_tui.engine.serve.client import EngineClient, _number, _whole
 
 
 def test_whole_numbers_and_finite_numbers_are_told_from_booleans_and_the_rest():
@@ -93,7 +93,7 @@ def test_a_client_takes_a_runs_step_and_settings_from_its_start(tmp_path):
 
 
 def test_a_runs_record_gives_status_and_a_welcome_before_any_progress():
-    from charrnn_tui.engine.server import RunRecord
+    from charrnn_tui.engine.serve.server import RunRecord
 
     record = RunRecord()
     empty = record.status()

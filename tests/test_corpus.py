@@ -2,8 +2,8 @@ import codecs
 
 import pytest
 
-from charrnn_tui.engine.corpus import load_corpus
 from charrnn_tui.engine.errors import CorpusError
+from charrnn_tui.engine.text.corpus import load_corpus
 
 
 @pytest.mark.parametrize("name", ["shakespeare", "timemachine", "jokes"])

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.cowrite import TypingState
-from charrnn_tui.engine.model import CharRNN
-from charrnn_tui.engine.sampling import TextGenerator
-from charrnn_tui.engine.vocab import UNK, CharVocab, WordVocab
+from charrnn_tui.engine.model.cowrite import TypingState
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import TextGenerator
+from charrnn_tui.engine.text.vocab import UNK, CharVocab, WordVocab
 
 
 def _model(vocab, kind="lstm"):
@@ -84,9 +84,9 @@ def test_the_model_is_left_as_it_was_found():
 def test_a_run_answers_the_latest_text_only(repetitive_text, runs_dir):
     from helpers import tiny_config
 
-    from charrnn_tui.engine.control import RequestRefused
     from charrnn_tui.engine.events import NextTokens
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.control import RequestRefused
+    from charrnn_tui.engine.run.trainer import Trainer
 
     events: list = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, on_event=events.append)
@@ -107,9 +107,9 @@ def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_
     answers keystrokes between them, with the same result."""
     from helpers import tiny_config
 
-    from charrnn_tui.engine import evaluate as evaluate_module
     from charrnn_tui.engine.events import Evaluated, NextTokens
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.model import evaluate as evaluate_module
+    from charrnn_tui.engine.run.trainer import Trainer
 
     events: list = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=20, eval_interval=10), runs_dir=runs_dir,
@@ -126,7 +126,7 @@ def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_
         assert result.nats == pytest.approx(quiet.nats, abs=1e-6)
         return result
 
-    monkeypatch.setattr("charrnn_tui.engine.trainer.evaluate", evaluate)
+    monkeypatch.setattr("charrnn_tui.engine.run.trainer.evaluate", evaluate)
     trainer.next_tokens("a")  # someone started typing before the first evaluation
     trainer.run()
     assert calls[0]["chunk"] == 32 and calls[0]["between"] is not None
@@ -156,7 +156,7 @@ def test_the_typed_text_is_shaded_by_surprisal_and_the_suggestions_follow():
 def test_a_keystroke_or_a_paste_goes_to_the_device_in_one_copy_and_comes_back_in_one(monkeypatch, typed, pasted):
     """Its tokens in one tensor (pinned on CUDA: engine/sampling.to_device), not one per token; the
     suggestions and the new tokens' probabilities back together."""
-    from charrnn_tui.engine import cowrite
+    from charrnn_tui.engine.model import cowrite
 
     vocab = CharVocab.build("abcdefgh the quick brown fox\n")
     model = _model(vocab)

@@ -11,18 +11,18 @@ from helpers import step_losses, tiny_config
 from test_precision import DtypeLog, one_step, state_dtypes
 
 from charrnn_tui.corpora import bundled_path
-from charrnn_tui.engine.batch_size import AUTO_BATCH_LIMIT
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.config import TrainConfig, apply_preset
-from charrnn_tui.engine.cowrite import TypingState
-from charrnn_tui.engine.device import configure_backends, precision_by_part, set_tf32, tf32_allowed
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.evaluate import evaluate
 from charrnn_tui.engine.events import Notice
-from charrnn_tui.engine.inference import load_model
+from charrnn_tui.engine.model.cowrite import TypingState
+from charrnn_tui.engine.model.device import configure_backends, precision_by_part, set_tf32, tf32_allowed
+from charrnn_tui.engine.model.evaluate import evaluate
+from charrnn_tui.engine.model.inference import load_model
+from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
+from charrnn_tui.engine.run.batch_size import AUTO_BATCH_LIMIT
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
-from charrnn_tui.engine.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 
@@ -149,7 +149,7 @@ def test_bf16_on_the_gpu_runs_the_recurrent_layers_in_fp32_with_tf32_and_the_hea
 
 
 def test_training_evaluation_and_the_eval_command_agree_on_the_gpu(repetitive_text, runs_dir):
-    from charrnn_tui.engine.cli import build_parser, run_eval
+    from charrnn_tui.engine.cli.main import build_parser, run_eval
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=60, eval_interval=30, device="cuda", precision="bf16"),
                       runs_dir=runs_dir, run_name="e")
@@ -227,7 +227,7 @@ def big_text(tmp_path):
 def test_nvml_reads_the_real_gpu():
     import importlib.util
 
-    from charrnn_tui.engine.gpu_monitor import GpuMonitor
+    from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 
     if importlib.util.find_spec("pynvml") is None:
         pytest.skip("nvidia-ml-py is not installed (pip install 'charrnn-tui[gpu]')")

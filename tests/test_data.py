@@ -4,7 +4,8 @@ from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn_tui.engine.data import (
+from charrnn_tui.engine.errors import CorpusError
+from charrnn_tui.engine.text.data import (
     IGNORE,
     RandomWindowBatcher,
     SequentialBatcher,
@@ -12,7 +13,6 @@ from charrnn_tui.engine.data import (
     make_batcher,
     split_tokens,
 )
-from charrnn_tui.engine.errors import CorpusError
 
 
 def test_split_is_the_last_fraction():

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn_tui.engine import config as cfg
-from charrnn_tui.engine import run_setup
 from charrnn_tui.engine.events import Notice, Progress
-from charrnn_tui.engine.model import CharRNN
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run.trainer import Trainer
 
 
 @settings(max_examples=examples(300), deadline=None)
@@ -126,7 +126,7 @@ def test_headless_start_up_explains_the_default_run_in_one_line(tmp_path):
 
 
 def test_train_help_shows_the_batch_that_will_run_for_the_corpus():
-    from charrnn_tui.engine.cli import defaults_here
+    from charrnn_tui.engine.cli.arguments import defaults_here
 
     _, large = defaults_here(["timemachine", "--preset", "large", "--device", "cpu"])
     assert large["batch_size"] == "4: the preset's 128 would make an epoch under 256 steps"

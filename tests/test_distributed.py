@@ -22,10 +22,10 @@ import pytest
 import torch
 from helpers import wait_until
 
-from charrnn_tui.engine.data import IGNORE, Batch
-from charrnn_tui.engine.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
 from charrnn_tui.engine.errors import ConfigError
+from charrnn_tui.engine.run.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
 from charrnn_tui.engine.runs import list_runs
+from charrnn_tui.engine.text.data import IGNORE, Batch
 
 # fp32, no dropout, a flat learning rate: two processes must then follow one to float rounding.
 FLAGS = ["--preset", "tiny", "--hidden", "48", "--embedding", "16", "--batch-size", "6", "--seq-len", "16",
@@ -156,8 +156,8 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(corpus, tmp_path):
 
 
 def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
-    from charrnn_tui.engine.client import EngineClient
     from charrnn_tui.engine.events import StateChanged
+    from charrnn_tui.engine.serve.client import EngineClient
 
     runs = tmp_path / "runs"
     events = tmp_path / "paused.jsonl"
@@ -273,8 +273,8 @@ def test_each_rank_takes_its_own_block_of_the_global_batch():
 def test_auto_batch_size_over_processes_is_a_multiple_of_them(monkeypatch):
     import types
 
-    from charrnn_tui.engine import run_setup
-    from charrnn_tui.engine.run_setup import RunSetup
+    from charrnn_tui.engine.run import run_setup
+    from charrnn_tui.engine.run.run_setup import RunSetup
 
     notices = []
     ranks_fit = [40, 37]  # what each rank's probe found (one process's batch)
@@ -337,7 +337,7 @@ def test_a_signal_to_torchrun_saves_and_stops_the_run(signum, corpus, tmp_path):
 
 
 def test_ranks_that_share_a_gpu_are_named_with_it_in_one_line():
-    from charrnn_tui.engine.distributed import shared_gpus
+    from charrnn_tui.engine.run.distributed import shared_gpus
 
     h100 = "NVIDIA H100 80GB HBM3"
     assert shared_gpus([("GPU-a", h100), ("GPU-b", h100)]) is None  # each its own
@@ -358,7 +358,7 @@ import sys
 
 import torch
 
-from charrnn_tui.engine.distributed import ProcessGroup, world_from_env
+from charrnn_tui.engine.run.distributed import ProcessGroup, world_from_env
 from charrnn_tui.engine.errors import ConfigError
 
 world = world_from_env()

@@ -19,7 +19,7 @@ import pytest
 import torch
 from helpers import cli_command, run_cli
 
-from charrnn_tui.engine import doctor
+from charrnn_tui.engine.cli import doctor
 from charrnn_tui.tui.cli import main
 
 PROBE = 0.5  # seconds: set-up already takes longer, so each thread count gets one timed step

@@ -6,10 +6,10 @@ from helpers import cli_command, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.events import Notice, StateChanged
-from charrnn_tui.engine.run_text import VALIDATION
+from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.step import TrainStep
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.text.run_text import VALIDATION
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(repetitive_text, runs_dir,
@@ -145,7 +145,7 @@ def test_second_ctrl_c_quits_at_once(monkeypatch):
     leaves the previous checkpoint intact (see the SIGKILL test and test_atomic_save_*)."""
     import signal
 
-    from charrnn_tui.engine import serve
+    from charrnn_tui.engine.serve import process as serve
 
     installed = {}
     monkeypatch.setattr(serve.signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
@@ -202,8 +202,8 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     whose final save fails must end (and say what was lost), not wait paused for ever."""
     import threading
 
-    from charrnn_tui.engine import run_setup as trainer_module
     from charrnn_tui.engine.errors import CheckpointError
+    from charrnn_tui.engine.run import run_setup as trainer_module
 
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir, run_name="gone", pause_on_save_error=True)
     worker = threading.Thread(target=trainer.run)

@@ -9,11 +9,13 @@ import pytest
 from helpers import run_cli, tiny_config
 
 from charrnn_tui.engine import config as cfg
-from charrnn_tui.engine import run_setup
-from charrnn_tui.engine.cli import EvalProgress, build_parser, config_from_args
+from charrnn_tui.engine.cli.arguments import config_from_args
+from charrnn_tui.engine.cli.main import build_parser
+from charrnn_tui.engine.cli.model_commands import EvalProgress
 from charrnn_tui.engine.events import Evaluated, Notice, Progress, Validating
-from charrnn_tui.engine.printer import ProgressPrinter
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run.trainer import Trainer
+from charrnn_tui.engine.serve.printer import ProgressPrinter
 
 
 @pytest.fixture
@@ -25,9 +27,9 @@ def long_text(tmp_path):
 
 def test_a_large_validation_split_is_read_within_the_budget_and_shows_its_progress(long_text, runs_dir, monkeypatch):
     monkeypatch.setattr(cfg, "EVAL_BUDGET", 3000)
-    monkeypatch.setattr("charrnn_tui.engine.data.EVAL_BUDGET", 3000)
-    monkeypatch.setattr("charrnn_tui.engine.evaluate.PROGRESS_CHUNK", 4)  # several chunks for a short text
-    monkeypatch.setattr("charrnn_tui.engine.trainer.VALIDATING_INTERVAL", 0.0)
+    monkeypatch.setattr("charrnn_tui.engine.text.data.EVAL_BUDGET", 3000)
+    monkeypatch.setattr("charrnn_tui.engine.model.evaluate.PROGRESS_CHUNK", 4)  # several chunks for a short text
+    monkeypatch.setattr("charrnn_tui.engine.run.trainer.VALIDATING_INTERVAL", 0.0)
     events: list = []
     Trainer(tiny_config(long_text, max_steps=20, eval_interval=10), runs_dir=runs_dir, on_event=events.append).run()
     evaluations = [e for e in events if isinstance(e, Evaluated)]
@@ -43,7 +45,7 @@ def test_a_large_validation_split_is_read_within_the_budget_and_shows_its_progre
 
 
 def test_eval_tokens_all_reads_the_whole_split(long_text, runs_dir, monkeypatch):
-    monkeypatch.setattr("charrnn_tui.engine.data.EVAL_BUDGET", 3000)
+    monkeypatch.setattr("charrnn_tui.engine.text.data.EVAL_BUDGET", 3000)
     events: list = []
     Trainer(tiny_config(long_text, max_steps=10, eval_tokens=0), runs_dir=runs_dir, on_event=events.append).run()
     assert [e.tokens for e in events if isinstance(e, Evaluated)] == [8999]
@@ -127,7 +129,7 @@ def test_train_help_gives_the_defaults_that_will_run_for_the_corpus(corpus, weig
 
 
 def test_the_fit_to_a_small_corpus_counts_characters_not_bytes(tmp_path):
-    from charrnn_tui.engine.corpus import load_corpus
+    from charrnn_tui.engine.text.corpus import load_corpus
 
     text = load_corpus("timemachine").text
     utf16 = tmp_path / "tm16.txt"

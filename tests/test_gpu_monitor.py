@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from charrnn_tui.engine import gpu_monitor, run_setup
 from charrnn_tui.engine.events import Notice, Progress
-from charrnn_tui.engine.gpu_monitor import MISSING_NVML, GpuMonitor, GpuReading
-from charrnn_tui.engine.printer import ProgressPrinter
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run import gpu_monitor, run_setup
+from charrnn_tui.engine.run.gpu_monitor import MISSING_NVML, GpuMonitor, GpuReading
+from charrnn_tui.engine.run.trainer import Trainer
+from charrnn_tui.engine.serve.printer import ProgressPrinter
 from charrnn_tui.tui.run_view import RunView
 from charrnn_tui.tui.widgets.status_panel import render_status
 

@@ -8,9 +8,9 @@ import torch
 from helpers import step_losses, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
-from charrnn_tui.engine.run_setup import DEVICE_OPTIONS, load_optimizer_state, make_optimizer
+from charrnn_tui.engine.run.run_setup import DEVICE_OPTIONS, load_optimizer_state, make_optimizer
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.trainer import Trainer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from test_sampling import CHI2_999, SPREAD, _draws, _kept_distribution
 
-from charrnn_tui.engine import cowrite, sampling
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.cowrite import TypingState
-from charrnn_tui.engine.model import CharRNN
-from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
-from charrnn_tui.engine.vocab import UNK, CharVocab, WordVocab
+from charrnn_tui.engine.model import cowrite, sampling
+from charrnn_tui.engine.model.cowrite import TypingState
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
+from charrnn_tui.engine.text.vocab import UNK, CharVocab, WordVocab
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 

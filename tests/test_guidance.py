@@ -10,12 +10,12 @@ import torch
 from helpers import LocalRun, run_cli, tiny_config
 
 from charrnn_tui.engine import config as cfg
-from charrnn_tui.engine.cli import check_train_corpus, parse
+from charrnn_tui.engine.cli.main import check_train_corpus, parse
+from charrnn_tui.engine.cli.suggest import closest, unknown_option
 from charrnn_tui.engine.errors import CheckpointError, ConfigError, CorpusError
-from charrnn_tui.engine.printer import percent
-from charrnn_tui.engine.sampling import top_next
-from charrnn_tui.engine.suggest import closest, unknown_option
-from charrnn_tui.engine.vocab import build_vocab
+from charrnn_tui.engine.model.sampling import top_next
+from charrnn_tui.engine.printable import percent
+from charrnn_tui.engine.text.vocab import build_vocab
 from charrnn_tui.tui.cli import main
 
 
@@ -114,7 +114,7 @@ def jokes_csv(tmp_path):
 
 
 def test_a_csv_without_a_column_is_refused_with_its_columns(jokes_csv, tmp_path):
-    from charrnn_tui.engine.cli import load_train_corpus
+    from charrnn_tui.engine.cli.arguments import load_train_corpus
 
     args = parse(["train", str(jokes_csv), "--headless"])
     with pytest.raises(CorpusError, match=r"jokes.csv: a CSV file: choose the column to train on with --csv-column "
@@ -163,7 +163,7 @@ def test_next_never_prints_nan_and_never_lists_a_masked_unk():
 
 
 def trained(tmp_path, name, text, **overrides):
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     corpus = tmp_path / f"{name}.txt"
     corpus.write_text(text)
@@ -193,7 +193,7 @@ def test_eval_of_an_ascii_model_says_the_text_was_folded(tmp_path):
 
 def test_a_checkpoint_whose_vocabulary_is_only_unk_is_refused(tmp_path):
     from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
-    from charrnn_tui.engine.inference import load_model
+    from charrnn_tui.engine.model.inference import load_model
 
     run = trained(tmp_path, "words", "the cat sat on the mat. " * 40, tokens="word", min_freq=1)
     checkpoint = load_checkpoint(run / "latest.pt")

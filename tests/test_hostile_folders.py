@@ -115,7 +115,7 @@ def test_a_temporary_checkpoint_planted_as_a_link_is_not_followed(run_folder, vi
 
 
 def test_metrics_planted_as_links_are_not_followed(run_folder, victim):
-    from charrnn_tui.engine.metrics import METRICS, MetricsLog
+    from charrnn_tui.engine.run.metrics import METRICS, MetricsLog
 
     (run_folder / METRICS).symlink_to(victim)
     log = MetricsLog(run_folder)
@@ -136,7 +136,7 @@ def test_an_engine_log_planted_as_a_link_is_not_followed(run_folder, victim):
 
     (run_folder / LOG).symlink_to(victim)
     # In a process of its own: _output_to_log moves stdout and stderr, which must not be the suite's.
-    script = "import sys; from pathlib import Path; from charrnn_tui.engine.serve import _output_to_log; " \
+    script = "import sys; from pathlib import Path; from charrnn_tui.engine.serve.process import _output_to_log; " \
              "_output_to_log(Path(sys.argv[1]))"
     done = subprocess.run([sys.executable, "-c", script, str(run_folder)], capture_output=True, text=True,
                           timeout=120)
@@ -147,7 +147,7 @@ def test_an_engine_log_planted_as_a_link_is_not_followed(run_folder, victim):
 
 
 def test_engine_log_is_moved_to_engine_log_1_when_over_its_limit(run_folder, monkeypatch):
-    from charrnn_tui.engine import serve
+    from charrnn_tui.engine.serve import process as serve
 
     log, kept = run_folder / "engine.log", run_folder / "engine.log.1"
     monkeypatch.setattr(serve, "LOG_LIMIT", 100)
@@ -202,7 +202,7 @@ def test_a_runs_folder_of_another_user_is_refused(tmp_path):
 @pytest.fixture
 def mine_and_theirs(repetitive_text, runs_dir):
     """A run of yours and, newer, another user's in the same runs folder (a shared sticky one)."""
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, run_name="mine").run()
     theirs = runs_dir / "theirs"
@@ -217,7 +217,7 @@ def mine_and_theirs(repetitive_text, runs_dir):
 
 @needs_root
 def test_another_users_runs_are_skipped_by_runs_and_by_resume(mine_and_theirs):
-    from charrnn_tui.engine.cli import make_trainer, parse
+    from charrnn_tui.engine.cli.main import make_trainer, parse
 
     runs_dir = mine_and_theirs
     assert [e.name for e in list_runs(runs_dir)] == ["mine"]
@@ -234,7 +234,7 @@ def test_another_users_runs_are_skipped_by_runs_and_by_resume(mine_and_theirs):
 
 @needs_root
 def test_resume_refuses_a_run_folder_that_is_not_yours_or_is_a_link(mine_and_theirs):
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     runs_dir = mine_and_theirs
     link = runs_dir / "link"
@@ -249,7 +249,7 @@ def test_resume_refuses_a_run_folder_that_is_not_yours_or_is_a_link(mine_and_the
 
 @needs_root
 def test_stop_and_attach_refuse_another_users_run_by_name_or_path(mine_and_theirs):
-    from charrnn_tui.engine.run_commands import resolve_run
+    from charrnn_tui.engine.cli.run_commands import resolve_run
 
     runs_dir = mine_and_theirs
     for ref in ("theirs", str(runs_dir / "theirs"), str(runs_dir / "theirs" / LATEST)):
@@ -284,8 +284,8 @@ def _bad_status(kind: str, folder: Path, make_fifo) -> str:
 
 @pytest.mark.parametrize("kind", ["fifo", "nested", "dev-zero", "huge", "binary"])
 def test_a_sibling_runs_bad_status_is_read_as_nothing_without_blocking(kind, runs_dir, fifos):
+    from charrnn_tui.engine.run.threads import other_training_runs
     from charrnn_tui.engine.runs import SOCKET, is_live
-    from charrnn_tui.engine.threads import other_training_runs
 
     sibling = runs_dir / "sibling"
     sibling.mkdir(parents=True)
@@ -300,7 +300,7 @@ def test_a_sibling_runs_bad_status_is_read_as_nothing_without_blocking(kind, run
 def test_a_slow_look_at_the_other_runs_never_holds_up_training(tmp_path, monkeypatch):
     """The look runs on a thread of its own: the training thread waits for it at most SCAN_WAIT,
     once, and takes the count when it comes."""
-    from charrnn_tui.engine import threads
+    from charrnn_tui.engine.run import threads
 
     release, looks = threading.Event(), []
 

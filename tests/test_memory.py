@@ -6,16 +6,16 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from charrnn_tui.engine import run_setup as trainer_module
-from charrnn_tui.engine.batch_size import largest_fitting, with_headroom
 from charrnn_tui.engine.checkpoint import load_checkpoint
-from charrnn_tui.engine.data import make_batcher
-from charrnn_tui.engine.device import cpu_has_native_bf16
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.events import Notice, Progress
-from charrnn_tui.engine.model import CharRNN
+from charrnn_tui.engine.model.device import cpu_has_native_bf16
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.run import run_setup as trainer_module
+from charrnn_tui.engine.run.batch_size import largest_fitting, with_headroom
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.text.data import make_batcher
 
 
 @pytest.mark.parametrize("limit", [1, 7, 64, 100, 1024])

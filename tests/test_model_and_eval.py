@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.data import IGNORE
-from charrnn_tui.engine.evaluate import eval_layout, evaluate, stream_count
-from charrnn_tui.engine.model import CharRNN, Stepper
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.model.evaluate import eval_layout, evaluate, stream_count
+from charrnn_tui.engine.model.model import CharRNN, Stepper
+from charrnn_tui.engine.run.trainer import Trainer
+from charrnn_tui.engine.text.data import IGNORE
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
@@ -131,8 +131,8 @@ def test_sgd_trains(repetitive_text, runs_dir):
 
 
 def test_word_level_model_learns_and_samples(tmp_path, runs_dir):
-    from charrnn_tui.engine.inference import load_model
-    from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
+    from charrnn_tui.engine.model.inference import load_model
+    from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
 
     corpus = tmp_path / "words.txt"
     corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 80 + "a zebra once.\n")
@@ -147,8 +147,8 @@ def test_word_level_model_learns_and_samples(tmp_path, runs_dir):
 
 def test_evaluating_fewer_than_two_tokens_says_why():
     from charrnn_tui.engine.config import ModelConfig
-    from charrnn_tui.engine.evaluate import evaluate
-    from charrnn_tui.engine.model import CharRNN
+    from charrnn_tui.engine.model.evaluate import evaluate
+    from charrnn_tui.engine.model.model import CharRNN
 
     model = CharRNN(ModelConfig(kind="lstm", layers=1, hidden=8, embedding=4, vocab_size=5))
     with pytest.raises(ValueError) as raised:

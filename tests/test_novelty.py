@@ -5,7 +5,7 @@ from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn_tui.engine.novelty import NoveltyIndex, suffix_array
+from charrnn_tui.engine.text.novelty import NoveltyIndex, suffix_array
 
 
 def brute_longest_copy(text: str, corpus: str) -> int:
@@ -54,7 +54,7 @@ def test_copies_at_the_edges_of_the_corpus_and_none_at_all():
 
 
 def test_a_memorised_line_is_found_in_tiny_shakespeare():
-    from charrnn_tui.engine.corpus import load_corpus
+    from charrnn_tui.engine.text.corpus import load_corpus
 
     corpus = load_corpus("shakespeare").text
     index = NoveltyIndex(corpus)
@@ -64,7 +64,7 @@ def test_a_memorised_line_is_found_in_tiny_shakespeare():
 
 
 def test_too_big_a_corpus_is_refused_not_indexed(monkeypatch):
-    from charrnn_tui.engine import novelty
+    from charrnn_tui.engine.text import novelty
 
     monkeypatch.setattr(novelty, "MAX_CORPUS_CHARS", 10)
     with pytest.raises(MemoryError, match="11 characters"):
@@ -96,7 +96,7 @@ def test_sample_json_gives_the_text_and_what_was_copied(tmp_path):
 
 
 def test_the_background_index_is_built_off_the_calling_thread_and_says_why_it_was_skipped(monkeypatch):
-    from charrnn_tui.engine import novelty
+    from charrnn_tui.engine.text import novelty
 
     built = novelty.BackgroundIndex("the cat sat on the mat")
     assert built.wait(30) is not None and built.index.occurs("cat sat") and built.skipped is None
@@ -108,7 +108,7 @@ def test_the_background_index_is_built_off_the_calling_thread_and_says_why_it_wa
 
 
 def test_indexing_more_than_half_the_free_memory_is_refused(monkeypatch):
-    from charrnn_tui.engine import novelty
+    from charrnn_tui.engine.text import novelty
 
     monkeypatch.setattr(novelty, "_available_memory", lambda: 2_000 * novelty.BUILD_BYTES_PER_CHAR)
     assert NoveltyIndex("x" * 1_000).occurs("xx")
@@ -122,7 +122,7 @@ def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
     from helpers import tiny_config
 
     from charrnn_tui.engine import events as ev
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     corpus = tmp_path / "fox.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60)
@@ -146,7 +146,7 @@ def test_closing_the_background_index_stops_a_build_under_way(monkeypatch):
     import threading
     import time
 
-    from charrnn_tui.engine import novelty
+    from charrnn_tui.engine.text import novelty
 
     under_way, suffix_array = threading.Event(), novelty.suffix_array
 
@@ -174,7 +174,7 @@ def test_a_run_that_ends_while_its_index_is_built_exits_cleanly(tmp_path):
 
 
 def test_a_build_that_fails_says_why_instead_of_dying_quietly(monkeypatch):
-    from charrnn_tui.engine import novelty
+    from charrnn_tui.engine.text import novelty
 
     def broken(text, cancelled):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB\nmore")

@@ -5,7 +5,7 @@ import threading
 from helpers import tiny_config, wait_until
 
 from charrnn_tui.engine.events import StateChanged
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run.trainer import Trainer
 
 
 def test_a_toggle_pauses_a_training_run_and_resumes_a_paused_one(repetitive_text, runs_dir):

@@ -1,4 +1,4 @@
-"""A client trusts no server it has not checked (engine/client.py): the server must be this user's,
+"""A client trusts no server it has not checked (engine/serve/client.py): the server must be this user's,
 a line from it is bounded while it is read, and a server too full to welcome it is told apart from
 a run that has ended."""
 
@@ -15,13 +15,14 @@ from collections.abc import Callable
 import pytest
 from helpers import LocalRun, fake_engine, tiny_config
 
-from charrnn_tui.engine import client as client_module
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine import protocol, server
-from charrnn_tui.engine.client import EngineClient, RunNotLive
+from charrnn_tui.engine import protocol
+from charrnn_tui.engine.cli.run_commands import run_stop
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.run_commands import run_stop
 from charrnn_tui.engine.runs import SOCKET, RunLock, unix_address
+from charrnn_tui.engine.serve import client as client_module
+from charrnn_tui.engine.serve import server
+from charrnn_tui.engine.serve.client import EngineClient, RunNotLive
 
 ENDLESS_CAP = 16 << 20  # bytes the endless server sends at most before it gives up and closes
 
@@ -141,7 +142,7 @@ def test_the_runs_own_server_passes_the_check(repetitive_text, runs_dir):
 
 # ---- busy, or ended ------------------------------------------------------------------------------
 def hang_up(conn: socket.socket) -> None:
-    """What a full server does (engine/server.py, MAX_CLIENTS): accept, then close without a word."""
+    """What a full server does (engine/serve/server.py, MAX_CLIENTS): accept, then close without a word."""
 
 
 def test_a_live_run_that_hangs_up_before_its_welcome_is_busy_not_crashed(tmp_path):

@@ -1,4 +1,4 @@
-"""What each part of a run computes in, checked against what engine/device.py says it does
+"""What each part of a run computes in, checked against what engine/model/device.py says it does
 (precision_by_part, shown by `charrnn-tui doctor`), and recovery from running out of memory.
 
 The CUDA branch is simulated on the CPU: the recurrent layers leave the step's autocast on every
@@ -21,22 +21,22 @@ from helpers import tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from charrnn_tui.engine import device as device_module
-from charrnn_tui.engine import run_setup
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.device import (
+from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.model import device as device_module
+from charrnn_tui.engine.model.device import (
     RECURRENT_UNDER_AUTOCAST,
     cpu_has_native_bf16,
     precision_by_part,
     set_tf32,
     tf32_allowed,
 )
-from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.model import CharRNN
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.step import TrainStep
-from charrnn_tui.engine.trainer import Trainer
 
 CPU = torch.device("cpu")
 PARTS = {"embedding", "recurrent layers", "head", "loss", "carried state", "weights, gradients and optimizer",
@@ -184,8 +184,8 @@ def test_precision_by_part_per_device_and_precision(monkeypatch):
 
 
 def test_the_status_line_names_the_precision_that_runs(monkeypatch):
-    from charrnn_tui.engine.device import precision_label
     from charrnn_tui.engine.events import RunInfo
+    from charrnn_tui.engine.model.device import precision_label
     from charrnn_tui.tui.run_view import RunView
     from charrnn_tui.tui.widgets.status_panel import render_status
 
@@ -225,7 +225,7 @@ def test_tf32_is_set_through_switches_that_keep_torchs_old_and_new_flags_in_step
 def test_training_evaluations_and_the_eval_command_run_in_the_same_precision(repetitive_text, runs_dir, monkeypatch):
     # Training's settings differ from a fresh process's (TF32 on, as configure_backends sets it on
     # CUDA; bf16 autocast for the steps): evaluate() sets its own, so both paths run in the same.
-    from charrnn_tui.engine.cli import build_parser, run_eval
+    from charrnn_tui.engine.cli.main import build_parser, run_eval
 
     seen: list[tuple[str, bool, tuple[bool, bool]]] = []
     real_forward = CharRNN.forward

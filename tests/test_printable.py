@@ -70,7 +70,7 @@ def test_stand_ins(text, shown):
 
 # ---- the command line -------------------------------------------------------------------------
 def test_runs_prints_no_escape_sequence_from_a_status_file_or_a_folder_name(runs_dir):
-    from charrnn_tui.engine.run_commands import run_runs
+    from charrnn_tui.engine.cli.run_commands import run_runs
 
     runs_dir.mkdir(parents=True)
     for name in ("plain", f"evil{ESC}[2J"):
@@ -91,7 +91,7 @@ def test_the_runs_table_makes_each_cell_printable_whatever_the_entries_hold(monk
     """The table itself, given entries whose fields are raw (as status.json and a folder's name can
     hold them), prints none of their escapes."""
     from charrnn_tui.engine import runs
-    from charrnn_tui.engine.run_commands import CELL_WIDTH, run_runs
+    from charrnn_tui.engine.cli.run_commands import CELL_WIDTH, run_runs
 
     raw = runs.RunEntry(name=f"evil{ESC}[2J", path=tmp_path, state=f"finished{TITLE}", live=False, step=3,
                         best_val=None, corpus=f"c{ESC}[31m\u202eorp" + "x" * 100, model=f"{ESC}]8;;http://x\x07lstm",
@@ -111,7 +111,7 @@ def test_the_runs_table_makes_each_cell_printable_whatever_the_entries_hold(monk
 @pytest.fixture(scope="module")
 def escape_model(tmp_path_factory):
     """A run trained on terminal output: its samples are full of ESC."""
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("escapes")
     corpus = folder / "terminal.log"
@@ -121,7 +121,7 @@ def escape_model(tmp_path_factory):
 
 
 def sample_args(runs_dir, **more) -> argparse.Namespace:
-    from charrnn_tui.engine.cli import parse
+    from charrnn_tui.engine.cli.main import parse
 
     args = parse(["sample", "esc", "--runs-dir", str(runs_dir), "-n", "300", "--seed", "0", "--temperature", "1.0",
                   "--device", "cpu"])
@@ -129,7 +129,7 @@ def sample_args(runs_dir, **more) -> argparse.Namespace:
 
 
 def test_sample_shows_a_terminal_stand_ins_and_a_pipe_the_exact_text(escape_model):
-    from charrnn_tui.engine.cli import run_sample
+    from charrnn_tui.engine.cli.main import run_sample
 
     pipe, terminal, exact = io.StringIO(), Terminal(), io.StringIO()
     run_sample(sample_args(escape_model), pipe)
@@ -145,7 +145,7 @@ def test_sample_shows_a_terminal_stand_ins_and_a_pipe_the_exact_text(escape_mode
 
 
 def test_the_progress_line_and_its_samples_are_printable():
-    from charrnn_tui.engine.printer import ProgressPrinter
+    from charrnn_tui.engine.serve.printer import ProgressPrinter
 
     for out in (io.StringIO(), Terminal()):
         printer = ProgressPrinter(out)
@@ -158,7 +158,7 @@ def test_the_progress_line_and_its_samples_are_printable():
 
 
 def test_an_error_naming_a_file_with_escapes_is_one_printable_line(capsys):
-    from charrnn_tui.engine.cli import report_errors
+    from charrnn_tui.engine.cli.main import report_errors
 
     def fails() -> int:
         raise CharRNNError(f"evil{TITLE}\nname.txt: cannot read")

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
-from charrnn_tui.engine.client import EngineClient
-from charrnn_tui.engine.control import REQUEST_BURST, REQUEST_SHARE, RequestBudget
 from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.run.control import REQUEST_BURST, REQUEST_SHARE, RequestBudget
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST, SOCKET, unix_address
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.serve.client import EngineClient
 
 
 # ---- a raw client, and a fake server ---------------------------------------------------------------

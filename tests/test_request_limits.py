@@ -11,17 +11,19 @@ import pytest
 import torch
 from helpers import LocalRun, tiny_config
 
-from charrnn_tui.engine import control, cowrite, protocol, sampling
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine import protocol
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.control import REQUEST_SHARE, RequestBudget
-from charrnn_tui.engine.cowrite import TypingState, window_start
-from charrnn_tui.engine.model import CharRNN
+from charrnn_tui.engine.model import cowrite, sampling
+from charrnn_tui.engine.model.cowrite import TypingState, window_start
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator, top_next
+from charrnn_tui.engine.run import control
+from charrnn_tui.engine.run.control import REQUEST_SHARE, RequestBudget
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import SOCKET, unix_address
-from charrnn_tui.engine.sampling import SampleSettings, TextGenerator, top_next
-from charrnn_tui.engine.server import RunServer
-from charrnn_tui.engine.trainer import Trainer
-from charrnn_tui.engine.vocab import CharVocab, WordVocab
+from charrnn_tui.engine.serve.server import RunServer
+from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
 
 WORDS = "the cat sat on the mat . the dog sat on the log . a cat and a dog ! "
 HIDDEN = 24
@@ -138,13 +140,13 @@ def _raise(*args, **kwargs):
 
 
 @pytest.mark.parametrize("request_name, args, target, said, answer", [
-    ("prompt", {"text": "the quick", "length": 30}, "charrnn_tui.engine.sampling.TextGenerator.stream",
+    ("prompt", {"text": "the quick", "length": 30}, "charrnn_tui.engine.model.sampling.TextGenerator.stream",
      "continuation failed", "SampleFinished"),
-    ("sample_now", {}, "charrnn_tui.engine.sampling.TextGenerator.stream", "sample failed", "SampleFinished"),
-    ("next_tokens", {"text": "the qu"}, "charrnn_tui.engine.cowrite.TypingState.expect", "no next tokens",
+    ("sample_now", {}, "charrnn_tui.engine.model.sampling.TextGenerator.stream", "sample failed", "SampleFinished"),
+    ("next_tokens", {"text": "the qu"}, "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
      "NextTokens"),
-    ("evaluate_now", {}, "charrnn_tui.engine.trainer.evaluate", "evaluation failed", "Evaluated"),
-    ("save_now", {}, "charrnn_tui.engine.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
+    ("evaluate_now", {}, "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
+    ("save_now", {}, "charrnn_tui.engine.run.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
 ])
 def test_a_request_that_fails_is_told_to_its_sender_and_the_run_goes_on(top_k_run, monkeypatch, request_name,
                                                                          args, target, said, answer):

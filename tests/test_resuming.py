@@ -7,13 +7,13 @@ import pytest
 import torch
 from helpers import step_losses, tiny_config
 
-from charrnn_tui.engine import run_setup
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_tui.engine.config import ModelConfig
 from charrnn_tui.engine.errors import CheckpointError, ConfigError
 from charrnn_tui.engine.events import Notice
+from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.trainer import Trainer
 
 
 def restored(path, **kwargs) -> tuple[Trainer, list]:
@@ -134,7 +134,7 @@ def step_losses_of(ck: dict) -> list[float]:
 
 @pytest.mark.parametrize("sampler", ["sequential", "random"])
 def test_a_new_batch_shape_resumes_at_the_point_the_old_one_reached(sampler, stopped_run, repetitive_text):
-    from charrnn_tui.engine.data import make_batcher
+    from charrnn_tui.engine.text.data import make_batcher
 
     path = stopped_run(sampler=sampler)
     ck = load_checkpoint(path)

@@ -1,4 +1,4 @@
-"""What a run keeps of its text (engine/run_text.py): a fingerprint of its corpus, told against the
+"""What a run keeps of its text (engine/text/run_text.py): a fingerprint of its corpus, told against the
 file on a resume and by `eval`, and its validation split, so that `eval RUN` works without the file."""
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import torch
 from helpers import tiny_config
 
 from charrnn_tui.engine.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint
-from charrnn_tui.engine.cli import main, parse, run_eval
+from charrnn_tui.engine.cli.main import main, parse, run_eval
 from charrnn_tui.engine.errors import CheckpointError
 from charrnn_tui.engine.events import Notice, Progress
-from charrnn_tui.engine.run_text import (
+from charrnn_tui.engine.run.trainer import Trainer
+from charrnn_tui.engine.runs import LATEST
+from charrnn_tui.engine.text.run_text import (
     VALIDATION,
     TextFingerprint,
     describe_change,
     load_validation,
     save_validation,
 )
-from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.trainer import Trainer
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
@@ -74,7 +74,7 @@ def test_a_fingerprint_tells_the_same_text_from_a_grown_changed_or_shrunk_one():
 
 
 def test_a_fingerprint_is_the_same_however_the_text_is_sliced_to_hash_it(monkeypatch):
-    from charrnn_tui.engine import run_text
+    from charrnn_tui.engine.text import run_text
 
     text = "é, \ud800 and ☃ " * 50  # multi-byte characters and a lone surrogate
     whole = TextFingerprint.of(text)

@@ -14,8 +14,8 @@ import pytest
 from helpers import LocalRun, cli_command, run_cli, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import SOCKET, write_status
-from charrnn_tui.engine.trainer import Trainer
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_runs_lists_every_run_with_its_state(runs_of_every_state):
 
 def _attach_error(monkeypatch, *argv: str) -> str:
     """attach's error from run_app (the console script wants a terminal first; no app may open here)."""
-    from charrnn_tui.engine.cli import parse
+    from charrnn_tui.engine.cli.main import parse
     from charrnn_tui.engine.errors import CharRNNError
     from charrnn_tui.tui import app as app_module
 
@@ -143,7 +143,7 @@ def test_a_script_interrupting_a_headless_run_gets_a_finished_run_and_no_process
 
 @pytest.mark.parametrize("command", [["runs"], ["stop", "x"], ["attach"], ["sample", "x"], ["eval", "x"], ["train"]])
 def test_every_command_takes_runs_dir(command, tmp_path):
-    from charrnn_tui.engine.cli import parse
+    from charrnn_tui.engine.cli.main import parse
 
     args = parse([*command, "--runs-dir", str(tmp_path)])
     assert args.runs_dir == tmp_path
@@ -167,7 +167,7 @@ def test_stop_without_saving_says_the_steps_since_the_last_checkpoint_are_not_sa
 
 
 def test_flags_are_never_abbreviated():
-    from charrnn_tui.engine.cli import parse
+    from charrnn_tui.engine.cli.main import parse
 
     with pytest.raises(SystemExit):
         parse(["train", "x.txt", "--deta"])
@@ -175,7 +175,7 @@ def test_flags_are_never_abbreviated():
 
 
 def test_a_run_name_wins_over_a_folder_of_that_name_where_the_command_is_typed(tmp_path, monkeypatch):
-    from charrnn_tui.engine.run_commands import resolve_run
+    from charrnn_tui.engine.cli.run_commands import resolve_run
     from charrnn_tui.engine.runs import LATEST, resolve_checkpoint
 
     runs_dir, here = tmp_path / "runs", tmp_path / "here"

@@ -4,12 +4,12 @@ from helpers import tiny_config
 
 from charrnn_tui.engine.config import ModelConfig
 from charrnn_tui.engine.errors import ConfigError
-from charrnn_tui.engine.inference import load_model
-from charrnn_tui.engine.model import CharRNN
+from charrnn_tui.engine.model.inference import load_model
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.sampling import SampleSettings, TextGenerator
-from charrnn_tui.engine.trainer import Trainer
-from charrnn_tui.engine.vocab import CharVocab
+from charrnn_tui.engine.text.vocab import CharVocab
 
 TEXT = "the quick brown fox jumps over the lazy dog. "
 
@@ -206,7 +206,7 @@ def test_each_token_comes_with_the_probability_the_model_gave_it(settings):
 
 
 def test_word_tokens_carry_their_lengths_in_characters():
-    from charrnn_tui.engine.vocab import WordVocab
+    from charrnn_tui.engine.text.vocab import WordVocab
 
     vocab = WordVocab.build("the cat sat on the mat. the dog sat, the cat ran! " * 3, min_freq=1)
     model = CharRNN(ModelConfig(kind="gru", layers=1, hidden=16, embedding=8, vocab_size=len(vocab)))
@@ -217,8 +217,8 @@ def test_word_tokens_carry_their_lengths_in_characters():
 
 
 def test_a_prompt_at_a_temperature_of_its_own_leaves_the_runs_alone(repetitive_text, runs_dir):
-    from charrnn_tui.engine.control import RequestRefused
     from charrnn_tui.engine.events import SampleStarted
+    from charrnn_tui.engine.run.control import RequestRefused
 
     events: list = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, on_event=events.append)
@@ -236,7 +236,8 @@ def test_a_prompt_at_a_temperature_of_its_own_leaves_the_runs_alone(repetitive_t
 def _cli(*argv: str) -> tuple[int, str]:
     import io
 
-    from charrnn_tui.engine.cli import build_parser, run_next, run_sample
+    from charrnn_tui.engine.cli.main import build_parser
+    from charrnn_tui.engine.cli.model_commands import run_next, run_sample
 
     args = build_parser().parse_args(list(argv))
     out = io.StringIO()
@@ -285,7 +286,7 @@ def test_weights_gone_non_finite_give_no_confidence_rather_than_nan():
                                       SampleSettings(length=2_000, seed=4, top_k=3),
                                       SampleSettings(length=500, greedy=True)])
 def test_unk_is_never_sampled_even_when_the_model_favours_it(settings):
-    from charrnn_tui.engine.vocab import UNK, WordVocab
+    from charrnn_tui.engine.text.vocab import UNK, WordVocab
 
     vocab = WordVocab.build("the cat sat on the mat . a dog ran ! " * 5, min_freq=1)
     model = CharRNN(ModelConfig(kind="gru", layers=1, hidden=16, embedding=8, vocab_size=len(vocab)))
@@ -304,7 +305,8 @@ def test_eval_of_a_word_model_reports_perplexity_per_word_and_a_char_model_bits_
     import math
     import re
 
-    from charrnn_tui.engine.cli import build_parser, run_eval
+    from charrnn_tui.engine.cli.main import build_parser
+    from charrnn_tui.engine.cli.model_commands import run_eval
 
     def evaluate(path):
         import io
@@ -373,7 +375,7 @@ def _kept_distribution(logits: list[float], temperature: float, top_k: int | Non
 def _draws(logits: list[float], settings: SampleSettings, n: int, seed: int, device: str = "cpu") -> torch.Tensor:
     """n independent draws of the sampler from one row of logits, as one batch (the chunk's noise
     for n tokens, each row with its own)."""
-    from charrnn_tui.engine.sampling import _Picker
+    from charrnn_tui.engine.model.sampling import _Picker
 
     generator = torch.Generator(device=device).manual_seed(seed)
     picker = _Picker(settings, generator, len(logits), torch.device(device))
@@ -442,7 +444,7 @@ def test_non_finite_weights_under_top_k_and_top_p_give_text_with_no_confidence_n
                                       SampleSettings(length=50, chunk=8, seed=1, top_k=3, top_p=0.9),
                                       SampleSettings(length=50, chunk=8, greedy=True)])
 def test_each_chunk_comes_back_in_one_copy_with_its_tokens_and_probabilities(monkeypatch, settings):
-    from charrnn_tui.engine import sampling
+    from charrnn_tui.engine.model import sampling
 
     gen = _random_generator()
     expected = gen.generate("ab", settings)

@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn_tui.engine import config as cfg
-from charrnn_tui.engine import schedule
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_tui.engine.errors import ConfigError
 from charrnn_tui.engine.events import Evaluated, Notice, Progress
+from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run.schedule import CUT, FLOOR, Position, Schedule
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.schedule import CUT, FLOOR, Position, Schedule
-from charrnn_tui.engine.trainer import Trainer
 
 
 def _preset(name: str, **overrides) -> cfg.TrainConfig:

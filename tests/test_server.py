@@ -14,10 +14,11 @@ import pytest
 from helpers import LocalRun, tiny_config
 
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine import protocol, server
+from charrnn_tui.engine import protocol
 from charrnn_tui.engine.history import LossHistory
 from charrnn_tui.engine.runs import SOCKET, unix_address
-from charrnn_tui.engine.server import RunRecord
+from charrnn_tui.engine.serve import server
+from charrnn_tui.engine.serve.server import RunRecord
 
 
 @pytest.fixture
@@ -389,14 +390,14 @@ def test_stop_from_a_signal_handler_cannot_deadlock_the_request_queue():
     lock the loop holds for ever. SimpleQueue.put is reentrant."""
     import queue as queue_module
 
-    from charrnn_tui.engine.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import Trainer
 
     trainer = Trainer(tiny_config("x"))
     assert isinstance(trainer._requests, queue_module.SimpleQueue)
 
 
 def test_a_client_leaves_out_arguments_that_are_none_so_an_older_run_takes_the_request():
-    from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.engine.serve.client import EngineClient
 
     sent = []
     client = EngineClient("/nowhere", None)
@@ -412,7 +413,7 @@ def test_a_client_leaves_out_arguments_that_are_none_so_an_older_run_takes_the_r
 
 
 def test_a_comparison_of_temperatures_is_not_replayed_to_viewers_who_attach_later():
-    from charrnn_tui.engine.server import RunRecord
+    from charrnn_tui.engine.serve.server import RunRecord
 
     record = RunRecord()
     record.apply(ev.SampleStarted(1, 5, "ab", 0.5, "temperatures"))

@@ -2,8 +2,8 @@ from helpers import tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.events import Evaluated, StateChanged
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.trainer import Trainer
 
 
 def _run(config, runs_dir, name):

@@ -1,7 +1,7 @@
 import torch
 from helpers import LocalRun, tiny_config
 
-from charrnn_tui.engine.threads import ThreadShare, other_training_runs
+from charrnn_tui.engine.run.threads import ThreadShare, other_training_runs
 
 
 def test_runs_training_in_one_folder_share_the_cores(repetitive_text, runs_dir):
@@ -35,7 +35,7 @@ def test_a_cpu_run_keeps_the_fastest_thread_count_it_timed(tmp_path, monkeypatch
     """The share is an upper bound: each count from it down to one (halving) is timed over a few
     progress reports, there and back, the run's first reports and the first after a change not
     counted, and the fastest kept; reports with no speed (a GPU, the index being built) wait."""
-    from charrnn_tui.engine import threads
+    from charrnn_tui.engine.run import threads
 
     speeds = {4: 100.0, 2: 150.0, 1: 120.0}  # a small model: two threads beat four
     said: list[str] = []
@@ -74,7 +74,7 @@ def test_a_cpu_run_keeps_the_fastest_thread_count_it_timed(tmp_path, monkeypatch
 
 
 def test_thread_counts_timed_halve_from_the_share_to_one():
-    from charrnn_tui.engine.threads import candidates
+    from charrnn_tui.engine.run.threads import candidates
 
     assert candidates(1) == [1] and candidates(2) == [2, 1] and candidates(6) == [6, 3, 1]
     assert candidates(16) == [16, 8, 4, 2, 1]

@@ -5,8 +5,8 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from charrnn_tui.engine.step import TrainStep
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.run.trainer import Trainer
 
 
 def _spied_run(config, runs_dir, monkeypatch):
@@ -73,7 +73,7 @@ def test_gradients_are_clipped_to_the_global_norm(repetitive_text, runs_dir, mon
 
 
 def test_the_step_reports_the_gradient_norm_before_clipping(repetitive_text, runs_dir, monkeypatch):
-    from charrnn_tui.engine.step import clip_gradients
+    from charrnn_tui.engine.model.step import clip_gradients
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=1), runs_dir=runs_dir, run_name="norm")
     trainer.run()

@@ -17,9 +17,9 @@ import pytest
 from helpers import LocalRun, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
-from charrnn_tui.engine.inference import load_model
+from charrnn_tui.engine.model.inference import load_model
+from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
-from charrnn_tui.engine.trainer import Trainer
 from charrnn_tui.tui.app import CharRNNApp
 from charrnn_tui.tui.widgets.loss_chart import LossChart
 from charrnn_tui.tui.widgets.prompt_panel import PromptPanel
@@ -264,7 +264,7 @@ async def test_the_app_starts_a_detached_engine_and_leaves_it_training_on_d(repe
     """The path `charrnn-tui CORPUS` takes: the engine in a process of its own, the app its client."""
     import functools
 
-    from charrnn_tui.engine.client import EngineClient
+    from charrnn_tui.engine.serve.client import EngineClient
     from charrnn_tui.tui.app import _launch_and_attach
 
     argv = [str(repetitive_text), "--preset", "tiny", "--hidden", "32", "--seq-len", "16", "--batch-size", "4",

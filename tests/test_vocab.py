@@ -4,7 +4,7 @@ from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn_tui.engine.vocab import (
+from charrnn_tui.engine.text.vocab import (
     UNK,
     CharVocab,
     WordVocab,
@@ -136,7 +136,7 @@ def test_words_carry_the_space_before_them_and_punctuation_and_contractions_read
 
 @pytest.mark.parametrize("name", ["shakespeare", "timemachine", "jokes"])
 def test_the_bundled_corpora_come_back_exactly_from_their_word_tokens(name):
-    from charrnn_tui.engine.corpus import load_corpus
+    from charrnn_tui.engine.text.corpus import load_corpus
 
     text = load_corpus(name).text
     vocab = WordVocab.build(text, min_freq=1)
@@ -147,7 +147,7 @@ def test_the_bundled_corpora_come_back_exactly_from_their_word_tokens(name):
 
 def test_a_word_vocabulary_from_before_scheme_2_keeps_cutting_text_its_way():
     from charrnn_tui.engine.errors import CheckpointError
-    from charrnn_tui.engine.vocab import vocab_from_dict
+    from charrnn_tui.engine.text.vocab import vocab_from_dict
 
     old = vocab_from_dict({"kind": "word", "tokens": [UNK, "Who", "'", "s", " ", "there"]})
     assert old.scheme == 1 and old.encode("Who's there").tolist() == [1, 2, 3, 4, 5]
@@ -174,7 +174,7 @@ def test_a_broken_vocabulary_in_a_checkpoint_is_named(data, error):
 @pytest.mark.parametrize("tokens", [["ab", "c"], ["a", "a"], [], ["a", ""]])
 def test_a_character_vocabulary_from_a_checkpoint_must_be_distinct_single_characters(tokens):
     from charrnn_tui.engine.errors import CheckpointError
-    from charrnn_tui.engine.vocab import vocab_from_dict
+    from charrnn_tui.engine.text.vocab import vocab_from_dict
 
     with pytest.raises(CheckpointError, match="distinct single characters"):
         vocab_from_dict({"kind": "char", "tokens": tokens})
@@ -182,7 +182,7 @@ def test_a_character_vocabulary_from_a_checkpoint_must_be_distinct_single_charac
 
 def test_an_empty_text_has_no_character_vocabulary():
     from charrnn_tui.engine.errors import CheckpointError
-    from charrnn_tui.engine.vocab import CharVocab
+    from charrnn_tui.engine.text.vocab import CharVocab
 
     with pytest.raises(CheckpointError):
         CharVocab.build("")

@@ -6,9 +6,9 @@ import pytest
 from helpers import run_cli, tiny_config
 
 from charrnn_tui.engine.events import Evaluated
-from charrnn_tui.engine.metrics import METRICS, read_metrics
 from charrnn_tui.engine.overfitting import read_history
-from charrnn_tui.engine.trainer import Trainer
+from charrnn_tui.engine.run.metrics import METRICS, read_metrics
+from charrnn_tui.engine.run.trainer import Trainer
 
 
 def test_every_run_writes_metrics_for_its_reports_and_evaluations(repetitive_text, runs_dir):
@@ -74,7 +74,7 @@ def test_a_run_whose_rate_reached_0_is_never_said_to_overfit(repetitive_text, ru
     import io
 
     from charrnn_tui.engine.events import Progress
-    from charrnn_tui.engine.printer import NOT_LEARNING, ProgressPrinter
+    from charrnn_tui.engine.serve.printer import NOT_LEARNING, ProgressPrinter
 
     out = io.StringIO()
     printer = ProgressPrinter(out=out, interval=0)
@@ -181,8 +181,8 @@ def test_tensorboard_gets_the_numbers_of_metrics_jsonl(repetitive_text, runs_dir
 def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_path):
     """The app's `e`: a request at a step boundary, announced to every viewer, saved with the run."""
     from charrnn_tui.engine.checkpoint import load_checkpoint
-    from charrnn_tui.engine.control import RequestRefused
     from charrnn_tui.engine.events import Notice, Progress, SettingsChanged
+    from charrnn_tui.engine.run.control import RequestRefused
 
     corpus = tmp_path / "small.txt"
     corpus.write_text("".join(f"{i} {i * i % 97} {'abcdefghij'[i % 10] * (i % 7)}\n" for i in range(400)))
@@ -218,9 +218,9 @@ def test_early_stop_counts_evaluations_not_the_points_kept_after_thinning(tmp_pa
     after 9 evaluations without a new best still comes (counting kept points, it never would)."""
     from functools import partial
 
-    from charrnn_tui.engine import trainer as trainer_module
     from charrnn_tui.engine.checkpoint import load_checkpoint
     from charrnn_tui.engine.history import thin_evaluations
+    from charrnn_tui.engine.run import trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "thin_evaluations", partial(thin_evaluations, limit=8))
     corpus = tmp_path / "small.txt"

@@ -1,8 +1,8 @@
 """The charrnn-tui app: watch a model learn, steer it, talk to it.
 
-The app is a client of the run's engine (engine/server.py), which trains in a process of its own:
+The app is a client of the run's engine (engine/serve/server.py), which trains in a process of its own:
 the app starts one, or attaches to one already running, and talks to it the same way either way
-(engine/client.py). A worker thread relays its events, which arrive here as messages. They are
+(engine/serve/client.py). A worker thread relays its events, which arrive here as messages. They are
 folded into a RunView at once (cheap) and drawn on a timer, so a fast GPU never floods the screen
 and the screen never holds training up. Leaving the app (`d`, a closed terminal) leaves the run
 training; `q` stops it.
@@ -54,7 +54,7 @@ EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 # Seconds between screen updates from training (keys and state changes redraw at once). Each
 # redraw costs the app CPU that training, on a busy machine, does not get: at 4 a second an
 # attached app took 5.5% of a core on 2 cores; at 1 a second (with the engine sending progress
-# once a second, engine/server.py) 1.3%.
+# once a second, engine/serve/server.py) 1.3%.
 REDRAW_INTERVAL = 1.0
 TYPING_INTERVAL = 0.06  # seconds between next-token requests while a key repeats (the run takes 20/s)
 COMPARE_REFRESH = 5.0  # seconds between reads of the compared runs' metrics
@@ -175,7 +175,7 @@ class CharRNNApp(App[int]):
                 if state != "detached" or self.detaching or self.trainer is not client:
                     return state
                 # Dropped without the run ending (this app fell behind, say): attach again.
-                from charrnn_tui.engine.client import EngineClient
+                from charrnn_tui.engine.serve.client import EngineClient
 
                 client = EngineClient(client.run_dir, self.post_engine_event)
                 try:
@@ -478,7 +478,7 @@ class CharRNNApp(App[int]):
     def _attach_chosen(self, run_dir: str | None) -> None:
         if not run_dir or (self.view.info is not None and run_dir == self.view.info.run_dir):
             return
-        from charrnn_tui.engine.client import EngineClient
+        from charrnn_tui.engine.serve.client import EngineClient
 
         old = self.trainer
         self.detaching = True  # the old connection's worker ends quietly
@@ -550,14 +550,14 @@ class CharRNNApp(App[int]):
 def run_app(args: argparse.Namespace) -> int:
     """Open the app for parsed `train` or `attach` arguments; returns the exit status.
 
-    For `train`, the run's engine starts first, detached, in a process of its own (engine/launch.py):
+    For `train`, the run's engine starts first, detached, in a process of its own (engine/serve/launch.py):
     on a CPU a training thread runs 2-3x slower than a process's main thread, and the run must
     outlive the app. Then the app attaches to it, exactly as `attach` does.
     """
-    from charrnn_tui.engine.client import EngineClient, RunNotLive
+    from charrnn_tui.engine.cli.run_commands import not_live_message, resolve_run
     from charrnn_tui.engine.errors import CharRNNError
-    from charrnn_tui.engine.run_commands import not_live_message, resolve_run
     from charrnn_tui.engine.runs import check_new_run_name, command_hint, default_runs_dir, run_hint
+    from charrnn_tui.engine.serve.client import EngineClient, RunNotLive
 
     runs_dir = args.runs_dir or default_runs_dir()
     if args.command == "attach":
@@ -599,7 +599,7 @@ def after_exit_message(app: Any) -> str:
 
 
 def _exit_message(app: Any) -> str:
-    from charrnn_tui.engine.run_commands import background_message
+    from charrnn_tui.engine.cli.run_commands import background_message
     from charrnn_tui.engine.runs import run_hint
 
     client, view = app.trainer, app.view
@@ -635,8 +635,8 @@ def _with_sink(client: Any, on_event: Callable[[ev.Event], None]) -> Any:
 
 
 def _launch_and_attach(train_argv: list[str], on_event: Callable[[ev.Event], None]) -> Any:
-    from charrnn_tui.engine.client import EngineClient
-    from charrnn_tui.engine.launch import launch_engine
+    from charrnn_tui.engine.serve.client import EngineClient
+    from charrnn_tui.engine.serve.launch import launch_engine
 
     run_dir = launch_engine(train_argv, for_app=True)
     client = EngineClient(run_dir, on_event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from charrnn_tui.engine.cli import check_train_corpus, dispatch, parse, report_errors
+from charrnn_tui.engine.cli.main import check_train_corpus, dispatch, parse, report_errors
 
 
 def main(argv: list[str] | None = None) -> int:

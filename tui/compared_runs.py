@@ -18,8 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from charrnn_tui.engine.metrics import METRICS
-from charrnn_tui.engine.runs import finite_or_none
+from charrnn_tui.engine.runs import METRICS, finite_or_none
 
 MAX_COMPARED = 4  # runs overlaid at once, each in a colour of its own
 READ_LIMIT = 8 * 2**20  # bytes read a refresh: the rest of a bigger file comes at the next ones

@@ -14,8 +14,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from charrnn_tui.engine.cli.run_commands import format_age
 from charrnn_tui.engine.printable import printable_line
-from charrnn_tui.engine.run_commands import format_age
 from charrnn_tui.engine.runs import UNREADABLE, RunEntry, list_runs, run_hint
 
 REFRESH = 2.0  # seconds

@@ -1,0 +1,1 @@
+"""The command line: parsing, the commands, doctor and suggestions for slips."""

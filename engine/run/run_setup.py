@@ -1,0 +1,629 @@
+"""Run setup and checkpoints: everything a run is made of, built from a config or a checkpoint, and
+the checkpoint that holds it again.
+
+Mixed into Trainer (engine/run/trainer.py), whose loop uses what `_setup` builds."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn_tui.corpora import BUNDLED
+from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError, CorpusError
+from charrnn_tui.engine.events import CheckpointSaved, Notice, RunInfo, Started
+from charrnn_tui.engine.history import LossHistory
+from charrnn_tui.engine.model.device import (
+    configure_backends,
+    describe_device,
+    fork_rng,
+    pick_device,
+    precision_label,
+    release_cached_memory,
+    reseed_cudnn_dropout,
+    synchronize,
+    use_bf16,
+)
+from charrnn_tui.engine.model.model import CharRNN, State
+from charrnn_tui.engine.model.sampling import TextGenerator
+from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.printable import percent
+from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run.batch_size import (
+    AUTO_BATCH_LIMIT,
+    is_out_of_memory,
+    largest_fitting,
+    memory_limited,
+    with_headroom,
+)
+from charrnn_tui.engine.run.distributed import GATHER, ProcessGroup, check_batch, state_rows
+from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
+from charrnn_tui.engine.run.schedule import Schedule
+from charrnn_tui.engine.run.threads import available_cores
+from charrnn_tui.engine.runs import (
+    LATEST,
+    RunLock,
+    default_run_name,
+    keep_step_copy,
+    new_run_dir,
+    remove_partial_writes,
+    require_own_run_dir,
+    run_hint,
+)
+from charrnn_tui.engine.text.corpus import Corpus, corpus_spec, load_corpus
+from charrnn_tui.engine.text.data import LAYOUT, legacy_epoch_float, make_batcher, split_tokens, validation_ids
+from charrnn_tui.engine.text.novelty import BackgroundIndex
+from charrnn_tui.engine.text.run_text import TextFingerprint, describe_change, save_validation
+from charrnn_tui.engine.text.vocab import build_vocab, vocab_from_dict
+
+# Fields a user may change when resuming; the rest must match the checkpoint.
+RESUMABLE_OVERRIDES = (
+    "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
+    "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
+    "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
+    "lr_decay", "tensorboard", "fit_eval_interval", "fit_batch_size",
+)
+
+
+class RunSetup:
+    # ---- set-up -------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        checkpoint = None
+        if self.resume_path is not None:
+            checkpoint = load_checkpoint(self.resume_path)
+            self.config = resumed_config(checkpoint, self.overrides)
+        config = self.config
+        cfg.validate(config)
+        if config.tensorboard:
+            require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
+        torch.manual_seed(config.seed)
+
+        corpus, self.loaded_corpus = self.loaded_corpus, None
+        if corpus is None or checkpoint is not None:
+            corpus = self._load_corpus(config, checkpoint)
+        # What checkpoints and RUN/validation.pt record from now on: the text as trained on now.
+        self.text_fingerprint = TextFingerprint.of(corpus.text)
+        if checkpoint is not None:
+            vocab = vocab_from_dict(checkpoint["vocab"])
+        else:
+            vocab = build_vocab(corpus.text, config.tokens, config.min_freq)
+        try:
+            ids = vocab.encode(corpus.text)
+        except CharRNNError as e:
+            change = self._corpus_change(checkpoint, corpus.text) or "changed"
+            raise CheckpointError(f"corpus {corpus.source} {change} since the checkpoint: {e}; put back the "
+                                  "text it trained on to resume, or start a new run on this one") from None
+        train_ids, val_ids = split_tokens(ids, config.val_fraction)
+        if config.top_k is not None and config.top_k > len(vocab):
+            raise ConfigError(f"top-k {config.top_k} is larger than the vocabulary ({len(vocab)} tokens)")
+
+        world = self.world
+        self.device = self._pick_device(config.device)
+        configure_backends(self.device, config.threads or self._default_threads())
+        if world.distributed and not config.auto_batch_size:
+            check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
+        self.bf16 = use_bf16(self.device, config.precision)
+        self.gpu_monitor = GpuMonitor(self.device) if world.leader else None
+        self.vocab = vocab
+        config.model.vocab_size = len(vocab)
+        self.model = CharRNN(config.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.train_step = TrainStep(self.model, self.optimizer, self.device, bf16=self.bf16,
+                                    grad_clip=config.grad_clip)
+        self.train_ids = train_ids.to(self.device)
+        probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
+                                             or config.seq_len != checkpoint["config"]["seq_len"])
+        preset_batch = config.batch_size
+        if probed:
+            config.batch_size = self._auto_batch_size(len(train_ids))
+        elif checkpoint is None and config.fit_batch_size:
+            config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, len(train_ids))
+        if world.distributed:
+            self.group = ProcessGroup(world, self.device)
+            if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
+                config.batch_size = self._distributed_batch_size(config.batch_size, len(train_ids))
+                check_batch(config.batch_size, world)
+        self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
+        self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
+        self.generator = TextGenerator(self.model, vocab)
+        self.temperature = config.temperature
+
+        self.train_state: State | None = None
+        self.train_seconds = 0.0
+        self.tokens_seen = 0
+        self.losses = LossHistory()
+        self.val_history: list[tuple[int, float]] = []
+        self.train_at_eval: list[tuple[int, float]] = []  # mean training loss before each evaluation
+        self.samples: list[tuple[int, str]] = []
+        self.best_val = math.inf
+        self.evals_since_best = 0  # counted, not read off val_history: thinning drops points
+        self.first_after_best: int | None = None  # the step of the first evaluation after the best
+        self.schedule = Schedule()
+        if checkpoint is None and config.fit_eval_interval:
+            config.eval_interval = cfg.fitted_eval_interval(config, len(train_ids))
+        self.plan_notes = [] if checkpoint is not None else self._plan_notes(preset_batch, probed)
+        failed: CharRNNError | None = None
+        try:
+            if world.leader:
+                self._place_run(checkpoint, corpus.name)
+            elif checkpoint is not None:  # a follower trains; the leader keeps the folder, lock and logs
+                self._restore(checkpoint)
+                self._resume_schedule(checkpoint)
+        except CharRNNError as e:
+            if self.group is None:
+                raise
+            failed = e
+        if self.group is not None:
+            # Every rank stops here if one failed or built a different run (a machine with another
+            # corpus file or a stale checkpoint); otherwise DDP starts them all from rank 0's weights.
+            self.group.agree(run_fingerprint(config, vocab, corpus.text, self.step, self.batcher, checkpoint),
+                             failed)
+            if not world.leader:  # its own dropout masks (rank 0's are the run's, in checkpoints)
+                torch.manual_seed(config.seed + 1_000_003 * world.rank + self.step)
+            self.train_step.distribute(self.group.wrap(self.model), world.size)
+            if not world.leader:
+                return
+        self.saved_step = self.step
+        self.metrics = MetricsLog(self.run_dir, resumed_step=self.step if checkpoint is not None else None,
+                                  tensorboard=config.tensorboard)
+        # Samples are checked for text copied from the corpus once this index is built.
+        self.copy_index = BackgroundIndex(corpus.text)
+        self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
+
+        m = config.model
+        self.info = RunInfo(
+            run_name=self.run_dir.name, run_dir=str(self.run_dir), corpus_name=corpus.name,
+            corpus_source=corpus.source, corpus_chars=len(corpus.text), train_tokens=len(train_ids),
+            val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
+            layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
+            device=self.device.type, device_name=describe_device(self.device) + (
+                f" × {world.size} processes ({self.group.backend})" if self.group is not None else ""),
+            precision=precision_label(self.device, self.bf16), preset=config.preset, batch_size=config.batch_size,
+            seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
+            max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
+        )
+        self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
+        self._keep_run_text(checkpoint, corpus, val_ids)
+        if len(self.val_ids) < len(val_ids):
+            self.emit(Notice(f"validation reads the first {len(self.val_ids):,} of the split's {len(val_ids):,} "
+                             "tokens, the same ones every time (--eval-tokens N or all to change it)"))
+        size = checkpoint_bytes(self.model, self.optimizer)
+        if size >= LARGE_CHECKPOINT:
+            copies = 2 + config.keep_checkpoints  # latest, best and the step-N copies of earlier latests
+            self.emit(Notice(f"each checkpoint is about {size / 2**20:,.0f} MB (the weights and the optimizer's "
+                             f"state): up to {copies} of them in {self.run_dir} (--keep-checkpoints)", "warning"))
+
+    def _plan_notes(self, preset_batch: int, probed: bool) -> list[str]:
+        """How a new run's batch and learning rate suit its text, in words for start-up."""
+        config, notes = self.config, []
+        epoch = self.batcher.batches_in_epoch()
+        if not probed and config.batch_size < preset_batch:
+            before = len(self.train_ids) // (preset_batch * config.seq_len)
+            notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {epoch:,} steps an epoch, "
+                         f"not {before:,} (--batch-size sets it)")
+        if config.lr_decay and not schedule.has_limit(config):
+            notes.append(schedule.describe_open_ended(epoch))
+        return notes
+
+    def _load_corpus(self, config: cfg.TrainConfig, checkpoint: dict[str, Any] | None) -> Corpus:
+        try:
+            return load_corpus(config.corpus, csv_column=config.csv_column, ascii_only=config.ascii,
+                               encoding=config.encoding)
+        except CorpusError:
+            spec = config.corpus
+            if checkpoint is None or not spec or spec in BUNDLED or Path(spec).expanduser().exists():
+                raise  # not gone, but unreadable: its own message says why
+            # Training on needs the text itself; `eval` needs only what the run kept (engine/text/run_text.py).
+            run = self.resume_path.parent
+            raise CorpusError(f"corpus {spec} of run {run.name} is gone: put the file back there to resume "
+                              f"(`{run_hint('eval', run)}` still scores the validation text the run kept)") from None
+
+    def _corpus_change(self, checkpoint: dict[str, Any] | None, text: str) -> str | None:
+        """How the resumed run's corpus changed since its checkpoint; None if it did not, for a new
+        run, or for a checkpoint from before fingerprints (nothing to compare with)."""
+        stored = TextFingerprint.from_dict(checkpoint.get("corpus_fingerprint")) if checkpoint is not None else None
+        if stored is None or stored == self.text_fingerprint:  # the usual case: the text is not hashed again
+            return None
+        return describe_change(stored, text)
+
+    def _keep_run_text(self, checkpoint: dict[str, Any] | None, corpus: Corpus, val_ids: torch.Tensor) -> None:
+        """Say what a resume does with a changed corpus, and keep the validation split, as cut from
+        the text trained on now, in the run folder (rewritten at each start), for `eval RUN`."""
+        change = self._corpus_change(checkpoint, corpus.text)
+        if change is not None:
+            unknown = ", words its vocabulary lacks read as <unk>," if self.vocab.kind == "word" else ""
+            self.emit(Notice(f"corpus {corpus.source} {change} since the checkpoint (step {self.step:,}): the run "
+                             f"goes on with the text as it is now{unknown} and validates on its last "
+                             f"{percent(self.config.val_fraction)} (earlier figures scored the old text)", "warning"))
+        try:
+            save_validation(self.run_dir, val_ids, corpus.source, self.text_fingerprint)
+        except CheckpointError as e:  # the run is not worse for it: `eval` falls back to the corpus file
+            self.emit(Notice(f"{e}: `{run_hint('eval', self.run_dir)}` will need the corpus file", "warning"))
+
+    def _place_run(self, checkpoint: dict[str, Any] | None, corpus_name: str) -> None:
+        """The run's folder and lock: the checkpoint's, restored from, or a new one."""
+        config = self.config
+        if checkpoint is not None:
+            self.run_dir = self.resume_path.parent
+            require_own_run_dir(self.run_dir)  # yours, a real folder, only you can add files: it is written to
+            self.lock = RunLock(self.run_dir).acquire()
+            remove_partial_writes(self.run_dir)
+            self._restore(checkpoint)
+            self._resume_schedule(checkpoint)
+        else:
+            name = self.run_name or default_run_name(corpus_name, config.model.kind, config.model.hidden,
+                                                         config.model.layers)
+            self.run_dir = new_run_dir(self.runs_dir, name, exact=bool(self.run_name))  # --name X: X or an error
+            self.lock = RunLock(self.run_dir).acquire()
+
+    def _pick_device(self, name: str) -> torch.device:
+        device = pick_device(name)
+        if not self.world.distributed:
+            return device
+        if device.type == "mps":
+            raise ConfigError("a run on several processes trains on CUDA GPUs or CPUs, not Apple MPS: "
+                              "--device cpu")
+        if device.type == "cuda":  # one GPU per local rank, or the one GPU a launcher left each process
+            count = torch.cuda.device_count()
+            if count != 1 and self.world.local_rank >= count:
+                raise ConfigError(f"local rank {self.world.local_rank} has no GPU of its own: this machine has "
+                                  f"{count}; start at most {count} processes on it (--nproc-per-node)")
+            device = torch.device("cuda", 0 if count == 1 else self.world.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
+    def _default_threads(self) -> int | None:
+        """CPU processes of a distributed run share the machine's cores; one process keeps torch's
+        choice (and its engine balances it against other runs: engine/run/threads.py)."""
+        if not self.world.distributed or self.device.type != "cpu":
+            return None
+        return max(1, available_cores() // self.world.local_size)
+
+    def _distributed_batch_size(self, fits_one_process: int, train_tokens: int) -> int:
+        """--batch-size auto over several processes: each holds 1/N of the streams, so N times what
+        fits the tightest one, a multiple of N, and within the text."""
+        size = self.world.size
+        if not memory_limited(self.device):  # the preset's batch (the same on every rank), split evenly
+            return max(size, fits_one_process // size * size)
+        limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
+        if self.config.fit_batch_size:
+            limit = cfg.fitted_batch_size(limit, self.config.seq_len, train_tokens)
+        chosen = max(size, min(self.group.min_int(fits_one_process) * size, limit) // size * size)
+        self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "
+                         f"({chosen // size} streams each)"))
+        return chosen
+
+    def _auto_batch_size(self, train_tokens: int) -> int:
+        config = self.config
+        limit = max(1, min(AUTO_BATCH_LIMIT, (train_tokens - 1) // config.seq_len))  # a window per stream
+        capped = config.fit_batch_size and cfg.fitted_batch_size(limit, config.seq_len, train_tokens) < limit
+        if capped:  # an epoch of a few hundred steps
+            limit = cfg.fitted_batch_size(limit, config.seq_len, train_tokens)
+        if not memory_limited(self.device):
+            chosen = min(config.batch_size, limit)
+            self.emit(Notice(f"--batch-size auto: memory is not the limit on a {self.device.type}, so the "
+                             f"preset's measured batch size {chosen} is used"))
+            return chosen
+        # Room for AdamW's two moments, which the probe's passes don't allocate.
+        reserve = [torch.empty_like(p) for p in self.model.parameters() for _ in range(2)]
+        largest = largest_fitting(self._batch_fits, config.batch_size, limit)
+        del reserve
+        if largest == 0:
+            raise ConfigError(f"out of {self.device.type} memory even at batch-size 1 with seq-len "
+                              f"{config.seq_len}: lower --seq-len or --hidden")
+        chosen = largest if largest == limit else with_headroom(largest)
+        if capped and chosen == limit:
+            self.emit(Notice(f"--batch-size auto: batch-size {chosen}, the largest that keeps {cfg.EPOCH_STEPS} "
+                             f"steps an epoch on this text ({train_tokens:,} tokens at seq-len {config.seq_len}); "
+                             f"{self.device.type} memory holds it"))
+            return chosen
+        self.emit(Notice(f"--batch-size auto: {largest} fit in {self.device.type} memory at seq-len "
+                         f"{config.seq_len}; training with batch-size {chosen}"))
+        return chosen
+
+    def _batch_fits(self, batch: int) -> bool:
+        """Whether a forward and backward pass at this batch size fits in the device's memory."""
+        try:
+            with fork_rng(self.device), self.model.dropout_off():  # the run's random streams stay as they were
+                x = torch.arange(batch * self.config.seq_len, device=self.device).remainder(len(self.vocab))
+                x = x.view(batch, self.config.seq_len)
+                self.train_step.loss(x, x, None)[0].backward()
+                synchronize(self.device)
+            fits = True
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(e):
+                raise
+            fits = False
+        self.model.zero_grad(set_to_none=True)
+        release_cached_memory(self.device)
+        return fits
+
+    # ---- resuming -----------------------------------------------------------------------------
+    def _same_batch_shape(self, ck: dict[str, Any]) -> bool:
+        old = ck["config"]
+        return ((old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len)
+                and ck["batcher"].get("layout") == LAYOUT)
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ck["model"])
+            load_optimizer_state(self.optimizer, ck["optimizer"])
+            self._restore_position(ck)
+            self.step = int(ck["step"])
+            self.train_seconds = float(ck["train_seconds"])
+            self.tokens_seen = int(ck["tokens_seen"])
+            saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
+            if saved_state:
+                moved = state_rows([t.to(self.device, torch.float32) for t in saved_state], self.world,
+                                   self.config.batch_size)
+                self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
+            history = ck["history"]
+            if "losses" in history:
+                self.losses = LossHistory.from_dict(history["losses"])
+            else:  # before the history was bounded, checkpoints held every loss
+                self.losses = LossHistory.from_losses(history["train"].tolist())
+            self.val_history = [(int(s), float(v)) for s, v in history["val"]]
+            self.train_at_eval = [(int(s), float(v)) for s, v in history.get("train_at_eval", [])]
+            self.samples = [(int(s), str(t)) for s, t in history["samples"]]
+            self.best_val = float(ck["best_val"])
+            if "since_best" in history:
+                self.evals_since_best = int(history["since_best"])
+                after = history.get("first_after_best")
+                self.first_after_best = None if after is None else int(after)
+            else:  # saved before the history was thinned: every evaluation is in it
+                self.evals_since_best = read_history(self.val_history, {}).since_best
+                after = len(self.val_history) - self.evals_since_best  # the index of the first after the best
+                self.first_after_best = self.val_history[after][0] if self.evals_since_best else None
+            torch.set_rng_state(ck["rng"]["torch"])
+            if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{self.resume_path}: checkpoint contents do not match its config ({e})") from None
+
+    def _resume_schedule(self, ck: dict[str, Any]) -> None:
+        """The schedule as the checkpoint left it; then, if the resume gives new stop conditions,
+        those replace the run's (each an amount of training more, 0 for none) and a new segment of
+        the schedule starts here."""
+        position = self._position()
+        if "schedule" in ck:
+            try:
+                self.schedule = Schedule.from_dict(ck["schedule"])
+            except (ValueError, TypeError) as e:
+                raise CheckpointError(f"{self.resume_path}: {e}") from None
+        else:  # written before schedules were saved: a run with a limit goes on as it did; an open-ended
+            # one through the cosine of its first 10 epochs (the one it followed, with no time bound),
+            # then back at the peak with the plateau rule where it used to hold its floor
+            self.schedule.cosine_seconds = None
+        more = {k: v for k, v in self.overrides.items() if k in schedule.LIMITS and v is not None}
+        keep = bool(self.overrides.get("keep_schedule"))
+        if not more:
+            if keep:
+                raise ConfigError("--keep-schedule goes with a new stop condition (--max-steps, --max-epochs or "
+                                  "--max-time: how much more to train)")
+            reached = schedule.limit_reached(self.config, position.step, position.epoch, position.seconds)
+            if reached:
+                raise ConfigError(f"run {self.run_dir.name} already {reached}: give --max-steps, --max-epochs or "
+                                  "--max-time for more training (how much more), or --max-time 0 to train until "
+                                  "stopped")
+            return
+        current = self.schedule.rate(self.config, position)
+        old = schedule.describe_limits(self.config)
+        for limit in schedule.LIMITS:
+            amount = more.get(limit)
+            end = None if not amount else position.of(limit) + amount
+            setattr(self.config, limit, int(end) if limit == "max_steps" and end is not None else end)
+        change = self.schedule.restart(self.config, position, current, keep)
+        new = schedule.describe_limits(self.config, position)
+        self.emit(Notice(f"resumed at step {position.step:,}: {new}" + (f" (was {old})" if old != new else "")
+                         + f"; {change}"))
+
+    def _restore_position(self, ck: dict[str, Any]) -> None:
+        if self._same_batch_shape(ck):
+            self.batcher.load_state_dict(ck["batcher"])
+            return
+        # Resumed with another batch shape (say, a smaller batch after running out of memory), or
+        # from a checkpoint of an earlier layout: the same point of the epoch, with the hidden
+        # state restarting.
+        c, old = self.config, ck["config"]
+        if ck["batcher"].get("layout") == LAYOUT:
+            before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
+            before.load_state_dict(ck["batcher"])
+            epoch = before.epoch_float
+            changed = (f"with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
+                       f"{old['batch_size']} x {old['seq_len']})")
+        else:
+            epoch = legacy_epoch_float(c.sampler, ck["batcher"], old["batch_size"], old["seq_len"],
+                                       len(self.train_ids))
+            changed = "from a checkpoint of an earlier version, whose batches were cut differently,"
+        self.batcher.seek(epoch)
+        self.emit(Notice(f"resumed {changed} at epoch {epoch:.2f}; the hidden state starts afresh"))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _save(self, name: str) -> bool:
+        """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
+        if self.state == "error":
+            return False  # never write weights from a failed run over a good checkpoint
+        payload = self._checkpoint_payload()
+        broken = non_finite_tensor(payload)
+        if broken is not None:
+            self._fail(f"{broken} is not finite at step {self.step}; not saved. {self._last_good_checkpoint()}")
+            return False
+        path = self.run_dir / name
+        try:
+            save_checkpoint(payload, path)
+        except CheckpointError as e:
+            self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
+            if self.pause_on_save_error and not self.paused:
+                self.paused = True
+                self._set_state("paused", "checkpoint failed")
+            return False
+        reseed_cudnn_dropout(self.device)  # a run resumed from this file draws the same dropout masks
+        if name == LATEST:
+            self.saved_step = self.step
+            keep_step_copy(path, self.step, self.config.keep_checkpoints)
+        self.emit(CheckpointSaved(str(path), self.step, name.removesuffix(".pt"), time.time()))
+        return True
+
+    def _save_final(self) -> bool:
+        # A failed write loses nothing when the latest checkpoint already holds every step.
+        return self._save(LATEST) or self.step == self.saved_step
+
+    def _save_after_out_of_memory(self) -> None:
+        # An allocation that fails outside the optimizer's update leaves the weights of the last
+        # whole step, which are worth keeping; a failure inside it may leave them half-updated.
+        if self.train_step is None or self.train_step.updating or self.step <= self.saved_step:
+            return
+        release_cached_memory(self.device)
+        try:
+            if self._report():  # read the pending losses first: never save over a NaN
+                self._save(LATEST)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+
+    def _fail_unsaved(self) -> None:
+        # Headless, nobody can retry the save: end as an error so the exit status says so.
+        if self.state == "error":
+            return  # the save found non-finite weights: that is the error to report
+        last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
+        self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.step} "
+                   f"are lost; {last}")
+
+    def _last_good_checkpoint(self) -> str:
+        if not self.saved_step:
+            return "Nothing was saved; start again with a lower --lr"
+        return f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
+
+    def _remove_empty_run_dir(self) -> None:
+        # A run that failed before its first checkpoint leaves nothing behind.
+        run_dir: Path | None = getattr(self, "run_dir", None)
+        if run_dir is not None and self.resume_path is None and run_dir.is_dir():
+            leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
+            if not leftovers:
+                (run_dir / ".lock").unlink(missing_ok=True)
+                run_dir.rmdir()
+
+    def _carried_state(self) -> tuple[torch.Tensor, ...]:
+        """The whole batch's carried state: this process's, or every rank's put together (a
+        collective: in a distributed run the leader commands it and every rank calls this)."""
+        state = self.train_state
+        tensors = () if state is None else state if isinstance(state, tuple) else (state,)
+        if self.group is None or not tensors:  # None on one rank is None on all: they take the same batches
+            return tensors
+        return self.group.gather_state(tensors)
+
+    def _checkpoint_payload(self) -> dict[str, Any]:
+        if self.group is not None:
+            self.group.command(GATHER)
+        # float32 whatever autocast made it: resumable either way
+        saved_state = [t.float().cpu() for t in self._carried_state()]
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "vocab": self.vocab.to_dict(),
+            "config": cfg.to_dict(self.config),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "tokens_seen": self.tokens_seen,
+            "batcher": self.batcher.state_dict(),
+            "train_state": saved_state,
+            "best_val": self.best_val,
+            "schedule": self.schedule.to_dict(),
+            "history": {
+                "losses": self.losses.to_dict(),
+                "val": [list(v) for v in self.val_history],
+                "train_at_eval": [list(v) for v in self.train_at_eval],
+                "since_best": self.evals_since_best,
+                "first_after_best": self.first_after_best,
+                "samples": [list(s) for s in self.samples],
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+            "run_name": self.run_dir.name,
+            "corpus": {"name": self.corpus.name, "source": self.corpus.source},
+            "corpus_fingerprint": self.text_fingerprint.to_dict(),  # to tell, on a resume, if the text changed
+            "saved_at": time.time(),
+        }
+
+
+def run_fingerprint(config: cfg.TrainConfig, vocab: Any, text: str, step: int, batcher: Any,
+                    checkpoint: dict[str, Any] | None) -> str:
+    """What every rank of a distributed run must agree on: settings, text, vocabulary and where
+    training stands (a stale copy of the checkpoint on one machine differs in step or save time)."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
+    saved_at = checkpoint.get("saved_at") if checkpoint is not None else None
+    digest.update(json.dumps([cfg.to_dict(config), vocab.to_dict(), step, batcher.state_dict(), saved_at],
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def make_optimizer(model: CharRNN, config: cfg.TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    # Fused AdamW on CUDA: one kernel for all parameters, no host sync.
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+# Param-group options that choose the optimizer's implementation for the device, not its maths.
+DEVICE_OPTIONS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """The saved moments, step counts and hyperparameters, with this device's implementation:
+    load_state_dict takes the saved param groups whole, so a CPU checkpoint (fused None) resumed on
+    CUDA would lose fused AdamW, and a CUDA one (fused True) resumed on a CPU would keep it. The
+    options in DEVICE_OPTIONS stay as make_optimizer chose them here; they are put in the saved groups
+    before loading, so that load_state_dict also places each step count where that implementation
+    keeps it (float32 on the parameter's device for fused or capturable, as it was otherwise)."""
+    groups = saved["param_groups"]
+    here = [{k: group[k] for k in DEVICE_OPTIONS if k in group} for group in optimizer.param_groups]
+    if len(groups) == len(here):  # otherwise load_state_dict says what does not match
+        groups = [{**group, **options} for group, options in zip(groups, here, strict=True)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
+LARGE_CHECKPOINT = 100 * 2**20  # bytes: a checkpoint this large is worth a line at the start
+
+
+def checkpoint_bytes(model: CharRNN, optimizer: torch.optim.Optimizer) -> int:
+    """About what a checkpoint of this run weighs: the weights, and the optimizer's state per weight
+    (AdamW's two moments, SGD's momentum), in float32."""
+    weights = sum(p.numel() for p in model.parameters())
+    per_weight = 2 if isinstance(optimizer, torch.optim.AdamW) else 1
+    return 4 * weights * (1 + per_weight)
+
+
+def resumed_config(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> cfg.TrainConfig:
+    """The checkpoint's config with the user's changes; a change the run cannot take is an error,
+    never silently dropped (`model.` keys name model fields). Stop conditions and keep_schedule are
+    not applied here: they say how much more to train, from where the checkpoint is
+    (`RunSetup._resume_schedule`)."""
+    config = cfg.from_checkpoint(checkpoint)
+    given = {k: v for k, v in overrides.items()
+             if v is not None and k not in schedule.LIMITS and k != "keep_schedule"}
+    for key, value in given.items():
+        if key in RESUMABLE_OVERRIDES:
+            continue
+        name = key.removeprefix("model.")
+        current = getattr(config.model if key.startswith("model.") else config, name)
+        if value != current and not (key == "corpus" and corpus_spec(value) == corpus_spec(current)):
+            flag = "--model" if key == "model.kind" else "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} cannot change when resuming (the run has {current!r}, not {value!r}); "
+                              "start a new run to change it")
+    config = dataclasses.replace(config, **{k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})
+    cfg.validate(config)
+    return config

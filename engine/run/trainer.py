@@ -1,0 +1,583 @@
+"""The training loop: truncated BPTT step after step, with reports, evaluations, checkpoints and
+samples when they fall due, and requests from other threads applied between steps.
+
+Read `_loop` top to bottom. Around it: engine/run/run_setup.py builds the run (or restores it from a
+checkpoint) and writes checkpoints; engine/run/control.py holds the requests; engine/model/step.py the step
+itself; engine/run/schedule.py the learning rate and the stop conditions. Only the thread that calls
+`run()` touches the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.events import (
+    Evaluated,
+    Event,
+    NextTokens,
+    Notice,
+    Progress,
+    SampleFinished,
+    SampleStarted,
+    SampleText,
+    StateChanged,
+    Validating,
+)
+from charrnn_tui.engine.history import thin_evaluations
+from charrnn_tui.engine.model.cowrite import TypingState
+from charrnn_tui.engine.model.device import memory_in_use, release_cached_memory
+from charrnn_tui.engine.model.evaluate import evaluate
+from charrnn_tui.engine.model.sampling import Continuation, SampleSettings
+from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run.batch_size import is_out_of_memory
+from charrnn_tui.engine.run.control import TYPING_CHUNK, Controls
+from charrnn_tui.engine.run.distributed import (
+    GATHER,
+    REPORT,
+    SINGLE,
+    STEP,
+    STOP,
+    DistributedError,
+    ProcessGroup,
+    World,
+    shard,
+)
+from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.run_setup import RunSetup
+from charrnn_tui.engine.runs import BEST, LATEST, RunLock, default_runs_dir, run_hint, write_status
+from charrnn_tui.engine.text.corpus import Corpus
+
+EventSink = Callable[[Event], None]
+MAX_SAVED_SAMPLES = 50
+VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
+
+
+class Trainer(Controls, RunSetup):
+    def __init__(
+        self,
+        config: cfg.TrainConfig | None = None,
+        *,
+        on_event: EventSink | None = None,
+        runs_dir: Path | None = None,
+        run_name: str | None = None,
+        resume: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        pause_on_save_error: bool = False,
+        world: World = SINGLE,
+        corpus: Corpus | None = None,
+        notes: tuple[str, ...] = (),
+    ):
+        if config is None and resume is None:
+            raise ValueError("Trainer needs a config or a checkpoint to resume")
+        self.config = config
+        self.on_event = on_event or (lambda event: None)
+        self.runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+        self.run_name = run_name
+        self.resume_path = Path(resume) if resume else None
+        self.overrides = overrides or {}
+        self.loaded_corpus = corpus  # the config's corpus, read already (the command line fits the model to it)
+        self.start_notes = notes  # said once the run has started (how the command line fitted its model)
+        # A UI pauses when a checkpoint cannot be written (disk full), so the user can free space
+        # and press save; headless, training goes on (the previous checkpoint is intact).
+        self.pause_on_save_error = pause_on_save_error
+        self.state = "starting"
+        self.error = ""
+        # Under torchrun: rank 0 runs `_loop` and commands the others, which run `_follow`
+        # (engine/run/distributed.py). One process: SINGLE and no group.
+        self.world = world
+        self.group: ProcessGroup | None = None
+        self._group_unsafe = False  # the other ranks may be inside a collective (a step's all-reduce) or gone
+        self.lock: RunLock | None = None
+        self.train_step = None  # until set-up has built it, a failure leaves nothing worth saving
+        self.step = 0
+        self.saved_step = 0
+        self._sample_ids = 0
+        self._copy_check_noted = False
+        self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/model/cowrite.py)
+        self.early_stopped: str | None = None  # why --early-stop ended the run
+        self.last_eval_seconds = 0.0  # how long the latest evaluation took
+        self.overhead_seconds = 0.0
+        self.metrics = None
+        self.gpu_monitor: GpuMonitor | None = None  # set up with the device
+        self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
+        # Called at the start and at each progress report, with the speed since the last one, on
+        # the training thread (engine/run/threads.py).
+        self.balance_threads: Callable[[float | None], None] | None = None
+        self._init_controls()
+
+    def run(self) -> str:
+        """Set up, train until a stop condition or a stop request, and return the final state."""
+        try:
+            if self._run_until_out_of_memory():
+                self._recover_from_out_of_memory()
+        finally:
+            if self.world.leader and not self._group_unsafe:  # the followers wait for a command: release them
+                self._release_followers()
+            if getattr(self, "copy_index", None) is not None:
+                self.copy_index.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            if self.lock is not None:
+                self._write_final_status()
+                self.lock.release()
+        return self.state
+
+    def _run_until_out_of_memory(self) -> bool:
+        """The run, to its end (False) or until the device ran out of memory (True). That is handled
+        by the caller, once this except block has let go of the error, its traceback and so the
+        failed step's frames, with their tensors and graph: saving while they are alive could run
+        out of memory again."""
+        try:
+            self._setup()
+            if self.world.leader:
+                plan = [*self.start_notes, *self.plan_notes]  # how the defaults suit this text: one line
+                if plan:
+                    self.emit(Notice("; ".join(plan)))
+                self._loop()
+            else:
+                self._follow()
+                self.group.close()
+        except DistributedError as e:
+            self._group_unsafe = True  # the group is broken: nobody to tell, and nothing to tear down safely
+            self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
+            message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
+            self._fail(message)
+            raise DistributedError(message) from None
+        except CharRNNError as e:
+            self._remove_empty_run_dir()
+            self._fail(str(e))
+            raise
+        except Exception as e:
+            if not is_out_of_memory(e):
+                self._fail(f"{type(e).__name__}: {e}")
+                raise
+            return True  # and Python drops `e` as the block ends
+        return False
+
+    def _recover_from_out_of_memory(self) -> None:
+        """Save the last whole step if there is one, and end the run with an error that says what to
+        change. Called outside any except block: nothing holds the failed step any more, and what it
+        allocated is collected (cycles included) and handed back before the save."""
+        gc.collect()
+        if getattr(self, "device", None) is not None:  # none yet: set-up ran out of memory before choosing it
+            release_cached_memory(self.device)
+        # Distributed, a step that failed may have left the other ranks inside the all-reduce:
+        # only a failure between steps (evaluating, sampling) can still gather them to save.
+        if self.group is None or not self._group_unsafe:
+            self._save_after_out_of_memory()
+        self._remove_empty_run_dir()
+        if self.state == "error":  # the save found a NaN loss: that is the error to report
+            raise CharRNNError(self.error)
+        message = self._out_of_memory_message()
+        self._fail(message)
+        raise CharRNNError(message)
+
+    def _release_followers(self) -> None:
+        """The leader tells the other ranks that the run has ended. Not after a failed step: a
+        follower may then be waiting inside DDP's all-reduce, not for a command."""
+        if self.group is not None:
+            with contextlib.suppress(DistributedError):  # a follower is gone already: nobody left to tell
+                self.group.command(STOP)
+            # Torn down only here and at a follower's STOP: after an error a rank may be stuck in a
+            # collective that would hang the teardown; the process's exit ends it, and torchrun the rest.
+            self.group.close()
+
+    def _write_final_status(self) -> None:
+        """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
+        this covers runs trained from Python with no server)."""
+        info = getattr(self, "info", None)
+        if info is None or not self.run_dir.is_dir():
+            return
+        write_status(self.run_dir, {
+            **info.status_fields(), "state": self.state, "reason": self.error, "step": self.step,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None, "pid": None,
+            "updated": time.time(), "viewers": 0,
+        })
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        config = self.config
+        self._set_state("training")
+        self.session_start_seconds = self.train_seconds
+        self.session_start_fraction = self._limit_fraction()
+        self.overhead_seconds = 0.0  # this session's evaluations, samples and saves: the ETA counts them
+        self.first_unreported_step = self.step + 1
+        self.tokens_since_report = 0
+        self.next_sample_at = time.monotonic()  # the first live sample straight away: noise
+        self.last_report = time.perf_counter()
+        self.seconds_at_report = self.train_seconds
+        if self.balance_threads is not None:
+            self.balance_threads()
+
+        while True:
+            self._serve_requests(block=self.paused)
+            if self.state == "error":  # a NaN found while serving a request
+                return
+            if self.stop_requested is not None:
+                self._drop_requests()  # stopping now: not after the prompts set aside
+                if self._stop_on_request():
+                    return
+                continue  # the final save failed: paused, so the user can free space and retry
+            if self.paused:
+                continue
+            if self._limit_reached():
+                self._finish_requests()  # asked for before the end: the budget kept training, which is over
+                if self._finish():
+                    return
+                continue
+
+            # Training time is the steps themselves (and the read-back in reports), never the
+            # requests, evaluations, samples and saves served between them.
+            started = time.perf_counter()
+            self._train_step()
+            self.train_seconds += time.perf_counter() - started
+
+            due_report = (time.perf_counter() - self.last_report >= config.report_interval
+                          or self.train_step.log.full)
+            due_eval = self.step % config.eval_interval == 0
+            due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
+            due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
+            if due_report or due_eval or due_checkpoint or due_sample or self._limit_reached():
+                started, trained = time.perf_counter(), self.train_seconds
+                if not self._report():
+                    return
+                if due_eval:
+                    self._evaluate()
+                if due_checkpoint:
+                    self._save(LATEST)
+                if self.state == "error":  # a save found non-finite weights
+                    return
+                if due_sample:
+                    self._sample(prompt="", source="live")
+                # the report's read-back counts as training (it waits for the steps to finish)
+                self.overhead_seconds += time.perf_counter() - started - (self.train_seconds - trained)
+
+    def _train_step(self, lr: float | None = None) -> None:
+        """One step; the leader of a distributed run first tells the followers to take it too."""
+        if lr is None:
+            lr = self._lr()
+            if self.group is not None:
+                self.group.command(STEP, lr)
+        position = self.batcher.state_dict()
+        batch = self.batcher.next()
+        state = None if batch.reset else self.train_state
+        try:
+            self._group_unsafe = True
+            state = self.train_step(shard(batch, self.world), state, lr)
+            self._group_unsafe = False
+        except RuntimeError as e:
+            if is_out_of_memory(e) and not self.train_step.updating:
+                self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
+            if self.group is not None and not is_out_of_memory(e):  # DDP's all-reduce found a rank gone
+                raise self.group.lost(e) from None
+            raise
+        self.train_state = state if self.batcher.carries_state else None
+        self.step += 1
+        self.tokens_seen += batch.predictions
+        self.tokens_since_report += batch.predictions
+
+    def _report(self) -> bool:
+        """Send the losses since the last report; False when a loss or gradient norm went NaN/inf and
+        the run stopped."""
+        if not self.train_step.log.count:
+            return True
+        started = time.perf_counter()
+        if self.group is not None:  # every rank's share of each step's loss, added up
+            self.group.command(REPORT)
+            self.train_step.log.add_up_losses(self.group.sum_)
+        losses, grad_norms = self.train_step.log.read()  # the one host sync per report
+        now = time.perf_counter()
+        self.train_seconds += now - started  # waiting here is the device finishing the steps
+        elapsed = max(self.train_seconds - self.seconds_at_report, 1e-9)
+        self.seconds_at_report = self.train_seconds
+        self.last_report = now
+        first = self.first_unreported_step
+        self.first_unreported_step = self.step + 1
+        bad = next((i for i, (v, g) in enumerate(zip(losses, grad_norms, strict=True))
+                    if not (math.isfinite(v) and math.isfinite(g))), None)
+        if bad is not None:
+            self.losses.extend(losses[:bad])
+            what = (f"loss became {losses[bad]}" if not math.isfinite(losses[bad])
+                    else f"gradient norm became {grad_norms[bad]}")
+            self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
+            return False
+        self.losses.extend(losses)
+        self._train_sum += sum(losses)
+        self._train_count += len(losses)
+        lr = self._lr()
+        self.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
+                           sum(grad_norms) / len(grad_norms))
+        tokens_per_s = self.tokens_since_report / elapsed
+        if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
+            self.balance_threads(tokens_per_s if self._speed_tells_threads() else None)
+        self.tokens_since_report = 0
+        self.emit(Progress(
+            step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
+            tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
+            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
+            memory_bytes=memory_in_use(self.device), **self._gpu_fields(),
+        ))
+        return True
+
+    def _gpu_fields(self) -> dict[str, int]:
+        reading = self.gpu_monitor.read() if self.gpu_monitor is not None else None
+        if reading is None:
+            if self.gpu_monitor is not None and self.gpu_monitor.missing:
+                self.emit(Notice(self.gpu_monitor.missing))  # once: then there is nothing to say
+                self.gpu_monitor = None
+            return {}
+        return {"gpu_utilisation": reading.utilisation, "gpu_memory_used": reading.memory_used,
+                "gpu_memory_total": reading.memory_total}
+
+    def _last_checkpoint_note(self) -> str:
+        if not self.saved_step:
+            return "nothing was saved"
+        return (f"the last checkpoint (step {self.saved_step}) is intact: "
+                f"`{run_hint('train --resume', self.run_dir)}`")
+
+    def _follow(self) -> None:
+        """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
+        self._set_state("training")
+        self.tokens_since_report = 0
+        while True:
+            command, lr = self.group.receive()
+            if command == STEP:
+                self._train_step(lr)
+            elif command == REPORT:
+                self.train_step.log.add_up_losses(self.group.sum_)
+                self.train_step.log.read()
+            elif command == GATHER:
+                self._carried_state()
+            elif command == STOP:
+                self._set_state("stopped")
+                return
+
+    def _flush_progress(self) -> bool:
+        """Report what is pending; False if that found a NaN/inf and failed the run."""
+        return self.train_step is None or self._report()
+
+    def _speed_tells_threads(self) -> bool:
+        """Whether this report's speed says how fast its thread count is: on a CPU, and not while
+        the novelty index is built on every core (it would slow the counts timed first most)."""
+        index = getattr(self, "copy_index", None)
+        return self.device.type == "cpu" and not (index is not None and index.building)
+
+    def _evaluate(self) -> None:
+        t0 = time.perf_counter()
+        # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
+        # result: the chunk size does not change it), answering keystrokes between them.
+        typing = self.typing_now
+        shown = [t0]
+
+        def progress(done: float) -> None:  # the first call, then about twice a second
+            now = time.perf_counter()
+            if done == 0.0 or now - shown[0] >= VALIDATING_INTERVAL:
+                shown[0] = now
+                self.emit(Validating(self.step, done, len(self.val_ids)))
+
+        result = evaluate(self.model, self.val_ids, chunk=TYPING_CHUNK if typing else None,
+                          between=self._serve_typing if typing else None, progress=progress)
+        self.last_eval_seconds = time.perf_counter() - t0
+        is_best = result.nats < self.best_val
+        self.best_val = min(self.best_val, result.nats)
+        if is_best:
+            self.evals_since_best, self.first_after_best = 0, None
+        else:
+            if not self.evals_since_best:
+                self.first_after_best = self.step  # thinning may drop it from val_history
+            self.evals_since_best += 1
+        train_at_eval = self.train_at_eval
+        if self._train_count:
+            train_at_eval = [*train_at_eval, (self.step, self._train_sum / self._train_count)]
+            self._train_sum, self._train_count = 0.0, 0
+        self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
+                                                                train_at_eval)
+        change = self.schedule.after_evaluation(self.config, self._position(), result.nats)
+        since_change = self.schedule.since_change
+        verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
+                               first_after_best=self.first_after_best, since_change=since_change,
+                               learning=self._lr() > 0)
+        self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
+        self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
+                            result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
+        if change is not None:
+            self.emit(Notice(change))
+        if is_best:
+            self._save(BEST)
+        # A change of the learning rate is a reason to wait: counted from the best or the last change.
+        early_stop = self.config.early_stop
+        waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
+        if early_stop and waited >= early_stop:
+            since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
+            self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations{since}; best.pt is "
+                                  f"step {verdict.best_step}, val {verdict.best_val:.4f}")
+
+    def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
+        """A sample written start to end (the run's own live samples; clients' are served a piece at
+        a time, engine/run/control.py). One that fails is a warning: training goes on."""
+        try:
+            for _ in self._sample_pieces(prompt, source, length, temperature):
+                self._serve_typing()  # a keystroke waits for one piece of a sample at most
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise  # the run's own handling (run): it saves and ends
+            message = str(e) if isinstance(e, CharRNNError) else f"{type(e).__name__}: {str(e)[:200]}"
+            self.emit(Notice(f"a sample failed: {message}; training goes on", "warning"))
+
+    def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
+                       temperature: float | None = None) -> Iterator[None]:
+        """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
+        run may train: the pieces are written with the weights of the moment. One that fails or is
+        dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
+        config = self.config
+        if source == "live":  # first, so that a sample that fails is not retried at every step
+            self.next_sample_at = time.monotonic() + config.sample_interval
+        self._sample_ids += 1
+        sample_id = self._sample_ids
+        settings = SampleSettings(
+            length=config.sample_length if length is None else length,
+            temperature=self.temperature if temperature is None else temperature, top_k=config.top_k,
+            top_p=config.top_p,
+        )
+        result = Continuation(prompt)
+        pieces = self.generator.stream(prompt, settings, result)
+        first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
+        self.emit(SampleStarted(sample_id, self.step, prompt, settings.temperature, source, tuple(result.notes)))
+        word_level = self.vocab.kind == "word"
+        sent = 0
+        finished = False
+        try:
+            for piece in itertools.chain([first] if first is not None else [], pieces):
+                probs, lengths = self._token_details(result, sent, word_level)
+                sent = len(result.probs)
+                self.emit(SampleText(sample_id, piece, probs, lengths))
+                yield
+            probs, lengths = self._token_details(result, 0, word_level)
+            copies = self._copies(result.text)
+            finished = True
+            self.emit(SampleFinished(sample_id, result.text, probs, lengths, *copies))
+        finally:
+            if not finished:
+                probs, lengths = self._token_details(result, 0, word_level)
+                self.emit(SampleFinished(sample_id, result.text, probs, lengths))
+        if source == "live":
+            self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
+
+    def _expect(self, text: str, top: int) -> None:
+        """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
+        the last one (engine/model/cowrite.py)."""
+        if self.typing is None:
+            self.typing = TypingState(self.model, self.vocab)
+        expectation = self.typing.expect(text, top)
+        self.emit(NextTokens(text, tuple((t, round(p, 4)) for t, p in expectation.top),
+                             tuple(round(p, 3) for p in expectation.probs), tuple(expectation.token_lengths),
+                             tuple(expectation.notes)))
+
+    @staticmethod
+    def _token_details(result: Continuation, start: int, word_level: bool) -> tuple[tuple, tuple]:
+        probs = tuple(round(p, 3) for p in result.probs[start:])
+        return probs, tuple(result.token_lengths[start:]) if word_level else ()
+
+    def _copies(self, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
+        """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
+        the index is ready."""
+        index = self.copy_index.index
+        if index is None:
+            if self.copy_index.skipped and not self._copy_check_noted:
+                self._copy_check_noted = True
+                self.emit(Notice(self.copy_index.skipped, "warning"))
+            return None, ()
+        novelty = index.novelty(text)
+        return novelty.longest_copy, tuple(novelty.spans)
+
+    # ---- how a run ends -----------------------------------------------------------------------
+    def _finish(self) -> bool:
+        """Evaluate, save and finish; False when the save failed and a UI wants the run kept, paused."""
+        if not self._flush_progress():
+            return True
+        if not self.val_history or self.val_history[-1][0] != self.step:
+            self._evaluate()
+        if not self._save_final():
+            if self.pause_on_save_error:
+                return False
+            self._fail_unsaved()
+            return True
+        self._set_state("finished", self._limit_reached())
+        return True
+
+    def _stop_on_request(self) -> bool:
+        """Save if asked and stop; False when the save failed and a UI wants the run kept, paused."""
+        if not self._flush_progress():
+            return True
+        if self.stop_requested and not self._save_final():
+            if self.pause_on_save_error:
+                self.stop_requested = None
+                self.emit(Notice("could not save, so training is paused, not stopped: free space and press "
+                                 "save, or quit without saving", "warning"))
+                return False
+            self._fail_unsaved()
+            return True
+        self._set_state("stopped")
+        return True
+
+    def _out_of_memory_message(self) -> str:
+        c = self.config
+        smaller = f"--batch-size {c.batch_size // 2}, " if c.batch_size > 1 else ""
+        saved = f"; saved at step {self.saved_step}, so --resume with a smaller batch" if self.saved_step else ""
+        auto = "" if c.auto_batch_size else ", or --batch-size auto"
+        return (f"{self.device.type.upper()} out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: "
+                f"try {smaller}a lower --seq-len or --hidden{auto}{saved}")
+
+    def _fail(self, message: str) -> None:
+        self.state = "error"
+        self.error = message
+        self.emit(Notice(message, "error"))
+        self.emit(StateChanged("error", message))
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+        self.emit(StateChanged(state, reason))
+
+    def emit(self, event: Event) -> None:
+        self.on_event(event)
+
+    # ---- schedule and limits ------------------------------------------------------------------
+    def _position(self) -> schedule.Position:
+        return schedule.Position(self.step, self.batcher.epoch_float, self.train_seconds)
+
+    def _limit_fraction(self) -> float | None:
+        return schedule.limit_fraction(self.config, self._position(), self.schedule.start)
+
+    def _limit_reached(self) -> str | None:
+        return self.early_stopped or schedule.limit_reached(self.config, self.step, self.batcher.epoch_float,
+                                                            self.train_seconds)
+
+    def _lr(self) -> float:
+        return self.schedule.rate(self.config, self._position())
+
+    def _eta(self) -> float | None:
+        """Seconds of wall-clock time to the stop condition: the training left, at this session's
+        pace, plus evaluations, samples and saves in the share they took so far, plus the final
+        evaluation."""
+        fraction = self._limit_fraction()
+        done = None if fraction is None else fraction - self.session_start_fraction
+        spent = self.train_seconds - self.session_start_seconds
+        if fraction is None or not done or done <= 0:
+            return None
+        return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)
+
+    def _epoch_eta(self, tokens_per_s: float) -> float | None:
+        if tokens_per_s <= 0:
+            return None
+        left = 1.0 - (self.batcher.epoch_float % 1.0)
+        return left * len(self.train_ids) / tokens_per_s
