@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH, TESTS = ROOT / "bench", ROOT / "tests"
 
 # In run order, with each one's time limit in seconds on a GPU (the shell script caps it by what is
-# left of its budget). Expected times on one H100 are in the README's "GPU acceptance" section.
+# left of its budget). Expected times on one H100 are in docs/PERFORMANCE.md, "GPU acceptance".
 CHECKS = {
     "cuda_tests": 200,
     "step_dtypes_syncs": 60,

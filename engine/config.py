@@ -79,7 +79,7 @@ class TrainConfig:
 
 
 # Presets set model size and the batch/optimiser settings that go with it, chosen by measurement
-# on tiny-shakespeare with bench/train_speed.py (the sweep is in the README's Performance section).
+# on tiny-shakespeare with bench/train_speed.py (docs/PERFORMANCE.md, "The CPU presets", and its history).
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on any CPU: tests and demos. 1.63 nats/char after 30 s on 2 CPU cores.
     "tiny": {
@@ -138,7 +138,7 @@ def fit_to_corpus(config: TrainConfig, corpus_chars: int | None, *, preset_model
     For The Time Machine (179 kB) the `small` preset's 1x384 LSTM becomes 1x256 with dropout 0.25:
     measured over 5,000 steps, its best validation loss is 1.412 (step 3,000) and it is 1.433 at
     step 5,000, where the 1x384 without dropout peaks at 1.423 (step 1,500) and is at 1.650 by step
-    4,750 (README, "Small corpora"). Word models are fitted too (by the corpus's characters): on the
+    4,750 (docs/PERFORMANCE.md, "Small corpora"). Word models are fitted too (by the corpus's characters): on the
     jokes, 1x224 with dropout reaches 4.449 nats/token where 1x384 without reaches 4.873. On a GPU,
     `large`'s 2x1024 becomes 2x544 for tiny-shakespeare (char-rnn's 2x512 with dropout for it).
 

@@ -9,7 +9,7 @@ it goes back to the peak and divides the rate by 4
 at each evaluation that brings no new best since (PyTorch's word language model example does the
 same), down to a floor of the peak / 1024, where it stays. It never reaches 0, so it keeps
 learning for as long as it runs. Measured against the 10-epoch cosine to 0 it replaces,
-on the three bundled corpora (README, "The learning rate").
+on the three bundled corpora (docs/PERFORMANCE.md, "Open-ended runs").
 
 A resume that gives a new stop condition starts a new segment at that point: a cosine from a
 useful rate down to the floor over the new limit (`Schedule.restart`). The segment, the cuts and
