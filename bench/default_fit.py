@@ -26,6 +26,7 @@ from charrnn_tui.engine import schedule  # noqa: E402
 from charrnn_tui.engine.cli.arguments import configure  # noqa: E402
 from charrnn_tui.engine.cli.main import build_parser  # noqa: E402
 from charrnn_tui.engine.events import Notice, Progress  # noqa: E402
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run.trainer import Trainer  # noqa: E402
 from charrnn_tui.engine.text.corpus import load_corpus  # noqa: E402
 
@@ -56,7 +57,7 @@ def on_this_machine(corpus: str, tokens: str, seconds: float, runs_dir: Path) ->
         if isinstance(event, Progress):
             started.append(time.monotonic())
             if event.train_seconds >= seconds:
-                trainer.stop(save=False)
+                trainer.request(Stop(save=False))
 
     trainer = Trainer(config, runs_dir=runs_dir, on_event=on_event, notes=(note,) if note else ())
     trainer.run()

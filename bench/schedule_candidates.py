@@ -29,6 +29,7 @@ from pathlib import Path
 from charrnn_tui.engine.cli import arguments
 from charrnn_tui.engine.cli import main as cli
 from charrnn_tui.engine.events import Evaluated, Progress
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run import schedule
 from charrnn_tui.engine.run.trainer import Trainer
 
@@ -108,7 +109,7 @@ def main() -> None:
                 points.append((event.step, event.nats, trainer._lr()))
                 print(f"step {event.step}: validation {event.nats:.4f}, lr now {points[-1][2]:.2e}", flush=True)
             elif isinstance(event, Progress) and event.step >= args.steps:
-                trainer.stop(save=False)
+                trainer.request(Stop(save=False))
 
         trainer = Trial(config, on_event=on_event, runs_dir=Path(runs))
         trainer.run()

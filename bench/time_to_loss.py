@@ -33,6 +33,7 @@ from torch import nn
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.model.device import autocast, configure_backends, pick_device, recurrent_precision, use_bf16
+from charrnn_tui.engine.protocol import EvaluateNow, Stop
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.text.corpus import load_corpus
 from charrnn_tui.engine.text.vocab import CharVocab
@@ -65,12 +66,12 @@ def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = l
             state["chars_per_s"].append(event.tokens_per_s)
             if state["next"] < len(points) - 1 and event.train_seconds >= points[state["next"]]:
                 state["next"] += 1
-                trainer.evaluate_now()
+                trainer.request(EvaluateNow())
         elif isinstance(event, ev.Evaluated):
             curve.append({"seconds": round(trainer.train_seconds, 1), "step": event.step,
                           "val_nats": event.nats, "eval_seconds": event.seconds})
             if target is not None and event.nats <= target:
-                trainer.stop(save=False)
+                trainer.request(Stop(save=False))
             after_evaluation()  # not training time: the engine's clock counts only its steps
 
     with tempfile.TemporaryDirectory() as runs:

@@ -4,7 +4,7 @@ No torch here: the app imports it. Every message is an object with a "type":
 
 client -> server
   {"type": "hello", "version": 1}                      first, always
-  {"type": "request", "name": NAME, "args": {...}}     NAME and args as in REQUESTS
+  {"type": "request", "name": NAME, "args": {...}}     a Request class's name and fields (below)
 server -> client
   {"type": "welcome", "version": 1, "run": NAME, "events": [EVENT, ...]}
         the run so far, as the events a client that had watched from the start would have kept
@@ -29,7 +29,8 @@ import json
 import math
 import types
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from charrnn_tui.engine import events as ev
 
@@ -49,20 +50,141 @@ MAX_ITEMS = 1 << 20
 MAX_INT = 1 << 63
 
 # name -> {argument: allowed types}; every argument is required unless None is allowed.
-REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
-    "pause": {},
-    "resume": {},
-    "toggle_pause": {},
-    "save_now": {},
-    "sample_now": {},
-    "evaluate_now": {},
-    "stop": {"save": (bool,)},
-    "set_temperature": {"temperature": (int, float)},
-    "set_early_stop": {"evaluations": (int, type(None))},
-    "prompt": {"text": (str,), "length": (int, type(None)), "temperature": (int, float, type(None))},
-    "next_tokens": {"text": (str,), "top": (int, type(None))},
-    "status": {},
-}
+# What a request may ask of a run (Request.check; a request past them is refused, RequestRefused).
+MAX_PROMPT_CHARS = 10_000  # characters of a prompt or of a text typed for its next tokens
+MAX_PROMPT_LENGTH = 10_000  # tokens a prompt's continuation may ask for
+MAX_EARLY_STOP = 10_000  # evaluations
+MAX_TOP = 50  # next tokens a keystroke may ask for
+
+
+class RequestRefused(ValueError):
+    """A request the run will not take (out of range, too large, too many waiting); its text says why."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a client asks of a run: one class per request, its fields the request's arguments. The
+    client sends it (request_message), the server checks it by type (parse_request) and the run by
+    range (check), then queues it, and the training loop carries it out (engine/run/control.py,
+    `Controls._carry_out`, a `match` on the class). A new request is a class here and a case there."""
+
+    name: ClassVar[str]  # on the wire
+
+    def check(self) -> None:
+        """RequestRefused when an argument is outside what a run takes."""
+
+
+@dataclass(frozen=True)
+class Pause(Request):
+    name: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True)
+class Resume(Request):
+    name: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True)
+class TogglePause(Request):
+    name: ClassVar[str] = "toggle_pause"
+
+
+@dataclass(frozen=True)
+class Stop(Request):
+    """End the run, saving first unless `save` is False. `unattended`: nobody is left to retry a
+    failed save (the terminal or the parent has gone), so the run ends even then, rather than
+    pausing as it does for a UI."""
+
+    name: ClassVar[str] = "stop"
+    save: bool = True
+    unattended: bool = False
+
+
+@dataclass(frozen=True)
+class SaveNow(Request):
+    name: ClassVar[str] = "save_now"
+
+
+@dataclass(frozen=True)
+class SampleNow(Request):
+    name: ClassVar[str] = "sample_now"
+
+
+@dataclass(frozen=True)
+class EvaluateNow(Request):
+    name: ClassVar[str] = "evaluate_now"
+
+
+@dataclass(frozen=True)
+class SetTemperature(Request):
+    """The temperature of the live samples and prompts from now on: above 0 and at most
+    MAX_TEMPERATURE, raised to MIN_TEMPERATURE when under it (its sender told)."""
+
+    name: ClassVar[str] = "set_temperature"
+    temperature: float
+
+    def check(self) -> None:
+        check_temperature(self.temperature)
+
+
+@dataclass(frozen=True)
+class SetEarlyStop(Request):
+    """End the run after this many evaluations without a new best, from now on (None: never)."""
+
+    name: ClassVar[str] = "set_early_stop"
+    evaluations: int | None = None
+
+    def check(self) -> None:
+        if self.evaluations is not None and not 1 <= self.evaluations <= MAX_EARLY_STOP:
+            raise RequestRefused(f"early stop takes 1 to {MAX_EARLY_STOP:,} evaluations, or none")
+
+
+@dataclass(frozen=True)
+class Prompt(Request):
+    """Continue `text` (`length` tokens; the run's sample length when None), at `temperature`
+    instead of the run's when given (the app's comparison of temperatures)."""
+
+    name: ClassVar[str] = "prompt"
+    text: str
+    length: int | None = None
+    temperature: float | None = None
+
+    def check(self) -> None:
+        if len(self.text) > MAX_PROMPT_CHARS or (self.length is not None
+                                                  and not 0 <= self.length <= MAX_PROMPT_LENGTH):
+            raise RequestRefused(f"prompts are limited to {MAX_PROMPT_CHARS:,} characters and continuations to "
+                                 f"{MAX_PROMPT_LENGTH:,} tokens")
+        if self.temperature is not None:
+            check_temperature(self.temperature)
+
+
+@dataclass(frozen=True)
+class NextTokens(Request):
+    """The `top` tokens the model expects after `text` (a NextTokens event): a keystroke's."""
+
+    name: ClassVar[str] = "next_tokens"
+    text: str
+    top: int = 5
+
+    def check(self) -> None:
+        if len(self.text) > MAX_PROMPT_CHARS or not 1 <= self.top <= MAX_TOP:
+            raise RequestRefused(f"the text is limited to {MAX_PROMPT_CHARS:,} characters and top to 1-{MAX_TOP}")
+
+
+@dataclass(frozen=True)
+class Status(Request):
+    """The run's status now; answered by the server itself (a "status" message), not the loop."""
+
+    name: ClassVar[str] = "status"
+
+
+def check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and 0 < temperature <= MAX_TEMPERATURE):
+        raise RequestRefused(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g}, not {temperature}")
+
+
+REQUEST_TYPES: dict[str, type[Request]] = {cls.name: cls for cls in Request.__subclasses__()}
 
 EVENT_TYPES: dict[str, type[ev.Event]] = {
     cls.__name__: cls for cls in vars(ev).values()
@@ -108,32 +230,58 @@ def check_hello(message: dict[str, Any]) -> None:
                             "use the same charrnn-tui as the run's")
 
 
-def request(name: str, **args: Any) -> dict[str, Any]:
-    return {"type": "request", "name": name, "args": args}
+def request_message(request: Request) -> dict[str, Any]:
+    """A request as sent. Arguments that are None are left out: the server takes them as their
+    defaults, and a run started by an earlier version, which may not know a newer optional argument,
+    still takes the request."""
+    args = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    return {"type": "request", "name": request.name, "args": {k: v for k, v in args.items() if v is not None}}
 
 
-def parse_request(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(name, args) of a well-formed request; ProtocolError naming what is wrong otherwise."""
+def parse_request(message: dict[str, Any]) -> Request:
+    """The request a message holds, each argument checked against the type its class declares (an
+    integer is not a boolean; a number is finite); ProtocolError naming what is wrong otherwise. Its
+    range is the run's to check (Request.check)."""
     if message.get("type") != "request":
         raise ProtocolError(f"unknown message type {str(message.get('type'))[:40]!r}")
     name, args = message.get("name"), message.get("args", {})
-    if not isinstance(name, str) or name not in REQUESTS:
+    if not isinstance(name, str) or name not in REQUEST_TYPES:
         raise ProtocolError(f"unknown request {str(name)[:40]!r}")
     if not isinstance(args, dict):
         raise ProtocolError(f"{name}: args must be an object")
-    spec = REQUESTS[name]
-    unknown = set(args) - set(spec)
+    cls = REQUEST_TYPES[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(args) - set(fields)
     if unknown:
         raise ProtocolError(f"{name}: unknown argument {sorted(unknown)[0][:40]!r}")
-    for arg, allowed in spec.items():
-        value = args.get(arg)
-        if arg not in args and type(None) not in allowed:
-            raise ProtocolError(f"{name}: missing argument {arg!r}")
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+    hints = _hints(cls)
+    values = {}
+    for arg, f in fields.items():
+        if arg not in args:
+            if f.default is dataclasses.MISSING:
+                raise ProtocolError(f"{name}: missing argument {arg!r}")
+            continue
+        values[arg] = _request_argument(hints[arg], args[arg], name, arg)
+    return cls(**values)
+
+
+def _request_argument(hint: Any, value: Any, name: str, arg: str) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+        raise ProtocolError(f"{name}: {arg} has the wrong type")
+    if isinstance(value, (int, float)) and (int in allowed or float in allowed):
+        if isinstance(value, float) and float not in allowed:
             raise ProtocolError(f"{name}: {arg} has the wrong type")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not _reasonable(value):
+        if not _reasonable(value):
             raise ProtocolError(f"{name}: {arg} is out of range")
-    return name, {arg: args.get(arg) for arg in spec}
+        return float(value) if float in allowed else value
+    if isinstance(value, str) and str in allowed:
+        return value
+    raise ProtocolError(f"{name}: {arg} has the wrong type")
 
 
 def _reasonable(number: int | float) -> bool:

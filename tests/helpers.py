@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.protocol import SaveNow, Stop
 
 
 def examples(n: int) -> int:
@@ -56,9 +57,9 @@ def step_losses(stop_at: int | None = None, save_at: int | None = None, **traine
         if isinstance(e, Progress):
             losses.update({e.first_step + i: v for i, v in enumerate(e.losses)})
             if e.step == save_at:
-                trainer.save_now()
+                trainer.request(SaveNow())
             if stop_at is not None and e.step >= stop_at:
-                trainer.stop(save=True)
+                trainer.request(Stop(save=True))
 
     trainer = Trainer(on_event=on_event, **trainer_kwargs)
     trainer.run()
@@ -131,7 +132,7 @@ class LocalRun:
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.thread.is_alive():
-            self.trainer.stop(save=True)
+            self.trainer.request(Stop(save=True))
             self.thread.join(timeout)
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.events import Notice, Progress
 from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run import run_setup
 from charrnn_tui.engine.run.trainer import Trainer
 
@@ -67,7 +68,7 @@ def _first_run(config, runs_dir, notes=()):
     def on_event(e):
         events.append(e)
         if isinstance(e, Progress):
-            trainer.stop(save=False)
+            trainer.request(Stop(save=False))
 
     trainer = Trainer(config, runs_dir=runs_dir, on_event=on_event, notes=notes)
     trainer.run()

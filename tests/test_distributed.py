@@ -23,6 +23,7 @@ import torch
 from helpers import wait_until
 
 from charrnn_tui.engine.errors import ConfigError
+from charrnn_tui.engine.protocol import Pause, Resume, Stop
 from charrnn_tui.engine.run.distributed import SINGLE, World, check_batch, shard, state_rows, world_from_env
 from charrnn_tui.engine.runs import list_runs
 from charrnn_tui.engine.text.data import IGNORE, Batch
@@ -171,15 +172,15 @@ def test_pause_and_stop_requests_reach_every_rank(corpus, tmp_path):
         import threading
 
         threading.Thread(target=client.run, daemon=True).start()
-        client.pause()
+        client.request(Pause())
         wait_until(lambda: "paused" in states, "paused", timeout=60)
         paused_at = json.loads((runs / "p" / "status.json").read_text())["step"]
         time.sleep(1.5)
         assert json.loads((runs / "p" / "status.json").read_text())["step"] == paused_at
-        client.resume()
+        client.request(Resume())
         wait_until(lambda: states.count("training") >= 1 and states[-1] == "training", "training again",
                    timeout=60)
-        client.stop(save=True)
+        client.request(Stop(save=True))
         out, err = launcher.communicate(timeout=DISTRIBUTED_TIMEOUT)
     assert launcher.returncode == 0, err[-3000:]
     stopped_at = json.loads((runs / "p" / "status.json").read_text())["step"]

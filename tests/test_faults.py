@@ -4,9 +4,11 @@ import pytest
 import torch
 from helpers import cli_command, tiny_config
 
+from charrnn_tui.engine import protocol
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.events import Notice, StateChanged
 from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.engine.text.run_text import VALIDATION
@@ -151,24 +153,23 @@ def test_second_ctrl_c_quits_at_once(monkeypatch):
     monkeypatch.setattr(serve.signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
 
     class Trainer:
-        stops: list[bool] = []
+        requests: list[protocol.Request] = []
 
-        def stop(self, save: bool, unattended: bool = False) -> None:
-            self.stops.append(save)
+        def request(self, request: protocol.Request) -> None:
+            self.requests.append(request)
 
     trainer = Trainer()
     serve._handle_signals(trainer, detached=False)
     assert set(installed) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     installed[signal.SIGINT](signal.SIGINT, None)
-    assert trainer.stops == [True]
+    assert trainer.requests == [protocol.Stop(save=True, unattended=True)]  # nobody is left to retry a save
     with pytest.raises(SystemExit) as exit_info:
         installed[signal.SIGINT](signal.SIGINT, None)
     assert exit_info.value.code == 130
 
 
-@pytest.mark.parametrize("request_name", ["save_now", "stop", "pause", "evaluate_now"])
-def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_name, repetitive_text, runs_dir,
-                                                                    monkeypatch):
+@pytest.mark.parametrize("request_", [protocol.SaveNow(), protocol.Stop(), protocol.Pause(), protocol.EvaluateNow()])
+def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_, repetitive_text, runs_dir, monkeypatch):
     # Reports are rare here, so the NaN is first seen when the request flushes the pending losses.
     config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="nan-request")
@@ -180,7 +181,7 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_name,
             log = trainer.train_step.log
             log.values[log.count - 1, 0] = float("nan")
         if trainer.step == 46:
-            getattr(trainer, request_name)()
+            trainer.request(request_)
 
     monkeypatch.setattr(trainer, "_train_step", poisoned_step)
     assert trainer.run() == "error"
@@ -216,7 +217,7 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
         raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
-    trainer.stop(save=True, unattended=True)
+    trainer.request(Stop(save=True, unattended=True))
     worker.join(timeout=30)
     assert not worker.is_alive(), "the run waited for a retry that nobody can make"
     assert trainer.state == "error" and "could not be written" in trainer.error and "nothing was saved" in trainer.error

@@ -5,6 +5,7 @@ import threading
 from helpers import tiny_config, wait_until
 
 from charrnn_tui.engine.events import StateChanged
+from charrnn_tui.engine.protocol import Pause, Resume, Stop, TogglePause
 from charrnn_tui.engine.run.trainer import Trainer
 
 
@@ -16,22 +17,22 @@ def test_a_toggle_pauses_a_training_run_and_resumes_a_paused_one(repetitive_text
     thread.start()
     try:
         wait_until(lambda: trainer.step > 3, "training")
-        trainer.toggle_pause()
+        trainer.request(TogglePause())
         wait_until(lambda: trainer.paused, "the toggle to pause")
         assert states[-1] == "paused"
         step = trainer.step
-        trainer.toggle_pause()
+        trainer.request(TogglePause())
         wait_until(lambda: trainer.step > step + 3, "the toggle to resume")
         assert not trainer.paused and states[-1] == "training"
-        trainer.pause()
+        trainer.request(Pause())
         wait_until(lambda: trainer.paused, "pause")
-        trainer.pause()  # pausing a paused run keeps it paused
-        trainer.resume()
+        trainer.request(Pause())  # pausing a paused run keeps it paused
+        trainer.request(Resume())
         step = trainer.step
         wait_until(lambda: trainer.step > step + 3, "resume")
-        trainer.resume()  # resuming a training run changes nothing
+        trainer.request(Resume())  # resuming a training run changes nothing
         assert states.count("paused") == 2
     finally:
-        trainer.stop()
+        trainer.request(Stop())
         thread.join(60)
     assert not thread.is_alive() and trainer.state == "stopped"

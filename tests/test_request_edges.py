@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
 from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.protocol import EvaluateNow, Pause, Resume, SaveNow, Stop
 from charrnn_tui.engine.run.control import REQUEST_BURST, REQUEST_SHARE, RequestBudget
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST, SOCKET, unix_address
@@ -118,8 +119,8 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
     trainer, served = work_trainer(repetitive_text, runs_dir, cost=0.2)
     told: list[ev.Notice] = []
     for _ in range(5000):  # 50 s of training in steps of 10 ms, both asked for at every boundary
-        trainer.evaluate_now(reply=told.append)
-        trainer.save_now(reply=told.append)
+        trainer.request(EvaluateNow(), reply=told.append)
+        trainer.request(SaveNow(), reply=told.append)
         train(trainer)
     spent = trainer.work_budget.spent
     assert spent == pytest.approx(0.2 * len(served))
@@ -138,8 +139,8 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
         if not trainer._held:
             break
     told.clear()
-    trainer.evaluate_now(reply=told.append)
-    trainer.save_now(reply=told.append)
+    trainer.request(EvaluateNow(), reply=told.append)
+    trainer.request(SaveNow(), reply=told.append)
     train(trainer)
     assert [n.message.split(":")[0] for n in told] == ["the evaluation is held", "the save is held"]
     assert told[0].message.startswith("the evaluation is held: evaluations and saves asked for get 10% of the "
@@ -156,37 +157,37 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
     assert not trainer._held and trainer._queued_work == 0
 
 
-@pytest.mark.parametrize("ask, kind", [("evaluate_now", "evaluate"), ("save_now", "save")])
+@pytest.mark.parametrize("ask, kind", [(EvaluateNow(), "evaluate"), (SaveNow(), "save")])
 def test_one_evaluation_or_save_asked_for_is_served_at_once(repetitive_text, runs_dir, ask, kind):
     trainer, served = work_trainer(repetitive_text, runs_dir, cost=2.0)  # however long it takes
     told: list[ev.Notice] = []
-    getattr(trainer, ask)(reply=told.append)
+    trainer.request(ask, reply=told.append)
     train(trainer)
     assert served == [(kind, 1)] and told == []
 
 
 def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(repetitive_text, runs_dir):
     trainer, served = work_trainer(repetitive_text, runs_dir, cost=1.0)
-    trainer.evaluate_now()
+    trainer.request(EvaluateNow())
     train(trainer)
     told: list[ev.Notice] = []
-    trainer.evaluate_now(reply=told.append)
-    trainer.save_now(reply=told.append)
+    trainer.request(EvaluateNow(), reply=told.append)
+    trainer.request(SaveNow(), reply=told.append)
     train(trainer)
-    assert served == [("evaluate", 1)] and set(trainer._held) == {"evaluate", "save"} and len(told) == 2
-    trainer.pause()
+    assert served == [("evaluate", 1)] and set(trainer._held) == {EvaluateNow, SaveNow} and len(told) == 2
+    trainer.request(Pause())
     for _ in range(3):  # no training to keep: one at each boundary, not charged
         trainer._serve_requests(block=False)
     assert served == [("evaluate", 1), ("evaluate", 2), ("save", 2)]
     assert trainer.work_budget.spent == 1.0
-    trainer.resume()
+    trainer.request(Resume())
     train(trainer)
     told.clear()
-    trainer.evaluate_now(reply=told.append)
-    trainer.save_now(reply=told.append)
-    trainer.stop(save=True)
+    trainer.request(EvaluateNow(), reply=told.append)
+    trainer.request(SaveNow(), reply=told.append)
+    trainer.request(Stop(save=True))
     trainer._serve_requests(block=False)
-    assert set(trainer._held) == {"evaluate", "save"}
+    assert set(trainer._held) == {EvaluateNow, SaveNow}
     trainer._drop_requests()
     assert [n.message for n in told[2:]] == ["the run stopped before the evaluation was served"]  # the stop saves
     assert trainer._queued_work == 0
@@ -210,9 +211,9 @@ def test_a_held_evaluation_is_told_to_its_sender_and_served_once_for_two_askings
     asker = other = None
     try:
         asker, other = Raw(run.run_dir), Raw(run.run_dir)
-        asker.send(protocol.request("evaluate_now"))
+        asker.send(protocol.request_message(protocol.EvaluateNow()))
         asker.until(notice("the evaluation is held: evaluations and saves asked for get 10% of the training time"))
-        asker.send(protocol.request("evaluate_now"))
+        asker.send(protocol.request_message(protocol.EvaluateNow()))
         asker.until(notice("an evaluation is held already, and yours joins it"))
         budget.gate.set()
         asker.until(event("Evaluated"))
@@ -487,12 +488,12 @@ def test_every_event_a_real_run_sends_is_taken(repetitive_text, runs_dir, tokens
     watcher = latecomer = None
     try:
         watcher = Raw(run.run_dir)
-        for request in (protocol.request("set_temperature", temperature=0.01),
-                        protocol.request("set_early_stop", evaluations=50),
-                        protocol.request("prompt", text="the quick", length=20, temperature=1.5),
-                        protocol.request("next_tokens", text="the qu", top=3),
-                        protocol.request("sample_now"), protocol.request("save_now"),
-                        protocol.request("evaluate_now")):
+        for request in (protocol.request_message(protocol.SetTemperature(temperature=0.01)),
+                        protocol.request_message(protocol.SetEarlyStop(evaluations=50)),
+                        protocol.request_message(protocol.Prompt(text="the quick", length=20, temperature=1.5)),
+                        protocol.request_message(protocol.NextTokens(text="the qu", top=3)),
+                        protocol.request_message(protocol.SampleNow()), protocol.request_message(protocol.SaveNow()),
+                        protocol.request_message(protocol.EvaluateNow())):
             watcher.send(request)
         for name in ("NextTokens", "SampleFinished", "CheckpointSaved", "Evaluated", "Validating"):
             watcher.until(event(name))

@@ -18,6 +18,7 @@ from charrnn_tui.engine.model import cowrite, sampling
 from charrnn_tui.engine.model.cowrite import TypingState, window_start
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator, top_next
+from charrnn_tui.engine.protocol import NextTokens, Prompt, SampleNow, SetTemperature
 from charrnn_tui.engine.run import control
 from charrnn_tui.engine.run.control import REQUEST_SHARE, RequestBudget
 from charrnn_tui.engine.run.trainer import Trainer
@@ -94,15 +95,16 @@ def top_k_run(repetitive_text, runs_dir):
 
 def test_a_temperature_of_1e_300_on_a_top_k_run_is_raised_to_the_lowest_and_the_run_goes_on(top_k_run):
     asker, other = Raw(top_k_run), Raw(top_k_run)
-    asker.send(protocol.request("set_temperature", temperature=1e-300))
+    asker.send(protocol.request_message(protocol.SetTemperature(temperature=1e-300)))
     asker.until(notice("below 0.05"))
     asker.until(event("SettingsChanged", temperature=protocol.MIN_TEMPERATURE))
-    asker.send(protocol.request("prompt", text="the quick", length=40, temperature=1e-300))
+    asker.send(protocol.request_message(protocol.Prompt(text="the quick", length=40, temperature=1e-300)))
     asker.until(notice("below 0.05"))
     started = asker.until(event("SampleStarted", source="temperatures"))
     assert started["event"]["temperature"] == protocol.MIN_TEMPERATURE
     asker.until(event("SampleFinished", sample_id=started["event"]["sample_id"]))
-    asker.send(protocol.request("prompt", text="the quick", length=40))  # at the run's temperature, now 0.05
+    # at the run's temperature, now 0.05
+    asker.send(protocol.request_message(protocol.Prompt(text="the quick", length=40)))
     asker.until(event("SampleFinished", sample_id=started["event"]["sample_id"] + 1))
     wait_steps(top_k_run, 30)
     assert top_k_run.trainer.temperature == protocol.MIN_TEMPERATURE
@@ -117,7 +119,7 @@ def test_a_temperature_of_1e_300_on_a_top_k_run_is_raised_to_the_lowest_and_the_
 @pytest.mark.parametrize("temperature", [0.0, -1.0, 10.5])
 def test_what_is_not_a_temperature_is_refused_to_its_sender(top_k_run, temperature):
     asker = Raw(top_k_run)
-    asker.send(protocol.request("set_temperature", temperature=temperature))
+    asker.send(protocol.request_message(protocol.SetTemperature(temperature=temperature)))
     error = asker.until(lambda m: m["type"] == "error")
     assert "temperature must be above 0 and at most 10" in error["message"]
     wait_steps(top_k_run, 10)
@@ -139,25 +141,26 @@ def _raise(*args, **kwargs):
     raise RuntimeError("broken on purpose")
 
 
-@pytest.mark.parametrize("request_name, args, target, said, answer", [
-    ("prompt", {"text": "the quick", "length": 30}, "charrnn_tui.engine.model.sampling.TextGenerator.stream",
+@pytest.mark.parametrize("request_, target, said, answer", [
+    (protocol.Prompt(text="the quick", length=30), "charrnn_tui.engine.model.sampling.TextGenerator.stream",
      "continuation failed", "SampleFinished"),
-    ("sample_now", {}, "charrnn_tui.engine.model.sampling.TextGenerator.stream", "sample failed", "SampleFinished"),
-    ("next_tokens", {"text": "the qu"}, "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
+    (protocol.SampleNow(), "charrnn_tui.engine.model.sampling.TextGenerator.stream", "sample failed",
+     "SampleFinished"),
+    (protocol.NextTokens(text="the qu"), "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
      "NextTokens"),
-    ("evaluate_now", {}, "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
-    ("save_now", {}, "charrnn_tui.engine.run.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
+    (protocol.EvaluateNow(), "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
+    (protocol.SaveNow(), "charrnn_tui.engine.run.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
 ])
-def test_a_request_that_fails_is_told_to_its_sender_and_the_run_goes_on(top_k_run, monkeypatch, request_name,
-                                                                         args, target, said, answer):
+def test_a_request_that_fails_is_told_to_its_sender_and_the_run_goes_on(top_k_run, monkeypatch, request_, target,
+                                                                         said, answer):
     asker, other = Raw(top_k_run), Raw(top_k_run)
     monkeypatch.setattr(target, _raise)
-    asker.send(protocol.request(request_name, **args))
+    asker.send(protocol.request_message(request_))
     message = asker.until(notice(said))["event"]["message"]
     assert "RuntimeError: broken on purpose" in message and "training goes on" in message
     wait_steps(top_k_run, 30)
     monkeypatch.undo()
-    asker.send(protocol.request(request_name, **args))  # and the same request is served again
+    asker.send(protocol.request_message(request_))  # and the same request is served again
     asker.until(event(answer))
     other.until(event(answer))  # everyone sees the answer; the failure was the asker's alone
     assert not any(notice("broken")(m) for m in other.seen)
@@ -343,10 +346,10 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
     trainer.train_seconds = 0.0
     trainer.temperature = 0.8
     for k in range(400):  # a boundary every 10 ms of training, a keystroke waiting at each
-        trainer.next_tokens(f"{k}")
+        trainer.request(NextTokens(f"{k}"))
         trainer.train_seconds += 0.01
         if k == 200:
-            trainer.set_temperature(1.5)
+            trainer.request(SetTemperature(1.5))
             assert not trainer.request_budget.allows()  # spent: the keystroke waits, the setting does not
         trainer._serve_requests(block=False)
         if k == 200:
@@ -363,13 +366,13 @@ def test_a_stop_drops_what_was_set_aside_and_tells_who_asked(repetitive_text, ru
     trainer.request_budget.credit = -1.0  # spent: everything is set aside
     told: list[ev.Notice] = []
     for _ in range(control.MAX_QUEUED_WORK):
-        trainer.prompt("ab", reply=told.append)
-    with pytest.raises(control.RequestRefused, match="busy"):
-        trainer.sample_now()
+        trainer.request(Prompt("ab"), reply=told.append)
+    with pytest.raises(protocol.RequestRefused, match="busy"):
+        trainer.request(SampleNow())
     trainer._serve_requests(block=False)
     trainer._drop_requests()
     assert [n.message for n in told] == ["the run stopped before the prompt was served"] * control.MAX_QUEUED_WORK
-    trainer.sample_now()  # nothing is counted as waiting any more
+    trainer.request(SampleNow())  # nothing is counted as waiting any more
     assert trainer._queued_work == 1
 
 
@@ -383,7 +386,7 @@ def test_a_long_prompt_is_written_a_piece_at_a_time_between_steps(repetitive_tex
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=400), runs_dir=runs_dir, on_event=on_event)
     trainer.request_budget = RequestBudget(burst=1e-9)  # no time banked: a piece, then training earns the next
-    trainer.prompt("the quick", 160)
+    trainer.request(Prompt("the quick", 160))
     assert trainer.run() == "finished"
     assert len(pieces_at) == 10  # 160 tokens in pieces of 16
     assert len(set(pieces_at)) == len(pieces_at)  # each at a step of its own

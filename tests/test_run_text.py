@@ -15,6 +15,7 @@ from charrnn_tui.engine.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoin
 from charrnn_tui.engine.cli.main import main, parse, run_eval
 from charrnn_tui.engine.errors import CheckpointError
 from charrnn_tui.engine.events import Notice, Progress
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.engine.text.run_text import (
@@ -36,7 +37,7 @@ def train(stop_at: int | None = None, **kwargs) -> tuple[Trainer, list]:
     def on_event(e):
         events.append(e)
         if stop_at is not None and isinstance(e, Progress) and e.step >= stop_at:
-            trainer.stop(save=True)
+            trainer.request(Stop(save=True))
 
     trainer = Trainer(on_event=on_event, **kwargs)
     trainer.run()

@@ -14,6 +14,7 @@ import pytest
 from helpers import LocalRun, cli_command, run_cli, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
+from charrnn_tui.engine.protocol import Pause
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import SOCKET, write_status
 
@@ -156,7 +157,7 @@ def test_stop_without_saving_says_the_steps_since_the_last_checkpoint_are_not_sa
     while run.trainer.saved_step < 50 or run.trainer.step < run.trainer.saved_step + 10:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    run.trainer.pause()  # so that no periodic save falls between here and the stop
+    run.trainer.request(Pause())  # so that no periodic save falls between here and the stop
     while run.server.record.state != "paused":
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -7,6 +7,7 @@ from charrnn_tui.engine.errors import ConfigError
 from charrnn_tui.engine.model.inference import load_model
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
+from charrnn_tui.engine.protocol import Prompt
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.engine.text.vocab import CharVocab
@@ -218,15 +219,15 @@ def test_word_tokens_carry_their_lengths_in_characters():
 
 def test_a_prompt_at_a_temperature_of_its_own_leaves_the_runs_alone(repetitive_text, runs_dir):
     from charrnn_tui.engine.events import SampleStarted
-    from charrnn_tui.engine.run.control import RequestRefused
+    from charrnn_tui.engine.protocol import RequestRefused
 
     events: list = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, on_event=events.append)
     for bad in (0, -1, 10.5, float("nan")):
         with pytest.raises(RequestRefused, match="temperature must be above 0 and at most 10"):
-            trainer.prompt("ab", None, bad)
-    trainer.prompt("ab", 12, 1.5)
-    trainer.prompt("ab", 12)
+            trainer.request(Prompt("ab", None, bad))
+    trainer.request(Prompt("ab", 12, 1.5))
+    trainer.request(Prompt("ab", 12))
     trainer.run()
     started = [e for e in events if isinstance(e, SampleStarted) and e.prompt == "ab"]
     assert [(e.source, e.temperature) for e in started] == [("temperatures", 1.5), ("prompt", 0.8)]

@@ -14,6 +14,7 @@ from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_tui.engine.errors import ConfigError
 from charrnn_tui.engine.events import Evaluated, Notice, Progress
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run import schedule
 from charrnn_tui.engine.run.schedule import CUT, FLOOR, Position, Schedule
 from charrnn_tui.engine.run.trainer import Trainer
@@ -156,7 +157,7 @@ def test_an_open_ended_run_cuts_its_rate_when_validation_stops_improving(unlike_
     def on_event(e):
         events.append(e)
         if isinstance(e, Progress) and e.step >= 600:
-            trainer.stop(save=False)
+            trainer.request(Stop(save=False))
 
     trainer = Trainer(_open_ended(unlike_text), runs_dir=runs_dir, on_event=on_event)
     trainer.run()
@@ -224,7 +225,7 @@ def test_a_limit_can_be_cleared_and_the_run_trains_until_stopped(repetitive_text
         if isinstance(e, Progress):
             rates.append(e.lr)
             if e.step >= 60:
-                trainer.stop(save=True)
+                trainer.request(Stop(save=True))
 
     trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 0}, on_event=on_event)
     assert trainer.run() == "stopped" and trainer.step >= 60 and trainer.config.max_steps is None
@@ -279,7 +280,7 @@ def test_a_checkpoint_from_before_schedules_were_saved_resumes_as_it_ran(repetit
     def on_event(e):
         if isinstance(e, Progress):
             seen.append((e.epoch, e.lr))
-            trainer.stop(save=False)
+            trainer.request(Stop(save=False))
 
     trainer = Trainer(resume=path, runs_dir=runs_dir, on_event=on_event)
     trainer.run()

@@ -16,6 +16,7 @@ from helpers import LocalRun, tiny_config
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
 from charrnn_tui.engine.history import LossHistory
+from charrnn_tui.engine.protocol import Pause, Prompt, Resume, SetEarlyStop, SetTemperature
 from charrnn_tui.engine.runs import SOCKET, unix_address
 from charrnn_tui.engine.serve import server
 from charrnn_tui.engine.serve.server import RunRecord
@@ -112,14 +113,14 @@ def test_hostile_clients_never_stop_or_stall_the_run(live_run, monkeypatch):
     slow.sendall(protocol.encode(protocol.hello()))
     wait_steps(run, 200)
     # A huge temperature is refused by the engine, a prompt flood is capped: still training.
-    client.sendall(protocol.encode(protocol.request("set_temperature", temperature=float("1e309"))))
+    client.sendall(protocol.encode(protocol.request_message(protocol.SetTemperature(temperature=float("1e309")))))
     for _ in range(50):
-        client.sendall(protocol.encode(protocol.request("prompt", text="the quick " * 50, length=5)))
+        client.sendall(protocol.encode(protocol.request_message(protocol.Prompt(text="the quick " * 50, length=5))))
     wait_steps(run, 50)
     # Afterwards a good client is answered as ever.
     good = run.client()
     good.connect()
-    good.pause()
+    good.request(Pause())
     events = []
     good.on_event = events.append
     import threading
@@ -130,7 +131,7 @@ def test_hostile_clients_never_stop_or_stall_the_run(live_run, monkeypatch):
     while not any(isinstance(e, ev.StateChanged) and e.state == "paused" for e in events):
         assert time.monotonic() < deadline, "no pause"
         time.sleep(0.02)
-    good.resume()
+    good.request(Resume())
     wait_steps(run, 20)
     good.detach()
     for sock in (garbage, client, huge, half, slow):
@@ -178,14 +179,14 @@ def test_viewers_see_each_others_pause_temperature_and_prompts(live_run):
             assert time.monotonic() < deadline, what
             time.sleep(0.02)
 
-    clients["a"].pause()
+    clients["a"].request(Pause())
     wait_both(lambda e: isinstance(e, ev.StateChanged) and e.state == "paused", "a's pause, seen by both")
-    clients["b"].set_temperature(1.3)
+    clients["b"].request(SetTemperature(1.3))
     wait_both(lambda e: isinstance(e, ev.SettingsChanged) and e.temperature == 1.3, "b's temperature")
-    clients["a"].prompt("the lazy", 20)
+    clients["a"].request(Prompt("the lazy", 20))
     wait_both(lambda e: isinstance(e, ev.SampleFinished) and len(e.text) == 20, "a's prompt, continued for both")
     assert live_run.server.record.status()["state"] == "paused"
-    clients["b"].resume()
+    clients["b"].request(Resume())
     wait_both(lambda e: isinstance(e, ev.StateChanged) and e.state == "training", "b's resume")
     for client in clients.values():
         client.detach()
@@ -266,8 +267,9 @@ def test_every_event_survives_the_wire():
 ])
 def test_requests_are_checked_against_the_protocol(message, error):
     if error is None:
-        name, args = protocol.parse_request(message)
-        assert name == message["name"] and set(args) == set(protocol.REQUESTS[name])
+        request = protocol.parse_request(message)
+        assert request.name == message["name"] and isinstance(request, protocol.REQUEST_TYPES[message["name"]])
+        assert {k: getattr(request, k) for k in message["args"]} == message["args"]
     else:
         with pytest.raises(protocol.ProtocolError, match=error):
             protocol.parse_request(message)
@@ -303,7 +305,7 @@ def test_a_viewer_that_falls_a_queue_behind_never_freezes_the_run(live_run, monk
 def test_a_request_flood_is_rate_limited_and_training_goes_on(live_run):
     flood = greeted(live_run)
     for _ in range(3000):
-        flood.sendall(protocol.encode(protocol.request("sample_now")))
+        flood.sendall(protocol.encode(protocol.request_message(protocol.SampleNow())))
     wait_steps(live_run, 100)
     errors = [m["message"] for m in read_messages(flood, lambda m: m["type"] == "error" and "too many" in m["message"])
               if m["type"] == "error"]
@@ -337,7 +339,7 @@ def test_connections_that_never_say_hello_are_bounded_and_timed_out(live_run, mo
 @pytest.mark.parametrize("line", [b"\n", b"   \n"], ids=["empty", "spaces"])
 def test_a_blank_line_is_not_a_hello(live_run, line):
     sock = raw_socket(live_run)
-    sock.sendall(line + protocol.encode(protocol.request("status")))
+    sock.sendall(line + protocol.encode(protocol.request_message(protocol.Status())))
     answer = read_messages(sock, lambda m: True)
     assert answer[0]["type"] == "error" and "first message must be hello" in answer[0]["message"]
 
@@ -345,14 +347,14 @@ def test_a_blank_line_is_not_a_hello(live_run, line):
 @pytest.mark.parametrize("line", [
     b"[" * 100_000 + b"\n",
     b'{"type": "request", "name": "set_temperature", "args": {"temperature": 1' + b"0" * 5000 + b"}}\n",
-    protocol.encode(protocol.request("set_temperature", temperature=10 ** 400)),
-    protocol.encode(protocol.request("prompt", text="x", length=10 ** 30)),
+    protocol.encode(protocol.request_message(protocol.SetTemperature(temperature=10 ** 400))),
+    protocol.encode(protocol.request_message(protocol.Prompt(text="x", length=10 ** 30))),
 ], ids=["nested-100k-deep", "5000-digit-number", "temperature-1e400", "length-1e30"])
 def test_pathological_json_gets_an_error_and_the_connection_stays(live_run, line):
     sock = greeted(live_run)
     sock.sendall(line)
     assert read_messages(sock, lambda m: m["type"] == "error")[-1]["type"] == "error"
-    sock.sendall(protocol.encode(protocol.request("status")))
+    sock.sendall(protocol.encode(protocol.request_message(protocol.Status())))
     assert read_messages(sock, lambda m: m["type"] == "status")[-1]["status"]["state"] in ("training", "starting")
 
 
@@ -402,12 +404,12 @@ def test_a_client_leaves_out_arguments_that_are_none_so_an_older_run_takes_the_r
     sent = []
     client = EngineClient("/nowhere", None)
     client._send = sent.append
-    client.prompt("abc")
-    client.prompt("abc", 20, 1.5)
-    client.set_early_stop(None)
-    assert sent == [protocol.request("prompt", text="abc"),
-                    protocol.request("prompt", text="abc", length=20, temperature=1.5),
-                    protocol.request("set_early_stop")]
+    client.request(Prompt("abc"))
+    client.request(Prompt("abc", 20, 1.5))
+    client.request(SetEarlyStop(None))
+    assert sent == [protocol.request_message(protocol.Prompt(text="abc")),
+                    protocol.request_message(protocol.Prompt(text="abc", length=20, temperature=1.5)),
+                    protocol.request_message(protocol.SetEarlyStop())]
     for message in sent:  # and this version's server takes them all
         protocol.parse_request(message)
 

@@ -1,6 +1,7 @@
 import torch
 from helpers import LocalRun, tiny_config
 
+from charrnn_tui.engine.protocol import Pause
 from charrnn_tui.engine.run.threads import ThreadShare, other_training_runs
 
 
@@ -14,7 +15,7 @@ def test_runs_training_in_one_folder_share_the_cores(repetitive_text, runs_dir):
         try:
             ThreadShare(runs_dir, own.run_dir, cores=8)()
             assert torch.get_num_threads() == 4  # this run and the other one
-            other.trainer.pause()
+            other.trainer.request(Pause())
             deadline = __import__("time").monotonic() + 10
             while other.server.record.state != "paused":
                 assert __import__("time").monotonic() < deadline

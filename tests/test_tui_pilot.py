@@ -18,6 +18,7 @@ from helpers import LocalRun, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.model.inference import load_model
+from charrnn_tui.engine.protocol import Pause
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.tui.app import CharRNNApp
@@ -332,7 +333,7 @@ async def test_attaching_shows_the_history_at_once(repetitive_text, runs_dir):
         while run.trainer.step < 70:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        run.trainer.pause()
+        run.trainer.request(Pause())
         app = app_for(run, runs_dir)
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, lambda: app.view.info is not None and app.view.samples and app.view.step >= 70,

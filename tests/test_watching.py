@@ -7,6 +7,7 @@ from helpers import run_cli, tiny_config
 
 from charrnn_tui.engine.events import Evaluated
 from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.protocol import SetEarlyStop
 from charrnn_tui.engine.run.metrics import METRICS, read_metrics
 from charrnn_tui.engine.run.trainer import Trainer
 
@@ -182,7 +183,7 @@ def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_pa
     """The app's `e`: a request at a step boundary, announced to every viewer, saved with the run."""
     from charrnn_tui.engine.checkpoint import load_checkpoint
     from charrnn_tui.engine.events import Notice, Progress, SettingsChanged
-    from charrnn_tui.engine.run.control import RequestRefused
+    from charrnn_tui.engine.protocol import RequestRefused
 
     corpus = tmp_path / "small.txt"
     corpus.write_text("".join(f"{i} {i * i % 97} {'abcdefghij'[i % 10] * (i % 7)}\n" for i in range(400)))
@@ -192,14 +193,14 @@ def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_pa
     def on_event(event):
         events.append(event)
         if isinstance(event, Progress) and event.step >= 10 and trainer.config.early_stop is None:
-            trainer.set_early_stop(2)
+            trainer.request(SetEarlyStop(2))
 
     trainer = Trainer(tiny_config(corpus, hidden=128, seq_len=32, batch_size=8, lr=0.01, eval_interval=25,
                                   max_steps=3000, sample_interval=0), runs_dir=tmp_path / "runs", run_name="e",
                       on_event=on_event)
     for bad in (0, -3, 10_001):
         with pytest.raises(RequestRefused, match="early stop takes 1 to 10,000 evaluations, or none"):
-            trainer.set_early_stop(bad)
+            trainer.request(SetEarlyStop(bad))
     assert trainer.run() == "finished"
     assert trainer.early_stopped.startswith("early stop: no new best in 2 evaluations; best.pt is step ")
     assert SettingsChanged(0.8, 2) in events

@@ -13,6 +13,7 @@ from typing import TextIO
 
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.printable import printable_line
+from charrnn_tui.engine.protocol import Stop
 
 
 def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -153,7 +154,7 @@ def run_stop(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     pid = client.status().get("pid")
     client.welcome_events = []  # run() hands on only what happens from here
     client.on_event = on_event
-    client.stop(save=not args.no_save)
+    client.request(Stop(save=not args.no_save))
     state = client.run()
     if state == "detached":
         raise CharRNNError(f"run {run_dir.name} could not write its final checkpoint and is paused, not stopped: "

@@ -25,12 +25,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import Notice, SettingsChanged
-from charrnn_tui.engine.model.cowrite import MAX_TOP
-from charrnn_tui.engine.protocol import MAX_TEMPERATURE, MIN_TEMPERATURE
+from charrnn_tui.engine.protocol import (
+    MIN_TEMPERATURE,
+    EvaluateNow,
+    NextTokens,
+    Pause,
+    Prompt,
+    Request,
+    RequestRefused,
+    Resume,
+    SampleNow,
+    SaveNow,
+    SetEarlyStop,
+    SetTemperature,
+    Status,
+    Stop,
+    TogglePause,
+)
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
 from charrnn_tui.engine.runs import LATEST
 
@@ -39,12 +53,9 @@ from charrnn_tui.engine.runs import LATEST
 # pile up work (or memory) without end.
 MAX_QUEUED_WORK = 8
 MAX_PER_BOUNDARY = 16  # requests taken between two steps; the rest wait for the next boundary
-WORK = frozenset({"save", "sample", "evaluate", "prompt"})
-BUDGETED = frozenset({"sample", "prompt", "next_tokens"})  # served within the request budget
-HELD_BACK = frozenset({"save", "evaluate"})  # served within a budget of their own (work_budget), held past it
-MAX_PROMPT_CHARS = 10_000
-MAX_PROMPT_LENGTH = 10_000  # tokens a prompt may ask for
-MAX_EARLY_STOP = 10_000
+WORK = (SaveNow, SampleNow, EvaluateNow, Prompt)
+BUDGETED = (SampleNow, Prompt, NextTokens)  # served within the request budget
+HELD_BACK = (SaveNow, EvaluateNow)  # served within a budget of their own (work_budget), held past it
 # The loop spends at most this share of the training time on requests, with REQUEST_BURST seconds
 # of it banked: the first keystroke or piece is served at once, and an idle hour does not pay for a
 # flood later. 0.1: training keeps 1/1.1 = 91% of the wall clock however hard clients ask. 0.2 (the
@@ -59,10 +70,6 @@ REQUEST_BURST = 0.1
 Reply = Callable[[Notice], None]
 TYPING_PAUSE = 30.0  # seconds after a keystroke during which evaluations and samples answer keystrokes
 TYPING_CHUNK = 32  # time steps per evaluation call meanwhile (an answer waits for one call at most)
-
-
-class RequestRefused(ValueError):
-    """A request the run will not take now (too many waiting, too large); its text says why."""
 
 
 class RequestBudget:
@@ -117,84 +124,47 @@ class Controls:
     def _init_controls(self) -> None:
         # SimpleQueue: its put is reentrant, so a signal handler may call stop() even while the loop
         # is inside get_nowait() (a Queue would deadlock on its own lock there).
-        self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[Request, Reply | None]] = queue.SimpleQueue()
         self._queued_work = 0
         self._work_lock = threading.Lock()
         self.paused = False
         self.stop_requested: bool | None = None  # None: keep going; else whether to save
         # The latest text to expect after (with who typed it); older ones are moot.
-        self._typing: tuple[str, int, Reply | None] | None = None
+        self._typing: tuple[NextTokens, Reply | None] | None = None
         self.typed_at = -math.inf  # time.monotonic() of the last keystroke answered
         self.request_budget = RequestBudget()
         self.work_budget = RequestBudget()  # for evaluations and saves asked for (HELD_BACK)
-        self._held: dict[str, Reply | None] = {}  # HELD_BACK requests waiting for work_budget, one per kind
-        self._work_last: tuple[str, int, float] | None = None  # the last one served: kind, step, seconds
-        self._work_took: dict[str, float] = {}  # seconds the last of each kind took
+        self._held: dict[type[Request], Reply | None] = {}  # HELD_BACK requests waiting for work_budget, one a kind
+        self._work_last: tuple[type[Request], int, float] | None = None  # the last one served: kind, step, seconds
+        self._work_took: dict[type[Request], float] = {}  # seconds the last of each kind took
         self._budget_trained: float | None = None  # train_seconds when the budget last earned
-        self._deferred: collections.deque[tuple[str, Any, Reply | None]] = collections.deque()  # budgeted, waiting
+        self._deferred: collections.deque[tuple[Request, Reply | None]] = collections.deque()  # budgeted, waiting
         self._jobs: collections.deque[_Job] = collections.deque()  # samples and prompts under way
         self._jobs_turn = False  # whether a piece of a job goes before the next request set aside
 
     # ---- requests: any thread -----------------------------------------------------------------
-    def pause(self) -> None:
-        self._put("pause")
-
-    def resume(self) -> None:
-        self._put("resume")
-
-    def toggle_pause(self) -> None:
-        self._put("toggle_pause")
-
-    def stop(self, save: bool = True, unattended: bool = False) -> None:
-        """`unattended`: nobody is left to retry a failed save (the terminal or the parent has gone),
-        so the run ends even then, rather than pausing as it does for a UI."""
-        self._put("stop", (bool(save), bool(unattended)))
-
-    def save_now(self, reply: Reply | None = None) -> None:
-        """`reply` (here and below): how to tell the one who asked that it failed; without it, a
-        Notice to everyone."""
-        self._put("save", reply=reply)
-
-    def sample_now(self, reply: Reply | None = None) -> None:
-        self._put("sample", reply=reply)
-
-    def evaluate_now(self, reply: Reply | None = None) -> None:
-        self._put("evaluate", reply=reply)
-
-    def set_temperature(self, temperature: float, reply: Reply | None = None) -> None:
-        """Refused unless above 0 and at most MAX_TEMPERATURE; under MIN_TEMPERATURE, raised to it
-        (and `reply` told): engine/protocol.py says why."""
-        _check_temperature(temperature)
-        self._put("temperature", float(temperature), reply)
-
-    def set_early_stop(self, evaluations: int | None) -> None:
-        """End the run after this many evaluations without a new best (None: never), from now on."""
-        if evaluations is not None and not 1 <= evaluations <= MAX_EARLY_STOP:
-            raise RequestRefused(f"early stop takes 1 to {MAX_EARLY_STOP:,} evaluations, or none")
-        self._put("early_stop", evaluations)
-
-    def prompt(self, text: str, length: int | None = None, temperature: float | None = None,
-               reply: Reply | None = None) -> None:
-        """Continue `text`; at `temperature` instead of the run's when given (the app's comparison of
-        temperatures: its samples are marked as such, so viewers can tell them from prompts). A
-        text longer than sampling.PROMPT_WINDOW tokens is read from its last window (a note says so)."""
-        if len(text) > MAX_PROMPT_CHARS or (length is not None and not 0 <= length <= MAX_PROMPT_LENGTH):
-            raise RequestRefused(f"prompts are limited to {MAX_PROMPT_CHARS:,} characters and continuations to "
-                                 f"{MAX_PROMPT_LENGTH:,} tokens")
-        if temperature is not None:
-            _check_temperature(temperature)
-        self._put("prompt", (str(text), length, None if temperature is None else float(temperature)), reply)
-
-    def next_tokens(self, text: str, top: int = 5, reply: Reply | None = None) -> None:
-        """What the model expects after `text` (a NextTokens event). Keystrokes come faster than
-        steps: only the latest text waiting is answered."""
-        if len(text) > MAX_PROMPT_CHARS or not 1 <= top <= MAX_TOP:
-            raise RequestRefused(f"the text is limited to {MAX_PROMPT_CHARS:,} characters and top to 1-{MAX_TOP}")
-        with self._work_lock:
-            waiting = self._typing is not None
-            self._typing = (str(text), int(top), reply)
-        if not waiting:
-            self._requests.put(("next_tokens", None, None))
+    def request(self, request: Request, reply: Reply | None = None) -> None:
+        """Queue a request for the loop (engine/protocol.py defines them); safe from any thread, and
+        from a signal handler for Stop. RequestRefused when it is out of range, or when too much work
+        is waiting or under way already. `reply`: how to tell the one who asked what became of it
+        (it failed, a temperature was raised); without it, a Notice to everyone. Keystrokes come
+        faster than steps: of the NextTokens waiting, only the latest is answered."""
+        request.check()
+        if isinstance(request, Status):
+            raise RequestRefused("status is the server's to answer")
+        if isinstance(request, NextTokens):
+            with self._work_lock:
+                waiting = self._typing is not None
+                self._typing = (request, reply)
+            if not waiting:
+                self._requests.put((request, None))
+            return
+        if isinstance(request, WORK):
+            with self._work_lock:
+                if self._queued_work >= MAX_QUEUED_WORK:
+                    raise RequestRefused(f"busy: {self._queued_work} requests are waiting; {request.name} not taken")
+                self._queued_work += 1
+        self._requests.put((request, reply))
 
     def _serve_typing(self) -> None:
         """Answer the latest keystroke waiting. Called between steps, and also between the chunks of
@@ -203,11 +173,11 @@ class Controls:
         with self._work_lock:
             typing, self._typing = self._typing, None
         if typing is not None:
-            text, top, reply = typing
+            request, reply = typing
             self.typed_at = time.monotonic()
             with self.request_budget.spending():
                 try:
-                    self._expect(text, top)
+                    self._expect(request.text, request.top)
                 except Exception as e:
                     if is_out_of_memory(e):
                         raise  # the run's own handling: it saves and ends (Trainer.run)
@@ -216,15 +186,6 @@ class Controls:
     @property
     def typing_now(self) -> bool:
         return time.monotonic() - self.typed_at < TYPING_PAUSE
-
-    def _put(self, name: str, arg: Any = None, reply: Reply | None = None) -> None:
-        """Queue a request; RequestRefused when too much work is waiting or under way already."""
-        if name in WORK:
-            with self._work_lock:
-                if self._queued_work >= MAX_QUEUED_WORK:
-                    raise RequestRefused(f"busy: {self._queued_work} requests are waiting; {name} not taken")
-                self._queued_work += 1
-        self._requests.put((name, arg, reply))
 
     def _work_done(self) -> None:
         with self._work_lock:
@@ -254,16 +215,16 @@ class Controls:
         block = block and not (self._deferred or self._jobs or self._held)
         for _ in range(MAX_PER_BOUNDARY):
             try:
-                name, arg, reply = self._requests.get(timeout=0.05) if block else self._requests.get_nowait()
+                request, reply = self._requests.get(timeout=0.05) if block else self._requests.get_nowait()
             except queue.Empty:
                 break
             block = False
-            if name in BUDGETED:
-                self._deferred.append((name, arg, reply))
-            elif name in HELD_BACK:
-                if not self._take_work(name, reply):
+            if isinstance(request, BUDGETED):
+                self._deferred.append((request, reply))
+            elif isinstance(request, HELD_BACK):
+                if not self._take_work(request, reply):
                     return
-            elif not self._apply(name, arg, reply):
+            elif not self._apply(request, reply):
                 return
         if self._held and (self.paused or self.work_budget.allows()) and not self._serve_held():
             return
@@ -273,38 +234,39 @@ class Controls:
             if not self._serve_one() or self.paused:
                 return
 
-    def _take_work(self, name: str, reply: Reply | None) -> bool:
+    def _take_work(self, request: Request, reply: Reply | None) -> bool:
         """An evaluation or a save asked for: served now while work_budget allows (or while paused:
         there is no training to keep), else held until it does; one asked for while another is held
         joins it. Its sender is told when it will come. False as _apply."""
-        if name in self._held:
+        kind = type(request)
+        if kind in self._held:
             self._work_done()  # the held one answers both: everyone sees its Evaluated or CheckpointSaved
-            self._tell(reply, self._held_message(name, joined=True), "information")
+            self._tell(reply, self._held_message(kind, joined=True), "information")
             return True
         if self.paused or self.work_budget.allows():
-            return self._serve_work(name, reply)
-        self._held[name] = reply
-        self._tell(reply, self._held_message(name, joined=False), "information")
+            return self._serve_work(kind, reply)
+        self._held[kind] = reply
+        self._tell(reply, self._held_message(kind, joined=False), "information")
         return True
 
     def _serve_held(self) -> bool:
         """The evaluation or save held longest; False as _apply."""
-        name = next(iter(self._held))
-        return self._serve_work(name, self._held.pop(name))
+        kind = next(iter(self._held))
+        return self._serve_work(kind, self._held.pop(kind))
 
-    def _serve_work(self, name: str, reply: Reply | None) -> bool:
+    def _serve_work(self, kind: type[Request], reply: Reply | None) -> bool:
         """Carry out an evaluation or a save asked for, charged to work_budget unless paused."""
         budget = self.work_budget
         start = budget.clock()
         with contextlib.nullcontext() if self.paused else budget.spending():
-            carried_on = self._apply(name, None, reply)
+            carried_on = self._apply(kind(), reply)
         took = budget.clock() - start
-        self._work_last, self._work_took[name] = (name, getattr(self, "step", 0), took), took
+        self._work_last, self._work_took[kind] = (kind, getattr(self, "step", 0), took), took
         return carried_on
 
-    def _held_message(self, name: str, joined: bool) -> str:
-        """One line: why `name` waits, and for about how long (in training time, and the step),
-        counting what is held before it at what it took last time."""
+    def _held_message(self, name: type[Request], joined: bool) -> str:
+        """One line: why a kind of work waits, and for about how long (in training time, and the
+        step), counting what is held before it at what it took last time."""
         budget = self.work_budget
         head = f"{_A[name]} is held already, and yours joins it" if joined else f"{_WHAT[name]} is held"
         why = f"evaluations and saves asked for get {budget.share:.0%} of the training time"
@@ -355,16 +317,16 @@ class Controls:
         """A stop: what was set aside is dropped, each asker told; samples under way end where
         they are (their viewers get what was written)."""
         while self._held:
-            name, reply = self._held.popitem()
+            kind, reply = self._held.popitem()
             self._work_done()
-            if not (name == "save" and self.stop_requested):  # a stop that saves serves it
-                self._tell(reply, f"the run stopped before {_WHAT[name]} was served")
+            if not (kind is SaveNow and self.stop_requested):  # a stop that saves serves it
+                self._tell(reply, f"the run stopped before {_WHAT[kind]} was served")
         while self._deferred:
-            name, _, reply = self._deferred.popleft()
-            if name in WORK:
+            request, reply = self._deferred.popleft()
+            if isinstance(request, WORK):
                 self._work_done()
-            if name != "next_tokens":
-                self._tell(reply, f"the run stopped before {_WHAT.get(name, name)} was served")
+            if not isinstance(request, NextTokens):
+                self._tell(reply, f"the run stopped before {_WHAT.get(type(request), request.name)} was served")
         while self._jobs:
             job = self._jobs.popleft()
             self._work_done()
@@ -372,72 +334,69 @@ class Controls:
                 job.pieces.close()  # type: ignore[attr-defined]  # a generator: its cleanup finishes the sample
             self._tell(job.reply, f"the run stopped before {job.what} was done")
 
-    def _apply(self, name: str, arg: Any, reply: Reply | None = None) -> bool:
+    def _apply(self, request: Request, reply: Reply | None = None) -> bool:
         """Carry out one request; False when the loop must look at its state before any more. A
         request that fails is told to whoever asked, and training goes on; only a device out of
         memory goes to the run's own handling (Trainer.run: it saves and ends)."""
         try:
-            return self._carry_out(name, arg, reply)
+            return self._carry_out(request, reply)
         except Exception as e:
-            if name in ("sample", "prompt"):  # failed before its job was queued: no job will count it done
+            if isinstance(request, (SampleNow, Prompt)):  # failed before its job was queued: no job counts it
                 self._work_done()
             if is_out_of_memory(e):
                 raise
-            self._tell(reply, f"{_WHAT.get(name, name)} failed: {_describe(e)}; training goes on")
+            self._tell(reply, f"{_WHAT.get(type(request), request.name)} failed: {_describe(e)}; training goes on")
             return self.state != "error"
         finally:
-            if name in ("save", "evaluate"):  # a sample or prompt is work until its job ends
+            if isinstance(request, (SaveNow, EvaluateNow)):  # a sample or prompt is work until its job ends
                 self._work_done()
 
-    def _carry_out(self, name: str, arg: Any, reply: Reply | None) -> bool:
-        if name == "pause" or (name == "toggle_pause" and not self.paused):
-            if not self.paused:
+    def _carry_out(self, request: Request, reply: Reply | None) -> bool:
+        match request:
+            case Pause() | TogglePause() if not self.paused:
                 if not self._flush_progress():
                     return False
                 self.paused = True
                 self._set_state("paused")
-        elif name in ("resume", "toggle_pause"):
-            if self.paused:
-                self.paused = False
-                self.last_report = time.perf_counter()
-                self._set_state("training")
-        elif name == "stop":
-            save, unattended = arg
-            self.stop_requested = save
-            if unattended:
-                self.pause_on_save_error = False
-            return False
-        elif name == "save":
-            if not self._flush_progress():
+            case Pause():
+                pass
+            case Resume() | TogglePause():
+                if self.paused:
+                    self.paused = False
+                    self.last_report = time.perf_counter()
+                    self._set_state("training")
+            case Stop(save=save, unattended=unattended):
+                self.stop_requested = save
+                if unattended:
+                    self.pause_on_save_error = False
                 return False
-            self._save(LATEST)
-        elif name == "sample":
-            self._jobs.append(_Job(self._sample_pieces(prompt="", source="live"), reply, "the sample"))
-        elif name == "evaluate":
-            if not self._flush_progress():
-                return False
-            self._evaluate()
-        elif name == "temperature":
-            if math.isfinite(arg) and 0 < arg <= MAX_TEMPERATURE:
-                self.temperature = self._lowest_temperature(arg, reply)
+            case SaveNow():
+                if not self._flush_progress():
+                    return False
+                self._save(LATEST)
+            case SampleNow():
+                self._jobs.append(_Job(self._sample_pieces(prompt="", source="live"), reply, "the sample"))
+            case EvaluateNow():
+                if not self._flush_progress():
+                    return False
+                self._evaluate()
+            case SetTemperature(temperature=temperature):
+                self.temperature = self._lowest_temperature(temperature, reply)
                 self.emit(SettingsChanged(self.temperature, self.config.early_stop))
-            else:
-                self.emit(Notice(f"temperature must be a positive number, not {arg}", "warning"))
-        elif name == "next_tokens":
-            self._serve_typing()
-        elif name == "early_stop":
-            self.config.early_stop = arg  # saved with the config: a resumed run keeps it
-            self.emit(SettingsChanged(self.temperature, arg))
-            self.emit(Notice(f"early stop after {arg} evaluations without a new best" if arg else "early stop off"))
-        elif name == "prompt":
-            text, length, temperature = arg
-            if temperature is None:
+            case NextTokens():
+                self._serve_typing()
+            case SetEarlyStop(evaluations=evaluations):
+                self.config.early_stop = evaluations  # saved with the config: a resumed run keeps it
+                self.emit(SettingsChanged(self.temperature, evaluations))
+                self.emit(Notice(f"early stop after {evaluations} evaluations without a new best" if evaluations
+                                 else "early stop off"))
+            case Prompt(text=text, length=length, temperature=None):
                 pieces = self._sample_pieces(prompt=text, source="prompt", length=length)
-            else:
-                temperature = self._lowest_temperature(temperature, reply)
+                self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
+            case Prompt(text=text, length=length, temperature=temperature):
                 pieces = self._sample_pieces(prompt=text, source="temperatures", length=length,
-                                             temperature=temperature)
-            self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
+                                             temperature=self._lowest_temperature(temperature, reply))
+                self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
         return self.state != "error"
 
     def _lowest_temperature(self, temperature: float, reply: Reply | None) -> float:
@@ -449,15 +408,10 @@ class Controls:
         return MIN_TEMPERATURE
 
 
-_WHAT = {"save": "the save", "sample": "the sample", "evaluate": "the evaluation", "prompt": "the prompt",
-         "temperature": "the temperature", "next_tokens": "the next tokens", "early_stop": "early stop"}
-_A = {"save": "a save", "evaluate": "an evaluation"}
-
-
-def _check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-            and 0 < temperature <= MAX_TEMPERATURE):
-        raise RequestRefused(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g}, not {temperature}")
+_WHAT: dict[type[Request], str] = {
+    SaveNow: "the save", SampleNow: "the sample", EvaluateNow: "the evaluation", Prompt: "the prompt",
+    SetTemperature: "the temperature", NextTokens: "the next tokens", SetEarlyStop: "early stop"}
+_A: dict[type[Request], str] = {SaveNow: "a save", EvaluateNow: "an evaluation"}
 
 
 def _describe(error: Exception) -> str:

@@ -139,45 +139,11 @@ class EngineClient:
                 f"`{run_hint('train --resume', self.run_dir)}` continues it")
 
     # ---- requests: any thread, the same names as the trainer's --------------------------------
-    def pause(self) -> None:
-        self.request("pause")
-
-    def resume(self) -> None:
-        self.request("resume")
-
-    def toggle_pause(self) -> None:
-        self.request("toggle_pause")
-
-    def stop(self, save: bool = True, unattended: bool = False) -> None:
-        self.request("stop", save=save)
-
-    def save_now(self) -> None:
-        self.request("save_now")
-
-    def sample_now(self) -> None:
-        self.request("sample_now")
-
-    def evaluate_now(self) -> None:
-        self.request("evaluate_now")
-
-    def set_temperature(self, temperature: float) -> None:
-        self.request("set_temperature", temperature=float(temperature))
-
-    def next_tokens(self, text: str, top: int | None = None) -> None:
-        self.request("next_tokens", text=text, top=top)
-
-    def set_early_stop(self, evaluations: int | None) -> None:
-        self.request("set_early_stop", evaluations=evaluations)
-
-    def prompt(self, text: str, length: int | None = None, temperature: float | None = None) -> None:
-        self.request("prompt", text=text, length=length, temperature=temperature)
-
-    def request(self, name: str, **args: Any) -> None:
-        # Arguments that are None are left out: the server takes them as None, and a run started by
-        # an earlier version, which may not know a newer optional argument, still takes the request.
-        given = {k: v for k, v in args.items() if v is not None}
+    def request(self, request: protocol.Request) -> None:
+        """Send a request (engine/protocol.py defines them). The run answers through events, and an
+        `error` message or a Notice to this client alone where it refuses or fails."""
         with contextlib.suppress(OSError):  # the run may have ended a moment ago; `run` reports how it ended
-            self._send(protocol.request(name, **given))
+            self._send(protocol.request_message(request))
 
     def detach(self) -> None:
         """Leave the run training; `run` returns."""
@@ -229,7 +195,7 @@ class EngineClient:
     def status(self) -> dict[str, Any]:
         """The run's status now (state, step, best validation loss, viewers...)."""
         try:
-            self._send(protocol.request("status"))
+            self._send(protocol.request_message(protocol.Status()))
             while True:
                 message = self._read_message()
                 if message is None:

@@ -22,6 +22,7 @@ from typing import Any
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError
 from charrnn_tui.engine.events import Notice
 from charrnn_tui.engine.printable import printable_line
+from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run.distributed import World, world_from_env
 from charrnn_tui.engine.run.threads import ThreadShare
 from charrnn_tui.engine.runs import LOG, default_runs_dir, open_in_run, run_hint
@@ -151,7 +152,7 @@ def _handle_signals(trainer, detached: bool, distributed: bool = False) -> None:
             raise SystemExit(130)
         stop.fired = True
         sys.stderr.write(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping\n")
-        trainer.stop(save=True, unattended=True)
+        trainer.request(Stop(save=True, unattended=True))
 
     def hang_up(signum, frame):
         run_dir = getattr(trainer, "run_dir", None)

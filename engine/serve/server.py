@@ -28,7 +28,6 @@ from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.history import LossHistory, add_time_point, thin_validation
-from charrnn_tui.engine.run.control import RequestRefused
 from charrnn_tui.engine.runs import SOCKET, unix_address, write_status
 
 CLIENT_QUEUE = 4096  # messages waiting for one client
@@ -318,38 +317,26 @@ class RunServer:
         if was_there and client.viewer and not self.closed:
             self.write_status()
 
-    def apply_request(self, client: _Client, name: str, args: dict[str, Any]) -> None:
-        """Carry out a checked request; one the run refuses (busy) is answered to its sender only,
-        and so is what the loop has to say about it later (it failed, a temperature was raised to
-        the lowest): a Notice event to that client alone."""
-        trainer = self.trainer
+    def apply_request(self, client: _Client, request: protocol.Request) -> None:
+        """Carry out a checked request; one the run refuses (out of range, busy) is answered to its
+        sender only, and so is what the loop has to say about it later (it failed, a temperature was
+        raised to the lowest): a Notice event to that client alone. Status is answered here."""
 
         def reply(notice: ev.Notice) -> None:
             client.send(protocol.encode(protocol.event_message(notice)))
 
         try:
-            if name == "status":
+            if isinstance(request, protocol.Status):
                 with self.lock:
                     status = {**self.record.status(), "viewers": self.viewers}
                 client.send(protocol.encode({"type": "status", "status": status}))
-            elif name == "stop":
-                trainer.stop(save=args["save"])
-            elif name == "set_temperature":
-                trainer.set_temperature(args["temperature"], reply=reply)
-            elif name == "next_tokens":
-                trainer.next_tokens(args["text"], 5 if args["top"] is None else args["top"], reply=reply)
-            elif name == "set_early_stop":
-                trainer.set_early_stop(args["evaluations"])
-            elif name == "prompt":
-                trainer.prompt(args["text"], args["length"], args["temperature"], reply=reply)
-            elif name in ("save_now", "sample_now", "evaluate_now"):
-                getattr(trainer, name)(reply=reply)
-            else:  # pause, resume, toggle_pause: no arguments
-                getattr(trainer, name)()
-        except RequestRefused as e:
+            else:
+                self.trainer.request(request, reply=reply)
+        except protocol.RequestRefused as e:
             client.send(protocol.encode({"type": "error", "message": str(e)}))
         except Exception as e:  # a bug here costs this request, not the client's connection or the run
-            client.send(protocol.encode({"type": "error", "message": f"{name} failed: {type(e).__name__}: {e}"}))
+            message = f"{request.name} failed: {type(e).__name__}: {e}"
+            client.send(protocol.encode({"type": "error", "message": message}))
 
 
 class _Client:
@@ -486,11 +473,11 @@ class _Client:
                 self.send(protocol.encode({"type": "error", "message": "too many requests: slow down"}))
             return True
         try:
-            name, args = protocol.parse_request(protocol.decode(line))
+            request = protocol.parse_request(protocol.decode(line))
         except protocol.ProtocolError as e:
             self.send(protocol.encode({"type": "error", "message": str(e)}))
             return True
-        self.server.apply_request(self, name, args)
+        self.server.apply_request(self, request)
         return True
 
     def _refuse(self, message: str) -> None:
