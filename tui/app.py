@@ -49,7 +49,7 @@ from .widgets.status_panel import StatusPanel
 from .widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
 
 # Connects to the run's engine with the given event callback (an EngineClient, or anything with its
-# request methods and run()); called in the worker thread, since starting an engine takes seconds.
+# request methods, run() and detach()); called in the worker thread, since starting an engine takes seconds.
 EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 # Seconds between screen updates from training (keys and state changes redraw at once). Each
 # redraw costs the app CPU that training, on a busy machine, does not get: at 4 a second an
@@ -100,12 +100,12 @@ class CharRNNApp(App[int]):
         Binding("ctrl+c", "save_and_quit", "Save and quit", show=False, priority=True),
     ]
 
-    def __init__(self, engine_factory: EngineFactory | None = None, *, trainer: Any = None,
-                 autostart: bool = True, runs_dir: Any = None) -> None:
+    def __init__(self, engine_factory: EngineFactory | None = None, *, autostart: bool = True,
+                 runs_dir: Any = None) -> None:
         super().__init__()
         bound_textual_caches()  # attached for days, Textual's own caches would grow for hours (textual_caches.py)
         self.engine_factory = engine_factory
-        self.trainer = trainer  # the run's client once connected (named for the requests it takes)
+        self.trainer: Any = None  # the run's client once connected (named for the requests it takes)
         self.autostart = autostart
         self.runs_dir = runs_dir
         self.detaching = False
@@ -151,7 +151,7 @@ class CharRNNApp(App[int]):
 
     def _on_hangup(self, signum: int, frame: object) -> None:
         self.detaching = True
-        if self.trainer is not None and hasattr(self.trainer, "detach"):
+        if self.trainer is not None:
             self.trainer.detach()
         os._exit(0)
 
@@ -162,10 +162,7 @@ class CharRNNApp(App[int]):
     @work(thread=True, exclusive=True, group="train", exit_on_error=False, name="trainer")
     def run_training(self) -> str:
         try:
-            if self.trainer is None:
-                self.trainer = self.engine_factory(self.post_engine_event)
-            else:
-                self.trainer.on_event = self.post_engine_event
+            self.trainer = self.engine_factory(self.post_engine_event)
             if self.quitting and not self.detaching:  # asked to quit while the engine was starting
                 self.trainer.stop(save=True)
             client = self.trainer
@@ -434,7 +431,7 @@ class CharRNNApp(App[int]):
     def action_detach(self) -> None:
         """Leave the run training and close the app."""
         self.detaching = self.quitting = True
-        if self.trainer is not None and hasattr(self.trainer, "detach"):
+        if self.trainer is not None:
             self.trainer.detach()
         self.exit(0)
 
@@ -482,7 +479,7 @@ class CharRNNApp(App[int]):
 
         old = self.trainer
         self.detaching = True  # the old connection's worker ends quietly
-        if old is not None and hasattr(old, "detach"):
+        if old is not None:
             old.detach()
         self.trainer = None
         self.engine_factory = lambda on_event: EngineClient(run_dir, on_event)
@@ -514,7 +511,7 @@ class CharRNNApp(App[int]):
         # However the app ends (an error in a handler too), it leaves the run as it is: a stop was
         # asked for already if the user quit; otherwise the run goes on training without us.
         self.inbox.close()
-        if self.trainer is not None and hasattr(self.trainer, "detach") and not self.training_done.is_set():
+        if self.trainer is not None and not self.training_done.is_set():
             self.detaching = True
             self.trainer.detach()
 
