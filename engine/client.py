@@ -148,7 +148,11 @@ class EngineClient:
     def toggle_pause(self) -> None:
         self.request("toggle_pause")
 
-    def stop(self, save: bool = True, unattended: bool = False) -> None:
+    def stop(self, save: bool = True) -> None:
+        """Save (or not) and end the run. A run the app started pauses instead if that save fails,
+        rather than lose its steps, and the app or `stop` says so: a stop over the socket always
+        has someone to say it to. (Trainer.stop's `unattended`, which ends such a run even then, is
+        for the engine's own signal handlers, engine/serve.py.)"""
         self.request("stop", save=save)
 
     def save_now(self) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.client import EngineClient, _number, _whole
-from charrnn_tui.engine.protocol import MAX_INT, _kind
+from charrnn_tui.engine.protocol import MAX_INT, _kind, parse_request
 from charrnn_tui.engine.runs import SOCKET, _describe, write_status
 
 
@@ -35,6 +35,17 @@ def test_a_client_mirrors_the_fields_a_caller_reads_and_ignores_the_wrong_kinds(
     assert (client.state, client.error) == ("error", "boom")
     client._mirror(ev.StateChanged("error", 5))
     assert client.error == "training failed"
+
+
+def test_a_stop_asks_for_what_the_protocol_takes_and_nothing_it_would_drop(tmp_path):
+    client = EngineClient(tmp_path)
+    sent: list[dict] = []
+    client._send = sent.append
+    client.stop(save=False)
+    client.stop()
+    assert [parse_request(message) for message in sent] == [("stop", {"save": False}), ("stop", {"save": True})]
+    with pytest.raises(TypeError):  # no argument the request cannot carry, to be taken and silently dropped
+        client.stop(save=True, unattended=True)
 
 
 def test_a_run_that_is_not_live_is_called_crashed_or_not_running_with_how_to_go_on(tmp_path):
