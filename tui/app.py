@@ -553,8 +553,14 @@ def run_app(args: argparse.Namespace) -> int:
     """
     from charrnn_tui.engine.client import EngineClient, RunNotLive
     from charrnn_tui.engine.errors import CharRNNError
-    from charrnn_tui.engine.run_commands import not_live_message, resolve_run
-    from charrnn_tui.engine.runs import check_new_run_name, command_hint, default_runs_dir, run_hint
+    from charrnn_tui.engine.runs import (
+        check_new_run_name,
+        command_hint,
+        default_runs_dir,
+        not_live_message,
+        resolve_run,
+        run_hint,
+    )
 
     runs_dir = args.runs_dir or default_runs_dir()
     if args.command == "attach":
@@ -596,8 +602,7 @@ def after_exit_message(app: Any) -> str:
 
 
 def _exit_message(app: Any) -> str:
-    from charrnn_tui.engine.run_commands import background_message
-    from charrnn_tui.engine.runs import run_hint
+    from charrnn_tui.engine.runs import background_message, run_hint
 
     client, view = app.trainer, app.view
     run_dir = getattr(client, "run_dir", None) or (view.info.run_dir if view.info is not None else None)
