@@ -147,6 +147,42 @@ async def test_t_continues_the_prompt_at_three_temperatures(size, stacked, repet
         await save_and_quit(pilot)
 
 
+async def test_t_again_on_the_temperatures_screen_reaches_the_app_as_a_message(monkeypatch):
+    """The screen asks the app (TemperaturesScreen.Again), and the app asks the run: no engine here,
+    a client that notes what it is asked."""
+    from charrnn_tui.engine import events as ev
+    from charrnn_tui.tui.widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
+
+    class Client:
+        def __init__(self):
+            self.prompts, self.detached = [], False
+
+        def prompt(self, text, length=None, temperature=None):
+            self.prompts.append((text, temperature))
+
+        def next_tokens(self, text):
+            pass  # asked as the prompt is typed
+
+        def detach(self):
+            self.detached = True
+
+    heard = []
+    handler = CharRNNApp.on_temperatures_screen_again
+    monkeypatch.setattr(CharRNNApp, "on_temperatures_screen_again",
+                        lambda app, message: (heard.append(message.prefix), handler(app, message)))
+    app = CharRNNApp(autostart=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.trainer = client = Client()
+        app.post_engine_event(ev.StateChanged("training"))
+        await pilot.press("p", *"abc", "escape", "t")
+        assert isinstance(app.screen, TemperaturesScreen)
+        asked = [("abc", t) for t in TEMPERATURES]
+        assert client.prompts == asked
+        await pilot.press("t")  # the screen's own key: it tells the app, which asks again
+        assert heard == ["abc"] and client.prompts == asked * 2
+    assert client.detached  # leaving, the app leaves the run as it is
+
+
 async def test_e_steps_early_stop_through_its_settings_and_the_status_shows_it(repetitive_text, runs_dir):
     from charrnn_tui.tui.widgets.status_panel import render_status
 

@@ -366,6 +366,9 @@ class CharRNNApp(App[int]):
         self.push_screen(TemperaturesScreen(prefix, self.query_one(SamplesPanel).confidence))
         self.ask_for_temperatures(prefix)
 
+    def on_temperatures_screen_again(self, message: TemperaturesScreen.Again) -> None:
+        self.ask_for_temperatures(message.prefix)
+
     def ask_for_temperatures(self, prefix: str) -> None:
         if self._need_trainer():
             for temperature in TEMPERATURES:
