@@ -1,4 +1,7 @@
-"""The headless command line: `train --headless`, `sample` and `eval`. The TUI's entry point reuses it."""
+"""The command line: every command's arguments, and the commands that need no app: `train --headless`
+and `train --detach`, `sample`, `eval`, `next`, `runs`, `stop` and `doctor`. `train` without those two
+flags and `attach` open the app; the console script (tui/cli.py) parses with this module and sends
+those to the app, the rest to `dispatch`."""
 
 from __future__ import annotations
 

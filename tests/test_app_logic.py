@@ -146,3 +146,18 @@ def test_the_app_takes_nothing_from_the_engines_command_modules():
     from_engine = {name.removeprefix(engine) for name in imported if name.startswith(engine)}
     assert {"runs", "durations", "client"} <= from_engine  # the walk saw the app's imports
     assert not from_engine & {"cli", "run_commands"}, sorted(from_engine)
+
+
+def test_the_readme_and_the_command_palette_give_e_s_early_stop_steps_in_the_order_it_takes_them():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from charrnn_tui.tui.app import EARLY_STOP_CHOICES, CharRNNApp
+
+    steps = ", ".join(str(n) for n in EARLY_STOP_CHOICES[1:-1]) + f" or {EARLY_STOP_CHOICES[-1]}"
+    assert EARLY_STOP_CHOICES[0] is None and steps == "10, 5 or 3"
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| `e` \| (.*) \|$", readme, re.M)
+    assert row is not None and f"off, then after {steps} evaluations" in row.group(1), row
+    assert f"Off, or after {steps} evaluations" in inspect.getsource(CharRNNApp.get_system_commands)
