@@ -87,13 +87,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq_len": 64, "batch_size": 16, "lr": 8e-3, "warmup_steps": 20, "eval_interval": 1000,
         "fit_eval_interval": True, "fit_batch_size": True,
     },
-    # A laptop CPU: the best of the sweep for a 75 s budget, 1.48 nats/char on 2 cores (bf16; 1.50 in fp32). Smaller
-    # batches (more updates per second) and a high learning rate with cosine decay win there.
+    # A laptop CPU: the best of the sweep for a 75 s budget on 2 cores, 1.48 nats/char (bf16; 1.50 in fp32), and
+    # 1.43 since weight decay and a cosine to 0 (below). Smaller batches (more updates per second) and a high
+    # learning rate with cosine decay win there.
     "small": {
         "model": {"kind": "lstm", "layers": 1, "hidden": 384, "embedding": 64, "dropout": 0.0},
         "seq_len": 64, "batch_size": 16, "lr": 8e-3, "warmup_steps": 50, "eval_interval": 500,
         "fit_eval_interval": True, "fit_batch_size": True,
-        # Measured on 2 CPU cores, 75 s on tiny-shakespeare (README, "Choosing the presets"): weight
+        # Measured on 2 CPU cores, 75 s on tiny-shakespeare (README, "How the CPU presets were chosen"): weight
         # decay 0.1 with the cosine decaying to 0 reached 1.4315 nats/char where 0 and 10% reached 1.48.
         "weight_decay": 0.1, "min_lr_ratio": 0.0,
     },

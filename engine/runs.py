@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charrnn_tui.engine.errors import CheckpointError, ConfigError
+from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError
 from charrnn_tui.engine.printable import printable_line
 
 LATEST = "latest.pt"
@@ -57,6 +57,15 @@ def command_hint(words: str, runs_dir: Path) -> str:
 def run_hint(verb: str, run_dir: Path, more: str = "") -> str:
     """`charrnn-tui VERB RUN [MORE]` for the run in run_dir, with --runs-dir where it is needed."""
     return command_hint(f"{verb} {shlex.quote(Path(run_dir).name)}{more}", Path(run_dir).parent)
+
+
+def background_message(run_dir: Path, state: str = "training", *, still: bool = False) -> str:
+    """A run left in the background (`train --detach`, `d` in the app): where, and the commands
+    that reach it, as they must be typed."""
+    return (printable_line(f"run {run_dir.name} is {'still ' if still else ''}{state} in the background ({run_dir})")
+            + "\n"
+            f"  watch it:  {run_hint('attach', run_dir)}\n"
+            f"  stop it:   {run_hint('stop', run_dir)}\n")
 
 
 def check_runs_dir(runs_dir: Path) -> bool:
@@ -398,6 +407,30 @@ def _latest_in(folder: Path) -> Path:
     return path
 
 
+def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
+    """A run folder from a name or a path; with no name, the most recently active live run."""
+    if ref is None:
+        check_runs_dir(runs_dir)
+        candidates = [e for e in list_runs(runs_dir) if e.live] if live else list_runs(runs_dir)
+        if not candidates:
+            raise CharRNNError(f"no live runs in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them all")
+        return candidates[0].path
+    named = runs_dir / sanitize_run_name(ref)
+    if is_bare_name(ref) and named.is_dir():
+        require_own_run_dir(named)
+        return named  # a run's name wins over a folder of that name where the command was typed
+    path = Path(ref).expanduser()
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        path = named
+    if not path.is_dir():
+        check_runs_dir(runs_dir)
+        raise CharRNNError(f"{ref}: no such run in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them")
+    require_own_run_dir(path)  # another user's run (or a link to one) is never attached to or stopped
+    return path
+
+
 ENDED = {"crashed": "crashed", "error": "ended with an error", "stopped": "was stopped", "finished": "finished",
          UNREADABLE: "left files that cannot be read"}
 
@@ -427,6 +460,22 @@ def no_checkpoint_message(folder: Path) -> str:
                 f"(--checkpoint-interval 0); {save_now}")
     return (f"run {entry.name} is training and has saved no checkpoint yet: its first comes at step {min(due):,}"
             f"{reported}; {save_now}")
+
+
+def not_live_message(run_dir: Path) -> str:
+    """Why a run cannot be attached to or stopped: it ended (how, at which step), and how to go on."""
+    if is_live(run_dir):  # its engine holds it but has not opened its socket yet
+        return f"run {run_dir.name} is starting; try again in a moment"
+    entry = run_entry(run_dir)
+    if entry is None:
+        return f"{run_dir}: not a run (no status.json, no {LATEST})"
+    it = f"it {ENDED.get(entry.state, entry.state)}" + ("" if entry.step is None else f" at step {entry.step:,}")
+    if not (run_dir / LATEST).is_file():
+        return f"run {entry.name} is not running: {it} before saving a checkpoint, so there is nothing to continue"
+    resume = f"`{run_hint('train --resume', run_dir)}` continues it"
+    if entry.state == "crashed":
+        return f"run {entry.name} is not running: {it} (its engine is gone); {resume} from its last checkpoint"
+    return f"run {entry.name} is not running: {it}; {resume}"
 
 
 def is_live(run_dir: Path) -> bool:

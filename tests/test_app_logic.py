@@ -79,7 +79,8 @@ def test_a_narrow_log_axis_of_one_value_gives_that_value():
 
 
 def test_numbers_and_durations_for_the_status_panel():
-    from charrnn_tui.tui.formatting import duration, si, size_bytes
+    from charrnn_tui.engine.durations import duration
+    from charrnn_tui.tui.formatting import si, size_bytes
 
     assert [si(n) for n in (0, 999, 1000, 1234, 999_999, 1_000_000, 1_500_000, 1e9, 2.5e9, -1500)] == \
         ["0", "999", "1.0k", "1.2k", "1000.0k", "1.0M", "1.5M", "1.0G", "2.5G", "-1.5k"]
@@ -88,6 +89,13 @@ def test_numbers_and_durations_for_the_status_panel():
          "1d01h", "2d07h"]
     assert [size_bytes(n) for n in (None, 0, 1023, 1024, 1536, 1 << 20, 3 << 30)] == \
         ["-", "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "1.0 MiB", "3.0 GiB"]
+
+
+def test_how_long_ago_a_run_was_active_is_said_in_its_largest_whole_unit():
+    from charrnn_tui.engine.durations import age
+
+    assert [age(s) for s in (-3, 0, 0.9, 59.9, 60, 3599, 3600, 86_399, 86_400, 200_000)] == \
+        ["0s ago", "0s ago", "0s ago", "59s ago", "1m ago", "59m ago", "1h ago", "23h ago", "1d ago", "2d ago"]
 
 
 def _spans(text) -> list[tuple[str, str]]:
@@ -114,3 +122,18 @@ def test_a_samples_body_is_shaded_by_confidence_in_runs_and_its_copies_underline
     assert copy_note(copied) == ("copied 3 chars", "yellow")
     assert copy_note(Sample(7, 10, "", 0.8, "live", text="ab", longest_copy=2)) == ("longest copy 2", "dim")
     assert copy_note(Sample(8, 10, "", 0.8, "live", text="ab")) == ("", "")  # not checked yet
+
+
+def test_the_readme_and_the_command_palette_give_e_s_early_stop_steps_in_the_order_it_takes_them():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from charrnn_tui.tui.app import EARLY_STOP_CHOICES, CharRNNApp
+
+    steps = ", ".join(str(n) for n in EARLY_STOP_CHOICES[1:-1]) + f" or {EARLY_STOP_CHOICES[-1]}"
+    assert EARLY_STOP_CHOICES[0] is None and steps == "10, 5 or 3"
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| `e` \| (.*) \|$", readme, re.M)
+    assert row is not None and f"off, then after {steps} evaluations" in row.group(1), row
+    assert f"Off, or after {steps} evaluations" in inspect.getsource(CharRNNApp.get_system_commands)

@@ -6,7 +6,24 @@ import math
 import pytest
 
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.protocol import MAX_INT, _kind
+from charrnn_tui.engine.protocol import (
+    MAX_INT,
+    REQUEST_TYPES,
+    EvaluateNow,
+    NextTokens,
+    Pause,
+    Prompt,
+    Resume,
+    SampleNow,
+    SaveNow,
+    SetEarlyStop,
+    SetTemperature,
+    Status,
+    Stop,
+    TogglePause,
+    _kind,
+    parse_request,
+)
 from charrnn_tui.engine.runs import SOCKET, _describe, write_status
 from charrnn_tui.engine.serve.client import EngineClient, _number, _whole
 
@@ -35,6 +52,22 @@ def test_a_client_mirrors_the_fields_a_caller_reads_and_ignores_the_wrong_kinds(
     assert (client.state, client.error) == ("error", "boom")
     client._mirror(ev.StateChanged("error", 5))
     assert client.error == "training failed"
+
+
+def test_every_request_goes_on_the_wire_as_the_server_reads_it(tmp_path):
+    """One definition each (engine/protocol.py): what the client sends parses back to the same request."""
+    client = EngineClient(tmp_path)
+    sent: list[dict] = []
+    client._send = sent.append
+    requests = [Stop(save=False), Stop(), Stop(save=True, unattended=True), Pause(), Resume(), TogglePause(),
+                SaveNow(), SampleNow(), EvaluateNow(), SetTemperature(1.5), SetEarlyStop(5), SetEarlyStop(None),
+                Prompt("the cat", 20), Prompt("the cat", None, 0.5), NextTokens("the ca", 3), NextTokens("x")]
+    assert {type(r) for r in requests} | {Status} == set(REQUEST_TYPES.values())  # every one of them
+    for request in requests:
+        client.request(request)
+    assert [parse_request(message) for message in sent] == requests
+    assert sent[0] == {"type": "request", "name": "stop", "args": {"save": False, "unattended": False}}
+    assert sent[12]["args"] == {"text": "the cat", "length": 20}  # None is left out: the server's default
 
 
 def test_a_run_that_is_not_live_is_called_crashed_or_not_running_with_how_to_go_on(tmp_path):

@@ -67,6 +67,20 @@ def test_a_validation_under_way_shows_on_the_status_and_the_progress_line():
     assert "step 500 | validating 50% of 262,144 tokens" in out.getvalue()
 
 
+def test_the_progress_line_and_the_status_say_a_time_the_same_way():
+    from charrnn_tui.tui.run_view import RunView
+    from charrnn_tui.tui.widgets.status_panel import render_status
+
+    event = Progress(step=9, first_step=9, losses=(2.0,), epoch=0.5, tokens_per_s=1000.0, lr=1e-3,
+                     train_seconds=3_725.9, eta_seconds=90_061.0, epoch_eta_seconds=None, memory_bytes=None)
+    out = io.StringIO()
+    ProgressPrinter(out=out, interval=0)(event)
+    assert "| 1:02:05 | ETA 1d01h" in out.getvalue()  # hours and minutes and seconds; from a day on, days and hours
+    view = RunView(state="training")
+    view.apply(event)
+    assert "1:02:05 · ETA 1d01h" in render_status(view, now=0.0).plain
+
+
 def _progress(step: int, losses: tuple[float, ...], lr: float) -> Progress:
     return Progress(step=step, first_step=step - len(losses) + 1, losses=losses, epoch=0.5, tokens_per_s=1000.0,
                     lr=lr, train_seconds=1.0, eta_seconds=None, epoch_eta_seconds=None, memory_bytes=None)

@@ -73,7 +73,7 @@ def test_hints_repeat_a_runs_dir_that_is_not_the_default(tmp_path, monkeypatch):
 
 
 def test_hints_leave_out_the_default_runs_dir(tmp_path, monkeypatch):
-    from charrnn_tui.engine.cli.run_commands import resolve_run
+    from charrnn_tui.engine.runs import resolve_run
 
     monkeypatch.setattr(runs_module, "default_runs_dir", lambda: tmp_path / "default")
     (tmp_path / "default").mkdir()
@@ -180,7 +180,7 @@ def fake_app(run_dir: Path | None, state: str, step: int, *, saved_step: int = 0
 
 
 def test_after_the_app_closes_it_says_where_the_run_is(tmp_path):
-    from charrnn_tui.engine.cli.run_commands import background_message
+    from charrnn_tui.engine.runs import background_message
     from charrnn_tui.tui.app import after_exit_message
 
     run_dir = tmp_path / "runs" / "r"

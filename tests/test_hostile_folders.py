@@ -249,7 +249,7 @@ def test_resume_refuses_a_run_folder_that_is_not_yours_or_is_a_link(mine_and_the
 
 @needs_root
 def test_stop_and_attach_refuse_another_users_run_by_name_or_path(mine_and_theirs):
-    from charrnn_tui.engine.cli.run_commands import resolve_run
+    from charrnn_tui.engine.runs import resolve_run
 
     runs_dir = mine_and_theirs
     for ref in ("theirs", str(runs_dir / "theirs"), str(runs_dir / "theirs" / LATEST)):

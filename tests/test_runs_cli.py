@@ -176,8 +176,7 @@ def test_flags_are_never_abbreviated():
 
 
 def test_a_run_name_wins_over_a_folder_of_that_name_where_the_command_is_typed(tmp_path, monkeypatch):
-    from charrnn_tui.engine.cli.run_commands import resolve_run
-    from charrnn_tui.engine.runs import LATEST, resolve_checkpoint
+    from charrnn_tui.engine.runs import LATEST, resolve_checkpoint, resolve_run
 
     runs_dir, here = tmp_path / "runs", tmp_path / "here"
     (runs_dir / "cpu").mkdir(parents=True)

@@ -18,7 +18,7 @@ from helpers import LocalRun, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.model.inference import load_model
-from charrnn_tui.engine.protocol import Pause
+from charrnn_tui.engine.protocol import Pause, Stop
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 from charrnn_tui.tui.app import CharRNNApp
@@ -146,6 +146,41 @@ async def test_t_continues_the_prompt_at_three_temperatures(size, stacked, repet
         await pilot.press("escape")
         assert not isinstance(app.screen, TemperaturesScreen)
         await save_and_quit(pilot)
+
+
+async def test_t_again_on_the_temperatures_screen_reaches_the_app_as_a_message(monkeypatch):
+    """The screen asks the app (TemperaturesScreen.Again), and the app asks the run: no engine here,
+    a client that notes what it is asked."""
+    from charrnn_tui.engine import events as ev
+    from charrnn_tui.engine.protocol import Prompt
+    from charrnn_tui.tui.widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
+
+    class Client:
+        def __init__(self):
+            self.prompts, self.detached = [], False
+
+        def request(self, request):
+            if isinstance(request, Prompt):  # not the next tokens, asked as the prompt is typed
+                self.prompts.append((request.text, request.temperature))
+
+        def detach(self):
+            self.detached = True
+
+    heard = []
+    handler = CharRNNApp.on_temperatures_screen_again
+    monkeypatch.setattr(CharRNNApp, "on_temperatures_screen_again",
+                        lambda app, message: (heard.append(message.prefix), handler(app, message)))
+    app = CharRNNApp(autostart=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.trainer = client = Client()
+        app.post_engine_event(ev.StateChanged("training"))
+        await pilot.press("p", *"abc", "escape", "t")
+        assert isinstance(app.screen, TemperaturesScreen)
+        asked = [("abc", t) for t in TEMPERATURES]
+        assert client.prompts == asked
+        await pilot.press("t")  # the screen's own key: it tells the app, which asks again
+        assert heard == ["abc"] and client.prompts == asked * 2
+    assert client.detached  # leaving, the app leaves the run as it is
 
 
 async def test_e_steps_early_stop_through_its_settings_and_the_status_shows_it(repetitive_text, runs_dir):
@@ -291,7 +326,7 @@ async def test_the_app_starts_a_detached_engine_and_leaves_it_training_on_d(repe
     while watcher.status()["step"] <= first:  # and trains on
         assert time.monotonic() < deadline, "the run stopped training when the app left"
         time.sleep(0.05)
-    watcher.stop(save=True)
+    watcher.request(Stop(save=True))
     assert watcher.run() == "stopped"
     assert load_checkpoint(runs_dir / "child" / LATEST)["step"] > first
 

@@ -34,6 +34,18 @@ from textual.worker import Worker, WorkerState
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.printable import printable, printable_line
+from charrnn_tui.engine.protocol import (
+    NextTokens,
+    Pause,
+    Prompt,
+    Resume,
+    SampleNow,
+    SaveNow,
+    SetEarlyStop,
+    SetTemperature,
+    Stop,
+    TogglePause,
+)
 from charrnn_tui.engine.runs import RunEntry
 
 from .compared_runs import MAX_COMPARED, ComparedRun
@@ -49,7 +61,7 @@ from .widgets.status_panel import StatusPanel
 from .widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
 
 # Connects to the run's engine with the given event callback (an EngineClient, or anything with its
-# request methods and run()); called in the worker thread, since starting an engine takes seconds.
+# request methods, run() and detach()); called in the worker thread, since starting an engine takes seconds.
 EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
 # Seconds between screen updates from training (keys and state changes redraw at once). Each
 # redraw costs the app CPU that training, on a busy machine, does not get: at 4 a second an
@@ -100,12 +112,12 @@ class CharRNNApp(App[int]):
         Binding("ctrl+c", "save_and_quit", "Save and quit", show=False, priority=True),
     ]
 
-    def __init__(self, engine_factory: EngineFactory | None = None, *, trainer: Any = None,
-                 autostart: bool = True, runs_dir: Any = None) -> None:
+    def __init__(self, engine_factory: EngineFactory | None = None, *, autostart: bool = True,
+                 runs_dir: Any = None) -> None:
         super().__init__()
         bound_textual_caches()  # attached for days, Textual's own caches would grow for hours (textual_caches.py)
         self.engine_factory = engine_factory
-        self.trainer = trainer  # the run's client once connected (named for the requests it takes)
+        self.trainer: Any = None  # the run's client once connected (named for the requests it takes)
         self.autostart = autostart
         self.runs_dir = runs_dir
         self.detaching = False
@@ -151,7 +163,7 @@ class CharRNNApp(App[int]):
 
     def _on_hangup(self, signum: int, frame: object) -> None:
         self.detaching = True
-        if self.trainer is not None and hasattr(self.trainer, "detach"):
+        if self.trainer is not None:
             self.trainer.detach()
         os._exit(0)
 
@@ -162,12 +174,9 @@ class CharRNNApp(App[int]):
     @work(thread=True, exclusive=True, group="train", exit_on_error=False, name="trainer")
     def run_training(self) -> str:
         try:
-            if self.trainer is None:
-                self.trainer = self.engine_factory(self.post_engine_event)
-            else:
-                self.trainer.on_event = self.post_engine_event
+            self.trainer = self.engine_factory(self.post_engine_event)
             if self.quitting and not self.detaching:  # asked to quit while the engine was starting
-                self.trainer.stop(save=True)
+                self.trainer.request(Stop(save=True))
             client = self.trainer
             while True:
                 self.inbox.put(CONNECTED)
@@ -290,24 +299,24 @@ class CharRNNApp(App[int]):
 
     def action_pause(self) -> None:
         if self._need_trainer():
-            self.trainer.pause()
+            self.trainer.request(Pause())
 
     def action_resume(self) -> None:
         if self._need_trainer():
-            self.trainer.resume()
+            self.trainer.request(Resume())
 
     def action_toggle_pause(self) -> None:
         if self._need_trainer():
-            self.trainer.toggle_pause()
+            self.trainer.request(TogglePause())
 
     def action_checkpoint(self) -> None:
         if self._need_trainer():
             self.saves_asked += 1
-            self.trainer.save_now()
+            self.trainer.request(SaveNow())
 
     def action_sample(self) -> None:
         if self._need_trainer():
-            self.trainer.sample_now()
+            self.trainer.request(SampleNow())
 
     def action_early_stop(self) -> None:
         """Off, then after 10, 5 or 3 evaluations without a new best, then off again."""
@@ -316,14 +325,14 @@ class CharRNNApp(App[int]):
         choices = EARLY_STOP_CHOICES
         current = self.view.early_stop
         following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
-        self.trainer.set_early_stop(following)
+        self.trainer.request(SetEarlyStop(following))
 
     def action_temperature(self, direction: int) -> None:
         value = step_temperature(self.view.temperature, direction)
         self.view.temperature = value  # shown at once; the engine confirms with SettingsChanged
         self.view.version += 1
         if self.trainer is not None:
-            self.trainer.set_temperature(value)
+            self.trainer.request(SetTemperature(value))
         self.redraw()
 
     def action_focus_prompt(self) -> None:
@@ -354,11 +363,11 @@ class CharRNNApp(App[int]):
         self.typing_timer = None
         self.typed_sent_at = time.monotonic()
         if self.trainer is not None and self.view.state in ("training", "paused"):
-            self.trainer.next_tokens(self.typed_text)
+            self.trainer.request(NextTokens(self.typed_text))
 
     def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
         if self._need_trainer():
-            self.trainer.prompt(message.text)
+            self.trainer.request(Prompt(message.text))
 
     def action_temperatures(self) -> None:
         """The prompt being typed (or the last one sent) continued at three temperatures."""
@@ -369,10 +378,13 @@ class CharRNNApp(App[int]):
         self.push_screen(TemperaturesScreen(prefix, self.query_one(SamplesPanel).confidence))
         self.ask_for_temperatures(prefix)
 
+    def on_temperatures_screen_again(self, message: TemperaturesScreen.Again) -> None:
+        self.ask_for_temperatures(message.prefix)
+
     def ask_for_temperatures(self, prefix: str) -> None:
         if self._need_trainer():
             for temperature in TEMPERATURES:
-                self.trainer.prompt(prefix, None, temperature)
+                self.trainer.request(Prompt(prefix, None, temperature))
 
     def action_quit_asking(self) -> None:
         if self.quitting:
@@ -395,7 +407,7 @@ class CharRNNApp(App[int]):
         if self.trainer is not None and self.view.state in ("training", "paused", "starting"):
             if save:
                 self.notify("saving a checkpoint and stopping...", timeout=30)
-            self.trainer.stop(save=save)
+            self.trainer.request(Stop(save=save))
             # The worker ends once the engine has saved; on_worker_state_changed then exits.
             workers = [w for w in self.workers if w.group == "train" and w.is_running]
             if workers:
@@ -434,7 +446,7 @@ class CharRNNApp(App[int]):
     def action_detach(self) -> None:
         """Leave the run training and close the app."""
         self.detaching = self.quitting = True
-        if self.trainer is not None and hasattr(self.trainer, "detach"):
+        if self.trainer is not None:
             self.trainer.detach()
         self.exit(0)
 
@@ -482,7 +494,7 @@ class CharRNNApp(App[int]):
 
         old = self.trainer
         self.detaching = True  # the old connection's worker ends quietly
-        if old is not None and hasattr(old, "detach"):
+        if old is not None:
             old.detach()
         self.trainer = None
         self.engine_factory = lambda on_event: EngineClient(run_dir, on_event)
@@ -514,7 +526,7 @@ class CharRNNApp(App[int]):
         # However the app ends (an error in a handler too), it leaves the run as it is: a stop was
         # asked for already if the user quit; otherwise the run goes on training without us.
         self.inbox.close()
-        if self.trainer is not None and hasattr(self.trainer, "detach") and not self.training_done.is_set():
+        if self.trainer is not None and not self.training_done.is_set():
             self.detaching = True
             self.trainer.detach()
 
@@ -554,9 +566,15 @@ def run_app(args: argparse.Namespace) -> int:
     on a CPU a training thread runs 2-3x slower than a process's main thread, and the run must
     outlive the app. Then the app attaches to it, exactly as `attach` does.
     """
-    from charrnn_tui.engine.cli.run_commands import not_live_message, resolve_run
     from charrnn_tui.engine.errors import CharRNNError
-    from charrnn_tui.engine.runs import check_new_run_name, command_hint, default_runs_dir, run_hint
+    from charrnn_tui.engine.runs import (
+        check_new_run_name,
+        command_hint,
+        default_runs_dir,
+        not_live_message,
+        resolve_run,
+        run_hint,
+    )
     from charrnn_tui.engine.serve.client import EngineClient, RunNotLive
 
     runs_dir = args.runs_dir or default_runs_dir()
@@ -599,8 +617,7 @@ def after_exit_message(app: Any) -> str:
 
 
 def _exit_message(app: Any) -> str:
-    from charrnn_tui.engine.cli.run_commands import background_message
-    from charrnn_tui.engine.runs import run_hint
+    from charrnn_tui.engine.runs import background_message, run_hint
 
     client, view = app.trainer, app.view
     run_dir = getattr(client, "run_dir", None) or (view.info.run_dir if view.info is not None else None)

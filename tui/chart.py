@@ -83,6 +83,8 @@ def format_step(step: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
+    """A tick of the time axis: 1:15, 1h02. Shorter than engine/durations.py's clock (01:15, 1:02:05),
+    since ticks share a line, and rounded, since they sit at round values."""
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)

@@ -1,4 +1,5 @@
-"""Short, fixed-width renderings of numbers and durations for the status panel."""
+"""Short, fixed-width renderings of numbers and sizes for the status panel (its durations are
+engine/durations.py's, as the progress line's are)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,6 @@ def si(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
     return f"{n:.0f}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    if h >= 24:
-        return f"{h // 24}d{h % 24:02d}h"
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def size_bytes(n: int | None) -> str:

@@ -1,4 +1,6 @@
-"""The commands about runs that live: `runs`, `stop`, and starting one with `train --detach`."""
+"""The commands about runs that live: `runs`, `stop`, and starting one with `train --detach`.
+What the app shares with them (finding a run, why it is not live, where a background run is) is
+in engine/runs.py."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from charrnn_tui.engine.durations import age
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.printable import printable_line
 from charrnn_tui.engine.protocol import Stop
+from charrnn_tui.engine.runs import background_message, not_live_message, resolve_run
 
 
 def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -34,7 +38,7 @@ def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         rows.append((printable_line(e.name), *(cell(v) for v in (e.state, e.corpus or "-", e.model_label)),
                      "-" if e.step is None else f"{e.step:,}",
                      "-" if e.best_val is None or not math.isfinite(e.best_val) else f"{e.best_val:.4f}",
-                     str(e.viewers) if e.live else "-", format_age(time.time() - e.updated)))
+                     str(e.viewers) if e.live else "-", age(time.time() - e.updated)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
@@ -51,65 +55,6 @@ def cell(value: object) -> str:
     """A field from status.json as one printable table cell of at most CELL_WIDTH characters."""
     text = printable_line(value if isinstance(value, str) else str(value))
     return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "\u2026"
-
-
-def format_age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"
-
-
-def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
-    """A run folder from a name or a path; with no name, the most recently active live run."""
-    from charrnn_tui.engine.runs import (
-        check_runs_dir,
-        command_hint,
-        is_bare_name,
-        list_runs,
-        require_own_run_dir,
-        sanitize_run_name,
-    )
-
-    if ref is None:
-        check_runs_dir(runs_dir)
-        candidates = [e for e in list_runs(runs_dir) if e.live] if live else list_runs(runs_dir)
-        if not candidates:
-            raise CharRNNError(f"no live runs in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them all")
-        return candidates[0].path
-    named = runs_dir / sanitize_run_name(ref)
-    if is_bare_name(ref) and named.is_dir():
-        require_own_run_dir(named)
-        return named  # a run's name wins over a folder of that name where the command was typed
-    path = Path(ref).expanduser()
-    if path.is_file():
-        path = path.parent
-    if not path.is_dir():
-        path = named
-    if not path.is_dir():
-        check_runs_dir(runs_dir)
-        raise CharRNNError(f"{ref}: no such run in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them")
-    require_own_run_dir(path)  # another user's run (or a link to one) is never attached to or stopped
-    return path
-
-
-def not_live_message(run_dir: Path) -> str:
-    """Why a run cannot be attached to or stopped: it ended (how, at which step), and how to go on."""
-    from charrnn_tui.engine.runs import ENDED, LATEST, is_live, run_entry, run_hint
-
-    if is_live(run_dir):  # its engine holds it but has not opened its socket yet
-        return f"run {run_dir.name} is starting; try again in a moment"
-    entry = run_entry(run_dir)
-    if entry is None:
-        return f"{run_dir}: not a run (no status.json, no {LATEST})"
-    it = f"it {ENDED.get(entry.state, entry.state)}" + ("" if entry.step is None else f" at step {entry.step:,}")
-    if not (run_dir / LATEST).is_file():
-        return f"run {entry.name} is not running: {it} before saving a checkpoint, so there is nothing to continue"
-    resume = f"`{run_hint('train --resume', run_dir)}` continues it"
-    if entry.state == "crashed":
-        return f"run {entry.name} is not running: {it} (its engine is gone); {resume} from its last checkpoint"
-    return f"run {entry.name} is not running: {it}; {resume}"
 
 
 def nothing_to_stop(run_dir: Path) -> str | None:
@@ -187,17 +132,6 @@ def _process_alive(pid: object) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def background_message(run_dir: Path, state: str = "training", *, still: bool = False) -> str:
-    """A run left in the background (`train --detach`, `d` in the app): where, and the commands
-    that reach it, as they must be typed."""
-    from charrnn_tui.engine.runs import run_hint
-
-    return (printable_line(f"run {run_dir.name} is {'still ' if still else ''}{state} in the background ({run_dir})")
-            + "\n"
-            f"  watch it:  {run_hint('attach', run_dir)}\n"
-            f"  stop it:   {run_hint('stop', run_dir)}\n")
 
 
 def run_detached(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:

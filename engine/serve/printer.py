@@ -9,6 +9,7 @@ import sys
 import time
 from typing import TextIO
 
+from charrnn_tui.engine.durations import duration
 from charrnn_tui.engine.printable import percent, printable, printable_line
 
 NOT_LEARNING = "not learning: learning rate 0"
@@ -62,7 +63,7 @@ class ProgressPrinter:
             elif now - self.last_line >= self.interval or self.tty:  # a long one shows itself moving
                 self.last_line = now
                 self._write_progress(f"step {event.step} | validating {event.done:.0%} of {event.tokens:,} tokens | "
-                                     f"{format_seconds(now - self.validating_since)}")
+                                     f"{duration(now - self.validating_since)}")
         elif isinstance(event, ev.Evaluated):
             overfitting = (f"; overfitting since step {event.overfitting_since}: best.pt is step {event.best_step}, "
                            f"val {event.best_nats:.4f}" if event.overfitting_since is not None else "")
@@ -84,9 +85,9 @@ class ProgressPrinter:
         # mean over the steps since its previous line (a quarter of a second), so the two differ.
         loss = sum(self.recent) / len(self.recent) if self.recent else float("nan")
         steps = f"steps {self.first_recent}-{e.step}" if len(self.recent) > 1 else f"step {e.step}"
-        eta = f" | ETA {format_seconds(e.eta_seconds)}" if e.eta_seconds is not None else ""
+        eta = f" | ETA {duration(e.eta_seconds)}" if e.eta_seconds is not None else ""
         text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} (mean of {steps}) | "
-                f"{e.tokens_per_s:,.0f} {unit}/s | lr {e.lr:.2e} | {format_seconds(e.train_seconds)}{eta}")
+                f"{e.tokens_per_s:,.0f} {unit}/s | lr {e.lr:.2e} | {duration(e.train_seconds)}{eta}")
         if e.gpu_utilisation is not None:
             text += f" | GPU {e.gpu_utilisation}%, {e.gpu_memory_used / 2**30:.1f} GiB"
         if e.lr <= 0:  # a step at rate 0 changes no weight: say so, rather than print losses as if it learned
@@ -113,8 +114,3 @@ class ProgressPrinter:
         self.out.flush()
 
 
-def format_seconds(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

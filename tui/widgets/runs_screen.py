@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from charrnn_tui.engine.cli.run_commands import format_age
+from charrnn_tui.engine.durations import age
 from charrnn_tui.engine.printable import printable_line
 from charrnn_tui.engine.runs import UNREADABLE, RunEntry, list_runs, run_hint
 
@@ -71,7 +71,7 @@ class RunsScreen(ModalScreen[RunsChoice | None]):
             mark = "*" if str(e.path) == self.current else "+" if str(e.path) in self.marked else ""
             corpus = (e.corpus or "-") if e.problem is None else e.problem[:REASON_WIDTH]
             cells = (mark, e.name, e.state, corpus, e.model_label, "-" if e.step is None else f"{e.step:,}", best,
-                     str(e.viewers) if e.live else "-", format_age(now - e.updated))
+                     str(e.viewers) if e.live else "-", age(now - e.updated))
             # Text, not str: a DataTable parses a str cell as markup, and names and fields come from
             # folders and files ("[/x]" raised MarkupError; "[draft] notes" showed as " notes").
             table.add_row(*(Text(printable_line(c)) for c in cells), key=str(e.path))

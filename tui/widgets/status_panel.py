@@ -7,7 +7,9 @@ import time
 from rich.text import Text
 from textual.widgets import Static
 
-from ..formatting import duration, si, size_bytes
+from charrnn_tui.engine.durations import duration
+
+from ..formatting import si, size_bytes
 from ..run_view import RunView
 
 STATE_STYLES = {

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.events import Resize
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -26,7 +27,15 @@ def column_id(temperature: float) -> str:
 
 class TemperaturesScreen(ModalScreen[None]):
     """Shows what the engine sends back for its requests: `show` takes each sample of source
-    "temperatures" whose prompt is this screen's prefix, the latest per temperature."""
+    "temperatures" whose prompt is this screen's prefix, the latest per temperature. `t` asks the
+    app for three more (Again), which asks the engine."""
+
+    class Again(Message):
+        """Continue the prefix at the three temperatures again."""
+
+        def __init__(self, prefix: str) -> None:
+            super().__init__()
+            self.prefix = prefix
 
     BINDINGS = [
         Binding("escape,q", "dismiss(None)", "Close"),
@@ -63,7 +72,7 @@ class TemperaturesScreen(ModalScreen[None]):
         self.shown.clear()
         for t in TEMPERATURES:
             self.query_one(f"#{column_id(t)} .temperature-text", Static).update("...")
-        self.app.ask_for_temperatures(self.prefix)
+        self.post_message(self.Again(self.prefix))
 
     def show(self, sample: Sample) -> None:
         if sample.source != "temperatures" or sample.prompt != printable(self.prefix):  # the view's is printable
