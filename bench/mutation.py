@@ -12,13 +12,14 @@ Suites (each group is a file, or the named functions of a file; `--modules` list
   a step) and run_setup.checkpoints (saving and restoring a run). trainer.rest and run_setup.rest, the rest of
   those two files, are groups that only run when named.
 - logic, what issue 25 asked to measure, the modules that are pure logic: schedule, history, overfitting, novelty,
-  protocol, control (the request queue and budget), runs (run folders and the listing), durations (times as shown),
-  server.logic (what the server folds, coalesces, rate-limits and answers: RunRecord, _RateLimit,
-  RunServer.handle_event, _coalesced, apply_request, _Client._greet and _handle; not its sockets and threads),
-  client.logic (what the client makes of what it reads: _mirror, status, _event_or_none, _number, _whole,
-  _not_live_message), and the app's logic: tui.chart, tui.run_view, tui.compared_runs, tui.sample_text,
-  tui.formatting, tui.engine_inbox. The widgets and the App are screens, tested by the pilot, snapshot and tmux tests,
-  not here.
+  protocol, control (the request queue and budget), runs (run folders and the listing), durations (times as
+  shown), run_state (the one fold of a run's events, which the server, the client and the app keep),
+  server.logic (what the server welcomes with, coalesces, rate-limits and answers: RunRecord, _sample_events,
+  _RateLimit, RunServer.handle_event, _coalesced, apply_request, _Client._greet and _handle; not its sockets and
+  threads), client.logic (what the client makes of
+  what it reads: status, _event_or_none, _not_live_message), and the app's logic:
+  tui.chart, tui.run_view, tui.compared_runs, tui.sample_text, tui.formatting, tui.engine_inbox. The widgets and
+  the App are screens, tested by the pilot, snapshot and tmux tests, not here.
 
 Each suite is tested by its own selection of test files (SUITES below), run in its own folder, mutants/SUITE/,
 holding a pyproject.toml written from the project's with the suite's [tool.mutmut] section, and links to src/
@@ -113,7 +114,7 @@ SUITES = {
     ),
     "logic": Suite(
         files=[*(engine_file(m) for m in ("schedule", "history", "overfitting", "novelty", "protocol", "control",
-                                          "runs", "durations", "server", "client")),
+                                          "runs", "durations", "run_state", "server", "client")),
                *(f"tui/{m}.py" for m in ("chart", "run_view", "compared_runs", "sample_text", "formatting",
                                          "engine_inbox"))],
         # Every test file but the slow end-to-end ones (training runs, the app in tmux, the CLI in subprocesses):
@@ -125,11 +126,10 @@ SUITES = {
             "textual_caches", "tui_pilot", "tui_snapshots", "tui_terminal"))],
         scopes={
             "engine.serve.server": ("server.logic", {
-                "RunRecord.*", "_RateLimit.*", "RunServer.handle_event", "RunServer._coalesced",
+                "RunRecord.*", "_sample_events", "_RateLimit.*", "RunServer.handle_event", "RunServer._coalesced",
                 "RunServer.apply_request", "_Client._greet", "_Client._handle"}),
             "engine.serve.client": ("client.logic", {
-                "EngineClient._mirror", "EngineClient.status", "EngineClient._not_live_message", "_event_or_none",
-                "_number", "_whole"}),
+                "EngineClient.status", "EngineClient._not_live_message", "_event_or_none"}),
         },
     ),
 }

@@ -1,4 +1,4 @@
-"""What a client makes of what it reads, without a server: the fields it mirrors, the numbers it
+"""What a client makes of what it reads, without a server: the fields it reads from its fold, the numbers it
 trusts, the words it says of a run that is not live; and the few words naming a bad value."""
 
 import math
@@ -24,8 +24,9 @@ from charrnn_tui.engine.protocol import (
     _kind,
     parse_request,
 )
+from charrnn_tui.engine.run_state import _number, _whole
 from charrnn_tui.engine.runs import SOCKET, _describe, write_status
-from charrnn_tui.engine.serve.client import EngineClient, _number, _whole
+from charrnn_tui.engine.serve.client import EngineClient
 
 
 def test_whole_numbers_and_finite_numbers_are_told_from_booleans_and_the_rest():
@@ -38,19 +39,19 @@ def test_whole_numbers_and_finite_numbers_are_told_from_booleans_and_the_rest():
 
 def test_a_client_mirrors_the_fields_a_caller_reads_and_ignores_the_wrong_kinds(tmp_path):
     client = EngineClient(tmp_path)
-    client._mirror(ev.Progress(7, 7, (1.0,), 0.1, 1.0, 0.01, 1.0, None, None, None))
+    client.run_state.apply(ev.Progress(7, 7, (1.0,), 0.1, 1.0, 0.01, 1.0, None, None, None))
     assert client.step == 7
-    client._mirror(ev.Progress(True, 7, (1.0,), 0.1, 1.0, 0.01, 1.0, None, None, None))
+    client.run_state.apply(ev.Progress(True, 7, (1.0,), 0.1, 1.0, 0.01, 1.0, None, None, None))
     assert client.step == 7
-    client._mirror(ev.SettingsChanged(1.2, 4))
+    client.run_state.apply(ev.SettingsChanged(1.2, 4))
     assert (client.temperature, client.early_stop) == (1.2, 4)
-    client._mirror(ev.SettingsChanged(True, True))
+    client.run_state.apply(ev.SettingsChanged(True, True))
     assert (client.temperature, client.early_stop) == (1.2, 4)
-    client._mirror(ev.SettingsChanged(0.5, None))
+    client.run_state.apply(ev.SettingsChanged(0.5, None))
     assert (client.temperature, client.early_stop) == (0.5, None)
-    client._mirror(ev.StateChanged("error", "boom"))
+    client.run_state.apply(ev.StateChanged("error", "boom"))
     assert (client.state, client.error) == ("error", "boom")
-    client._mirror(ev.StateChanged("error", 5))
+    client.run_state.apply(ev.StateChanged("error", 5))
     assert client.error == "training failed"
 
 
@@ -117,11 +118,11 @@ def _run_info(**changes) -> ev.RunInfo:
 
 def test_a_client_takes_a_runs_step_and_settings_from_its_start(tmp_path):
     client = EngineClient(tmp_path)
-    client._mirror(ev.Started(_run_info(resumed_step=40, config={"temperature": 0.6, "early_stop": 3})))
+    client.run_state.apply(ev.Started(_run_info(resumed_step=40, config={"temperature": 0.6, "early_stop": 3})))
     assert (client.step, client.temperature, client.early_stop) == (40, 0.6, 3)
-    client._mirror(ev.Started(_run_info(resumed_step=True, config={"early_stop": "x"})))  # wrong kinds: kept
+    client.run_state.apply(ev.Started(_run_info(resumed_step=True, config={"early_stop": "x"})))  # wrong kinds: kept
     assert (client.step, client.temperature, client.early_stop) == (40, 0.8, 3)  # no temperature: the default
-    client._mirror(ev.Started(_run_info(config={"early_stop": None})))
+    client.run_state.apply(ev.Started(_run_info(config={"early_stop": None})))
     assert (client.step, client.early_stop) == (0, None)
 
 

@@ -43,7 +43,8 @@ def test_the_start_of_a_fresh_run_takes_its_settings():
     assert view.val_losses == [] and view.best_val is None and view.first_train_loss is None
     assert view.unit == "chars"
     view.apply(ev.Started(_info(token_kind="word", config={})))
-    assert view.unit == "tokens" and view.temperature == 0.6 and view.early_stop is None  # kept: none given
+    # none given: the run samples at the default, and stops early never (as the server and a client say)
+    assert view.unit == "tokens" and view.temperature == 0.8 and view.early_stop is None
 
 
 def test_the_start_of_a_resumed_run_brings_back_its_history():

@@ -7,7 +7,6 @@ way whether it started it or attached to it. No torch here.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import struct
@@ -20,6 +19,7 @@ from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.printable import printable_line
+from charrnn_tui.engine.run_state import RunState
 from charrnn_tui.engine.runs import SOCKET, is_live, read_status, run_hint, unix_address
 
 EventSink = Callable[[ev.Event], None]
@@ -36,14 +36,35 @@ class EngineClient:
         self.on_event = on_event or (lambda event: None)
         self.viewer = viewer
         self.sock: socket.socket | None = None
-        self.state = "starting"
-        self.error = ""
-        self.step = 0
-        self.temperature: float | None = None
-        self.early_stop: int | None = None
+        self.run_state = RunState()  # the run as its events tell it, read through state, step... below
         self._buffer = bytearray()
         self._send_lock = threading.Lock()
         self._detached = False
+
+    # ---- the run, as a Trainer's attributes say it ----------------------------------------------
+    @property
+    def state(self) -> str:
+        return self.run_state.state
+
+    @state.setter
+    def state(self, state: str) -> None:  # "detached": the connection dropped, the run did not end
+        self.run_state.state = state
+
+    @property
+    def error(self) -> str:
+        return self.run_state.error
+
+    @property
+    def step(self) -> int:
+        return self.run_state.step
+
+    @property
+    def temperature(self) -> float:
+        return self.run_state.temperature
+
+    @property
+    def early_stop(self) -> int | None:
+        return self.run_state.early_stop
 
     # ---- connecting -----------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> list[ev.Event]:
@@ -117,7 +138,7 @@ class EngineClient:
             if event is not None:
                 self.welcome_events.append(event)
         for event in self.welcome_events:
-            self._mirror(event)
+            self.run_state.apply(event)
         if bad:
             self.welcome_events.append(self._bad_event_notice(bad[0], len(bad)))
         return self.welcome_events
@@ -176,7 +197,7 @@ class EngineClient:
                         continue
                     except protocol.ProtocolError:
                         continue  # an event this client does not know (a newer server's): skip it
-                    self._mirror(event)
+                    self.run_state.apply(event)
                     self.on_event(event)
                 elif kind == "error":
                     self.on_event(ev.Notice(f"the run refused a request: {message.get('message')}", "warning"))
@@ -213,26 +234,6 @@ class EngineClient:
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.sock = None
-
-    def _mirror(self, event: ev.Event) -> None:
-        """The few fields callers read, as they would on a Trainer. The protocol checks an event's
-        fields by type (protocol.event_from_dict); the checks here are a second guard."""
-        if isinstance(event, ev.StateChanged) and isinstance(event.state, str):
-            self.state = event.state
-            if event.state == "error":
-                self.error = event.reason if isinstance(event.reason, str) else "training failed"
-        elif isinstance(event, ev.Progress) and _whole(event.step):
-            self.step = event.step
-        elif (isinstance(event, ev.Started) and isinstance(event.info, ev.RunInfo)
-              and isinstance(event.info.config, dict)):
-            self.step = event.info.resumed_step if _whole(event.info.resumed_step) else self.step
-            self.temperature = _number(event.info.config.get("temperature", 0.8), self.temperature)
-            early_stop = event.info.config.get("early_stop")
-            self.early_stop = early_stop if early_stop is None or _whole(early_stop) else self.early_stop
-        elif isinstance(event, ev.SettingsChanged):
-            self.temperature = _number(event.temperature, self.temperature)
-            self.early_stop = (event.early_stop if event.early_stop is None or _whole(event.early_stop)
-                               else self.early_stop)
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.sock is None:
@@ -278,19 +279,6 @@ def peer_uid(sock: socket.socket) -> int | None:
         return None
     _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     return uid
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any, default: float | None) -> float | None:
-    """A finite number as a float, else `default`."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        with contextlib.suppress(OverflowError):
-            if math.isfinite(float(value)):
-                return float(value)
-    return default
 
 
 def _event_or_none(data: Any, bad: list[protocol.BadEvent]) -> ev.Event | None:

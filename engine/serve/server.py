@@ -27,7 +27,7 @@ from typing import Any
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.history import LossHistory, add_time_point, thin_validation
+from charrnn_tui.engine.run_state import RunState, Sample
 from charrnn_tui.engine.runs import SOCKET, unix_address, write_status
 
 CLIENT_QUEUE = 4096  # messages waiting for one client
@@ -38,101 +38,50 @@ BUSY = "too many connections"  # what one more is told (protocol.busy) before it
 REQUESTS_PER_SECOND = 20.0  # per client, on average; a key held down repeats at about 30/s
 REQUEST_BURST = 40
 MAX_SAMPLES = 20  # finished samples a newly attached viewer is shown
-MAX_IN_FLIGHT = 4
+MAX_IN_FLIGHT = 4  # and samples under way (one that failed half-way never finishes)
 STATUS_INTERVAL = 5.0  # seconds between status.json rewrites while training
 VIEWER_PROGRESS = 1.0  # seconds between progress events to clients (the app redraws once a second)
 
 
-class RunRecord:
-    """The run as a client that had watched from the start would know it, folded from events in
-    bounded memory, so that a client attaching after 100,000 steps gets it in one message."""
-
-    def __init__(self) -> None:
-        self.started: ev.Started | None = None
-        self.losses = LossHistory()
-        self.val: list[tuple[int, float]] = []
-        self.samples: list[ev.Event] = []  # SampleStarted/SampleFinished pairs, the latest MAX_SAMPLES
-        self.in_flight: dict[int, tuple[ev.SampleStarted, ev.SampleText]] = {}  # the text so far, as one piece
-        self.state, self.reason = "starting", ""
-        self.temperature: float | None = None
-        self.early_stop: int | None = None
-        self.progress: ev.Progress | None = None
-        self.saved: ev.CheckpointSaved | None = None
-        self.best_val: float | None = None
-        self.evaluated: ev.Evaluated | None = None  # the last: its bits, best step, overfitting
-        self.validating: ev.Validating | None = None  # an evaluation under way
-        self.timeline: list[tuple[int, float]] = []  # (step, training seconds), for a chart by time
-
-    def apply(self, event: ev.Event) -> None:
-        if isinstance(event, ev.Started):
-            self.started = event
-            self.losses = LossHistory.from_dict(event.loss_history) if event.loss_history else LossHistory()
-            self.val = list(event.val_history)
-            self.best_val = min((v for _, v in self.val), default=None)
-            self.temperature = float(event.info.config.get("temperature", 0.8))
-            self.early_stop = event.info.config.get("early_stop")
-            self.samples = []
-            for i, (step, text) in enumerate(event.samples[-MAX_SAMPLES:]):
-                self.samples += [ev.SampleStarted(-1 - i, step, "", 0.0, "earlier"), ev.SampleFinished(-1 - i, text)]
-        elif isinstance(event, ev.Progress):
-            self.progress = event
-            self.losses.extend(event.losses)
-            self.timeline = add_time_point(self.timeline, event.step, event.train_seconds)
-        elif isinstance(event, ev.Evaluated):
-            self.val = thin_validation([*self.val, (event.step, event.nats)])
-            self.best_val = event.best_nats
-            self.evaluated, self.validating = event, None
-        elif isinstance(event, ev.Validating):
-            self.validating = event
-        elif isinstance(event, ev.StateChanged):
-            self.state, self.reason = event.state, event.reason
-        elif isinstance(event, ev.SettingsChanged):
-            self.temperature, self.early_stop = event.temperature, event.early_stop
-        elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest":
-            self.saved = event
-        elif isinstance(event, ev.SampleStarted):
-            self.in_flight[event.sample_id] = (event, ev.SampleText(event.sample_id, ""))
-            while len(self.in_flight) > MAX_IN_FLIGHT:  # one that failed half-way never finishes
-                self.in_flight.pop(next(iter(self.in_flight)))
-        elif isinstance(event, ev.SampleText) and event.sample_id in self.in_flight:
-            started, so_far = self.in_flight[event.sample_id]
-            self.in_flight[event.sample_id] = (started, ev.SampleText(
-                event.sample_id, so_far.text + event.text, so_far.probs + event.probs,
-                so_far.token_lengths + event.token_lengths))
-        elif isinstance(event, ev.SampleFinished):
-            started, _ = self.in_flight.pop(event.sample_id, (None, None))
-            if started is not None and started.source != "temperatures":  # one viewer's comparison: not replayed
-                self.samples = [*self.samples, started, event][-2 * MAX_SAMPLES:]
+class RunRecord(RunState):
+    """The run as a client that had watched from the start would know it (engine/run_state.py's
+    fold, in bounded memory), so that a client attaching after 100,000 steps gets it in one
+    message, and status.json says where it is."""
 
     def snapshot(self) -> list[ev.Event]:
-        """Events that bring a new client's view to where the run is now."""
-        if self.started is None:
+        """Events that bring a new client's fold to where this one is now."""
+        if self.info is None:
             return [ev.StateChanged(self.state, self.reason)]
-        history = {**self.losses.to_dict(), "timeline": [list(p) for p in self.timeline]}
-        started = ev.Started(self.started.info, history, tuple(self.val), ())
-        events: list[ev.Event] = [started, *self.samples]
+        history = {**self.history.to_dict(), "timeline": [list(p) for p in self.timeline]}
+        events: list[ev.Event] = [ev.Started(self.info, history, tuple(self.val_losses), ())]
+        samples = list(self.samples.values())
+        # one viewer's comparison of temperatures is not replayed to the others
+        for sample in [s for s in samples if s.done and s.source != "temperatures"][-MAX_SAMPLES:]:
+            events += _sample_events(sample)
         if self.evaluated is not None:
             events.append(self.evaluated)
         if self.progress is not None:
-            events.append(ev.Progress(**{**self.progress.__dict__, "losses": (), "first_step": self.progress.step + 1}))
-        if self.saved is not None:
-            events.append(self.saved)
+            utilisation, used, total = self.gpu or (None, None, None)
+            events.append(dataclasses.replace(self.progress, losses=(), first_step=self.progress.step + 1,
+                                              gpu_utilisation=utilisation, gpu_memory_used=used,
+                                              gpu_memory_total=total))
+        if self.saved_path and self.saved_at is not None:  # a save since the run (re)started
+            events.append(ev.CheckpointSaved(self.saved_path, self.saved_step, "latest", self.saved_at))
         if self.validating is not None:
             events.append(self.validating)
-        if self.temperature is not None:
-            events.append(ev.SettingsChanged(self.temperature, self.early_stop))
-        for started_sample, so_far in self.in_flight.values():
-            events += [started_sample, so_far]
+        events.append(ev.SettingsChanged(self.temperature, self.early_stop))
+        for sample in [s for s in samples if not s.done][-MAX_IN_FLIGHT:]:
+            events += _sample_events(sample)
         events.append(ev.StateChanged(self.state, self.reason))
         return events
 
     def status(self) -> dict[str, Any]:
-        info = self.started.info if self.started else None
+        info = self.info
         about = info.status_fields() if info else {
             "name": None, "corpus": None, "model": None, "tokens": None, "world_size": 1, "device": None}
         return {
             **about, "state": self.state, "reason": self.reason,
-            "step": self.progress.step if self.progress else (info.resumed_step if info else 0),
+            "step": self.step,
             "best_val": self.best_val, "pid": os.getpid(), "updated": time.time(),
             # when its first checkpoint comes, for `sample RUN` asked before it (runs.no_checkpoint_message)
             "checkpoint_interval": info.config.get("checkpoint_interval") if info else None,
@@ -525,3 +474,13 @@ def _same_user(conn: socket.socket) -> bool:
         _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         return uid == os.getuid()
     return False
+
+
+def _sample_events(sample: Sample) -> list[ev.Event]:
+    """A sample as the events that tell it: its start, then its whole text, or the text so far."""
+    started = ev.SampleStarted(sample.sample_id, sample.step, sample.prompt, sample.temperature, sample.source,
+                               sample.notes)
+    if sample.done:
+        return [started, ev.SampleFinished(sample.sample_id, sample.text, sample.probs, sample.token_lengths,
+                                           sample.longest_copy, sample.copies)]
+    return [started, ev.SampleText(sample.sample_id, sample.text, sample.probs, sample.token_lengths)]
