@@ -172,6 +172,18 @@ class NextTokens(Request):
 
 
 @dataclass(frozen=True)
+class SetSampleInterval(Request):
+    """Seconds between live samples from now on (0: none), at most a day."""
+
+    name: ClassVar[str] = "set_sample_interval"
+    seconds: float
+
+    def check(self) -> None:
+        if not 0 <= self.seconds <= 86_400:
+            raise RequestRefused(f"the sample interval is 0 (off) to 86,400 seconds, not {self.seconds:g}")
+
+
+@dataclass(frozen=True)
 class Status(Request):
     """The run's status now; answered by the server itself (a "status" message), not the loop."""
 

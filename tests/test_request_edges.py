@@ -530,3 +530,30 @@ def test_sets_go_on_the_wire_as_sorted_lists_and_nothing_else_unknown_does():
         b'{"tokens":["a","b","c"],"ids":[1,3]}\n'
     with pytest.raises(TypeError, match="^object is not JSON serialisable$"):
         protocol.encode({"x": object()})
+
+
+def test_the_sample_interval_is_set_while_the_run_trains(repetitive_text, runs_dir):
+    """set_sample_interval, the request added as one definition (engine/protocol.py) and one case in
+    the loop (Controls._carry_out); the app's palette offers it."""
+    from charrnn_tui.engine.protocol import RequestRefused, SetSampleInterval
+
+    events: list = []
+    trainer: Trainer
+
+    def on_event(e):
+        events.append(e)
+        if isinstance(e, ev.Progress) and e.step >= 5 and trainer.config.sample_interval == 0:
+            trainer.request(SetSampleInterval(0.05))
+        if isinstance(e, ev.SampleFinished):
+            trainer.request(Stop(save=False))
+
+    config = tiny_config(repetitive_text, sample_interval=0, report_interval=1e-9)
+    trainer = Trainer(config, runs_dir=runs_dir, on_event=on_event)
+    trainer.run()
+    live = [e for e in events if isinstance(e, ev.SampleStarted) and e.source == "live"]
+    said = [e.message for e in events if isinstance(e, ev.Notice)]
+    assert live and live[0].step >= 5 and "a live sample every 0.05 s" in said  # none before it was asked for
+    assert trainer.config.sample_interval == 0.05  # saved with the config
+    for seconds in (-1.0, 86_401.0):
+        with pytest.raises(RequestRefused, match="the sample interval is 0"):
+            trainer.request(SetSampleInterval(seconds))

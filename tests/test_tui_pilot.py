@@ -183,6 +183,30 @@ async def test_t_again_on_the_temperatures_screen_reaches_the_app_as_a_message(m
     assert client.detached  # leaving, the app leaves the run as it is
 
 
+async def test_the_palette_sets_how_often_the_run_samples():
+    from charrnn_tui.engine import events as ev
+    from charrnn_tui.engine.protocol import SetSampleInterval
+
+    class Client:
+        def __init__(self):
+            self.asked = []
+
+        def request(self, request):
+            self.asked.append(request)
+
+        def detach(self):
+            pass
+
+    app = CharRNNApp(autostart=False)
+    async with app.run_test(size=(80, 24)):
+        app.trainer = client = Client()
+        app.post_engine_event(ev.StateChanged("training"))
+        commands = {c.title: c.callback for c in app.get_system_commands(app.screen)}
+        commands["Live samples every minute"]()
+        commands["Live samples off"]()
+    assert client.asked == [SetSampleInterval(60), SetSampleInterval(0)]
+
+
 async def test_e_steps_early_stop_through_its_settings_and_the_status_shows_it(repetitive_text, runs_dir):
     from charrnn_tui.tui.widgets.status_panel import render_status
 

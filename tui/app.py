@@ -42,6 +42,7 @@ from charrnn_tui.engine.protocol import (
     SampleNow,
     SaveNow,
     SetEarlyStop,
+    SetSampleInterval,
     SetTemperature,
     Stop,
     TogglePause,
@@ -318,6 +319,10 @@ class CharRNNApp(App[int]):
         if self._need_trainer():
             self.trainer.request(SampleNow())
 
+    def action_sample_interval(self, seconds: float) -> None:
+        if self._need_trainer():
+            self.trainer.request(SetSampleInterval(seconds))
+
     def action_early_stop(self) -> None:
         """Off, then after 10, 5 or 3 evaluations without a new best, then off again."""
         if not self._need_trainer():
@@ -538,6 +543,9 @@ class CharRNNApp(App[int]):
         yield SystemCommand("Pause / resume training", "Toggle training (space)", self.action_toggle_pause)
         yield SystemCommand("Save a checkpoint now", "Write latest.pt (c)", self.action_checkpoint)
         yield SystemCommand("Sample now", "Generate a live sample (s)", self.action_sample)
+        for seconds, when in ((5, "every 5 s"), (15, "every 15 s"), (60, "every minute"), (0, "off")):
+            yield SystemCommand(f"Live samples {when}", "How often the run writes a sample from now on",
+                                lambda seconds=seconds: self.action_sample_interval(seconds))
         yield SystemCommand("Raise temperature", "More adventurous samples (+)", lambda: self.action_temperature(1))
         yield SystemCommand("Lower temperature", "Safer samples (-)", lambda: self.action_temperature(-1))
         yield SystemCommand("Type a prompt", "Focus the prompt (p)", self.action_focus_prompt)

@@ -40,6 +40,7 @@ from charrnn_tui.engine.protocol import (
     SampleNow,
     SaveNow,
     SetEarlyStop,
+    SetSampleInterval,
     SetTemperature,
     Status,
     Stop,
@@ -390,6 +391,10 @@ class Controls:
                 self.emit(SettingsChanged(self.temperature, evaluations))
                 self.emit(Notice(f"early stop after {evaluations} evaluations without a new best" if evaluations
                                  else "early stop off"))
+            case SetSampleInterval(seconds=seconds):
+                self.config.sample_interval = seconds  # saved with the config: a resumed run keeps it
+                self.next_sample_at = time.monotonic() + seconds
+                self.emit(Notice(f"a live sample every {seconds:g} s" if seconds else "live samples off"))
             case Prompt(text=text, length=length, temperature=None):
                 pieces = self._sample_pieces(prompt=text, source="prompt", length=length)
                 self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
