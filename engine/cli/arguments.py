@@ -217,23 +217,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                          help="continue the latest run, or the named run, run folder or checkpoint")
 
 
-# Flag name -> (config field, whether it belongs to the model config).
-_TRAIN_FLAGS = {
-    "csv_column": ("csv_column", False), "encoding": ("encoding", False), "tokens": ("tokens", False),
-    "min_freq": ("min_freq", False), "val_fraction": ("val_fraction", False), "model": ("kind", True),
-    "layers": ("layers", True), "hidden": ("hidden", True), "embedding": ("embedding", True),
-    "dropout": ("dropout", True), "seq_len": ("seq_len", False), "batch_size": ("batch_size", False),
-    "sampler": ("sampler", False), "optimizer": ("optimizer", False), "lr": ("lr", False),
-    "weight_decay": ("weight_decay", False), "grad_clip": ("grad_clip", False),
-    "warmup_steps": ("warmup_steps", False), "seed": ("seed", False), "max_steps": ("max_steps", False),
-    "max_epochs": ("max_epochs", False), "max_time": ("max_time", False), "early_stop": ("early_stop", False),
-    "eval_interval": ("eval_interval", False), "eval_tokens": ("eval_tokens", False),
-    "checkpoint_interval": ("checkpoint_interval", False), "keep_checkpoints": ("keep_checkpoints", False),
-    "sample_interval": ("sample_interval", False),
-    "sample_length": ("sample_length", False), "temperature": ("temperature", False), "top_k": ("top_k", False),
-    "top_p": ("top_p", False), "device": ("device", False), "precision": ("precision", False),
-    "threads": ("threads", False),
-}
+def _flag_fields() -> dict[str, tuple[str, bool]]:
+    """Each train flag that sets a config field -> (the field, whether it is the model's): the flags
+    that take a value and default to None (not given), named as their field is, but for --model,
+    ModelConfig.kind. Flags that are no field (--one-hot, --no-lr-decay, --keep-schedule, --name...)
+    are read by name in given_settings and resume_overrides."""
+    parser = Parser(add_help=False)
+    add_train_arguments(parser)
+    train_fields = {f.name for f in dataclasses.fields(cfg.TrainConfig)} - {"model"}
+    model_fields = {f.name for f in dataclasses.fields(cfg.ModelConfig)}
+    flags = {}
+    for action in parser._actions:
+        if not action.option_strings or action.default is not None:
+            continue
+        field = "kind" if action.dest == "model" else action.dest
+        if field in model_fields:
+            flags[action.dest] = (field, True)
+        elif field in train_fields:
+            flags[action.dest] = (field, False)
+    return flags
+
+
+_TRAIN_FLAGS = _flag_fields()
 
 
 def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainConfig:
