@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tui_overhead import CLI  # noqa: E402
 
 from charrnn_tui.engine import events as ev  # noqa: E402
-from charrnn_tui.engine.protocol import NextTokens
+from charrnn_tui.engine.protocol import AskNextTokens
 from charrnn_tui.engine.serve.client import EngineClient  # noqa: E402
 
 TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and Juliet is the sun. "
@@ -86,7 +86,7 @@ def main() -> int:
             for k in range(args.keys):
                 text = text[:-1] if k % 10 == 9 and text else text + TEXT[len(text) % len(TEXT)]
                 sent = time.perf_counter()
-                client.request(NextTokens(text))
+                client.request(AskNextTokens(text))
                 with arrived:
                     arrived.wait_for(lambda t=text: t in answers, timeout=5)
                 if text in answers:

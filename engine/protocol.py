@@ -159,7 +159,7 @@ class Prompt(Request):
 
 
 @dataclass(frozen=True)
-class NextTokens(Request):
+class AskNextTokens(Request):
     """The `top` tokens the model expects after `text` (a NextTokens event): a keystroke's."""
 
     name: ClassVar[str] = "next_tokens"

@@ -9,8 +9,8 @@ from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.protocol import (
     MAX_INT,
     REQUEST_TYPES,
+    AskNextTokens,
     EvaluateNow,
-    NextTokens,
     Pause,
     Prompt,
     Resume,
@@ -63,7 +63,7 @@ def test_every_request_goes_on_the_wire_as_the_server_reads_it(tmp_path):
     client._send = sent.append
     requests = [Stop(save=False), Stop(), Stop(save=True, unattended=True), Pause(), Resume(), TogglePause(),
                 SaveNow(), SampleNow(), EvaluateNow(), SetTemperature(1.5), SetEarlyStop(5), SetEarlyStop(None),
-                Prompt("the cat", 20), Prompt("the cat", None, 0.5), NextTokens("the ca", 3), NextTokens("x"),
+                Prompt("the cat", 20), Prompt("the cat", None, 0.5), AskNextTokens("the ca", 3), AskNextTokens("x"),
                 SetSampleInterval(30.0)]
     assert {type(r) for r in requests} | {Status} == set(REQUEST_TYPES.values())  # every one of them
     for request in requests:

@@ -491,7 +491,7 @@ def test_every_event_a_real_run_sends_is_taken(repetitive_text, runs_dir, tokens
         for request in (protocol.request_message(protocol.SetTemperature(temperature=0.01)),
                         protocol.request_message(protocol.SetEarlyStop(evaluations=50)),
                         protocol.request_message(protocol.Prompt(text="the quick", length=20, temperature=1.5)),
-                        protocol.request_message(protocol.NextTokens(text="the qu", top=3)),
+                        protocol.request_message(protocol.AskNextTokens(text="the qu", top=3)),
                         protocol.request_message(protocol.SampleNow()), protocol.request_message(protocol.SaveNow()),
                         protocol.request_message(protocol.EvaluateNow())):
             watcher.send(request)

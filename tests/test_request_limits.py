@@ -18,7 +18,7 @@ from charrnn_tui.engine.model import cowrite, sampling
 from charrnn_tui.engine.model.cowrite import TypingState, window_start
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator, top_next
-from charrnn_tui.engine.protocol import NextTokens, Prompt, SampleNow, SetTemperature
+from charrnn_tui.engine.protocol import AskNextTokens, Prompt, SampleNow, SetTemperature
 from charrnn_tui.engine.run import control
 from charrnn_tui.engine.run.control import REQUEST_SHARE, RequestBudget
 from charrnn_tui.engine.run.trainer import Trainer
@@ -146,7 +146,7 @@ def _raise(*args, **kwargs):
      "continuation failed", "SampleFinished"),
     (protocol.SampleNow(), "charrnn_tui.engine.model.sampling.TextGenerator.stream", "sample failed",
      "SampleFinished"),
-    (protocol.NextTokens(text="the qu"), "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
+    (protocol.AskNextTokens(text="the qu"), "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
      "NextTokens"),
     (protocol.EvaluateNow(), "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
     (protocol.SaveNow(), "charrnn_tui.engine.run.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
@@ -346,7 +346,7 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
     trainer.train_seconds = 0.0
     trainer.temperature = 0.8
     for k in range(400):  # a boundary every 10 ms of training, a keystroke waiting at each
-        trainer.request(NextTokens(f"{k}"))
+        trainer.request(AskNextTokens(f"{k}"))
         trainer.train_seconds += 0.01
         if k == 200:
             trainer.request(SetTemperature(1.5))

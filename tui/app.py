@@ -35,7 +35,7 @@ from textual.worker import Worker, WorkerState
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.printable import printable, printable_line
 from charrnn_tui.engine.protocol import (
-    NextTokens,
+    AskNextTokens,
     Pause,
     Prompt,
     Resume,
@@ -368,7 +368,7 @@ class CharRNNApp(App[int]):
         self.typing_timer = None
         self.typed_sent_at = time.monotonic()
         if self.trainer is not None and self.view.state in ("training", "paused"):
-            self.trainer.request(NextTokens(self.typed_text))
+            self.trainer.request(AskNextTokens(self.typed_text))
 
     def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
         if self._need_trainer():

@@ -30,8 +30,8 @@ from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import Notice, SettingsChanged
 from charrnn_tui.engine.protocol import (
     MIN_TEMPERATURE,
+    AskNextTokens,
     EvaluateNow,
-    NextTokens,
     Pause,
     Prompt,
     Request,
@@ -55,7 +55,7 @@ from charrnn_tui.engine.runs import LATEST
 MAX_QUEUED_WORK = 8
 MAX_PER_BOUNDARY = 16  # requests taken between two steps; the rest wait for the next boundary
 WORK = (SaveNow, SampleNow, EvaluateNow, Prompt)
-BUDGETED = (SampleNow, Prompt, NextTokens)  # served within the request budget
+BUDGETED = (SampleNow, Prompt, AskNextTokens)  # served within the request budget
 HELD_BACK = (SaveNow, EvaluateNow)  # served within a budget of their own (work_budget), held past it
 # The loop spends at most this share of the training time on requests, with REQUEST_BURST seconds
 # of it banked: the first keystroke or piece is served at once, and an idle hour does not pay for a
@@ -131,7 +131,7 @@ class Controls:
         self.paused = False
         self.stop_requested: bool | None = None  # None: keep going; else whether to save
         # The latest text to expect after (with who typed it); older ones are moot.
-        self._typing: tuple[NextTokens, Reply | None] | None = None
+        self._typing: tuple[AskNextTokens, Reply | None] | None = None
         self.typed_at = -math.inf  # time.monotonic() of the last keystroke answered
         self.request_budget = RequestBudget()
         self.work_budget = RequestBudget()  # for evaluations and saves asked for (HELD_BACK)
@@ -149,11 +149,11 @@ class Controls:
         from a signal handler for Stop. RequestRefused when it is out of range, or when too much work
         is waiting or under way already. `reply`: how to tell the one who asked what became of it
         (it failed, a temperature was raised); without it, a Notice to everyone. Keystrokes come
-        faster than steps: of the NextTokens waiting, only the latest is answered."""
+        faster than steps: of the AskNextTokens waiting, only the latest is answered."""
         request.check()
         if isinstance(request, Status):
             raise RequestRefused("status is the server's to answer")
-        if isinstance(request, NextTokens):
+        if isinstance(request, AskNextTokens):
             with self._work_lock:
                 waiting = self._typing is not None
                 self._typing = (request, reply)
@@ -326,7 +326,7 @@ class Controls:
             request, reply = self._deferred.popleft()
             if isinstance(request, WORK):
                 self._work_done()
-            if not isinstance(request, NextTokens):
+            if not isinstance(request, AskNextTokens):
                 self._tell(reply, f"the run stopped before {_WHAT.get(type(request), request.name)} was served")
         while self._jobs:
             job = self._jobs.popleft()
@@ -384,7 +384,7 @@ class Controls:
             case SetTemperature(temperature=temperature):
                 self.temperature = self._lowest_temperature(temperature, reply)
                 self.emit(SettingsChanged(self.temperature, self.config.early_stop))
-            case NextTokens():
+            case AskNextTokens():
                 self._serve_typing()
             case SetEarlyStop(evaluations=evaluations):
                 self.config.early_stop = evaluations  # saved with the config: a resumed run keeps it
@@ -415,7 +415,7 @@ class Controls:
 
 _WHAT: dict[type[Request], str] = {
     SaveNow: "the save", SampleNow: "the sample", EvaluateNow: "the evaluation", Prompt: "the prompt",
-    SetTemperature: "the temperature", NextTokens: "the next tokens", SetEarlyStop: "early stop"}
+    SetTemperature: "the temperature", AskNextTokens: "the next tokens", SetEarlyStop: "early stop"}
 _A: dict[type[Request], str] = {SaveNow: "a save", EvaluateNow: "an evaluation"}
 
 
