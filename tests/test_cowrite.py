@@ -84,6 +84,7 @@ def test_the_model_is_left_as_it_was_found():
 def test_a_run_answers_the_latest_text_only(repetitive_text, runs_dir):
     from helpers import tiny_config
 
+    from charrnn_tui.engine import protocol
     from charrnn_tui.engine.events import NextTokens
     from charrnn_tui.engine.protocol import RequestRefused
     from charrnn_tui.engine.run.trainer import Trainer
@@ -91,11 +92,11 @@ def test_a_run_answers_the_latest_text_only(repetitive_text, runs_dir):
     events: list = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=3), runs_dir=runs_dir, on_event=events.append)
     with pytest.raises(RequestRefused):
-        trainer.request(NextTokens("x" * 10_001))
+        trainer.request(protocol.NextTokens("x" * 10_001))
     with pytest.raises(RequestRefused):
-        trainer.request(NextTokens("ab", top=0))
+        trainer.request(protocol.NextTokens("ab", top=0))
     for text in ("a", "ab", "abc"):  # typed faster than the run reaches a step boundary
-        trainer.request(NextTokens(text, top=3))
+        trainer.request(protocol.NextTokens(text, top=3))
     trainer.run()
     answers = [e for e in events if isinstance(e, NextTokens)]
     assert [a.text for a in answers] == ["abc"] and len(answers[0].top) == 3
@@ -107,6 +108,7 @@ def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_
     answers keystrokes between them, with the same result."""
     from helpers import tiny_config
 
+    from charrnn_tui.engine import protocol
     from charrnn_tui.engine.events import Evaluated, NextTokens
     from charrnn_tui.engine.model import evaluate as evaluate_module
     from charrnn_tui.engine.run.trainer import Trainer
@@ -120,14 +122,14 @@ def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_
     def evaluate(model, ids, **kwargs):
         calls.append(kwargs)
         if kwargs.get("between"):
-            trainer.request(NextTokens("ab"))  # typed while the evaluation runs
+            trainer.request(protocol.NextTokens("ab"))  # typed while the evaluation runs
         quiet = real(model, ids)
         result = real(model, ids, **kwargs)
         assert result.nats == pytest.approx(quiet.nats, abs=1e-6)
         return result
 
     monkeypatch.setattr("charrnn_tui.engine.run.trainer.evaluate", evaluate)
-    trainer.request(NextTokens("a"))  # someone started typing before the first evaluation
+    trainer.request(protocol.NextTokens("a"))  # someone started typing before the first evaluation
     trainer.run()
     assert calls[0]["chunk"] == 32 and calls[0]["between"] is not None
     order = [type(e).__name__ for e in events if isinstance(e, (Evaluated, NextTokens))]
