@@ -24,15 +24,17 @@ class declares (event_from_dict checks them: a peer's event is never trusted).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from charrnn_tui.engine import events as ev
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 VERSION = 1
 MAX_LINE = 1 << 20  # bytes; a longer line is refused and its sender disconnected
@@ -329,12 +331,21 @@ def event_from_dict(data: Any) -> ev.Event:
     return _build(EVENT_TYPES[name], data, name, "")
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The field types a request or event class declares, read once per class."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
-def _build(cls: type, data: dict[str, Any], event: str, prefix: str) -> Any:
+_Built = TypeVar("_Built", bound="DataclassInstance")  # an event, or a dataclass an event holds (RunInfo)
+
+
+def _build(cls: type[_Built], data: dict[str, Any], event: str, prefix: str) -> _Built:
     hints = _hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
@@ -355,7 +366,7 @@ def _convert(hint: Any, value: Any, event: str, where: str) -> Any:
     back to themselves), or BadEvent."""
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise _bad(event, where, "an object", value)
         return _build(hint, value, event, where + ".")

@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.config import TrainConfig
@@ -158,11 +158,11 @@ class RunState:
             if event.early_stop is None or _whole(event.early_stop):
                 self.early_stop = event.early_stop
         elif isinstance(event, ev.SampleStarted):
-            sample = Sample(event.sample_id, event.step if _whole(event.step) else 0,
-                            self._text_block(event.prompt), _number(event.temperature, 0.0), event.source,
-                            notes=tuple(map(self._text_line, event.notes)))
-            self._keep(sample)
-            return sample
+            started = Sample(event.sample_id, event.step if _whole(event.step) else 0,
+                             self._text_block(event.prompt), _number(event.temperature, 0.0), event.source,
+                             notes=tuple(map(self._text_line, event.notes)))
+            self._keep(started)
+            return started
         elif isinstance(event, (ev.SampleText, ev.SampleFinished)):
             sample = self.samples.get(event.sample_id)
             if sample is None:
@@ -252,6 +252,10 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+@overload
+def _number(value: Any, default: float) -> float: ...
+@overload
+def _number(value: Any, default: None) -> float | None: ...
 def _number(value: Any, default: float | None) -> float | None:
     """A finite number as a float, else `default`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError
 from charrnn_tui.engine.printable import printable_line
@@ -284,7 +284,7 @@ class RunLock:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / ".lock"
-        self.handle = None
+        self.handle: TextIO | None = None
 
     def acquire(self) -> RunLock:
         try:
@@ -670,7 +670,8 @@ def _describe(value: Any) -> str:
         return str(value) if value.bit_length() < 64 else f"a number of {len(str(value))} digits"
     if isinstance(value, str):
         return repr(printable_line(value[:40]))
-    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {dict: "an object", list: "a list"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 @contextlib.contextmanager

@@ -84,6 +84,17 @@ def test_hints_leave_out_the_default_runs_dir(tmp_path, monkeypatch):
         f"charrnn-tui stop r --no-save --runs-dir {tmp_path / 'other'}"
 
 
+def test_the_apps_hint_before_a_run_has_started_names_the_default_runs_dir(tmp_path, monkeypatch):
+    """An app made without runs_dir (the default folder) and with no run yet: the hint is for the
+    default folder. It raised TypeError (Path(None)); the type checker found it."""
+    from charrnn_tui.tui.app import CharRNNApp
+
+    monkeypatch.setattr(runs_module, "default_runs_dir", lambda: tmp_path / "default")
+    assert CharRNNApp(autostart=False)._hint("attach") == "charrnn-tui attach"
+    assert CharRNNApp(autostart=False, runs_dir=tmp_path / "other")._hint("runs") == \
+        f"charrnn-tui runs --runs-dir {tmp_path / 'other'}"
+
+
 # ---- b: stop on a run that has ended ----------------------------------------------------------------
 def test_stop_on_an_ended_run_says_so_and_succeeds(tmp_path, monkeypatch):
     runs = tmp_path / "runs"

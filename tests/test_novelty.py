@@ -184,3 +184,17 @@ def test_a_build_that_fails_says_why_instead_of_dying_quietly(monkeypatch):
     assert index.wait(30) is None
     assert index.skipped == ("samples are not checked for copied text: DefaultCPUAllocator: can't allocate memory: "
                              "you tried to allocate 9 GB")
+
+
+def test_a_build_out_of_memory_without_a_message_says_so(monkeypatch):
+    """MemoryError() says nothing: the reason given is 'out of memory', not an empty one (an exception is
+    always true, so `e or ...` never fell back; the type checker's truthy-bool check found it)."""
+    from charrnn_tui.engine.text import novelty
+
+    def exhausted(text, cancelled):
+        raise MemoryError
+
+    monkeypatch.setattr(novelty, "suffix_array", exhausted)
+    index = novelty.BackgroundIndex("abc")
+    assert index.wait(30) is None
+    assert index.skipped == "samples are not checked for copied text: out of memory"

@@ -21,14 +21,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
@@ -61,9 +63,12 @@ from .widgets.samples_panel import SamplesPanel
 from .widgets.status_panel import StatusPanel
 from .widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
 
-# Connects to the run's engine with the given event callback (an EngineClient, or anything with its
-# request methods, run() and detach()); called in the worker thread, since starting an engine takes seconds.
-EngineFactory = Callable[[Callable[[ev.Event], None]], Any]
+if TYPE_CHECKING:  # imported where a run is connected to: the app opens without the client's imports
+    from charrnn_tui.engine.serve.client import EngineClient
+
+# Connects to the run's engine with the given event callback; called in the worker thread, since
+# starting an engine takes seconds.
+EngineFactory = Callable[[Callable[[ev.Event], None]], "EngineClient"]
 # Seconds between screen updates from training (keys and state changes redraw at once). Each
 # redraw costs the app CPU that training, on a busy machine, does not get: at 4 a second an
 # attached app took 5.5% of a core on 2 cores; at 1 a second (with the engine sending progress
@@ -114,11 +119,11 @@ class CharRNNApp(App[int]):
     ]
 
     def __init__(self, engine_factory: EngineFactory | None = None, *, autostart: bool = True,
-                 runs_dir: Any = None) -> None:
+                 runs_dir: Path | None = None) -> None:
         super().__init__()
         bound_textual_caches()  # attached for days, Textual's own caches would grow for hours (textual_caches.py)
         self.engine_factory = engine_factory
-        self.trainer: Any = None  # the run's client once connected (named for the requests it takes)
+        self.trainer: EngineClient | None = None  # the run's client once connected (named for the requests it takes)
         self.autostart = autostart
         self.runs_dir = runs_dir
         self.detaching = False
@@ -132,7 +137,7 @@ class CharRNNApp(App[int]):
         self.saves_asked = 0  # saves asked for with `s` and not yet confirmed
         self.typed_text = ""
         self.typed_sent_at = -1.0
-        self.typing_timer = None
+        self.typing_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
@@ -175,6 +180,7 @@ class CharRNNApp(App[int]):
     @work(thread=True, exclusive=True, group="train", exit_on_error=False, name="trainer")
     def run_training(self) -> str:
         try:
+            assert self.engine_factory is not None, "an app that trains or attaches has its factory"
             self.trainer = self.engine_factory(self.post_engine_event)
             if self.quitting and not self.detaching:  # asked to quit while the engine was starting
                 self.trainer.request(Stop(save=True))
@@ -213,7 +219,8 @@ class CharRNNApp(App[int]):
             return  # the app is closing: nothing left to draw on
         sample = self.view.apply(event)
         if isinstance(event, ev.Notice):
-            severity = {"error": "error", "warning": "warning"}.get(event.level, "information")
+            levels: dict[str, SeverityLevel] = {"error": "error", "warning": "warning"}
+            severity = levels.get(event.level, "information")
             self.notify(printable_line(event.message), severity=severity, markup=False,
                         timeout=10 if severity == "error" else 5)
         elif isinstance(event, ev.CheckpointSaved) and event.kind == "latest" and self.saves_asked:
@@ -299,38 +306,39 @@ class CharRNNApp(App[int]):
         return True
 
     def action_pause(self) -> None:
-        if self._need_trainer():
-            self.trainer.request(Pause())
+        if (trainer := self._need_trainer()) is not None:
+            trainer.request(Pause())
 
     def action_resume(self) -> None:
-        if self._need_trainer():
-            self.trainer.request(Resume())
+        if (trainer := self._need_trainer()) is not None:
+            trainer.request(Resume())
 
     def action_toggle_pause(self) -> None:
-        if self._need_trainer():
-            self.trainer.request(TogglePause())
+        if (trainer := self._need_trainer()) is not None:
+            trainer.request(TogglePause())
 
     def action_checkpoint(self) -> None:
-        if self._need_trainer():
+        if (trainer := self._need_trainer()) is not None:
             self.saves_asked += 1
-            self.trainer.request(SaveNow())
+            trainer.request(SaveNow())
 
     def action_sample(self) -> None:
-        if self._need_trainer():
-            self.trainer.request(SampleNow())
+        if (trainer := self._need_trainer()) is not None:
+            trainer.request(SampleNow())
 
     def action_sample_interval(self, seconds: float) -> None:
-        if self._need_trainer():
-            self.trainer.request(SetSampleInterval(seconds))
+        if (trainer := self._need_trainer()) is not None:
+            trainer.request(SetSampleInterval(seconds))
 
     def action_early_stop(self) -> None:
         """Off, then after 10, 5 or 3 evaluations without a new best, then off again."""
-        if not self._need_trainer():
+        trainer = self._need_trainer()
+        if trainer is None:
             return
         choices = EARLY_STOP_CHOICES
         current = self.view.early_stop
         following = choices[(choices.index(current) + 1) % len(choices)] if current in choices else None
-        self.trainer.request(SetEarlyStop(following))
+        trainer.request(SetEarlyStop(following))
 
     def action_temperature(self, direction: int) -> None:
         value = step_temperature(self.view.temperature, direction)
@@ -371,12 +379,12 @@ class CharRNNApp(App[int]):
             self.trainer.request(AskNextTokens(self.typed_text))
 
     def on_prompt_panel_submitted(self, message: PromptPanel.Submitted) -> None:
-        if self._need_trainer():
-            self.trainer.request(Prompt(message.text))
+        if (trainer := self._need_trainer()) is not None:
+            trainer.request(Prompt(message.text))
 
     def action_temperatures(self) -> None:
         """The prompt being typed (or the last one sent) continued at three temperatures."""
-        if not self._need_trainer():
+        if self._need_trainer() is None:
             return
         prompt_input = self.query_one(PromptInput)
         prefix = prompt_input.value or (prompt_input.history[-1] if prompt_input.history else "")
@@ -387,9 +395,9 @@ class CharRNNApp(App[int]):
         self.ask_for_temperatures(message.prefix)
 
     def ask_for_temperatures(self, prefix: str) -> None:
-        if self._need_trainer():
+        if (trainer := self._need_trainer()) is not None:
             for temperature in TEMPERATURES:
-                self.trainer.request(Prompt(prefix, None, temperature))
+                trainer.request(Prompt(prefix, None, temperature))
 
     def action_quit_asking(self) -> None:
         if self.quitting:
@@ -502,7 +510,7 @@ class CharRNNApp(App[int]):
         if old is not None:
             old.detach()
         self.trainer = None
-        self.engine_factory = lambda on_event: EngineClient(run_dir, on_event)
+        self.engine_factory = lambda on_event: EngineClient(Path(run_dir), on_event)
         self.call_after_refresh(self._start_attached)
 
     def _start_attached(self) -> None:
@@ -512,20 +520,23 @@ class CharRNNApp(App[int]):
 
     def _hint(self, verb: str) -> str:
         """A command for this run as it must be typed (with --runs-dir where it is not the default)."""
-        from charrnn_tui.engine.runs import command_hint, run_hint
+        from charrnn_tui.engine.runs import command_hint, default_runs_dir, run_hint
 
         info = self.view.info
-        return run_hint(verb, Path(info.run_dir)) if info is not None else command_hint(verb, self.runs_dir)
+        if info is not None:
+            return run_hint(verb, Path(info.run_dir))
+        return command_hint(verb, self.runs_dir or default_runs_dir())  # an app made without runs_dir: the default
 
-    def _need_trainer(self) -> bool:
+    def _need_trainer(self) -> EngineClient | None:
+        """The run's client, where it takes requests now; else None, and the user told why."""
         if self.trainer is None or self.view.state == "starting":
             self.notify("still starting: loading the corpus and building the model", timeout=2)
-            return self.trainer is not None
+            return self.trainer
         if self.view.state in ("error", "finished", "stopped", "detached"):
             self.notify(printable_line(f"training has {self.view.state}; `{self._hint('train --resume')}` "
                                        "continues the run"), severity="warning", timeout=4, markup=False)
-            return False
-        return True
+            return None
+        return self.trainer
 
     def on_unmount(self) -> None:
         # However the app ends (an error in a handler too), it leaves the run as it is: a stop was
@@ -617,14 +628,14 @@ def has_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def after_exit_message(app: Any) -> str:
+def after_exit_message(app: CharRNNApp) -> str:
     """What the terminal says once the app has closed: a run left training (`d`) and the commands
     that reach it; a run stopped (`q`) and where it was saved; or why it failed. Printable: it
     quotes the run's folder, its engine's error and its checkpoint's path."""
     return printable(_exit_message(app))
 
 
-def _exit_message(app: Any) -> str:
+def _exit_message(app: CharRNNApp) -> str:
     from charrnn_tui.engine.runs import background_message, run_hint
 
     client, view = app.trainer, app.view
@@ -654,12 +665,12 @@ def _exit_message(app: Any) -> str:
     return f"lost the connection to run {run_dir.name}; `{run_hint('attach', run_dir)}` reconnects if it still runs\n"
 
 
-def _with_sink(client: Any, on_event: Callable[[ev.Event], None]) -> Any:
+def _with_sink(client: EngineClient, on_event: Callable[[ev.Event], None]) -> EngineClient:
     client.on_event = on_event
     return client
 
 
-def _launch_and_attach(train_argv: list[str], on_event: Callable[[ev.Event], None]) -> Any:
+def _launch_and_attach(train_argv: list[str], on_event: Callable[[ev.Event], None]) -> EngineClient:
     from charrnn_tui.engine.serve.client import EngineClient
     from charrnn_tui.engine.serve.launch import launch_engine
 

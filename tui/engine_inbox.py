@@ -19,7 +19,7 @@ CONNECTED = object()  # a new connection: what follows is the run's whole story 
 
 
 class EngineInbox:
-    def __init__(self, wake: Callable[[], None], limit: int = MAX_WAITING):
+    def __init__(self, wake: Callable[[], object], limit: int = MAX_WAITING):
         self.wake, self.limit = wake, limit
         self._items: deque[Any] = deque()
         self._room = threading.Condition()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.printable import printable, printable_line
@@ -42,8 +43,8 @@ def _line(text: object) -> str:
 def _shown_info(info: ev.RunInfo) -> ev.RunInfo:
     """The run's description with its words printable; run_dir is kept as it is, since it names
     the folder (for hints and for telling runs apart), and is made printable where it is shown."""
-    words = {f.name: _line(getattr(info, f.name)) for f in dataclasses.fields(info)
-             if f.name != "run_dir" and isinstance(getattr(info, f.name), str)}
+    words: dict[str, Any] = {f.name: _line(getattr(info, f.name)) for f in dataclasses.fields(info)
+                             if f.name != "run_dir" and isinstance(getattr(info, f.name), str)}
     return dataclasses.replace(info, **words)
 
 

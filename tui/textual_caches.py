@@ -16,7 +16,9 @@ operations, a style's escape codes), and a frame needs far fewer entries than th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from textual.geometry import Region
 from textual.strip import Strip
@@ -38,7 +40,7 @@ def _rewrap(owner: type, name: str, method: object, size: int) -> bool:
     info = getattr(function, "cache_info", None)
     if original is None or info is None or info().maxsize is None or info().maxsize <= size:
         return False
-    bounded = lru_cache(maxsize=size)(original)
+    bounded: Callable[..., Any] = lru_cache(maxsize=size)(original)
     setattr(owner, name, classmethod(bounded) if isinstance(method, classmethod) else bounded)
     return True
 

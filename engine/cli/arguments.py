@@ -8,14 +8,20 @@ import dataclasses
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.config import EVAL_BUDGET
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
+from charrnn_tui.engine.events import Event
 from charrnn_tui.engine.run.schedule import LIMITS
-from charrnn_tui.engine.text.corpus import corpus_spec
+from charrnn_tui.engine.text.corpus import Corpus, corpus_spec
+
+if TYPE_CHECKING:  # torch: imported when a run is made, not to parse arguments
+    from charrnn_tui.engine.run.distributed import World
+    from charrnn_tui.engine.run.trainer import Trainer
 
 DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
@@ -30,8 +36,9 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     help_argv: list[str] | None = None  # train's: the arguments whose defaults --help shows
+    commands: dict[str, Parser]  # the top parser's: name -> its parser (main.build_parser)
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
 
@@ -241,13 +248,13 @@ def _flag_fields() -> dict[str, tuple[str, bool]]:
 _TRAIN_FLAGS = _flag_fields()
 
 
-def config_from_args(args: argparse.Namespace, corpus: Any = None) -> cfg.TrainConfig:
+def config_from_args(args: argparse.Namespace, corpus: Corpus | None = None) -> cfg.TrainConfig:
     """Defaults, then the preset, then the flags the user gave. The default preset is fitted to the
     corpus's length in characters (`corpus`: the loaded engine.corpus.Corpus, else it is loaded)."""
     return configure(args, corpus)[0]
 
 
-def configure(args: argparse.Namespace, corpus: Any = None) -> tuple[cfg.TrainConfig, str | None]:
+def configure(args: argparse.Namespace, corpus: Corpus | None = None) -> tuple[cfg.TrainConfig, str | None]:
     """config_from_args, and a line saying how the model was fitted to a small corpus (None if not)."""
     preset = args.preset
     if preset == "auto":
@@ -276,7 +283,7 @@ def configure(args: argparse.Namespace, corpus: Any = None) -> tuple[cfg.TrainCo
     return config, note
 
 
-def load_train_corpus(args: argparse.Namespace) -> Any:  # -> engine.corpus.Corpus
+def load_train_corpus(args: argparse.Namespace) -> Corpus:
     from charrnn_tui.engine.text.corpus import load_corpus
 
     return load_corpus(corpus_spec(args.corpus), csv_column=args.csv_column, ascii_only=args.ascii,
@@ -317,7 +324,8 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def make_trainer(args: argparse.Namespace, on_event, interactive: bool = False, world=None):  # -> Trainer
+def make_trainer(args: argparse.Namespace, on_event: Callable[[Event], None] | None, interactive: bool = False,
+                 world: World | None = None) -> Trainer:
     """A Trainer for parsed train arguments: a new run, or `--resume`. `interactive`: for a UI;
     `world`: this process's place in a torchrun run (engine/run/distributed.py)."""
     from charrnn_tui.engine.run.distributed import SINGLE

@@ -21,9 +21,21 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from charrnn_tui.engine.printable import printable_line
+
+if TYPE_CHECKING:  # no torch at import (above)
+    import argparse
+
+    import torch
+
+    from charrnn_tui.engine.config import TrainConfig
+    from charrnn_tui.engine.model.model import CharRNN, State
+    from charrnn_tui.engine.model.step import TrainStep
+    from charrnn_tui.engine.text.corpus import Corpus
+    from charrnn_tui.engine.text.data import Batcher
+    from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
 
 PROBE_SECONDS = 15.0
 TRAIN_SHARE = 0.7  # of the probe's time left after set-up; the rest samples
@@ -85,7 +97,7 @@ def versions() -> dict[str, Any]:
     }
 
 
-def device_report(device: Any) -> dict[str, Any]:
+def device_report(device: torch.device) -> dict[str, Any]:
     import torch
 
     from charrnn_tui.engine.model.device import cpu_has_native_bf16, describe_device
@@ -99,8 +111,8 @@ def device_report(device: Any) -> dict[str, Any]:
                       memory_total_bytes=int(total), memory_free_bytes=int(free), memory_of="GPU (cudaMemGetInfo)",
                       bf16_supported=bool(torch.cuda.is_bf16_supported()))
     else:
-        total, available = system_memory()
-        report.update(memory_total_bytes=total, memory_free_bytes=available,
+        ram, available = system_memory()
+        report.update(memory_total_bytes=ram, memory_free_bytes=available,
                       memory_of="system RAM" + (", shared with the GPU" if device.type == "mps" else ""),
                       bf16_supported=device.type == "cpu" and cpu_has_native_bf16())
     return report
@@ -128,7 +140,7 @@ def system_memory() -> tuple[int | None, int | None]:
     return total, available
 
 
-def precision_report(device: Any) -> dict[str, Any]:
+def precision_report(device: torch.device) -> dict[str, Any]:
     """The default precision (auto) on `device`, and what each part of the default run's model
     trains in then, with the backends set as a run sets them (TF32 on a GPU)."""
     from charrnn_tui.engine import config as cfg
@@ -154,7 +166,7 @@ def cpu_report() -> dict[str, Any]:
             "logical_cpus": os.cpu_count(), "usable_cpus": usable, "native_bf16": cpu_has_native_bf16()}
 
 
-def nvml_report(device: Any) -> dict[str, Any]:
+def nvml_report(device: torch.device) -> dict[str, Any]:
     """Whether NVML (nvidia-ml-py, which the status line's GPU utilisation needs) imports and starts."""
     from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 
@@ -187,7 +199,7 @@ def nvml_report(device: Any) -> dict[str, Any]:
 
 
 # ---- the probe -------------------------------------------------------------------------------------
-def default_run(device_name: str) -> tuple[Any, Any]:
+def default_run(device_name: str) -> tuple[TrainConfig, Corpus]:
     """The config and corpus of `charrnn-tui train` with no arguments (`--device` aside), as the
     command line builds them: the preset for the device, fitted to the default corpus."""
     from charrnn_tui.engine.cli.arguments import Parser, add_train_arguments, configure, load_train_corpus
@@ -284,9 +296,9 @@ def probe(device_name: str = "auto", seconds: float = PROBE_SECONDS) -> dict[str
 class Training:
     """The probe's training: the run's step on the run's batches, the state carried, the rate timed."""
 
-    def __init__(self, config: Any, step: Any, batcher: Any, device: Any):
+    def __init__(self, config: TrainConfig, step: TrainStep, batcher: Batcher, device: torch.device):
         self.config, self.step, self.batcher, self.device = config, step, batcher, device
-        self.state = None
+        self.state: State | None = None
         self.steps = self.timed_steps = 0
         self.losses: list[float] = []
 
@@ -319,7 +331,8 @@ class Training:
         return tokens / elapsed
 
 
-def sample_speed(model: Any, vocab: Any, config: Any, deadline: float) -> tuple[int, float]:
+def sample_speed(model: CharRNN, vocab: CharVocab | WordVocab, config: TrainConfig,
+                 deadline: float) -> tuple[int, float]:
     """Characters generated at the run's sample settings until `deadline` (at least one chunk after
     the first, which holds the warm-up), and the seconds they took."""
     from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
@@ -434,7 +447,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_doctor(args: Any, out: TextIO | None = None) -> int:
+def run_doctor(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`charrnn-tui doctor [--json] [--seconds N] [--device D]`: 0, or 1 where the probe failed."""
     out = out or sys.stdout
     if not args.json and args.seconds > 0:

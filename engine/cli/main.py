@@ -37,7 +37,7 @@ from charrnn_tui.engine.printable import printable_line
 COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop", "doctor")
 
 
-def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> argparse.ArgumentParser:
+def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> Parser:
     tui_lines = (
         f"  {prog} [CORPUS] [options]            open the app and train (options as for train)\n"
         f"  {prog} attach [RUN]                  open the app on a live run (default: the latest)\n"

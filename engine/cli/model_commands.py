@@ -8,12 +8,17 @@ import json
 import math
 import re
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.cli.arguments import add_runs_dir_argument, temperature_arg
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.printable import percent, printable, printable_line
+
+if TYPE_CHECKING:  # torch: imported by the commands that need it
+    import torch
+
+    from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
 
 WORD_CHAR = re.compile(r"\w")
 
@@ -227,7 +232,7 @@ class EvalProgress:
             self.err.flush()
 
 
-def word_count(vocab: Any, ids: Any) -> int:
+def word_count(vocab: CharVocab | WordVocab, ids: torch.Tensor) -> int:
     """How many of the tokens `ids` are words (hold a letter or digit), not spaces or punctuation."""
     import torch
 

@@ -32,7 +32,7 @@ def run_runs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if not entries:
         out.write(f"no runs in {runs_dir}\n" if exists else f"no runs yet (they will be in {runs_dir})\n")
         return 0
-    rows = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
+    rows: list[tuple[str, ...]] = [("NAME", "STATE", "CORPUS", "MODEL", "STEP", "BEST VAL", "VIEWERS", "ACTIVE")]
     for e in entries:
         # Names and fields come from folder names and status.json: any string, escape sequences too.
         rows.append((printable_line(e.name), *(cell(v) for v in (e.state, e.corpus or "-", e.model_label)),

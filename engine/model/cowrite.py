@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from charrnn_tui.engine.model.model import CharRNN, Stepper
+from charrnn_tui.engine.model.model import CharRNN, State, Stepper
 from charrnn_tui.engine.model.sampling import PROMPT_WINDOW, to_device, to_host, top_next, window_note
 from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
 
@@ -57,7 +57,7 @@ class TypingState:
         self.ids: list[int] = []
         # The state after each token of `ids` (per layer: h, or (h, c)); None inside a text fed in
         # bulk, where the recurrent layers give the state at the end of each FEED_CHUNK only.
-        self.layers: list[list | None] = []
+        self.layers: list[list[State] | None] = []
         self.probs: list[float] = []  # the probability of token i + 1 given tokens 0..i
         self.fed = 0  # tokens fed through the model so far (for tests and benchmarks)
 
@@ -77,17 +77,17 @@ class TypingState:
             kept -= 1
         del self.ids[kept:], self.layers[kept:], self.probs[max(0, kept - 1):]
         with self.model.evaluating(), torch.inference_mode():
-            logits = self._logits(self.layers[-1]) if self.layers else None
+            logits = self._logits(self._last_state()) if self.layers else None
             new = ids[kept:]
             feed = self._feed_steps if len(new) <= STEPPED_FEED else self._feed_chunks
             logits, new_probs = feed(new, logits)
+            assert logits is not None, "a text of one token or more: its logits kept, or fed now"
             masked = isinstance(self.vocab, WordVocab) and not allow_unk  # as sampling: <unk> never suggested
             values, order = top_next(logits[0], min(max(1, top), MAX_TOP), masked)
             # One copy back per keystroke: the suggestions and the new tokens' probabilities together
             # (float64 holds every id exactly and every float32 probability as it is).
             scored = [torch.cat(new_probs).nan_to_num(0.0)] if new_probs else []
-            back = to_host(torch.cat([order.double(), values.double(), *(p.double() for p in scored)]))
-            back = back.tolist()
+            back = to_host(torch.cat([order.double(), values.double(), *(p.double() for p in scored)])).tolist()
             k = len(order)
             self.probs += back[2 * k :]
             ranked = list(zip((int(i) for i in back[:k]), back[k : 2 * k], strict=True))
@@ -99,15 +99,18 @@ class TypingState:
             lengths[0] += sum(len(self.vocab.tokens[i]) for i in every[:start])
         return Expectation(text, top_tokens, list(self.probs), lengths, notes)
 
-    def _feed_steps(self, tokens: list[int], logits: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _feed_steps(self, tokens: list[int],
+                    logits: torch.Tensor | None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """A keystroke's few tokens, one step each (cheap at batch 1), keeping the state after each:
         a backspace then costs nothing. Returns the logits (1, vocab) after the last and the
         probability of each token that had logits before it."""
+        if not tokens:
+            return logits, []
         # The keystroke's tokens in one tensor and one copy to the device (a view of it a step).
-        typed = to_device(tokens, self.model.head.weight.device) if tokens else None
+        typed = to_device(tokens, self.model.head.weight.device)
         probs = []
         for at, token in enumerate(tokens):
-            previous = self.layers[-1] if self.layers else self.stepper.unstack(self.model.initial_state(1))
+            previous = self._last_state() if self.layers else self.stepper.unstack(self.model.initial_state(1))
             if logits is not None:  # how likely this token was, before it was fed
                 probs.append(torch.softmax(logits[0].float(), dim=-1)[token : token + 1])
             logits, layers = self.stepper.step_layers(typed[at : at + 1], previous)
@@ -116,7 +119,8 @@ class TypingState:
             self.fed += 1
         return logits, probs
 
-    def _feed_chunks(self, tokens: list[int], logits: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _feed_chunks(self, tokens: list[int],
+                     logits: torch.Tensor | None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """A paste: the recurrent layers over FEED_CHUNK tokens at a time and the head on those
         positions together (a matrix product, not a step per token), so a window costs a fraction
         of a second and at most (FEED_CHUNK, vocab) logits at once; states kept at chunk ends."""
@@ -126,7 +130,7 @@ class TypingState:
         for at in range(0, len(tokens), FEED_CHUNK):
             chunk = tokens[at : at + FEED_CHUNK]
             ids = pasted[at : at + len(chunk)]
-            state = self.stepper.stack(self.layers[-1]) if self.layers else None
+            state = self.stepper.stack(self._last_state()) if self.layers else None
             out, state = model.rnn(model.embed(ids.unsqueeze(0)), state)
             chunk_logits = model.head(out[0])  # (len(chunk), vocab)
             before = chunk_logits[:-1] if logits is None else torch.cat([logits, chunk_logits[:-1]])
@@ -138,7 +142,13 @@ class TypingState:
             self.fed += len(chunk)
         return logits, probs
 
-    def _logits(self, layers: list) -> torch.Tensor:
+    def _last_state(self) -> list[State]:
+        """The state after the last token kept: one a step or a chunk's end left (expect trims back to one)."""
+        last = self.layers[-1]
+        assert last is not None, "a state inside a chunk is never the last kept"
+        return last
+
+    def _logits(self, layers: list[State]) -> torch.Tensor:
         """(1, vocab) after a kept state: the head on its last layer's output (h), as the step made it."""
         last = layers[-1]
         return self.model.head(last[0] if isinstance(last, tuple) else last)

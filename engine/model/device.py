@@ -141,12 +141,15 @@ def _tf32_now() -> tuple[bool, bool]:
     backends = torch.backends
 
     def resolved(precision: str) -> bool:
-        for p in (precision, backends.cudnn.fp32_precision, backends.fp32_precision):
+        # torch declares the generic flag nowhere a type checker sees (torch/backends/__init__.py swaps the
+        # module for a GenericModule), nor cudnn.rnn's below
+        for p in (precision, backends.cudnn.fp32_precision, backends.fp32_precision):  # type: ignore[attr-defined]
             if p != "none":
                 return p == "tf32"
         return False
 
-    return resolved(backends.cuda.matmul.fp32_precision), resolved(backends.cudnn.rnn.fp32_precision)
+    return (resolved(backends.cuda.matmul.fp32_precision),
+            resolved(backends.cudnn.rnn.fp32_precision))  # type: ignore[attr-defined]
 
 
 def set_tf32(matmuls: bool, cudnn: bool | None = None) -> None:

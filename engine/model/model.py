@@ -133,7 +133,7 @@ class Stepper:
     def step_layers(self, ids: torch.Tensor, layers: list) -> tuple[torch.Tensor, list]:
         """One step with the state as a list per layer (h, or (h, c)): no stacking per token."""
         x = self.model.embed(ids)
-        new_layers = []
+        new_layers: list[State] = []
         for (w_ih, w_hh, b_ih, b_hh), layer_state in zip(self.layers, layers, strict=True):
             if self.kind == "lstm":
                 h, c = torch.lstm_cell(x, layer_state, w_ih, w_hh, b_ih, b_hh)
@@ -146,7 +146,7 @@ class Stepper:
         return self.model.head(x), new_layers
 
     def unstack(self, state: State) -> list:
-        if self.kind == "lstm":
+        if isinstance(state, tuple):  # an LSTM's
             return list(zip(state[0].unbind(0), state[1].unbind(0), strict=True))
         return list(state.unbind(0))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
@@ -77,7 +77,8 @@ class TextGenerator:
             ids = ids[-PROMPT_WINDOW:]
         return ids, notes
 
-    def stream(self, prompt: str, settings: SampleSettings, result: Continuation | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, settings: SampleSettings,
+               result: Continuation | None = None) -> Generator[str, None, None]:
         """Yield the continuation of `prompt` in pieces of `settings.chunk` tokens, as produced.
 
         Inference mode and eval mode are entered for each piece's work and left before it is
@@ -242,6 +243,7 @@ class _Picker:
             logits = logits.float() + self.mask
         if self.s.greedy:
             return logits.argmax(dim=-1)
+        assert self.gumbel is not None, "draw_noise comes first"
         return (self.kept(logits) + self.gumbel[j]).argmax(dim=-1)
 
     def kept(self, logits: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def clip_gradients(model: CharRNN, max_norm: float) -> torch.Tensor:
     params = [p for p in model.parameters() if p.grad is not None]
     if max_norm > 0:
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
 
 
 class TrainStep:

@@ -23,11 +23,13 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from charrnn_tui.engine.config import TrainConfig
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.events import Notice, SettingsChanged
+from charrnn_tui.engine.events import Event, Notice, SettingsChanged
 from charrnn_tui.engine.protocol import (
     MIN_TEMPERATURE,
     AskNextTokens,
@@ -111,7 +113,7 @@ class RequestBudget:
 class _Job:
     """A sample or prompt being written, a piece per turn (Trainer._sample_pieces)."""
 
-    pieces: Iterator[None]
+    pieces: Generator[None, None, None]
     reply: Reply | None
     what: str
 
@@ -121,6 +123,25 @@ class Controls:
 
     Mixed into Trainer: the handlers below act on its state (paused, temperature, the saves and
     samples it knows how to make)."""
+
+    # What the run it is mixed into holds and does (engine/run/trainer.py's Trainer, with
+    # engine/run/run_setup.py): named here for the type checker, set and defined there.
+    config: TrainConfig
+    state: str
+    temperature: float
+    pause_on_save_error: bool
+    last_report: float
+    next_sample_at: float
+
+    if TYPE_CHECKING:
+        def emit(self, event: Event) -> None: ...
+        def _set_state(self, state: str, reason: str = "") -> None: ...
+        def _flush_progress(self) -> bool: ...
+        def _save(self, name: str) -> bool: ...
+        def _evaluate(self) -> None: ...
+        def _expect(self, text: str, top: int) -> None: ...
+        def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
+                           temperature: float | None = None) -> Generator[None, None, None]: ...
 
     def _init_controls(self) -> None:
         # SimpleQueue: its put is reentrant, so a signal handler may call stop() even while the loop
@@ -332,7 +353,7 @@ class Controls:
             job = self._jobs.popleft()
             self._work_done()
             with contextlib.suppress(Exception):
-                job.pieces.close()  # type: ignore[attr-defined]  # a generator: its cleanup finishes the sample
+                job.pieces.close()  # a generator: its cleanup finishes the sample
             self._tell(job.reply, f"the run stopped before {job.what} was done")
 
     def _apply(self, request: Request, reply: Reply | None = None) -> bool:
@@ -398,7 +419,7 @@ class Controls:
             case Prompt(text=text, length=length, temperature=None):
                 pieces = self._sample_pieces(prompt=text, source="prompt", length=length)
                 self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
-            case Prompt(text=text, length=length, temperature=temperature):
+            case Prompt(text=text, length=length, temperature=temperature) if temperature is not None:
                 pieces = self._sample_pieces(prompt=text, source="temperatures", length=length,
                                              temperature=self._lowest_temperature(temperature, reply))
                 self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))

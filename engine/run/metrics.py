@@ -18,10 +18,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charrnn_tui.engine.errors import ConfigError
 from charrnn_tui.engine.runs import METRICS, open_in_run
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 TENSORBOARD = "tensorboard"
 MISSING_TENSORBOARD = "--tensorboard needs TensorBoard, which is not installed: pip install 'charrnn-tui[tensorboard]'"
@@ -32,7 +35,7 @@ def require_tensorboard() -> None:
         raise ConfigError(MISSING_TENSORBOARD)
 
 
-def tensorboard_writer(run_dir: Path, resumed_step: int | None = None) -> Any:
+def tensorboard_writer(run_dir: Path, resumed_step: int | None = None) -> SummaryWriter:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's module imports the tensorboard package
@@ -87,7 +90,7 @@ class MetricsLog:
         lines = _read_lines(self.path)
         if lines is None:
             return
-        kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+        kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
         if len(kept) == len(lines):
             return
         with contextlib.suppress(OSError):

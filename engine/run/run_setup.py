@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,7 +19,7 @@ from charrnn_tui.corpora import BUNDLED
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError, CorpusError
-from charrnn_tui.engine.events import CheckpointSaved, Notice, RunInfo, Started
+from charrnn_tui.engine.events import CheckpointSaved, Event, Notice, RunInfo, Started
 from charrnn_tui.engine.history import LossHistory
 from charrnn_tui.engine.model.device import (
     configure_backends,
@@ -45,7 +45,7 @@ from charrnn_tui.engine.run.batch_size import (
     memory_limited,
     with_headroom,
 )
-from charrnn_tui.engine.run.distributed import GATHER, ProcessGroup, check_batch, state_rows
+from charrnn_tui.engine.run.distributed import GATHER, ProcessGroup, World, check_batch, state_rows
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
 from charrnn_tui.engine.run.schedule import Schedule
@@ -61,10 +61,17 @@ from charrnn_tui.engine.runs import (
     run_hint,
 )
 from charrnn_tui.engine.text.corpus import Corpus, corpus_spec, load_corpus
-from charrnn_tui.engine.text.data import LAYOUT, legacy_epoch_float, make_batcher, split_tokens, validation_ids
+from charrnn_tui.engine.text.data import (
+    LAYOUT,
+    Batcher,
+    legacy_epoch_float,
+    make_batcher,
+    split_tokens,
+    validation_ids,
+)
 from charrnn_tui.engine.text.novelty import BackgroundIndex
 from charrnn_tui.engine.text.run_text import TextFingerprint, describe_change, save_validation
-from charrnn_tui.engine.text.vocab import build_vocab, vocab_from_dict
+from charrnn_tui.engine.text.vocab import CharVocab, WordVocab, build_vocab, vocab_from_dict
 
 # Fields a user may change when resuming; the rest must match the checkpoint.
 RESUMABLE_OVERRIDES = (
@@ -76,6 +83,33 @@ RESUMABLE_OVERRIDES = (
 
 
 class RunSetup:
+    # What the run it is mixed into holds and does (engine/run/trainer.py's Trainer, which sets these
+    # in its __init__, with engine/run/control.py): named here for the type checker.
+    config: cfg.TrainConfig  # a resumed run's is its checkpoint's, read by _setup
+    resume_path: Path | None
+    overrides: dict[str, Any]
+    loaded_corpus: Corpus | None
+    run_name: str | None
+    runs_dir: Path
+    world: World
+    group: ProcessGroup | None  # None: one process
+    lock: RunLock | None
+    train_step: TrainStep | None  # None until _setup has built it
+    metrics: MetricsLog | None  # None until _setup has opened it, and in a follower
+    gpu_monitor: GpuMonitor | None
+    state: str
+    paused: bool
+    pause_on_save_error: bool
+    step: int
+    saved_step: int
+
+    if TYPE_CHECKING:
+        def emit(self, event: Event) -> None: ...
+        def _fail(self, message: str) -> None: ...
+        def _set_state(self, state: str, reason: str = "") -> None: ...
+        def _report(self) -> bool: ...
+        def _position(self) -> schedule.Position: ...
+
     # ---- set-up -------------------------------------------------------------------------------
     def _setup(self) -> None:
         checkpoint = None
@@ -224,6 +258,7 @@ class RunSetup:
             if checkpoint is None or not spec or spec in BUNDLED or Path(spec).expanduser().exists():
                 raise  # not gone, but unreadable: its own message says why
             # Training on needs the text itself; `eval` needs only what the run kept (engine/text/run_text.py).
+            assert self.resume_path is not None, "the checkpoint's"
             run = self.resume_path.parent
             raise CorpusError(f"corpus {spec} of run {run.name} is gone: put the file back there to resume "
                               f"(`{run_hint('eval', run)}` still scores the validation text the run kept)") from None
@@ -254,6 +289,7 @@ class RunSetup:
         """The run's folder and lock: the checkpoint's, restored from, or a new one."""
         config = self.config
         if checkpoint is not None:
+            assert self.resume_path is not None, "the checkpoint's"
             self.run_dir = self.resume_path.parent
             require_own_run_dir(self.run_dir)  # yours, a real folder, only you can add files: it is written to
             self.lock = RunLock(self.run_dir).acquire()
@@ -298,6 +334,7 @@ class RunSetup:
         limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
         if self.config.fit_batch_size:
             limit = cfg.fitted_batch_size(limit, self.config.seq_len, train_tokens)
+        assert self.group is not None, "set up before the batch size"
         chosen = max(size, min(self.group.min_int(fits_one_process) * size, limit) // size * size)
         self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "
                          f"({chosen // size} streams each)"))
@@ -337,6 +374,7 @@ class RunSetup:
             with fork_rng(self.device), self.model.dropout_off():  # the run's random streams stay as they were
                 x = torch.arange(batch * self.config.seq_len, device=self.device).remainder(len(self.vocab))
                 x = x.view(batch, self.config.seq_len)
+                assert self.train_step is not None, "built before the batch size is probed"
                 self.train_step.loss(x, x, None)[0].backward()
                 synchronize(self.device)
             fits = True
@@ -364,9 +402,9 @@ class RunSetup:
             self.tokens_seen = int(ck["tokens_seen"])
             saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
             if saved_state:
-                moved = state_rows([t.to(self.device, torch.float32) for t in saved_state], self.world,
+                moved = state_rows(tuple(t.to(self.device, torch.float32) for t in saved_state), self.world,
                                    self.config.batch_size)
-                self.train_state = tuple(moved) if len(moved) == 2 else moved[0]
+                self.train_state = (moved[0], moved[1]) if len(moved) == 2 else moved[0]  # an LSTM's (h, c)
             history = ck["history"]
             if "losses" in history:
                 self.losses = LossHistory.from_dict(history["losses"])
@@ -558,7 +596,7 @@ class RunSetup:
         }
 
 
-def run_fingerprint(config: cfg.TrainConfig, vocab: Any, text: str, step: int, batcher: Any,
+def run_fingerprint(config: cfg.TrainConfig, vocab: CharVocab | WordVocab, text: str, step: int, batcher: Batcher,
                     checkpoint: dict[str, Any] | None) -> str:
     """What every rank of a distributed run must agree on: settings, text, vocabulary and where
     training stands (a stale copy of the checkpoint on one machine differs in step or save time)."""

@@ -56,7 +56,7 @@ def limit_fraction(config: TrainConfig, position: Position, start: Position = Po
     return min(1.0, max(0.0, max(fractions))) if fractions else None
 
 
-def limit_reached(config: TrainConfig, step: int, epoch: float, seconds: float) -> str | None:
+def limit_reached(config: TrainConfig, step: float, epoch: float, seconds: float) -> str | None:
     """Which stop condition the run has reached, in words, or None."""
     if config.max_steps and step >= config.max_steps:
         return f"reached max-steps {config.max_steps}"

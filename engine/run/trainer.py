@@ -14,7 +14,7 @@ import gc
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,8 @@ class Trainer(Controls, RunSetup):
     ):
         if config is None and resume is None:
             raise ValueError("Trainer needs a config or a checkpoint to resume")
-        self.config = config
+        if config is not None:  # else set-up reads the checkpoint's
+            self.config = config
         self.on_event = on_event or (lambda event: None)
         self.runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
         self.run_name = run_name
@@ -146,7 +147,6 @@ class Trainer(Controls, RunSetup):
                 self._loop()
             else:
                 self._follow()
-                self.group.close()
         except DistributedError as e:
             self._group_unsafe = True  # the group is broken: nobody to tell, and nothing to tear down safely
             self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
@@ -206,6 +206,7 @@ class Trainer(Controls, RunSetup):
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
+        assert self.train_step is not None, "set-up has built the step"
         config = self.config
         self._set_state("training")
         self.session_start_seconds = self.train_seconds
@@ -217,7 +218,7 @@ class Trainer(Controls, RunSetup):
         self.last_report = time.perf_counter()
         self.seconds_at_report = self.train_seconds
         if self.balance_threads is not None:
-            self.balance_threads()
+            self.balance_threads(None)  # no speed yet
 
         while True:
             self._serve_requests(block=self.paused)
@@ -264,6 +265,7 @@ class Trainer(Controls, RunSetup):
 
     def _train_step(self, lr: float | None = None) -> None:
         """One step; the leader of a distributed run first tells the followers to take it too."""
+        assert self.train_step is not None, "set-up has built the step"
         if lr is None:
             lr = self._lr()
             if self.group is not None:
@@ -289,6 +291,7 @@ class Trainer(Controls, RunSetup):
     def _report(self) -> bool:
         """Send the losses since the last report; False when a loss or gradient norm went NaN/inf and
         the run stopped."""
+        assert self.train_step is not None, "set-up has built the step"
         if not self.train_step.log.count:
             return True
         started = time.perf_counter()
@@ -315,6 +318,7 @@ class Trainer(Controls, RunSetup):
         self._train_sum += sum(losses)
         self._train_count += len(losses)
         lr = self._lr()
+        assert self.metrics is not None, "the leader's set-up has opened the log"
         self.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
                            sum(grad_norms) / len(grad_norms))
         tokens_per_s = self.tokens_since_report / elapsed
@@ -347,19 +351,22 @@ class Trainer(Controls, RunSetup):
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
+        group, train_step = self.group, self.train_step
+        assert group is not None and train_step is not None, "a follower is set up, in a group"
         self._set_state("training")
         self.tokens_since_report = 0
         while True:
-            command, lr = self.group.receive()
+            command, lr = group.receive()
             if command == STEP:
                 self._train_step(lr)
             elif command == REPORT:
-                self.train_step.log.add_up_losses(self.group.sum_)
-                self.train_step.log.read()
+                train_step.log.add_up_losses(group.sum_)
+                train_step.log.read()
             elif command == GATHER:
                 self._carried_state()
             elif command == STOP:
                 self._set_state("stopped")
+                group.close()
                 return
 
     def _flush_progress(self) -> bool:
@@ -407,6 +414,7 @@ class Trainer(Controls, RunSetup):
         verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
                                first_after_best=self.first_after_best, since_change=since_change,
                                learning=self._lr() > 0)
+        assert self.metrics is not None, "the leader's set-up has opened the log"
         self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
@@ -435,7 +443,7 @@ class Trainer(Controls, RunSetup):
             self.emit(Notice(f"a sample failed: {message}; training goes on", "warning"))
 
     def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
-                       temperature: float | None = None) -> Iterator[None]:
+                       temperature: float | None = None) -> Generator[None, None, None]:
         """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
         run may train: the pieces are written with the weights of the moment. One that fails or is
         dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
@@ -512,7 +520,7 @@ class Trainer(Controls, RunSetup):
                 return False
             self._fail_unsaved()
             return True
-        self._set_state("finished", self._limit_reached())
+        self._set_state("finished", self._limit_reached() or "")
         return True
 
     def _stop_on_request(self) -> bool:
@@ -569,10 +577,12 @@ class Trainer(Controls, RunSetup):
         """Seconds of wall-clock time to the stop condition: the training left, at this session's
         pace, plus evaluations, samples and saves in the share they took so far, plus the final
         evaluation."""
-        fraction = self._limit_fraction()
-        done = None if fraction is None else fraction - self.session_start_fraction
+        fraction, start = self._limit_fraction(), self.session_start_fraction
+        if fraction is None or start is None:  # no stop condition (none is added during a session)
+            return None
+        done = fraction - start
         spent = self.train_seconds - self.session_start_seconds
-        if fraction is None or not done or done <= 0:
+        if done <= 0:
             return None
         return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)
 

@@ -132,7 +132,8 @@ class EngineClient:
             raise CharRNNError(f"run {name}: unexpected answer {printable_line(str(welcome.get('type')))[:40]!r}")
         sock.settimeout(None)
         events = welcome.get("events")
-        self.welcome_events, bad = [], []
+        self.welcome_events: list[ev.Event] = []
+        bad: list[protocol.BadEvent] = []
         for data in events if isinstance(events, list) else []:
             event = _event_or_none(data, bad)
             if event is not None:

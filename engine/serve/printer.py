@@ -7,10 +7,13 @@ import dataclasses
 import json
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from charrnn_tui.engine.durations import duration
 from charrnn_tui.engine.printable import percent, printable, printable_line
+
+if TYPE_CHECKING:
+    from charrnn_tui.engine import events as ev
 
 NOT_LEARNING = "not learning: learning rate 0"
 RECENT = 100  # steps the progress line's loss is the mean of
@@ -23,16 +26,16 @@ class ProgressPrinter:
         self.out, self.jsonl, self.interval = out, jsonl, interval
         self.tty = out.isatty()
         self.last_line = 0.0
-        self.info = None
+        self.info: ev.RunInfo | None = None
         self.recent: list[float] = []
         self.first_recent = 0  # the step of recent[0]
         self.validating_since = 0.0
 
-    def __call__(self, event) -> None:
+    def __call__(self, event: ev.Event) -> None:
         with contextlib.suppress(OSError):  # the terminal has gone (SIGHUP is on its way): never end the run
             self._print(event)
 
-    def _print(self, event) -> None:
+    def _print(self, event: ev.Event) -> None:
         from charrnn_tui.engine import events as ev
 
         if self.jsonl is not None:
@@ -79,7 +82,7 @@ class ProgressPrinter:
         elif isinstance(event, ev.Notice) and event.level != "error":
             self._line(f"{event.level}: {event.message}")
 
-    def _progress(self, e) -> None:
+    def _progress(self, e: ev.Progress) -> None:
         unit = "chars" if self.info is None or self.info.token_kind == "char" else "tokens"
         # The mean of the latest RECENT steps' losses, said as such: metrics.jsonl's train_loss is the
         # mean over the steps since its previous line (a quarter of a second), so the two differ.
@@ -89,7 +92,7 @@ class ProgressPrinter:
         text = (f"step {e.step} | epoch {e.epoch:.2f} | loss {loss:.4f} (mean of {steps}) | "
                 f"{e.tokens_per_s:,.0f} {unit}/s | lr {e.lr:.2e} | {duration(e.train_seconds)}{eta}")
         if e.gpu_utilisation is not None:
-            text += f" | GPU {e.gpu_utilisation}%, {e.gpu_memory_used / 2**30:.1f} GiB"
+            text += f" | GPU {e.gpu_utilisation}%, {(e.gpu_memory_used or 0) / 2**30:.1f} GiB"
         if e.lr <= 0:  # a step at rate 0 changes no weight: say so, rather than print losses as if it learned
             text += f" | {NOT_LEARNING}"
         self._write_progress(text)

@@ -17,10 +17,11 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError
-from charrnn_tui.engine.events import Notice
+from charrnn_tui.engine.events import Event, Notice
 from charrnn_tui.engine.printable import printable_line
 from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run.distributed import World, world_from_env
@@ -28,13 +29,22 @@ from charrnn_tui.engine.run.threads import ThreadShare
 from charrnn_tui.engine.runs import LOG, default_runs_dir, open_in_run, run_hint
 from charrnn_tui.engine.serve.server import RunServer
 
+if TYPE_CHECKING:
+    from charrnn_tui.engine.run.trainer import Trainer
+
 DETACHED_PRINT_INTERVAL = 60.0  # seconds between progress lines in engine.log
 # engine.log is moved to engine.log.1 (one kept) when an engine starts writing to it over this size.
 # At the start, not while it runs: a detached engine writes a line a minute (about 0.2 MB a day),
 # so what grew for ever was the sessions adding up; a size checked then costs the loop nothing, and
 # the last session's end (the traceback of a crash) is still in engine.log.1 after a restart.
 LOG_LIMIT = 10 * 2**20
-MakeTrainer = Callable[..., Any]  # the command line's make_trainer: (args, on_event, interactive=, world=) -> Trainer
+
+
+class MakeTrainer(Protocol):
+    """The command line's make_trainer (engine/cli/arguments.py): the run for parsed train arguments."""
+
+    def __call__(self, args: argparse.Namespace, on_event: Callable[[Event], None] | None,
+                 interactive: bool = False, world: World | None = None) -> Trainer: ...
 
 
 def serve(args: argparse.Namespace, make_trainer: MakeTrainer) -> int:
@@ -51,16 +61,17 @@ def serve(args: argparse.Namespace, make_trainer: MakeTrainer) -> int:
     jsonl = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
     printer = ProgressPrinter(jsonl=jsonl, interval=DETACHED_PRINT_INTERVAL if detached else 2.0)
     server: RunServer | None = None
-    trainer = None
+    trainer: Trainer | None = None
     share = ThreadShare(args.runs_dir or default_runs_dir())
 
     def on_listening(run_dir: Path) -> None:
         share.run_dir = run_dir
-        if detached:
+        if ready is not None:  # detached
             _output_to_log(run_dir)
             _tell(ready, f"ready {run_dir}")
 
-    def on_event(event) -> None:
+    def on_event(event: Event) -> None:
+        assert server is not None, "made before the run starts, and only a running run emits"
         server.handle_event(event)
         printer(event)
 
@@ -104,7 +115,7 @@ def follow(args: argparse.Namespace, world: World, make_trainer: MakeTrainer) ->
     return 0
 
 
-def _tell(ready, line: str) -> None:
+def _tell(ready: TextIO, line: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         ready.write(line.replace("\n", " ") + "\n")
         ready.close()
@@ -141,20 +152,22 @@ def open_log(run_dir: Path) -> int:
     return open_in_run(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
-def _handle_signals(trainer, detached: bool, distributed: bool = False) -> None:
+def _handle_signals(trainer: Trainer, detached: bool, distributed: bool = False) -> None:
     """SIGINT and SIGTERM save and stop (a second SIGINT quits at once); SIGHUP detaches, except
     under torchrun, which passes a hangup on to its processes and kills them 30 s later: there
     rank 0 saves and stops in that time."""
+    fired = False
 
-    def stop(signum, frame):
-        if getattr(stop, "fired", False) and signum == signal.SIGINT:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired and signum == signal.SIGINT:
             sys.stderr.write("\nstopping now, without saving\n")
             raise SystemExit(130)
-        stop.fired = True
+        fired = True
         sys.stderr.write(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping\n")
         trainer.request(Stop(save=True, unattended=True))
 
-    def hang_up(signum, frame):
+    def hang_up(signum: int, frame: FrameType | None) -> None:
         run_dir = getattr(trainer, "run_dir", None)
         try:
             _output_to_log(run_dir)

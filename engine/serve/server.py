@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
@@ -41,6 +41,18 @@ MAX_SAMPLES = 20  # finished samples a newly attached viewer is shown
 MAX_IN_FLIGHT = 4  # and samples under way (one that failed half-way never finishes)
 STATUS_INTERVAL = 5.0  # seconds between status.json rewrites while training
 VIEWER_PROGRESS = 1.0  # seconds between progress events to clients (the app redraws once a second)
+# What a client's writer sends: a message encoded already, or its welcome ("welcome", the run's name,
+# the events that bring it up to date), which the writer encodes.
+Outgoing = bytes | tuple[str, str | None, list[ev.Event]]
+
+
+class ServedRun(Protocol):
+    """What the server needs of the run it serves (engine/run/trainer.py's Trainer): a way to hand it
+    a client's request, with how to answer that client alone, and a way to tell every client something."""
+
+    def request(self, request: protocol.Request, reply: Callable[[ev.Notice], None] | None = None) -> None: ...
+
+    def emit(self, event: ev.Event) -> None: ...
 
 
 class RunRecord(RunState):
@@ -92,7 +104,7 @@ class RunRecord(RunState):
 class RunServer:
     """Owns the socket and the clients of one run; `handle_event` is the trainer's event sink."""
 
-    def __init__(self, trainer: Any, on_listening: Callable[[Path], None] | None = None, *, required: bool = True,
+    def __init__(self, trainer: ServedRun, on_listening: Callable[[Path], None] | None = None, *, required: bool = True,
                  max_clients: int | None = None):
         """`required`: a run nobody could reach without its socket (a detached one) fails when the
         socket cannot be made; a foreground run trains on without it, warning once. `max_clients`:
@@ -191,15 +203,15 @@ class RunServer:
         listener.listen(128)
         self.listener = listener
         self.socket_inode = os.stat(path).st_ino
-        threading.Thread(target=self._accept_loop, name="server-accept", daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(listener,), name="server-accept", daemon=True).start()
         self.write_status()
         if self.on_listening is not None:
             self.on_listening(run_dir)
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: socket.socket) -> None:
         while not self.closed:
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 if self.closed:
                     return
@@ -229,7 +241,7 @@ class RunServer:
     def close(self, final_state: str | None = None) -> None:
         """Stop listening, tell every client the run has ended, and remove the socket."""
         self.closed = True
-        if self.listener is not None:
+        if self.listener is not None and self.run_dir is not None:  # listen() sets both
             with contextlib.suppress(OSError):
                 self.listener.close()
             # Ours only: once the run's lock is released, a resumed engine may have bound a new one.
@@ -291,7 +303,7 @@ class RunServer:
 class _Client:
     def __init__(self, server: RunServer, conn: socket.socket):
         self.server, self.conn = server, conn
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=CLIENT_QUEUE)
+        self.queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=CLIENT_QUEUE)  # None: the end
         self.viewer = False
         self.gone = threading.Event()
         self.requests = _RateLimit(REQUESTS_PER_SECOND, REQUEST_BURST)
@@ -310,7 +322,7 @@ class _Client:
             self._thread_ended()
             raise
 
-    def send(self, data: Any) -> None:
+    def send(self, data: Outgoing) -> None:
         """Queue a message; never blocks and takes no lock. A client this far behind is abandoned
         (its writer then removes it), not waited for."""
         if self.gone.is_set():

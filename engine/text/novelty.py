@@ -145,7 +145,7 @@ class BackgroundIndex:
         except Cancelled:
             pass
         except MemoryError as e:
-            self.skipped = f"samples are not checked for copied text: {e or 'out of memory'}"
+            self.skipped = f"samples are not checked for copied text: {str(e) or 'out of memory'}"
         except Exception as e:  # noqa: BLE001 - torch's allocator raises RuntimeError; the run goes on without it
             self.skipped = f"samples are not checked for copied text: {str(e).splitlines()[0][:200]}"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -114,15 +114,16 @@ def load_validation(run_dir: Path, vocab_size: int) -> KeptValidation | None:
         raise CheckpointError(f"{e}; {fix}") from None
     ids, source = data.get("ids"), data.get("source")
     fingerprint = TextFingerprint.from_dict(data.get("corpus"))
-    why = None
-    if data.get("kind") != "validation" or not isinstance(source, str) or fingerprint is None:
-        why = "not a run's validation text"
-    elif not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.dtype not in _ID_DTYPES:
-        why = "its ids are not a 1-D tensor of integers"
-    elif len(ids) < 2:
-        why = f"{len(ids)} ids, too few to score (at least 2)"
-    elif int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
-        why = f"ids outside the run's vocabulary of {vocab_size} tokens"
-    if why is not None:
+
+    def refuse(why: str) -> NoReturn:
         raise CheckpointError(f"{path}: {why}; {fix}")
+
+    if data.get("kind") != "validation" or not isinstance(source, str) or fingerprint is None:
+        refuse("not a run's validation text")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.dtype not in _ID_DTYPES:
+        refuse("its ids are not a 1-D tensor of integers")
+    if len(ids) < 2:
+        refuse(f"{len(ids)} ids, too few to score (at least 2)")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        refuse(f"ids outside the run's vocabulary of {vocab_size} tokens")
     return KeptValidation(ids, source, fingerprint)

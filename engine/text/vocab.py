@@ -177,10 +177,10 @@ def build_vocab(text: str, kind: str = "char", min_freq: int = 2) -> CharVocab |
     """A new run's vocabulary; one with nothing to learn (a single symbol, or a word vocabulary
     that leaves most of the text <unk>) is refused, saying what it kept."""
     if kind == "char":
-        vocab = CharVocab.build(text)
-        if len(vocab) < 2:
-            raise ConfigError(f"the corpus holds a single distinct character ({vocab.tokens[0]!r}): nothing to learn")
-        return vocab
+        chars = CharVocab.build(text)
+        if len(chars) < 2:
+            raise ConfigError(f"the corpus holds a single distinct character ({chars.tokens[0]!r}): nothing to learn")
+        return chars
     if kind == "word":
         counts = Counter(tokenize_words(text))
         vocab = WordVocab.from_counts(counts, min_freq)

@@ -153,7 +153,9 @@ class LossChart(Widget):
                                 else " " * (LABEL_W - 1) + "│", AXIS)]
             # A segment per run of cells in one style, not per cell: a segment per cell was a third
             # of a redraw (simplify then joins what has equal styles, as it always did).
-            layers, text, run_style = canvas.layer[row], [], None
+            layers = canvas.layer[row]
+            text: list[str] = []
+            run_style: Style | None = None
             for col in range(plot_w):
                 style = MARK if (row, col) in canvas.marks else STYLES[layers[col]]
                 if style is not run_style and text:

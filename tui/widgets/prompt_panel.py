@@ -43,7 +43,9 @@ class PromptInput(Input):
 
     @property
     def panel(self) -> PromptPanel:
-        return self.parent
+        parent = self.parent
+        assert isinstance(parent, PromptPanel), "composed in a PromptPanel"
+        return parent
 
     def remember(self, text: str) -> None:
         if text and (not self.history or self.history[-1] != text):
@@ -152,7 +154,8 @@ class PromptPanel(Vertical):
         """What the model expects after the prompt, if the prompt still says what it was asked about."""
         if expectation.text != self.query_one(PromptInput).value:
             return  # an answer to an older keystroke
-        chosen = self.expectation.top[self.highlight][0] if self.choosing and self.has_suggestions() else None
+        suggested = self._suggested() if self.choosing else None
+        chosen = suggested.top[self.highlight][0] if suggested is not None else None
         self.expectation = expectation
         tokens = [token for token, _ in expectation.top]
         if chosen is not None and chosen in tokens:
@@ -163,25 +166,33 @@ class PromptPanel(Vertical):
         self.refresh_suggestions()
 
     def has_suggestions(self) -> bool:
-        return (self.expectation is not None and bool(self.expectation.top)
-                and self.expectation.text == self.query_one(PromptInput).value)
+        return self._suggested() is not None
+
+    def _suggested(self) -> ev.NextTokens | None:
+        """The expectation, where it has suggestions for the prompt as it is now."""
+        expectation = self.expectation
+        if expectation is not None and expectation.top and expectation.text == self.query_one(PromptInput).value:
+            return expectation
+        return None
 
     def move_highlight(self, delta: int) -> None:
         """ctrl+n / shift+tab: round the suggestions, choosing one."""
-        if self.has_suggestions():
-            self.highlight = (self.highlight + delta) % len(self.expectation.top)
+        suggested = self._suggested()
+        if suggested is not None:
+            self.highlight = (self.highlight + delta) % len(suggested.top)
             self.choosing = True
             self.refresh_suggestions()
 
     def step_choice(self, delta: int) -> None:
         """Down / up: the first down chooses the second suggestion (tab already takes the first);
         up from the first lets the choice go."""
-        if not self.has_suggestions():
+        suggested = self._suggested()
+        if suggested is None:
             return
         if self.choosing and self.highlight + delta < 0:
             self.let_go()
             return
-        self.highlight = max(0, min(len(self.expectation.top) - 1, self.highlight + delta))
+        self.highlight = max(0, min(len(suggested.top) - 1, self.highlight + delta))
         self.choosing = True
         self.refresh_suggestions()
 
@@ -192,10 +203,11 @@ class PromptPanel(Vertical):
     def accept_suggestion(self) -> None:
         """Append the highlighted suggestion to the prompt (Tab, or Enter while one is chosen): at the
         end, where the model expects it, wherever the cursor is."""
-        if not self.has_suggestions():
+        suggested = self._suggested()
+        if suggested is None:
             return
         prompt_input = self.query_one(PromptInput)
-        token = self.expectation.top[self.highlight][0]
+        token = suggested.top[self.highlight][0]
         self.highlight, self.choosing = 0, False
         prompt_input.value += token
         prompt_input.cursor_position = len(prompt_input.value)
