@@ -19,13 +19,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import torch
 
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
+from charrnn_tui.engine.model.step import StepLog
 from charrnn_tui.engine.text.data import IGNORE, Batch
 
 STEP, REPORT, GATHER, STOP = range(4)
@@ -144,8 +147,70 @@ def shared_gpus(gpus: list[tuple[str, str]]) -> str | None:
             "machine as it has GPUs (--nproc-per-node), or give each its own with CUDA_VISIBLE_DEVICES")
 
 
+class Peers(Protocol):
+    """The run's other processes, as the training loop meets them at its fixed points: before a
+    step, around it, at a report, at a save, when a step fails, and at the end. A ProcessGroup
+    under torchrun; Alone (which does nothing) for one process, so the loop calls these always."""
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the followers wait for a command: False inside a step's all-reduce that failed,
+        and once a collective failed (a rank is gone), when nothing may be sent nor torn down."""
+        ...
+
+    def step(self, lr: float) -> None:
+        """Before the leader's step: every follower takes it too, at this learning rate."""
+        ...
+
+    def stepping(self) -> AbstractContextManager[None]:
+        """Around a step (DDP's all-reduce): `waiting` is False inside, and stays so if it fails."""
+        ...
+
+    def add_up_losses(self, log: StepLog) -> None:
+        """At a report: each step's loss, every rank's share added up, in the leader's log."""
+        ...
+
+    def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """At a save: the whole batch's carried state from this process's block of it."""
+        ...
+
+    def lost(self, error: BaseException) -> DistributedError | None:
+        """A step that failed with `error` (not out of memory): the error that says another process
+        is gone, or None when there is none to lose (the error is the step's own)."""
+        ...
+
+    def release(self) -> None:
+        """At the end of the leader's run: the followers stop (unless they are not `waiting`)."""
+        ...
+
+
+class Alone:
+    """One process: no one to command, nothing to add up or gather (Peers)."""
+
+    waiting = True
+
+    def step(self, lr: float) -> None:
+        pass
+
+    def stepping(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def add_up_losses(self, log: StepLog) -> None:
+        pass
+
+    def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return state
+
+    def lost(self, error: BaseException) -> DistributedError | None:
+        return None
+
+    def release(self) -> None:
+        pass
+
+
 class ProcessGroup:
-    """The run's process group: DDP's (NCCL or gloo) and a gloo group for the leader's commands."""
+    """The run's process group: DDP's (NCCL or gloo) and a gloo group for the leader's commands.
+    The leader's loop uses it as its Peers; a follower's loop receives its commands."""
 
     def __init__(self, world: World, device: torch.device):
         import torch.distributed as dist
@@ -156,6 +221,7 @@ class ProcessGroup:
         dist.init_process_group(backend, timeout=NCCL_TIMEOUT if backend == "nccl" else GLOO_TIMEOUT)
         self.control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
         self._message = torch.zeros(2, dtype=torch.float64)
+        self.waiting = True  # False: a rank may be inside a collective, or gone (Peers.waiting)
         if device.type == "cuda":
             try:  # before NCCL's first collective (DDP's broadcast), which two ranks on one GPU would fail
                 self.check_own_gpus(gpu_identity(device))
@@ -190,6 +256,35 @@ class ProcessGroup:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
+    # ---- Peers: the leader's loop at its fixed points -----------------------------------------
+    def step(self, lr: float) -> None:
+        self.command(STEP, lr)
+
+    @contextlib.contextmanager
+    def stepping(self) -> Iterator[None]:
+        self.waiting = False
+        yield  # a step that raises leaves it False: the others may be inside the all-reduce
+        self.waiting = True
+
+    def add_up_losses(self, log: StepLog) -> None:
+        self.command(REPORT)
+        log.add_up_losses(self.sum_)
+
+    def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        self.command(GATHER)
+        return self.collect_state(state)
+
+    def release(self) -> None:
+        """The leader tells the other ranks that the run has ended. Not after a failed step: a
+        follower may then be waiting inside DDP's all-reduce, not for a command."""
+        if not self.waiting:
+            return
+        with contextlib.suppress(DistributedError):  # a follower is gone already: nobody left to tell
+            self.command(STOP)
+        # Torn down only here and at a follower's STOP: after an error a rank may be stuck in a
+        # collective that would hang the teardown; the process's exit ends it, and torchrun the rest.
+        self.close()
+
     # ---- the leader's commands ---------------------------------------------------------------
     def command(self, command: int, lr: float = 0.0) -> None:
         self._message[0], self._message[1] = command, lr
@@ -203,8 +298,11 @@ class ProcessGroup:
     def sum_(self, values: torch.Tensor) -> None:
         self._collective(lambda: self.dist.all_reduce(values))
 
-    def gather_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """Every rank's block of the carried state, put back together in rank order (on every rank)."""
+    def collect_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Every rank's block of the carried state, put back together in rank order (on every rank).
+        None on one rank is None on all (they take the same batches): then nothing is sent."""
+        if not state:
+            return state
         whole = []
         for part in state:
             parts = [torch.empty_like(part) for _ in range(self.world.size)]
@@ -229,6 +327,7 @@ class ProcessGroup:
         for rank, theirs in enumerate(everyone):
             if theirs[32]:
                 message = bytes(theirs[33:].tolist()).rstrip(b"\0").decode(errors="replace")
+                self.waiting = False  # every rank stops here: none waits for a command
                 raise DistributedError(f"rank {rank} of {self.world.size} could not set up the run: {message}")
         differing = [rank for rank, theirs in enumerate(everyone) if not torch.equal(theirs[:32], everyone[0][:32])]
         if differing:
@@ -247,7 +346,8 @@ class ProcessGroup:
 
     def lost(self, error: BaseException) -> DistributedError:
         """The one-line error for a collective that failed: another process is gone (torchrun's
-        summary names it) or broke."""
+        summary names it) or broke. From here nothing is sent to them, nor torn down."""
+        self.waiting = False
         text = str(error).strip()
         first = text.splitlines()[0] if text else type(error).__name__
         first = re.sub(r"^\[[^\]]*\] ", "", first)  # gloo's source location

@@ -45,7 +45,7 @@ from charrnn_tui.engine.run.batch_size import (
     memory_limited,
     with_headroom,
 )
-from charrnn_tui.engine.run.distributed import GATHER, ProcessGroup, World, check_batch, state_rows
+from charrnn_tui.engine.run.distributed import Peers, ProcessGroup, World, check_batch, state_rows
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
 from charrnn_tui.engine.run.schedule import Schedule
@@ -92,7 +92,7 @@ class RunSetup:
     run_name: str | None
     runs_dir: Path
     world: World
-    group: ProcessGroup | None  # None: one process
+    peers: Peers  # Alone: one process; set-up makes it the ProcessGroup of a distributed run
     lock: RunLock | None
     train_step: TrainStep | None  # None until _setup has built it
     metrics: MetricsLog | None  # None until _setup has opened it, and in a follower
@@ -162,10 +162,11 @@ class RunSetup:
             config.batch_size = self._auto_batch_size(len(train_ids))
         elif checkpoint is None and config.fit_batch_size:
             config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, len(train_ids))
+        group: ProcessGroup | None = None
         if world.distributed:
-            self.group = ProcessGroup(world, self.device)
+            self.peers = group = ProcessGroup(world, self.device)
             if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
-                config.batch_size = self._distributed_batch_size(config.batch_size, len(train_ids))
+                config.batch_size = self._distributed_batch_size(group, config.batch_size, len(train_ids))
                 check_batch(config.batch_size, world)
         self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
         self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
@@ -194,17 +195,17 @@ class RunSetup:
                 self._restore(checkpoint)
                 self._resume_schedule(checkpoint)
         except CharRNNError as e:
-            if self.group is None:
+            if group is None:
                 raise
             failed = e
-        if self.group is not None:
+        if group is not None:
             # Every rank stops here if one failed or built a different run (a machine with another
             # corpus file or a stale checkpoint); otherwise DDP starts them all from rank 0's weights.
-            self.group.agree(run_fingerprint(config, vocab, corpus.text, self.step, self.batcher, checkpoint),
+            group.agree(run_fingerprint(config, vocab, corpus.text, self.step, self.batcher, checkpoint),
                              failed)
             if not world.leader:  # its own dropout masks (rank 0's are the run's, in checkpoints)
                 torch.manual_seed(config.seed + 1_000_003 * world.rank + self.step)
-            self.train_step.distribute(self.group.wrap(self.model), world.size)
+            self.train_step.distribute(group.wrap(self.model), world.size)
             if not world.leader:
                 return
         self.saved_step = self.step
@@ -221,7 +222,7 @@ class RunSetup:
             val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
             layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
             device=self.device.type, device_name=describe_device(self.device) + (
-                f" × {world.size} processes ({self.group.backend})" if self.group is not None else ""),
+                f" × {world.size} processes ({group.backend})" if group is not None else ""),
             precision=precision_label(self.device, self.bf16), preset=config.preset, batch_size=config.batch_size,
             seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
@@ -325,7 +326,7 @@ class RunSetup:
             return None
         return max(1, available_cores() // self.world.local_size)
 
-    def _distributed_batch_size(self, fits_one_process: int, train_tokens: int) -> int:
+    def _distributed_batch_size(self, group: ProcessGroup, fits_one_process: int, train_tokens: int) -> int:
         """--batch-size auto over several processes: each holds 1/N of the streams, so N times what
         fits the tightest one, a multiple of N, and within the text."""
         size = self.world.size
@@ -334,8 +335,7 @@ class RunSetup:
         limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
         if self.config.fit_batch_size:
             limit = cfg.fitted_batch_size(limit, self.config.seq_len, train_tokens)
-        assert self.group is not None, "set up before the batch size"
-        chosen = max(size, min(self.group.min_int(fits_one_process) * size, limit) // size * size)
+        chosen = max(size, min(group.min_int(fits_one_process) * size, limit) // size * size)
         self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "
                          f"({chosen // size} streams each)"))
         return chosen
@@ -552,19 +552,14 @@ class RunSetup:
                 run_dir.rmdir()
 
     def _carried_state(self) -> tuple[torch.Tensor, ...]:
-        """The whole batch's carried state: this process's, or every rank's put together (a
-        collective: in a distributed run the leader commands it and every rank calls this)."""
+        """This process's carried state (its block of the batch's streams), as a tuple."""
         state = self.train_state
-        tensors = () if state is None else state if isinstance(state, tuple) else (state,)
-        if self.group is None or not tensors:  # None on one rank is None on all: they take the same batches
-            return tensors
-        return self.group.gather_state(tensors)
+        return () if state is None else state if isinstance(state, tuple) else (state,)
 
     def _checkpoint_payload(self) -> dict[str, Any]:
-        if self.group is not None:
-            self.group.command(GATHER)
-        # float32 whatever autocast made it: resumable either way
-        saved_state = [t.float().cpu() for t in self._carried_state()]
+        # The whole batch's state (a distributed run's leader gathers every rank's block), in float32
+        # whatever autocast made it: resumable either way
+        saved_state = [t.float().cpu() for t in self.peers.gather_state(self._carried_state())]
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

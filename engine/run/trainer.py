@@ -9,7 +9,6 @@ itself; engine/run/schedule.py the learning rate and the stop conditions. Only t
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import math
@@ -47,7 +46,9 @@ from charrnn_tui.engine.run.distributed import (
     SINGLE,
     STEP,
     STOP,
+    Alone,
     DistributedError,
+    Peers,
     ProcessGroup,
     World,
     shard,
@@ -94,10 +95,9 @@ class Trainer(Controls, RunSetup):
         self.state = "starting"
         self.error = ""
         # Under torchrun: rank 0 runs `_loop` and commands the others, which run `_follow`
-        # (engine/run/distributed.py). One process: SINGLE and no group.
+        # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
-        self.group: ProcessGroup | None = None
-        self._group_unsafe = False  # the other ranks may be inside a collective (a step's all-reduce) or gone
+        self.peers: Peers = Alone()
         self.lock: RunLock | None = None
         self.train_step = None  # until set-up has built it, a failure leaves nothing worth saving
         self.step = 0
@@ -122,8 +122,8 @@ class Trainer(Controls, RunSetup):
             if self._run_until_out_of_memory():
                 self._recover_from_out_of_memory()
         finally:
-            if self.world.leader and not self._group_unsafe:  # the followers wait for a command: release them
-                self._release_followers()
+            if self.world.leader:  # the followers wait for a command: release them
+                self.peers.release()
             if getattr(self, "copy_index", None) is not None:
                 self.copy_index.close()
             if self.metrics is not None:
@@ -147,8 +147,7 @@ class Trainer(Controls, RunSetup):
                 self._loop()
             else:
                 self._follow()
-        except DistributedError as e:
-            self._group_unsafe = True  # the group is broken: nobody to tell, and nothing to tear down safely
+        except DistributedError as e:  # the group is broken (peers.waiting is False): nobody to tell
             self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
             message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
             self._fail(message)
@@ -173,7 +172,7 @@ class Trainer(Controls, RunSetup):
             release_cached_memory(self.device)
         # Distributed, a step that failed may have left the other ranks inside the all-reduce:
         # only a failure between steps (evaluating, sampling) can still gather them to save.
-        if self.group is None or not self._group_unsafe:
+        if self.peers.waiting:
             self._save_after_out_of_memory()
         self._remove_empty_run_dir()
         if self.state == "error":  # the save found a NaN loss: that is the error to report
@@ -181,16 +180,6 @@ class Trainer(Controls, RunSetup):
         message = self._out_of_memory_message()
         self._fail(message)
         raise CharRNNError(message)
-
-    def _release_followers(self) -> None:
-        """The leader tells the other ranks that the run has ended. Not after a failed step: a
-        follower may then be waiting inside DDP's all-reduce, not for a command."""
-        if self.group is not None:
-            with contextlib.suppress(DistributedError):  # a follower is gone already: nobody left to tell
-                self.group.command(STOP)
-            # Torn down only here and at a follower's STOP: after an error a rank may be stuck in a
-            # collective that would hang the teardown; the process's exit ends it, and torchrun the rest.
-            self.group.close()
 
     def _write_final_status(self) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
@@ -268,20 +257,19 @@ class Trainer(Controls, RunSetup):
         assert self.train_step is not None, "set-up has built the step"
         if lr is None:
             lr = self._lr()
-            if self.group is not None:
-                self.group.command(STEP, lr)
+            self.peers.step(lr)
         position = self.batcher.state_dict()
         batch = self.batcher.next()
         state = None if batch.reset else self.train_state
         try:
-            self._group_unsafe = True
-            state = self.train_step(shard(batch, self.world), state, lr)
-            self._group_unsafe = False
+            with self.peers.stepping():
+                state = self.train_step(shard(batch, self.world), state, lr)
         except RuntimeError as e:
             if is_out_of_memory(e) and not self.train_step.updating:
                 self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
-            if self.group is not None and not is_out_of_memory(e):  # DDP's all-reduce found a rank gone
-                raise self.group.lost(e) from None
+            lost = None if is_out_of_memory(e) else self.peers.lost(e)
+            if lost is not None:  # DDP's all-reduce found a rank gone
+                raise lost from None
             raise
         self.train_state = state if self.batcher.carries_state else None
         self.step += 1
@@ -295,9 +283,7 @@ class Trainer(Controls, RunSetup):
         if not self.train_step.log.count:
             return True
         started = time.perf_counter()
-        if self.group is not None:  # every rank's share of each step's loss, added up
-            self.group.command(REPORT)
-            self.train_step.log.add_up_losses(self.group.sum_)
+        self.peers.add_up_losses(self.train_step.log)  # every rank's share of each step's loss, added up
         losses, grad_norms = self.train_step.log.read()  # the one host sync per report
         now = time.perf_counter()
         self.train_seconds += now - started  # waiting here is the device finishing the steps
@@ -351,8 +337,8 @@ class Trainer(Controls, RunSetup):
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
-        group, train_step = self.group, self.train_step
-        assert group is not None and train_step is not None, "a follower is set up, in a group"
+        group, train_step = self.peers, self.train_step
+        assert isinstance(group, ProcessGroup) and train_step is not None, "a follower is set up, in a group"
         self._set_state("training")
         self.tokens_since_report = 0
         while True:
@@ -363,7 +349,7 @@ class Trainer(Controls, RunSetup):
                 train_step.log.add_up_losses(group.sum_)
                 train_step.log.read()
             elif command == GATHER:
-                self._carried_state()
+                group.collect_state(self._carried_state())
             elif command == STOP:
                 self._set_state("stopped")
                 group.close()
