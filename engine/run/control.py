@@ -131,6 +131,8 @@ class Controls:
     temperature: float
     pause_on_save_error: bool
     last_report: float
+    step: int
+    train_seconds: float
     next_sample_at: float
 
     if TYPE_CHECKING:
@@ -229,7 +231,7 @@ class Controls:
         allows; an evaluation or a save asked for (HELD_BACK) goes by work_budget instead. While
         paused there is no training to keep: one piece of work per turn, without the budget, so that
         resume or stop are still seen between pieces."""
-        trained = getattr(self, "train_seconds", 0.0)
+        trained = self.train_seconds
         if self._budget_trained is not None:
             self.request_budget.earn(trained - self._budget_trained)
             self.work_budget.earn(trained - self._budget_trained)
@@ -283,7 +285,7 @@ class Controls:
         with contextlib.nullcontext() if self.paused else budget.spending():
             carried_on = self._apply(kind(), reply)
         took = budget.clock() - start
-        self._work_last, self._work_took[kind] = (kind, getattr(self, "step", 0), took), took
+        self._work_last, self._work_took[kind] = (kind, self.step, took), took
         return carried_on
 
     def _held_message(self, name: type[Request], joined: bool) -> str:
@@ -300,7 +302,7 @@ class Controls:
         ahead = list(self._held)
         ahead = ahead[:ahead.index(name)] if name in ahead else ahead
         wait = max(0.0, sum(self._work_took.get(k, 0.0) for k in ahead) - budget.credit) / budget.share
-        step, trained = getattr(self, "step", 0), getattr(self, "train_seconds", 0.0)
+        step, trained = self.step, self.train_seconds
         near = f", near step {step + math.ceil(wait * step / trained):,}" if step > 0 and trained > 0 else ""
         return f"{head}: {why}; it follows after about {wait:.1f} s more training{near}"
 

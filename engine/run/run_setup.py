@@ -94,6 +94,10 @@ class RunSetup:
     world: World
     peers: Peers  # Alone: one process; set-up makes it the ProcessGroup of a distributed run
     lock: RunLock | None
+    run_dir: Path | None  # None until _place_run has made or found it, and in a follower
+    device: torch.device | None  # None until _setup has picked it
+    info: RunInfo | None  # None until the leader's _setup has made it
+    copy_index: BackgroundIndex | None  # None until the leader's _setup has started it
     train_step: TrainStep | None  # None until _setup has built it
     metrics: MetricsLog | None  # None until _setup has opened it, and in a follower
     gpu_monitor: GpuMonitor | None
@@ -101,6 +105,7 @@ class RunSetup:
     paused: bool
     pause_on_save_error: bool
     step: int
+    train_seconds: float
     saved_step: int
 
     if TYPE_CHECKING:
@@ -142,8 +147,8 @@ class RunSetup:
             raise ConfigError(f"top-k {config.top_k} is larger than the vocabulary ({len(vocab)} tokens)")
 
         world = self.world
-        self.device = self._pick_device(config.device)
-        configure_backends(self.device, config.threads or self._default_threads())
+        self.device = device = self._pick_device(config.device)
+        configure_backends(device, config.threads or self._default_threads(device))
         if world.distributed and not config.auto_batch_size:
             check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
         self.bf16 = use_bf16(self.device, config.precision)
@@ -209,7 +214,9 @@ class RunSetup:
             if not world.leader:
                 return
         self.saved_step = self.step
-        self.metrics = MetricsLog(self.run_dir, resumed_step=self.step if checkpoint is not None else None,
+        run_dir = self.run_dir
+        assert run_dir is not None, "the leader's _place_run has made or found it"
+        self.metrics = MetricsLog(run_dir, resumed_step=self.step if checkpoint is not None else None,
                                   tensorboard=config.tensorboard)
         # Samples are checked for text copied from the corpus once this index is built.
         self.copy_index = BackgroundIndex(corpus.text)
@@ -217,7 +224,7 @@ class RunSetup:
 
         m = config.model
         self.info = RunInfo(
-            run_name=self.run_dir.name, run_dir=str(self.run_dir), corpus_name=corpus.name,
+            run_name=run_dir.name, run_dir=str(run_dir), corpus_name=corpus.name,
             corpus_source=corpus.source, corpus_chars=len(corpus.text), train_tokens=len(train_ids),
             val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
             layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
@@ -228,7 +235,7 @@ class RunSetup:
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
         )
         self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
-        self._keep_run_text(checkpoint, corpus, val_ids)
+        self._keep_run_text(run_dir, checkpoint, corpus, val_ids)
         if len(self.val_ids) < len(val_ids):
             self.emit(Notice(f"validation reads the first {len(self.val_ids):,} of the split's {len(val_ids):,} "
                              "tokens, the same ones every time (--eval-tokens N or all to change it)"))
@@ -272,7 +279,8 @@ class RunSetup:
             return None
         return describe_change(stored, text)
 
-    def _keep_run_text(self, checkpoint: dict[str, Any] | None, corpus: Corpus, val_ids: torch.Tensor) -> None:
+    def _keep_run_text(self, run_dir: Path, checkpoint: dict[str, Any] | None, corpus: Corpus,
+                       val_ids: torch.Tensor) -> None:
         """Say what a resume does with a changed corpus, and keep the validation split, as cut from
         the text trained on now, in the run folder (rewritten at each start), for `eval RUN`."""
         change = self._corpus_change(checkpoint, corpus.text)
@@ -282,9 +290,9 @@ class RunSetup:
                              f"goes on with the text as it is now{unknown} and validates on its last "
                              f"{percent(self.config.val_fraction)} (earlier figures scored the old text)", "warning"))
         try:
-            save_validation(self.run_dir, val_ids, corpus.source, self.text_fingerprint)
+            save_validation(run_dir, val_ids, corpus.source, self.text_fingerprint)
         except CheckpointError as e:  # the run is not worse for it: `eval` falls back to the corpus file
-            self.emit(Notice(f"{e}: `{run_hint('eval', self.run_dir)}` will need the corpus file", "warning"))
+            self.emit(Notice(f"{e}: `{run_hint('eval', run_dir)}` will need the corpus file", "warning"))
 
     def _place_run(self, checkpoint: dict[str, Any] | None, corpus_name: str) -> None:
         """The run's folder and lock: the checkpoint's, restored from, or a new one."""
@@ -319,18 +327,19 @@ class RunSetup:
             torch.cuda.set_device(device)
         return device
 
-    def _default_threads(self) -> int | None:
+    def _default_threads(self, device: torch.device) -> int | None:
         """CPU processes of a distributed run share the machine's cores; one process keeps torch's
         choice (and its engine balances it against other runs: engine/run/threads.py)."""
-        if not self.world.distributed or self.device.type != "cpu":
+        if not self.world.distributed or device.type != "cpu":
             return None
         return max(1, available_cores() // self.world.local_size)
 
     def _distributed_batch_size(self, group: ProcessGroup, fits_one_process: int, train_tokens: int) -> int:
         """--batch-size auto over several processes: each holds 1/N of the streams, so N times what
         fits the tightest one, a multiple of N, and within the text."""
-        size = self.world.size
-        if not memory_limited(self.device):  # the preset's batch (the same on every rank), split evenly
+        size, device = self.world.size, self.device
+        assert device is not None, "picked before the batch size"
+        if not memory_limited(device):  # the preset's batch (the same on every rank), split evenly
             return max(size, fits_one_process // size * size)
         limit = max(1, min(AUTO_BATCH_LIMIT * size, (train_tokens - 1) // self.config.seq_len))
         if self.config.fit_batch_size:
@@ -341,14 +350,15 @@ class RunSetup:
         return chosen
 
     def _auto_batch_size(self, train_tokens: int) -> int:
-        config = self.config
+        config, device = self.config, self.device
+        assert device is not None, "picked before the batch size"
         limit = max(1, min(AUTO_BATCH_LIMIT, (train_tokens - 1) // config.seq_len))  # a window per stream
         capped = config.fit_batch_size and cfg.fitted_batch_size(limit, config.seq_len, train_tokens) < limit
         if capped:  # an epoch of a few hundred steps
             limit = cfg.fitted_batch_size(limit, config.seq_len, train_tokens)
-        if not memory_limited(self.device):
+        if not memory_limited(device):
             chosen = min(config.batch_size, limit)
-            self.emit(Notice(f"--batch-size auto: memory is not the limit on a {self.device.type}, so the "
+            self.emit(Notice(f"--batch-size auto: memory is not the limit on a {device.type}, so the "
                              f"preset's measured batch size {chosen} is used"))
             return chosen
         # Room for AdamW's two moments, which the probe's passes don't allocate.
@@ -356,34 +366,36 @@ class RunSetup:
         largest = largest_fitting(self._batch_fits, config.batch_size, limit)
         del reserve
         if largest == 0:
-            raise ConfigError(f"out of {self.device.type} memory even at batch-size 1 with seq-len "
+            raise ConfigError(f"out of {device.type} memory even at batch-size 1 with seq-len "
                               f"{config.seq_len}: lower --seq-len or --hidden")
         chosen = largest if largest == limit else with_headroom(largest)
         if capped and chosen == limit:
             self.emit(Notice(f"--batch-size auto: batch-size {chosen}, the largest that keeps {cfg.EPOCH_STEPS} "
                              f"steps an epoch on this text ({train_tokens:,} tokens at seq-len {config.seq_len}); "
-                             f"{self.device.type} memory holds it"))
+                             f"{device.type} memory holds it"))
             return chosen
-        self.emit(Notice(f"--batch-size auto: {largest} fit in {self.device.type} memory at seq-len "
+        self.emit(Notice(f"--batch-size auto: {largest} fit in {device.type} memory at seq-len "
                          f"{config.seq_len}; training with batch-size {chosen}"))
         return chosen
 
     def _batch_fits(self, batch: int) -> bool:
         """Whether a forward and backward pass at this batch size fits in the device's memory."""
+        device = self.device
+        assert device is not None, "picked before the batch size is probed"
         try:
-            with fork_rng(self.device), self.model.dropout_off():  # the run's random streams stay as they were
-                x = torch.arange(batch * self.config.seq_len, device=self.device).remainder(len(self.vocab))
+            with fork_rng(device), self.model.dropout_off():  # the run's random streams stay as they were
+                x = torch.arange(batch * self.config.seq_len, device=device).remainder(len(self.vocab))
                 x = x.view(batch, self.config.seq_len)
                 assert self.train_step is not None, "built before the batch size is probed"
                 self.train_step.loss(x, x, None)[0].backward()
-                synchronize(self.device)
+                synchronize(device)
             fits = True
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(e):
                 raise
             fits = False
         self.model.zero_grad(set_to_none=True)
-        release_cached_memory(self.device)
+        release_cached_memory(device)
         return fits
 
     # ---- resuming -----------------------------------------------------------------------------
@@ -393,6 +405,8 @@ class RunSetup:
                 and ck["batcher"].get("layout") == LAYOUT)
 
     def _restore(self, ck: dict[str, Any]) -> None:
+        device = self.device
+        assert device is not None, "picked before a checkpoint is restored"
         try:
             self.model.load_state_dict(ck["model"])
             load_optimizer_state(self.optimizer, ck["optimizer"])
@@ -402,7 +416,7 @@ class RunSetup:
             self.tokens_seen = int(ck["tokens_seen"])
             saved_state = ck["train_state"] if self._same_batch_shape(ck) else None
             if saved_state:
-                moved = state_rows(tuple(t.to(self.device, torch.float32) for t in saved_state), self.world,
+                moved = state_rows(tuple(t.to(device, torch.float32) for t in saved_state), self.world,
                                    self.config.batch_size)
                 self.train_state = (moved[0], moved[1]) if len(moved) == 2 else moved[0]  # an LSTM's (h, c)
             history = ck["history"]
@@ -423,8 +437,8 @@ class RunSetup:
                 after = len(self.val_history) - self.evals_since_best  # the index of the first after the best
                 self.first_after_best = self.val_history[after][0] if self.evals_since_best else None
             torch.set_rng_state(ck["rng"]["torch"])
-            if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+            if device.type == "cuda" and ck["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"{self.resume_path}: checkpoint contents do not match its config ({e})") from None
 
@@ -450,9 +464,10 @@ class RunSetup:
                                   "--max-time: how much more to train)")
             reached = schedule.limit_reached(self.config, position.step, position.epoch, position.seconds)
             if reached:
-                raise ConfigError(f"run {self.run_dir.name} already {reached}: give --max-steps, --max-epochs or "
-                                  "--max-time for more training (how much more), or --max-time 0 to train until "
-                                  "stopped")
+                assert self.resume_path is not None, "the checkpoint's"  # in the run's folder (a follower has none)
+                raise ConfigError(f"run {self.resume_path.parent.name} already {reached}: give --max-steps, "
+                                  "--max-epochs or --max-time for more training (how much more), or --max-time 0 "
+                                  "to train until stopped")
             return
         current = self.schedule.rate(self.config, position)
         old = schedule.describe_limits(self.config)
@@ -491,6 +506,7 @@ class RunSetup:
         """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
         if self.state == "error":
             return False  # never write weights from a failed run over a good checkpoint
+        assert self.run_dir is not None and self.device is not None, "the leader's set-up has placed the run"
         payload = self._checkpoint_payload()
         broken = non_finite_tensor(payload)
         if broken is not None:
@@ -519,7 +535,8 @@ class RunSetup:
     def _save_after_out_of_memory(self) -> None:
         # An allocation that fails outside the optimizer's update leaves the weights of the last
         # whole step, which are worth keeping; a failure inside it may leave them half-updated.
-        if self.train_step is None or self.train_step.updating or self.step <= self.saved_step:
+        if (self.train_step is None or self.device is None or self.train_step.updating
+                or self.step <= self.saved_step):
             return
         release_cached_memory(self.device)
         try:
@@ -544,7 +561,7 @@ class RunSetup:
 
     def _remove_empty_run_dir(self) -> None:
         # A run that failed before its first checkpoint leaves nothing behind.
-        run_dir: Path | None = getattr(self, "run_dir", None)
+        run_dir = self.run_dir
         if run_dir is not None and self.resume_path is None and run_dir.is_dir():
             leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
             if not leftovers:
@@ -557,6 +574,8 @@ class RunSetup:
         return () if state is None else state if isinstance(state, tuple) else (state,)
 
     def _checkpoint_payload(self) -> dict[str, Any]:
+        device, run_dir = self.device, self.run_dir
+        assert device is not None and run_dir is not None, "the leader's set-up has placed the run"
         # The whole batch's state (a distributed run's leader gathers every rank's block), in float32
         # whatever autocast made it: resumable either way
         saved_state = [t.float().cpu() for t in self.peers.gather_state(self._carried_state())]
@@ -582,9 +601,9 @@ class RunSetup:
             },
             "rng": {
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             },
-            "run_name": self.run_dir.name,
+            "run_name": run_dir.name,
             "corpus": {"name": self.corpus.name, "source": self.corpus.source},
             "corpus_fingerprint": self.text_fingerprint.to_dict(),  # to tell, on a resume, if the text changed
             "saved_at": time.time(),

@@ -17,6 +17,8 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import (
@@ -25,6 +27,7 @@ from charrnn_tui.engine.events import (
     NextTokens,
     Notice,
     Progress,
+    RunInfo,
     SampleFinished,
     SampleStarted,
     SampleText,
@@ -57,6 +60,7 @@ from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.run_setup import RunSetup
 from charrnn_tui.engine.runs import BEST, LATEST, RunLock, default_runs_dir, run_hint, write_status
 from charrnn_tui.engine.text.corpus import Corpus
+from charrnn_tui.engine.text.novelty import BackgroundIndex
 
 EventSink = Callable[[Event], None]
 MAX_SAVED_SAMPLES = 50
@@ -98,9 +102,15 @@ class Trainer(Controls, RunSetup):
         # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
         self.peers: Peers = Alone()
+        # What set-up makes, or None until it has (a failure before leaves nothing worth saving).
         self.lock: RunLock | None = None
-        self.train_step = None  # until set-up has built it, a failure leaves nothing worth saving
+        self.run_dir: Path | None = None  # the leader's (a follower has none)
+        self.device: torch.device | None = None
+        self.train_step = None
+        self.info: RunInfo | None = None  # the leader's: said in Started, kept in status.json
+        self.copy_index: BackgroundIndex | None = None  # the leader's: samples' copies from the corpus
         self.step = 0
+        self.train_seconds = 0.0
         self.saved_step = 0
         self._sample_ids = 0
         self._copy_check_noted = False
@@ -124,7 +134,7 @@ class Trainer(Controls, RunSetup):
         finally:
             if self.world.leader:  # the followers wait for a command: release them
                 self.peers.release()
-            if getattr(self, "copy_index", None) is not None:
+            if self.copy_index is not None:
                 self.copy_index.close()
             if self.metrics is not None:
                 self.metrics.close()
@@ -168,7 +178,7 @@ class Trainer(Controls, RunSetup):
         change. Called outside any except block: nothing holds the failed step any more, and what it
         allocated is collected (cycles included) and handed back before the save."""
         gc.collect()
-        if getattr(self, "device", None) is not None:  # none yet: set-up ran out of memory before choosing it
+        if self.device is not None:  # None: set-up ran out of memory before choosing it
             release_cached_memory(self.device)
         # Distributed, a step that failed may have left the other ranks inside the all-reduce:
         # only a failure between steps (evaluating, sampling) can still gather them to save.
@@ -184,8 +194,8 @@ class Trainer(Controls, RunSetup):
     def _write_final_status(self) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
         this covers runs trained from Python with no server)."""
-        info = getattr(self, "info", None)
-        if info is None or not self.run_dir.is_dir():
+        info = self.info
+        if info is None or self.run_dir is None or not self.run_dir.is_dir():
             return
         write_status(self.run_dir, {
             **info.status_fields(), "state": self.state, "reason": self.error, "step": self.step,
@@ -315,7 +325,7 @@ class Trainer(Controls, RunSetup):
             step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
-            memory_bytes=memory_in_use(self.device), **self._gpu_fields(),
+            memory_bytes=memory_in_use(self.device) if self.device is not None else None, **self._gpu_fields(),
         ))
         return True
 
@@ -330,7 +340,7 @@ class Trainer(Controls, RunSetup):
                 "gpu_memory_total": reading.memory_total}
 
     def _last_checkpoint_note(self) -> str:
-        if not self.saved_step:
+        if not self.saved_step or self.run_dir is None:
             return "nothing was saved"
         return (f"the last checkpoint (step {self.saved_step}) is intact: "
                 f"`{run_hint('train --resume', self.run_dir)}`")
@@ -362,8 +372,8 @@ class Trainer(Controls, RunSetup):
     def _speed_tells_threads(self) -> bool:
         """Whether this report's speed says how fast its thread count is: on a CPU, and not while
         the novelty index is built on every core (it would slow the counts timed first most)."""
-        index = getattr(self, "copy_index", None)
-        return self.device.type == "cpu" and not (index is not None and index.building)
+        index = self.copy_index
+        return self.device is not None and self.device.type == "cpu" and not (index is not None and index.building)
 
     def _evaluate(self) -> None:
         t0 = time.perf_counter()
@@ -485,11 +495,12 @@ class Trainer(Controls, RunSetup):
     def _copies(self, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
         """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
         the index is ready."""
-        index = self.copy_index.index
+        copies = self.copy_index  # the leader's, set up before any sample
+        index = copies.index if copies is not None else None
         if index is None:
-            if self.copy_index.skipped and not self._copy_check_noted:
+            if copies is not None and copies.skipped and not self._copy_check_noted:
                 self._copy_check_noted = True
-                self.emit(Notice(self.copy_index.skipped, "warning"))
+                self.emit(Notice(copies.skipped, "warning"))
             return None, ()
         novelty = index.novelty(text)
         return novelty.longest_copy, tuple(novelty.spans)
@@ -529,7 +540,8 @@ class Trainer(Controls, RunSetup):
         smaller = f"--batch-size {c.batch_size // 2}, " if c.batch_size > 1 else ""
         saved = f"; saved at step {self.saved_step}, so --resume with a smaller batch" if self.saved_step else ""
         auto = "" if c.auto_batch_size else ", or --batch-size auto"
-        return (f"{self.device.type.upper()} out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: "
+        where = self.device.type.upper() if self.device is not None else "host"  # None: before one was picked
+        return (f"{where} out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: "
                 f"try {smaller}a lower --seq-len or --hidden{auto}{saved}")
 
     def _fail(self, message: str) -> None:
