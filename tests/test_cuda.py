@@ -77,6 +77,25 @@ def test_the_large_preset_trains_a_few_steps(runs_dir):
     assert all(math.isfinite(v) for v in trainer.losses.recent)
 
 
+def test_the_default_gpu_run_is_fitted_to_tiny_shakespeare(runs_dir):
+    """The app's default on a GPU (issue 26 item 4): `large` narrowed to 2x544 with dropout 0.25 for a
+    1.1M-character text, and --batch-size auto capped at the 15 streams that keep 256 steps an epoch."""
+    from charrnn_tui.engine.cli.arguments import configure
+    from charrnn_tui.engine.cli.main import parse
+
+    args = parse(["train", "shakespeare", "--device", "cuda", "--batch-size", "auto", "--max-steps", "2",
+                  "--sample-interval", "0", "--headless"])
+    config, note = configure(args)
+    assert (config.preset, config.model.layers, config.model.hidden, config.model.dropout) == ("large", 2, 544, 0.25)
+    events: list = []
+    trainer = Trainer(config, runs_dir=runs_dir, run_name="fitted", on_event=events.append,
+                      notes=(note,) if note else ())
+    trainer.run()
+    assert trainer.state == "finished" and trainer.config.batch_size == 15
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("the largest that keeps 256 steps an epoch" in m for m in notices), notices
+
+
 def test_auto_batch_size_probes_real_gpu_memory(runs_dir, big_text):
     events = []
     config = tiny_config(big_text, device="cuda", hidden=1024, seq_len=256, batch_size=64, auto_batch_size=True,
