@@ -48,6 +48,7 @@ from charrnn_tui.engine.run.batch_size import (
 from charrnn_tui.engine.run.distributed import Peers, ProcessGroup, World, check_batch, state_rows
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
+from charrnn_tui.engine.run.run import Run
 from charrnn_tui.engine.run.schedule import Schedule
 from charrnn_tui.engine.run.threads import available_cores
 from charrnn_tui.engine.runs import (
@@ -92,6 +93,7 @@ class RunSetup:
     run_name: str | None
     runs_dir: Path
     world: World
+    built: Run | None  # None until _setup has built the run (`run` is the method that runs it)
     peers: Peers  # Alone: one process; set-up makes it the ProcessGroup of a distributed run
     lock: RunLock | None
     run_dir: Path | None  # None until _place_run has made or found it, and in a follower
@@ -212,6 +214,7 @@ class RunSetup:
                 torch.manual_seed(config.seed + 1_000_003 * world.rank + self.step)
             self.train_step.distribute(group.wrap(self.model), world.size)
             if not world.leader:
+                self.built = self._made_run()
                 return
         self.saved_step = self.step
         run_dir = self.run_dir
@@ -244,6 +247,20 @@ class RunSetup:
             copies = 2 + config.keep_checkpoints  # latest, best and the step-N copies of earlier latests
             self.emit(Notice(f"each checkpoint is about {size / 2**20:,.0f} MB (the weights and the optimizer's "
                              f"state): up to {copies} of them in {self.run_dir} (--keep-checkpoints)", "warning"))
+        self.built = self._made_run()
+
+    def _made_run(self) -> Run:
+        """What set-up has made, as the loop reads it; the leader's folder, lock, logs and corpus are
+        None in a follower."""
+        assert self.device is not None and self.train_step is not None, "set-up has built them"
+        leader = self.world.leader
+        return Run(
+            config=self.config, device=self.device, bf16=self.bf16, vocab=self.vocab, model=self.model,
+            optimizer=self.optimizer, train_step=self.train_step, train_ids=self.train_ids, val_ids=self.val_ids,
+            batcher=self.batcher, generator=self.generator, schedule=self.schedule, peers=self.peers,
+            run_dir=self.run_dir, lock=self.lock, metrics=self.metrics, copy_index=self.copy_index, info=self.info,
+            corpus=self.corpus if leader else None, text_fingerprint=self.text_fingerprint if leader else None,
+        )
 
     def _plan_notes(self, preset_batch: int, probed: bool) -> list[str]:
         """How a new run's batch and learning rate suit its text, in words for start-up."""

@@ -57,6 +57,7 @@ from charrnn_tui.engine.run.distributed import (
     shard,
 )
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.run import Run
 from charrnn_tui.engine.run.run_setup import RunSetup
 from charrnn_tui.engine.runs import BEST, LATEST, RunLock, default_runs_dir, run_hint, write_status
 from charrnn_tui.engine.text.corpus import Corpus
@@ -102,6 +103,7 @@ class Trainer(Controls, RunSetup):
         # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
         self.peers: Peers = Alone()
+        self.built: Run | None = None  # what set-up builds, read by the loop (engine/run/run.py)
         # What set-up makes, or None until it has (a failure before leaves nothing worth saving).
         self.lock: RunLock | None = None
         self.run_dir: Path | None = None  # the leader's (a follower has none)
@@ -205,8 +207,9 @@ class Trainer(Controls, RunSetup):
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
-        assert self.train_step is not None, "set-up has built the step"
-        config = self.config
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        config = run.config
         self._set_state("training")
         self.session_start_seconds = self.train_seconds
         self.session_start_fraction = self._limit_fraction()
@@ -243,7 +246,7 @@ class Trainer(Controls, RunSetup):
             self.train_seconds += time.perf_counter() - started
 
             due_report = (time.perf_counter() - self.last_report >= config.report_interval
-                          or self.train_step.log.full)
+                          or run.train_step.log.full)
             due_eval = self.step % config.eval_interval == 0
             due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
             due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
@@ -264,24 +267,25 @@ class Trainer(Controls, RunSetup):
 
     def _train_step(self, lr: float | None = None) -> None:
         """One step; the leader of a distributed run first tells the followers to take it too."""
-        assert self.train_step is not None, "set-up has built the step"
+        run = self.built
+        assert run is not None, "set-up has built the run"
         if lr is None:
             lr = self._lr()
-            self.peers.step(lr)
-        position = self.batcher.state_dict()
-        batch = self.batcher.next()
+            run.peers.step(lr)
+        position = run.batcher.state_dict()
+        batch = run.batcher.next()
         state = None if batch.reset else self.train_state
         try:
-            with self.peers.stepping():
-                state = self.train_step(shard(batch, self.world), state, lr)
+            with run.peers.stepping():
+                state = run.train_step(shard(batch, self.world), state, lr)
         except RuntimeError as e:
-            if is_out_of_memory(e) and not self.train_step.updating:
-                self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
-            lost = None if is_out_of_memory(e) else self.peers.lost(e)
+            if is_out_of_memory(e) and not run.train_step.updating:
+                run.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
+            lost = None if is_out_of_memory(e) else run.peers.lost(e)
             if lost is not None:  # DDP's all-reduce found a rank gone
                 raise lost from None
             raise
-        self.train_state = state if self.batcher.carries_state else None
+        self.train_state = state if run.batcher.carries_state else None
         self.step += 1
         self.tokens_seen += batch.predictions
         self.tokens_since_report += batch.predictions
@@ -292,9 +296,11 @@ class Trainer(Controls, RunSetup):
         assert self.train_step is not None, "set-up has built the step"
         if not self.train_step.log.count:
             return True
+        run = self.built
+        assert run is not None, "steps were taken: set-up has built the run"
         started = time.perf_counter()
-        self.peers.add_up_losses(self.train_step.log)  # every rank's share of each step's loss, added up
-        losses, grad_norms = self.train_step.log.read()  # the one host sync per report
+        run.peers.add_up_losses(run.train_step.log)  # every rank's share of each step's loss, added up
+        losses, grad_norms = run.train_step.log.read()  # the one host sync per report
         now = time.perf_counter()
         self.train_seconds += now - started  # waiting here is the device finishing the steps
         elapsed = max(self.train_seconds - self.seconds_at_report, 1e-9)
@@ -314,18 +320,18 @@ class Trainer(Controls, RunSetup):
         self._train_sum += sum(losses)
         self._train_count += len(losses)
         lr = self._lr()
-        assert self.metrics is not None, "the leader's set-up has opened the log"
-        self.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
+        assert run.metrics is not None, "the leader's set-up has opened the log"
+        run.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
                            sum(grad_norms) / len(grad_norms))
         tokens_per_s = self.tokens_since_report / elapsed
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
             self.balance_threads(tokens_per_s if self._speed_tells_threads() else None)
         self.tokens_since_report = 0
         self.emit(Progress(
-            step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
+            step=self.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
-            memory_bytes=memory_in_use(self.device) if self.device is not None else None, **self._gpu_fields(),
+            memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
         ))
         return True
 
@@ -347,8 +353,10 @@ class Trainer(Controls, RunSetup):
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
-        group, train_step = self.peers, self.train_step
-        assert isinstance(group, ProcessGroup) and train_step is not None, "a follower is set up, in a group"
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        group, train_step = run.peers, run.train_step
+        assert isinstance(group, ProcessGroup), "a follower is in a group"
         self._set_state("training")
         self.tokens_since_report = 0
         while True:
@@ -376,6 +384,8 @@ class Trainer(Controls, RunSetup):
         return self.device is not None and self.device.type == "cpu" and not (index is not None and index.building)
 
     def _evaluate(self) -> None:
+        run = self.built
+        assert run is not None, "set-up has built the run"
         t0 = time.perf_counter()
         # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
         # result: the chunk size does not change it), answering keystrokes between them.
@@ -386,9 +396,9 @@ class Trainer(Controls, RunSetup):
             now = time.perf_counter()
             if done == 0.0 or now - shown[0] >= VALIDATING_INTERVAL:
                 shown[0] = now
-                self.emit(Validating(self.step, done, len(self.val_ids)))
+                self.emit(Validating(self.step, done, len(run.val_ids)))
 
-        result = evaluate(self.model, self.val_ids, chunk=TYPING_CHUNK if typing else None,
+        result = evaluate(run.model, run.val_ids, chunk=TYPING_CHUNK if typing else None,
                           between=self._serve_typing if typing else None, progress=progress)
         self.last_eval_seconds = time.perf_counter() - t0
         is_best = result.nats < self.best_val
@@ -405,13 +415,13 @@ class Trainer(Controls, RunSetup):
             self._train_sum, self._train_count = 0.0, 0
         self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
                                                                 train_at_eval)
-        change = self.schedule.after_evaluation(self.config, self._position(), result.nats)
-        since_change = self.schedule.since_change
+        change = run.schedule.after_evaluation(run.config, self._position(), result.nats)
+        since_change = run.schedule.since_change
         verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
                                first_after_best=self.first_after_best, since_change=since_change,
                                learning=self._lr() > 0)
-        assert self.metrics is not None, "the leader's set-up has opened the log"
-        self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
+        assert run.metrics is not None, "the leader's set-up has opened the log"
+        run.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
         if change is not None:
@@ -419,7 +429,7 @@ class Trainer(Controls, RunSetup):
         if is_best:
             self._save(BEST)
         # A change of the learning rate is a reason to wait: counted from the best or the last change.
-        early_stop = self.config.early_stop
+        early_stop = run.config.early_stop
         waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
         if early_stop and waited >= early_stop:
             since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
@@ -443,7 +453,9 @@ class Trainer(Controls, RunSetup):
         """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
         run may train: the pieces are written with the weights of the moment. One that fails or is
         dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
-        config = self.config
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        config = run.config
         if source == "live":  # first, so that a sample that fails is not retried at every step
             self.next_sample_at = time.monotonic() + config.sample_interval
         self._sample_ids += 1
@@ -454,10 +466,10 @@ class Trainer(Controls, RunSetup):
             top_p=config.top_p,
         )
         result = Continuation(prompt)
-        pieces = self.generator.stream(prompt, settings, result)
+        pieces = run.generator.stream(prompt, settings, result)
         first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
         self.emit(SampleStarted(sample_id, self.step, prompt, settings.temperature, source, tuple(result.notes)))
-        word_level = self.vocab.kind == "word"
+        word_level = run.vocab.kind == "word"
         sent = 0
         finished = False
         try:
@@ -480,8 +492,10 @@ class Trainer(Controls, RunSetup):
     def _expect(self, text: str, top: int) -> None:
         """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
         the last one (engine/model/cowrite.py)."""
+        run = self.built
+        assert run is not None, "set-up has built the run"
         if self.typing is None:
-            self.typing = TypingState(self.model, self.vocab)
+            self.typing = TypingState(run.model, run.vocab)
         expectation = self.typing.expect(text, top)
         self.emit(NextTokens(text, tuple((t, round(p, 4)) for t, p in expectation.top),
                              tuple(round(p, 3) for p in expectation.probs), tuple(expectation.token_lengths),
