@@ -325,12 +325,12 @@ class Trainer(Controls, RunSetup):
                            sum(grad_norms) / len(grad_norms))
         tokens_per_s = self.tokens_since_report / elapsed
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
-            self.balance_threads(tokens_per_s if self._speed_tells_threads() else None)
+            self.balance_threads(tokens_per_s if self._speed_tells_threads(run) else None)
         self.tokens_since_report = 0
         self.emit(Progress(
             step=self.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
-            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
+            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(run, tokens_per_s),
             memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
         ))
         return True
@@ -377,11 +377,12 @@ class Trainer(Controls, RunSetup):
         """Report what is pending; False if that found a NaN/inf and failed the run."""
         return self.train_step is None or self._report()
 
-    def _speed_tells_threads(self) -> bool:
+    @staticmethod
+    def _speed_tells_threads(run: Run) -> bool:
         """Whether this report's speed says how fast its thread count is: on a CPU, and not while
         the novelty index is built on every core (it would slow the counts timed first most)."""
-        index = self.copy_index
-        return self.device is not None and self.device.type == "cpu" and not (index is not None and index.building)
+        index = run.copy_index
+        return run.device.type == "cpu" and not (index is not None and index.building)
 
     def _evaluate(self) -> None:
         run = self.built
@@ -479,7 +480,7 @@ class Trainer(Controls, RunSetup):
                 self.emit(SampleText(sample_id, piece, probs, lengths))
                 yield
             probs, lengths = self._token_details(result, 0, word_level)
-            copies = self._copies(result.text)
+            copies = self._copies(run, result.text)
             finished = True
             self.emit(SampleFinished(sample_id, result.text, probs, lengths, *copies))
         finally:
@@ -506,10 +507,10 @@ class Trainer(Controls, RunSetup):
         probs = tuple(round(p, 3) for p in result.probs[start:])
         return probs, tuple(result.token_lengths[start:]) if word_level else ()
 
-    def _copies(self, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
+    def _copies(self, run: Run, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
         """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
         the index is ready."""
-        copies = self.copy_index  # the leader's, set up before any sample
+        copies = run.copy_index  # the leader's, set up before any sample
         index = copies.index if copies is not None else None
         if index is None:
             if copies is not None and copies.skipped and not self._copy_check_noted:
@@ -598,8 +599,9 @@ class Trainer(Controls, RunSetup):
             return None
         return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)
 
-    def _epoch_eta(self, tokens_per_s: float) -> float | None:
+    @staticmethod
+    def _epoch_eta(run: Run, tokens_per_s: float) -> float | None:
         if tokens_per_s <= 0:
             return None
-        left = 1.0 - (self.batcher.epoch_float % 1.0)
-        return left * len(self.train_ids) / tokens_per_s
+        left = 1.0 - (run.batcher.epoch_float % 1.0)
+        return left * len(run.train_ids) / tokens_per_s
