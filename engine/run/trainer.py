@@ -27,7 +27,6 @@ from charrnn_tui.engine.events import (
     NextTokens,
     Notice,
     Progress,
-    RunInfo,
     SampleFinished,
     SampleStarted,
     SampleText,
@@ -59,9 +58,8 @@ from charrnn_tui.engine.run.distributed import (
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.run import Run
 from charrnn_tui.engine.run.run_setup import RunSetup
-from charrnn_tui.engine.runs import BEST, LATEST, RunLock, default_runs_dir, run_hint, write_status
+from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, run_hint, write_status
 from charrnn_tui.engine.text.corpus import Corpus
-from charrnn_tui.engine.text.novelty import BackgroundIndex
 
 EventSink = Callable[[Event], None]
 MAX_SAVED_SAMPLES = 50
@@ -103,14 +101,10 @@ class Trainer(Controls, RunSetup):
         # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
         self.peers: Peers = Alone()
-        self.built: Run | None = None  # what set-up builds, read by the loop (engine/run/run.py)
-        # What set-up makes, or None until it has (a failure before leaves nothing worth saving).
-        self.lock: RunLock | None = None
-        self.run_dir: Path | None = None  # the leader's (a follower has none)
-        self.device: torch.device | None = None
-        self.train_step = None
-        self.info: RunInfo | None = None  # the leader's: said in Started, kept in status.json
-        self.copy_index: BackgroundIndex | None = None  # the leader's: samples' copies from the corpus
+        # What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
+        # before leaves nothing worth saving). `model`, `batcher`, `run_dir`... read it (run_setup.py).
+        self.built: Run | None = None
+        self.device: torch.device | None = None  # picked first, before the run is built
         self.step = 0
         self.train_seconds = 0.0
         self.saved_step = 0
@@ -120,7 +114,6 @@ class Trainer(Controls, RunSetup):
         self.early_stopped: str | None = None  # why --early-stop ended the run
         self.last_eval_seconds = 0.0  # how long the latest evaluation took
         self.overhead_seconds = 0.0
-        self.metrics = None
         self.gpu_monitor: GpuMonitor | None = None  # set up with the device
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
         # Called at the start and at each progress report, with the speed since the last one, on
@@ -136,13 +129,14 @@ class Trainer(Controls, RunSetup):
         finally:
             if self.world.leader:  # the followers wait for a command: release them
                 self.peers.release()
-            if self.copy_index is not None:
-                self.copy_index.close()
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.lock is not None:
-                self._write_final_status()
-                self.lock.release()
+            run = self.built  # None, or with the leader's parts still None, if set-up failed on the way
+            if run is not None and run.copy_index is not None:
+                run.copy_index.close()
+            if run is not None and run.metrics is not None:
+                run.metrics.close()
+            if run is not None and run.lock is not None:
+                self._write_final_status(run)
+                run.lock.release()
         return self.state
 
     def _run_until_out_of_memory(self) -> bool:
@@ -193,13 +187,13 @@ class Trainer(Controls, RunSetup):
         self._fail(message)
         raise CharRNNError(message)
 
-    def _write_final_status(self) -> None:
+    def _write_final_status(self, run: Run) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
         this covers runs trained from Python with no server)."""
-        info = self.info
-        if info is None or self.run_dir is None or not self.run_dir.is_dir():
+        info, run_dir = run.info, run.run_dir
+        if info is None or run_dir is None or not run_dir.is_dir():
             return
-        write_status(self.run_dir, {
+        write_status(run_dir, {
             **info.status_fields(), "state": self.state, "reason": self.error, "step": self.step,
             "best_val": self.best_val if math.isfinite(self.best_val) else None, "pid": None,
             "updated": time.time(), "viewers": 0,
@@ -293,11 +287,10 @@ class Trainer(Controls, RunSetup):
     def _report(self) -> bool:
         """Send the losses since the last report; False when a loss or gradient norm went NaN/inf and
         the run stopped."""
-        assert self.train_step is not None, "set-up has built the step"
-        if not self.train_step.log.count:
-            return True
         run = self.built
-        assert run is not None, "steps were taken: set-up has built the run"
+        assert run is not None, "set-up has built the run"
+        if not run.train_step.log.count:
+            return True
         started = time.perf_counter()
         run.peers.add_up_losses(run.train_step.log)  # every rank's share of each step's loss, added up
         losses, grad_norms = run.train_step.log.read()  # the one host sync per report
@@ -346,10 +339,11 @@ class Trainer(Controls, RunSetup):
                 "gpu_memory_total": reading.memory_total}
 
     def _last_checkpoint_note(self) -> str:
-        if not self.saved_step or self.run_dir is None:
+        run_dir = self.built.run_dir if self.built is not None else None
+        if not self.saved_step or run_dir is None:
             return "nothing was saved"
         return (f"the last checkpoint (step {self.saved_step}) is intact: "
-                f"`{run_hint('train --resume', self.run_dir)}`")
+                f"`{run_hint('train --resume', run_dir)}`")
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
@@ -375,7 +369,7 @@ class Trainer(Controls, RunSetup):
 
     def _flush_progress(self) -> bool:
         """Report what is pending; False if that found a NaN/inf and failed the run."""
-        return self.train_step is None or self._report()
+        return self.built is None or self._report()
 
     @staticmethod
     def _speed_tells_threads(run: Run) -> bool:
@@ -574,17 +568,17 @@ class Trainer(Controls, RunSetup):
 
     # ---- schedule and limits ------------------------------------------------------------------
     def _position(self) -> schedule.Position:
-        return schedule.Position(self.step, self.batcher.epoch_float, self.train_seconds)
+        return schedule.Position(self.step, self._built().batcher.epoch_float, self.train_seconds)
 
     def _limit_fraction(self) -> float | None:
-        return schedule.limit_fraction(self.config, self._position(), self.schedule.start)
+        return schedule.limit_fraction(self.config, self._position(), self._built().schedule.start)
 
     def _limit_reached(self) -> str | None:
-        return self.early_stopped or schedule.limit_reached(self.config, self.step, self.batcher.epoch_float,
+        return self.early_stopped or schedule.limit_reached(self.config, self.step, self._built().batcher.epoch_float,
                                                             self.train_seconds)
 
     def _lr(self) -> float:
-        return self.schedule.rate(self.config, self._position())
+        return self._built().schedule.rate(self.config, self._position())
 
     def _eta(self) -> float | None:
         """Seconds of wall-clock time to the stop condition: the training left, at this session's
