@@ -48,6 +48,7 @@ from charrnn_tui.engine.run.batch_size import (
 from charrnn_tui.engine.run.distributed import Peers, ProcessGroup, World, check_batch, state_rows
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
+from charrnn_tui.engine.run.run import Run
 from charrnn_tui.engine.run.schedule import Schedule
 from charrnn_tui.engine.run.threads import available_cores
 from charrnn_tui.engine.runs import (
@@ -92,14 +93,9 @@ class RunSetup:
     run_name: str | None
     runs_dir: Path
     world: World
+    built: Run | None  # None until _setup has built the run (`run` is the method that runs it)
     peers: Peers  # Alone: one process; set-up makes it the ProcessGroup of a distributed run
-    lock: RunLock | None
-    run_dir: Path | None  # None until _place_run has made or found it, and in a follower
-    device: torch.device | None  # None until _setup has picked it
-    info: RunInfo | None  # None until the leader's _setup has made it
-    copy_index: BackgroundIndex | None  # None until the leader's _setup has started it
-    train_step: TrainStep | None  # None until _setup has built it
-    metrics: MetricsLog | None  # None until _setup has opened it, and in a follower
+    device: torch.device | None  # None until _setup has picked it (before it builds the run)
     gpu_monitor: GpuMonitor | None
     state: str
     paused: bool
@@ -114,6 +110,80 @@ class RunSetup:
         def _set_state(self, state: str, reason: str = "") -> None: ...
         def _report(self) -> bool: ...
         def _position(self) -> schedule.Position: ...
+
+    def _built(self) -> Run:
+        assert self.built is not None, "set-up has built the run"
+        return self.built
+
+    # What the run is made of, read-only, for callers outside engine/run/ (and tests); the run's own
+    # files read `self.built`. The optional ones are None until set-up has made them.
+    @property
+    def vocab(self) -> CharVocab | WordVocab:
+        return self._built().vocab
+
+    @property
+    def model(self) -> CharRNN:
+        return self._built().model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._built().optimizer
+
+    @property
+    def bf16(self) -> bool:
+        return self._built().bf16
+
+    @property
+    def train_ids(self) -> torch.Tensor:
+        return self._built().train_ids
+
+    @property
+    def val_ids(self) -> torch.Tensor:
+        return self._built().val_ids
+
+    @property
+    def batcher(self) -> Batcher:
+        return self._built().batcher
+
+    @property
+    def generator(self) -> TextGenerator:
+        return self._built().generator
+
+    @property
+    def schedule(self) -> Schedule:
+        return self._built().schedule
+
+    @property
+    def train_step(self) -> TrainStep | None:
+        return self.built.train_step if self.built is not None else None
+
+    @property
+    def run_dir(self) -> Path | None:  # the leader's, once _place_run has made or found it
+        return self.built.run_dir if self.built is not None else None
+
+    @property
+    def lock(self) -> RunLock | None:
+        return self.built.lock if self.built is not None else None
+
+    @property
+    def metrics(self) -> MetricsLog | None:
+        return self.built.metrics if self.built is not None else None
+
+    @property
+    def copy_index(self) -> BackgroundIndex | None:
+        return self.built.copy_index if self.built is not None else None
+
+    @property
+    def info(self) -> RunInfo | None:
+        return self.built.info if self.built is not None else None
+
+    @property
+    def corpus(self) -> Corpus | None:
+        return self.built.corpus if self.built is not None else None
+
+    @property
+    def text_fingerprint(self) -> TextFingerprint | None:
+        return self.built.text_fingerprint if self.built is not None else None
 
     # ---- set-up -------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -131,7 +201,7 @@ class RunSetup:
         if corpus is None or checkpoint is not None:
             corpus = self._load_corpus(config, checkpoint)
         # What checkpoints and RUN/validation.pt record from now on: the text as trained on now.
-        self.text_fingerprint = TextFingerprint.of(corpus.text)
+        fingerprint = TextFingerprint.of(corpus.text)
         if checkpoint is not None:
             vocab = vocab_from_dict(checkpoint["vocab"])
         else:
@@ -139,7 +209,7 @@ class RunSetup:
         try:
             ids = vocab.encode(corpus.text)
         except CharRNNError as e:
-            change = self._corpus_change(checkpoint, corpus.text) or "changed"
+            change = corpus_change(checkpoint, corpus.text, fingerprint) or "changed"
             raise CheckpointError(f"corpus {corpus.source} {change} since the checkpoint: {e}; put back the "
                                   "text it trained on to resume, or start a new run on this one") from None
         train_ids, val_ids = split_tokens(ids, config.val_fraction)
@@ -151,31 +221,35 @@ class RunSetup:
         configure_backends(device, config.threads or self._default_threads(device))
         if world.distributed and not config.auto_batch_size:
             check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
-        self.bf16 = use_bf16(self.device, config.precision)
-        self.gpu_monitor = GpuMonitor(self.device) if world.leader else None
-        self.vocab = vocab
+        bf16 = use_bf16(device, config.precision)
+        self.gpu_monitor = GpuMonitor(device) if world.leader else None
         config.model.vocab_size = len(vocab)
-        self.model = CharRNN(config.model).to(self.device)
-        self.optimizer = make_optimizer(self.model, config, self.device)
-        self.train_step = TrainStep(self.model, self.optimizer, self.device, bf16=self.bf16,
-                                    grad_clip=config.grad_clip)
-        self.train_ids = train_ids.to(self.device)
+        model = CharRNN(config.model).to(device)
+        optimizer = make_optimizer(model, config, device)
+        train_step = TrainStep(model, optimizer, device, bf16=bf16, grad_clip=config.grad_clip)
+        on_device = train_ids.to(device)
         probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
                                              or config.seq_len != checkpoint["config"]["seq_len"])
         preset_batch = config.batch_size
         if probed:
-            config.batch_size = self._auto_batch_size(len(train_ids))
+            config.batch_size = self._auto_batch_size(len(train_ids), model, train_step, len(vocab))
         elif checkpoint is None and config.fit_batch_size:
             config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, len(train_ids))
         group: ProcessGroup | None = None
         if world.distributed:
-            self.peers = group = ProcessGroup(world, self.device)
+            self.peers = group = ProcessGroup(world, device)
             if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
                 config.batch_size = self._distributed_batch_size(group, config.batch_size, len(train_ids))
                 check_batch(config.batch_size, world)
-        self.val_ids = validation_ids(val_ids, config.eval_tokens).to(self.device)
-        self.batcher = make_batcher(config.sampler, self.train_ids, config.batch_size, config.seq_len, config.seed)
-        self.generator = TextGenerator(self.model, vocab)
+        # From here the run is built: what follows restores it, or places it, with the leader's
+        # folder, lock, logs and corpus filled in last (a follower has none).
+        self.built = run = Run(
+            config=config, device=device, bf16=bf16, vocab=vocab, model=model, optimizer=optimizer,
+            train_step=train_step, train_ids=on_device, val_ids=validation_ids(val_ids, config.eval_tokens).to(device),
+            batcher=make_batcher(config.sampler, on_device, config.batch_size, config.seq_len, config.seed),
+            generator=TextGenerator(model, vocab), schedule=Schedule(), peers=self.peers,
+            text_fingerprint=fingerprint if world.leader else None,
+        )
         self.temperature = config.temperature
 
         self.train_state: State | None = None
@@ -188,7 +262,6 @@ class RunSetup:
         self.best_val = math.inf
         self.evals_since_best = 0  # counted, not read off val_history: thinning drops points
         self.first_after_best: int | None = None  # the step of the first evaluation after the best
-        self.schedule = Schedule()
         if checkpoint is None and config.fit_eval_interval:
             config.eval_interval = cfg.fitted_eval_interval(config, len(train_ids))
         self.plan_notes = [] if checkpoint is not None else self._plan_notes(preset_batch, probed)
@@ -206,51 +279,52 @@ class RunSetup:
         if group is not None:
             # Every rank stops here if one failed or built a different run (a machine with another
             # corpus file or a stale checkpoint); otherwise DDP starts them all from rank 0's weights.
-            group.agree(run_fingerprint(config, vocab, corpus.text, self.step, self.batcher, checkpoint),
+            group.agree(run_fingerprint(config, vocab, corpus.text, self.step, run.batcher, checkpoint),
                              failed)
             if not world.leader:  # its own dropout masks (rank 0's are the run's, in checkpoints)
                 torch.manual_seed(config.seed + 1_000_003 * world.rank + self.step)
-            self.train_step.distribute(group.wrap(self.model), world.size)
+            train_step.distribute(group.wrap(model), world.size)
             if not world.leader:
                 return
         self.saved_step = self.step
-        run_dir = self.run_dir
+        run_dir = run.run_dir
         assert run_dir is not None, "the leader's _place_run has made or found it"
-        self.metrics = MetricsLog(run_dir, resumed_step=self.step if checkpoint is not None else None,
-                                  tensorboard=config.tensorboard)
+        run.metrics = MetricsLog(run_dir, resumed_step=self.step if checkpoint is not None else None,
+                                 tensorboard=config.tensorboard)
         # Samples are checked for text copied from the corpus once this index is built.
-        self.copy_index = BackgroundIndex(corpus.text)
-        self.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
+        run.copy_index = BackgroundIndex(corpus.text)
+        run.corpus = dataclasses.replace(corpus, text="")  # the ids are all training needs from here
 
         m = config.model
-        self.info = RunInfo(
+        run.info = info = RunInfo(
             run_name=run_dir.name, run_dir=str(run_dir), corpus_name=corpus.name,
             corpus_source=corpus.source, corpus_chars=len(corpus.text), train_tokens=len(train_ids),
-            val_tokens=len(self.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
-            layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=self.model.num_parameters(),
-            device=self.device.type, device_name=describe_device(self.device) + (
+            val_tokens=len(run.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
+            layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=model.num_parameters(),
+            device=device.type, device_name=describe_device(device) + (
                 f" × {world.size} processes ({group.backend})" if group is not None else ""),
-            precision=precision_label(self.device, self.bf16), preset=config.preset, batch_size=config.batch_size,
+            precision=precision_label(device, bf16), preset=config.preset, batch_size=config.batch_size,
             seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
         )
-        self.emit(Started(self.info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
-        self._keep_run_text(run_dir, checkpoint, corpus, val_ids)
-        if len(self.val_ids) < len(val_ids):
-            self.emit(Notice(f"validation reads the first {len(self.val_ids):,} of the split's {len(val_ids):,} "
+        self.emit(Started(info, self.losses.to_dict(), tuple(self.val_history), tuple(self.samples)))
+        self._keep_run_text(run_dir, checkpoint, corpus, val_ids, fingerprint)
+        if len(run.val_ids) < len(val_ids):
+            self.emit(Notice(f"validation reads the first {len(run.val_ids):,} of the split's {len(val_ids):,} "
                              "tokens, the same ones every time (--eval-tokens N or all to change it)"))
-        size = checkpoint_bytes(self.model, self.optimizer)
+        size = checkpoint_bytes(model, optimizer)
         if size >= LARGE_CHECKPOINT:
             copies = 2 + config.keep_checkpoints  # latest, best and the step-N copies of earlier latests
             self.emit(Notice(f"each checkpoint is about {size / 2**20:,.0f} MB (the weights and the optimizer's "
-                             f"state): up to {copies} of them in {self.run_dir} (--keep-checkpoints)", "warning"))
+                             f"state): up to {copies} of them in {run_dir} (--keep-checkpoints)", "warning"))
 
     def _plan_notes(self, preset_batch: int, probed: bool) -> list[str]:
         """How a new run's batch and learning rate suit its text, in words for start-up."""
+        run = self._built()
         config, notes = self.config, []
-        epoch = self.batcher.batches_in_epoch()
+        epoch = run.batcher.batches_in_epoch()
         if not probed and config.batch_size < preset_batch:
-            before = len(self.train_ids) // (preset_batch * config.seq_len)
+            before = len(run.train_ids) // (preset_batch * config.seq_len)
             notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {epoch:,} steps an epoch, "
                          f"not {before:,} (--batch-size sets it)")
         if config.lr_decay and not schedule.has_limit(config):
@@ -271,45 +345,39 @@ class RunSetup:
             raise CorpusError(f"corpus {spec} of run {run.name} is gone: put the file back there to resume "
                               f"(`{run_hint('eval', run)}` still scores the validation text the run kept)") from None
 
-    def _corpus_change(self, checkpoint: dict[str, Any] | None, text: str) -> str | None:
-        """How the resumed run's corpus changed since its checkpoint; None if it did not, for a new
-        run, or for a checkpoint from before fingerprints (nothing to compare with)."""
-        stored = TextFingerprint.from_dict(checkpoint.get("corpus_fingerprint")) if checkpoint is not None else None
-        if stored is None or stored == self.text_fingerprint:  # the usual case: the text is not hashed again
-            return None
-        return describe_change(stored, text)
-
     def _keep_run_text(self, run_dir: Path, checkpoint: dict[str, Any] | None, corpus: Corpus,
-                       val_ids: torch.Tensor) -> None:
+                       val_ids: torch.Tensor, fingerprint: TextFingerprint) -> None:
         """Say what a resume does with a changed corpus, and keep the validation split, as cut from
         the text trained on now, in the run folder (rewritten at each start), for `eval RUN`."""
-        change = self._corpus_change(checkpoint, corpus.text)
+        run = self._built()
+        change = corpus_change(checkpoint, corpus.text, fingerprint)
         if change is not None:
-            unknown = ", words its vocabulary lacks read as <unk>," if self.vocab.kind == "word" else ""
+            unknown = ", words its vocabulary lacks read as <unk>," if run.vocab.kind == "word" else ""
             self.emit(Notice(f"corpus {corpus.source} {change} since the checkpoint (step {self.step:,}): the run "
                              f"goes on with the text as it is now{unknown} and validates on its last "
                              f"{percent(self.config.val_fraction)} (earlier figures scored the old text)", "warning"))
         try:
-            save_validation(run_dir, val_ids, corpus.source, self.text_fingerprint)
+            save_validation(run_dir, val_ids, corpus.source, fingerprint)
         except CheckpointError as e:  # the run is not worse for it: `eval` falls back to the corpus file
             self.emit(Notice(f"{e}: `{run_hint('eval', run_dir)}` will need the corpus file", "warning"))
 
     def _place_run(self, checkpoint: dict[str, Any] | None, corpus_name: str) -> None:
         """The run's folder and lock: the checkpoint's, restored from, or a new one."""
         config = self.config
+        run = self._built()
         if checkpoint is not None:
             assert self.resume_path is not None, "the checkpoint's"
-            self.run_dir = self.resume_path.parent
-            require_own_run_dir(self.run_dir)  # yours, a real folder, only you can add files: it is written to
-            self.lock = RunLock(self.run_dir).acquire()
-            remove_partial_writes(self.run_dir)
+            run.run_dir = self.resume_path.parent
+            require_own_run_dir(run.run_dir)  # yours, a real folder, only you can add files: it is written to
+            run.lock = RunLock(run.run_dir).acquire()
+            remove_partial_writes(run.run_dir)
             self._restore(checkpoint)
             self._resume_schedule(checkpoint)
         else:
             name = self.run_name or default_run_name(corpus_name, config.model.kind, config.model.hidden,
                                                          config.model.layers)
-            self.run_dir = new_run_dir(self.runs_dir, name, exact=bool(self.run_name))  # --name X: X or an error
-            self.lock = RunLock(self.run_dir).acquire()
+            run.run_dir = new_run_dir(self.runs_dir, name, exact=bool(self.run_name))  # --name X: X or an error
+            run.lock = RunLock(run.run_dir).acquire()
 
     def _pick_device(self, name: str) -> torch.device:
         device = pick_device(name)
@@ -349,7 +417,10 @@ class RunSetup:
                          f"({chosen // size} streams each)"))
         return chosen
 
-    def _auto_batch_size(self, train_tokens: int) -> int:
+    def _auto_batch_size(self, train_tokens: int, model: CharRNN, train_step: TrainStep, vocab_size: int) -> int:
+        """The largest batch that fits in the device's memory (with some headroom), found by
+        probing with the model and step set-up has built; or the preset's where memory is not the
+        limit."""
         config, device = self.config, self.device
         assert device is not None, "picked before the batch size"
         limit = max(1, min(AUTO_BATCH_LIMIT, (train_tokens - 1) // config.seq_len))  # a window per stream
@@ -362,8 +433,9 @@ class RunSetup:
                              f"preset's measured batch size {chosen} is used"))
             return chosen
         # Room for AdamW's two moments, which the probe's passes don't allocate.
-        reserve = [torch.empty_like(p) for p in self.model.parameters() for _ in range(2)]
-        largest = largest_fitting(self._batch_fits, config.batch_size, limit)
+        reserve = [torch.empty_like(p) for p in model.parameters() for _ in range(2)]
+        largest = largest_fitting(lambda batch: self._batch_fits(batch, model, train_step, vocab_size),
+                                  config.batch_size, limit)
         del reserve
         if largest == 0:
             raise ConfigError(f"out of {device.type} memory even at batch-size 1 with seq-len "
@@ -378,23 +450,22 @@ class RunSetup:
                          f"{config.seq_len}; training with batch-size {chosen}"))
         return chosen
 
-    def _batch_fits(self, batch: int) -> bool:
+    def _batch_fits(self, batch: int, model: CharRNN, train_step: TrainStep, vocab_size: int) -> bool:
         """Whether a forward and backward pass at this batch size fits in the device's memory."""
         device = self.device
         assert device is not None, "picked before the batch size is probed"
         try:
-            with fork_rng(device), self.model.dropout_off():  # the run's random streams stay as they were
-                x = torch.arange(batch * self.config.seq_len, device=device).remainder(len(self.vocab))
+            with fork_rng(device), model.dropout_off():  # the run's random streams stay as they were
+                x = torch.arange(batch * self.config.seq_len, device=device).remainder(vocab_size)
                 x = x.view(batch, self.config.seq_len)
-                assert self.train_step is not None, "built before the batch size is probed"
-                self.train_step.loss(x, x, None)[0].backward()
+                train_step.loss(x, x, None)[0].backward()
                 synchronize(device)
             fits = True
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(e):
                 raise
             fits = False
-        self.model.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         release_cached_memory(device)
         return fits
 
@@ -405,11 +476,11 @@ class RunSetup:
                 and ck["batcher"].get("layout") == LAYOUT)
 
     def _restore(self, ck: dict[str, Any]) -> None:
-        device = self.device
-        assert device is not None, "picked before a checkpoint is restored"
+        run = self._built()
+        device = run.device
         try:
-            self.model.load_state_dict(ck["model"])
-            load_optimizer_state(self.optimizer, ck["optimizer"])
+            run.model.load_state_dict(ck["model"])
+            load_optimizer_state(run.optimizer, ck["optimizer"])
             self._restore_position(ck)
             self.step = int(ck["step"])
             self.train_seconds = float(ck["train_seconds"])
@@ -446,16 +517,17 @@ class RunSetup:
         """The schedule as the checkpoint left it; then, if the resume gives new stop conditions,
         those replace the run's (each an amount of training more, 0 for none) and a new segment of
         the schedule starts here."""
+        run = self._built()
         position = self._position()
         if "schedule" in ck:
             try:
-                self.schedule = Schedule.from_dict(ck["schedule"])
+                run.schedule = Schedule.from_dict(ck["schedule"])
             except (ValueError, TypeError) as e:
                 raise CheckpointError(f"{self.resume_path}: {e}") from None
         else:  # written before schedules were saved: a run with a limit goes on as it did; an open-ended
             # one through the cosine of its first 10 epochs (the one it followed, with no time bound),
             # then back at the peak with the plateau rule where it used to hold its floor
-            self.schedule.cosine_seconds = None
+            run.schedule.cosine_seconds = None
         more = {k: v for k, v in self.overrides.items() if k in schedule.LIMITS and v is not None}
         keep = bool(self.overrides.get("keep_schedule"))
         if not more:
@@ -469,36 +541,37 @@ class RunSetup:
                                   "--max-epochs or --max-time for more training (how much more), or --max-time 0 "
                                   "to train until stopped")
             return
-        current = self.schedule.rate(self.config, position)
+        current = run.schedule.rate(self.config, position)
         old = schedule.describe_limits(self.config)
         for limit in schedule.LIMITS:
             amount = more.get(limit)
             end = None if not amount else position.of(limit) + amount
             setattr(self.config, limit, int(end) if limit == "max_steps" and end is not None else end)
-        change = self.schedule.restart(self.config, position, current, keep)
+        change = run.schedule.restart(self.config, position, current, keep)
         new = schedule.describe_limits(self.config, position)
         self.emit(Notice(f"resumed at step {position.step:,}: {new}" + (f" (was {old})" if old != new else "")
                          + f"; {change}"))
 
     def _restore_position(self, ck: dict[str, Any]) -> None:
+        run = self._built()
         if self._same_batch_shape(ck):
-            self.batcher.load_state_dict(ck["batcher"])
+            run.batcher.load_state_dict(ck["batcher"])
             return
         # Resumed with another batch shape (say, a smaller batch after running out of memory), or
         # from a checkpoint of an earlier layout: the same point of the epoch, with the hidden
         # state restarting.
         c, old = self.config, ck["config"]
         if ck["batcher"].get("layout") == LAYOUT:
-            before = make_batcher(c.sampler, self.train_ids, old["batch_size"], old["seq_len"], c.seed)
+            before = make_batcher(c.sampler, run.train_ids, old["batch_size"], old["seq_len"], c.seed)
             before.load_state_dict(ck["batcher"])
             epoch = before.epoch_float
             changed = (f"with batch-size {c.batch_size} x seq-len {c.seq_len} (the run had "
                        f"{old['batch_size']} x {old['seq_len']})")
         else:
             epoch = legacy_epoch_float(c.sampler, ck["batcher"], old["batch_size"], old["seq_len"],
-                                       len(self.train_ids))
+                                       len(run.train_ids))
             changed = "from a checkpoint of an earlier version, whose batches were cut differently,"
-        self.batcher.seek(epoch)
+        run.batcher.seek(epoch)
         self.emit(Notice(f"resumed {changed} at epoch {epoch:.2f}; the hidden state starts afresh"))
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -506,13 +579,14 @@ class RunSetup:
         """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
         if self.state == "error":
             return False  # never write weights from a failed run over a good checkpoint
-        assert self.run_dir is not None and self.device is not None, "the leader's set-up has placed the run"
+        run = self._built()
+        assert run.run_dir is not None, "the leader's set-up has placed the run"
         payload = self._checkpoint_payload()
         broken = non_finite_tensor(payload)
         if broken is not None:
             self._fail(f"{broken} is not finite at step {self.step}; not saved. {self._last_good_checkpoint()}")
             return False
-        path = self.run_dir / name
+        path = run.run_dir / name
         try:
             save_checkpoint(payload, path)
         except CheckpointError as e:
@@ -521,7 +595,7 @@ class RunSetup:
                 self.paused = True
                 self._set_state("paused", "checkpoint failed")
             return False
-        reseed_cudnn_dropout(self.device)  # a run resumed from this file draws the same dropout masks
+        reseed_cudnn_dropout(run.device)  # a run resumed from this file draws the same dropout masks
         if name == LATEST:
             self.saved_step = self.step
             keep_step_copy(path, self.step, self.config.keep_checkpoints)
@@ -535,10 +609,10 @@ class RunSetup:
     def _save_after_out_of_memory(self) -> None:
         # An allocation that fails outside the optimizer's update leaves the weights of the last
         # whole step, which are worth keeping; a failure inside it may leave them half-updated.
-        if (self.train_step is None or self.device is None or self.train_step.updating
-                or self.step <= self.saved_step):
+        run = self.built
+        if run is None or run.train_step.updating or self.step <= self.saved_step:
             return
-        release_cached_memory(self.device)
+        release_cached_memory(run.device)
         try:
             if self._report():  # read the pending losses first: never save over a NaN
                 self._save(LATEST)
@@ -561,7 +635,7 @@ class RunSetup:
 
     def _remove_empty_run_dir(self) -> None:
         # A run that failed before its first checkpoint leaves nothing behind.
-        run_dir = self.run_dir
+        run_dir = self.built.run_dir if self.built is not None else None
         if run_dir is not None and self.resume_path is None and run_dir.is_dir():
             leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
             if not leftovers:
@@ -574,23 +648,24 @@ class RunSetup:
         return () if state is None else state if isinstance(state, tuple) else (state,)
 
     def _checkpoint_payload(self) -> dict[str, Any]:
-        device, run_dir = self.device, self.run_dir
-        assert device is not None and run_dir is not None, "the leader's set-up has placed the run"
+        run = self._built()
+        device, run_dir, corpus, fingerprint = run.device, run.run_dir, run.corpus, run.text_fingerprint
+        assert run_dir is not None and corpus is not None and fingerprint is not None, "the leader's, once placed"
         # The whole batch's state (a distributed run's leader gathers every rank's block), in float32
         # whatever autocast made it: resumable either way
         saved_state = [t.float().cpu() for t in self.peers.gather_state(self._carried_state())]
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "vocab": self.vocab.to_dict(),
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "vocab": run.vocab.to_dict(),
             "config": cfg.to_dict(self.config),
             "step": self.step,
             "train_seconds": self.train_seconds,
             "tokens_seen": self.tokens_seen,
-            "batcher": self.batcher.state_dict(),
+            "batcher": run.batcher.state_dict(),
             "train_state": saved_state,
             "best_val": self.best_val,
-            "schedule": self.schedule.to_dict(),
+            "schedule": run.schedule.to_dict(),
             "history": {
                 "losses": self.losses.to_dict(),
                 "val": [list(v) for v in self.val_history],
@@ -604,10 +679,20 @@ class RunSetup:
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             },
             "run_name": run_dir.name,
-            "corpus": {"name": self.corpus.name, "source": self.corpus.source},
-            "corpus_fingerprint": self.text_fingerprint.to_dict(),  # to tell, on a resume, if the text changed
+            "corpus": {"name": corpus.name, "source": corpus.source},
+            "corpus_fingerprint": fingerprint.to_dict(),  # to tell, on a resume, if the text changed
             "saved_at": time.time(),
         }
+
+
+def corpus_change(checkpoint: dict[str, Any] | None, text: str, fingerprint: TextFingerprint) -> str | None:
+    """How the resumed run's corpus changed since its checkpoint; None if it did not, for a new
+    run, or for a checkpoint from before fingerprints (nothing to compare with). `fingerprint` is
+    the text's, as read now."""
+    stored = TextFingerprint.from_dict(checkpoint.get("corpus_fingerprint")) if checkpoint is not None else None
+    if stored is None or stored == fingerprint:  # the usual case: the text is not hashed again
+        return None
+    return describe_change(stored, text)
 
 
 def run_fingerprint(config: cfg.TrainConfig, vocab: CharVocab | WordVocab, text: str, step: int, batcher: Batcher,

@@ -27,7 +27,6 @@ from charrnn_tui.engine.events import (
     NextTokens,
     Notice,
     Progress,
-    RunInfo,
     SampleFinished,
     SampleStarted,
     SampleText,
@@ -57,10 +56,10 @@ from charrnn_tui.engine.run.distributed import (
     shard,
 )
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.run import Run
 from charrnn_tui.engine.run.run_setup import RunSetup
-from charrnn_tui.engine.runs import BEST, LATEST, RunLock, default_runs_dir, run_hint, write_status
+from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, run_hint, write_status
 from charrnn_tui.engine.text.corpus import Corpus
-from charrnn_tui.engine.text.novelty import BackgroundIndex
 
 EventSink = Callable[[Event], None]
 MAX_SAVED_SAMPLES = 50
@@ -102,13 +101,10 @@ class Trainer(Controls, RunSetup):
         # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
         self.peers: Peers = Alone()
-        # What set-up makes, or None until it has (a failure before leaves nothing worth saving).
-        self.lock: RunLock | None = None
-        self.run_dir: Path | None = None  # the leader's (a follower has none)
-        self.device: torch.device | None = None
-        self.train_step = None
-        self.info: RunInfo | None = None  # the leader's: said in Started, kept in status.json
-        self.copy_index: BackgroundIndex | None = None  # the leader's: samples' copies from the corpus
+        # What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
+        # before leaves nothing worth saving). `model`, `batcher`, `run_dir`... read it (run_setup.py).
+        self.built: Run | None = None
+        self.device: torch.device | None = None  # picked first, before the run is built
         self.step = 0
         self.train_seconds = 0.0
         self.saved_step = 0
@@ -118,7 +114,6 @@ class Trainer(Controls, RunSetup):
         self.early_stopped: str | None = None  # why --early-stop ended the run
         self.last_eval_seconds = 0.0  # how long the latest evaluation took
         self.overhead_seconds = 0.0
-        self.metrics = None
         self.gpu_monitor: GpuMonitor | None = None  # set up with the device
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
         # Called at the start and at each progress report, with the speed since the last one, on
@@ -134,13 +129,14 @@ class Trainer(Controls, RunSetup):
         finally:
             if self.world.leader:  # the followers wait for a command: release them
                 self.peers.release()
-            if self.copy_index is not None:
-                self.copy_index.close()
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.lock is not None:
-                self._write_final_status()
-                self.lock.release()
+            run = self.built  # None, or with the leader's parts still None, if set-up failed on the way
+            if run is not None and run.copy_index is not None:
+                run.copy_index.close()
+            if run is not None and run.metrics is not None:
+                run.metrics.close()
+            if run is not None and run.lock is not None:
+                self._write_final_status(run)
+                run.lock.release()
         return self.state
 
     def _run_until_out_of_memory(self) -> bool:
@@ -191,13 +187,13 @@ class Trainer(Controls, RunSetup):
         self._fail(message)
         raise CharRNNError(message)
 
-    def _write_final_status(self) -> None:
+    def _write_final_status(self, run: Run) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
         this covers runs trained from Python with no server)."""
-        info = self.info
-        if info is None or self.run_dir is None or not self.run_dir.is_dir():
+        info, run_dir = run.info, run.run_dir
+        if info is None or run_dir is None or not run_dir.is_dir():
             return
-        write_status(self.run_dir, {
+        write_status(run_dir, {
             **info.status_fields(), "state": self.state, "reason": self.error, "step": self.step,
             "best_val": self.best_val if math.isfinite(self.best_val) else None, "pid": None,
             "updated": time.time(), "viewers": 0,
@@ -205,8 +201,9 @@ class Trainer(Controls, RunSetup):
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
-        assert self.train_step is not None, "set-up has built the step"
-        config = self.config
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        config = run.config
         self._set_state("training")
         self.session_start_seconds = self.train_seconds
         self.session_start_fraction = self._limit_fraction()
@@ -243,7 +240,7 @@ class Trainer(Controls, RunSetup):
             self.train_seconds += time.perf_counter() - started
 
             due_report = (time.perf_counter() - self.last_report >= config.report_interval
-                          or self.train_step.log.full)
+                          or run.train_step.log.full)
             due_eval = self.step % config.eval_interval == 0
             due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
             due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
@@ -264,24 +261,25 @@ class Trainer(Controls, RunSetup):
 
     def _train_step(self, lr: float | None = None) -> None:
         """One step; the leader of a distributed run first tells the followers to take it too."""
-        assert self.train_step is not None, "set-up has built the step"
+        run = self.built
+        assert run is not None, "set-up has built the run"
         if lr is None:
             lr = self._lr()
-            self.peers.step(lr)
-        position = self.batcher.state_dict()
-        batch = self.batcher.next()
+            run.peers.step(lr)
+        position = run.batcher.state_dict()
+        batch = run.batcher.next()
         state = None if batch.reset else self.train_state
         try:
-            with self.peers.stepping():
-                state = self.train_step(shard(batch, self.world), state, lr)
+            with run.peers.stepping():
+                state = run.train_step(shard(batch, self.world), state, lr)
         except RuntimeError as e:
-            if is_out_of_memory(e) and not self.train_step.updating:
-                self.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
-            lost = None if is_out_of_memory(e) else self.peers.lost(e)
+            if is_out_of_memory(e) and not run.train_step.updating:
+                run.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
+            lost = None if is_out_of_memory(e) else run.peers.lost(e)
             if lost is not None:  # DDP's all-reduce found a rank gone
                 raise lost from None
             raise
-        self.train_state = state if self.batcher.carries_state else None
+        self.train_state = state if run.batcher.carries_state else None
         self.step += 1
         self.tokens_seen += batch.predictions
         self.tokens_since_report += batch.predictions
@@ -289,12 +287,13 @@ class Trainer(Controls, RunSetup):
     def _report(self) -> bool:
         """Send the losses since the last report; False when a loss or gradient norm went NaN/inf and
         the run stopped."""
-        assert self.train_step is not None, "set-up has built the step"
-        if not self.train_step.log.count:
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        if not run.train_step.log.count:
             return True
         started = time.perf_counter()
-        self.peers.add_up_losses(self.train_step.log)  # every rank's share of each step's loss, added up
-        losses, grad_norms = self.train_step.log.read()  # the one host sync per report
+        run.peers.add_up_losses(run.train_step.log)  # every rank's share of each step's loss, added up
+        losses, grad_norms = run.train_step.log.read()  # the one host sync per report
         now = time.perf_counter()
         self.train_seconds += now - started  # waiting here is the device finishing the steps
         elapsed = max(self.train_seconds - self.seconds_at_report, 1e-9)
@@ -314,18 +313,18 @@ class Trainer(Controls, RunSetup):
         self._train_sum += sum(losses)
         self._train_count += len(losses)
         lr = self._lr()
-        assert self.metrics is not None, "the leader's set-up has opened the log"
-        self.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
+        assert run.metrics is not None, "the leader's set-up has opened the log"
+        run.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
                            sum(grad_norms) / len(grad_norms))
         tokens_per_s = self.tokens_since_report / elapsed
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
-            self.balance_threads(tokens_per_s if self._speed_tells_threads() else None)
+            self.balance_threads(tokens_per_s if self._speed_tells_threads(run) else None)
         self.tokens_since_report = 0
         self.emit(Progress(
-            step=self.step, first_step=first, losses=tuple(losses), epoch=self.batcher.epoch_float,
+            step=self.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
-            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(tokens_per_s),
-            memory_bytes=memory_in_use(self.device) if self.device is not None else None, **self._gpu_fields(),
+            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(run, tokens_per_s),
+            memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
         ))
         return True
 
@@ -340,15 +339,18 @@ class Trainer(Controls, RunSetup):
                 "gpu_memory_total": reading.memory_total}
 
     def _last_checkpoint_note(self) -> str:
-        if not self.saved_step or self.run_dir is None:
+        run_dir = self.built.run_dir if self.built is not None else None
+        if not self.saved_step or run_dir is None:
             return "nothing was saved"
         return (f"the last checkpoint (step {self.saved_step}) is intact: "
-                f"`{run_hint('train --resume', self.run_dir)}`")
+                f"`{run_hint('train --resume', run_dir)}`")
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
-        group, train_step = self.peers, self.train_step
-        assert isinstance(group, ProcessGroup) and train_step is not None, "a follower is set up, in a group"
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        group, train_step = run.peers, run.train_step
+        assert isinstance(group, ProcessGroup), "a follower is in a group"
         self._set_state("training")
         self.tokens_since_report = 0
         while True:
@@ -367,15 +369,18 @@ class Trainer(Controls, RunSetup):
 
     def _flush_progress(self) -> bool:
         """Report what is pending; False if that found a NaN/inf and failed the run."""
-        return self.train_step is None or self._report()
+        return self.built is None or self._report()
 
-    def _speed_tells_threads(self) -> bool:
+    @staticmethod
+    def _speed_tells_threads(run: Run) -> bool:
         """Whether this report's speed says how fast its thread count is: on a CPU, and not while
         the novelty index is built on every core (it would slow the counts timed first most)."""
-        index = self.copy_index
-        return self.device is not None and self.device.type == "cpu" and not (index is not None and index.building)
+        index = run.copy_index
+        return run.device.type == "cpu" and not (index is not None and index.building)
 
     def _evaluate(self) -> None:
+        run = self.built
+        assert run is not None, "set-up has built the run"
         t0 = time.perf_counter()
         # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
         # result: the chunk size does not change it), answering keystrokes between them.
@@ -386,9 +391,9 @@ class Trainer(Controls, RunSetup):
             now = time.perf_counter()
             if done == 0.0 or now - shown[0] >= VALIDATING_INTERVAL:
                 shown[0] = now
-                self.emit(Validating(self.step, done, len(self.val_ids)))
+                self.emit(Validating(self.step, done, len(run.val_ids)))
 
-        result = evaluate(self.model, self.val_ids, chunk=TYPING_CHUNK if typing else None,
+        result = evaluate(run.model, run.val_ids, chunk=TYPING_CHUNK if typing else None,
                           between=self._serve_typing if typing else None, progress=progress)
         self.last_eval_seconds = time.perf_counter() - t0
         is_best = result.nats < self.best_val
@@ -405,13 +410,13 @@ class Trainer(Controls, RunSetup):
             self._train_sum, self._train_count = 0.0, 0
         self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
                                                                 train_at_eval)
-        change = self.schedule.after_evaluation(self.config, self._position(), result.nats)
-        since_change = self.schedule.since_change
+        change = run.schedule.after_evaluation(run.config, self._position(), result.nats)
+        since_change = run.schedule.since_change
         verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
                                first_after_best=self.first_after_best, since_change=since_change,
                                learning=self._lr() > 0)
-        assert self.metrics is not None, "the leader's set-up has opened the log"
-        self.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
+        assert run.metrics is not None, "the leader's set-up has opened the log"
+        run.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
         self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
         if change is not None:
@@ -419,7 +424,7 @@ class Trainer(Controls, RunSetup):
         if is_best:
             self._save(BEST)
         # A change of the learning rate is a reason to wait: counted from the best or the last change.
-        early_stop = self.config.early_stop
+        early_stop = run.config.early_stop
         waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
         if early_stop and waited >= early_stop:
             since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
@@ -443,7 +448,9 @@ class Trainer(Controls, RunSetup):
         """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
         run may train: the pieces are written with the weights of the moment. One that fails or is
         dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
-        config = self.config
+        run = self.built
+        assert run is not None, "set-up has built the run"
+        config = run.config
         if source == "live":  # first, so that a sample that fails is not retried at every step
             self.next_sample_at = time.monotonic() + config.sample_interval
         self._sample_ids += 1
@@ -454,10 +461,10 @@ class Trainer(Controls, RunSetup):
             top_p=config.top_p,
         )
         result = Continuation(prompt)
-        pieces = self.generator.stream(prompt, settings, result)
+        pieces = run.generator.stream(prompt, settings, result)
         first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
         self.emit(SampleStarted(sample_id, self.step, prompt, settings.temperature, source, tuple(result.notes)))
-        word_level = self.vocab.kind == "word"
+        word_level = run.vocab.kind == "word"
         sent = 0
         finished = False
         try:
@@ -467,7 +474,7 @@ class Trainer(Controls, RunSetup):
                 self.emit(SampleText(sample_id, piece, probs, lengths))
                 yield
             probs, lengths = self._token_details(result, 0, word_level)
-            copies = self._copies(result.text)
+            copies = self._copies(run, result.text)
             finished = True
             self.emit(SampleFinished(sample_id, result.text, probs, lengths, *copies))
         finally:
@@ -480,8 +487,10 @@ class Trainer(Controls, RunSetup):
     def _expect(self, text: str, top: int) -> None:
         """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
         the last one (engine/model/cowrite.py)."""
+        run = self.built
+        assert run is not None, "set-up has built the run"
         if self.typing is None:
-            self.typing = TypingState(self.model, self.vocab)
+            self.typing = TypingState(run.model, run.vocab)
         expectation = self.typing.expect(text, top)
         self.emit(NextTokens(text, tuple((t, round(p, 4)) for t, p in expectation.top),
                              tuple(round(p, 3) for p in expectation.probs), tuple(expectation.token_lengths),
@@ -492,10 +501,10 @@ class Trainer(Controls, RunSetup):
         probs = tuple(round(p, 3) for p in result.probs[start:])
         return probs, tuple(result.token_lengths[start:]) if word_level else ()
 
-    def _copies(self, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
+    def _copies(self, run: Run, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
         """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
         the index is ready."""
-        copies = self.copy_index  # the leader's, set up before any sample
+        copies = run.copy_index  # the leader's, set up before any sample
         index = copies.index if copies is not None else None
         if index is None:
             if copies is not None and copies.skipped and not self._copy_check_noted:
@@ -559,17 +568,17 @@ class Trainer(Controls, RunSetup):
 
     # ---- schedule and limits ------------------------------------------------------------------
     def _position(self) -> schedule.Position:
-        return schedule.Position(self.step, self.batcher.epoch_float, self.train_seconds)
+        return schedule.Position(self.step, self._built().batcher.epoch_float, self.train_seconds)
 
     def _limit_fraction(self) -> float | None:
-        return schedule.limit_fraction(self.config, self._position(), self.schedule.start)
+        return schedule.limit_fraction(self.config, self._position(), self._built().schedule.start)
 
     def _limit_reached(self) -> str | None:
-        return self.early_stopped or schedule.limit_reached(self.config, self.step, self.batcher.epoch_float,
+        return self.early_stopped or schedule.limit_reached(self.config, self.step, self._built().batcher.epoch_float,
                                                             self.train_seconds)
 
     def _lr(self) -> float:
-        return self.schedule.rate(self.config, self._position())
+        return self._built().schedule.rate(self.config, self._position())
 
     def _eta(self) -> float | None:
         """Seconds of wall-clock time to the stop condition: the training left, at this session's
@@ -584,8 +593,9 @@ class Trainer(Controls, RunSetup):
             return None
         return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)
 
-    def _epoch_eta(self, tokens_per_s: float) -> float | None:
+    @staticmethod
+    def _epoch_eta(run: Run, tokens_per_s: float) -> float | None:
         if tokens_per_s <= 0:
             return None
-        left = 1.0 - (self.batcher.epoch_float % 1.0)
-        return left * len(self.train_ids) / tokens_per_s
+        left = 1.0 - (run.batcher.epoch_float % 1.0)
+        return left * len(run.train_ids) / tokens_per_s
