@@ -179,3 +179,28 @@ def fake_engine(run_dir: Path, serve: Callable[[socket.socket], None], *, live: 
         if lock is not None:
             lock.release()
         (run_dir / SOCKET).unlink(missing_ok=True)
+
+
+def run_info(**changes):  # -> events.RunInfo
+    """A run's RunInfo for the tests of the folds (engine/run_state.py, tui/run_view.py), with changes."""
+    from charrnn_tui.engine import events as ev
+
+    fields = dict(run_name="run", run_dir="/runs/run", corpus_name="c.txt", corpus_source="/c.txt",
+                  corpus_chars=1000, train_tokens=900, val_tokens=100, token_kind="char", vocab_size=50,
+                  model_kind="lstm", layers=2, hidden=64, embedding=32, parameters=12345, device="cpu",
+                  device_name="CPU, 2 threads", precision="fp32", preset="tiny", batch_size=8, seq_len=32,
+                  max_steps=None, max_epochs=None, max_time=None, resumed_step=0,
+                  config={"temperature": 0.6, "early_stop": 5})
+    fields.update(changes)
+    return ev.RunInfo(**fields)
+
+
+def progress_event(step: int, losses, **changes):  # -> events.Progress
+    """A Progress event at `step` reporting `losses` (the steps up to it), with changes."""
+    from charrnn_tui.engine import events as ev
+
+    fields = dict(step=step, first_step=step - len(losses) + 1, losses=tuple(losses), epoch=step / 100,
+                  tokens_per_s=1000.0 + step, lr=0.01, train_seconds=step / 10, eta_seconds=50.0,
+                  epoch_eta_seconds=5.0, memory_bytes=2048)
+    fields.update(changes)
+    return ev.Progress(**fields)

@@ -10,31 +10,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import progress_event, run_info
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.history import MAX_TIMELINE, MAX_VAL, LossHistory
 from charrnn_tui.engine.run_state import DEFAULT_TEMPERATURE, MAX_SAMPLES, RunState
 
 GIB = 1 << 30
-
-
-def _info(**changes) -> ev.RunInfo:
-    fields = dict(run_name="run", run_dir="/runs/run", corpus_name="c.txt", corpus_source="/c.txt",
-                  corpus_chars=1000, train_tokens=900, val_tokens=100, token_kind="char", vocab_size=50,
-                  model_kind="lstm", layers=2, hidden=64, embedding=32, parameters=12345, device="cpu",
-                  device_name="CPU, 2 threads", precision="fp32", preset="tiny", batch_size=8, seq_len=32,
-                  max_steps=None, max_epochs=None, max_time=None, resumed_step=0,
-                  config={"temperature": 0.6, "early_stop": 5})
-    fields.update(changes)
-    return ev.RunInfo(**fields)
-
-
-def _progress(step, losses, **changes) -> ev.Progress:
-    fields = dict(step=step, first_step=step - len(losses) + 1, losses=tuple(losses), epoch=step / 100,
-                  tokens_per_s=1000.0 + step, lr=0.01, train_seconds=step / 10, eta_seconds=50.0,
-                  epoch_eta_seconds=5.0, memory_bytes=2048)
-    fields.update(changes)
-    return ev.Progress(**fields)
 
 
 def _history(losses: list[float], timeline: list[list[float]]) -> dict:
@@ -59,24 +41,24 @@ def test_a_fresh_fold_knows_nothing_but_its_defaults():
 
 def test_the_start_of_a_fresh_run_gives_its_settings_and_nothing_saved():
     run = RunState()
-    assert run.apply(ev.Started(_info())) is None
-    assert run.info == _info() and (run.temperature, run.early_stop) == (0.6, 5)
+    assert run.apply(ev.Started(run_info())) is None
+    assert run.info == run_info() and (run.temperature, run.early_stop) == (0.6, 5)
     assert (run.step, run.saved_step, run.saved_at, run.saved_path) == (0, 0, None, "")
     assert run.history.steps == 0 and run.best_train_loss is None and run.val_losses == [] and run.samples == {}
-    run.apply(ev.Started(_info(config={})))  # a config that names neither: the defaults, not what was before
+    run.apply(ev.Started(run_info(config={})))  # a config that names neither: the defaults, not what was before
     assert (run.temperature, run.early_stop) == (DEFAULT_TEMPERATURE, None)
-    run.apply(ev.Started(_info(config={"temperature": True, "early_stop": 2.5})))  # of the wrong kind: kept
+    run.apply(ev.Started(run_info(config={"temperature": True, "early_stop": 2.5})))  # of the wrong kind: kept
     assert (run.temperature, run.early_stop) == (DEFAULT_TEMPERATURE, None)
-    run.apply(ev.Started(_info(config=["not", "a", "dict"])))
+    run.apply(ev.Started(run_info(config=["not", "a", "dict"])))
     assert (run.temperature, run.early_stop) == (DEFAULT_TEMPERATURE, None)
     run.apply(ev.Started("not a RunInfo"))  # ignored, whole
-    assert run.info == _info(config=["not", "a", "dict"])
+    assert run.info == run_info(config=["not", "a", "dict"])
 
 
 def test_the_start_of_a_resumed_run_brings_back_its_history():
     before = time.time()
     run = RunState()
-    run.apply(ev.Started(_info(resumed_step=4), _history([4.0, 3.0, 2.0, 3.5], [[2, 0.5], [4, 1.0]]),
+    run.apply(ev.Started(run_info(resumed_step=4), _history([4.0, 3.0, 2.0, 3.5], [[2, 0.5], [4, 1.0]]),
                          ((2, 3.0), (4, 2.5), (3, 2.7)), ((2, "old one"), (4, "old two"))))
     assert run.step == run.saved_step == 4 and run.saved_at >= before and run.unsaved_steps == 0
     assert run.saved_path == ""  # no save since it resumed: a welcome tells of none
@@ -89,7 +71,7 @@ def test_the_start_of_a_resumed_run_brings_back_its_history():
             for s in run.samples.values()] == [(-2, 2, "", 0.0, "earlier", "old one", True),
                                                (-1, 4, "", 0.0, "earlier", "old two", True)]
     many = tuple((i, f"s{i}") for i in range(MAX_SAMPLES + 5))
-    run.apply(ev.Started(_info(), {}, (), many))  # a new start: what the earlier one told goes
+    run.apply(ev.Started(run_info(), {}, (), many))  # a new start: what the earlier one told goes
     assert list(run.samples) == list(range(-MAX_SAMPLES, 0)) and run.samples[-1].text == f"s{MAX_SAMPLES + 4}"
     assert run.history.steps == 0 and run.timeline == [] and run.val_losses == [] and run.best_val is None
     assert run.step == 0 and run.saved_at is None and run.last_val_bits is None
@@ -97,31 +79,31 @@ def test_the_start_of_a_resumed_run_brings_back_its_history():
 
 def test_a_start_whose_history_cannot_be_read_starts_an_empty_one():
     run = RunState()
-    run.apply(ev.Started(_info(), {"means": [1.0], "lows": [], "highs": [], "steps": 1, "first": 1.0, "width": 1,
+    run.apply(ev.Started(run_info(), {"means": [1.0], "lows": [], "highs": [], "steps": 1, "first": 1.0, "width": 1,
                                    "recent": [], "timeline": [["x", 1]]}))
     assert run.history.steps == 0 and run.timeline == [] and run.best_train_loss is None
 
 
 def test_progress_moves_the_run_on():
     run = RunState()
-    run.apply(ev.Started(_info()))
-    run.apply(_progress(0, []))  # the first report, before a step: the time axis starts
+    run.apply(ev.Started(run_info()))
+    run.apply(progress_event(0, []))  # the first report, before a step: the time axis starts
     assert run.timeline == [(0, 0.0)] and run.best_train_loss is None and run.history.steps == 0
-    run.apply(_progress(3, [4.0, 3.0, 3.5]))
+    run.apply(progress_event(3, [4.0, 3.0, 3.5]))
     assert (run.step, run.epoch, run.lr, run.tokens_per_s, run.train_seconds) == (3, 0.03, 0.01, 1003.0, 0.3)
     assert (run.eta_seconds, run.epoch_eta_seconds, run.memory_bytes, run.gpu) == (50.0, 5.0, 2048, None)
     assert run.first_train_loss == 4.0 and run.best_train_loss == 3.0 and run.history.steps == 3
     assert run.timeline == [(0, 0.0), (3, 0.3)] and run.unsaved_steps == 3
-    run.apply(_progress(5, [3.2, 2.5], gpu_utilisation=90, gpu_memory_used=5 * GIB, gpu_memory_total=8 * GIB))
+    run.apply(progress_event(5, [3.2, 2.5], gpu_utilisation=90, gpu_memory_used=5 * GIB, gpu_memory_total=8 * GIB))
     assert run.gpu == (90, 5 * GIB, 8 * GIB) and run.best_train_loss == 2.5
-    run.apply(_progress(6, [2.9]))  # a report without an NVML reading keeps the last one
+    run.apply(progress_event(6, [2.9]))  # a report without an NVML reading keeps the last one
     assert run.gpu == (90, 5 * GIB, 8 * GIB) and run.best_train_loss == 2.5 and run.first_train_loss == 4.0
-    run.apply(_progress(7, [2.8], gpu_utilisation=50))  # a reading without memory
+    run.apply(progress_event(7, [2.8], gpu_utilisation=50))  # a reading without memory
     assert run.gpu == (50, 0, None)
-    run.apply(_progress(7, [], lr=0.0))  # no new step (paused): no time point; a rate of 0 learns nothing
+    run.apply(progress_event(7, [], lr=0.0))  # no new step (paused): no time point; a rate of 0 learns nothing
     assert run.timeline == [(0, 0.0), (3, 0.3), (5, 0.5), (6, 0.6), (7, 0.7)] and not run.learning
     assert run.progress.lr == 0.0
-    run.apply(_progress(True, [1.0]))  # a step of the wrong kind: the report is ignored
+    run.apply(progress_event(True, [1.0]))  # a step of the wrong kind: the report is ignored
     assert run.step == 7 and run.history.steps == 7
 
 
@@ -146,7 +128,7 @@ def test_evaluations_keep_the_validation_history_and_its_best():
 
 def test_only_a_save_of_latest_counts_as_saved():
     run = RunState()
-    run.apply(_progress(25, [1.0] * 5))
+    run.apply(progress_event(25, [1.0] * 5))
     run.apply(ev.CheckpointSaved("/runs/run/best.pt", 20, "best", 123.0))
     assert (run.saved_step, run.saved_path, run.saved_at, run.unsaved_steps) == (0, "", None, 25)
     run.apply(ev.CheckpointSaved("/runs/run/latest.pt", 24, "latest", 456.0))
@@ -206,7 +188,7 @@ def test_samples_are_written_as_they_come_and_the_oldest_go():
 
 def test_what_one_client_is_told_is_not_the_runs():
     run = RunState()
-    run.apply(ev.Started(_info()))
+    run.apply(ev.Started(run_info()))
     before = dict(vars(run))
     assert run.apply(ev.Notice("careful", "error")) is None
     assert run.apply(ev.NextTokens("ab", (("c", 0.5),))) is None
@@ -215,10 +197,10 @@ def test_what_one_client_is_told_is_not_the_runs():
 
 def test_a_long_run_is_folded_in_bounded_memory():
     run = RunState()
-    run.apply(ev.Started(_info()))
+    run.apply(ev.Started(run_info()))
     for k in range(3 * MAX_VAL):
         step = (k + 1) * 100
-        run.apply(_progress(step, [2.0 + (k % 7) / 10] * 100, train_seconds=float(step)))
+        run.apply(progress_event(step, [2.0 + (k % 7) / 10] * 100, train_seconds=float(step)))
         run.apply(ev.Evaluated(step, 1.5 + (k % 5) / 10, 2.1, 4.5, 1.5, False, 100, 0.1))
         run.apply(ev.SampleStarted(k, step, "", 0.8, "live"))
         run.apply(ev.SampleFinished(k, "text"))
@@ -232,12 +214,12 @@ def test_a_long_run_is_folded_in_bounded_memory():
 # ---- the point of one fold -----------------------------------------------------------------------------
 def _a_run(run_dir: Path) -> tuple[ev.Event, list[ev.Event]]:
     """A resumed run's Started, and what happens after it: every kind of event a fold keeps."""
-    started = ev.Started(_info(run_dir=str(run_dir), resumed_step=100),
+    started = ev.Started(run_info(run_dir=str(run_dir), resumed_step=100),
                          _history([3.0 - i / 100 for i in range(100)], [[50, 5.0], [100, 10.0]]),
                          ((50, 2.5), (100, 2.2)), ((60, "old a"), (90, "old b")))
     return started, [
         ev.StateChanged("training"),
-        _progress(110, [2.0 + i / 100 for i in range(10)], gpu_utilisation=80, gpu_memory_used=GIB,
+        progress_event(110, [2.0 + i / 100 for i in range(10)], gpu_utilisation=80, gpu_memory_used=GIB,
                   gpu_memory_total=8 * GIB),
         ev.SampleStarted(1, 110, "", 0.6, "live"),
         ev.SampleText(1, "the ", (0.5, 0.5, 0.5, 0.5)),
@@ -248,7 +230,7 @@ def _a_run(run_dir: Path) -> tuple[ev.Event, list[ev.Event]]:
         ev.Evaluated(120, 2.0, 2.0 / math.log(2), math.e ** 2, 2.0, True, 1000, 1.0, best_step=120),
         ev.CheckpointSaved(str(run_dir / "latest.pt"), 120, "latest", 1234.5),
         ev.CheckpointSaved(str(run_dir / "best.pt"), 120, "best", 1234.6),
-        _progress(130, [1.9] * 10),  # no NVML reading: the last one stands
+        progress_event(130, [1.9] * 10),  # no NVML reading: the last one stands
         ev.SettingsChanged(1.1, None),
         ev.NextTokens("ab", (("c", 0.5),)),
         ev.SampleStarted(2, 130, "Once", 1.1, "prompt", ("a note",)),
@@ -325,7 +307,7 @@ def test_a_late_welcome_leaves_out_a_comparison_of_temperatures_and_keeps_the_la
     from charrnn_tui.tui.run_view import RunView
 
     record = RunRecord()
-    record.apply(ev.Started(_info()))
+    record.apply(ev.Started(run_info()))
     for i in range(REPLAYED + 5):
         record.apply(ev.SampleStarted(i, i, "", 0.8, "live"))
         record.apply(ev.SampleFinished(i, f"sample {i}"))

@@ -3,28 +3,10 @@
 import math
 
 import pytest
+from helpers import progress_event, run_info
 
 from charrnn_tui.engine import events as ev
 from charrnn_tui.tui.run_view import MAX_ERRORS, MAX_SAMPLES, TRAIN_WINDOW, RunView
-
-
-def _info(**changes) -> ev.RunInfo:
-    fields = dict(run_name="run", run_dir="/runs/run", corpus_name="c.txt", corpus_source="/c.txt",
-                  corpus_chars=1000, train_tokens=900, val_tokens=100, token_kind="char", vocab_size=50,
-                  model_kind="lstm", layers=2, hidden=64, embedding=32, parameters=12345, device="cpu",
-                  device_name="CPU, 2 threads", precision="fp32", preset="tiny", batch_size=8, seq_len=32,
-                  max_steps=None, max_epochs=None, max_time=None, resumed_step=0,
-                  config={"temperature": 0.6, "early_stop": 5})
-    fields.update(changes)
-    return ev.RunInfo(**fields)
-
-
-def _progress(step, losses, **changes) -> ev.Progress:
-    fields = dict(step=step, first_step=step - len(losses) + 1, losses=tuple(losses), epoch=step / 100,
-                  tokens_per_s=1000.0 + step, lr=0.01, train_seconds=step / 10, eta_seconds=50.0,
-                  epoch_eta_seconds=5.0, memory_bytes=2048)
-    fields.update(changes)
-    return ev.Progress(**fields)
 
 
 def test_a_fresh_view_is_starting_with_nothing_learnt():
@@ -36,13 +18,13 @@ def test_a_fresh_view_is_starting_with_nothing_learnt():
 def test_the_start_of_a_fresh_run_takes_its_settings():
     view = RunView()
     version = view.version
-    assert view.apply(ev.Started(_info())) is None
+    assert view.apply(ev.Started(run_info())) is None
     assert view.version == version + 1
     assert view.info.run_name == "run" and view.temperature == 0.6 and view.early_stop == 5
     assert view.step == view.saved_step == 0 and view.saved_at is None
     assert view.val_losses == [] and view.best_val is None and view.first_train_loss is None
     assert view.unit == "chars"
-    view.apply(ev.Started(_info(token_kind="word", config={})))
+    view.apply(ev.Started(run_info(token_kind="word", config={})))
     # none given: the run samples at the default, and stops early never (as the server and a client say)
     assert view.unit == "tokens" and view.temperature == 0.8 and view.early_stop is None
 
@@ -51,7 +33,7 @@ def test_the_start_of_a_resumed_run_brings_back_its_history():
     history = {"steps": 4, "first": 4.0, "width": 1, "means": [4.0, 3.0, 2.0, 3.5], "lows": [4.0, 3.0, 2.0, 3.5],
                "highs": [4.0, 3.0, 2.0, 3.5], "recent": [3.0, 2.0, 3.5], "timeline": [[2, 0.5], [4, 1.0]]}
     view = RunView()
-    view.apply(ev.Started(_info(resumed_step=4), history, ((2, 3.0), (4, 2.5), (3, 2.7)),
+    view.apply(ev.Started(run_info(resumed_step=4), history, ((2, 3.0), (4, 2.5), (3, 2.7)),
                           ((2, "old one"), (4, "old two"))))
     assert view.step == view.saved_step == 4 and view.saved_at is not None and view.unsaved_steps == 0
     assert list(view.train_losses) == [3.0, 2.0, 3.5]
@@ -68,32 +50,32 @@ def test_the_start_of_a_resumed_run_brings_back_its_history():
 
 def test_progress_moves_the_run_on_and_keeps_its_best_training_loss():
     view = RunView()
-    view.apply(ev.Started(_info()))
-    view.apply(_progress(3, [4.0, 3.0, 3.5]))
+    view.apply(ev.Started(run_info()))
+    view.apply(progress_event(3, [4.0, 3.0, 3.5]))
     assert (view.step, view.epoch, view.lr, view.tokens_per_s, view.train_seconds) == (3, 0.03, 0.01, 1003.0, 0.3)
     assert (view.eta_seconds, view.epoch_eta_seconds, view.memory_bytes, view.gpu) == (50.0, 5.0, 2048, None)
     assert view.first_train_loss == 4.0 and view.best_train_loss == 3.0
     assert list(view.train_losses) == [4.0, 3.0, 3.5] and view.history.steps == 3
     assert view.timeline == [(3, 0.3)] and view.unsaved_steps == 3
-    view.apply(_progress(5, [3.2, 3.1], epoch_eta_seconds=4.0, gpu_utilisation=90, gpu_memory_used=5,
+    view.apply(progress_event(5, [3.2, 3.1], epoch_eta_seconds=4.0, gpu_utilisation=90, gpu_memory_used=5,
                          gpu_memory_total=10))
     assert view.best_train_loss == 3.0 and view.first_train_loss == 4.0  # never rises, never moves
     assert view.epoch_eta_seconds == 4.0 and view.gpu == (90, 5, 10)
-    view.apply(_progress(6, [2.5], gpu_utilisation=50))  # NVML without a memory figure
+    view.apply(progress_event(6, [2.5], gpu_utilisation=50))  # NVML without a memory figure
     assert view.best_train_loss == 2.5 and view.gpu == (50, 0, None)
-    view.apply(_progress(6, [], lr=0.0))  # a report with no new step (paused): no new time point
+    view.apply(progress_event(6, [], lr=0.0))  # a report with no new step (paused): no new time point
     assert view.timeline == [(3, 0.3), (5, 0.5), (6, 0.6)] and not view.learning
-    view.apply(_progress(6, [], lr=1e-9))
+    view.apply(progress_event(6, [], lr=1e-9))
     assert view.learning
 
 
 def test_the_training_window_keeps_the_latest_losses():
     view = RunView()
-    view.apply(_progress(TRAIN_WINDOW + 10, [float(i) for i in range(TRAIN_WINDOW + 10)]))
+    view.apply(progress_event(TRAIN_WINDOW + 10, [float(i) for i in range(TRAIN_WINDOW + 10)]))
     assert len(view.train_losses) == TRAIN_WINDOW and view.train_losses[0] == 10.0
     assert view.timeline == [(TRAIN_WINDOW + 10, (TRAIN_WINDOW + 10) / 10)]
     empty = RunView()
-    empty.apply(_progress(0, []))  # the first report, before a step: the chart's time axis starts
+    empty.apply(progress_event(0, []))  # the first report, before a step: the chart's time axis starts
     assert empty.timeline == [(0, 0.0)] and empty.first_train_loss is None and empty.best_train_loss is None
 
 
@@ -109,7 +91,7 @@ def test_evaluations_validation_and_saves():
     assert view.val_losses == [(10, 2.0)]
     view.apply(ev.Evaluated(20, 2.5, 3.6, 12.2, 2.0, False, 100, 1.0, best_step=10, overfitting_since=20))
     assert view.val_losses == [(10, 2.0), (20, 2.5)] and view.overfitting_since == 20 and view.last_val_bits == 3.6
-    view.apply(_progress(25, [1.0] * 5))
+    view.apply(progress_event(25, [1.0] * 5))
     view.apply(ev.CheckpointSaved("/runs/run/best.pt", 20, "best", 123.0))  # only latest counts as saved
     assert (view.saved_step, view.saved_path, view.saved_at, view.unsaved_steps) == (0, "", None, 25)
     view.apply(ev.CheckpointSaved("/runs/run/latest.pt", 24, "latest", 456.0))
@@ -169,7 +151,7 @@ def test_events_the_view_does_not_draw_change_nothing_but_the_version():
 
 def test_a_runs_words_are_made_printable_but_its_folder_is_kept_as_it_names_it():
     view = RunView()
-    view.apply(ev.Started(_info(run_name="a\x1b]0;title\x07b", corpus_name="c\x1b[2J", run_dir="/runs/x\x1by")))
+    view.apply(ev.Started(run_info(run_name="a\x1b]0;title\x07b", corpus_name="c\x1b[2J", run_dir="/runs/x\x1by")))
     assert "\x1b" not in view.info.run_name and view.info.run_name.startswith("a") and "\x07" not in view.info.run_name
     assert "\x1b" not in view.info.corpus_name
     assert view.info.run_dir == "/runs/x\x1by"  # shown through printable where it is drawn
