@@ -424,9 +424,8 @@ class RunSetup:
         config, device = self.config, self.device
         assert device is not None, "picked before the batch size"
         limit = max(1, min(AUTO_BATCH_LIMIT, (train_tokens - 1) // config.seq_len))  # a window per stream
-        capped = config.fit_batch_size and cfg.fitted_batch_size(limit, config.seq_len, train_tokens) < limit
-        if capped:  # an epoch of a few hundred steps
-            limit = cfg.fitted_batch_size(limit, config.seq_len, train_tokens)
+        fitted = cfg.fitted_batch_size(limit, config.seq_len, train_tokens) if config.fit_batch_size else limit
+        capped, limit = fitted < limit, fitted  # an epoch of a few hundred steps
         if not memory_limited(device):
             chosen = min(config.batch_size, limit)
             self.emit(Notice(f"--batch-size auto: memory is not the limit on a {device.type}, so the "

@@ -144,10 +144,13 @@ class Schedule:
             return cosine(config.lr, config.lr * config.min_lr_ratio, self.first_cosine_fraction(position))
         return config.lr * self.scale
 
+    def _epochs_fraction(self, position: Position) -> float:
+        return (position.epoch - self.start.epoch) / self.cosine_epochs if self.cosine_epochs else 1.0
+
     def first_cosine_fraction(self, position: Position) -> float:
         """How far through its first cosine an open-ended segment is: the further of its epochs and
         its training time."""
-        fraction = (position.epoch - self.start.epoch) / self.cosine_epochs if self.cosine_epochs else 1.0
+        fraction = self._epochs_fraction(position)
         if self.cosine_seconds is not None:
             by_time = (position.seconds - self.start.seconds) / self.cosine_seconds if self.cosine_seconds else 1.0
             fraction = max(fraction, by_time)
@@ -158,8 +161,7 @@ class Schedule:
 
     def first_cosine_length(self, position: Position) -> str:
         """What ended the first cosine, in words: its epochs or its training time."""
-        epochs = (position.epoch - self.start.epoch) / self.cosine_epochs if self.cosine_epochs else 1.0
-        if epochs >= 1.0 or self.cosine_seconds is None:
+        if self._epochs_fraction(position) >= 1.0 or self.cosine_seconds is None:
             return f"{self.cosine_epochs:g} epochs"
         return f"{self.cosine_seconds / 60:g} minutes of training, before {self.cosine_epochs:g} epochs"
 
