@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -224,7 +225,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                          help="continue the latest run, or the named run, run folder or checkpoint")
 
 
-def _flag_fields() -> dict[str, tuple[str, bool]]:
+@functools.cache
+def train_flags() -> dict[str, tuple[str, bool]]:
     """Each train flag that sets a config field -> (the field, whether it is the model's): the flags
     that take a value and default to None (not given), named as their field is, but for --model,
     ModelConfig.kind. Flags that are no field (--one-hot, --no-lr-decay, --keep-schedule, --name...)
@@ -243,9 +245,6 @@ def _flag_fields() -> dict[str, tuple[str, bool]]:
         elif field in train_fields:
             flags[action.dest] = (field, False)
     return flags
-
-
-_TRAIN_FLAGS = _flag_fields()
 
 
 def config_from_args(args: argparse.Namespace, corpus: Corpus | None = None) -> cfg.TrainConfig:
@@ -293,7 +292,7 @@ def load_train_corpus(args: argparse.Namespace) -> Corpus:
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the user's flags set (`model.` keys for the model's), presets aside."""
     given = {("model." if is_model else "") + name: getattr(args, flag)
-             for flag, (name, is_model) in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+             for flag, (name, is_model) in train_flags().items() if getattr(args, flag) is not None}
     if args.one_hot:
         given["model.embedding"] = 0
     if args.no_lr_decay:
