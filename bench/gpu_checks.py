@@ -405,7 +405,7 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
                 trainer._train_step()
         finally:
             train_log.close()
-        state = trainer.train_state
+        state = trainer.trained.train_state
         x = trainer.batcher.next().x
         loss, _ = trainer.train_step.loss(x, x, None)
         extra = {
@@ -709,7 +709,7 @@ def check_oom_recovery(plan: Plan, tmp: Path) -> tuple[str, str]:
         error = str(e)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    failed_at, state = trainer.step, trainer.state
+    failed_at, state = trainer.trained.step, trainer.state
     del trainer
     gc.collect()
     torch.cuda.empty_cache()
@@ -726,8 +726,8 @@ def check_oom_recovery(plan: Plan, tmp: Path) -> tuple[str, str]:
     smaller = max(1, config.batch_size // 2)
     after = Trainer(resume=path, overrides={"batch_size": smaller, "max_steps": 5}, runs_dir=runs)
     after.run()
-    detail += f"; resumed in the same process at batch-size {smaller}: {after.state} at step {after.step}"
-    if after.state != "finished" or after.step != saved + 5:
+    detail += f"; resumed in the same process at batch-size {smaller}: {after.state} at step {after.trained.step}"
+    if after.state != "finished" or after.trained.step != saved + 5:
         return "FAIL", detail
     return "PASS", detail
 

@@ -8,7 +8,8 @@ import torch
 from helpers import step_losses, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
-from charrnn_tui.engine.run.run_setup import DEVICE_OPTIONS, load_optimizer_state, make_optimizer
+from charrnn_tui.engine.run.checkpoints import DEVICE_OPTIONS, load_optimizer_state
+from charrnn_tui.engine.run.run_setup import make_optimizer
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 

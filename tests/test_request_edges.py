@@ -99,18 +99,18 @@ def work_trainer(corpus: Path, runs_dir: Path, cost: float):
     def work(kind: str):
         def carry_out(*args, **kwargs):
             clock.now += cost
-            served.append((kind, trainer.step))
+            served.append((kind, trainer.trained.step))
         return carry_out
 
     trainer._evaluate, trainer._save = work("evaluate"), work("save")
-    trainer.train_seconds = 0.0
+    trainer.trained.train_seconds = 0.0
     return trainer, served
 
 
 def train(trainer: Trainer, steps: int = 1, seconds: float = 0.01) -> None:
     for _ in range(steps):
-        trainer.step += 1
-        trainer.train_seconds += seconds
+        trainer.trained.step += 1
+        trainer.trained.train_seconds += seconds
         trainer._serve_requests(block=False)
 
 
@@ -515,7 +515,7 @@ def test_every_event_a_real_run_sends_is_taken(repetitive_text, runs_dir, tokens
     # and what a resumed run starts with: its history, samples and validations from the checkpoint
     emitted: list[ev.Event] = []
     resumed = Trainer(resume=run.run_dir / LATEST, runs_dir=runs_dir, on_event=emitted.append,
-                      overrides={"max_steps": run.trainer.step + 5})
+                      overrides={"max_steps": run.trainer.trained.step + 5})
     assert resumed.run() == "finished"
     started = next(e for e in emitted if isinstance(e, ev.Started))
     assert started.loss_history["steps"] > 0 and started.val_history and started.samples

@@ -75,11 +75,11 @@ def event(name: str, **fields):
 
 def wait_steps(run: LocalRun, more: int, timeout: float = 60.0) -> None:
     """Training goes on: `more` steps after now (a run that ended fails this at once)."""
-    start = run.trainer.step
+    start = run.trainer.trained.step
     deadline = time.monotonic() + timeout
-    while run.trainer.step < start + more:
+    while run.trainer.trained.step < start + more:
         assert run.thread.is_alive(), f"the run ended: {run.result} {run.trainer.error}"
-        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.step}"
+        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.trained.step}"
         time.sleep(0.02)
     assert run.trainer.state == "training"
 
@@ -149,7 +149,7 @@ def _raise(*args, **kwargs):
     (protocol.AskNextTokens(text="the qu"), "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
      "NextTokens"),
     (protocol.EvaluateNow(), "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
-    (protocol.SaveNow(), "charrnn_tui.engine.run.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
+    (protocol.SaveNow(), "charrnn_tui.engine.run.trainer.save_checkpoint", "save failed", "CheckpointSaved"),
 ])
 def test_a_request_that_fails_is_told_to_its_sender_and_the_run_goes_on(top_k_run, monkeypatch, request_, target,
                                                                          said, answer):
@@ -343,11 +343,11 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
         answered.append(text)
 
     trainer._expect = expect
-    trainer.train_seconds = 0.0
+    trainer.trained.train_seconds = 0.0
     trainer.temperature = 0.8
     for k in range(400):  # a boundary every 10 ms of training, a keystroke waiting at each
         trainer.request(AskNextTokens(f"{k}"))
-        trainer.train_seconds += 0.01
+        trainer.trained.train_seconds += 0.01
         if k == 200:
             trainer.request(SetTemperature(1.5))
             assert not trainer.request_budget.allows()  # spent: the keystroke waits, the setting does not
@@ -382,7 +382,7 @@ def test_a_long_prompt_is_written_a_piece_at_a_time_between_steps(repetitive_tex
 
     def on_event(e):
         if isinstance(e, ev.SampleText) and e.sample_id == 1:
-            pieces_at.append(trainer.step)
+            pieces_at.append(trainer.trained.step)
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=400), runs_dir=runs_dir, on_event=on_event)
     trainer.request_budget = RequestBudget(burst=1e-9)  # no time banked: a piece, then training earns the next

@@ -99,7 +99,7 @@ def test_a_resume_after_text_was_appended_says_so_trains_on_it_and_records_it(ru
     assert notices == [f"corpus {corpus} grew by 380 characters at the end since the checkpoint (step 30): the run "
                        "goes on with the text as it is now and validates on its last 10% (earlier figures scored "
                        "the old text)"]
-    assert trainer.step == 40 and trainer.state == "stopped"  # trained on, and saved
+    assert trainer.trained.step == 40 and trainer.state == "stopped"  # trained on, and saved
     now = TextFingerprint.of(corpus.read_text())
     assert TextFingerprint.from_dict(load_checkpoint(run)["corpus_fingerprint"]) == now  # recorded from here on
     assert load_validation(run.parent, len(trainer.vocab)).fingerprint == now

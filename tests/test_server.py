@@ -63,10 +63,10 @@ def greeted(run: LocalRun) -> socket.socket:
 
 
 def wait_steps(run: LocalRun, more: int = 20, timeout: float = 30.0) -> None:
-    start = run.trainer.step
+    start = run.trainer.trained.step
     deadline = time.monotonic() + timeout
-    while run.trainer.step < start + more:
-        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.step}"
+    while run.trainer.trained.step < start + more:
+        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.trained.step}"
         time.sleep(0.02)
 
 

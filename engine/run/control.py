@@ -49,6 +49,7 @@ from charrnn_tui.engine.protocol import (
     TogglePause,
 )
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
+from charrnn_tui.engine.run.run import Trained
 from charrnn_tui.engine.runs import LATEST
 
 # Requests that cost training time (a sample, a validation pass, a save); past this many waiting or
@@ -131,8 +132,7 @@ class Controls:
     temperature: float
     pause_on_save_error: bool
     last_report: float
-    step: int
-    train_seconds: float
+    trained: Trained
     next_sample_at: float
 
     if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class Controls:
         allows; an evaluation or a save asked for (HELD_BACK) goes by work_budget instead. While
         paused there is no training to keep: one piece of work per turn, without the budget, so that
         resume or stop are still seen between pieces."""
-        trained = self.train_seconds
+        trained = self.trained.train_seconds
         if self._budget_trained is not None:
             self.request_budget.earn(trained - self._budget_trained)
             self.work_budget.earn(trained - self._budget_trained)
@@ -285,7 +285,7 @@ class Controls:
         with contextlib.nullcontext() if self.paused else budget.spending():
             carried_on = self._apply(kind(), reply)
         took = budget.clock() - start
-        self._work_last, self._work_took[kind] = (kind, self.step, took), took
+        self._work_last, self._work_took[kind] = (kind, self.trained.step, took), took
         return carried_on
 
     def _held_message(self, name: type[Request], joined: bool) -> str:
@@ -302,7 +302,7 @@ class Controls:
         ahead = list(self._held)
         ahead = ahead[:ahead.index(name)] if name in ahead else ahead
         wait = max(0.0, sum(self._work_took.get(k, 0.0) for k in ahead) - budget.credit) / budget.share
-        step, trained = self.step, self.train_seconds
+        step, trained = self.trained.step, self.trained.train_seconds
         near = f", near step {step + math.ceil(wait * step / trained):,}" if step > 0 and trained > 0 else ""
         return f"{head}: {why}; it follows after about {wait:.1f} s more training{near}"
 
