@@ -395,7 +395,7 @@ def test_stop_from_a_signal_handler_cannot_deadlock_the_request_queue():
     from charrnn_tui.engine.run.trainer import Trainer
 
     trainer = Trainer(tiny_config("x"))
-    assert isinstance(trainer._requests, queue_module.SimpleQueue)
+    assert isinstance(trainer.controls._requests, queue_module.SimpleQueue)
 
 
 def test_a_client_leaves_out_arguments_that_are_none_so_an_older_run_takes_the_request():

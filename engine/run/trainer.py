@@ -33,6 +33,7 @@ from charrnn_tui.engine.events import (
     SampleFinished,
     SampleStarted,
     SampleText,
+    SettingsChanged,
     StateChanged,
     Validating,
 )
@@ -50,10 +51,26 @@ from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.sampling import Continuation, SampleSettings, TextGenerator
 from charrnn_tui.engine.model.step import TrainStep
 from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.protocol import Request, SetEarlyStop, SetSampleInterval, SetTemperature, Stop
 from charrnn_tui.engine.run import schedule
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
 from charrnn_tui.engine.run.checkpoints import checkpoint_payload, restore, resume_schedule, resumed_config
-from charrnn_tui.engine.run.control import TYPING_CHUNK, Controls
+from charrnn_tui.engine.run.control import (
+    TYPING_CHUNK,
+    Action,
+    Actions,
+    Announce,
+    AnswerKeystroke,
+    Apply,
+    ChangeState,
+    Controls,
+    Evaluate,
+    FlushProgress,
+    Reply,
+    SaveCheckpoint,
+    StartSample,
+    WritePiece,
+)
 from charrnn_tui.engine.run.distributed import (
     GATHER,
     REPORT,
@@ -92,10 +109,11 @@ from charrnn_tui.engine.text.run_text import TextFingerprint
 from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
 
 MAX_SAVED_SAMPLES = 50
+_FINISHED = object()  # what a sample's pieces give once it has finished
 VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
 
 
-class Trainer(Controls):
+class Trainer:
     def __init__(
         self,
         config: cfg.TrainConfig | None = None,
@@ -149,7 +167,7 @@ class Trainer(Controls):
         # Called at the start and at each progress report, with the speed since the last one, on
         # the training thread (engine/run/threads.py).
         self.balance_threads: Callable[[float | None], None] | None = None
-        self._init_controls()
+        self.controls = Controls(self.trained)  # the requests' queue and budgets (engine/run/control.py)
 
     def run(self) -> str:
         """Set up, train until a stop condition or a stop request, and return the final state."""
@@ -391,18 +409,18 @@ class Trainer(Controls):
             self.balance_threads(None)  # no speed yet
 
         while True:
-            self._serve_requests(block=self.paused)
+            self._serve_requests(block=self.controls.paused)
             if self.state == "error":  # a NaN found while serving a request
                 return
-            if self.stop_requested is not None:
-                self._drop_requests()  # stopping now: not after the prompts set aside
+            if self.controls.stop_requested is not None:
+                self._pull(self.controls.drop())  # stopping now: not after the prompts set aside
                 if self._stop_on_request():
                     return
                 continue  # the final save failed: paused, so the user can free space and retry
-            if self.paused:
+            if self.controls.paused:
                 continue
             if self._limit_reached():
-                self._finish_requests()  # asked for before the end: the budget kept training, which is over
+                self._pull(self.controls.finish())  # asked for before the end: the budget kept training, which is over
                 if self._finish():
                     return
                 continue
@@ -432,6 +450,77 @@ class Trainer(Controls):
                     self._sample(prompt="", source="live")
                 # the report's read-back counts as training (it waits for the steps to finish)
                 self.overhead_seconds += time.perf_counter() - started - (trained.train_seconds - trained_before)
+
+    # ---- requests -----------------------------------------------------------------------------
+    def request(self, request: Request, reply: Reply | None = None) -> None:
+        """Queue a request for the loop; safe from any thread (engine/run/control.py says what is
+        refused, and how each is served)."""
+        self.controls.request(request, reply)
+
+    def _serve_requests(self, block: bool) -> None:
+        self._pull(self.controls.serve(block))
+
+    def _serve_typing(self) -> None:
+        self._pull(self.controls.serve_typing())
+
+    def _pull(self, actions: Actions[None]) -> None:
+        """Do what the controls ask, one action at a time, sending each back what came of it, or the
+        error it raised (they tell whoever asked, or raise it on: a device out of memory)."""
+        answer: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = actions.throw(error) if error is not None else actions.send(answer)
+            except StopIteration:
+                return
+            answer, error = None, None
+            try:
+                answer = self._do(action)
+            except Exception as e:  # noqa: BLE001 - thrown back into the controls, which decide
+                error = e
+
+    def _do(self, action: Action) -> Any:
+        match action:
+            case FlushProgress():
+                return self._flush_progress()
+            case SaveCheckpoint():
+                return self._save(LATEST)
+            case Evaluate():
+                self._evaluate()
+            case AnswerKeystroke(text=text, top=top):
+                self._expect(text, top)
+            case StartSample(prompt=prompt, source=source, length=length, temperature=temperature):
+                return self._sample_pieces(prompt, source, length, temperature)
+            case WritePiece(pieces=pieces):
+                return next(pieces, _FINISHED) is not _FINISHED
+            case ChangeState(state=state):
+                if state == "training":
+                    self.last_report = time.perf_counter()  # the time paused is no report's
+                self._set_state(state)
+            case Announce(event=event):
+                self.emit(event)
+            case Apply(request=request):
+                self._apply(request)
+        return None
+
+    def _apply(self, request: Request) -> None:
+        """A request that changes the loop's own settings."""
+        config = self.config
+        match request:
+            case SetTemperature(temperature=temperature):
+                self.temperature = temperature
+                self.emit(SettingsChanged(self.temperature, config.early_stop))
+            case SetEarlyStop(evaluations=evaluations):
+                config.early_stop = evaluations  # saved with the config: a resumed run keeps it
+                self.emit(SettingsChanged(self.temperature, evaluations))
+                self.emit(Notice(f"early stop after {evaluations} evaluations without a new best" if evaluations
+                                 else "early stop off"))
+            case SetSampleInterval(seconds=seconds):
+                config.sample_interval = seconds  # saved with the config: a resumed run keeps it
+                self.next_sample_at = time.monotonic() + seconds
+                self.emit(Notice(f"a live sample every {seconds:g} s" if seconds else "live samples off"))
+            case Stop(unattended=True):
+                self.pause_on_save_error = False  # nobody to free space and press save: a failed save ends it
 
     def _train_step(self, lr: float | None = None) -> None:
         """One step; the leader of a distributed run first tells the followers to take it too."""
@@ -561,7 +650,7 @@ class Trainer(Controls):
         t0 = time.perf_counter()
         # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
         # result: the chunk size does not change it), answering keystrokes between them.
-        typing = self.typing_now
+        typing = self.controls.typing_now
         shown = [t0]
 
         def progress(done: float) -> None:  # the first call, then about twice a second
@@ -709,8 +798,8 @@ class Trainer(Controls):
             save_checkpoint(payload, path)
         except CheckpointError as e:
             self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
-            if self.pause_on_save_error and not self.paused:
-                self.paused = True
+            if self.pause_on_save_error and not self.controls.paused:
+                self.controls.paused = True
                 self._set_state("paused", "checkpoint failed")
             return False
         reseed_cudnn_dropout(run.device)  # a run resumed from this file draws the same dropout masks
@@ -780,9 +869,9 @@ class Trainer(Controls):
         """Save if asked and stop; False when the save failed and a UI wants the run kept, paused."""
         if not self._flush_progress():
             return True
-        if self.stop_requested and not self._save_final():
+        if self.controls.stop_requested and not self._save_final():
             if self.pause_on_save_error:
-                self.stop_requested = None
+                self.controls.stop_requested = None
                 self.emit(Notice("could not save, so training is paused, not stopped: free space and press "
                                  "save, or quit without saving", "warning"))
                 return False
@@ -802,6 +891,7 @@ class Trainer(Controls):
 
     def _fail(self, message: str) -> None:
         self.state = "error"
+        self.controls.failed = True  # it serves nothing more
         self.error = message
         self.emit(Notice(message, "error"))
         self.emit(StateChanged("error", message))
