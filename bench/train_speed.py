@@ -64,7 +64,7 @@ def run_one(config: cfg.TrainConfig) -> dict:
         trained = trainer.trained
         result.update(
             steps=trained.step, train_seconds=trained.train_seconds, wall_seconds=time.perf_counter() - t0,
-            chars_per_s=trained.tokens_seen / trained.train_seconds, epochs=trainer.batcher.epoch_float,
+            chars_per_s=trained.tokens_seen / trained.train_seconds, epochs=trainer.built.batcher.epoch_float,
         )
     m = config.model
     result["model"] = f"{m.kind} {m.layers}x{m.hidden} e{m.embedding}"

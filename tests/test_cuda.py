@@ -60,8 +60,8 @@ def test_training_steps_learn_with_fused_adamw_in_either_precision(precision, re
     trainer = Trainer(tiny_config(repetitive_text, max_steps=200, device="cuda", precision=precision,
                                   report_interval=1e-9), runs_dir=runs_dir, run_name=precision)
     trainer.run()
-    assert trainer.state == "finished" and trainer.bf16 == (precision == "bf16")
-    assert trainer.optimizer.defaults["fused"] is True
+    assert trainer.state == "finished" and trainer.built.bf16 == (precision == "bf16")
+    assert trainer.built.optimizer.defaults["fused"] is True
     losses = list(trainer.trained.losses.recent)
     assert sum(losses[-10:]) / 10 < losses[0] - 1.0
     saved = load_checkpoint(runs_dir / precision / LATEST)
@@ -73,7 +73,7 @@ def test_the_large_preset_trains_a_few_steps(runs_dir):
                                       sample_interval=0), "large")
     trainer = Trainer(config, runs_dir=runs_dir, run_name="large")
     trainer.run()
-    assert trainer.state == "finished" and trainer.trained.step == 5 and trainer.info.layers == 2
+    assert trainer.state == "finished" and trainer.trained.step == 5 and trainer.built.info.layers == 2
     assert all(math.isfinite(v) for v in trainer.trained.losses.recent)
 
 

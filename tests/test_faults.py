@@ -24,7 +24,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     def poisoned_step():
         real_step()
         if trainer.trained.step >= 45:  # from step 45 on the loss is NaN, as after a blow-up
-            log = trainer.train_step.log
+            log = trainer.built.train_step.log
             log.values[log.count - 1, 0] = float("nan")
 
     monkeypatch.setattr(trainer, "_train_step", poisoned_step)
@@ -178,7 +178,7 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_, rep
     def poisoned_step():
         real_step()
         if trainer.trained.step >= 45:
-            log = trainer.train_step.log
+            log = trainer.built.train_step.log
             log.values[log.count - 1, 0] = float("nan")
         if trainer.trained.step == 46:
             trainer.request(request_)
@@ -250,7 +250,7 @@ def test_an_infinite_gradient_behind_a_finite_loss_never_reaches_a_checkpoint(gr
     def poisoned_loss(step, x, y, state, predictions=None):
         loss, state = real_loss(step, x, y, state, predictions)
         if trainer.trained.step == 39:
-            loss = loss + _InfiniteGradient.apply(trainer.model.head.bias)
+            loss = loss + _InfiniteGradient.apply(trainer.built.model.head.bias)
         return loss, state
 
     monkeypatch.setattr(TrainStep, "loss", poisoned_loss)
@@ -273,7 +273,7 @@ def test_weights_that_turn_non_finite_without_a_sign_in_the_losses_are_not_saved
         real_step()
         if trainer.trained.step == 40:
             with torch.no_grad():
-                trainer.model.head.bias[0] = float("nan")
+                trainer.built.model.head.bias[0] = float("nan")
 
     monkeypatch.setattr(trainer, "_train_step", corrupting_step)
     assert trainer.run() == "error"

@@ -115,7 +115,7 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     saved = load_checkpoint(runs_dir / "oom" / LATEST)
     assert saved["step"] == 23
     assert all(torch.equal(saved["model"][k], v) for k, v in weights_at_23.items())
-    batcher = make_batcher("sequential", trainer.train_ids, 8, 16, config.seed)
+    batcher = make_batcher("sequential", trainer.built.train_ids, 8, 16, config.seed)
     for _ in range(23):
         batcher.next()
     assert saved["batcher"] == batcher.state_dict()  # the failed batch was not consumed
@@ -124,15 +124,15 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     # And the run goes on with a smaller batch, from the same point of the epoch.
     monkeypatch.undo()
     events.clear()
-    epoch_at_save = trainer.batcher.epoch_float
+    epoch_at_save = trainer.built.batcher.epoch_float
     resumed = Trainer(resume=runs_dir / "oom" / LATEST, overrides={"batch_size": 4, "max_steps": 7},
                       runs_dir=runs_dir, on_event=events.append)
     resumed.run()
     assert resumed.state == "finished" and resumed.config.batch_size == 4 and resumed.trained.step == 30
     assert any(isinstance(e, Notice) and "resumed with batch-size 4 x seq-len 16 (the run had 8 x 16)" in e.message
                for e in events)
-    per_batch = 1 / resumed.batcher.batches_in_epoch()
-    assert resumed.batcher.epoch_float == pytest.approx(epoch_at_save + 7 * per_batch, abs=1.5 * per_batch)
+    per_batch = 1 / resumed.built.batcher.batches_in_epoch()
+    assert resumed.built.batcher.epoch_float == pytest.approx(epoch_at_save + 7 * per_batch, abs=1.5 * per_batch)
 
 
 def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir, monkeypatch):
@@ -142,14 +142,14 @@ def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir
 
     def setup():
         real_setup()
-        real_step = trainer.optimizer.step
+        real_step = trainer.built.optimizer.step
 
         def step(*a, **k):
             if trainer.trained.step == 15:  # weights may be half-updated: they must not be saved
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory")
             return real_step(*a, **k)
 
-        trainer.optimizer.step = step
+        trainer.built.optimizer.step = step
 
     monkeypatch.setattr(trainer, "_setup", setup)
     with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16"):

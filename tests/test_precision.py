@@ -242,7 +242,7 @@ def test_training_evaluations_and_the_eval_command_run_in_the_same_precision(rep
         trainer = Trainer(tiny_config(repetitive_text, kind="gru", max_steps=40, eval_interval=20),
                           runs_dir=runs_dir, run_name="p")
         trainer.run()
-        assert trainer.bf16 and trainer.state == "finished"
+        assert trainer.built.bf16 and trainer.state == "finished"
         path[0] = "eval"
         out = io.StringIO()
         assert run_eval(build_parser().parse_args(["eval", str(runs_dir / "p" / LATEST), "--device", "cpu"]), out) == 0

@@ -22,7 +22,7 @@ def restored(path, **kwargs) -> tuple[Trainer, list]:
     events: list = []
     trainer = Trainer(resume=path, on_event=events.append, **kwargs)
     trainer._setup()
-    trainer.lock.release()
+    trainer.built.lock.release()
     return trainer, events
 
 
@@ -104,7 +104,7 @@ def test_a_checkpoint_of_the_earlier_batch_layout_resumes_at_the_same_point_of_t
     path = stopped_run(sampler=sampler)
     ck = load_checkpoint(path)
     losses = step_losses_of(ck)
-    train_tokens = restored(path)[0].train_ids.numel()
+    train_tokens = restored(path)[0].built.train_ids.numel()
     if sampler == "sequential":
         ck["batcher"] = {"epoch": 1, "index": 5}  # old cut: (train_tokens // 4 - 1) // 16 batches an epoch
         epoch = 1 + 5 / ((train_tokens // 4 - 1) // 16)
@@ -119,9 +119,9 @@ def test_a_checkpoint_of_the_earlier_batch_layout_resumes_at_the_same_point_of_t
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert (f"resumed from a checkpoint of an earlier version, whose batches were cut differently, at epoch "
             f"{epoch:.2f}; the hidden state starts afresh") in notices
-    assert trainer.batcher.epoch == int(epoch)
-    per_batch = 1 / trainer.batcher.batches_in_epoch()
-    assert trainer.batcher.epoch_float == pytest.approx(epoch, abs=per_batch)
+    assert trainer.built.batcher.epoch == int(epoch)
+    per_batch = 1 / trainer.built.batcher.batches_in_epoch()
+    assert trainer.built.batcher.epoch_float == pytest.approx(epoch, abs=per_batch)
     assert trainer.trained.train_state is None
     assert trainer.trained.losses.steps == 30 and trainer.trained.losses.to_dict()["steps"] == 30
     assert trainer.trained.train_at_eval == [] and len(trainer.trained.val_history) == 3
@@ -142,11 +142,11 @@ def test_a_new_batch_shape_resumes_at_the_point_the_old_one_reached(sampler, sto
     path = stopped_run(sampler=sampler)
     ck = load_checkpoint(path)
     trainer, events = restored(path, overrides={"batch_size": 2})
-    before = make_batcher(sampler, trainer.train_ids, 4, 16, trainer.config.seed)
+    before = make_batcher(sampler, trainer.built.train_ids, 4, 16, trainer.config.seed)
     before.load_state_dict(ck["batcher"])
-    expected = make_batcher(sampler, trainer.train_ids, 2, 16, trainer.config.seed)
+    expected = make_batcher(sampler, trainer.built.train_ids, 2, 16, trainer.config.seed)
     expected.seek(before.epoch_float)
-    assert trainer.batcher.state_dict() == expected.state_dict()
+    assert trainer.built.batcher.state_dict() == expected.state_dict()
     assert any(isinstance(e, Notice) and e.message == "resumed with batch-size 2 x seq-len 16 (the run had 4 x 16) "
                f"at epoch {before.epoch_float:.2f}; the hidden state starts afresh" for e in events)
     assert trainer.trained.train_state is None
@@ -156,7 +156,7 @@ def test_the_same_batch_shape_resumes_the_batcher_and_the_state_exactly(stopped_
     path = stopped_run()
     ck = load_checkpoint(path)
     trainer, events = restored(path)
-    assert trainer.batcher.state_dict() == ck["batcher"]
+    assert trainer.built.batcher.state_dict() == ck["batcher"]
     assert not any(isinstance(e, Notice) for e in events)
     assert all(torch.equal(a, b) for a, b in zip(trainer.trained.train_state, ck["train_state"], strict=True))
 

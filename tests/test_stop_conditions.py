@@ -22,7 +22,7 @@ def test_max_steps_finishes_saves_and_evaluates(repetitive_text, runs_dir):
 
 def test_max_epochs_stops_after_that_many_passes(repetitive_text, runs_dir):
     trainer, state, events = _run(tiny_config(repetitive_text, max_epochs=2), runs_dir, "e")
-    assert state == "finished" and 2.0 <= trainer.batcher.epoch_float < 2.1
+    assert state == "finished" and 2.0 <= trainer.built.batcher.epoch_float < 2.1
     assert "reached max-epochs 2" in events[-1].reason
 
 

@@ -210,7 +210,7 @@ def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_pa
     assert load_checkpoint(latest)["config"]["early_stop"] == 2 and trainer.trained.step < 3000
     resumed = Trainer(resume=latest)
     resumed._setup()
-    resumed.lock.release()
+    resumed.built.lock.release()
     assert resumed.config.early_stop == 2
 
 

@@ -29,7 +29,6 @@ from charrnn_tui.engine.events import (
     NextTokens,
     Notice,
     Progress,
-    RunInfo,
     SampleFinished,
     SampleStarted,
     SampleText,
@@ -86,7 +85,7 @@ from charrnn_tui.engine.run.distributed import (
     shard,
 )
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
-from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
+from charrnn_tui.engine.run.metrics import require_tensorboard
 from charrnn_tui.engine.run.run import EventSink, Run, Trained
 from charrnn_tui.engine.run.run_setup import (
     auto_batch_size,
@@ -101,12 +100,9 @@ from charrnn_tui.engine.run.run_setup import (
     read_text,
 )
 from charrnn_tui.engine.run.schedule import Schedule
-from charrnn_tui.engine.runs import BEST, LATEST, RunLock, default_runs_dir, keep_step_copy, run_hint, write_status
+from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, keep_step_copy, run_hint, write_status
 from charrnn_tui.engine.text.corpus import Corpus
-from charrnn_tui.engine.text.data import Batcher, make_batcher, validation_ids
-from charrnn_tui.engine.text.novelty import BackgroundIndex
-from charrnn_tui.engine.text.run_text import TextFingerprint
-from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
+from charrnn_tui.engine.text.data import make_batcher, validation_ids
 
 MAX_SAVED_SAMPLES = 50
 _FINISHED = object()  # what a sample's pieces give once it has finished
@@ -247,72 +243,6 @@ class Trainer:
             "best_val": trained.best_val if math.isfinite(trained.best_val) else None, "pid": None,
             "updated": time.time(), "viewers": 0,
         })
-
-    # What the run is made of, read-only, for callers outside engine/run/ (and tests); the run's own
-    # files read `self.built`. The optional ones are None until set-up has made them.
-    @property
-    def vocab(self) -> CharVocab | WordVocab:
-        return self._built().vocab
-
-    @property
-    def model(self) -> CharRNN:
-        return self._built().model
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self._built().optimizer
-
-    @property
-    def bf16(self) -> bool:
-        return self._built().bf16
-
-    @property
-    def train_ids(self) -> torch.Tensor:
-        return self._built().train_ids
-
-    @property
-    def val_ids(self) -> torch.Tensor:
-        return self._built().val_ids
-
-    @property
-    def batcher(self) -> Batcher:
-        return self._built().batcher
-
-    @property
-    def generator(self) -> TextGenerator:
-        return self._built().generator
-
-    @property
-    def train_step(self) -> TrainStep | None:
-        return self.built.train_step if self.built is not None else None
-
-    @property
-    def run_dir(self) -> Path | None:  # the leader's, once place_run has made or found it
-        return self.built.run_dir if self.built is not None else None
-
-    @property
-    def lock(self) -> RunLock | None:
-        return self.built.lock if self.built is not None else None
-
-    @property
-    def metrics(self) -> MetricsLog | None:
-        return self.built.metrics if self.built is not None else None
-
-    @property
-    def copy_index(self) -> BackgroundIndex | None:
-        return self.built.copy_index if self.built is not None else None
-
-    @property
-    def info(self) -> RunInfo | None:
-        return self.built.info if self.built is not None else None
-
-    @property
-    def corpus(self) -> Corpus | None:
-        return self.built.corpus if self.built is not None else None
-
-    @property
-    def text_fingerprint(self) -> TextFingerprint | None:
-        return self.built.text_fingerprint if self.built is not None else None
 
     # ---- set-up -------------------------------------------------------------------------------
     def _setup(self) -> None:

@@ -168,7 +168,7 @@ def _handle_signals(trainer: Trainer, detached: bool, distributed: bool = False)
         trainer.request(Stop(save=True, unattended=True))
 
     def hang_up(signum: int, frame: FrameType | None) -> None:
-        run_dir = getattr(trainer, "run_dir", None)
+        run_dir = trainer.built.run_dir if trainer.built is not None else None  # None: not placed yet
         try:
             _output_to_log(run_dir)
         except CheckpointError:  # no usable engine.log: the output goes nowhere rather than to a dead terminal
