@@ -246,3 +246,18 @@ def test_resuming_takes_the_same_model_settings_and_the_resumable_ones(repetitiv
     assert resumed.model == ModelConfig(**{**checkpoints.cfg.to_dict(config)["model"]})
     # Stop conditions are amounts of training more, applied once the checkpoint's position is known.
     assert (resumed.lr, resumed.max_steps, resumed.seed) == (0.5, config.max_steps, config.seed)
+
+
+def test_what_a_resume_may_change_is_marked_on_the_config_fields():
+    """The settings of how a run trains on, reports and samples may change on a resume; what makes
+    the run (its text, tokens, model, optimizer, seed) may not. Read off TrainConfig's field marks."""
+    may_change = {
+        "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
+        "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
+        "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size",
+        "seq_len", "lr_decay", "tensorboard", "fit_eval_interval", "fit_batch_size"}
+    assert may_change == checkpoints.RESUMABLE_OVERRIDES
+    ck = {"config": checkpoints.cfg.to_dict(checkpoints.cfg.TrainConfig(corpus="tiny-shakespeare"))}
+    assert checkpoints.resumed_config(ck, {"grad_clip": 0.5}).grad_clip == 0.5  # marked: taken
+    with pytest.raises(ConfigError, match="--weight-decay cannot change"):  # not marked: refused
+        checkpoints.resumed_config(ck, {"weight_decay": 0.5})

@@ -26,13 +26,7 @@ from charrnn_tui.engine.text.corpus import corpus_spec
 from charrnn_tui.engine.text.data import LAYOUT, legacy_epoch_float, make_batcher
 from charrnn_tui.engine.text.run_text import TextFingerprint, describe_change
 
-# Fields a user may change when resuming; the rest must match the checkpoint.
-RESUMABLE_OVERRIDES = (
-    "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
-    "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
-    "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size", "seq_len",
-    "lr_decay", "tensorboard", "fit_eval_interval", "fit_batch_size",
-)
+RESUMABLE_OVERRIDES = cfg.resumable_fields()  # fields a resume may change; the rest must match
 
 
 def position(run: Run, trained: Trained) -> schedule.Position:
