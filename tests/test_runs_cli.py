@@ -108,6 +108,10 @@ def test_detach_returns_once_listening_and_a_bad_run_fails_in_one_line(repetitiv
     failed = run_cli("train", str(bad), "--runs-dir", str(runs), "--detach")
     assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
     assert "charrnn-tui: error:" in failed.stderr
+    # a run that cannot even be planned (its flags contradict each other) says why, once, as itself
+    unplanned = run_cli("train", str(repetitive_text), "--keep-schedule", "--runs-dir", str(runs), "--detach")
+    assert unplanned.returncode == 2
+    assert unplanned.stderr.strip() == "charrnn-tui: error: --keep-schedule goes with --resume"
 
 
 def test_a_script_interrupting_a_headless_run_gets_a_finished_run_and_no_process_left(repetitive_text, tmp_path):

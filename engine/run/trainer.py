@@ -14,6 +14,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,28 @@ from charrnn_tui.engine.text.data import make_batcher, validation_ids
 MAX_SAVED_SAMPLES = 50
 _FINISHED = object()  # what a sample's pieces give once it has finished
 VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The run to train, as the command line reads it: a new one from its config (its corpus read
+    already, with notes on how the model was fitted to it), or one to resume from its checkpoint
+    with the settings given beside --resume. What serving a run (engine/serve/process.py) takes."""
+
+    config: cfg.TrainConfig | None  # None: the checkpoint's, read by set-up
+    runs_dir: Path
+    resume: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    run_name: str | None = None
+    corpus: Corpus | None = None
+    notes: tuple[str, ...] = ()
+
+    def trainer(self, on_event: EventSink | None, *, interactive: bool = False, world: World = SINGLE) -> Trainer:
+        """The Trainer of this plan. `interactive`: for a UI (a failed save pauses the run);
+        `world`: this process's place in a torchrun run (engine/run/distributed.py)."""
+        return Trainer(self.config, on_event=on_event, runs_dir=self.runs_dir, run_name=self.run_name,
+                       resume=self.resume, overrides=dict(self.overrides), pause_on_save_error=interactive,
+                       world=world, corpus=self.corpus, notes=self.notes)
 
 
 class Trainer:
