@@ -26,13 +26,15 @@ from ..sample_text import confidence_style, copy_note, sample_body
 
 
 class PromptInput(Input):
+    BINDING_GROUP_TITLE = "The prompt"
     BINDINGS = [
+        Binding("enter", "submit", "Send the prompt (or take the chosen suggestion)", show=False),
         Binding("up", "up", "Earlier prompt", show=False),
         Binding("down", "down", "Later prompt / choose a suggestion", show=False),
-        Binding("tab", "accept", "Take suggestion"),
+        Binding("tab", "accept", "Take suggestion", tooltip="Add the highlighted next token to the prompt"),
         Binding("ctrl+n", "choose(1)", "Next suggestion", show=False),
         Binding("shift+tab", "choose(-1)", "Previous suggestion", show=False),
-        Binding("escape", "let_go", "Let the choice go"),
+        Binding("escape", "let_go", "Let the chosen suggestion go"),
     ]
 
     def __init__(self, **kwargs) -> None:

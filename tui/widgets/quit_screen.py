@@ -12,6 +12,7 @@ from textual.widgets import Static
 class QuitScreen(ModalScreen[str]):
     """Dismisses with "save", "discard" or "cancel"."""
 
+    BINDING_GROUP_TITLE = "Quitting"
     BINDINGS = [
         Binding("y,enter", "choose('save')", "Save and quit"),
         Binding("n", "choose('discard')", "Quit without saving"),
