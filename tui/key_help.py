@@ -12,6 +12,7 @@ inherits from Input; the focused widget's first, the app's last, and Textual's u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual import actions
@@ -47,33 +48,38 @@ def context_bindings(screen: Screen) -> list[ActiveBinding]:
     return list(active.values())
 
 
+# Where a binding is declared: its class's place in the node's __mro__, then its place in BINDINGS.
+Where = tuple[int, int]
+
+
 def key_sections(screen: Screen) -> list[KeySection]:
     """The keys of `screen` as it is now (what it has focused), in sections (see the module's doc),
-    rows and keys in the order their class declares them."""
-    get_key_display = screen.app.get_key_display
-    # A section is a node's keys under one title; declared where: (index in the class's __mro__, in its BINDINGS).
-    sections: dict[tuple[DOMNode, str | None], dict[str, list[tuple[tuple[int, int], Binding]]]] = {}
+    rows and keys in the order their classes declare them."""
+    sections: dict[tuple[DOMNode, str | None], list[tuple[Where, Binding]]] = {}
     for active in context_bindings(screen):
         if active.binding.system:
             continue
         node, binding = active.node, active.binding
         owner, index = _declared_by(node, binding)
-        where = (type(node).__mro__.index(owner), index)
-        sections.setdefault((node, _title(owner)), {}).setdefault(binding.action, []).append((where, binding))
+        sections.setdefault((node, _title(owner)), []).append(((type(node).__mro__.index(owner), index), binding))
+    ordered = sorted(sections.items(), key=lambda section: _section_order(*section))
+    return [KeySection(title, _rows(placed, screen.app.get_key_display)) for (_, title), placed in ordered]
 
-    def section_order(item: tuple[tuple[DOMNode, str | None], dict[str, list[tuple[tuple[int, int], Binding]]]]
-                      ) -> tuple[bool, int, int]:
-        (node, title), rows = item
-        return (title is None, -len(node.ancestors), min(where[0] for keys in rows.values() for where, _ in keys))
 
-    result = []
-    for (_, title), rows in sorted(sections.items(), key=section_order):
-        ordered = sorted((sorted(keys, key=lambda k: k[0]) for keys in rows.values()), key=lambda keys: keys[0][0])
-        result.append(KeySection(title, tuple(
-            KeyRow(" ".join(dict.fromkeys(get_key_display(binding) for _, binding in keys)),
-                   keys[0][1].tooltip or keys[0][1].description)
-            for keys in ordered)))
-    return result
+def _section_order(section: tuple[DOMNode, str | None], placed: list[tuple[Where, Binding]]) -> tuple[bool, int, int]:
+    """Titled before untitled; the focused widget before its ancestors; a class before its bases."""
+    node, title = section
+    return title is None, -len(node.ancestors), min(where for where, _ in placed)[0]
+
+
+def _rows(placed: list[tuple[Where, Binding]], key_display: Callable[[Binding], str]) -> tuple[KeyRow, ...]:
+    """One row per action, its keys together ("p /"), in the order they are declared; the text is
+    the first one's."""
+    by_action: dict[str, list[Binding]] = {}
+    for _, binding in sorted(placed, key=lambda item: item[0]):
+        by_action.setdefault(binding.action, []).append(binding)
+    return tuple(KeyRow(" ".join(dict.fromkeys(map(key_display, bindings))),
+                        bindings[0].tooltip or bindings[0].description) for bindings in by_action.values())
 
 
 def _declared_by(node: DOMNode, binding: Binding) -> tuple[type, int]:
