@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.counts import plural
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -436,9 +437,9 @@ def _kind(value: Any) -> str:
         return "a number" if math.isfinite(value) else "NaN" if math.isnan(value) else \
             "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, str):
-        return f"a string of {len(value):,} characters" if len(value) > MAX_TEXT else "a string"
+        return f"a string of {plural(len(value), 'character')}" if len(value) > MAX_TEXT else "a string"
     if isinstance(value, (list, tuple)):
-        return f"a list of {len(value):,} item{'' if len(value) == 1 else 's'}"
+        return f"a list of {plural(len(value), 'item')}"
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__

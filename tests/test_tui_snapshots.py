@@ -199,3 +199,13 @@ async def test_the_oldest_sample_view_shows_the_newest_sample_once_the_panel_is_
         assert after[-1] is views[0] and after[-1].sample.text == "the newest"  # reused, moved to the end
         assert after[0] is views[1] and set(map(id, after)) == set(map(id, views))
         assert "the newest" in str(after[-1].render())
+
+
+def test_help_screen(snap_compare):
+    """`?` over the main screen: its keys, the footer's and the hidden ones, each with what it does."""
+    async def run_before(pilot):
+        await inject(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)

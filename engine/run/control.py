@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from charrnn_tui.engine.config import TrainConfig
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import Event, Notice, SettingsChanged
 from charrnn_tui.engine.protocol import (
@@ -186,7 +187,8 @@ class Controls:
         if isinstance(request, WORK):
             with self._work_lock:
                 if self._queued_work >= MAX_QUEUED_WORK:
-                    raise RequestRefused(f"busy: {self._queued_work} requests are waiting; {request.name} not taken")
+                    raise RequestRefused(f"busy: {plural(self._queued_work, 'request')} waiting; "
+                                         f"{request.name} not taken")
                 self._queued_work += 1
         self._requests.put((request, reply))
 
@@ -412,8 +414,8 @@ class Controls:
             case SetEarlyStop(evaluations=evaluations):
                 self.config.early_stop = evaluations  # saved with the config: a resumed run keeps it
                 self.emit(SettingsChanged(self.temperature, evaluations))
-                self.emit(Notice(f"early stop after {evaluations} evaluations without a new best" if evaluations
-                                 else "early stop off"))
+                self.emit(Notice(f"early stop after {plural(evaluations, 'evaluation')} without a new best"
+                                 if evaluations else "early stop off"))
             case SetSampleInterval(seconds=seconds):
                 self.config.sample_interval = seconds  # saved with the config: a resumed run keeps it
                 self.next_sample_at = time.monotonic() + seconds

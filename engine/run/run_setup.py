@@ -18,6 +18,7 @@ import torch
 from charrnn_tui.corpora import BUNDLED
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError, CorpusError
 from charrnn_tui.engine.events import CheckpointSaved, Event, Notice, RunInfo, Started
 from charrnn_tui.engine.history import LossHistory
@@ -302,7 +303,7 @@ class RunSetup:
             val_tokens=len(run.val_ids), token_kind=vocab.kind, vocab_size=len(vocab), model_kind=m.kind,
             layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=model.num_parameters(),
             device=device.type, device_name=describe_device(device) + (
-                f" × {world.size} processes ({group.backend})" if group is not None else ""),
+                f" × {plural(world.size, 'process')} ({group.backend})" if group is not None else ""),
             precision=precision_label(device, bf16), preset=config.preset, batch_size=config.batch_size,
             seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
             max_time=config.max_time, resumed_step=self.step, config=cfg.to_dict(config), world_size=world.size,
@@ -325,8 +326,8 @@ class RunSetup:
         epoch = run.batcher.batches_in_epoch()
         if not probed and config.batch_size < preset_batch:
             before = len(run.train_ids) // (preset_batch * config.seq_len)
-            notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {epoch:,} steps an epoch, "
-                         f"not {before:,} (--batch-size sets it)")
+            notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {plural(epoch, 'step')} an "
+                         f"epoch, not {before:,} (--batch-size sets it)")
         if config.lr_decay and not schedule.has_limit(config):
             notes.append(schedule.describe_open_ended(epoch))
         return notes
@@ -390,7 +391,7 @@ class RunSetup:
             count = torch.cuda.device_count()
             if count != 1 and self.world.local_rank >= count:
                 raise ConfigError(f"local rank {self.world.local_rank} has no GPU of its own: this machine has "
-                                  f"{count}; start at most {count} processes on it (--nproc-per-node)")
+                                  f"{count}; start at most {plural(count, 'process')} on it (--nproc-per-node)")
             device = torch.device("cuda", 0 if count == 1 else self.world.local_rank)
             torch.cuda.set_device(device)
         return device
@@ -413,8 +414,8 @@ class RunSetup:
         if self.config.fit_batch_size:
             limit = cfg.fitted_batch_size(limit, self.config.seq_len, train_tokens)
         chosen = max(size, min(group.min_int(fits_one_process) * size, limit) // size * size)
-        self.emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} "
-                         f"({chosen // size} streams each)"))
+        self.emit(Notice(f"--batch-size auto over {plural(size, 'process')}: batch-size {chosen} "
+                         f"({plural(chosen // size, 'stream')} each)"))
         return chosen
 
     def _auto_batch_size(self, train_tokens: int, model: CharRNN, train_step: TrainStep, vocab_size: int) -> int:

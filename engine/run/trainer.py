@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import (
     Evaluated,
@@ -428,8 +429,8 @@ class Trainer(Controls, RunSetup):
         waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
         if early_stop and waited >= early_stop:
             since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
-            self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations{since}; best.pt is "
-                                  f"step {verdict.best_step}, val {verdict.best_val:.4f}")
+            self.early_stopped = (f"early stop: no new best in {plural(verdict.since_best, 'evaluation')}{since}; "
+                                  f"best.pt is step {verdict.best_step}, val {verdict.best_val:.4f}")
 
     def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
         """A sample written start to end (the run's own live samples; clients' are served a piece at
