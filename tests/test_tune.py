@@ -4,9 +4,13 @@ synthetic losses, and the command end to end on a tiny corpus (a sweep, a kill a
 from __future__ import annotations
 
 import json
+import math
 import random
 
+import pytest
+
 from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.tune.halving import Halving, Plan, plan, ranked
 from charrnn_tui.engine.tune.space import TOKENS_PER_WEIGHT, default_settings, search_space
 
 SHAKESPEARE = cfg.REFERENCE_CHARS
@@ -57,3 +61,112 @@ def test_the_first_trial_is_the_default_run():
     space = search_space("small", 179_000, 160_000, "char", 50_000_000)
     default = default_settings(space, 179_000)
     assert (default.layers, default.hidden, default.dropout, default.lr) == (1, 256, 0.25, 8e-3)  # fit_to_corpus's
+
+
+# ---- successive halving ---------------------------------------------------------------------------
+def run_to_the_end(halving: Halving, losses: dict[int, list[float | None]]) -> list[tuple[int, int]]:
+    """Play a sweep: each job reports the synthetic loss of its trial at its rung; the jobs in order."""
+    jobs = []
+    while (job := halving.next_job()) is not None:
+        trial, rung = job
+        jobs.append(job)
+        halving.report(trial, rung, losses[trial][rung])
+    return jobs
+
+
+def test_a_plan_spends_the_budget_on_as_many_rungs_as_fit():
+    p = plan(4_000_000, 100_000)
+    assert p is not None and p.trials == 9 and len(p.rungs) == 3 and p.rungs[1] == 3 * p.rungs[0]
+    assert p.tokens() <= 4_000_000 and p.rungs[0] >= 100_000
+    # 9 trials to r0, 3 of them on by 2 r0, 1 by 6 r0 more: 21 r0 in all
+    assert plan(50_000_000, 100_000, most_rungs=3) == Plan(tuple(50_000_000 // 21 * 3**k for k in range(3)), 9)
+    assert plan(250_000, 100_000) == Plan((125_000,), 2)  # room for two trials, no promotion
+    assert plan(150_000, 100_000) is None  # not even two
+    assert plan(4_000_000, 100_000, job_tokens=50_000).rungs[0] < p.rungs[0]  # engines' start-up counted
+
+
+def test_the_best_third_of_each_rung_goes_on_and_the_rest_are_pruned():
+    curves = {t: [2.0 - 0.01 * t, 1.8 - 0.01 * t, 1.6 - 0.01 * t] for t in range(9)}  # higher ids are better
+    h = Halving(Plan((10, 30, 90), 9))
+    jobs = run_to_the_end(h, curves)
+    assert sorted(t for t, r in jobs if r == 1) == [6, 7, 8] and [t for t, r in jobs if r == 2] == [8]
+    assert [h.state(t) for t in range(9)] == ["pruned"] * 6 + ["pruned", "pruned", "finished"]
+    assert h.winner() == (8, 2, pytest.approx(1.52))
+
+
+def test_decisions_are_made_at_equal_tokens_not_on_a_trial_that_is_ahead():
+    # trial 0 is best at rung 0 but worst at rung 1: rung 1 compares it only with others at rung 1
+    curves = {0: [1.0, 1.9, 1.0], 1: [1.5, 1.4, 1.3], 2: [1.6, 9, 9], 3: [1.7, 9, 9], 4: [1.8, 9, 9],
+              5: [1.9, 9, 9], 6: [1.2, 1.5, 9], 7: [2.0, 9, 9], 8: [2.1, 9, 9]}
+    h = Halving(Plan((10, 30, 90), 9))
+    jobs = run_to_the_end(h, curves)
+    assert [t for t, r in jobs if r == 2] == [1] and h.winner() == (1, 2, 1.3)
+
+
+def test_ties_go_to_the_trial_started_first():
+    h = Halving(Plan((10, 30), 3))
+    run_to_the_end(h, {0: [1.5, 1.0], 1: [1.5, 1.0], 2: [1.5, 1.0]})
+    assert h.promoted[0] == {0} and h.winner() == (0, 1, 1.0)
+    assert ranked({3: 1.0, 1: 1.0, 2: 0.5}) == [2, 1, 3]
+
+
+def test_a_diverged_or_failed_trial_is_never_promoted():
+    h = Halving(Plan((10, 30), 3))
+    run_to_the_end(h, {0: [math.nan, 0.1], 1: [None, 0.1], 2: [math.inf, 0.1]})
+    assert h.promoted[0] == set() and h.winner() is None
+    assert [h.state(t) for t in range(3)] == ["diverged", "failed", "diverged"]
+    h = Halving(Plan((10, 30), 3))
+    jobs = run_to_the_end(h, {0: [math.nan, 9], 1: [2.0, 1.0], 2: [None, 9]})
+    assert (1, 1) in jobs and h.winner() == (1, 1, 1.0)
+
+
+def test_a_trial_goes_on_as_soon_as_it_is_sure_to_and_is_pruned_as_soon_as_it_cannot():
+    h = Halving(Plan((10, 30, 90), 9))
+    for t, loss in enumerate((1.0, 5.0, 2.0, 3.0, 4.0, 6.0)):
+        assert h.next_job() == (t, 0)
+        h.report(t, 0, loss)
+    assert h.state(4) == "pruned" and h.state(5) == "pruned"  # three better already: out, whatever comes
+    assert h.state(3) == "waiting" and h.state(0) == "waiting"  # three to come could push even trial 0 out
+    assert h.next_job() == (6, 0)
+    h.report(6, 0, 7.0)
+    assert h.next_job() == (0, 1)  # rank 0, two to come: sure of a place in the three, before new trials
+    assert h.state(0) == "running" and h.next_job() == (7, 0)
+
+
+def test_the_decisions_are_those_of_synchronous_halving_whatever_the_order_of_reports():
+    rng = random.Random(3)
+    for _ in range(30):
+        losses = {t: [rng.uniform(1, 3), rng.uniform(1, 3), rng.uniform(1, 3)] for t in range(9)}
+        order = list(range(9))
+        rng.shuffle(order)
+        h = Halving(Plan((10, 30, 90), 9))
+        pending: list[tuple[int, int]] = []
+        started = []
+        while (job := h.next_job()) is not None or pending:
+            if job is not None:
+                pending.append(job)
+                started.append(job[0])
+                if len(pending) < 2:  # two slots: a report comes when both are busy
+                    continue
+            trial, rung = pending.pop(rng.randrange(len(pending)))
+            h.report(trial, rung, losses[trial][rung])
+        first = sorted(range(9), key=lambda t: (losses[t][0], t))[:3]
+        second = sorted(first, key=lambda t: (losses[t][1], t))[:1]
+        assert h.promoted[0] == set(first) and h.promoted[1] == set(second)
+        assert h.winner() == (second[0], 2, losses[second[0]][2])
+
+
+def test_asha_on_partial_rungs_would_promote_early_arrivals():
+    """Why halving.py waits until a promotion is sure: the rule of ASHA proper (the best third of
+    those reported so far) spends the rung's three promotions on trials 2, 3 and 4 when the best
+    arrive last, where the sure rule picks 6, 7 and 8."""
+    losses = {t: 2.0 - 0.01 * t for t in range(9)}
+    reported: dict[int, float | None] = {}
+    asha = []
+    for t in range(9):
+        reported[t] = losses[t]
+        asha += [b for b in ranked(reported)[: len(reported) // 3] if b not in asha][: 3 - len(asha)]
+    assert asha == [2, 3, 4]
+    h = Halving(Plan((10, 30), 9))
+    run_to_the_end(h, {t: [losses[t], 1.0] for t in range(9)})
+    assert h.promoted[0] == {6, 7, 8}
