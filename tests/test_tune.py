@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import subprocess
+import time
 
 import pytest
+from helpers import cli_command, run_cli, wait_until
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.tune.halving import Halving, Plan, plan, ranked
@@ -170,3 +174,110 @@ def test_asha_on_partial_rungs_would_promote_early_arrivals():
     h = Halving(Plan((10, 30), 9))
     run_to_the_end(h, {t: [losses[t], 1.0] for t in range(9)})
     assert h.promoted[0] == {6, 7, 8}
+
+
+# ---- trials are runs ------------------------------------------------------------------------------
+def test_runs_lists_a_sweeps_trials_and_finds_them_by_sweep_and_trial(tmp_path, runs_dir):
+    from charrnn_tui.engine.runs import list_runs, named_run, resolve_run, write_status
+
+    trial = runs_dir / "tune-x" / "trial-01"
+    trial.mkdir(parents=True, mode=0o700)
+    (runs_dir / "tune-x").chmod(0o700)
+    runs_dir.chmod(0o700)
+    write_status(trial, {"state": "finished", "step": 5})
+    (runs_dir / "tune-x" / "sweep.json").write_text("{}")
+    plain = runs_dir / "plain" / "inner"  # a folder of folders with no sweep.json is not looked into
+    plain.mkdir(parents=True, mode=0o700)
+    write_status(plain, {"state": "finished", "step": 1})
+    assert [e.name for e in list_runs(runs_dir)] == ["tune-x/trial-01"]
+    assert named_run("tune-x/trial-01", runs_dir) == trial
+    assert resolve_run("tune-x/trial-01", runs_dir, live=False) == trial
+    assert named_run("plain/inner", runs_dir) == runs_dir / "plain-inner"  # not a sweep: as before
+    (runs_dir / "tune-x").chmod(0o777)  # a sweep others could plant runs in is not read
+    assert list_runs(runs_dir) == []
+    (runs_dir / "tune-x").chmod(0o700)
+
+
+# ---- the command ----------------------------------------------------------------------------------
+TINY_TUNE = ["--preset", "tiny", "--first-rung", "10", "--parallel", "2", "--headless"]
+
+
+def sweep_json(folder) -> dict:
+    return json.loads((folder / "sweep.json").read_text())
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, repetitive_text, runs_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    runs_dir.mkdir(mode=0o700)
+    for argv, words in (
+        ([str(empty), "--budget", "1m"], "no text to train on"),
+        ([str(repetitive_text), "--budget", "1s"], "too short for two trials"),
+        ([str(repetitive_text), "--budget", "1m", "--bogus"], "--bogus"),
+        ([str(repetitive_text)], "needs --budget"),
+        (["--resume", "nothing-here"], "no such sweep"),
+    ):
+        done = run_cli("tune", *argv, *TINY_TUNE, "--runs-dir", str(runs_dir))
+        assert done.returncode == 2, (argv, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, done.stderr
+    assert list(runs_dir.iterdir()) == []  # nothing made for bad input
+
+
+def test_a_killed_tune_resumes_and_names_a_winner_among_its_trials(repetitive_text, runs_dir):
+    """One sweep, killed (kill -9) once its first trial has started, then resumed: the trials are
+    runs (`runs` lists them, `sample SWEEP/TRIAL` reads one), the winner comes with its command."""
+    from charrnn_tui.engine.runs import is_live
+
+    command = [*cli_command(), "tune", str(repetitive_text), "--budget", "60s", *TINY_TUNE,
+               "--runs-dir", str(runs_dir), "--name", "sweep"]
+    tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (runs_dir / "sweep" / "trial-01").is_dir(), "a trial started", timeout=60)
+        time.sleep(1.0)
+    finally:
+        tune.send_signal(signal.SIGKILL)
+        first, _ = tune.communicate()
+    assert "trial-01 started: lstm" in first
+    before = sweep_json(runs_dir / "sweep")
+    assert before["winner"] is None and before["started"] >= 1
+    done = run_cli("tune", "--resume", "sweep", "--budget", "20s", "--runs-dir", str(runs_dir), timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any("trial-01 rung 1" in line and "val" in line for line in lines)
+    assert next(line for line in lines if line.startswith("TRIAL")).split()[:3] == ["TRIAL", "MODEL", "DROPOUT"]
+    after = sweep_json(runs_dir / "sweep")
+    # the same sweep, gone on: trial-01 continued in its own folder, not started afresh beside it
+    assert after["trials"][0]["settings"] == before["trials"][0]["settings"]
+    assert after["trials"][0]["name"] == "trial-01"
+    assert after["spent_s"] > before["spent_s"] and after["reports"][0]
+    winner = after["winner"]
+    assert winner is not None and (runs_dir / "sweep" / winner["trial"] / "best.pt").is_file()
+    assert winner["command"].startswith(f"charrnn-tui train {repetitive_text} --preset tiny --model lstm")
+    assert f"  reproduce:  {winner['command']}" in lines
+    assert not any(is_live(p) for p in (runs_dir / "sweep").iterdir() if p.is_dir())
+    listed = {r["name"]: r for r in json.loads(run_cli("runs", "--json", "--runs-dir", str(runs_dir)).stdout)}
+    assert listed["sweep/trial-01"]["state"] in ("finished", "stopped")
+    sample = run_cli("sample", "sweep/trial-01", "-n", "20", "--runs-dir", str(runs_dir))
+    assert sample.returncode == 0, sample.stderr  # a trial is reached by its SWEEP/TRIAL name
+
+
+def test_ctrl_c_stops_the_trials_and_says_how_to_resume(repetitive_text, runs_dir):
+    from charrnn_tui.engine.runs import is_live
+
+    command = [*cli_command(), "tune", str(repetitive_text), "--budget", "5m", *TINY_TUNE,
+               "--first-rung", "2000", "--runs-dir", str(runs_dir), "--name", "sweep"]
+    tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (runs_dir / "sweep" / "trial-01" / "engine.sock").exists(), "a trial training",
+                   timeout=60)
+        tune.send_signal(signal.SIGINT)
+        out, err = tune.communicate(timeout=90)
+    finally:
+        if tune.poll() is None:  # the test failed: no tune outlives it (its trials: conftest's fixture)
+            tune.kill()
+            tune.communicate()
+    assert tune.returncode == 130, err
+    assert "tune --resume sweep" in out
+    trials = [p for p in (runs_dir / "sweep").iterdir() if p.is_dir()]
+    assert trials and not any(is_live(p) for p in trials)  # every trial it started has ended
+    assert sweep_json(runs_dir / "sweep")["running"]  # the stopped job waits for --resume
