@@ -198,6 +198,56 @@ def test_runs_lists_a_sweeps_trials_and_finds_them_by_sweep_and_trial(tmp_path, 
     (runs_dir / "tune-x").chmod(0o700)
 
 
+def test_a_jobs_outcome_is_read_from_the_trials_own_files(tmp_path):
+    from charrnn_tui.engine.runs import write_status
+    from charrnn_tui.engine.tune.trials import outcome
+
+    def trial(status: dict, *val: tuple[int, float]):
+        folder = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        folder.mkdir(mode=0o700)
+        write_status(folder, status)
+        lines = [json.dumps({"step": s, "train_loss": 9.0}) + "\n" + json.dumps({"step": s, "val_loss": v})
+                 for s, v in val]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return folder
+
+    done = outcome(trial({"state": "finished", "step": 30}, (10, 2.0), (30, 1.5)), 30)
+    assert (done.loss, done.step) == (1.5, 30)
+    assert outcome(trial({"state": "finished", "step": 31}, (20, 2.0), (31, 1.4)), 30).loss == 1.4  # first past it
+    blew = outcome(trial({"state": "error", "reason": "loss became nan at step 7; stopped without saving."}), 30)
+    assert blew.loss == math.inf and blew.why == "diverged"
+    failed = outcome(trial({"state": "error", "reason": "out of memory"}, (10, 2.0)), 30)
+    assert failed.loss is None and failed.why == "out of memory" and not failed.stopped
+    stopped = outcome(trial({"state": "stopped", "step": 12}, (10, 2.0)), 30)
+    assert stopped.loss is None and stopped.stopped  # resumed later, not a failure
+    killed = outcome(trial({"state": "training", "step": 12}), 30)  # its engine died without a word
+    assert killed.stopped
+
+
+def test_sweep_json_keeps_what_a_resume_needs(tmp_path):
+    from charrnn_tui.engine.tune.sweep import SweepState, Trial, load, next_settings, save
+
+    space = search_space("tiny", 2_700, 2_400, "char", 100_000)
+    state = SweepState(corpus="abc", data_argv=["/x/abc.txt"], preset="tiny", budget_s=60.0,
+                       plan=Plan((100, 300), 3), space=space, seed=5, slots=2, machine_argv=["--threads", "1"],
+                       default=default_settings(space, 2_700))
+    for _ in range(3):
+        state.trials.append(Trial(len(state.trials), f"trial-{len(state.trials) + 1:02d}", next_settings(state)))
+        state.decisions.next_job()
+    state.decisions.report(0, 0, 1.5)
+    state.decisions.report(1, 0, math.nan)
+    folder = tmp_path / "sweep"
+    folder.mkdir(mode=0o700)
+    save(folder, state)
+    again = load(folder)
+    assert again.trials == state.trials and again.trials[0].settings == state.default
+    assert again.decisions.reports[0][0] == 1.5 and again.decisions.state(1) == "diverged"
+    assert again.decisions.running == {2: 0} and again.decisions.started == 3
+    assert again.sampler_state == state.sampler_state
+    straight = next_settings(state)  # a resumed sweep draws the trial a straight one would
+    assert next_settings(again) == straight
+
+
 # ---- the command ----------------------------------------------------------------------------------
 TINY_TUNE = ["--preset", "tiny", "--first-rung", "10", "--parallel", "2", "--headless"]
 
