@@ -114,6 +114,24 @@ def test_ties_go_to_the_trial_started_first():
     assert ranked({3: 1.0, 1: 1.0, 2: 0.5}) == [2, 1, 3]
 
 
+def test_a_plan_that_would_overrun_the_budget_shrinks_to_what_fits():
+    h = Halving(Plan((100, 300, 900), 9))
+    for _ in range(2):
+        h.next_job()
+    h.report(0, 0, 1.0)
+    assert h.tokens_left(9) == 7 * 100 + 3 * 200 + 1 * 600  # one job of rung 0 running, one done
+    assert h.replan(seconds_per_token=0.01, slots=1, seconds_left=1e9) == 9  # never grown, nor shrunk when it fits
+    # 4 trials: 2 more at rung 0 (200 tokens) and one promotion (200): 4 s at 0.01 s a token on one slot
+    assert h.replan(seconds_per_token=0.01, slots=1, seconds_left=4.0) == 4
+    assert h.quota(0) == 1 and h.quota(1) == 0 and h.plan.reach(2) == 0
+    assert h.replan(seconds_per_token=1.0, slots=1, seconds_left=0.0) == 2  # never below the trials started
+    h.report(1, 0, 2.0)  # the job running all along
+    while (job := h.next_job()) is not None:
+        h.report(job[0], job[1], 2.0)
+    assert h.promoted[0] == set() and h.winner() == (0, 0, 1.0)  # two trials: compared, none sent on
+    assert h.state(0) == h.state(1) == "finished"  # no rung above theirs can be reached
+
+
 def test_a_diverged_or_failed_trial_is_never_promoted():
     h = Halving(Plan((10, 30), 3))
     run_to_the_end(h, {0: [math.nan, 0.1], 1: [None, 0.1], 2: [math.inf, 0.1]})

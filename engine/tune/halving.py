@@ -155,12 +155,33 @@ class Halving:
             return "failed"
         if diverged(loss):
             return "diverged"
-        if rung + 1 == len(self.plan.rungs):
+        if rung + 1 == len(self.plan.rungs) or self.plan.reach(rung + 1) == 0:  # no rung above it to reach
             return "finished"
         if trial in self.promoted[rung]:
             return "promoted"
         rank = ranked(self.reports[rung]).index(trial)
         return "pruned" if rank >= self.quota(rung) else "waiting"
+
+    def tokens_left(self, trials: int) -> int:
+        """Tokens still to train were the plan `trials` trials: each rung's jobs not yet reported nor
+        running, at the tokens each adds to the rung below's."""
+        plan, left, previous = Plan(self.plan.rungs, trials, self.plan.eta), 0, 0
+        for k, rung in enumerate(plan.rungs):
+            begun = len(self.reports[k]) + sum(1 for r in self.running.values() if r == k)
+            left += max(0, plan.reach(k) - begun) * (rung - previous)
+            previous = rung
+        return left
+
+    def replan(self, seconds_per_token: float, slots: int, seconds_left: float) -> int:
+        """Shrink the plan to the most trials whose remaining work fits `seconds_left` on `slots` at
+        the measured `seconds_per_token` (start-up included), never below those already started and
+        never above the plan's; the trials planned now."""
+        fits = [n for n in range(self.started, self.plan.trials + 1)
+                if self.tokens_left(n) * seconds_per_token / slots <= seconds_left]
+        trials = max(fits, default=self.started)
+        if trials < self.plan.trials:
+            self.plan = Plan(self.plan.rungs, trials, self.plan.eta)
+        return self.plan.trials
 
     def winner(self) -> tuple[int, int, float] | None:
         """(trial, rung, loss): the best at the highest rung where any trial has a finite loss."""

@@ -195,6 +195,8 @@ class Job:
     process: TrialProcess
     target: int  # the step it trains to
     slot: int  # which share of the machine: on several GPUs, which GPU
+    tokens: int = 0  # what it trains: its rung's tokens less those of the rung below
+    began: float = field(default_factory=time.monotonic)
 
 
 class Sweep:
@@ -210,6 +212,7 @@ class Sweep:
         self.interrupt = threading.Event()
         self.announced: dict[int, str] = {}
         self.stopping = False  # the jobs in flight are being stopped: what they leave is resumed later
+        self.measured = [0.0, 0.0]  # wall-clock seconds and tokens of the jobs done in this session
 
     def run(self) -> str:
         """Train until the plan is done ("done"), the budget is spent ("budget spent") or `interrupt`
@@ -277,6 +280,7 @@ class Sweep:
             argv = resume_argv(run_dir, target - done, state.machine_argv)
             promoted = rung > 0 and done <= state.steps_for(trial, rung - 1)
             how = f"promoted to rung {rung + 1}" if promoted else f"resumed at step {done:,}"
+        began = time.monotonic()  # the engine's start-up is part of what a job costs
         try:
             process = start(argv, env=self.env_for_slot(slot))
         except CharRNNError as e:
@@ -287,7 +291,9 @@ class Sweep:
                 return
             self._record(trial, rung, Outcome(None, None, str(e)))
             return
-        self.jobs[trial.id] = Job(trial, rung, process, target, slot)
+        below = state.plan.rungs[rung - 1] if rung > 0 else 0
+        self.jobs[trial.id] = Job(trial, rung, process, target, slot, tokens=state.plan.rungs[rung] - below,
+                                  began=began)
         self.say(f"{trial.name} {how} (to {_tokens(state.plan.rungs[rung])} tokens, step {target:,})")
         save(self.folder, state)
 
@@ -301,7 +307,11 @@ class Sweep:
             if result.stopped and self.stopping:
                 job.trial.steps = checkpoint_step(job.process.run_dir) or job.trial.steps
                 continue  # stays a running job, resumed by `tune --resume`
+            if result.loss is not None and job.tokens:
+                self.measured[0] += time.monotonic() - job.began
+                self.measured[1] += job.tokens
             self._record(job.trial, job.rung, result)
+            self._replan()
 
     def _record(self, trial: Trial, rung: int, result: Outcome) -> None:
         h = self.state.decisions
@@ -335,6 +345,19 @@ class Sweep:
             rung = h.top_rung(trial.id)
             if now == "pruned" and rung is not None:
                 self.say(f"{trial.name} pruned at rung {rung + 1}")
+
+    def _replan(self) -> None:
+        """Fewer trials where the jobs done so far say the plan would overrun the budget: the speed
+        probe cannot see engines' start-up on a busy machine, nor evaluations and saves."""
+        seconds, tokens = self.measured
+        if not tokens:
+            return
+        state, before = self.state, self.state.plan.trials
+        after = state.decisions.replan(seconds / tokens, state.slots, state.budget_s - state.spent_s)
+        if after < before:
+            state.plan = state.decisions.plan
+            self.say(f"re-planned: {after} trials, not {before} (jobs here take {seconds / tokens * 1e6:.0f} s "
+                     "per million tokens, start-up included)")
 
     def _announced_so_far(self) -> None:
         """What a resumed sweep's trials already were: only changes from here get a line."""
