@@ -49,12 +49,13 @@ class ChartView:
         """The y axis's view, for the panel's title: 'fitted', 'full · log'."""
         return ("fitted" if self.fitted else "full") + (" · log" if self.log_scale else "")
 
-    def x_label(self, short: bool = False) -> str:
-        """The x axis's view, written at its end: 'steps', 'last 1k steps', 'time · last 1k steps';
-        `short`, for a narrow axis, the window alone ('last 1k') where there is one."""
-        if self.window is None:
+    def x_label(self, steps: int, short: bool = False) -> str:
+        """The x axis's view of a run of `steps` steps, written at its end: 'steps', 'last 1k steps',
+        'time · last 1k steps'; `short`, for a narrow axis, the window alone ('last 1k') where there is one."""
+        window = self.window_in(steps)
+        if window is None:
             return self.x_unit
-        last = f"last {format_step(self.window)}"
+        last = f"last {format_step(window)}"
         if short:
             return last
         return f"{last} steps" if self.x_unit == "steps" else f"{self.x_unit} · {last} steps"

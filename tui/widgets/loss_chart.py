@@ -95,10 +95,10 @@ class LossChart(Widget):
     def _series(self) -> Series:
         steps = len(self.history)
         window = self.view.window_in(steps)
-        recent = list(self.history.recent)
-        if window is not None and window < len(recent):
+        if window is not None and window < len(self.history.recent):
             # The window's steps one by one, as the history keeps the latest exactly, and those before
             # it, so that the smoothed curve has warmed up where the window starts.
+            recent = list(self.history.recent)
             means = lows = highs = recent
             first = steps - len(recent) + 1
             xs, widths = [float(first + i) for i in range(len(recent))], [1] * len(recent)
@@ -211,7 +211,8 @@ class LossChart(Widget):
         """The rule, round values under it, and at its end what it counts (`steps`, `last 1k steps`)."""
         line = [" "] * (LABEL_W - 1) + ["└"] + ["─"] * cols
         # At most half the axis, so that ticks keep the rest: shorter on a narrow axis, or none.
-        label = next((f" {text}" for text in (self.view.x_label(), self.view.x_label(short=True))
+        steps = len(self.history)
+        label = next((f" {text}" for text in (self.view.x_label(steps), self.view.x_label(steps, short=True))
                       if len(text) < cols // 2), "")
         line[len(line) - len(label):] = list(label)
         fmt = format_seconds if self.view.x_unit == "time" else format_step
