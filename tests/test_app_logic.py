@@ -144,6 +144,7 @@ def test_the_chart_view_steps_through_its_windows_units_and_ranges():
 
     view = ChartView()
     assert view.fitted and not view.log_scale and view.x_unit == "steps" and view.window is None
+    assert view.describe() == "fitted · by steps · whole run · smoothing 0.6"
     assert (view.y_label(), view.x_label(5_000)) == ("fitted", "steps")
     windows = []
     for _ in range(4):  # a 5,000-step run: the windows shorter than it, narrowest last, then the whole run

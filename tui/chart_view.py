@@ -62,5 +62,5 @@ class ChartView:
 
     def describe(self) -> str:
         """For the note a chart key shows: 'fitted · by time · last 1k steps · smoothing 0.6'."""
-        window = f" · last {format_step(self.window)} steps" if self.window is not None else ""
-        return f"{self.y_label()} · by {self.x_unit}{window} · smoothing {self.smoothing:g}"
+        window = f"last {format_step(self.window)} steps" if self.window is not None else "whole run"
+        return f"{self.y_label()} · by {self.x_unit} · {window} · smoothing {self.smoothing:g}"
