@@ -470,3 +470,28 @@ def test_a_curve_below_the_fitted_range_is_marked_on_the_bottom_edge():
     assert canvas.layer[3][0] == canvas.layer[3][1] == OTHER
     _, _, (full_y0, _) = plot(series, 20, 4, log_scale=False, smoothing=0.0)
     assert full_y0 == 0.5  # the full range holds it
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.floats(0.01, 50.0), min_size=1, max_size=300), st.booleans(), st.floats(0.0, 0.99),
+       st.lists(st.tuples(st.floats(0.0, 400.0), st.floats(0.01, 50.0)), max_size=20))
+def test_fitted_every_curve_point_after_the_cut_is_inside_the_range_and_the_rest_is_drawn_or_marked(
+        losses, log_scale, smoothing, val):
+    from charrnn_tui.tui.chart import CLIPPED_BELOW, FIT_FROM
+
+    series = Series([float(i + 1) for i in range(len(losses))], losses, losses, losses, [1] * len(losses),
+                    sorted(val), min(val, key=lambda p: p[1]) if val else None)
+    canvas, (x0, x1), (y0, y1) = plot(series, 20, 5, log_scale=log_scale, smoothing=smoothing, fitted=True)
+    cut = x0 + FIT_FROM * (x1 - x0)
+    smooth = debiased_ema(losses, smoothing)
+    inside = [y for x, y in [*zip(series.x, smooth, strict=True), *series.val] if x >= cut]
+    floor = 1e-3 if log_scale else -math.inf
+    assert all(y0 * (1 - 1e-9) <= max(y, floor) <= y1 * (1 + 1e-9) for y in inside)
+    marks = set(canvas.marks.values())
+    assert marks <= {"◆", CLIPPED_ABOVE, CLIPPED_BELOW}
+    # A validation point above the range is marked on the top edge in its column, or drawn there
+    # (within half a dot of the range, it rounds to the top row).
+    for x, y in series.val:
+        col = int((x - x0) / (x1 - x0) * 39 + 0.5) // 2
+        if y > y1 * (1 + 1e-9):
+            assert canvas.marks.get((0, col)) in (CLIPPED_ABOVE, "◆") or canvas.layer[0][col] == VAL
