@@ -145,14 +145,14 @@ def test_the_chart_view_steps_through_its_windows_units_and_ranges():
     view = ChartView()
     assert view.fitted and not view.log_scale and view.x_unit == "steps" and view.window is None
     assert view.describe() == "fitted · by steps · whole run · smoothing 0.6"
-    assert (view.y_label(), view.x_label(5_000)) == ("fitted", "steps")
+    assert (view.y_label(), view.x_labels(5_000)) == ("fitted", ["steps"])
     windows = []
     for _ in range(4):  # a 5,000-step run: the windows shorter than it, narrowest last, then the whole run
         view.next_window(5_000)
         windows.append(view.window)
     assert windows == [1_000, 100, None, 1_000]
-    assert view.x_label(5_000) == "last 1k steps" and view.x_label(5_000, short=True) == "last 1k"
-    assert view.x_label(800) == "steps"  # a run as short as the window (another run attached to): all of it
+    assert view.x_labels(5_000) == ["last 1k steps", "last 1k"]
+    assert view.x_labels(800) == ["steps"]  # a run as short as the window (another run attached to): all of it
     assert view.window_in(5_000) == 1_000 and view.window_in(1_000) is None  # as long as the run: all of it
     view.next_window(50)  # no window is shorter than a 50-step run
     assert view.window is None
@@ -166,7 +166,8 @@ def test_the_chart_view_steps_through_its_windows_units_and_ranges():
     view.next_x_unit()
     view.toggle_fit()
     view.toggle_log()
-    assert view.y_label() == "full · log" and view.x_label(250_000) == "time · last 100k steps"
+    assert view.y_label() == "full · log"
+    assert view.x_labels(250_000) == ["time · last 100k steps", "time · last 100k", "last 100k"]
     assert view.describe() == "full · log · by time · last 100k steps · smoothing 0.6"
     view.step_smoothing(1)
     view.step_smoothing(1)

@@ -49,16 +49,17 @@ class ChartView:
         """The y axis's view, for the panel's title: 'fitted', 'full · log'."""
         return ("fitted" if self.fitted else "full") + (" · log" if self.log_scale else "")
 
-    def x_label(self, steps: int, short: bool = False) -> str:
-        """The x axis's view of a run of `steps` steps, written at its end: 'steps', 'last 1k steps',
-        'time · last 1k steps'; `short`, for a narrow axis, the window alone ('last 1k') where there is one."""
+    def x_labels(self, steps: int) -> list[str]:
+        """The x axis's view of a run of `steps` steps, written at its end, longest first for the
+        axis to take the first that fits: 'steps'; 'last 1k steps', 'last 1k'; 'time · last 1k
+        steps', 'time · last 1k', 'last 1k'."""
         window = self.window_in(steps)
         if window is None:
-            return self.x_unit
+            return [self.x_unit]
         last = f"last {format_step(window)}"
-        if short:
-            return last
-        return f"{last} steps" if self.x_unit == "steps" else f"{self.x_unit} · {last} steps"
+        if self.x_unit == "steps":
+            return [f"{last} steps", last]
+        return [f"{self.x_unit} · {last} steps", f"{self.x_unit} · {last}", last]
 
     def describe(self) -> str:
         """For the note a chart key shows: 'fitted · by time · last 1k steps · smoothing 0.6'."""

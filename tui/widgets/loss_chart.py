@@ -210,10 +210,8 @@ class LossChart(Widget):
     def _x_axis(self, x0: float, x1: float, cols: int) -> str:
         """The rule, round values under it, and at its end what it counts (`steps`, `last 1k steps`)."""
         line = [" "] * (LABEL_W - 1) + ["└"] + ["─"] * cols
-        # At most half the axis, so that ticks keep the rest: shorter on a narrow axis, or none.
-        steps = len(self.history)
-        label = next((f" {text}" for text in (self.view.x_label(steps), self.view.x_label(steps, short=True))
-                      if len(text) < cols // 2), "")
+        # At most two thirds of the axis, so that ticks keep the rest: shorter on a narrow axis, or none.
+        label = next((f" {text}" for text in self.view.x_labels(len(self.history)) if len(text) < cols * 2 // 3), "")
         line[len(line) - len(label):] = list(label)
         fmt = format_seconds if self.view.x_unit == "time" else format_step
         for value in nice_ticks(x0, x1, max(1, cols // 10)):
