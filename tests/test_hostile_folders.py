@@ -421,7 +421,7 @@ def test_compared_runs_skip_bad_metrics_lines(tmp_path, fifos):
     (folder / "metrics.jsonl").write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
     run = ComparedRun("other", folder)
     assert returns(run.refresh) is True
-    assert run.points == [(10, 2.0, 1.0), (20, 1.5, 2.0)]
+    assert run.points == [(10, 2.0, 1.0, None), (20, 1.5, 2.0, None)]
 
     for kind in ("fifo", "dev-zero"):
         (folder / "metrics.jsonl").unlink()

@@ -51,6 +51,7 @@ from charrnn_tui.engine.protocol import (
 )
 from charrnn_tui.engine.runs import RunEntry
 
+from .chart_view import ChartView
 from .compared_runs import MAX_COMPARED, ComparedRun
 from .engine_inbox import CONNECTED, EngineInbox
 from .key_help import key_sections
@@ -84,7 +85,8 @@ IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.
 TEMPERATURE_KEYS = Binding.Group("Temp")  # one footer entry for both temperature keys
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
-                      "detach", "runs", "chart_log", "chart_time", "chart_smoothing", "chart_maximise"}
+                      "detach", "runs", "chart_log", "chart_fit", "chart_x_unit", "chart_window", "chart_smoothing",
+                      "chart_maximise"}
 
 
 class EngineEvents(Message):
@@ -114,7 +116,9 @@ class CharRNNApp(App[int]):
         Binding("escape", "leave_prompt", "Leave prompt", tooltip="Leave the prompt: letters are keys again"),
         Binding("r", "runs", "Runs", tooltip="The runs in the runs folder: attach to one, or compare their curves"),
         Binding("l", "chart_log", "Chart: log scale, or not", show=False),
-        Binding("x", "chart_time", "Chart: by steps or by training time", show=False),
+        Binding("f", "chart_fit", "Chart: loss range fitted to the run, or full", show=False),
+        Binding("x", "chart_x_unit", "Chart: by steps, training time or tokens", show=False),
+        Binding("w", "chart_window", "Chart: the last steps only, or the whole run", show=False),
         Binding("comma", "chart_smoothing(-1)", "Chart: less smoothing", show=False),
         Binding("full_stop", "chart_smoothing(1)", "Chart: more smoothing", show=False),
         Binding("z", "chart_maximise", "Chart: fill the screen, or not", show=False),
@@ -464,22 +468,37 @@ class CharRNNApp(App[int]):
             prompt.show(shown, samples.confidence)
 
     def action_chart_log(self) -> None:
-        self.query_one(LossPanel).chart.toggle_log()
+        self._chart_view().toggle_log()
         self._chart_changed()
 
-    def action_chart_time(self) -> None:
-        self.query_one(LossPanel).chart.toggle_time()
+    def action_chart_fit(self) -> None:
+        self._chart_view().toggle_fit()
+        self._chart_changed()
+
+    def action_chart_x_unit(self) -> None:
+        self._chart_view().next_x_unit()
+        self._chart_changed()
+
+    def action_chart_window(self) -> None:
+        chart = self.query_one(LossPanel).chart
+        chart.view.next_window(len(chart.history))
         self._chart_changed()
 
     def action_chart_smoothing(self, direction: int) -> None:
-        self.query_one(LossPanel).chart.step_smoothing(direction)
+        self._chart_view().step_smoothing(direction)
         self._chart_changed()
 
     def action_chart_maximise(self) -> None:
         self.screen.toggle_class("-chart-max")
 
+    def _chart_view(self) -> ChartView:
+        return self.query_one(LossPanel).chart.view
+
     def _chart_changed(self) -> None:
-        self.notify(f"chart: {self.query_one(LossPanel).chart.describe()}", timeout=2)
+        panel = self.query_one(LossPanel)
+        panel.chart.changed()
+        panel.show_title()  # the title says the y axis's view
+        self.notify(f"chart: {panel.chart.view.describe()}", timeout=2)
 
     def action_detach(self) -> None:
         """Leave the run training and close the app."""
@@ -587,7 +606,13 @@ class CharRNNApp(App[int]):
         yield SystemCommand("Type a prompt", "Focus the prompt (p)", self.action_focus_prompt)
         yield SystemCommand("Runs", "List the runs and attach to one (r)", self.action_runs)
         yield SystemCommand("Chart: log scale", "Toggle a log loss axis (l)", self.action_chart_log)
-        yield SystemCommand("Chart: steps or time", "Toggle the x axis (x)", self.action_chart_time)
+        yield SystemCommand("Chart: fitted or full loss range",
+                            "The loss axis fits the run after its start, or holds everything (f)",
+                            self.action_chart_fit)
+        yield SystemCommand("Chart: steps, time or tokens", "The x axis's unit (x)", self.action_chart_x_unit)
+        yield SystemCommand("Chart: last steps or whole run",
+                            "The last 1M, 100k, 10k, 1k or 100 steps, then the whole run (w)",
+                            self.action_chart_window)
         yield SystemCommand("Chart: more smoothing", "Heavier moving average (.)",
                             lambda: self.action_chart_smoothing(1))
         yield SystemCommand("Chart: less smoothing", "Lighter moving average (,)",
