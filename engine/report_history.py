@@ -20,6 +20,7 @@ class ReportHistory:
     def __init__(self, bins: int = BINS):
         self.bins = bins
         self.width = 1  # reports per bin
+        self.added = 0  # reports added to this object: what a chart drawn from it may be keyed by
         self.steps: list[int] = []  # the last report's step, per closed bin
         self.values: dict[str, list[float | None]] = {name: [] for name in FIELDS}
         self._reports = 0  # in the bin being filled
@@ -39,6 +40,7 @@ class ReportHistory:
                 self._counts[name] += 1
         self._reports += 1
         self._step = step
+        self.added += 1
         if self._reports == self.width:
             self._close_bin()
 
