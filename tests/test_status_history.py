@@ -12,7 +12,13 @@ from charrnn_tui.engine import events as ev
 from charrnn_tui.tui.run_view import RunView
 from charrnn_tui.tui.sparkline import sparkline
 from charrnn_tui.tui.widgets.status_history import chart_lines, charts, validation_lines
-from charrnn_tui.tui.widgets.status_panel import PanelLayout, panel_layout, render_panel, render_status
+from charrnn_tui.tui.widgets.status_panel import (
+    CHART_INTERVAL,
+    PanelLayout,
+    panel_layout,
+    render_panel,
+    render_status,
+)
 
 GIB = 1 << 30
 NOW = 1_800_000_000.0
@@ -140,8 +146,16 @@ async def test_the_charts_are_docked_beside_the_text_on_a_large_terminal_and_hid
         assert charts_widget.region.bottom == panel.content_region.bottom
         one_line = charts_widget.render_line(0).text
         assert one_line.startswith("chars/s  ⣀") and one_line.endswith(" 1.4k") and len(one_line) == 46
-        app.view.apply(progress_event(410, [2.0] * 10, tokens_per_s=5000.0))  # a new report: drawn again
+        # a new report: drawn again, but not sooner than CHART_INTERVAL after the last (a new size is at once)
+        clock = [1000.0]
+        charts_widget.clock = lambda: clock[0]
+        charts_widget._drawn_at = clock[0]
+        app.view.apply(progress_event(410, [2.0] * 10, tokens_per_s=5000.0))
         app.redraw()
+        await pilot.pause()
+        assert charts_widget.render_line(0).text.endswith(" 1.4k")
+        clock[0] += CHART_INTERVAL
+        panel.show(app.view)  # as the app's redraw does each second (for the clock of the last save)
         await pilot.pause()
         assert charts_widget.render_line(0).text.endswith(" 5.0k")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ STATE_STYLES = {
 TEXT_WIDTH = 36
 GAP = 3
 SIDE_MIN = 24
+# Seconds between redraws of the charts for new reports. A history over the whole run moves slowly
+# (the text gives the speed and rate of the moment), and a redraw that falls on a key delays its answer.
+CHART_INTERVAL = 5.0
 
 
 class StatusPanel(Static):
@@ -69,21 +73,27 @@ class StatusPanel(Static):
 
 
 class StatusCharts(Widget):
-    """The charts, drawn into strips when the reports or their room change, and only then."""
+    """The charts, drawn into strips when the reports or their room change, and only then: for new
+    reports at most every CHART_INTERVAL seconds, for a new history (a welcome) or a new size at once."""
 
     DEFAULT_CSS = "StatusCharts { display: none; }"
+    clock = staticmethod(time.monotonic)  # replaceable, for tests
 
     def __init__(self) -> None:
         super().__init__()
         self._strips: list[Strip] = []
         self._key: tuple[object, ...] | None = None
+        self._drawn_at = -math.inf
 
     def show(self, view: RunView, shown: list[tuple[Chart, list[tuple[int, float]]]], layout: PanelLayout) -> None:
         width, rows = layout.chart_width, layout.chart_rows
         self._place(rows > 0, "right" if layout.beside else "bottom", width, rows)
         key = (view.reports, view.reports.added, view.unit, width, rows)  # the object itself: a welcome's is new
-        if rows > 0 and key != self._key:
-            self._key = key
+        if rows <= 0 or key == self._key:
+            return
+        anew = self._key is None or self._key[0] is not key[0] or self._key[2:] != key[2:]
+        if anew or self.clock() - self._drawn_at >= CHART_INTERVAL:
+            self._key, self._drawn_at = key, self.clock()
             console = self.app.console
             self._strips = [Strip(list(line.render(console)), line.cell_len).adjust_cell_length(width)
                             for line in chart_lines(shown, width, rows)]
