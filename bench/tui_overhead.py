@@ -1,9 +1,9 @@
 """What watching costs training, and how fast the app answers a key while training runs flat out.
 
     python bench/tui_overhead.py [--seconds 30] [--preset tiny] [--viewers 0 1 3] [--presses 20] [--rounds 2]
-                                 [--keys temperature|chart]
+                                 [--keys temperature|chart] [--size 80x24]
 
---rounds 0 measures the key latency only.
+--rounds 0 measures the key latency only; --size is its terminal's (160x45 draws the status history).
 
 1. Training chars/s of a detached run with 0, 1 and 3 apps attached to it, each drawing into a real
    terminal (tmux, 80x24), as `charrnn-tui attach` does: counted from the run's metrics.jsonl over
@@ -38,9 +38,9 @@ CLI = [sys.executable, "-m", "charrnn_tui.tui.cli"]
 
 
 class Tmux:
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, size: tuple[int, int] = (80, 24)) -> None:
         self.socket = f"charrnn-bench-{uuid.uuid4().hex[:8]}"
-        self("new-session", "-d", "-s", "main", "-x", "80", "-y", "24", command)
+        self("new-session", "-d", "-s", "main", "-x", str(size[0]), "-y", str(size[1]), command)
 
     def __call__(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True).stdout
@@ -145,13 +145,14 @@ KEY_ROUNDS = {
 }
 
 
-def key_latency(preset: str, runs: Path, presses: int, keys: str = "temperature") -> list[float]:
+def key_latency(preset: str, runs: Path, presses: int, keys: str = "temperature",
+                size: tuple[int, int] = (80, 24)) -> list[float]:
     name = "latency"
     started = subprocess.run([*CLI, "train", "shakespeare", "--preset", preset, "--runs-dir", str(runs),
                               "--name", name, "--checkpoint-interval", "0", "--detach"], capture_output=True, text=True)
     if started.returncode:
         raise RuntimeError(started.stderr)
-    t = Tmux(f"{shlex.join(CLI)} attach {name} --runs-dir {runs}; sleep 600")
+    t = Tmux(f"{shlex.join(CLI)} attach {name} --runs-dir {runs}; sleep 600", size)
     latencies = []
     try:
         t.wait_for("TRAINING")
@@ -182,6 +183,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keys", choices=sorted(KEY_ROUNDS), default="temperature",
                         help="what the latency presses: + and -, or the chart's f")
+    parser.add_argument("--size", default="80x24", help="the key latency's terminal (160x45: the status history)")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         print("tmux is not installed: this benchmark drives the app in real terminals")
@@ -204,9 +206,10 @@ def main() -> int:
                 mean = statistics.mean(results[n])
                 print(f"{n} viewer(s): {mean:,.0f} chars/s ({mean / base:.3f}x of {args.viewers[0]} viewers; "
                       f"runs: {', '.join(f'{r:,.0f}' for r in results[n])})")
-        latencies = key_latency(args.preset, runs, args.presses, args.keys)
+        size = tuple(int(v) for v in args.size.split("x"))
+        latencies = key_latency(args.preset, runs, args.presses, args.keys, (size[0], size[1]))
         q = statistics.quantiles(latencies, n=20, method="inclusive")  # never past the largest
-        print(f"key to screen ({args.keys}), one app attached, training at full speed: "
+        print(f"key to screen ({args.keys}) at {args.size}, one app attached, training at full speed: "
               f"median {statistics.median(latencies):.0f} ms, p95 {q[18]:.0f} ms, max {max(latencies):.0f} ms "
               f"({len(latencies)} presses)")
     return 0

@@ -30,13 +30,30 @@ def confidences(n: int) -> tuple[float, ...]:
     return tuple((0.93, 0.31, 0.04, 0.002, 0.77, 0.6)[i % 6] for i in range(n))
 
 
-def demo_events() -> list[ev.Event]:
+def demo_reports(losses: tuple[float, ...], gpu: bool) -> list[ev.Progress]:
+    """Twelve reports of 100 steps: speed and CPU settling, the rate warming up then decaying, memory
+    growing; the last one's values are those the status text shows."""
+    reports = []
+    for k in range(1, 13):
+        last = k == 12
+        rate = 3e-3 * k / 2 if k <= 2 else 1.7e-3 + 1.3e-3 * (1 + math.cos(math.pi * (k - 2) / 10)) / 2
+        gpu_fields = {"gpu_utilisation": 60 + 3 * k, "gpu_memory_used": (11 + k // 4) * 2**30,
+                      "gpu_memory_total": 80 * 2**30} if gpu else {}
+        reports.append(ev.Progress(
+            step=100 * k, first_step=100 * k - 99, losses=losses[100 * (k - 1):100 * k], epoch=1.53 * k / 12,
+            tokens_per_s=812_345.0 if last else 790_000.0 + 9_000 * (k % 4) - (150_000 if k == 1 else 0),
+            lr=1.7e-3 if last else rate, train_seconds=83.0 * k / 12, eta_seconds=262.0, epoch_eta_seconds=40.0,
+            memory_bytes=3 * 2**30, cpu_percent=None if k == 1 else 96.0 + 2 * (k % 3),
+            rss_bytes=(1100 + 20 * k) * 2**20, **gpu_fields))
+    return reports
+
+
+def demo_events(gpu: bool = False) -> list[ev.Event]:
     losses = tuple(4.2 * math.exp(-i / 300) + 1.3 + 0.05 * math.sin(i) for i in range(1, 1201))
     return [
         ev.Started(INFO),
         ev.StateChanged("training"),
-        ev.Progress(step=1200, first_step=1, losses=losses, epoch=1.53, tokens_per_s=812_345.0, lr=1.7e-3,
-                    train_seconds=83.0, eta_seconds=262.0, epoch_eta_seconds=40.0, memory_bytes=3 * 2**30),
+        *demo_reports(losses, gpu),
         *[ev.Evaluated(step=s, nats=v, bits=v / math.log(2), perplexity=math.exp(v), best_nats=v, is_best=True,
                        tokens=111_538, seconds=0.4)
           for s, v in ((250, 2.41), (500, 1.98), (750, 1.74), (1000, 1.61), (1200, 1.55))],
@@ -55,10 +72,10 @@ def demo_app() -> CharRNNApp:
     return CharRNNApp(autostart=False)
 
 
-async def inject(pilot) -> None:
+async def inject(pilot, gpu: bool = False) -> None:
     app = pilot.app
     app.query_one(StatusPanel).clock = lambda: NOW
-    for event in demo_events():
+    for event in demo_events(gpu):
         app.post_engine_event(event)
     await pilot.pause()
     app.redraw()
@@ -83,6 +100,15 @@ def test_chart_views(snap_compare, size, keys):
         await pilot.pause()
 
     assert snap_compare(demo_app(), terminal_size=size, run_before=run_before)
+
+
+def test_status_history_with_gpu_readings(snap_compare):
+    """At 160x45 the status panel draws the run's history beside its text: with NVML readings, six charts."""
+
+    async def run_before(pilot):
+        await inject(pilot, gpu=True)
+
+    assert snap_compare(demo_app(), terminal_size=(160, 45), run_before=run_before)
 
 
 def test_paused_with_prompt_focused(snap_compare):

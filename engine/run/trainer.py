@@ -57,6 +57,7 @@ from charrnn_tui.engine.run.distributed import (
     shard,
 )
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.process_usage import ProcessUsage
 from charrnn_tui.engine.run.run import Run
 from charrnn_tui.engine.run.run_setup import RunSetup
 from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, run_hint, write_status
@@ -116,6 +117,7 @@ class Trainer(Controls, RunSetup):
         self.last_eval_seconds = 0.0  # how long the latest evaluation took
         self.overhead_seconds = 0.0
         self.gpu_monitor: GpuMonitor | None = None  # set up with the device
+        self.process_usage = ProcessUsage()  # read at each report
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
         # Called at the start and at each progress report, with the speed since the last one, on
         # the training thread (engine/run/threads.py).
@@ -321,11 +323,13 @@ class Trainer(Controls, RunSetup):
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
             self.balance_threads(tokens_per_s if self._speed_tells_threads(run) else None)
         self.tokens_since_report = 0
+        usage = self.process_usage.read()
         self.emit(Progress(
             step=self.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(run, tokens_per_s),
             memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
+            cpu_percent=usage.cpu_percent, rss_bytes=usage.rss_bytes,
         ))
         return True
 
