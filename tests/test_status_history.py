@@ -11,7 +11,7 @@ from helpers import progress_event, run_info
 from charrnn_tui.engine import events as ev
 from charrnn_tui.tui.run_view import RunView
 from charrnn_tui.tui.sparkline import sparkline
-from charrnn_tui.tui.widgets.status_history import chart_lines, charts, validation_lines
+from charrnn_tui.tui.widgets.status_history import chart_lines, charts, range_text, validation_lines
 from charrnn_tui.tui.widgets.status_panel import (
     CHART_INTERVAL,
     PanelLayout,
@@ -181,3 +181,13 @@ def test_the_validation_list_shows_the_latest_points_that_fit_the_best_marked_wh
     assert lines == ["val loss · best 1.900 at", "  700 2.070   800 2.080", "  900 2.090    1k 2.100"]
     assert validation_lines(view, 36, 1) == [] and validation_lines(RunView(), 36, 5) == []
     assert validation_lines(_run(), 36, 2)[1].plain.rstrip() == "  200 2.100   300 1.900◆  400 1.950"
+
+
+@pytest.mark.parametrize(("low", "high", "shown"), [
+    ("493.3 MiB", "582.1 MiB", "493.3–582.1 MiB"),  # a shared unit once
+    ("900.0 MiB", "1.2 GiB", "900.0 MiB–1.2 GiB"),  # different units both kept
+    ("64%", "100%", "64%–100%"),  # no unit apart from the number
+    ("3.2e-4", "8.0e-3", "3.2e-4–8.0e-3"),
+])
+def test_range_text_writes_a_shared_unit_once(low, high, shown):
+    assert range_text(low, high) == shown

@@ -63,8 +63,8 @@ def chart_lines(shown: list[tuple[Chart, list[tuple[int, float]]]], width: int, 
         bottom, top = chart.scale or (None, None)
         name = (f"{chart.name:<{LABEL}}", "dim")
         if spark_rows >= 1:
-            low, high = chart.text(min(values)), chart.text(max(values))
-            lines.append(Text.assemble(name, (now, "bold"), (f"  {low}–{high}", "dim")))
+            span = range_text(chart.text(min(values)), chart.text(max(values)))
+            lines.append(Text.assemble(name, (now, "bold"), (f"  {span}", "dim")))
             rows_drawn = sparkline(points, width, spark_rows, bottom=bottom, top=top)
             lines += [Text.assemble((row, chart.style)) for row in rows_drawn]  # a span: Text.render drops a base style
         else:
@@ -74,6 +74,16 @@ def chart_lines(shown: list[tuple[Chart, list[tuple[int, float]]]], width: int, 
     for line in lines:
         line.truncate(width)  # joined beside the text, a line keeps no overflow of its own
     return lines
+
+
+def range_text(low: str, high: str) -> str:
+    """"493.3–582.1 MiB" for "493.3 MiB" and "582.1 MiB": a unit the two share is written once, so the
+    range fits beside the text at 160 columns (it was cut at "582.1 M")."""
+    low_number, _, low_unit = low.rpartition(" ")
+    high_number, _, high_unit = high.rpartition(" ")
+    if low_number and high_number and low_unit == high_unit:
+        return f"{low_number}–{high}"
+    return f"{low}–{high}"
 
 
 def validation_lines(view: RunView, width: int, rows: int) -> list[Text]:
