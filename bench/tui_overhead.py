@@ -1,8 +1,9 @@
 """What watching costs training, and how fast the app answers a key while training runs flat out.
 
     python bench/tui_overhead.py [--seconds 30] [--preset tiny] [--viewers 0 1 3] [--presses 20] [--rounds 2]
+                                 [--keys temperature|chart] [--size 80x24]
 
---rounds 0 measures the key latency only.
+--rounds 0 measures the key latency only; --size is its terminal's (160x45 draws the status history).
 
 1. Training chars/s of a detached run with 0, 1 and 3 apps attached to it, each drawing into a real
    terminal (tmux, 80x24), as `charrnn-tui attach` does: counted from the run's metrics.jsonl over
@@ -13,6 +14,8 @@
    the time is taken when the new temperature arrives in the bytes the app writes to its terminal
    (tmux pipe-pane into a FIFO that a thread reads). Polling capture-pane in a loop, as this did
    before, spawned a tmux client every few ms on a machine with no idle core, and measured that.
+   --keys chart sends the chart's `f` instead (fitted or full range: the whole chart is drawn
+   again), timed to the loss panel's title saying the new view.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ CLI = [sys.executable, "-m", "charrnn_tui.tui.cli"]
 
 
 class Tmux:
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, size: tuple[int, int] = (80, 24)) -> None:
         self.socket = f"charrnn-bench-{uuid.uuid4().hex[:8]}"
-        self("new-session", "-d", "-s", "main", "-x", "80", "-y", "24", command)
+        self("new-session", "-d", "-s", "main", "-x", str(size[0]), "-y", str(size[1]), command)
 
     def __call__(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True).stdout
@@ -135,28 +138,36 @@ class TerminalOutput:
         os.close(self.fd)
 
 
-def key_latency(preset: str, runs: Path, presses: int) -> list[float]:
+# What each --keys presses in turn, and the text the screen then shows (styles may come between).
+KEY_ROUNDS = {
+    "temperature": (("+", rb"temp   (?:\x1b\[[0-9;]*m)*0\.90"), ("-", rb"temp   (?:\x1b\[[0-9;]*m)*0\.80")),
+    "chart": (("f", "· (?:\x1b\\[[0-9;]*m)*full".encode()), ("f", "· (?:\x1b\\[[0-9;]*m)*fitted".encode())),
+}
+
+
+def key_latency(preset: str, runs: Path, presses: int, keys: str = "temperature",
+                size: tuple[int, int] = (80, 24)) -> list[float]:
     name = "latency"
     started = subprocess.run([*CLI, "train", "shakespeare", "--preset", preset, "--runs-dir", str(runs),
                               "--name", name, "--checkpoint-interval", "0", "--detach"], capture_output=True, text=True)
     if started.returncode:
         raise RuntimeError(started.stderr)
-    t = Tmux(f"{shlex.join(CLI)} attach {name} --runs-dir {runs}; sleep 600")
+    t = Tmux(f"{shlex.join(CLI)} attach {name} --runs-dir {runs}; sleep 600", size)
     latencies = []
     try:
         t.wait_for("TRAINING")
         t.wait_for("temp   0.80")
         output = TerminalOutput(t, runs)
-        temperatures = ["0.90", "0.80"]
         for i in range(presses):
-            key, expected = ("+", temperatures[0]) if i % 2 == 0 else ("-", temperatures[1])
-            output.expect(re.compile(rb"temp   (?:\x1b\[[0-9;]*m)*" + expected.encode()))  # styles may come between
+            key, expected = KEY_ROUNDS[keys][i % 2]
+            output.expect(re.compile(expected))
             start = time.perf_counter()
             t("send-keys", "-t", "main", key)
             latencies.append((output.wait() - start) * 1000)
             time.sleep(0.2)
         output.close(t)
-        t.wait_for(f"temp   {temperatures[(presses - 1) % 2]}", timeout=5)  # and it is what the screen shows
+        if keys == "temperature":
+            t.wait_for(f"temp   {['0.90', '0.80'][(presses - 1) % 2]}", timeout=5)  # and it is what the screen shows
     finally:
         t.close()
         subprocess.run([*CLI, "stop", name, "--runs-dir", str(runs), "--no-save"], capture_output=True)
@@ -170,6 +181,9 @@ def main() -> int:
     parser.add_argument("--viewers", type=int, nargs="+", default=[0, 1, 3])
     parser.add_argument("--presses", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keys", choices=sorted(KEY_ROUNDS), default="temperature",
+                        help="what the latency presses: + and -, or the chart's f")
+    parser.add_argument("--size", default="80x24", help="the key latency's terminal (160x45: the status history)")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         print("tmux is not installed: this benchmark drives the app in real terminals")
@@ -192,10 +206,12 @@ def main() -> int:
                 mean = statistics.mean(results[n])
                 print(f"{n} viewer(s): {mean:,.0f} chars/s ({mean / base:.3f}x of {args.viewers[0]} viewers; "
                       f"runs: {', '.join(f'{r:,.0f}' for r in results[n])})")
-        latencies = key_latency(args.preset, runs, args.presses)
+        size = tuple(int(v) for v in args.size.split("x"))
+        latencies = key_latency(args.preset, runs, args.presses, args.keys, (size[0], size[1]))
         q = statistics.quantiles(latencies, n=20, method="inclusive")  # never past the largest
-        print(f"key to screen, one app attached, training at full speed: median {statistics.median(latencies):.0f} "
-              f"ms, p95 {q[18]:.0f} ms, max {max(latencies):.0f} ms ({len(latencies)} presses)")
+        print(f"key to screen ({args.keys}) at {args.size}, one app attached, training at full speed: "
+              f"median {statistics.median(latencies):.0f} ms, p95 {q[18]:.0f} ms, max {max(latencies):.0f} ms "
+              f"({len(latencies)} presses)")
     return 0
 
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CheckpointError, ConfigError
 
 MODEL_KINDS = ("lstm", "gru", "rnn")
@@ -184,7 +185,7 @@ def describe_fit(given: ModelConfig, fitted: ModelConfig, corpus_chars: int, pre
     if not changes:
         return None
     reference = FITTED_ON.get(preset, REFERENCE_CHARS)
-    return (f"a small corpus ({corpus_chars:,} characters; preset {preset} suits {reference:,}): "
+    return (f"a small corpus ({plural(corpus_chars, 'character')}; preset {preset} suits {reference:,}): "
             f"{' and '.join(changes)} (--hidden and --dropout set them yourself)")
 
 

@@ -55,6 +55,9 @@ class Started(Event):
     loss_history: dict[str, Any] = field(default_factory=dict)
     val_history: tuple[tuple[int, float], ...] = ()
     samples: tuple[tuple[int, str], ...] = ()
+    # What the progress reports said over the run (engine/report_history.py's ReportHistory.to_dict):
+    # an attach's welcome carries it for the status panel's charts; a run's own start has none.
+    reports: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Progress(Event):
     gpu_utilisation: int | None = None  # percent
     gpu_memory_used: int | None = None  # bytes, every process's
     gpu_memory_total: int | None = None
+    # The engine process's own (engine/run/process_usage.py): CPU time over wall time since the last
+    # report, in percent of one core (every thread counts), and its resident memory now.
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)

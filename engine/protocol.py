@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from charrnn_tui.engine import events as ev
+from charrnn_tui.engine.counts import plural
+from charrnn_tui.engine.report_history import FIELDS as REPORT_FIELDS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -436,9 +438,9 @@ def _kind(value: Any) -> str:
         return "a number" if math.isfinite(value) else "NaN" if math.isnan(value) else \
             "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, str):
-        return f"a string of {len(value):,} characters" if len(value) > MAX_TEXT else "a string"
+        return f"a string of {plural(len(value), 'character')}" if len(value) > MAX_TEXT else "a string"
     if isinstance(value, (list, tuple)):
-        return f"a list of {len(value):,} item{'' if len(value) == 1 else 's'}"
+        return f"a list of {plural(len(value), 'item')}"
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
@@ -451,6 +453,8 @@ _LOSS_HISTORY: dict[str, Any] = {
     "highs": tuple[float, ...], "recent": tuple[float, ...], "timeline": tuple[tuple[int, float], ...],
 }
 _CONFIG: dict[str, Any] = {"temperature": float, "early_stop": int | None}
+_REPORTS: dict[str, Any] = {"width": int, "pending": int, "steps": tuple[int, ...],
+                            **dict.fromkeys(REPORT_FIELDS, tuple[float | None, ...])}
 
 
 def _keys(types_: dict[str, Any]) -> Any:
@@ -473,7 +477,19 @@ def _loss_history(value: dict[str, Any], event: str, where: str) -> None:
             raise BadEvent(f"event {event}: {where}.width must be at least 1 and steps at least 0")
 
 
-_DICT_FIELDS = {(ev.Started, "loss_history"): _loss_history, (ev.RunInfo, "config"): _keys(_CONFIG)}
+def _report_history(value: dict[str, Any], event: str, where: str) -> None:
+    _keys(_REPORTS)(value, event, where)
+    if "steps" in value:  # a history: its bins line up, and its width holds what is pending
+        if "width" not in value:
+            raise BadEvent(f"event {event}: {where}.width is missing")
+        if any(len(value.get(name) or value["steps"]) != len(value["steps"]) for name in REPORT_FIELDS):
+            raise BadEvent(f"event {event}: {where}: each field must be as long as steps")
+        if value["width"] < 1 or not 0 <= value.get("pending", 0) < value["width"]:
+            raise BadEvent(f"event {event}: {where}.width must be at least 1 and pending from 0 to under it")
+
+
+_DICT_FIELDS = {(ev.Started, "loss_history"): _loss_history, (ev.Started, "reports"): _report_history,
+                (ev.RunInfo, "config"): _keys(_CONFIG)}
 
 
 def _jsonable(value: Any) -> Any:

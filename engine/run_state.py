@@ -20,6 +20,8 @@ from typing import Any, overload
 from charrnn_tui.engine import events as ev
 from charrnn_tui.engine.config import TrainConfig
 from charrnn_tui.engine.history import LossHistory, add_time_point, thin_validation
+from charrnn_tui.engine.report_history import FIELDS as REPORT_FIELDS
+from charrnn_tui.engine.report_history import ReportHistory
 
 MAX_SAMPLES = 60  # samples kept, finished or not: the app's panel shows them; a welcome replays fewer
 DEFAULT_TEMPERATURE = TrainConfig.temperature  # until the run says (a run whose config says none samples at it)
@@ -57,6 +59,7 @@ class RunState:
     early_stop: int | None = None  # evaluations without a new best that end the run; None: never
     history: LossHistory = field(default_factory=LossHistory)  # the training losses of the whole run, bounded
     timeline: list[tuple[int, float]] = field(default_factory=list)  # (step, training seconds), thinned
+    reports: ReportHistory = field(default_factory=ReportHistory)  # speed, rate, CPU, memory, GPU, binned
     best_train_loss: float | None = None
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, nats), thinned
     best_val: float | None = None
@@ -196,6 +199,7 @@ class RunState:
         self.history = _loss_history(history)
         self.best_train_loss = min(self.history.binned()[2], default=None)
         self.timeline = _timeline(history.get("timeline"))
+        self.reports = _report_history(event.reports)
         self.progress = self.gpu = self.evaluated = self.validating = None
         self.val_losses = thin_validation([(s, v) for s, v in event.val_history])
         if self.val_losses:
@@ -224,6 +228,8 @@ class RunState:
             self.best_train_loss = low if self.best_train_loss is None else min(self.best_train_loss, low)
         if losses or not self.timeline:  # a report with no new step (paused) adds no time point, but the first
             self.timeline = add_time_point(self.timeline, event.step, event.train_seconds)
+        if losses:  # a welcome's report repeats the last one, which the welcome's history holds
+            self.reports.add(event.step, {name: _number(getattr(event, name), None) for name in REPORT_FIELDS})
 
     def _keep(self, sample: Sample) -> None:
         self.samples[sample.sample_id] = sample
@@ -239,6 +245,16 @@ def _loss_history(data: dict[str, Any]) -> LossHistory:
         return LossHistory.from_dict(data)
     except (KeyError, TypeError, ValueError):
         return LossHistory()
+
+
+def _report_history(data: Any) -> ReportHistory:
+    """The history a Started carries (ReportHistory.to_dict), or an empty one (a run's own start's)."""
+    if not isinstance(data, dict) or "steps" not in data:
+        return ReportHistory()
+    try:
+        return ReportHistory.from_dict(data)
+    except (KeyError, TypeError, ValueError):
+        return ReportHistory()
 
 
 def _timeline(points: Any) -> list[tuple[int, float]]:

@@ -25,6 +25,7 @@ SOCKET = "engine.sock"  # the live run's server (engine/serve/server.py)
 STATUS = "status.json"  # what the run's server last said about it, for `charrnn-tui runs`
 LOG = "engine.log"  # a detached engine's output
 METRICS = "metrics.jsonl"  # a line per progress report and evaluation (engine/run/metrics.py)
+SWEEP = "sweep.json"  # marks a sweep's folder (engine/tune/sweep.py): its trials are runs one level down
 LIVE_STATES = ("starting", "training", "paused")
 UNREADABLE = "unreadable"  # the state `runs` shows for a run whose files cannot be trusted
 STATUS_LIMIT = 64 * 1024  # bytes: a status.json is a few hundred; a bigger one is none of ours
@@ -167,6 +168,34 @@ def run_folders(runs_dir: Path) -> list[Path]:
             if not entry.name.startswith(".") and stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
                 folders.append(Path(entry.path))
     return folders
+
+
+def is_sweep_folder(folder: Path) -> bool:
+    """Whether a folder of the runs folder is a sweep's (`tune`): it holds a regular sweep.json."""
+    try:
+        return stat.S_ISREG(os.lstat(folder / SWEEP).st_mode)
+    except OSError:
+        return False
+
+
+def runs_and_trials(runs_dir: Path) -> list[tuple[Path, str]]:
+    """(folder, name) of each folder that may be a run: those of run_folders, and one level into
+    each sweep's folder that only you can write to, the trials, named SWEEP/TRIAL."""
+    found = []
+    for folder in run_folders(runs_dir):
+        found.append((folder, folder.name))
+        if is_sweep_folder(folder) and run_dir_problem(folder) is None:
+            found += [(trial, f"{folder.name}/{trial.name}") for trial in run_folders(folder)]
+    return found
+
+
+def named_run(ref: str, runs_dir: Path) -> Path:
+    """Where the run named `ref` would be: RUNS/NAME, or for SWEEP/TRIAL, a trial of a sweep."""
+    sweep, _, trial = ref.partition("/")
+    if trial and "/" not in trial and sanitize_run_name(sweep) == sweep and sanitize_run_name(trial) == trial \
+            and is_sweep_folder(runs_dir / sweep):
+        return runs_dir / sweep / trial
+    return runs_dir / sanitize_run_name(ref)
 
 
 def open_in_run(path: Path, flags: int, mode: int = 0o600) -> int:
@@ -368,7 +397,7 @@ def is_bare_name(ref: str) -> bool:
 def resolve_checkpoint(ref: str | None, runs_dir: Path) -> Path:
     """A checkpoint from a file path, a run folder, a run name, or (None) the most recent run."""
     if ref:
-        named = runs_dir / sanitize_run_name(ref)
+        named = named_run(ref, runs_dir)
         if is_bare_name(ref) and named.is_dir():
             return _latest_in_run(named, runs_dir)  # a run's name wins over a folder of that name here
         path = Path(ref).expanduser()
@@ -415,7 +444,7 @@ def resolve_run(ref: str | None, runs_dir: Path, *, live: bool) -> Path:
         if not candidates:
             raise CharRNNError(f"no live runs in {runs_dir}; `{command_hint('runs', runs_dir)}` lists them all")
         return candidates[0].path
-    named = runs_dir / sanitize_run_name(ref)
+    named = named_run(ref, runs_dir)
     if is_bare_name(ref) and named.is_dir():
         require_own_run_dir(named)
         return named  # a run's name wins over a folder of that name where the command was typed
@@ -574,14 +603,16 @@ class RunEntry:
 def list_runs(runs_dir: Path) -> list[RunEntry]:
     """Every run in the folder, most recently active first, with its state as its files and lock
     tell it: a run whose status says it was training but whose engine holds no lock crashed."""
-    entries = [entry for entry in map(run_entry, run_folders(runs_dir)) if entry is not None]
+    entries = [entry for folder, name in runs_and_trials(runs_dir) if (entry := run_entry(folder, name)) is not None]
     return sorted(entries, key=lambda e: e.updated, reverse=True)
 
 
-def run_entry(folder: Path) -> RunEntry | None:
+def run_entry(folder: Path, name: str | None = None) -> RunEntry | None:
     """One run as `runs` lists it; None for a folder that is no run (no status, no checkpoint). A
     run whose status.json is bad (not a file, too big, not JSON, a field of the wrong kind) is
-    listed as `unreadable`, with why: one bad folder never takes the listing down."""
+    listed as `unreadable`, with why: one bad folder never takes the listing down. `name`: as listed
+    (a sweep's trial is SWEEP/TRIAL; default the folder's name)."""
+    name = name or folder.name
     status, problem = load_status(folder)
     if status is None and problem is None and not os.path.lexists(folder / LATEST):
         return None
@@ -596,7 +627,7 @@ def run_entry(folder: Path) -> RunEntry | None:
     if problem is None:
         fields, problem = _status_fields(status)
     if problem is not None:
-        return RunEntry(name=folder.name, path=folder, state=UNREADABLE, live=live, step=None,
+        return RunEntry(name=name, path=folder, state=UNREADABLE, live=live, step=None,
                         best_val=None, corpus=None, model=None, viewers=0, updated=updated, problem=problem)
     state = fields["state"] or "stopped"
     if live and state not in LIVE_STATES:
@@ -604,7 +635,7 @@ def run_entry(folder: Path) -> RunEntry | None:
     elif not live and state in LIVE_STATES:
         state = "crashed"
     return RunEntry(
-        name=folder.name, path=folder, state=state, live=live, step=fields["step"],
+        name=name, path=folder, state=state, live=live, step=fields["step"],
         best_val=fields["best_val"], corpus=fields["corpus"], model=fields["model"],
         viewers=(fields["viewers"] or 0) if live else 0, updated=updated,
         tokens=status.get("tokens") if status.get("tokens") in ("char", "word") else None,

@@ -204,3 +204,14 @@ def progress_event(step: int, losses, **changes):  # -> events.Progress
                   epoch_eta_seconds=5.0, memory_bytes=2048)
     fields.update(changes)
     return ev.Progress(**fields)
+
+
+def first_minute_losses(steps: int, seed: int = 0) -> list[float]:
+    """A char-level run's training losses, seeded: from ln(65) = 4.17 quickly past the unigram loss,
+    then slowly on towards 1.3, with a batch's noise (the loss chart's tests: issue 28)."""
+    import math
+    import random
+
+    rng = random.Random(seed)
+    return [1.3 + 2.2 * math.exp(-s / 60) + 0.7 * math.exp(-s / 1000) + rng.gauss(0, 0.05)
+            for s in range(1, steps + 1)]

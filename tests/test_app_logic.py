@@ -137,3 +137,38 @@ def test_the_readme_and_the_command_palette_give_e_s_early_stop_steps_in_the_ord
     row = re.search(r"^\| `e` \| (.*) \|$", readme, re.M)
     assert row is not None and f"off, then after {steps} evaluations" in row.group(1), row
     assert f"Off, or after {steps} evaluations" in inspect.getsource(CharRNNApp.get_system_commands)
+
+
+def test_the_chart_view_steps_through_its_windows_units_and_ranges():
+    from charrnn_tui.tui.chart_view import ChartView
+
+    view = ChartView()
+    assert view.fitted and not view.log_scale and view.x_unit == "steps" and view.window is None
+    assert view.describe() == "fitted · by steps · whole run · smoothing 0.6"
+    assert (view.y_label(), view.x_labels(5_000)) == ("fitted", ["steps"])
+    windows = []
+    for _ in range(4):  # a 5,000-step run: the windows shorter than it, narrowest last, then the whole run
+        view.next_window(5_000)
+        windows.append(view.window)
+    assert windows == [1_000, 100, None, 1_000]
+    assert view.x_labels(5_000) == ["last 1k steps", "last 1k"]
+    assert view.x_labels(800) == ["steps"]  # a run as short as the window (another run attached to): all of it
+    assert view.window_in(5_000) == 1_000 and view.window_in(1_000) is None  # as long as the run: all of it
+    view.next_window(50)  # no window is shorter than a 50-step run
+    assert view.window is None
+    view.next_window(250_000)
+    assert view.window == 100_000
+    units = []
+    for _ in range(3):
+        view.next_x_unit()
+        units.append(view.x_unit)
+    assert units == ["time", "tokens", "steps"]
+    view.next_x_unit()
+    view.toggle_fit()
+    view.toggle_log()
+    assert view.y_label() == "full · log"
+    assert view.x_labels(250_000) == ["time · last 100k steps", "time · last 100k", "last 100k"]
+    assert view.describe() == "full · log · by time · last 100k steps · smoothing 0.6"
+    view.step_smoothing(1)
+    view.step_smoothing(1)
+    assert view.smoothing == 0.9

@@ -3,13 +3,14 @@
 import math
 
 import pytest
-from helpers import examples
+from helpers import examples, first_minute_losses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn_tui.engine.history import LossHistory
 from charrnn_tui.tui.chart import (
     BRAILLE,
+    CLIPPED_ABOVE,
     RAW,
     SMOOTH,
     VAL,
@@ -65,8 +66,8 @@ def test_ticks_are_round_and_cover_the_range():
     assert format_seconds(75) == "1:15" and format_seconds(3725) == "1h02"
 
 
-def _series(losses: list[float], val=()) -> Series:
-    history = LossHistory(bins=64)
+def _series(losses: list[float], val=(), bins: int = 64) -> Series:
+    history = LossHistory(bins=bins)
     history.extend(losses)
     width, means, lows, highs = history.binned()
     xs = [min(i * width + width / 2, len(losses)) for i in range(len(means))]
@@ -132,18 +133,18 @@ def test_a_compared_runs_curve_is_read_as_its_metrics_grow(tmp_path):
              {"step": 10, "elapsed_s": 1.5, "tokens": 90, "lr": 0.1, "val_loss": 3.0}]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     run = ComparedRun("other", tmp_path)
-    assert run.refresh() and run.points == [(10, 3.0, 1.5)]
+    assert run.refresh() and run.points == [(10, 3.0, 1.5, 90)]  # with the tokens trained on by then
     assert not run.refresh()  # nothing new
     with path.open("a") as f:
         f.write(json.dumps({"step": 20, "elapsed_s": 3.0, "val_loss": 2.5}) + "\n" + '{"step": 30, "val_lo')
-    assert run.refresh() and run.points[-1] == (20, 2.5, 3.0)  # a line being written waits for its end
+    assert run.refresh() and run.points[-1] == (20, 2.5, 3.0, None)  # a line being written waits for its end
     with path.open("a") as f:
         f.write('ss": 2.25, "elapsed_s": 4.5}\nnot json\n')
-    assert run.refresh() and run.points[-1] == (30, 2.25, 4.5)
+    assert run.refresh() and run.points[-1] == (30, 2.25, 4.5, None)
     path.write_text(json.dumps(lines[1]) + "\n")  # a resume rewrote it shorter
-    assert run.refresh() and run.points == [(10, 3.0, 1.5)]
+    assert run.refresh() and run.points == [(10, 3.0, 1.5, 90)]
     path.unlink()
-    assert not run.refresh() and run.points == [(10, 3.0, 1.5)]
+    assert not run.refresh() and run.points == [(10, 3.0, 1.5, 90)]
 
 
 def test_a_compared_run_is_read_again_when_its_metrics_are_replaced_and_skips_what_is_not_finite(tmp_path):
@@ -166,7 +167,7 @@ def test_a_compared_run_is_read_again_when_its_metrics_are_replaced_and_skips_wh
     replacement.write_text("".join(json.dumps(r) + "\n" for r in lines))
     os.replace(replacement, path)
     assert run.refresh()
-    assert run.points == [(10, 2.9, 1.0), *[(s, 2.0, s / 10) for s in range(11, 40)], (50, 1.5, 5.0)]
+    assert run.points == [(10, 2.9, 1.0, None), *[(s, 2.0, s / 10, None) for s in range(11, 40)], (50, 1.5, 5.0, None)]
 
 
 def test_a_confidence_that_is_not_a_number_gets_the_lowest_shade():
@@ -211,11 +212,20 @@ def test_a_small_run_is_drawn_dot_for_dot_on_a_log_axis():
     ]
 
 
-def test_an_x_window_draws_only_its_part_and_keeps_the_y_range_of_the_run():
+def test_an_x_window_draws_only_its_part_and_its_y_range_is_that_parts():
+    """Nothing from outside the window is drawn, nor sets the range: the validation point at its
+    left edge (yellow, 3) is; the band at 25 and 35 (1) and the smoothed curve between them (2)."""
     canvas, x_range, y_range = plot(_BINNED, 12, 4, log_scale=False, smoothing=0.5, x_range=(20.0, 40.0))
-    assert x_range == (20.0, 40.0) and y_range == (1.8, 4.0)
-    assert [_picture(canvas)[i] for i in range(0, 8, 2)] == [
-        "⡇⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀", "⡇⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀⠀", "⠟⠉⠢⡧⢄⣀⣀⡀⢀⠀⠀⠀", "⠀⠀⠀⠁⠀⠀⠀⠈⠹⠉⠑◆"]
+    assert x_range == (20.0, 40.0) and y_range == (2.0, 2.9)  # the band's low at 35, the point at 20
+    assert _picture(canvas) == [
+        "⠛⠀⠀⡄⠀⠀⠀⠀⠀⠀⠀⠀", "300100000000",
+        "⠀⠀⠀⣇⠀⠀⠀⠀⠀⠀⠀⠀", "000200000000",
+        "⠀⠀⠀⡇⠉⠒⠤⣀⢸⠀⠀⠀", "000122221000",
+        "⠀⠀⠀⠁⠀⠀⠀⠀⢹⠀⠀⠀", "000100002000",
+    ]
+    # Fitted, the point at 20 lies before the window's later 90% and above its curves: marked.
+    canvas, _, (y0, y1) = plot(_BINNED, 12, 4, log_scale=False, smoothing=0.5, x_range=(20.0, 40.0), fitted=True)
+    assert y1 < 2.9 and canvas.marks == {(0, 0): CLIPPED_ABOVE} and canvas.layer[0][0] == VAL
 
 
 def test_smoothing_follows_the_steps_each_point_stands_for():
@@ -317,7 +327,7 @@ def test_a_compared_run_reads_a_big_file_a_piece_at_a_time_and_skips_a_line_too_
     run = ComparedRun("other", tmp_path)
     assert not run.refresh() and run._offset == 64  # a line longer than a read: passed over, 64 bytes a time
     assert not run.refresh() and run._offset == 128
-    assert run.refresh() and run.points == [(5, 2.0, 0.0)]  # its end, and the next line whole
+    assert run.refresh() and run.points == [(5, 2.0, 0.0, None)]  # its end, and the next line whole
     assert not run.refresh()  # a training line alone is nothing new
     assert run._offset == path.stat().st_size
 
@@ -331,7 +341,7 @@ def test_a_compared_runs_steps_are_whole_numbers_from_0_to_the_largest_exact_flo
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "val_loss": v, "elapsed_s": 1.5}) + "\n"
                                                     for s, v in rows))
     run = ComparedRun("other", tmp_path)
-    assert run.refresh() and run.points == [(0, 3.0, 1.5), (MAX_STEP, 2.0, 1.5)]
+    assert run.refresh() and run.points == [(0, 3.0, 1.5, None), (MAX_STEP, 2.0, 1.5, None)]
 
 
 def test_a_compared_runs_metrics_planted_as_a_link_or_a_fifo_are_not_read(tmp_path):
@@ -397,4 +407,91 @@ def test_a_compared_runs_file_that_starts_with_an_empty_line_is_read_past_it(tmp
     assert not run.refresh() and run._offset == 1
     with path.open("a") as f:
         f.write(json.dumps({"step": 3, "val_loss": 2.0, "elapsed_s": 0.5}) + "\n")
-    assert run.refresh() and run.points == [(3, 2.0, 0.5)]
+    assert run.refresh() and run.points == [(3, 2.0, 0.5, None)]
+
+
+def test_the_fitted_y_range_is_the_curves_over_the_later_90_percent_of_x_padded():
+    from charrnn_tui.tui.chart import FIT_PAD, fitted_y_range
+
+    curve = [(float(s), 1.3 + 2.9 * math.exp(-s / 150)) for s in range(3001)]  # from 4.2 to 1.3
+    later = [y for x, y in curve if x >= 300]
+    low, high = min(later), max(later)  # 1.3 and the loss at step 300, 1.69
+    assert high == pytest.approx(1.3 + 2.9 * math.exp(-2))
+    pad = (high - low) * FIT_PAD
+    assert fitted_y_range([curve], 0.0, 3000.0, log_scale=False) == pytest.approx((low - pad, high + pad))
+    # Validation points and compared curves count too; the range is of the x range given (a window).
+    val = [(1000.0, 1.9), (3000.0, 1.25)]
+    assert fitted_y_range([curve, val], 0.0, 3000.0, log_scale=False)[1] == pytest.approx(1.9 + 0.65 * FIT_PAD)
+    window = fitted_y_range([curve], 2000.0, 3000.0, log_scale=False)
+    assert window[1] < 1.31 and window[0] > 1.29
+    # On a log axis the padding is a factor.
+    log_low, log_high = fitted_y_range([curve], 0.0, 3000.0, log_scale=True)
+    assert log_high / high == pytest.approx(low / log_low) == pytest.approx((high / low) ** FIT_PAD)
+    # Points only before the cut: the range is theirs; no points: none.
+    assert fitted_y_range([[(1.0, 3.0), (2.0, 2.0)]], 0.0, 100.0, log_scale=False) == pytest.approx((1.92, 3.08))
+    assert fitted_y_range([[], []], 0.0, 1.0, log_scale=False) is None
+
+
+def test_fitted_the_first_minute_of_a_run_fills_the_chart_where_the_full_range_squeezed_it():
+    """Issue 28: at 80x24 the chart has 30x6 cells; after 45 s the curve after step 100 sat in the
+    bottom rows of a range that ran from the first loss. Fitted, it crosses at least 5 of the 6."""
+    losses = first_minute_losses(3000)
+    series = _series(losses, [(float(s), 1.45 + 0.7 * math.exp(-s / 1000)) for s in range(500, 3001, 500)],
+                     bins=LossHistory().bins)  # binned as the app's history bins it
+    after_100 = int(100 / 3000 * 59 + 0.5) // 2 + 1  # the first cell column wholly after step 100
+
+    def rows_with_the_curve(canvas) -> int:
+        return sum(any(canvas.layer[r][c] == SMOOTH for c in range(after_100, 30)) for r in range(6))
+
+    full, _, (_, full_top) = plot(series, 30, 6, log_scale=False, smoothing=0.6)
+    fitted, _, (y0, y1) = plot(series, 30, 6, log_scale=False, smoothing=0.6, fitted=True)
+    assert full_top > 4.0 and rows_with_the_curve(full) <= 3
+    assert y1 < 2.6 and y0 > 1.2 and rows_with_the_curve(fitted) >= 5
+    # The start, above the range, is marked along the top edge in the curve's colour; the raw band
+    # is clipped at both edges unmarked, and the best validation point is drawn.
+    marked = sorted(col for (row, col), mark in fitted.marks.items() if mark == CLIPPED_ABOVE)
+    assert marked and marked[0] == 0 and all(row == 0 for row, _ in fitted.marks if fitted.marks[row, _] != "◆")
+    assert all(fitted.layer[0][col] == SMOOTH for col in marked)
+    assert "◆" in fitted.marks.values() and "◆" in full.marks.values()
+    assert not any(mark == CLIPPED_ABOVE for mark in full.marks.values())
+    # Log scale keeps working, fitted too.
+    log_fitted, _, (log_y0, log_y1) = plot(series, 30, 6, log_scale=True, smoothing=0.6, fitted=True)
+    assert log_y1 < 2.6 and rows_with_the_curve(log_fitted) >= 5
+
+
+def test_a_curve_below_the_fitted_range_is_marked_on_the_bottom_edge():
+    from charrnn_tui.tui.chart import CLIPPED_BELOW, OTHER
+
+    series = _series([2.0 - i / 10_000 for i in range(1000)])
+    series.others = [[(0.0, 0.5), (50.0, 0.5)]]  # a compared run's early points, far below: before the cut
+    canvas, _, (y0, _) = plot(series, 20, 4, log_scale=False, smoothing=0.0, fitted=True)
+    assert y0 > 1.8
+    assert canvas.marks == {(3, 0): CLIPPED_BELOW, (3, 1): CLIPPED_BELOW}  # steps 0 and 50 of 1,000, in 20 cells
+    assert canvas.layer[3][0] == canvas.layer[3][1] == OTHER
+    _, _, (full_y0, _) = plot(series, 20, 4, log_scale=False, smoothing=0.0)
+    assert full_y0 == 0.5  # the full range holds it
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.floats(0.01, 50.0), min_size=1, max_size=300), st.booleans(), st.floats(0.0, 0.99),
+       st.lists(st.tuples(st.floats(0.0, 400.0), st.floats(0.01, 50.0)), max_size=20))
+def test_fitted_every_curve_point_after_the_cut_is_inside_the_range_and_the_rest_is_drawn_or_marked(
+        losses, log_scale, smoothing, val):
+    from charrnn_tui.tui.chart import CLIPPED_BELOW, FIT_FROM
+
+    series = Series([float(i + 1) for i in range(len(losses))], losses, losses, losses, [1] * len(losses),
+                    sorted(val), min(val, key=lambda p: p[1]) if val else None)
+    canvas, (x0, x1), (y0, y1) = plot(series, 20, 5, log_scale=log_scale, smoothing=smoothing, fitted=True)
+    cut = x0 + FIT_FROM * (x1 - x0)
+    smooth = debiased_ema(losses, smoothing)
+    inside = [y for x, y in [*zip(series.x, smooth, strict=True), *series.val] if x >= cut]
+    floor = 1e-3 if log_scale else -math.inf
+    assert all(y0 * (1 - 1e-9) <= max(y, floor) <= y1 * (1 + 1e-9) for y in inside)
+    marks = set(canvas.marks.values())
+    assert marks <= {"◆", CLIPPED_ABOVE, CLIPPED_BELOW}
+    # A validation point above the range is marked on the top edge in its column, or drawn there
+    # (within half a dot of the range, it rounds to the top row).
+    for x, y in series.val:
+        col = int((x - x0) / (x1 - x0) * 39 + 0.5) // 2
+        if y > y1 * (1 + 1e-9):
+            assert canvas.marks.get((0, col)) in (CLIPPED_ABOVE, "◆") or canvas.layer[0][col] == VAL

@@ -312,7 +312,7 @@ def test_a_slow_look_at_the_other_runs_never_holds_up_training(tmp_path, monkeyp
     monkeypatch.setattr(threads, "other_training_runs", slow_look)
     monkeypatch.setattr(threads, "SCAN_WAIT", 0.01)
     saved = torch.get_num_threads()
-    share = threads.ThreadShare(tmp_path, None, cores=4)
+    share = threads.ThreadShare(tmp_path, None, cores=4, other_load=lambda: None)  # the folder alone
     try:
         returns(share)  # the run's start: it waited SCAN_WAIT, no longer
         assert share.share == 0 and len(looks) == 1
@@ -421,7 +421,7 @@ def test_compared_runs_skip_bad_metrics_lines(tmp_path, fifos):
     (folder / "metrics.jsonl").write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
     run = ComparedRun("other", folder)
     assert returns(run.refresh) is True
-    assert run.points == [(10, 2.0, 1.0), (20, 1.5, 2.0)]
+    assert run.points == [(10, 2.0, 1.0, None), (20, 1.5, 2.0, None)]
 
     for kind in ("fifo", "dev-zero"):
         (folder / "metrics.jsonl").unlink()

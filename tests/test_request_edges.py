@@ -425,6 +425,17 @@ def test_fields_of_the_right_type_are_taken_as_sent(name, data):
     ("Progress", "step", True, "event Progress: step must be an integer, not true"),
     ("Progress", "losses", [2.5, math.nan], "event Progress: losses[1] must be a finite number, not NaN"),
     ("Progress", "eta_seconds", math.inf, "event Progress: eta_seconds must be a finite number or null, not Infinity"),
+    ("Progress", "cpu_percent", math.nan, "event Progress: cpu_percent must be a finite number or null, not NaN"),
+    ("Progress", "rss_bytes", 1.5, "event Progress: rss_bytes must be an integer or null, not a number"),
+    ("Started", "reports", {"width": 1, "steps": ["9"]},
+     "event Started: reports.steps[0] must be an integer, not a string"),
+    ("Started", "reports", {"width": 1, "steps": [9], "lr": [True]},
+     "event Started: reports.lr[0] must be a finite number or null, not true"),
+    ("Started", "reports", {"steps": [9]}, "event Started: reports.width is missing"),
+    ("Started", "reports", {"width": 1, "steps": [9], "tokens_per_s": [1.0, 2.0]},
+     "event Started: reports: each field must be as long as steps"),
+    ("Started", "reports", {"width": 2, "pending": 2, "steps": [9]},
+     "event Started: reports.width must be at least 1 and pending from 0 to under it"),
     ("Notice", "message", ["a"], "event Notice: message must be a string of at most 1,048,576 characters, "
                                  "not a list of 1 item"),
     ("Notice", "message", HUGE, "event Notice: message must be a string of at most 1,048,576 characters, "

@@ -107,6 +107,27 @@ def test_progress_moves_the_run_on():
     assert run.step == 7 and run.history.steps == 7
 
 
+def test_each_report_with_steps_adds_to_the_history_of_the_runs_speed_rate_cpu_memory_and_gpu():
+    run = RunState()
+    run.apply(ev.Started(run_info()))
+    run.apply(progress_event(0, []))  # no step yet: no point
+    run.apply(progress_event(3, [4.0, 3.0, 3.5], rss_bytes=GIB))  # the first report has no CPU rate
+    run.apply(progress_event(5, [3.2, 2.5], cpu_percent=180.0, rss_bytes=2 * GIB, gpu_utilisation=90,
+                             gpu_memory_used=5 * GIB))
+    run.apply(progress_event(5, [], cpu_percent=3.0))  # paused: no step, no point
+    run.apply(progress_event(6, [2.9], cpu_percent=math.nan, rss_bytes=True))  # not numbers: not read
+    reports = run.reports
+    assert reports.series("tokens_per_s") == [(3, 1003.0), (5, 1005.0), (6, 1006.0)]
+    assert reports.series("lr") == [(3, 0.01), (5, 0.01), (6, 0.01)]
+    assert reports.series("cpu_percent") == [(5, 180.0)]
+    assert reports.series("rss_bytes") == [(3, GIB), (5, 2 * GIB)]
+    assert reports.series("gpu_utilisation") == [(5, 90.0)] and reports.series("gpu_memory_used") == [(5, 5 * GIB)]
+    run.apply(ev.Started(run_info(), reports={"width": 1, "steps": [9], "lr": [0.5]}))  # a welcome's
+    assert run.reports.series("lr") == [(9, 0.5)] and run.reports.series("tokens_per_s") == []
+    run.apply(ev.Started(run_info(), reports={"width": 1, "steps": [9], "lr": [0.5, 0.1]}))  # does not add up
+    assert len(run.reports) == 0
+
+
 def test_evaluations_keep_the_validation_history_and_its_best():
     run = RunState()
     run.apply(ev.Validating(10, 0.5, 100))
@@ -209,6 +230,7 @@ def test_a_long_run_is_folded_in_bounded_memory():
     assert len(run.val_losses) <= MAX_VAL and run.val_losses[-1][0] == 3 * MAX_VAL * 100
     assert len(run.timeline) <= MAX_TIMELINE and run.timeline[0] == (100, 100.0)
     assert len(run.samples) == MAX_SAMPLES and run.best_train_loss == 2.0
+    assert len(run.reports.steps) < 2 * run.reports.bins and run.reports.series("lr")[-1][0] == 3 * MAX_VAL * 100
 
 
 # ---- the point of one fold -----------------------------------------------------------------------------
@@ -230,7 +252,7 @@ def _a_run(run_dir: Path) -> tuple[ev.Event, list[ev.Event]]:
         ev.Evaluated(120, 2.0, 2.0 / math.log(2), math.e ** 2, 2.0, True, 1000, 1.0, best_step=120),
         ev.CheckpointSaved(str(run_dir / "latest.pt"), 120, "latest", 1234.5),
         ev.CheckpointSaved(str(run_dir / "best.pt"), 120, "best", 1234.6),
-        progress_event(130, [1.9] * 10),  # no NVML reading: the last one stands
+        progress_event(130, [1.9] * 10, cpu_percent=95.0, rss_bytes=GIB),  # no NVML reading: the last one stands
         ev.SettingsChanged(1.1, None),
         ev.NextTokens("ab", (("c", 0.5),)),
         ev.SampleStarted(2, 130, "Once", 1.1, "prompt", ("a note",)),
@@ -247,6 +269,7 @@ def _facts(run) -> dict:
         "epoch": run.epoch, "tokens_per_s": run.tokens_per_s, "lr": run.lr, "train_seconds": run.train_seconds,
         "eta": (run.eta_seconds, run.epoch_eta_seconds), "memory": run.memory_bytes, "gpu": run.gpu,
         "settings": (run.temperature, run.early_stop), "history": run.history.to_dict(), "timeline": run.timeline,
+        "reports": run.reports.to_dict(),
         "train": (run.first_train_loss, run.best_train_loss), "val": run.val_losses,
         "best": (run.best_val, run.best_step, run.overfitting_since, run.last_val_bits),
         "evaluated": run.evaluated, "validating": run.validating,

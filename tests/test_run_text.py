@@ -69,7 +69,7 @@ def test_a_fingerprint_tells_the_same_text_from_a_grown_changed_or_shrunk_one():
     stored = TextFingerprint.of("abcdef" * 1000)
     assert describe_change(stored, "abcdef" * 1000) is None
     assert describe_change(stored, "abcdef" * 1000 + "x" * 12_345) == "grew by 12,345 characters at the end"
-    assert describe_change(stored, "X" + "abcdef" * 1000) == "changed and grew by 1 characters"
+    assert describe_change(stored, "X" + "abcdef" * 1000) == "changed and grew by 1 character"
     assert describe_change(stored, "abcdef" * 999) == "shrank by 6 characters"
     assert describe_change(stored, "abcdeF" + "abcdef" * 999) == "changed (the same length, 6,000 characters)"
 
@@ -195,7 +195,7 @@ def rewrite(path, **changes):
     ({"ids": [1, 2, 3]}, "its ids are not a 1-D tensor of integers"),
     ({"ids": torch.tensor([1, 2, 40])}, "ids outside the run's vocabulary of 40 tokens"),
     ({"ids": torch.tensor([1, -1, 2])}, "ids outside the run's vocabulary of 40 tokens"),
-    ({"ids": torch.tensor([1])}, "1 ids, too few to score (at least 2)"),
+    ({"ids": torch.tensor([1])}, "1 id, too few to score (at least 2)"),
     ({"kind": "model"}, "not a run's validation text"),
     ({"corpus": "fox"}, "not a run's validation text"),
 ])

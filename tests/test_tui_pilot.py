@@ -497,6 +497,13 @@ async def test_marked_runs_of_the_same_corpus_are_overlaid_on_the_chart(repetiti
             assert OTHER in {v for row in _chart_layers(chart) for v in row}
             await pilot.press("x")  # by time: the other run's curve by its own training time
             assert OTHER in {v for row in _chart_layers(chart) for v in row}
+            await pilot.press("x")  # by tokens: the other run's as its metrics count them, this run's by its batch
+            assert chart.view.x_unit == "tokens" and OTHER in {v for row in _chart_layers(chart) for v in row}
+            # Its metrics' count: a step's 4 streams of 16 tokens, fewer where an epoch ended mid-batch.
+            other_tokens = [x for x, _ in chart._series().others[0]]
+            assert other_tokens == [float(p[3]) for p in chart.compared[0].points]
+            assert other_tokens[0] == 20 * 4 * 16 and other_tokens[-1] <= 60 * 4 * 16
+            assert chart._x_of_step()(1.0) == 4 * 16  # this run's: a step is its batch's 4 streams of 16
             await pilot.press("r")  # reopened, the compared run is still marked; c with none marked clears
             await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="the runs screen again")
             assert app.screen.marked == {str(runs_dir / "before")}
@@ -512,7 +519,7 @@ async def test_marked_runs_of_the_same_corpus_are_overlaid_on_the_chart(repetiti
 def _chart_layers(chart) -> list[list[int]]:
     from charrnn_tui.tui.chart import plot
 
-    canvas, _, _ = plot(chart._series(), 40, 8, log_scale=False, smoothing=0.6)
+    canvas, _, _ = plot(chart._series(), 40, 8, log_scale=False, smoothing=0.6, fitted=True)
     return canvas.layer
 
 

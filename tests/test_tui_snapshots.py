@@ -30,13 +30,30 @@ def confidences(n: int) -> tuple[float, ...]:
     return tuple((0.93, 0.31, 0.04, 0.002, 0.77, 0.6)[i % 6] for i in range(n))
 
 
-def demo_events() -> list[ev.Event]:
+def demo_reports(losses: tuple[float, ...], gpu: bool) -> list[ev.Progress]:
+    """Twelve reports of 100 steps: speed and CPU settling, the rate warming up then decaying, memory
+    growing; the last one's values are those the status text shows."""
+    reports = []
+    for k in range(1, 13):
+        last = k == 12
+        rate = 3e-3 * k / 2 if k <= 2 else 1.7e-3 + 1.3e-3 * (1 + math.cos(math.pi * (k - 2) / 10)) / 2
+        gpu_fields = {"gpu_utilisation": 60 + 3 * k, "gpu_memory_used": (11 + k // 4) * 2**30,
+                      "gpu_memory_total": 80 * 2**30} if gpu else {}
+        reports.append(ev.Progress(
+            step=100 * k, first_step=100 * k - 99, losses=losses[100 * (k - 1):100 * k], epoch=1.53 * k / 12,
+            tokens_per_s=812_345.0 if last else 790_000.0 + 9_000 * (k % 4) - (150_000 if k == 1 else 0),
+            lr=1.7e-3 if last else rate, train_seconds=83.0 * k / 12, eta_seconds=262.0, epoch_eta_seconds=40.0,
+            memory_bytes=3 * 2**30, cpu_percent=None if k == 1 else 96.0 + 2 * (k % 3),
+            rss_bytes=(1100 + 20 * k) * 2**20, **gpu_fields))
+    return reports
+
+
+def demo_events(gpu: bool = False) -> list[ev.Event]:
     losses = tuple(4.2 * math.exp(-i / 300) + 1.3 + 0.05 * math.sin(i) for i in range(1, 1201))
     return [
         ev.Started(INFO),
         ev.StateChanged("training"),
-        ev.Progress(step=1200, first_step=1, losses=losses, epoch=1.53, tokens_per_s=812_345.0, lr=1.7e-3,
-                    train_seconds=83.0, eta_seconds=262.0, epoch_eta_seconds=40.0, memory_bytes=3 * 2**30),
+        *demo_reports(losses, gpu),
         *[ev.Evaluated(step=s, nats=v, bits=v / math.log(2), perplexity=math.exp(v), best_nats=v, is_best=True,
                        tokens=111_538, seconds=0.4)
           for s, v in ((250, 2.41), (500, 1.98), (750, 1.74), (1000, 1.61), (1200, 1.55))],
@@ -55,10 +72,10 @@ def demo_app() -> CharRNNApp:
     return CharRNNApp(autostart=False)
 
 
-async def inject(pilot) -> None:
+async def inject(pilot, gpu: bool = False) -> None:
     app = pilot.app
     app.query_one(StatusPanel).clock = lambda: NOW
-    for event in demo_events():
+    for event in demo_events(gpu):
         app.post_engine_event(event)
     await pilot.pause()
     app.redraw()
@@ -69,6 +86,29 @@ async def inject(pilot) -> None:
 @pytest.mark.parametrize("size", [(80, 24), (160, 45)])
 def test_main_screen(snap_compare, size):
     assert snap_compare(demo_app(), terminal_size=size, run_before=inject)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
+@pytest.mark.parametrize("keys", [("f",), ("w", "x", "x", "l")], ids=["full-range", "last-1k-steps-by-tokens-log"])
+def test_chart_views(snap_compare, size, keys):
+    """The loss chart's views beside the default (fitted, by steps: test_main_screen): the full
+    range, and a window of the last steps by tokens on a log axis."""
+    async def run_before(pilot):
+        await inject(pilot)
+        await pilot.press(*keys)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=size, run_before=run_before)
+
+
+def test_status_history_with_gpu_readings(snap_compare):
+    """At 160x45 the status panel draws the run's history beside its text: with NVML readings, six charts."""
+
+    async def run_before(pilot):
+        await inject(pilot, gpu=True)
+
+    assert snap_compare(demo_app(), terminal_size=(160, 45), run_before=run_before)
 
 
 def test_paused_with_prompt_focused(snap_compare):
@@ -90,22 +130,47 @@ def test_paused_with_prompt_focused(snap_compare):
 
 
 async def test_chart_keys_change_the_chart_and_maximise_it():
+    from rich.text import Text
+
     from charrnn_tui.tui.widgets.loss_chart import LossChart
 
     app = demo_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await inject(pilot)
         chart = app.query_one(LossChart)
-        before = [chart.render_line(y).text for y in range(chart.size.height)]
+        panel = app.query_one("#loss")
+
+        def lines() -> list[str]:
+            return [chart.render_line(y).text for y in range(chart.size.height)]
+
+        def title() -> str:
+            return Text.from_markup(str(panel.border_title)).plain
+
+        before = lines()
+        assert title() == "Loss (nats/char) · fitted" and before[-1].endswith(" steps")
         await pilot.press("l")
-        assert chart.log_scale
-        assert [chart.render_line(y).text for y in range(chart.size.height)] != before  # redrawn in log
+        assert chart.view.log_scale and title() == "Loss (nats/char) · fitted · log"
+        assert lines() != before  # redrawn in log
+        await pilot.press("l", "f")
+        assert not chart.view.fitted and title() == "Loss (nats/char) · full"
+        full = lines()
+        assert full != before and "▲" in "".join(before) and "▲" not in "".join(full)
+        await pilot.press("w")  # the last 1,000 of the 1,200 steps
+        assert chart.view.window == 1_000 and lines()[-1].endswith(" last 1k steps")
+        assert "◆" in "".join(lines())  # the best validation, at the last step, is in the window
+        await pilot.press("w", "w")  # the last 100, then the whole run again
+        assert chart.view.window is None and lines() == full
         await pilot.press("x")
-        assert chart.by_time and "by time" in chart.describe()
+        assert chart.view.x_unit == "time" and "by time" in chart.view.describe() and lines()[-1].endswith(" time")
+        await pilot.press("x")
+        assert chart.view.x_unit == "tokens"
+        assert lines()[-1] == "     └0────────────10M─────── tokens"  # 1,200 steps of 64 x 256: 19.7M
+        await pilot.press("x")
+        assert chart.view.x_unit == "steps" and lines() == full
         await pilot.press("full_stop", "full_stop")
-        assert chart.smoothing == 0.9
+        assert chart.view.smoothing == 0.9
         await pilot.press("comma")
-        assert chart.smoothing == 0.8
+        assert chart.view.smoothing == 0.8
         height = chart.size.height
         await pilot.press("z")
         await pilot.pause()
@@ -116,6 +181,41 @@ async def test_chart_keys_change_the_chart_and_maximise_it():
         assert app.query_one("#status").display and chart.size.height == height
 
 
+async def test_after_45_seconds_at_80x24_the_curve_after_step_100_crosses_5_of_the_6_plot_rows():
+    """Issue 28: 45 s into the default run (3,000 steps here), the range ran from the first loss and
+    the curve after step 100 sat in the bottom rows; fitted to the run after its start, it fills them."""
+    from helpers import first_minute_losses
+
+    from charrnn_tui.tui.chart import SMOOTH
+    from charrnn_tui.tui.widgets.loss_chart import LABEL_W, STYLES, LossChart
+
+    app = demo_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.post_engine_event(ev.Started(INFO))
+        app.post_engine_event(ev.Progress(step=3000, first_step=1, losses=tuple(first_minute_losses(3000)), epoch=0.2,
+                                          tokens_per_s=1e6, lr=2e-3, train_seconds=45.0, eta_seconds=None,
+                                          epoch_eta_seconds=None, memory_bytes=None))
+        await pilot.pause()
+        app.redraw()
+        await pilot.pause()
+        chart = app.query_one(LossChart)
+        plot_rows, plot_w = chart.size.height - 1, chart.size.width - LABEL_W
+        after_100 = LABEL_W + int(100 / 3000 * (2 * plot_w - 1) + 0.5) // 2 + 1  # the first cell wholly after it
+
+        def curve_after_100(row: int) -> bool:
+            x = 0
+            for segment in chart.render_line(row):
+                if segment.style == STYLES[SMOOTH] and x + len(segment.text) > after_100:
+                    return True
+                x += len(segment.text)
+            return False
+
+        assert plot_rows == 6
+        assert sum(map(curve_after_100, range(plot_rows))) >= 5
+        await pilot.press("f")  # the full range, from the first loss: what the issue saw
+        assert sum(map(curve_after_100, range(plot_rows))) <= 3
+
+
 def test_the_chart_by_time_maps_steps_through_the_timeline():
     from charrnn_tui.tui.widgets.loss_chart import LossChart
 
@@ -123,6 +223,61 @@ def test_the_chart_by_time_maps_steps_through_the_timeline():
     chart.timeline = [(100, 10.0), (200, 30.0)]
     assert chart._seconds(50) == 5.0 and chart._seconds(150) == 20.0 and chart._seconds(200) == 30.0
     assert chart._seconds(300) == 30.0
+
+
+def _chart_of(steps: int):
+    """A chart of a seeded run of `steps` steps, validated every 500, and no app."""
+    import random
+
+    from charrnn_tui.engine.history import LossHistory
+    from charrnn_tui.tui.widgets.loss_chart import LossChart
+
+    rng = random.Random(0)
+    history = LossHistory()
+    history.extend([1.3 + 2.9 * math.exp(-s / 300) + rng.gauss(0, 0.05) for s in range(1, steps + 1)])
+    chart = LossChart()
+    chart.set_data(history, [(s, 1.45 + 2.9 * math.exp(-s / 300)) for s in range(500, steps + 1, 500)],
+                   [(s, s / 40) for s in range(0, steps + 1, 100)], tokens_per_step=64 * 256)
+    return chart
+
+
+def test_a_window_is_drawn_from_the_latest_losses_one_step_a_point():
+    from charrnn_tui.engine.history import RECENT
+
+    chart = _chart_of(6000)
+    whole = chart._series()
+    assert max(whole.widths) > 1 and chart._x_range() is None  # the whole run, binned
+    chart.view.next_window(6000)
+    assert chart.view.window == 1_000 and chart._x_range() == (5000.0, 6000.0)
+    series = chart._series()
+    # The last RECENT steps exactly, so the smoothed curve has warmed up where the window starts.
+    assert series.x == [float(s) for s in range(6001 - RECENT, 6001)] and set(series.widths) == {1}
+    assert series.mean == list(chart.history.recent)
+    chart.view.x_unit = "time"
+    assert chart._x_range() == (125.0, 150.0)  # the same steps, in training seconds
+    chart.view.window = 10_000  # longer than the run: the whole run
+    assert chart._x_range() is None and chart._series().widths == whole.widths
+
+
+def test_the_chart_by_tokens_counts_the_batch_and_a_compared_run_by_its_own_tokens():
+    from pathlib import Path
+
+    from charrnn_tui.tui.compared_runs import ComparedRun
+
+    chart = _chart_of(1200)
+    other = ComparedRun("other", Path("."))
+    other.points = [(100, 3.0, 2.0, 1_000_000), (200, 2.5, 4.0, None), (300, 2.0, 6.0, 3_000_000)]
+    chart.set_compared([other])
+    chart.view.x_unit = "tokens"
+    series = chart._series()
+    assert series.x[0] == 1 * 16_384 and series.x[-1] == 1200 * 16_384
+    assert series.val == [(500 * 16_384, pytest.approx(1.45 + 2.9 * math.exp(-5 / 3))),
+                          (1000 * 16_384, pytest.approx(1.45 + 2.9 * math.exp(-10 / 3)))]
+    assert series.others == [[(1e6, 3.0), (3e6, 2.0)]]  # its own count; a point without one left out
+    chart.view.x_unit = "steps"
+    assert chart._series().others == [[(100.0, 3.0), (200.0, 2.5), (300.0, 2.0)]]
+    chart.view.x_unit = "time"
+    assert chart._series().others == [[(2.0, 3.0), (4.0, 2.5), (6.0, 2.0)]]
 
 
 def test_samples_shaded_by_confidence(snap_compare):
@@ -199,3 +354,13 @@ async def test_the_oldest_sample_view_shows_the_newest_sample_once_the_panel_is_
         assert after[-1] is views[0] and after[-1].sample.text == "the newest"  # reused, moved to the end
         assert after[0] is views[1] and set(map(id, after)) == set(map(id, views))
         assert "the newest" in str(after[-1].render())
+
+
+def test_help_screen(snap_compare):
+    """`?` over the main screen: its keys, the footer's and the hidden ones, each with what it does."""
+    async def run_before(pilot):
+        await inject(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)

@@ -51,10 +51,13 @@ from charrnn_tui.engine.protocol import (
 )
 from charrnn_tui.engine.runs import RunEntry
 
+from .chart_view import ChartView
 from .compared_runs import MAX_COMPARED, ComparedRun
 from .engine_inbox import CONNECTED, EngineInbox
+from .key_help import key_sections
 from .run_view import RunView, step_temperature
 from .textual_caches import bound_textual_caches
+from .widgets.help_screen import HelpScreen
 from .widgets.loss_panel import LossPanel
 from .widgets.prompt_panel import PromptInput, PromptPanel
 from .widgets.quit_screen import QuitScreen
@@ -79,9 +82,11 @@ COMPARE_REFRESH = 5.0  # seconds between reads of the compared runs' metrics
 # What `e` steps through: the most lenient first, so that stepping never ends a run by the way.
 EARLY_STOP_CHOICES = (None, 10, 5, 3)
 IMMEDIATE_EVENTS = (ev.StateChanged, ev.SettingsChanged, ev.CheckpointSaved, ev.Started)
+TEMPERATURE_KEYS = Binding.Group("Temp")  # one footer entry for both temperature keys
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
-                      "detach", "runs", "chart_log", "chart_time", "chart_smoothing", "chart_maximise"}
+                      "detach", "runs", "chart_log", "chart_fit", "chart_x_unit", "chart_window", "chart_smoothing",
+                      "chart_maximise"}
 
 
 class EngineEvents(Message):
@@ -93,29 +98,47 @@ class CharRNNApp(App[int]):
     TITLE = "charrnn-tui"
     AUTO_FOCUS = None  # the prompt takes focus only when asked, so single-key bindings work
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (70, "-wide")]
+    BINDING_GROUP_TITLE = "The app"  # the help's title for these keys (tui/key_help.py)
+    # The help (`?`) lists these as they are: a description short enough for the footer, a tooltip
+    # where it needs more words; show=False ones are in the help alone.
     BINDINGS = [
-        Binding("space", "pause", "Pause"),
-        Binding("space", "resume", "Resume"),
-        Binding("ctrl+t", "toggle_pause", "Pause/resume", priority=True),
-        Binding("c", "checkpoint", "Save"),
-        Binding("plus,equals_sign,right_square_bracket", "temperature(1)", "Temp", key_display="+/-"),
-        Binding("minus,left_square_bracket", "temperature(-1)", "Temp", key_display="-", show=False),
-        Binding("s", "sample", "Sample"),
-        Binding("p,slash", "focus_prompt", "Prompt"),
-        Binding("escape", "leave_prompt", "Leave prompt"),
-        Binding("r", "runs", "Runs"),
-        Binding("l", "chart_log", "Log scale", show=False),
-        Binding("x", "chart_time", "Steps/time", show=False),
-        Binding("comma", "chart_smoothing(-1)", "Less smoothing", show=False),
-        Binding("full_stop", "chart_smoothing(1)", "More smoothing", show=False),
-        Binding("z", "chart_maximise", "Chart", show=False),
-        Binding("o", "confidence", "Confidence", show=False),
-        Binding("t", "temperatures", "Temperatures", show=False),
-        Binding("e", "early_stop", "Early stop", show=False),
-        Binding("d", "detach", "Detach"),
-        Binding("q", "quit_asking", "Quit"),
-        Binding("ctrl+q", "quit_asking", "Quit", show=False, priority=True),
-        Binding("ctrl+c", "save_and_quit", "Save and quit", show=False, priority=True),
+        Binding("space", "pause", "Pause", tooltip="Pause training (samples and prompts still work)"),
+        Binding("space", "resume", "Resume", tooltip="Resume training"),
+        Binding("ctrl+t", "toggle_pause", "Pause/resume", priority=True,
+                tooltip="Pause or resume training (works while typing)"),
+        Binding("c", "checkpoint", "Save", tooltip="Save a checkpoint now"),
+        Binding("plus,equals_sign,right_square_bracket", "temperature(1)",
+                "Raise the temperature of the next samples and prompts", group=TEMPERATURE_KEYS),
+        Binding("minus,left_square_bracket", "temperature(-1)",
+                "Lower the temperature of the next samples and prompts", group=TEMPERATURE_KEYS),
+        Binding("s", "sample", "Sample", tooltip="Write a live sample now"),
+        Binding("p,slash", "focus_prompt", "Prompt", tooltip="Type a prompt for the model to continue"),
+        Binding("escape", "leave_prompt", "Leave prompt", tooltip="Leave the prompt: letters are keys again"),
+        Binding("r", "runs", "Runs", tooltip="The runs in the runs folder: attach to one, or compare their curves"),
+        Binding("l", "chart_log", "Chart: log scale, or not", show=False),
+        Binding("f", "chart_fit", "Chart: loss range fitted to the run, or full", show=False),
+        Binding("x", "chart_x_unit", "Chart: by steps, training time or tokens", show=False),
+        Binding("w", "chart_window", "Chart: the last steps only, or the whole run", show=False),
+        Binding("comma", "chart_smoothing(-1)", "Chart: less smoothing", show=False),
+        Binding("full_stop", "chart_smoothing(1)", "Chart: more smoothing", show=False),
+        Binding("z", "chart_maximise", "Chart: fill the screen, or not", show=False),
+        Binding("o", "confidence", "Shade sampled tokens by the model's confidence, or not", show=False),
+        Binding("t", "temperatures", "The prompt continued at temperatures 0.5, 1 and 1.5", show=False),
+        Binding("e", "early_stop", "Early stop: off, or after 10, 5 or 3 evaluations without a new best",
+                show=False),
+        Binding("d", "detach", "Detach", tooltip="Close the app and leave the run training"),
+        Binding("q", "quit_asking", "Quit", tooltip="Stop the run and quit (asks whether to save)"),
+        Binding("ctrl+q", "quit_asking", "Quit", show=False, priority=True,
+                tooltip="Stop the run and quit (asks whether to save)"),
+        Binding("ctrl+c", "save_and_quit", "Save and quit", show=False, priority=True,
+                tooltip="Save a checkpoint, stop the run and quit, without asking"),
+        # Priority, so that it works on the other screens (runs, temperatures) too; the prompt takes `?`
+        # as text (Textual drops a key that the focused input types), F1 works there.
+        Binding("question_mark,f1", "help", "Keys", priority=True,
+                tooltip="Every key that works here, and what it does"),
+        # Textual's own, named here for the help's text; "palette" is what the footer shows.
+        Binding("ctrl+p", "command_palette", "palette", show=False, priority=True,
+                tooltip="The command palette: every action by name, and how often the run samples"),
     ]
 
     def __init__(self, engine_factory: EngineFactory | None = None, *, autostart: bool = True,
@@ -145,7 +168,7 @@ class CharRNNApp(App[int]):
             yield StatusPanel(id="status")
         yield SamplesPanel(id="samples")
         yield PromptPanel(id="prompt")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)  # no room at 80 columns: `?` lists ctrl+p
 
     def on_mount(self) -> None:
         self.set_interval(REDRAW_INTERVAL, self.redraw)
@@ -293,6 +316,8 @@ class CharRNNApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """False hides a binding from the footer (and disables it), None greys it out."""
+        if action == "help":
+            return not isinstance(self.screen, HelpScreen)  # there `?` closes it (its own binding)
         typing = self.prompt_focused
         if action in ("toggle_pause", "leave_prompt"):
             return typing  # ctrl+t is shown while typing; space does the job otherwise
@@ -347,6 +372,10 @@ class CharRNNApp(App[int]):
         if self.trainer is not None:
             self.trainer.request(SetTemperature(value))
         self.redraw()
+
+    def action_help(self) -> None:
+        """The keys of the screen it is pressed on, with what that screen has focused."""
+        self.push_screen(HelpScreen(key_sections(self.screen)))
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptInput).focus()
@@ -439,22 +468,37 @@ class CharRNNApp(App[int]):
             prompt.show(shown, samples.confidence)
 
     def action_chart_log(self) -> None:
-        self.query_one(LossPanel).chart.toggle_log()
+        self._chart_view().toggle_log()
         self._chart_changed()
 
-    def action_chart_time(self) -> None:
-        self.query_one(LossPanel).chart.toggle_time()
+    def action_chart_fit(self) -> None:
+        self._chart_view().toggle_fit()
+        self._chart_changed()
+
+    def action_chart_x_unit(self) -> None:
+        self._chart_view().next_x_unit()
+        self._chart_changed()
+
+    def action_chart_window(self) -> None:
+        chart = self.query_one(LossPanel).chart
+        chart.view.next_window(len(chart.history))
         self._chart_changed()
 
     def action_chart_smoothing(self, direction: int) -> None:
-        self.query_one(LossPanel).chart.step_smoothing(direction)
+        self._chart_view().step_smoothing(direction)
         self._chart_changed()
 
     def action_chart_maximise(self) -> None:
         self.screen.toggle_class("-chart-max")
 
+    def _chart_view(self) -> ChartView:
+        return self.query_one(LossPanel).chart.view
+
     def _chart_changed(self) -> None:
-        self.notify(f"chart: {self.query_one(LossPanel).chart.describe()}", timeout=2)
+        panel = self.query_one(LossPanel)
+        panel.chart.changed()
+        panel.show_title()  # the title says the y axis's view
+        self.notify(f"chart: {panel.chart.view.describe()}", timeout=2)
 
     def action_detach(self) -> None:
         """Leave the run training and close the app."""
@@ -562,7 +606,13 @@ class CharRNNApp(App[int]):
         yield SystemCommand("Type a prompt", "Focus the prompt (p)", self.action_focus_prompt)
         yield SystemCommand("Runs", "List the runs and attach to one (r)", self.action_runs)
         yield SystemCommand("Chart: log scale", "Toggle a log loss axis (l)", self.action_chart_log)
-        yield SystemCommand("Chart: steps or time", "Toggle the x axis (x)", self.action_chart_time)
+        yield SystemCommand("Chart: fitted or full loss range",
+                            "The loss axis fits the run after its start, or holds everything (f)",
+                            self.action_chart_fit)
+        yield SystemCommand("Chart: steps, time or tokens", "The x axis's unit (x)", self.action_chart_x_unit)
+        yield SystemCommand("Chart: last steps or whole run",
+                            "The last 1M, 100k, 10k, 1k or 100 steps, then the whole run (w)",
+                            self.action_chart_window)
         yield SystemCommand("Chart: more smoothing", "Heavier moving average (.)",
                             lambda: self.action_chart_smoothing(1))
         yield SystemCommand("Chart: less smoothing", "Lighter moving average (,)",

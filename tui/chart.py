@@ -7,6 +7,7 @@ important one in it (validation over the smoothed curve over the raw min/max ban
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 BRAILLE = 0x2800
 # Dot bits of a braille cell, by (column, row) in the cell.
 DOT = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+# The dots of a cell's column from its dot row `first` to `last` (inclusive), by column: SPANS[c][first][last].
+SPANS = tuple(tuple(tuple(sum(DOT[c][first:last + 1]) for last in range(4)) for first in range(4)) for c in (0, 1))
 RAW, SMOOTH, VAL = 1, 2, 3  # layers, in rising priority
 OTHER = 4  # other runs' validation curves: layers OTHER, OTHER + 1, ...
 
@@ -75,7 +78,8 @@ def format_tick(value: float) -> str:
 
 
 def format_step(step: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
+    """A count of steps or tokens: 250, 1.5k, 2M, 3.2B."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if step >= size:
             text = f"{step / size:.1f}".rstrip("0").rstrip(".")
             return f"{text}{unit}"
@@ -93,7 +97,7 @@ def format_seconds(seconds: float) -> str:
 
 @dataclass
 class Series:
-    """What the chart plots, in data coordinates (x: step, or seconds)."""
+    """What the chart plots, in data coordinates (x: step, seconds or tokens)."""
 
     x: list[float]  # training points (bin centres), increasing
     mean: list[float]
@@ -123,14 +127,16 @@ class Canvas:
             self.layer[row][col] = layer if force else max(self.layer[row][col], layer)
 
     def vline(self, px: int, py0: int, py1: int, layer: int) -> None:
-        """The dots from py0 to py1 in pixel column px: `dot` for each, inlined (the chart's
-        redraw is most of what an attached app costs the machine it shares with training)."""
-        if not 0 <= px < 2 * self.w:
+        """The dots from py0 to py1 in pixel column px, as `dot` would set them, a cell at a time
+        (the chart's redraw is most of what an attached app costs the machine it shares with
+        training, and a fitted range makes the raw band many dots tall)."""
+        top, bottom = max(0, min(py0, py1)), min(4 * self.h - 1, max(py0, py1))
+        if not 0 <= px < 2 * self.w or top > bottom:
             return
-        col, bits, layers, dots = px // 2, self.bits, self.layer, DOT[px % 2]
-        for py in range(max(0, min(py0, py1)), min(4 * self.h - 1, max(py0, py1)) + 1):
-            row = py // 4
-            bits[row][col] |= dots[py % 4]
+        col, bits, layers, spans = px // 2, self.bits, self.layer, SPANS[px % 2]
+        for row in range(top // 4, bottom // 4 + 1):
+            first, last = top - 4 * row, bottom - 4 * row
+            bits[row][col] |= spans[first if first > 0 else 0][last if last < 3 else 3]
             if layers[row][col] < layer:
                 layers[row][col] = layer
 
@@ -138,27 +144,79 @@ class Canvas:
         return self.marks.get((row, col)) or chr(BRAILLE + self.bits[row][col])
 
 
+# The fitted y range (the default view): the curves over the later 90% of the x range shown,
+# padded by 8% of that height at each end. A run's first steps fall fastest (from ln(vocabulary),
+# 4.2 at char level, through the unigram loss near 3.3, in a few dozen steps), and the smoothed
+# curve's first points remember them: a range that holds them squeezes everything after into the
+# bottom rows, the more so the longer the run, since the chart always shows all of it. Leaving out
+# the first tenth of the x range leaves out that start at any length of run or window, whatever the
+# loss's units and level (nats per char or per word, 1.2 or 5), and does not move while the loss is
+# flat. Only the curves set it (the smoothed training loss, the validation points, the compared
+# runs'): the raw band is the noise about the smoothed curve, and is clipped at both edges. What
+# lies outside is marked on the edge it leaves by (CLIPPED_ABOVE, CLIPPED_BELOW); `f` shows all.
+FIT_FROM = 0.1
+FIT_PAD = 0.08
+BEST_MARK, CLIPPED_ABOVE, CLIPPED_BELOW = "◆", "▲", "▼"
+LOG_FLOOR = 1e-3  # the lowest value a log axis shows
+
+
+def full_y_range(curves: Sequence[Sequence[tuple[float, float]]], lows: Sequence[float],
+                 highs: Sequence[float]) -> tuple[float, float] | None:
+    """Everything drawn: the curves, and the raw band without its highest 2% (as TensorBoard ignores
+    outliers): a lone spike is drawn to the top, not made the scale. None when there is nothing."""
+    ys = [y for curve in curves for _, y in curve]
+    if not ys:
+        return None
+    ranked = sorted(highs)
+    typical_high = ranked[int(0.98 * (len(ranked) - 1))] if ranked else -math.inf
+    return min(*ys, *lows), max(*ys, typical_high)
+
+
+def fitted_y_range(curves: Sequence[Sequence[tuple[float, float]]], x0: float, x1: float, *,
+                   log_scale: bool) -> tuple[float, float] | None:
+    """The curves' range over the later 1 - FIT_FROM of [x0, x1], padded (see FIT_FROM); over all of
+    it when nothing lies there. None when there is nothing."""
+    cut = x0 + FIT_FROM * (x1 - x0)
+    ys = [y for curve in curves for x, y in curve if x >= cut] or [y for curve in curves for _, y in curve]
+    if not ys:
+        return None
+    low, high = min(ys), max(ys)
+    if log_scale:
+        low, high = max(low, LOG_FLOOR), max(high, LOG_FLOOR)
+        pad = (high / low) ** FIT_PAD
+        return low / pad, high * pad
+    pad = (high - low) * FIT_PAD
+    return low - pad, high + pad
+
+
 def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothing: float,
-         x_range: tuple[float, float] | None = None) -> tuple[Canvas, tuple[float, float], tuple[float, float]]:
-    """Draw the series; returns the canvas and the x and y ranges it covers (y in data units)."""
+         x_range: tuple[float, float] | None = None,
+         fitted: bool = False) -> tuple[Canvas, tuple[float, float], tuple[float, float]]:
+    """Draw the series; returns the canvas and the x and y ranges it covers (y in data units). Only
+    what lies in `x_range` (default: from 0 to the last point) is drawn and sets the y range, fitted
+    to the later part of it, or holding everything; curves outside the y range are marked on its edge."""
     canvas = Canvas(cells_w, cells_h)
-    smooth = debiased_ema(series.mean, smoothing, series.widths) if series.mean else []
-    other_points = [p for curve in series.others for p in curve]
-    ys = [*smooth, *(v for _, v in series.val), *(v for _, v in other_points)]
-    if not ys or cells_w < 1 or cells_h < 1:
+    # Smoothed over every point given, so that a window's curve starts as the whole run's does there.
+    smooth_all = debiased_ema(series.mean, smoothing, series.widths) if series.mean else []
+    if cells_w < 1 or cells_h < 1:
         return canvas, (0.0, 1.0), (0.0, 1.0)
     # From 0 (step 0, or the start of training): the whole run, and the whole of the runs compared.
-    x0, x1 = x_range or (0.0, max([*series.x, *(x for x, _ in series.val), *(x for x, _ in other_points)],
+    x0, x1 = x_range or (0.0, max([*series.x, *(x for x, _ in series.val), *(x for c in series.others for x, _ in c)],
                                   default=1.0))
     if x1 <= x0:
         x1 = x0 + 1.0
-    # The range follows the smoothed curve, the validation points and the raw band without its
-    # highest 2% (as TensorBoard ignores outliers): a lone spike is drawn to the top, not the scale.
-    highs = sorted(series.high)
-    typical_high = highs[int(0.98 * (len(highs) - 1))] if highs else -math.inf
-    y0, y1 = min([*ys, *series.low]), max(*ys, typical_high)
+    first, end = bisect.bisect_left(series.x, x0), bisect.bisect_right(series.x, x1)
+    xs, lows, highs = series.x[first:end], series.low[first:end], series.high[first:end]
+    smooth = list(zip(xs, smooth_all[first:end], strict=True))
+    val = [p for p in series.val if x0 <= p[0] <= x1]
+    others = [[p for p in curve if x0 <= p[0] <= x1] for curve in series.others]
+    curves = [smooth, val, *others]
+    y_range = fitted_y_range(curves, x0, x1, log_scale=log_scale) if fitted else full_y_range(curves, lows, highs)
+    if y_range is None:  # nothing in the x range
+        return canvas, (x0, x1), (0.0, 1.0)
+    y0, y1 = y_range
     if log_scale:
-        y0 = max(y0, 1e-3)
+        y0 = max(y0, LOG_FLOOR)
         y1 = max(y1, y0 * 1.01)
     elif y1 - y0 < 1e-9:
         y0, y1 = y0 - 0.5, y1 + 0.5
@@ -174,32 +232,45 @@ def plot(series: Series, cells_w: int, cells_h: int, *, log_scale: bool, smoothi
         return 0 if p < 0 else last_px if p > last_px else p
 
     def py_of(y: float) -> int:
+        """The dot row, from the top; outside 0..last_py where y is outside the range (the canvas
+        draws only what is inside, and `drawn` notes the rest for the edge's marks)."""
         f = (math.log(y if y > y0 else y0) - log_y0) / log_span if log_scale else (y - y0) / (y1 - y0)
-        p = int(round((1 - f) * last_py))
-        return 0 if p < 0 else last_py if p > last_py else p
+        return int(round((1 - f) * last_py))
 
     # Raw band: per pixel column, from the lowest low to the highest high of the points in it.
     columns: dict[int, tuple[float, float]] = {}
-    for x, low, high in zip(series.x, series.low, series.high, strict=True):
+    for x, low, high in zip(xs, lows, highs, strict=True):
         c = px_of(x)
         lo, hi = columns.get(c, (low, high))
         columns[c] = (min(lo, low), max(hi, high))
     for c, (lo, hi) in columns.items():
         canvas.vline(c, py_of(lo), py_of(hi), RAW)
+    clipped: dict[tuple[int, int], int] = {}  # (row, column) on an edge -> the layer of a curve beyond it
+
+    def drawn(points: list[tuple[int, int]], layer: int) -> list[tuple[int, int]]:
+        for px, py in points:
+            if not 0 <= py <= last_py:
+                key = (0 if py < 0 else cells_h - 1, px // 2)
+                clipped[key] = max(clipped.get(key, 0), layer)
+        return points
+
     # Smoothed curve: joined from point to point so it stays a line at any density.
-    _polyline(canvas, [(px_of(x), py_of(y)) for x, y in zip(series.x, smooth, strict=True)], SMOOTH)
+    _polyline(canvas, drawn([(px_of(x), py_of(y)) for x, y in smooth], SMOOTH), SMOOTH)
     # Other runs' validation curves, joined point to point, under this run's own points.
-    for i, curve in enumerate(series.others):
-        _polyline(canvas, [(px_of(x), py_of(v)) for x, v in curve], OTHER + i)
+    for i, curve in enumerate(others):
+        _polyline(canvas, drawn([(px_of(x), py_of(v)) for x, v in curve], OTHER + i), OTHER + i)
     # Validation points: a 2x2 blob each (once per pixel: a long run has many to a pixel), then
     # the best one marked.
-    for px, py in dict.fromkeys((px_of(x), py_of(v)) for x, v in series.val):
+    for px, py in drawn(list(dict.fromkeys((px_of(x), py_of(v)) for x, v in val)), VAL):
         for dx in (0, 1):
             for dy in (0, 1):
                 canvas.dot(px + dx - (px == pw - 1), py + dy - (py == ph - 1), VAL, force=True)
-    if series.best is not None:
+    for (row, col), layer in clipped.items():
+        canvas.marks[(row, col)] = CLIPPED_ABOVE if row == 0 else CLIPPED_BELOW
+        canvas.layer[row][col] = layer  # the mark takes the colour of the curve it stands for
+    if series.best is not None and x0 <= series.best[0] <= x1 and 0 <= py_of(series.best[1]) <= last_py:
         bx, by = series.best
-        canvas.marks[(py_of(by) // 4, px_of(bx) // 2)] = "◆"
+        canvas.marks[(py_of(by) // 4, px_of(bx) // 2)] = BEST_MARK
     return canvas, (x0, x1), (y0, y1)
 
 

@@ -22,14 +22,15 @@ from charrnn_tui.engine.runs import METRICS, finite_or_none
 
 MAX_COMPARED = 4  # runs overlaid at once, each in a colour of its own
 READ_LIMIT = 8 * 2**20  # bytes read a refresh: the rest of a bigger file comes at the next ones
-MAX_STEP = 2**53  # a larger step is no run's (and would not convert to a float exactly)
+MAX_STEP = 2**53  # a larger step (or count of tokens) is no run's, and would not convert to a float exactly
 
 
 @dataclass
 class ComparedRun:
     name: str
     folder: Path
-    points: list[tuple[int, float, float]] = field(default_factory=list)  # (step, val_loss, elapsed_s)
+    # (step, val_loss, elapsed_s, tokens): tokens trained on by then, None in a line without them
+    points: list[tuple[int, float, float, int | None]] = field(default_factory=list)
     _offset: int = 0
     _inode: int | None = None
 
@@ -67,9 +68,10 @@ class ComparedRun:
         return len(self.points) > before
 
 
-def _validation_point(line: bytes) -> tuple[int, float, float] | None:
-    """(step, val_loss, elapsed_s) from a metrics line, or None: a training line, one a crash cut
-    short, or one whose numbers are not a step from 0 to MAX_STEP and finite floats."""
+def _validation_point(line: bytes) -> tuple[int, float, float, int | None] | None:
+    """(step, val_loss, elapsed_s, tokens) from a metrics line, or None: a training line, one a crash
+    cut short, or one whose numbers are not a step from 0 to MAX_STEP and finite floats. Tokens that
+    are not a whole number from 0 to MAX_STEP are None: the point is left out of the chart by tokens only."""
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):  # RecursionError: a line of nested brackets
@@ -80,5 +82,6 @@ def _validation_point(line: bytes) -> tuple[int, float, float] | None:
     loss, elapsed = finite_or_none(record.get("val_loss")), finite_or_none(record.get("elapsed_s", 0.0))
     if type(step) is not int or not 0 <= step <= MAX_STEP or loss is None or elapsed is None:
         return None
-    return step, loss, elapsed
+    tokens = record.get("tokens")
+    return step, loss, elapsed, tokens if type(tokens) is int and 0 <= tokens <= MAX_STEP else None
 

@@ -19,3 +19,11 @@ def size_bytes(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+def lr_text(lr: float | None) -> str:
+    """A learning rate: 3.0e-4."""
+    if lr is None:
+        return "-"
+    mantissa, exponent = f"{lr:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from charrnn_tui.engine.counts import plural
+
 from .run_view import Sample
 
 # (lowest probability, style, legend). Background shades from the 8 basic colours, so that they stay
@@ -57,5 +59,5 @@ def copy_note(sample: Sample) -> tuple[str, str]:
     if sample.longest_copy is None:
         return "", ""
     if sample.copies:
-        return f"copied {sample.longest_copy} chars", "yellow"
+        return f"copied {plural(sample.longest_copy, 'char')}", "yellow"
     return f"longest copy {sample.longest_copy}", "dim"

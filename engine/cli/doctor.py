@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.printable import printable_line
 
 if TYPE_CHECKING:  # no torch at import (above)
@@ -186,7 +187,7 @@ def nvml_report(device: torch.device) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - no driver library (a CPU box), or one NVML cannot use
         return {"installed": True, "working": False, "detail": f"NVML did not start: {first_line(e)}"}
     driver = driver.decode() if isinstance(driver, bytes) else str(driver)
-    detail = f"driver {driver}, {count} GPU{'' if count == 1 else 's'}"
+    detail = f"driver {driver}, {plural(count, 'GPU')}"
     if device.type == "cuda":
         monitor = GpuMonitor(device)
         reading = monitor.read()

@@ -34,7 +34,7 @@ from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.printable import printable_line
 
 # ---- entry point --------------------------------------------------------------------------------
-COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop", "doctor")
+COMMANDS = ("train", "sample", "eval", "next", "attach", "runs", "stop", "doctor", "tune")
 
 
 def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> Parser:
@@ -47,6 +47,7 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> P
         + ("" if headless_only else tui_lines)
         + f"  {prog} train [CORPUS] [options]      train; --headless for a plain progress line, --detach "
         "to run in the background\n"
+        f"  {prog} tune CORPUS --budget 20m      search model settings for a corpus within a time budget\n"
         f"  {prog} runs [--json]                 list runs and their state\n"
         f"  {prog} stop RUN                      save and end a live run\n"
         f"  {prog} sample CHECKPOINT [options]   generate text\n"
@@ -113,6 +114,14 @@ def build_parser(prog: str = "charrnn-tui", *, headless_only: bool = False) -> P
     doctor.add_argument("--seconds", type=non_negative_float, default=PROBE_SECONDS, metavar="N",
                         help=f"how long the probe runs, set-up included; 0 skips it (default: {PROBE_SECONDS:g})")
     doctor.add_argument("--device", choices=cfg.DEVICES, default="auto", help="(default: auto, as a run picks)")
+    from charrnn_tui.engine.cli.tune_command import add_tune_arguments
+
+    add_tune_arguments(sub.add_parser(
+        "tune", help="search model settings for a corpus within a time budget", formatter_class=HelpFormatter,
+        description="Search width, layers, dropout and learning rate (and the window where it matters) for a "
+                    "corpus within a wall-clock budget, by successive halving: many short trials, the best third "
+                    "of each rung trained on. Each trial is a run in a sweep folder under the runs folder; the "
+                    "winner's best.pt and the `train` command that reproduces it come at the end."))
     return parser
 
 
@@ -127,6 +136,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from charrnn_tui.engine.cli.doctor import run_doctor
 
         return run_doctor(args)
+    if args.command == "tune":
+        from charrnn_tui.engine.cli.tune_command import run_tune
+
+        return run_tune(args)
     if args.command in ("runs", "stop"):
         from charrnn_tui.engine.cli.run_commands import run_runs, run_stop
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.cli.arguments import add_runs_dir_argument, temperature_arg
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.printable import percent, printable, printable_line
 
@@ -185,18 +186,18 @@ def run_eval(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     source = printable_line(source)  # a file's name, or the source the run kept: shown on a terminal
     result = evaluate(loaded.model, ids, progress=EvalProgress(len(ids), sys.stderr))
     if loaded.vocab.kind == "char":  # bits per character: the figure char models are compared by
-        out.write(f"{source}: {result.tokens:,} chars predicted; {result.bits:.4f} bits/char "
+        out.write(f"{source}: {plural(result.tokens, 'char')} predicted; {result.bits:.4f} bits/char "
                   f"({result.nats:.4f} nats/char, perplexity {result.perplexity:.3f} per char)\n")
     else:  # perplexity per word: spaces and punctuation are counted into the words they go with
         words = word_count(loaded.vocab, ids[1:])
         per_word = math.exp(min(result.nats * result.tokens / max(words, 1), 700))
-        out.write(f"{source}: {result.tokens:,} tokens predicted ({words:,} of them words); perplexity "
+        out.write(f"{source}: {plural(result.tokens, 'token')} predicted ({words:,} of them words); perplexity "
                   f"{per_word:.2f} per word ({result.nats:.4f} nats/token, perplexity {result.perplexity:.2f} "
                   "per token)\n")
     if unknown:
         share = unknown / max(len(ids), 1)
-        notes.append(f"{unknown:,} characters the model never saw (about {share:.2%} of the text) were folded with "
-                     "unidecode or skipped: the score is of the text without them")
+        notes.append(f"{plural(unknown, 'character')} the model never saw (about {share:.2%} of the text) were "
+                     "folded with unidecode or skipped: the score is of the text without them")
     if loaded.vocab.kind == "word":
         unk = int((ids[1:] == 0).sum())
         if unk:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple MPS"
     threads = torch.get_num_threads()
-    return f"CPU, {threads} thread{'' if threads == 1 else 's'}"
+    return f"CPU, {plural(threads, 'thread')}"
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:

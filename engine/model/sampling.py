@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import ConfigError
 from charrnn_tui.engine.model.model import CharRNN, State, Stepper
 from charrnn_tui.engine.text.vocab import CharVocab, WordVocab
@@ -158,7 +159,7 @@ class TextGenerator:
 
 
 def window_note(tokens: int, window: int) -> str:
-    return f"the text is {tokens:,} tokens: the model read the last {window:,} (its state starts there)"
+    return f"the text is {plural(tokens, 'token')}: the model read the last {window:,} (its state starts there)"
 
 
 def top_next(logits: torch.Tensor, top: int, mask_unk: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import Event, Notice
 from charrnn_tui.engine.protocol import (
@@ -239,7 +240,8 @@ class Controls:
         if isinstance(request, WORK):
             with self._work_lock:
                 if self._queued_work >= MAX_QUEUED_WORK:
-                    raise RequestRefused(f"busy: {self._queued_work} requests are waiting; {request.name} not taken")
+                    raise RequestRefused(f"busy: {plural(self._queued_work, 'request')} waiting; "
+                                         f"{request.name} not taken")
                 self._queued_work += 1
         self._requests.put((request, reply))
 

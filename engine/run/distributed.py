@@ -27,6 +27,7 @@ from typing import Protocol
 
 import torch
 
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.model.step import StepLog
 from charrnn_tui.engine.text.data import IGNORE, Batch
@@ -97,7 +98,7 @@ def world_from_env(environ: Mapping[str, str] = os.environ) -> World:
 
 def check_batch(batch_size: int, world: World) -> None:
     if batch_size % world.size:
-        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {world.size} processes: "
+        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {plural(world.size, 'process')}: "
                           f"use a multiple of {world.size} (the batch size is the global number of streams)")
 
 

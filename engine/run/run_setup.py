@@ -17,6 +17,7 @@ import torch
 
 from charrnn_tui.corpora import BUNDLED
 from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError, CorpusError
 from charrnn_tui.engine.events import Notice, RunInfo, Started
 from charrnn_tui.engine.model.device import (
@@ -117,7 +118,7 @@ def pick_run_device(name: str, world: World) -> torch.device:
         count = torch.cuda.device_count()
         if count != 1 and world.local_rank >= count:
             raise ConfigError(f"local rank {world.local_rank} has no GPU of its own: this machine has "
-                              f"{count}; start at most {count} processes on it (--nproc-per-node)")
+                              f"{count}; start at most {plural(count, 'process')} on it (--nproc-per-node)")
         device = torch.device("cuda", 0 if count == 1 else world.local_rank)
         torch.cuda.set_device(device)
     return device
@@ -201,7 +202,8 @@ def distributed_batch_size(group: ProcessGroup, config: cfg.TrainConfig, world: 
     if config.fit_batch_size:
         limit = cfg.fitted_batch_size(limit, config.seq_len, train_tokens)
     chosen = max(size, min(group.min_int(fits_one_process) * size, limit) // size * size)
-    emit(Notice(f"--batch-size auto over {size} processes: batch-size {chosen} ({chosen // size} streams each)"))
+    emit(Notice(f"--batch-size auto over {plural(size, 'process')}: batch-size {chosen} "
+                f"({plural(chosen // size, 'stream')} each)"))
     return chosen
 
 
@@ -211,8 +213,8 @@ def plan_notes(run: Run, preset_batch: int, probed: bool) -> list[str]:
     epoch = run.batcher.batches_in_epoch()
     if not probed and config.batch_size < preset_batch:
         before = len(run.train_ids) // (preset_batch * config.seq_len)
-        notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {epoch:,} steps an epoch, "
-                     f"not {before:,} (--batch-size sets it)")
+        notes.append(f"batch-size {preset_batch} lowered to {config.batch_size} for {plural(epoch, 'step')} an "
+                     f"epoch, not {before:,} (--batch-size sets it)")
     if config.lr_decay and not schedule.has_limit(config):
         notes.append(schedule.describe_open_ended(epoch))
     return notes
@@ -261,7 +263,7 @@ def open_leader_parts(run: Run, text: TextSplit, trained: Trained, checkpoint: d
         val_tokens=len(run.val_ids), token_kind=run.vocab.kind, vocab_size=len(run.vocab), model_kind=m.kind,
         layers=m.layers, hidden=m.hidden, embedding=m.embedding, parameters=run.model.num_parameters(),
         device=device.type, device_name=describe_device(device) + (
-            f" × {world.size} processes ({peers.backend})" if isinstance(peers, ProcessGroup) else ""),
+            f" × {plural(world.size, 'process')} ({peers.backend})" if isinstance(peers, ProcessGroup) else ""),
         precision=precision_label(device, run.bf16), preset=config.preset, batch_size=config.batch_size,
         seq_len=config.seq_len, max_steps=config.max_steps, max_epochs=config.max_epochs,
         max_time=config.max_time, resumed_step=trained.step, config=cfg.to_dict(config), world_size=world.size,

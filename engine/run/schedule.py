@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from charrnn_tui.engine.config import TrainConfig
+from charrnn_tui.engine.counts import plural
 
 FIRST_COSINE_EPOCHS = 10.0  # an open-ended run first decays over as many epochs as it used to ...
 FIRST_COSINE_SECONDS = 900.0  # ... or over 15 minutes of training where that comes first
@@ -71,8 +72,8 @@ def describe_limits(config: TrainConfig, start: Position | None = None) -> str:
     """The stop conditions in words ("until stopped" without any); with `start`, how much more
     each one is from there."""
     words = []
-    for limit, amount in (("max_steps", lambda n: f"{n:,.0f} steps"), ("max_epochs", lambda n: f"{n:.3g} epochs"),
-                          ("max_time", seconds_text)):
+    for limit, amount in (("max_steps", lambda n: plural(n, "step", spec=",.0f")),
+                          ("max_epochs", lambda n: plural(n, "epoch", spec=".3g")), ("max_time", seconds_text)):
         end = getattr(config, limit)
         if end:
             more = f"{amount(end - start.of(limit))} more, to " if start is not None else ""
@@ -162,8 +163,9 @@ class Schedule:
     def first_cosine_length(self, position: Position) -> str:
         """What ended the first cosine, in words: its epochs or its training time."""
         if self._epochs_fraction(position) >= 1.0 or self.cosine_seconds is None:
-            return f"{self.cosine_epochs:g} epochs"
-        return f"{self.cosine_seconds / 60:g} minutes of training, before {self.cosine_epochs:g} epochs"
+            return plural(self.cosine_epochs, "epoch", spec="g")
+        return (f"{plural(self.cosine_seconds / 60, 'minute', spec='g')} of training, before "
+                f"{plural(self.cosine_epochs, 'epoch', spec='g')}")
 
     def after_evaluation(self, config: TrainConfig, position: Position, value: float) -> str | None:
         """Note an evaluation of validation loss `value`. An open-ended run past its first cosine

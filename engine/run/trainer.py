@@ -22,6 +22,7 @@ import torch
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError
 from charrnn_tui.engine.events import (
     CheckpointSaved,
@@ -87,6 +88,7 @@ from charrnn_tui.engine.run.distributed import (
 )
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
 from charrnn_tui.engine.run.metrics import require_tensorboard
+from charrnn_tui.engine.run.process_usage import ProcessUsage
 from charrnn_tui.engine.run.run import EventSink, Run, Trained
 from charrnn_tui.engine.run.run_setup import (
     auto_batch_size,
@@ -182,6 +184,7 @@ class Trainer:
         self.last_eval_seconds = 0.0  # how long the latest evaluation took
         self.overhead_seconds = 0.0
         self.gpu_monitor: GpuMonitor | None = None  # set up with the device
+        self.process_usage = ProcessUsage()  # read at each report
         self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
         # Called at the start and at each progress report, with the speed since the last one, on
         # the training thread (engine/run/threads.py).
@@ -466,8 +469,8 @@ class Trainer:
             case SetEarlyStop(evaluations=evaluations):
                 config.early_stop = evaluations  # saved with the config: a resumed run keeps it
                 self.emit(SettingsChanged(self.temperature, evaluations))
-                self.emit(Notice(f"early stop after {evaluations} evaluations without a new best" if evaluations
-                                 else "early stop off"))
+                self.emit(Notice(f"early stop after {plural(evaluations, 'evaluation')} without a new best"
+                                 if evaluations else "early stop off"))
             case SetSampleInterval(seconds=seconds):
                 config.sample_interval = seconds  # saved with the config: a resumed run keeps it
                 self.next_sample_at = time.monotonic() + seconds
@@ -538,11 +541,13 @@ class Trainer:
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
             self.balance_threads(tokens_per_s if self._speed_tells_threads(run) else None)
         self.tokens_since_report = 0
+        usage = self.process_usage.read()
         self.emit(Progress(
             step=trained.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
             tokens_per_s=tokens_per_s, lr=lr, train_seconds=trained.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(run, tokens_per_s),
             memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
+            cpu_percent=usage.cpu_percent, rss_bytes=usage.rss_bytes,
         ))
         return True
 
@@ -647,8 +652,8 @@ class Trainer:
         waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
         if early_stop and waited >= early_stop:
             since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
-            self.early_stopped = (f"early stop: no new best in {verdict.since_best} evaluations{since}; best.pt is "
-                                  f"step {verdict.best_step}, val {verdict.best_val:.4f}")
+            self.early_stopped = (f"early stop: no new best in {plural(verdict.since_best, 'evaluation')}{since}; "
+                                  f"best.pt is step {verdict.best_step}, val {verdict.best_val:.4f}")
 
     def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
         """A sample written start to end (the run's own live samples; clients' are served a piece at

@@ -17,6 +17,15 @@ START_TIMEOUT = 600.0  # seconds; a big corpus or a batch-size probe takes a whi
 
 def launch_engine(train_argv: list[str], *, for_app: bool = False) -> Path:
     """Start `train TRAIN_ARGV` as a detached engine; its run folder once it listens."""
+    run_dir, process = start_engine(train_argv, for_app=for_app)
+    process.returncode = 0  # it lives on by itself: no "still running" warning when we exit
+    return run_dir
+
+
+def start_engine(train_argv: list[str], *, for_app: bool = False,
+                 env: dict[str, str] | None = None) -> tuple[Path, subprocess.Popen[bytes]]:
+    """launch_engine, and the engine's process, for a caller that waits for it to end (`tune`'s
+    trials). `env`: the engine's environment (default: this one's)."""
     read_end, write_end = os.pipe()
     command = [sys.executable, "-m", "charrnn_tui.engine", "train", *train_argv, "--headless",
                "--serve-fd", str(write_end), *(["--serve-for-app"] if for_app else [])]
@@ -25,7 +34,7 @@ def launch_engine(train_argv: list[str], *, for_app: bool = False) -> Path:
     with tempfile.TemporaryFile() as early_output:
         try:
             process = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL,
-                                       stdout=early_output, stderr=early_output, pass_fds=(write_end,))
+                                       stdout=early_output, stderr=early_output, pass_fds=(write_end,), env=env)
         finally:
             os.close(write_end)
         with os.fdopen(read_end) as ready:
@@ -35,8 +44,7 @@ def launch_engine(train_argv: list[str], *, for_app: bool = False) -> Path:
             process.wait()
             raise CharRNNError(f"the engine did not start within {START_TIMEOUT:.0f} s")
         if line.startswith("ready "):
-            process.returncode = 0  # it lives on by itself: no "still running" warning when we exit
-            return Path(line.removeprefix("ready "))
+            return Path(line.removeprefix("ready ")), process
         if line.startswith("error "):
             process.wait(timeout=30)
             raise CharRNNError(line.removeprefix("error "))

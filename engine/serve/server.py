@@ -65,7 +65,8 @@ class RunRecord(RunState):
         if self.info is None:
             return [ev.StateChanged(self.state, self.reason)]
         history = {**self.history.to_dict(), "timeline": [list(p) for p in self.timeline]}
-        events: list[ev.Event] = [ev.Started(self.info, history, tuple(self.val_losses), ())]
+        events: list[ev.Event] = [ev.Started(self.info, history, tuple(self.val_losses), (),
+                                             self.reports.to_dict())]
         samples = list(self.samples.values())
         # one viewer's comparison of temperatures is not replayed to the others
         for sample in [s for s in samples if s.done and s.source != "temperatures"][-MAX_SAMPLES:]:

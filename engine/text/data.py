@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from charrnn_tui.engine.config import EVAL_BUDGET
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CorpusError
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
@@ -24,7 +25,7 @@ def split_tokens(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, 
     """The last `val_fraction` of the text is validation, as in char-rnn and nanoGPT: deterministic."""
     n_val = max(2, int(len(ids) * val_fraction))
     if len(ids) - n_val < 2:
-        raise CorpusError(f"corpus has only {len(ids)} tokens: too short to split into train and validation")
+        raise CorpusError(f"corpus has only {plural(len(ids), 'token')}: too short to split into train and validation")
     return ids[:-n_val], ids[-n_val:]
 
 
@@ -118,7 +119,7 @@ class SequentialBatcher(_EpochPosition):
         predictions = len(data) - 1
         if predictions < batch_size * seq_len:  # at least one whole window per stream
             raise CorpusError(
-                f"training split has {len(data)} tokens; batch-size {batch_size} x seq-len {seq_len} needs "
+                f"training split has {plural(len(data), 'token')}; batch-size {batch_size} x seq-len {seq_len} needs "
                 f"{batch_size * seq_len + 1}: lower --batch-size or --seq-len"
             )
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
@@ -194,7 +195,7 @@ class RandomWindowBatcher(_EpochPosition):
     def __init__(self, data: torch.Tensor, batch_size: int, seq_len: int, seed: int = 0):
         if len(data) < seq_len + 1:
             raise CorpusError(
-                f"training split has {len(data)} tokens, shorter than one sequence (seq-len {seq_len}): "
+                f"training split has {plural(len(data), 'token')}, shorter than one sequence (seq-len {seq_len}): "
                 "lower --seq-len"
             )
         self.data, self.batch_size, self.seq_len, self.seed = data, batch_size, seq_len, seed

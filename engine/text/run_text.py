@@ -12,6 +12,7 @@ import torch
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, os_reason, save_atomically
+from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError
 
 VALIDATION = "validation.pt"
@@ -57,11 +58,11 @@ def describe_change(stored: TextFingerprint, text: str) -> str | None:
     if now.chars > stored.chars:
         added = now.chars - stored.chars
         if TextFingerprint.of(text[: stored.chars]) == stored:
-            return f"grew by {added:,} characters at the end"
-        return f"changed and grew by {added:,} characters"
+            return f"grew by {plural(added, 'character')} at the end"
+        return f"changed and grew by {plural(added, 'character')}"
     if now.chars < stored.chars:
-        return f"shrank by {stored.chars - now.chars:,} characters"
-    return f"changed (the same length, {now.chars:,} characters)"
+        return f"shrank by {plural(stored.chars - now.chars, 'character')}"
+    return f"changed (the same length, {plural(now.chars, 'character')})"
 
 
 def corpus_change(config: cfg.TrainConfig, stored: TextFingerprint) -> str | None:
@@ -123,7 +124,7 @@ def load_validation(run_dir: Path, vocab_size: int) -> KeptValidation | None:
     if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.dtype not in _ID_DTYPES:
         refuse("its ids are not a 1-D tensor of integers")
     if len(ids) < 2:
-        refuse(f"{len(ids)} ids, too few to score (at least 2)")
+        refuse(f"{plural(len(ids), 'id')}, too few to score (at least 2)")
     if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
         refuse(f"ids outside the run's vocabulary of {vocab_size} tokens")
     return KeptValidation(ids, source, fingerprint)

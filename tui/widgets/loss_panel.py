@@ -31,19 +31,21 @@ class LossPanel(Vertical):
         yield LossChart(id="loss-chart")
 
     def on_mount(self) -> None:
-        self.border_title = "Loss (nats/char)"
         self.unit = "char"
+        self.show_title()
 
     def show_compared(self, runs: list[ComparedRun]) -> None:
         self.chart.set_compared(runs)
-        self._title()
+        self.show_title()
 
-    def _title(self) -> None:
+    def show_title(self) -> None:
+        """The loss's unit, the runs compared (each in its colour), then the y axis's view."""
         title = Text(f"Loss (nats/{self.unit})")
         if self.chart.compared:
             title.append(" vs")
             for run, colour in zip(self.chart.compared, COMPARE_COLOURS, strict=False):
                 title.append(f" {printable_line(run.name)}", style=colour)  # a folder's name: any characters
+        title.append(f" · {self.chart.view.y_label()}", style="dim")
         self.border_title = title
 
     @property
@@ -54,7 +56,7 @@ class LossPanel(Vertical):
         unit = "char" if view.unit == "chars" else "token"
         if unit != self.unit:
             self.unit = unit
-            self._title()
+            self.show_title()
         recent = list(view.train_losses)[-20:]
         last_val = view.val_losses[-1][1] if view.val_losses else None
         first_val = view.val_losses[0][1] if view.val_losses else None
@@ -67,7 +69,9 @@ class LossPanel(Vertical):
         if view.last_val_bits is not None and last_val is not None:
             perplexity = math.exp(min(last_val, 50))
             self.border_subtitle = f"{view.last_val_bits:.3f} bits/{unit} · perplexity {perplexity:.2f}"
-        self.chart.set_data(view.history, list(view.val_losses), list(view.timeline))
+        # The batch is global (its streams split over the processes of a multi-process run).
+        tokens_per_step = view.info.batch_size * view.info.seq_len if view.info is not None else None
+        self.chart.set_data(view.history, list(view.val_losses), list(view.timeline), tokens_per_step)
 
 
 def _numbers(name: str, now: float | None, best: float | None, start: float | None) -> Text:

@@ -19,20 +19,24 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.printable import printable
+from charrnn_tui.engine.printable import printable, printable_line
 
 from ..run_view import Sample
 from ..sample_text import confidence_style, copy_note, sample_body
 
+TITLE_PROMPT_CHARS = 48  # of a prompt in the panel's title
+
 
 class PromptInput(Input):
+    BINDING_GROUP_TITLE = "The prompt"
     BINDINGS = [
+        Binding("enter", "submit", "Send the prompt (or take the chosen suggestion)", show=False),
         Binding("up", "up", "Earlier prompt", show=False),
         Binding("down", "down", "Later prompt / choose a suggestion", show=False),
-        Binding("tab", "accept", "Take suggestion"),
+        Binding("tab", "accept", "Take suggestion", tooltip="Add the highlighted next token to the prompt"),
         Binding("ctrl+n", "choose(1)", "Next suggestion", show=False),
         Binding("shift+tab", "choose(-1)", "Previous suggestion", show=False),
-        Binding("escape", "let_go", "Let the choice go"),
+        Binding("escape", "let_go", "Let the chosen suggestion go"),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -123,6 +127,9 @@ class PromptPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "Prompt"
+        # The newest text stays in view as it streams in and when the panel shrinks (leaving the
+        # prompt), until the user scrolls back.
+        self.query_one("#prompt-scroll", VerticalScroll).anchor()
 
     @property
     def choosing(self) -> bool:
@@ -245,7 +252,18 @@ class PromptPanel(Vertical):
         if note:
             text.append(f"  ({note})", style=style)
         self.query_one("#prompt-output", Static).update(text)
-        self.query_one("#prompt-scroll", VerticalScroll).scroll_end(animate=False)
+        # The newest text is kept in view (anchored), so a continuation longer than the panel scrolls its prompt
+        # away (4 rows at 80x24): the title keeps it.
+        self.border_title = prompt_title(sample.prompt)
+
+
+def prompt_title(prompt: str) -> Text:
+    """The panel's title while it shows a continuation: "Prompt · " and the prompt, on one line; a long
+    one by its end, which the continuation follows."""
+    shown = printable_line(prompt)
+    if len(shown) > TITLE_PROMPT_CHARS:
+        shown = "\u2026" + shown[1 - TITLE_PROMPT_CHARS:]
+    return Text(f"Prompt \u00b7 {shown}" if shown else "Prompt")
 
 
 def visible(token: str) -> str:

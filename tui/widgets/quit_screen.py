@@ -8,10 +8,13 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from charrnn_tui.engine.counts import plural
+
 
 class QuitScreen(ModalScreen[str]):
     """Dismisses with "save", "discard" or "cancel"."""
 
+    BINDING_GROUP_TITLE = "Quitting"
     BINDINGS = [
         Binding("y,enter", "choose('save')", "Save and quit"),
         Binding("n", "choose('discard')", "Quit without saving"),
@@ -24,7 +27,7 @@ class QuitScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-dialog"):
-            yield Static(f"Quitting stops the run; {self.unsaved_steps:,} steps since the last checkpoint.",
+            yield Static(f"Quitting stops the run; {plural(self.unsaved_steps, 'step')} since the last checkpoint.",
                          markup=False)
             yield Static("Save a checkpoint before stopping?  [y] save  [n] don't  [esc] cancel", markup=False)
             yield Static("(To leave it training instead, cancel and press d.)", markup=False)

@@ -31,11 +31,13 @@ class RunsChoice:
 class RunsScreen(ModalScreen[RunsChoice | None]):
     """Dismisses with what the user chose, or None."""
 
+    BINDING_GROUP_TITLE = "Runs"
     BINDINGS = [
-        Binding("escape,r,q", "dismiss(None)", "Close"),
-        Binding("enter", "attach", "Attach", priority=True),
-        Binding("space", "mark", "Mark to compare"),
-        Binding("c", "compare", "Compare marked"),
+        Binding("escape,r,q", "dismiss(None)", "Close", tooltip="Close the runs"),
+        Binding("enter", "attach", "Attach", priority=True, tooltip="Attach to the highlighted run, a live one"),
+        Binding("space", "mark", "Mark to compare", tooltip="Mark the highlighted run to compare, or unmark it"),
+        Binding("c", "compare", "Compare marked",
+                tooltip="Overlay the marked runs' validation curves on the chart (none marked: take them away)"),
     ]
 
     def __init__(self, runs_dir: Path | None, current: str | None = None, marked: set[str] | None = None) -> None:

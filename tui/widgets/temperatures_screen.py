@@ -37,9 +37,10 @@ class TemperaturesScreen(ModalScreen[None]):
             super().__init__()
             self.prefix = prefix
 
+    BINDING_GROUP_TITLE = "Three temperatures"
     BINDINGS = [
         Binding("escape,q", "dismiss(None)", "Close"),
-        Binding("t", "again", "Again"),
+        Binding("t", "again", "Again", tooltip="Continue the prefix again at the three temperatures"),
     ]
 
     def __init__(self, prefix: str, confidence: bool = False) -> None:

@@ -1,0 +1,415 @@
+"""A sweep: its folder under the runs folder (RUNS/tune-NAME/, each trial a run in it), its
+sweep.json (the plan, the space, every trial's settings and losses, the jobs in flight, the time
+spent; replaced atomically at every event, so a kill loses nothing of it), and the loop that runs
+trials, a few at once, as successive halving (halving.py) decides, until the plan is done or the
+budget spent. Interrupted (Ctrl+C, a kill), `tune --resume` reads sweep.json and goes on: the jobs
+that were in flight resume from their trials' last checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shlex
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charrnn_tui.engine.errors import CharRNNError, ConfigError
+from charrnn_tui.engine.runs import (
+    BEST,
+    LATEST,
+    SWEEP,
+    is_live,
+    name_taken_message,
+    read_run_file,
+    require_own_run_dir,
+)
+from charrnn_tui.engine.tune.halving import Halving, Plan
+from charrnn_tui.engine.tune.space import Settings, Space
+from charrnn_tui.engine.tune.trials import (
+    Outcome,
+    TrialProcess,
+    checkpoint_step,
+    new_trial_argv,
+    outcome,
+    resume_argv,
+    start,
+)
+
+SWEEP_LIMIT = 4 * 2**20  # bytes: a sweep.json is a few kilobytes
+VERSION = 1
+POLL = 0.2  # seconds between looks at the trials in flight
+SAVE_EVERY = 5.0  # seconds between saves of the time spent, between events
+
+
+@dataclass
+class Trial:
+    id: int  # 0-based, the order trials were started in (ties go to the lower)
+    name: str  # its run folder in the sweep's
+    settings: Settings
+    steps: int = 0  # steps trained, by its last job's end
+    why: str = ""  # why it failed, where it did
+
+
+@dataclass
+class SweepState:
+    """Everything sweep.json holds."""
+
+    corpus: str  # as shown
+    data_argv: list[str]  # the corpus and its flags, given to every trial (and to the winner's command)
+    preset: str
+    budget_s: float
+    plan: Plan
+    space: Space
+    seed: int
+    slots: int  # trials at once
+    machine_argv: list[str]  # --threads, --device: how trials use the machine, not what they are
+    spent_s: float = 0.0
+    trials: list[Trial] = field(default_factory=list)
+    halving: Halving | None = None
+    default: Settings | None = None  # the first trial's: what a default run would train
+    sampler_state: Any = None  # random.Random's state after the last draw: a resume draws the same next trial
+    winner: dict[str, Any] | None = None  # the sweep's result once it has ended: trial, loss, checkpoint, command
+
+    def __post_init__(self) -> None:
+        if self.halving is None:
+            self.halving = Halving(self.plan)
+
+    @property
+    def decisions(self) -> Halving:
+        assert self.halving is not None, "__post_init__ made it"
+        return self.halving
+
+    def steps_for(self, trial: Trial, rung: int) -> int:
+        """The steps that bring `trial` to rung `rung`'s tokens (a whole step over, never under)."""
+        return -(-self.plan.rungs[rung] // trial.settings.step_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        h = self.decisions
+        return {
+            "version": VERSION, "corpus": self.corpus, "data_argv": self.data_argv, "preset": self.preset,
+            "budget_s": self.budget_s, "spent_s": round(self.spent_s, 3), "seed": self.seed, "slots": self.slots,
+            "machine_argv": self.machine_argv,
+            "plan": {"rungs": list(self.plan.rungs), "trials": self.plan.trials, "eta": self.plan.eta},
+            "space": self.space.to_dict(),
+            "trials": [{"id": t.id, "name": t.name, "settings": t.settings.to_dict(), "steps": t.steps, "why": t.why}
+                       for t in self.trials],
+            "reports": [{str(t): _loss_out(loss) for t, loss in rung.items()} for rung in h.reports],
+            "promoted": [sorted(rung) for rung in h.promoted], "started": h.started,
+            "running": {str(t): rung for t, rung in h.running.items()},
+            "default": self.default.to_dict() if self.default else None, "sampler_state": self.sampler_state,
+            "winner": self.winner,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepState:
+        if data.get("version") != VERSION:
+            raise ConfigError(f"{SWEEP} is of version {data.get('version')!r}; this charrnn-tui reads {VERSION}")
+        plan = Plan(tuple(data["plan"]["rungs"]), int(data["plan"]["trials"]), int(data["plan"]["eta"]))
+        halving = Halving(plan, reports=[{int(t): _loss_in(v) for t, v in rung.items()} for rung in data["reports"]],
+                          promoted=[set(rung) for rung in data["promoted"]], started=int(data["started"]),
+                          running={int(t): int(r) for t, r in data["running"].items()})
+        trials = [Trial(int(t["id"]), str(t["name"]), Settings.from_dict(t["settings"]), int(t["steps"]),
+                        str(t.get("why", ""))) for t in data["trials"]]
+        state = data.get("sampler_state")
+        return cls(corpus=str(data["corpus"]), data_argv=[str(a) for a in data["data_argv"]],
+                   preset=str(data["preset"]), budget_s=float(data["budget_s"]), plan=plan,
+                   space=Space.from_dict(data["space"]), seed=int(data["seed"]), slots=int(data["slots"]),
+                   machine_argv=[str(a) for a in data["machine_argv"]], spent_s=float(data["spent_s"]),
+                   trials=trials, halving=halving,
+                   default=Settings.from_dict(data["default"]) if data.get("default") else None,
+                   sampler_state=_tuples(state) if state is not None else None,
+                   winner=data.get("winner") if isinstance(data.get("winner"), dict) else None)
+
+
+def _loss_out(loss: float | None) -> float | str | None:
+    return loss if loss is None or math.isfinite(loss) else "diverged"  # JSON has no NaN nor infinity
+
+
+def _loss_in(value: Any) -> float | None:
+    return math.inf if value == "diverged" else None if value is None else float(value)
+
+
+def _tuples(value: Any) -> Any:
+    """random.Random.setstate wants the tuples JSON made lists."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def save(folder: Path, state: SweepState) -> None:
+    """sweep.json, replaced atomically (fsynced first): a kill leaves the old one or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{SWEEP}.tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state.to_dict(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / SWEEP)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def load(folder: Path) -> SweepState:
+    """A sweep's state from its folder's sweep.json; ConfigError saying why it cannot be read."""
+    require_own_run_dir(folder)
+    data, problem = read_run_file(folder / SWEEP, SWEEP_LIMIT)
+    if data is None:
+        raise ConfigError(f"{folder}: no sweep to resume ({problem or f'no {SWEEP}'})")
+    try:
+        return SweepState.from_dict(json.loads(data))
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError) as e:
+        raise ConfigError(f"{folder / SWEEP} cannot be read ({type(e).__name__}: {e})") from None
+
+
+
+
+def next_settings(state: SweepState) -> Settings:
+    """A new trial's settings: the default run's first, then draws from the space, seeded, never a
+    repeat of an earlier trial's (redrawn, a few times)."""
+    if not state.trials and state.default is not None:
+        return state.default
+    rng = random.Random(state.seed)
+    if state.sampler_state is not None:
+        rng.setstate(state.sampler_state)
+    seen = {t.settings for t in state.trials}
+    settings = state.space.sample(rng)
+    for _ in range(20):
+        if settings not in seen:
+            break
+        settings = state.space.sample(rng)
+    state.sampler_state = rng.getstate()
+    return settings
+
+
+@dataclass
+class Job:
+    trial: Trial
+    rung: int
+    process: TrialProcess
+    target: int  # the step it trains to
+    slot: int  # which share of the machine: on several GPUs, which GPU
+    tokens: int = 0  # what it trains: its rung's tokens less those of the rung below
+    began: float = field(default_factory=time.monotonic)
+
+
+class Sweep:
+    """Runs a sweep from its state until done, the budget spent or `interrupt` set; `say` gets one
+    line per trial event; `env_for_slot(slot)` is the environment of a trial in that slot (None:
+    this one's; on several GPUs, one GPU a slot)."""
+
+    def __init__(self, folder: Path, state: SweepState, say: Callable[[str], None],
+                 env_for_slot: Callable[[int], dict[str, str] | None] = lambda slot: None):
+        self.folder, self.state, self.say = folder, state, say
+        self.env_for_slot = env_for_slot
+        self.jobs: dict[int, Job] = {}
+        self.interrupt = threading.Event()
+        self.announced: dict[int, str] = {}
+        self.stopping = False  # the jobs in flight are being stopped: what they leave is resumed later
+        self.measured = [0.0, 0.0]  # wall-clock seconds and tokens of the jobs done in this session
+
+    def run(self) -> str:
+        """Train until the plan is done ("done"), the budget is spent ("budget spent") or `interrupt`
+        is set ("interrupted"); the trials started here have ended when it returns."""
+        state, h = self.state, self.state.decisions
+        began, spent_before, saved = time.monotonic(), state.spent_s, 0.0
+        self._announced_so_far()
+        try:
+            while True:
+                state.spent_s = spent_before + time.monotonic() - began
+                self._collect()
+                if self.interrupt.is_set():
+                    return "interrupted"
+                if state.spent_s >= state.budget_s:
+                    return "budget spent"
+                self._fill_slots()
+                if not self.jobs and not h.running and h.started >= state.plan.trials and not h.promotable():
+                    return "done"
+                if time.monotonic() - saved > SAVE_EVERY:
+                    save(self.folder, state)
+                    saved = time.monotonic()
+                time.sleep(POLL)
+        finally:
+            self._stop_all()
+            state.spent_s = spent_before + time.monotonic() - began
+            save(self.folder, state)
+
+    # ---- jobs -------------------------------------------------------------------------------------
+    def _fill_slots(self) -> None:
+        h = self.state.decisions
+        while len(self.jobs) < self.state.slots and not self.interrupt.is_set():
+            waiting = [t for t in h.running if t not in self.jobs]  # stopped half-way earlier: resumed first
+            if waiting:
+                trial_id, rung = waiting[0], h.running[waiting[0]]
+            else:
+                job = h.next_job()
+                if job is None:
+                    return
+                trial_id, rung = job
+                if trial_id == len(self.state.trials):  # a new trial
+                    settings = next_settings(self.state)
+                    self.state.trials.append(Trial(trial_id, f"trial-{trial_id + 1:02d}", settings))
+            self._start(self.state.trials[trial_id], rung)
+
+    def _start(self, trial: Trial, rung: int) -> None:
+        state = self.state
+        target = state.steps_for(trial, rung)
+        run_dir = self.folder / trial.name
+        slot = min(set(range(state.slots)) - {j.slot for j in self.jobs.values()})
+        if is_live(run_dir):  # started by a tune killed while it waited for it: waited for here
+            self.jobs[trial.id] = Job(trial, rung, TrialProcess(run_dir), target, slot)
+            self.say(f"{trial.name} still training from before; waiting for it")
+            return
+        done = checkpoint_step(run_dir) if run_dir.is_dir() else None
+        if done is not None and done >= target:  # it got there before the sweep could tell: read it
+            self._record(trial, rung, outcome(run_dir, target))
+            return
+        if done is None:
+            if run_dir.exists():  # stopped before its first checkpoint: a fresh folder
+                trial.name = _next_attempt(self.folder, trial.name)
+            argv = new_trial_argv(state.data_argv, state.preset, trial.settings, self.folder, trial.name, target,
+                                  state.machine_argv)
+            how = f"started: {trial.settings.label()}"
+        else:
+            argv = resume_argv(run_dir, target - done, state.machine_argv)
+            promoted = rung > 0 and done <= state.steps_for(trial, rung - 1)
+            how = f"promoted to rung {rung + 1}" if promoted else f"resumed at step {done:,}"
+        began = time.monotonic()  # the engine's start-up is part of what a job costs
+        try:
+            process = start(argv, env=self.env_for_slot(slot))
+        except CharRNNError as e:
+            if done is None and name_taken_message(trial.name, self.folder) in str(e):
+                # An earlier tune, killed as it started this trial, left its engine starting: it made
+                # the folder since. The next look waits for it (live) or starts afresh beside it.
+                self.say(f"{trial.name} was being started by an earlier tune; looking again")
+                return
+            self._record(trial, rung, Outcome(None, None, str(e)))
+            return
+        below = state.plan.rungs[rung - 1] if rung > 0 else 0
+        self.jobs[trial.id] = Job(trial, rung, process, target, slot, tokens=state.plan.rungs[rung] - below,
+                                  began=began)
+        self.say(f"{trial.name} {how} (to {_tokens(state.plan.rungs[rung])} tokens, step {target:,})")
+        save(self.folder, state)
+
+    def _collect(self) -> None:
+        """Read the results of the jobs whose engines have ended."""
+        for trial_id, job in list(self.jobs.items()):
+            if job.process.running():
+                continue
+            del self.jobs[trial_id]
+            result = outcome(job.process.run_dir, job.target)
+            if result.stopped and self.stopping:
+                job.trial.steps = checkpoint_step(job.process.run_dir) or job.trial.steps
+                continue  # stays a running job, resumed by `tune --resume`
+            if result.loss is not None and job.tokens:
+                self.measured[0] += time.monotonic() - job.began
+                self.measured[1] += job.tokens
+            self._record(job.trial, job.rung, result)
+            self._replan()
+
+    def _record(self, trial: Trial, rung: int, result: Outcome) -> None:
+        h = self.state.decisions
+        if result.stopped:  # stopped by someone else (`charrnn-tui stop`): it is resumed as it is
+            trial.steps = checkpoint_step(self.folder / trial.name) or trial.steps
+            self.say(f"{trial.name} stopped before rung {rung + 1}; resuming it")
+            save(self.folder, self.state)
+            return
+        h.report(trial.id, rung, result.loss)
+        trial.steps = result.step or trial.steps
+        rung_words = f"rung {rung + 1} ({_tokens(self.state.plan.rungs[rung])} tokens)"
+        if result.loss is None:
+            trial.why = result.why
+            self.say(f"{trial.name} failed before {rung_words}: {result.why}")
+        elif not math.isfinite(result.loss):
+            self.say(f"{trial.name} diverged before {rung_words}: pruned")
+        else:
+            self.say(f"{trial.name} {rung_words}: val {result.loss:.4f}")
+        self.announced[trial.id] = h.state(trial.id)
+        self._announce_changes()
+        save(self.folder, self.state)
+
+    def _announce_changes(self) -> None:
+        """A line for each trial newly pruned, promoted or finished."""
+        h = self.state.decisions
+        for trial in self.state.trials:
+            now = h.state(trial.id)
+            if now == self.announced.get(trial.id):
+                continue
+            self.announced[trial.id] = now
+            rung = h.top_rung(trial.id)
+            if now == "pruned" and rung is not None:
+                self.say(f"{trial.name} pruned at rung {rung + 1}")
+
+    def _replan(self) -> None:
+        """Fewer trials where the jobs done so far say the plan would overrun the budget: the speed
+        probe cannot see engines' start-up on a busy machine, nor evaluations and saves."""
+        seconds, tokens = self.measured
+        if not tokens:
+            return
+        state, before = self.state, self.state.plan.trials
+        after = state.decisions.replan(seconds / tokens, state.slots, state.budget_s - state.spent_s)
+        if after < before:
+            state.plan = state.decisions.plan
+            self.say(f"re-planned: {after} trials, not {before} (jobs here take {seconds / tokens * 1e6:.0f} s "
+                     "per million tokens, start-up included)")
+
+    def _announced_so_far(self) -> None:
+        """What a resumed sweep's trials already were: only changes from here get a line."""
+        for trial in self.state.trials:
+            self.announced[trial.id] = self.state.decisions.state(trial.id)
+
+    def _stop_all(self) -> None:
+        if not self.jobs:
+            return
+        self.stopping = True
+        self.say(f"stopping {', '.join(j.trial.name for j in self.jobs.values())} (saving)")
+        for job in self.jobs.values():
+            job.process.stop()
+        for job in self.jobs.values():
+            job.process.wait()
+        self._collect()
+        for trial_id in list(self.jobs):  # ended but read as unfinished: kept for a resume
+            self.jobs.pop(trial_id)
+
+    # ---- results --------------------------------------------------------------------------------
+    def state_of(self, trial: Trial) -> str:
+        state = self.state.decisions.state(trial.id)
+        return "stopped" if state == "running" and trial.id not in self.jobs else state
+
+
+def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
+    """The `charrnn-tui train` command that trains the winner's settings for as many tokens."""
+    words = ["charrnn-tui", "train", *state.data_argv, "--preset", state.preset, *trial.settings.flags(),
+             "--max-steps", str(state.steps_for(trial, rung))]
+    return shlex.join(words)
+
+
+def winner_checkpoint(folder: Path, trial: Trial) -> Path:
+    best = folder / trial.name / BEST
+    return best if best.is_file() else folder / trial.name / LATEST
+
+
+def _next_attempt(folder: Path, name: str) -> str:
+    """trial-05-r2, -r3...: a new folder for a trial whose first job left none worth resuming."""
+    base = name.split("-r")[0]
+    n = 2
+    while (folder / f"{base}-r{n}").exists():
+        n += 1
+    return f"{base}-r{n}"
+
+
+def _tokens(n: float) -> str:
+    """1.5M, 250k, 900: a token count, short."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+tokens_label = _tokens

@@ -1,0 +1,351 @@
+"""`tune`: the search space from the corpus and the budget, successive halving's decisions on
+synthetic losses, and the command end to end on a tiny corpus (a sweep, a kill and a resume, bad input)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+from helpers import cli_command, run_cli, wait_until
+
+from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.tune.halving import Halving, Plan, plan, ranked
+from charrnn_tui.engine.tune.space import TOKENS_PER_WEIGHT, default_settings, search_space
+
+SHAKESPEARE = cfg.REFERENCE_CHARS
+
+
+# ---- the space ------------------------------------------------------------------------------------
+def test_the_width_follows_the_corpus_by_its_fourth_root():
+    small = search_space("small", 179_000, 160_000, "char", 50_000_000)
+    reference = search_space("small", SHAKESPEARE, 1_000_000, "char", 50_000_000)
+    assert reference.hidden == (192, 768)  # the preset's 384, halved and doubled
+    assert small.hidden == (128, 480)  # 384 x (179k / 1.1M)^0.25 = 243: 128 to 480
+    assert small.layers == (1,) and reference.layers == (1, 2)  # a second layer only for a text that suits the model
+    assert search_space("large", 30_000_000, 27_000_000, "char", 10**9).layers == (1, 2, 3)
+
+
+def test_no_trial_is_wider_than_the_budget_can_train():
+    space = search_space("small", SHAKESPEARE, 1_000_000, "char", 2_000_000)
+    limit = 2_000_000 // TOKENS_PER_WEIGHT
+    model = cfg.ModelConfig(kind="lstm", layers=1, embedding=space.embedding)
+    assert cfg.recurrent_parameters(model, space.widest(1)) <= limit < cfg.recurrent_parameters(
+        model, space.widest(1) + 32)
+    rng = random.Random(0)
+    assert all(s.hidden <= space.widest(s.layers) for s in (space.sample(rng) for _ in range(200)))
+
+
+def test_dropout_and_the_window_follow_the_epochs_and_updates_the_budget_buys():
+    once = search_space("small", SHAKESPEARE, 1_000_000, "char", 900_000)  # under an epoch: little to over-fit
+    often = search_space("small", SHAKESPEARE, 1_000_000, "char", 50_000_000)
+    assert once.dropout == (0.0, 0.1) and often.dropout == (0.1, 0.5)
+    assert once.seq_len == (64,)  # 900k tokens are 440 steps of 16 x 128: too few updates to halve them
+    assert often.seq_len == (64, 128)
+    assert search_space("small", SHAKESPEARE, 200_000, "word", 50_000_000).seq_len == (32, 64)
+
+
+def test_the_sampler_is_seeded_and_stays_in_its_ranges():
+    space = search_space("small", SHAKESPEARE, 1_000_000, "char", 50_000_000)
+    draws = [space.sample(random.Random(7)) for _ in range(2)]
+    assert draws[0] == draws[1]
+    for s in (space.sample(random.Random(seed)) for seed in range(100)):
+        assert space.hidden[0] <= s.hidden <= space.hidden[1] and s.hidden % 32 == 0
+        assert space.lr[0] * 0.99 <= s.lr <= space.lr[1] * 1.01 and space.dropout[0] <= s.dropout <= space.dropout[1]
+        assert s.layers in space.layers and s.seq_len in space.seq_len
+        assert s.batch_size == cfg.fitted_batch_size(16, s.seq_len, 1_000_000)
+    assert type(space).from_dict(json.loads(json.dumps(space.to_dict()))) == space
+
+
+def test_the_first_trial_is_the_default_run():
+    space = search_space("small", 179_000, 160_000, "char", 50_000_000)
+    default = default_settings(space, 179_000)
+    assert (default.layers, default.hidden, default.dropout, default.lr) == (1, 256, 0.25, 8e-3)  # fit_to_corpus's
+
+
+# ---- successive halving ---------------------------------------------------------------------------
+def run_to_the_end(halving: Halving, losses: dict[int, list[float | None]]) -> list[tuple[int, int]]:
+    """Play a sweep: each job reports the synthetic loss of its trial at its rung; the jobs in order."""
+    jobs = []
+    while (job := halving.next_job()) is not None:
+        trial, rung = job
+        jobs.append(job)
+        halving.report(trial, rung, losses[trial][rung])
+    return jobs
+
+
+def test_a_plan_spends_the_budget_on_as_many_rungs_as_fit():
+    p = plan(4_000_000, 100_000)
+    assert p is not None and p.trials == 9 and len(p.rungs) == 3 and p.rungs[1] == 3 * p.rungs[0]
+    assert p.tokens() <= 4_000_000 and p.rungs[0] >= 100_000
+    # 9 trials to r0, 3 of them on by 2 r0, 1 by 6 r0 more: 21 r0 in all
+    assert plan(50_000_000, 100_000, most_rungs=3) == Plan(tuple(50_000_000 // 21 * 3**k for k in range(3)), 9)
+    assert plan(250_000, 100_000) == Plan((125_000,), 2)  # room for two trials, no promotion
+    assert plan(150_000, 100_000) is None  # not even two
+    assert plan(4_000_000, 100_000, job_tokens=50_000).rungs[0] < p.rungs[0]  # engines' start-up counted
+
+
+def test_the_best_third_of_each_rung_goes_on_and_the_rest_are_pruned():
+    curves = {t: [2.0 - 0.01 * t, 1.8 - 0.01 * t, 1.6 - 0.01 * t] for t in range(9)}  # higher ids are better
+    h = Halving(Plan((10, 30, 90), 9))
+    jobs = run_to_the_end(h, curves)
+    assert sorted(t for t, r in jobs if r == 1) == [6, 7, 8] and [t for t, r in jobs if r == 2] == [8]
+    assert [h.state(t) for t in range(9)] == ["pruned"] * 6 + ["pruned", "pruned", "finished"]
+    assert h.winner() == (8, 2, pytest.approx(1.52))
+
+
+def test_decisions_are_made_at_equal_tokens_not_on_a_trial_that_is_ahead():
+    # trial 0 is best at rung 0 but worst at rung 1: rung 1 compares it only with others at rung 1
+    curves = {0: [1.0, 1.9, 1.0], 1: [1.5, 1.4, 1.3], 2: [1.6, 9, 9], 3: [1.7, 9, 9], 4: [1.8, 9, 9],
+              5: [1.9, 9, 9], 6: [1.2, 1.5, 9], 7: [2.0, 9, 9], 8: [2.1, 9, 9]}
+    h = Halving(Plan((10, 30, 90), 9))
+    jobs = run_to_the_end(h, curves)
+    assert [t for t, r in jobs if r == 2] == [1] and h.winner() == (1, 2, 1.3)
+
+
+def test_ties_go_to_the_trial_started_first():
+    h = Halving(Plan((10, 30), 3))
+    run_to_the_end(h, {0: [1.5, 1.0], 1: [1.5, 1.0], 2: [1.5, 1.0]})
+    assert h.promoted[0] == {0} and h.winner() == (0, 1, 1.0)
+    assert ranked({3: 1.0, 1: 1.0, 2: 0.5}) == [2, 1, 3]
+
+
+def test_a_plan_that_would_overrun_the_budget_shrinks_to_what_fits():
+    h = Halving(Plan((100, 300, 900), 9))
+    for _ in range(2):
+        h.next_job()
+    h.report(0, 0, 1.0)
+    assert h.tokens_left(9) == 7 * 100 + 3 * 200 + 1 * 600  # one job of rung 0 running, one done
+    assert h.replan(seconds_per_token=0.01, slots=1, seconds_left=1e9) == 9  # never grown, nor shrunk when it fits
+    # 4 trials: 2 more at rung 0 (200 tokens) and one promotion (200): 4 s at 0.01 s a token on one slot
+    assert h.replan(seconds_per_token=0.01, slots=1, seconds_left=4.0) == 4
+    assert h.quota(0) == 1 and h.quota(1) == 0 and h.plan.reach(2) == 0
+    assert h.replan(seconds_per_token=1.0, slots=1, seconds_left=0.0) == 2  # never below the trials started
+    h.report(1, 0, 2.0)  # the job running all along
+    while (job := h.next_job()) is not None:
+        h.report(job[0], job[1], 2.0)
+    assert h.promoted[0] == set() and h.winner() == (0, 0, 1.0)  # two trials: compared, none sent on
+    assert h.state(0) == h.state(1) == "finished"  # no rung above theirs can be reached
+
+
+def test_a_diverged_or_failed_trial_is_never_promoted():
+    h = Halving(Plan((10, 30), 3))
+    run_to_the_end(h, {0: [math.nan, 0.1], 1: [None, 0.1], 2: [math.inf, 0.1]})
+    assert h.promoted[0] == set() and h.winner() is None
+    assert [h.state(t) for t in range(3)] == ["diverged", "failed", "diverged"]
+    h = Halving(Plan((10, 30), 3))
+    jobs = run_to_the_end(h, {0: [math.nan, 9], 1: [2.0, 1.0], 2: [None, 9]})
+    assert (1, 1) in jobs and h.winner() == (1, 1, 1.0)
+
+
+def test_a_trial_goes_on_as_soon_as_it_is_sure_to_and_is_pruned_as_soon_as_it_cannot():
+    h = Halving(Plan((10, 30, 90), 9))
+    for t, loss in enumerate((1.0, 5.0, 2.0, 3.0, 4.0, 6.0)):
+        assert h.next_job() == (t, 0)
+        h.report(t, 0, loss)
+    assert h.state(4) == "pruned" and h.state(5) == "pruned"  # three better already: out, whatever comes
+    assert h.state(3) == "waiting" and h.state(0) == "waiting"  # three to come could push even trial 0 out
+    assert h.next_job() == (6, 0)
+    h.report(6, 0, 7.0)
+    assert h.next_job() == (0, 1)  # rank 0, two to come: sure of a place in the three, before new trials
+    assert h.state(0) == "running" and h.next_job() == (7, 0)
+
+
+def test_the_decisions_are_those_of_synchronous_halving_whatever_the_order_of_reports():
+    rng = random.Random(3)
+    for _ in range(30):
+        losses = {t: [rng.uniform(1, 3), rng.uniform(1, 3), rng.uniform(1, 3)] for t in range(9)}
+        order = list(range(9))
+        rng.shuffle(order)
+        h = Halving(Plan((10, 30, 90), 9))
+        pending: list[tuple[int, int]] = []
+        started = []
+        while (job := h.next_job()) is not None or pending:
+            if job is not None:
+                pending.append(job)
+                started.append(job[0])
+                if len(pending) < 2:  # two slots: a report comes when both are busy
+                    continue
+            trial, rung = pending.pop(rng.randrange(len(pending)))
+            h.report(trial, rung, losses[trial][rung])
+        first = sorted(range(9), key=lambda t: (losses[t][0], t))[:3]
+        second = sorted(first, key=lambda t: (losses[t][1], t))[:1]
+        assert h.promoted[0] == set(first) and h.promoted[1] == set(second)
+        assert h.winner() == (second[0], 2, losses[second[0]][2])
+
+
+def test_asha_on_partial_rungs_would_promote_early_arrivals():
+    """Why halving.py waits until a promotion is sure: the rule of ASHA proper (the best third of
+    those reported so far) spends the rung's three promotions on trials 2, 3 and 4 when the best
+    arrive last, where the sure rule picks 6, 7 and 8."""
+    losses = {t: 2.0 - 0.01 * t for t in range(9)}
+    reported: dict[int, float | None] = {}
+    asha = []
+    for t in range(9):
+        reported[t] = losses[t]
+        asha += [b for b in ranked(reported)[: len(reported) // 3] if b not in asha][: 3 - len(asha)]
+    assert asha == [2, 3, 4]
+    h = Halving(Plan((10, 30), 9))
+    run_to_the_end(h, {t: [losses[t], 1.0] for t in range(9)})
+    assert h.promoted[0] == {6, 7, 8}
+
+
+# ---- trials are runs ------------------------------------------------------------------------------
+def test_runs_lists_a_sweeps_trials_and_finds_them_by_sweep_and_trial(tmp_path, runs_dir):
+    from charrnn_tui.engine.runs import list_runs, named_run, resolve_run, write_status
+
+    trial = runs_dir / "tune-x" / "trial-01"
+    trial.mkdir(parents=True, mode=0o700)
+    (runs_dir / "tune-x").chmod(0o700)
+    runs_dir.chmod(0o700)
+    write_status(trial, {"state": "finished", "step": 5})
+    (runs_dir / "tune-x" / "sweep.json").write_text("{}")
+    plain = runs_dir / "plain" / "inner"  # a folder of folders with no sweep.json is not looked into
+    plain.mkdir(parents=True, mode=0o700)
+    write_status(plain, {"state": "finished", "step": 1})
+    assert [e.name for e in list_runs(runs_dir)] == ["tune-x/trial-01"]
+    assert named_run("tune-x/trial-01", runs_dir) == trial
+    assert resolve_run("tune-x/trial-01", runs_dir, live=False) == trial
+    assert named_run("plain/inner", runs_dir) == runs_dir / "plain-inner"  # not a sweep: as before
+    (runs_dir / "tune-x").chmod(0o777)  # a sweep others could plant runs in is not read
+    assert list_runs(runs_dir) == []
+    (runs_dir / "tune-x").chmod(0o700)
+
+
+def test_a_jobs_outcome_is_read_from_the_trials_own_files(tmp_path):
+    from charrnn_tui.engine.runs import write_status
+    from charrnn_tui.engine.tune.trials import outcome
+
+    def trial(status: dict, *val: tuple[int, float]):
+        folder = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        folder.mkdir(mode=0o700)
+        write_status(folder, status)
+        lines = [json.dumps({"step": s, "train_loss": 9.0}) + "\n" + json.dumps({"step": s, "val_loss": v})
+                 for s, v in val]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return folder
+
+    done = outcome(trial({"state": "finished", "step": 30}, (10, 2.0), (30, 1.5)), 30)
+    assert (done.loss, done.step) == (1.5, 30)
+    assert outcome(trial({"state": "finished", "step": 31}, (20, 2.0), (31, 1.4)), 30).loss == 1.4  # first past it
+    blew = outcome(trial({"state": "error", "reason": "loss became nan at step 7; stopped without saving."}), 30)
+    assert blew.loss == math.inf and blew.why == "diverged"
+    failed = outcome(trial({"state": "error", "reason": "out of memory"}, (10, 2.0)), 30)
+    assert failed.loss is None and failed.why == "out of memory" and not failed.stopped
+    stopped = outcome(trial({"state": "stopped", "step": 12}, (10, 2.0)), 30)
+    assert stopped.loss is None and stopped.stopped  # resumed later, not a failure
+    killed = outcome(trial({"state": "training", "step": 12}), 30)  # its engine died without a word
+    assert killed.stopped
+
+
+def test_sweep_json_keeps_what_a_resume_needs(tmp_path):
+    from charrnn_tui.engine.tune.sweep import SweepState, Trial, load, next_settings, save
+
+    space = search_space("tiny", 2_700, 2_400, "char", 100_000)
+    state = SweepState(corpus="abc", data_argv=["/x/abc.txt"], preset="tiny", budget_s=60.0,
+                       plan=Plan((100, 300), 3), space=space, seed=5, slots=2, machine_argv=["--threads", "1"],
+                       default=default_settings(space, 2_700))
+    for _ in range(3):
+        state.trials.append(Trial(len(state.trials), f"trial-{len(state.trials) + 1:02d}", next_settings(state)))
+        state.decisions.next_job()
+    state.decisions.report(0, 0, 1.5)
+    state.decisions.report(1, 0, math.nan)
+    folder = tmp_path / "sweep"
+    folder.mkdir(mode=0o700)
+    save(folder, state)
+    again = load(folder)
+    assert again.trials == state.trials and again.trials[0].settings == state.default
+    assert again.decisions.reports[0][0] == 1.5 and again.decisions.state(1) == "diverged"
+    assert again.decisions.running == {2: 0} and again.decisions.started == 3
+    assert again.sampler_state == state.sampler_state
+    straight = next_settings(state)  # a resumed sweep draws the trial a straight one would
+    assert next_settings(again) == straight
+
+
+# ---- the command ----------------------------------------------------------------------------------
+TINY_TUNE = ["--preset", "tiny", "--first-rung", "10", "--parallel", "2", "--headless"]
+
+
+def sweep_json(folder) -> dict:
+    return json.loads((folder / "sweep.json").read_text())
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, repetitive_text, runs_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    runs_dir.mkdir(mode=0o700)
+    for argv, words in (
+        ([str(empty), "--budget", "1m"], "no text to train on"),
+        ([str(repetitive_text), "--budget", "1s"], "too short for two trials"),
+        ([str(repetitive_text), "--budget", "1m", "--bogus"], "--bogus"),
+        ([str(repetitive_text)], "needs --budget"),
+        (["--resume", "nothing-here"], "no such sweep"),
+    ):
+        done = run_cli("tune", *argv, *TINY_TUNE, "--runs-dir", str(runs_dir))
+        assert done.returncode == 2, (argv, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, done.stderr
+    assert list(runs_dir.iterdir()) == []  # nothing made for bad input
+
+
+def test_a_killed_tune_resumes_and_names_a_winner_among_its_trials(repetitive_text, runs_dir):
+    """One sweep, killed (kill -9) once its first trial has started, then resumed: the trials are
+    runs (`runs` lists them, `sample SWEEP/TRIAL` reads one), the winner comes with its command."""
+    from charrnn_tui.engine.runs import is_live
+
+    command = [*cli_command(), "tune", str(repetitive_text), "--budget", "60s", *TINY_TUNE,
+               "--runs-dir", str(runs_dir), "--name", "sweep"]
+    tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (runs_dir / "sweep" / "trial-01").is_dir(), "a trial started", timeout=60)
+        time.sleep(1.0)
+    finally:
+        tune.send_signal(signal.SIGKILL)
+        first, _ = tune.communicate()
+    assert "trial-01 started: lstm" in first
+    before = sweep_json(runs_dir / "sweep")
+    assert before["winner"] is None and before["started"] >= 1
+    done = run_cli("tune", "--resume", "sweep", "--budget", "20s", "--runs-dir", str(runs_dir), timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any("trial-01 rung 1" in line and "val" in line for line in lines)
+    assert next(line for line in lines if line.startswith("TRIAL")).split()[:3] == ["TRIAL", "MODEL", "DROPOUT"]
+    after = sweep_json(runs_dir / "sweep")
+    # the same sweep, gone on: trial-01 continued in its own folder, not started afresh beside it
+    assert after["trials"][0]["settings"] == before["trials"][0]["settings"]
+    assert after["trials"][0]["name"] == "trial-01"
+    assert after["spent_s"] > before["spent_s"] and after["reports"][0]
+    winner = after["winner"]
+    assert winner is not None and (runs_dir / "sweep" / winner["trial"] / "best.pt").is_file()
+    assert winner["command"].startswith(f"charrnn-tui train {repetitive_text} --preset tiny --model lstm")
+    assert f"  reproduce:  {winner['command']}" in lines
+    assert not any(is_live(p) for p in (runs_dir / "sweep").iterdir() if p.is_dir())
+    listed = {r["name"]: r for r in json.loads(run_cli("runs", "--json", "--runs-dir", str(runs_dir)).stdout)}
+    assert listed["sweep/trial-01"]["state"] in ("finished", "stopped")
+    sample = run_cli("sample", "sweep/trial-01", "-n", "20", "--runs-dir", str(runs_dir))
+    assert sample.returncode == 0, sample.stderr  # a trial is reached by its SWEEP/TRIAL name
+
+
+def test_ctrl_c_stops_the_trials_and_says_how_to_resume(repetitive_text, runs_dir):
+    from charrnn_tui.engine.runs import is_live
+
+    command = [*cli_command(), "tune", str(repetitive_text), "--budget", "5m", *TINY_TUNE,
+               "--first-rung", "2000", "--runs-dir", str(runs_dir), "--name", "sweep"]
+    tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (runs_dir / "sweep" / "trial-01" / "engine.sock").exists(), "a trial training",
+                   timeout=60)
+        tune.send_signal(signal.SIGINT)
+        out, err = tune.communicate(timeout=90)
+    finally:
+        if tune.poll() is None:  # the test failed: no tune outlives it (its trials: conftest's fixture)
+            tune.kill()
+            tune.communicate()
+    assert tune.returncode == 130, err
+    assert "tune --resume sweep" in out
+    trials = [p for p in (runs_dir / "sweep").iterdir() if p.is_dir()]
+    assert trials and not any(is_live(p) for p in trials)  # every trial it started has ended
+    assert sweep_json(runs_dir / "sweep")["running"]  # the stopped job waits for --resume
