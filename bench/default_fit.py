@@ -65,7 +65,7 @@ def on_this_machine(corpus: str, tokens: str, seconds: float, runs_dir: Path) ->
     speeds = [e.tokens_per_s for e in events if isinstance(e, Progress)][len(started) // 3:]  # past warm-up
     speed = sorted(speeds)[len(speeds) // 2]
     m = trainer.config.model
-    epoch = trainer.batcher.batches_in_epoch()
+    epoch = trainer.built.batcher.batches_in_epoch()
     print(f"{corpus} ({tokens}), {trainer.device.type}: lstm {m.layers}x{m.hidden}, dropout {m.dropout:g}, "
           f"batch {trainer.config.batch_size} x {trainer.config.seq_len} ({epoch:,} steps an epoch), "
           f"{speed:,.0f} tokens/s measured; first cosine ends at "

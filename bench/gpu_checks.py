@@ -118,16 +118,16 @@ def set_up(config, runs_dir: Path, name: str):
 
     trainer = Trainer(config, runs_dir=runs_dir, run_name=name)
     trainer._setup()
-    trainer.copy_index.close()  # the corpus index's build thread would compete with the timed steps
+    trainer.built.copy_index.close()  # the corpus index's build thread would compete with the timed steps
     trainer.tokens_since_report = 0  # what the loop sets before its first step
     return trainer
 
 
 def close(trainer) -> None:
     with contextlib.suppress(Exception):
-        trainer.metrics.close()
+        trainer.built.metrics.close()
     with contextlib.suppress(Exception):
-        trainer.lock.release()
+        trainer.built.lock.release()
 
 
 def mib(n: float) -> str:
@@ -397,29 +397,29 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
     config = default_config(plan)
     trainer = set_up(config, tmp / "runs", "syncs")
     try:
-        device, model = trainer.device, trainer.model
-        parts = precision_by_part(device, trainer.bf16, config.model.kind)
+        device, model = trainer.device, trainer.built.model
+        parts = precision_by_part(device, trainer.built.bf16, config.model.kind)
         train_log = PartLog(model)
         try:
             for _ in range(3):  # cuDNN's autotuning, the allocator and the optimizer's state at the first steps
                 trainer._train_step()
         finally:
             train_log.close()
-        state = trainer.train_state
-        x = trainer.batcher.next().x
-        loss, _ = trainer.train_step.loss(x, x, None)
+        state = trainer.trained.train_state
+        x = trainer.built.batcher.next().x
+        loss, _ = trainer.built.train_step.loss(x, x, None)
         extra = {
             "carried state": {str(t.dtype) for t in (state if isinstance(state, tuple) else (state,))},
             "loss": {str(loss.dtype)},
             "weights": {str(p.dtype) for p in model.parameters()},
             "gradients": {str(p.grad.dtype) for p in model.parameters() if p.grad is not None},
-            "optimizer state": {str(v.dtype) for s in trainer.optimizer.state.values() for k, v in s.items()
+            "optimizer state": {str(v.dtype) for s in trainer.built.optimizer.state.values() for k, v in s.items()
                                 if torch.is_tensor(v) and v.is_floating_point() and k != "step"},
         }
         del loss
         eval_log = PartLog(model)
         try:
-            evaluate(model, trainer.val_ids[:4096])
+            evaluate(model, trainer.built.val_ids[:4096])
         finally:
             eval_log.close()
         problems = compare_parts(train_log, eval_log, parts, plan.cuda, extra)
@@ -436,7 +436,7 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
                                 + "; ".join(problems))
         if not plan.cuda:
             status = "FAIL" if problems else "SKIP"
-            dry = f"CPU dry run ({describe(config, trainer.bf16)})"
+            dry = f"CPU dry run ({describe(config, trainer.built.bf16)})"
             return status, f"{NO_CUDA}: sync debug mode needs one; {dry}: {dtypes}"
 
         torch.cuda.synchronize()
@@ -445,7 +445,7 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
                 trainer._train_step()
         torch.cuda.synchronize()
         with SyncLog() as planted:  # the detector itself: a planted .item() must show
-            trainer.train_step.log.values[0, 0].item()
+            trainer.built.train_step.log.values[0, 0].item()
         first_error = ""
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -456,7 +456,7 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
         finally:
             torch.cuda.set_sync_debug_mode("default")
         torch.cuda.synchronize()
-        trainer.train_step.log.read()
+        trainer.built.train_step.log.read()
         say("syncs:", dict(syncs.places), "planted:", dict(planted.places), "error mode:", first_error or "none")
         if not planted.places:
             return "FAIL", f"{dtypes}; the sync detector missed a planted .item(): its figures mean nothing"
@@ -467,7 +467,7 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
                      + ", ".join(f"{n}x {where}" for where, n in syncs.places.most_common(5))
                      + (f"; error mode: {first_error}" if first_error else ""))
         ok = not problems and not total and not first_error
-        return ("PASS" if ok else "FAIL"), f"{describe(config, trainer.bf16)}: {dtypes}; {sync_text}"
+        return ("PASS" if ok else "FAIL"), f"{describe(config, trainer.built.bf16)}: {dtypes}; {sync_text}"
     finally:
         close(trainer)
 
@@ -510,15 +510,15 @@ def check_step_speed(plan: Plan, tmp: Path) -> tuple[str, str]:
         if cuda:
             warm_peak = torch.cuda.max_memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        trainer.train_step.log.read()
+        trainer.built.train_step.log.read()
         t0 = clock()
         for _ in range(steps):
             trainer._train_step()
-            if trainer.train_step.log.full:
-                trainer.train_step.log.read()
+            if trainer.built.train_step.log.full:
+                trainer.built.train_step.log.read()
         synchronize(device)
         seconds = clock() - t0
-        losses, _ = trainer.train_step.log.read()
+        losses, _ = trainer.built.train_step.log.read()
         tokens = config.batch_size * config.seq_len
         ms = 1000 * seconds / steps
         rate = f"{ms:.1f} ms/step ({tokens * steps / seconds:,.0f} tokens/s) over {steps} steps"
@@ -528,7 +528,7 @@ def check_step_speed(plan: Plan, tmp: Path) -> tuple[str, str]:
                       f"reserved, of {mib(torch.cuda.get_device_properties(device).total_memory)}")
         else:
             memory = f"peak RSS {mib(memory_in_use(device) or 0)}"
-        detail = (f"{describe(config, trainer.bf16)}: {rate}; first {warm} steps {1000 * first_steps:.0f} ms "
+        detail = (f"{describe(config, trainer.built.bf16)}: {rate}; first {warm} steps {1000 * first_steps:.0f} ms "
                   f"each; {memory}")
         if not losses or not all(math.isfinite(v) for v in losses):
             return "FAIL", f"{detail}; losses not finite"
@@ -709,7 +709,7 @@ def check_oom_recovery(plan: Plan, tmp: Path) -> tuple[str, str]:
         error = str(e)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    failed_at, state = trainer.step, trainer.state
+    failed_at, state = trainer.trained.step, trainer.state
     del trainer
     gc.collect()
     torch.cuda.empty_cache()
@@ -726,8 +726,8 @@ def check_oom_recovery(plan: Plan, tmp: Path) -> tuple[str, str]:
     smaller = max(1, config.batch_size // 2)
     after = Trainer(resume=path, overrides={"batch_size": smaller, "max_steps": 5}, runs_dir=runs)
     after.run()
-    detail += f"; resumed in the same process at batch-size {smaller}: {after.state} at step {after.step}"
-    if after.state != "finished" or after.step != saved + 5:
+    detail += f"; resumed in the same process at batch-size {smaller}: {after.state} at step {after.trained.step}"
+    if after.state != "finished" or after.trained.step != saved + 5:
         return "FAIL", detail
     return "PASS", detail
 

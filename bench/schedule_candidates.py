@@ -96,8 +96,8 @@ def main() -> None:
 
         class Trial(Trainer):
             def _lr(self) -> float:
-                if self.step < self.config.warmup_steps:
-                    return self.config.lr * (self.step + 1) / self.config.warmup_steps
+                if self.trained.step < self.config.warmup_steps:
+                    return self.config.lr * (self.trained.step + 1) / self.config.warmup_steps
                 return candidate.rate(args.candidate, self.config.lr, self.config.min_lr_ratio,
                                       self.batcher.epoch_float)
 

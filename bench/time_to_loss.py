@@ -68,7 +68,7 @@ def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = l
                 state["next"] += 1
                 trainer.request(EvaluateNow())
         elif isinstance(event, ev.Evaluated):
-            curve.append({"seconds": round(trainer.train_seconds, 1), "step": event.step,
+            curve.append({"seconds": round(trainer.trained.train_seconds, 1), "step": event.step,
                           "val_nats": event.nats, "eval_seconds": event.seconds})
             if target is not None and event.nats <= target:
                 trainer.request(Stop(save=False))
@@ -78,7 +78,8 @@ def run_engine(config: cfg.TrainConfig, after_evaluation: Callable[[], None] = l
         trainer = Trainer(config, on_event=on_event, runs_dir=Path(runs))
         state["trainer"] = trainer
         trainer.run()
-    return {"curve": curve, "chars_per_s": trainer.tokens_seen / trainer.train_seconds, "steps": trainer.step}
+    trained = trainer.trained
+    return {"curve": curve, "chars_per_s": trained.tokens_seen / trained.train_seconds, "steps": trained.step}
 
 
 class ReferenceModel(nn.Module):

@@ -61,9 +61,10 @@ def run_one(config: cfg.TrainConfig) -> dict:
         t0 = time.perf_counter()
         trainer = Trainer(config, on_event=on_event, runs_dir=Path(runs))
         trainer.run()
+        trained = trainer.trained
         result.update(
-            steps=trainer.step, train_seconds=trainer.train_seconds, wall_seconds=time.perf_counter() - t0,
-            chars_per_s=trainer.tokens_seen / trainer.train_seconds, epochs=trainer.batcher.epoch_float,
+            steps=trained.step, train_seconds=trained.train_seconds, wall_seconds=time.perf_counter() - t0,
+            chars_per_s=trained.tokens_seen / trained.train_seconds, epochs=trainer.built.batcher.epoch_float,
         )
     m = config.model
     result["model"] = f"{m.kind} {m.layers}x{m.hidden} e{m.embedding}"

@@ -28,6 +28,15 @@ class ModelConfig:
     vocab_size: int = 0  # set from the corpus
 
 
+RESUMABLE = {"resumable": True}  # the metadata of the fields `resumable` makes
+
+
+def resumable(default: Any) -> Any:
+    """A field a resumed run may change (a flag given beside --resume); the rest must match the
+    checkpoint (engine/run/checkpoints.py resumed_config)."""
+    return field(default=default, metadata=RESUMABLE)
+
+
 @dataclass
 class TrainConfig:
     # Data
@@ -40,43 +49,48 @@ class TrainConfig:
     val_fraction: float = 0.1
     # Batching and optimisation
     preset: str = "small"
-    seq_len: int = 128
-    batch_size: int = 32
-    auto_batch_size: bool = False  # --batch-size auto: the largest that fits on the device, found at start
-    fit_batch_size: bool = False  # a preset's: lowered on a small text so an epoch keeps EPOCH_STEPS steps
+    seq_len: int = resumable(128)
+    batch_size: int = resumable(32)
+    auto_batch_size: bool = resumable(False)  # --batch-size auto: the largest that fits on the device, found at start
+    fit_batch_size: bool = resumable(False)  # a preset's: lowered on a small text so an epoch keeps EPOCH_STEPS steps
     sampler: str = "sequential"
     optimizer: str = "adamw"
-    lr: float = 3e-3
+    lr: float = resumable(3e-3)
     weight_decay: float = 0.0
     momentum: float = 0.9
-    grad_clip: float = 1.0
-    warmup_steps: int = 50
-    lr_decay: bool = True  # cosine decay to min_lr_ratio * lr, over whichever limit is set
+    grad_clip: float = resumable(1.0)
+    warmup_steps: int = resumable(50)
+    lr_decay: bool = resumable(True)  # cosine decay to min_lr_ratio * lr, over whichever limit is set
     min_lr_ratio: float = 0.1
     # Stop conditions (None: no limit)
-    max_steps: int | None = None
-    max_epochs: float | None = None
-    max_time: float | None = None  # seconds of training
-    early_stop: int | None = None  # evaluations without a new best validation loss
+    max_steps: int | None = resumable(None)
+    max_epochs: float | None = resumable(None)
+    max_time: float | None = resumable(None)  # seconds of training
+    early_stop: int | None = resumable(None)  # evaluations without a new best validation loss
     # Reporting
-    eval_interval: int = 250  # steps
-    fit_eval_interval: bool = False  # a preset's: at most one epoch, set at the start (run_setup.py)
-    eval_tokens: int | None = None  # None: at most data.EVAL_BUDGET; 0: the whole validation split
-    checkpoint_interval: int = 1000  # steps; 0 turns periodic checkpoints off
-    keep_checkpoints: int = 3  # step-N.pt files kept beside latest.pt (hard links: no extra writes)
-    report_interval: float = 0.25  # seconds between progress events
-    sample_interval: float = 15.0  # seconds between live samples; 0 turns them off
-    sample_length: int = 200
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    tensorboard: bool = False  # also write TensorBoard event files (the tensorboard extra)
+    eval_interval: int = resumable(250)  # steps
+    fit_eval_interval: bool = resumable(False)  # a preset's: at most one epoch, set at the start (run_setup.py)
+    eval_tokens: int | None = resumable(None)  # None: at most data.EVAL_BUDGET; 0: the whole validation split
+    checkpoint_interval: int = resumable(1000)  # steps; 0 turns periodic checkpoints off
+    keep_checkpoints: int = resumable(3)  # step-N.pt files kept beside latest.pt (hard links: no extra writes)
+    report_interval: float = resumable(0.25)  # seconds between progress events
+    sample_interval: float = resumable(15.0)  # seconds between live samples; 0 turns them off
+    sample_length: int = resumable(200)
+    temperature: float = resumable(0.8)
+    top_k: int | None = resumable(None)
+    top_p: float | None = resumable(None)
+    tensorboard: bool = resumable(False)  # also write TensorBoard event files (the tensorboard extra)
     # Machine
     seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int | None = None
+    device: str = resumable("auto")
+    precision: str = resumable("auto")
+    threads: int | None = resumable(None)
     model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def resumable_fields() -> frozenset[str]:
+    """The TrainConfig fields a resume may change: those marked RESUMABLE."""
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable"))
 
 
 # Presets set model size and the batch/optimiser settings that go with it, chosen by measurement

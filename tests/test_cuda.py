@@ -60,9 +60,9 @@ def test_training_steps_learn_with_fused_adamw_in_either_precision(precision, re
     trainer = Trainer(tiny_config(repetitive_text, max_steps=200, device="cuda", precision=precision,
                                   report_interval=1e-9), runs_dir=runs_dir, run_name=precision)
     trainer.run()
-    assert trainer.state == "finished" and trainer.bf16 == (precision == "bf16")
-    assert trainer.optimizer.defaults["fused"] is True
-    losses = list(trainer.losses.recent)
+    assert trainer.state == "finished" and trainer.built.bf16 == (precision == "bf16")
+    assert trainer.built.optimizer.defaults["fused"] is True
+    losses = list(trainer.trained.losses.recent)
     assert sum(losses[-10:]) / 10 < losses[0] - 1.0
     saved = load_checkpoint(runs_dir / precision / LATEST)
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
@@ -73,8 +73,8 @@ def test_the_large_preset_trains_a_few_steps(runs_dir):
                                       sample_interval=0), "large")
     trainer = Trainer(config, runs_dir=runs_dir, run_name="large")
     trainer.run()
-    assert trainer.state == "finished" and trainer.step == 5 and trainer.info.layers == 2
-    assert all(math.isfinite(v) for v in trainer.losses.recent)
+    assert trainer.state == "finished" and trainer.trained.step == 5 and trainer.built.info.layers == 2
+    assert all(math.isfinite(v) for v in trainer.trained.losses.recent)
 
 
 def test_the_default_gpu_run_is_fitted_to_tiny_shakespeare(runs_dir):
@@ -181,7 +181,7 @@ def test_training_evaluation_and_the_eval_command_agree_on_the_gpu(repetitive_te
     finally:
         set_tf32(True)
     printed = float(re.search(r"\(([\d.]+) nats/char", out.getvalue())[1])
-    assert printed == pytest.approx(trainer.val_history[-1][1], abs=1e-4)
+    assert printed == pytest.approx(trainer.trained.val_history[-1][1], abs=1e-4)
 
 
 def test_sampling_and_next_tokens_carry_their_state_on_the_gpu(repetitive_text, runs_dir):
@@ -209,7 +209,7 @@ def test_a_checkpoint_resumes_on_the_other_device(first, then, repetitive_text, 
     resumed = Trainer(resume=runs_dir / "moved" / LATEST, overrides={"device": then, "max_steps": 30},
                       runs_dir=runs_dir)
     resumed.run()
-    assert resumed.state == "finished" and resumed.step == 60 and resumed.device.type == then
+    assert resumed.state == "finished" and resumed.trained.step == 60 and resumed.device.type == then
     assert load_checkpoint(runs_dir / "moved" / LATEST)["step"] == 60
 
 

@@ -275,7 +275,6 @@ def test_auto_batch_size_over_processes_is_a_multiple_of_them(monkeypatch):
     import types
 
     from charrnn_tui.engine.run import run_setup
-    from charrnn_tui.engine.run.run_setup import RunSetup
 
     notices = []
     ranks_fit = [40, 37]  # what each rank's probe found (one process's batch)
@@ -285,18 +284,23 @@ def test_auto_batch_size_over_processes_is_a_multiple_of_them(monkeypatch):
             return min(ranks_fit)
 
     group = Group()
-    setup = types.SimpleNamespace(world=World(rank=0, size=2), device=torch.device("cuda", 0),
-                                  config=types.SimpleNamespace(seq_len=10, fit_batch_size=False), emit=notices.append)
+    world, device = World(rank=0, size=2), torch.device("cuda", 0)
+    config = types.SimpleNamespace(seq_len=10, fit_batch_size=False)
+
+    def batch_size(fits_one_process, train_tokens):
+        return run_setup.distributed_batch_size(group, config, world, device, fits_one_process, train_tokens,
+                                                notices.append)
+
     monkeypatch.setattr(run_setup, "memory_limited", lambda device: True)
-    assert RunSetup._distributed_batch_size(setup, group, 40, train_tokens=100_000) == 74  # 37 streams on each
+    assert batch_size(40, train_tokens=100_000) == 74  # 37 streams on each
     assert "batch-size 74 (37 streams each)" in notices[-1].message
-    assert RunSetup._distributed_batch_size(setup, group, 40, train_tokens=501) == 50  # the text holds 50 streams
+    assert batch_size(40, train_tokens=501) == 50  # the text holds 50 streams
     # a preset's run keeps an epoch of 256 steps: 1M tokens at seq-len 256 hold 15 streams, so 14 over two
-    setup.config = types.SimpleNamespace(seq_len=256, fit_batch_size=True)
+    config = types.SimpleNamespace(seq_len=256, fit_batch_size=True)
     ranks_fit[:] = [400, 370]
-    assert RunSetup._distributed_batch_size(setup, group, 400, train_tokens=1_000_000) == 14
+    assert batch_size(400, train_tokens=1_000_000) == 14
     monkeypatch.setattr(run_setup, "memory_limited", lambda device: False)  # a CPU: the preset's batch, split
-    assert RunSetup._distributed_batch_size(setup, group, 15, train_tokens=100_000) == 14
+    assert batch_size(15, train_tokens=100_000) == 14
 
 
 def test_every_rank_stops_in_one_line_when_one_cannot_set_up_or_builds_another_run(corpus, tmp_path):

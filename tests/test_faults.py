@@ -23,8 +23,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
     def poisoned_step():
         real_step()
-        if trainer.step >= 45:  # from step 45 on the loss is NaN, as after a blow-up
-            log = trainer.train_step.log
+        if trainer.trained.step >= 45:  # from step 45 on the loss is NaN, as after a blow-up
+            log = trainer.built.train_step.log
             log.values[log.count - 1, 0] = float("nan")
 
     monkeypatch.setattr(trainer, "_train_step", poisoned_step)
@@ -177,10 +177,10 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_, rep
 
     def poisoned_step():
         real_step()
-        if trainer.step >= 45:
-            log = trainer.train_step.log
+        if trainer.trained.step >= 45:
+            log = trainer.built.train_step.log
             log.values[log.count - 1, 0] = float("nan")
-        if trainer.step == 46:
+        if trainer.trained.step == 46:
             trainer.request(request_)
 
     monkeypatch.setattr(trainer, "_train_step", poisoned_step)
@@ -204,13 +204,13 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     import threading
 
     from charrnn_tui.engine.errors import CheckpointError
-    from charrnn_tui.engine.run import run_setup as trainer_module
+    from charrnn_tui.engine.run import trainer as trainer_module
 
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir, run_name="gone", pause_on_save_error=True)
     worker = threading.Thread(target=trainer.run)
     worker.start()
     deadline = time.monotonic() + 60
-    while trainer.step < 20 and time.monotonic() < deadline:
+    while trainer.trained.step < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
 
     def no_space(payload, path):
@@ -249,8 +249,8 @@ def test_an_infinite_gradient_behind_a_finite_loss_never_reaches_a_checkpoint(gr
 
     def poisoned_loss(step, x, y, state, predictions=None):
         loss, state = real_loss(step, x, y, state, predictions)
-        if trainer.step == 39:
-            loss = loss + _InfiniteGradient.apply(trainer.model.head.bias)
+        if trainer.trained.step == 39:
+            loss = loss + _InfiniteGradient.apply(trainer.built.model.head.bias)
         return loss, state
 
     monkeypatch.setattr(TrainStep, "loss", poisoned_loss)
@@ -271,9 +271,9 @@ def test_weights_that_turn_non_finite_without_a_sign_in_the_losses_are_not_saved
 
     def corrupting_step():
         real_step()
-        if trainer.step == 40:
+        if trainer.trained.step == 40:
             with torch.no_grad():
-                trainer.model.head.bias[0] = float("nan")
+                trainer.built.model.head.bias[0] = float("nan")
 
     monkeypatch.setattr(trainer, "_train_step", corrupting_step)
     assert trainer.run() == "error"

@@ -110,12 +110,12 @@ def test_a_large_checkpoint_is_announced_with_its_size(repetitive_text, runs_dir
     events: list = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=2), runs_dir=runs_dir, on_event=events.append)
     trainer.run()
-    weights = sum(p.numel() for p in trainer.model.parameters())
-    size = run_setup.checkpoint_bytes(trainer.model, trainer.optimizer)
+    weights = sum(p.numel() for p in trainer.built.model.parameters())
+    size = run_setup.checkpoint_bytes(trainer.built.model, trainer.built.optimizer)
     assert size == 12 * weights  # float32 weights and AdamW's two moments
     notes = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
     assert any(f"each checkpoint is about {size / 2**20:,.0f} MB" in m and "up to 5 of them" in m for m in notes)
-    latest = (trainer.run_dir / "latest.pt").stat().st_size
+    latest = (trainer.built.run_dir / "latest.pt").stat().st_size
     assert size <= latest < size * 1.5  # the estimate is what the file weighs, give or take the rest
 
 
@@ -161,7 +161,7 @@ def test_the_epoch_eta_counts_down_what_is_left_of_the_epoch(long_text, runs_dir
     config = tiny_config(long_text, max_steps=60, eval_interval=1000, report_interval=0.001)
     trainer = Trainer(config, runs_dir=runs_dir, on_event=events.append)
     trainer.run()
-    train_tokens = len(trainer.train_ids)
+    train_tokens = len(trainer.built.train_ids)
     reports = [e for e in events if isinstance(e, Progress) and e.losses and e.tokens_per_s > 0]
     assert len(reports) >= 3
     for e in reports:

@@ -8,7 +8,8 @@ import torch
 from helpers import step_losses, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
-from charrnn_tui.engine.run.run_setup import DEVICE_OPTIONS, load_optimizer_state, make_optimizer
+from charrnn_tui.engine.run.checkpoints import DEVICE_OPTIONS, load_optimizer_state
+from charrnn_tui.engine.run.run_setup import make_optimizer
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 
@@ -18,13 +19,13 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def _restored(path, **kwargs) -> Trainer:
     trainer = Trainer(resume=path, **kwargs)
     trainer._setup()
-    trainer.lock.release()
+    trainer.built.lock.release()
     return trainer
 
 
 def _fresh_options(trainer: Trainer) -> list[dict]:
     """The device options a new optimizer for this run's model and device has."""
-    fresh = make_optimizer(trainer.model, trainer.config, trainer.device)
+    fresh = make_optimizer(trainer.built.model, trainer.config, trainer.device)
     return [{k: g.get(k) for k in DEVICE_OPTIONS} for g in fresh.param_groups]
 
 
@@ -48,10 +49,10 @@ def test_a_resumed_optimizer_takes_this_devices_implementation_not_the_saved_one
     save_checkpoint(ck, cpu_checkpoint)
     trainer = _restored(cpu_checkpoint, runs_dir=runs_dir)
     assert trainer.device.type == "cpu"
-    assert _options(trainer.optimizer) == _fresh_options(trainer)
-    assert trainer.optimizer.param_groups[0]["fused"] is None  # what make_optimizer gives a CPU
-    assert trainer.optimizer.param_groups[0]["lr"] == lr  # the rest of the group is the saved one
-    for state in trainer.optimizer.state.values():  # moments and steps restored, where a CPU keeps them
+    assert _options(trainer.built.optimizer) == _fresh_options(trainer)
+    assert trainer.built.optimizer.param_groups[0]["fused"] is None  # what make_optimizer gives a CPU
+    assert trainer.built.optimizer.param_groups[0]["lr"] == lr  # the rest of the group is the saved one
+    for state in trainer.built.optimizer.state.values():  # moments and steps restored, where a CPU keeps them
         assert state["step"].device.type == "cpu" and float(state["step"]) == 10
         assert state["exp_avg"].abs().sum() > 0
     # And it trains on from there.
@@ -76,8 +77,8 @@ def test_the_step_count_goes_where_the_implementation_keeps_it():
 def test_a_cpu_checkpoint_resumed_on_cuda_trains_with_fused_adamw(cpu_checkpoint, runs_dir):
     trainer = _restored(cpu_checkpoint, runs_dir=runs_dir, overrides={"device": "cuda"})
     assert trainer.device.type == "cuda"
-    assert trainer.optimizer.param_groups[0]["fused"] is True
-    for param, state in trainer.optimizer.state.items():  # where the fused kernel wants them
+    assert trainer.built.optimizer.param_groups[0]["fused"] is True
+    for param, state in trainer.built.optimizer.state.items():  # where the fused kernel wants them
         assert state["step"].device == param.device and state["step"].dtype == torch.float32
     resumed = step_losses(resume=cpu_checkpoint, runs_dir=runs_dir, overrides={"device": "cuda", "max_steps": 5})
     assert sorted(resumed) == list(range(11, 16))
@@ -90,5 +91,5 @@ def test_a_cuda_checkpoint_resumed_on_the_cpu_leaves_fused_adamw_behind(repetiti
     path = runs_dir / "g" / LATEST
     assert load_checkpoint(path)["optimizer"]["param_groups"][0]["fused"] is True
     trainer = _restored(path, runs_dir=runs_dir, overrides={"device": "cpu"})
-    assert trainer.optimizer.param_groups[0]["fused"] is None
-    assert all(s["step"].device.type == "cpu" for s in trainer.optimizer.state.values())
+    assert trainer.built.optimizer.param_groups[0]["fused"] is None
+    assert all(s["step"].device.type == "cpu" for s in trainer.built.optimizer.state.values())

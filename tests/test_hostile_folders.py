@@ -217,7 +217,7 @@ def mine_and_theirs(repetitive_text, runs_dir):
 
 @needs_root
 def test_another_users_runs_are_skipped_by_runs_and_by_resume(mine_and_theirs):
-    from charrnn_tui.engine.cli.main import make_trainer, parse
+    from charrnn_tui.engine.cli.main import parse, train_plan
 
     runs_dir = mine_and_theirs
     assert [e.name for e in list_runs(runs_dir)] == ["mine"]
@@ -225,8 +225,8 @@ def test_another_users_runs_are_skipped_by_runs_and_by_resume(mine_and_theirs):
     assert [r["name"] for r in json.loads(listed.stdout)] == ["mine"]
     # train --resume with no name: your newest run, not the newer one of someone else's
     assert resolve_checkpoint(None, runs_dir) == runs_dir / "mine" / LATEST
-    trainer = make_trainer(parse(["train", "--resume", "--runs-dir", str(runs_dir)]), None)
-    assert trainer.resume_path == runs_dir / "mine" / LATEST
+    plan = train_plan(parse(["train", "--resume", "--runs-dir", str(runs_dir)]))
+    assert plan.resume == runs_dir / "mine" / LATEST
     with pytest.raises(ConfigError) as named:
         resolve_checkpoint("theirs", runs_dir)
     assert "run theirs belongs to " in str(named.value) and "not to you" in str(named.value)

@@ -78,7 +78,7 @@ def test_auto_batch_size_takes_the_largest_that_fits_and_leaves_training_unchang
     fixed = Trainer(tiny_config(repetitive_text, batch_size=32, max_steps=5, report_interval=1e-9, layers=2,
                                 dropout=0.2), runs_dir=runs_dir, run_name="fixed")
     fixed.run()
-    assert list(fixed.losses.recent) == list(auto.losses.recent)
+    assert list(fixed.trained.losses.recent) == list(auto.trained.losses.recent)
 
 
 def test_auto_batch_size_on_a_cpu_keeps_the_preset_batch(repetitive_text, runs_dir):
@@ -100,7 +100,7 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     weights_at_23 = {}
 
     def forward(self, x, state=None):
-        if self.training and trainer.step == 23:
+        if self.training and trainer.trained.step == 23:
             weights_at_23.update({k: v.clone() for k, v in self.state_dict().items()})
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_forward(self, x, state)
@@ -115,7 +115,7 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     saved = load_checkpoint(runs_dir / "oom" / LATEST)
     assert saved["step"] == 23
     assert all(torch.equal(saved["model"][k], v) for k, v in weights_at_23.items())
-    batcher = make_batcher("sequential", trainer.train_ids, 8, 16, config.seed)
+    batcher = make_batcher("sequential", trainer.built.train_ids, 8, 16, config.seed)
     for _ in range(23):
         batcher.next()
     assert saved["batcher"] == batcher.state_dict()  # the failed batch was not consumed
@@ -124,15 +124,15 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
     # And the run goes on with a smaller batch, from the same point of the epoch.
     monkeypatch.undo()
     events.clear()
-    epoch_at_save = trainer.batcher.epoch_float
+    epoch_at_save = trainer.built.batcher.epoch_float
     resumed = Trainer(resume=runs_dir / "oom" / LATEST, overrides={"batch_size": 4, "max_steps": 7},
                       runs_dir=runs_dir, on_event=events.append)
     resumed.run()
-    assert resumed.state == "finished" and resumed.config.batch_size == 4 and resumed.step == 30
+    assert resumed.state == "finished" and resumed.config.batch_size == 4 and resumed.trained.step == 30
     assert any(isinstance(e, Notice) and "resumed with batch-size 4 x seq-len 16 (the run had 8 x 16)" in e.message
                for e in events)
-    per_batch = 1 / resumed.batcher.batches_in_epoch()
-    assert resumed.batcher.epoch_float == pytest.approx(epoch_at_save + 7 * per_batch, abs=1.5 * per_batch)
+    per_batch = 1 / resumed.built.batcher.batches_in_epoch()
+    assert resumed.built.batcher.epoch_float == pytest.approx(epoch_at_save + 7 * per_batch, abs=1.5 * per_batch)
 
 
 def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir, monkeypatch):
@@ -142,14 +142,14 @@ def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir
 
     def setup():
         real_setup()
-        real_step = trainer.optimizer.step
+        real_step = trainer.built.optimizer.step
 
         def step(*a, **k):
-            if trainer.step == 15:  # weights may be half-updated: they must not be saved
+            if trainer.trained.step == 15:  # weights may be half-updated: they must not be saved
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory")
             return real_step(*a, **k)
 
-        trainer.optimizer.step = step
+        trainer.built.optimizer.step = step
 
     monkeypatch.setattr(trainer, "_setup", setup)
     with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16"):
@@ -167,7 +167,7 @@ def test_a_run_resumed_after_running_out_of_memory_matches_one_that_never_did(re
     real_forward = CharRNN.forward
 
     def forward(self, x, state=None):
-        if self.training and failing.step == 17:
+        if self.training and failing.trained.step == 17:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return real_forward(self, x, state)
 
@@ -177,8 +177,8 @@ def test_a_run_resumed_after_running_out_of_memory_matches_one_that_never_did(re
     monkeypatch.undo()
     resumed = Trainer(resume=runs_dir / "oom" / LATEST, runs_dir=runs_dir)
     resumed.run()
-    assert resumed.step == 30
-    assert list(resumed.losses.recent) == pytest.approx(list(clean.losses.recent), abs=1e-6)
+    assert resumed.trained.step == 30
+    assert list(resumed.trained.losses.recent) == pytest.approx(list(clean.trained.losses.recent), abs=1e-6)
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
@@ -188,7 +188,7 @@ def test_a_run_trained_in_bf16_resumes_in_fp32(repetitive_text, runs_dir):
     assert load_checkpoint(runs_dir / "b" / LATEST)["train_state"][0].dtype == torch.float32
     resumed = Trainer(resume=runs_dir / "b" / LATEST, overrides={"precision": "fp32", "max_steps": 3},
                       runs_dir=runs_dir)
-    assert resumed.run() == "finished" and resumed.step == 6
+    assert resumed.run() == "finished" and resumed.trained.step == 6
 
 
 @pytest.mark.skipif(cpu_has_native_bf16(), reason="this CPU has native bf16: --precision bf16 runs on it")

@@ -23,7 +23,7 @@ def test_each_model_kind_learns_a_repetitive_text(kind, embedding, repetitive_te
     assert trainer.run() == "finished"
     assert losses[0] > 2.5  # starts near log(vocab)
     assert sum(losses[-20:]) / 20 < 0.1, f"{kind} did not memorise: {losses[-5:]}"
-    assert trainer.best_val < 0.1
+    assert trainer.trained.best_val < 0.1
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

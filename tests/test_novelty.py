@@ -131,7 +131,7 @@ def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
     trainer = Trainer(tiny_config(corpus, max_steps=400, hidden=48, sample_length=60, temperature=0.1),
                       runs_dir=tmp_path / "runs", on_event=events.append)
     trainer.run()
-    assert trainer.copy_index.wait(60) is not None
+    assert trainer.built.copy_index.wait(60) is not None
     trainer._sample("the quick", "prompt")
     finished = [e for e in events if isinstance(e, ev.SampleFinished)][-1]
     texts = [e for e in events if isinstance(e, ev.SampleText) and e.sample_id == finished.sample_id]

@@ -16,20 +16,20 @@ def test_a_toggle_pauses_a_training_run_and_resumes_a_paused_one(repetitive_text
     thread = threading.Thread(target=trainer.run, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: trainer.step > 3, "training")
+        wait_until(lambda: trainer.trained.step > 3, "training")
         trainer.request(TogglePause())
-        wait_until(lambda: trainer.paused, "the toggle to pause")
+        wait_until(lambda: trainer.controls.paused, "the toggle to pause")
         assert states[-1] == "paused"
-        step = trainer.step
+        step = trainer.trained.step
         trainer.request(TogglePause())
-        wait_until(lambda: trainer.step > step + 3, "the toggle to resume")
-        assert not trainer.paused and states[-1] == "training"
+        wait_until(lambda: trainer.trained.step > step + 3, "the toggle to resume")
+        assert not trainer.controls.paused and states[-1] == "training"
         trainer.request(Pause())
-        wait_until(lambda: trainer.paused, "pause")
+        wait_until(lambda: trainer.controls.paused, "pause")
         trainer.request(Pause())  # pausing a paused run keeps it paused
         trainer.request(Resume())
-        step = trainer.step
-        wait_until(lambda: trainer.step > step + 3, "resume")
+        step = trainer.trained.step
+        wait_until(lambda: trainer.trained.step > step + 3, "resume")
         trainer.request(Resume())  # resuming a training run changes nothing
         assert states.count("paused") == 2
     finally:

@@ -34,7 +34,7 @@ from charrnn_tui.engine.model.device import (
 )
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.step import TrainStep
-from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run import trainer as trainer_module
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 
@@ -236,13 +236,13 @@ def test_training_evaluations_and_the_eval_command_run_in_the_same_precision(rep
         return real_forward(self, x, state, last_only)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
-    monkeypatch.setattr(run_setup, "use_bf16", lambda device, precision: True)  # emulated bf16 (GRU runs anywhere)
+    monkeypatch.setattr(trainer_module, "use_bf16", lambda device, precision: True)  # emulated bf16 (GRU runs anywhere)
     path = ["train"]
     with tf32_allowed(True):
         trainer = Trainer(tiny_config(repetitive_text, kind="gru", max_steps=40, eval_interval=20),
                           runs_dir=runs_dir, run_name="p")
         trainer.run()
-        assert trainer.bf16 and trainer.state == "finished"
+        assert trainer.built.bf16 and trainer.state == "finished"
         path[0] = "eval"
         out = io.StringIO()
         assert run_eval(build_parser().parse_args(["eval", str(runs_dir / "p" / LATEST), "--device", "cpu"]), out) == 0
@@ -250,7 +250,7 @@ def test_training_evaluations_and_the_eval_command_run_in_the_same_precision(rep
     by_path = {p: {(autocast, tf32) for q, autocast, tf32 in seen if q == p} for p in ("train", "eval")}
     assert by_path["train"] == by_path["eval"] == {(False, (False, False))}
     printed = float(re.search(r"\(([\d.]+) nats/char", out.getvalue())[1])
-    assert printed == pytest.approx(trainer.val_history[-1][1], abs=1e-4)
+    assert printed == pytest.approx(trainer.trained.val_history[-1][1], abs=1e-4)
 
 
 # ---- running out of memory --------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_out_of_memory_is_recovered_from_after_the_failed_step_is_gone(repetitiv
 
     def forward(self, x, state=None, last_only=False):
         logits, state = real_forward(self, x, state, last_only)
-        if self.training and trainer.step == 13:
+        if self.training and trainer.trained.step == 13:
             failed_step.append(weakref.ref(logits))  # held by the failed step's frame and graph
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return logits, state

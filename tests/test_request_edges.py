@@ -93,24 +93,24 @@ def work_trainer(corpus: Path, runs_dir: Path, cost: float):
     of it, and is recorded with the step it was served at."""
     trainer = Trainer(tiny_config(corpus), runs_dir=runs_dir)
     clock = Clock()
-    trainer.work_budget = RequestBudget(clock=clock)
+    trainer.controls.work_budget = RequestBudget(clock=clock)
     served: list[tuple[str, int]] = []
 
     def work(kind: str):
         def carry_out(*args, **kwargs):
             clock.now += cost
-            served.append((kind, trainer.step))
+            served.append((kind, trainer.trained.step))
         return carry_out
 
     trainer._evaluate, trainer._save = work("evaluate"), work("save")
-    trainer.train_seconds = 0.0
+    trainer.trained.train_seconds = 0.0
     return trainer, served
 
 
 def train(trainer: Trainer, steps: int = 1, seconds: float = 0.01) -> None:
     for _ in range(steps):
-        trainer.step += 1
-        trainer.train_seconds += seconds
+        trainer.trained.step += 1
+        trainer.trained.train_seconds += seconds
         trainer._serve_requests(block=False)
 
 
@@ -122,7 +122,7 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
         trainer.request(EvaluateNow(), reply=told.append)
         trainer.request(SaveNow(), reply=told.append)
         train(trainer)
-    spent = trainer.work_budget.spent
+    spent = trainer.controls.work_budget.spent
     assert spent == pytest.approx(0.2 * len(served))
     assert spent <= REQUEST_SHARE * 50.0 + REQUEST_BURST + 0.2  # at most one piece of work past the share
     assert spent >= REQUEST_SHARE * 50.0 - 0.4  # and what the share allows is used: nothing is lost
@@ -130,13 +130,13 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
     assert len(told) >= 10_000 - len(served)  # every asker not served at once is told, in one line each
     assert all("\n" not in n.message and "get 10% of the training time" in n.message for n in told)
     assert any(n.message.startswith("an evaluation is held already, and yours joins it") for n in told)
-    assert trainer._queued_work <= 2  # joined ones count no more: at most the one held of each kind
+    assert trainer.controls._queued_work <= 2  # joined ones count no more: at most the one held of each kind
 
     # The flood stops; one more of each is held, and each is served at about the step its sender was
     # told (the save after the evaluation held before it, at what an evaluation took last time).
     for _ in range(3000):
         train(trainer)
-        if not trainer._held:
+        if not trainer.controls._held:
             break
     told.clear()
     trainer.request(EvaluateNow(), reply=told.append)
@@ -154,7 +154,7 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
     assert [kind for kind, _ in served[before:]] == ["evaluate", "save"]
     assert all(abs(step - predicted) <= 2 for (_, step), predicted in zip(served[before:], near, strict=True)), \
         (served[before:], near)
-    assert not trainer._held and trainer._queued_work == 0
+    assert not trainer.controls._held and trainer.controls._queued_work == 0
 
 
 @pytest.mark.parametrize("ask, kind", [(EvaluateNow(), "evaluate"), (SaveNow(), "save")])
@@ -174,12 +174,12 @@ def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(repet
     trainer.request(EvaluateNow(), reply=told.append)
     trainer.request(SaveNow(), reply=told.append)
     train(trainer)
-    assert served == [("evaluate", 1)] and set(trainer._held) == {EvaluateNow, SaveNow} and len(told) == 2
+    assert served == [("evaluate", 1)] and set(trainer.controls._held) == {EvaluateNow, SaveNow} and len(told) == 2
     trainer.request(Pause())
     for _ in range(3):  # no training to keep: one at each boundary, not charged
         trainer._serve_requests(block=False)
     assert served == [("evaluate", 1), ("evaluate", 2), ("save", 2)]
-    assert trainer.work_budget.spent == 1.0
+    assert trainer.controls.work_budget.spent == 1.0
     trainer.request(Resume())
     train(trainer)
     told.clear()
@@ -187,10 +187,10 @@ def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(repet
     trainer.request(SaveNow(), reply=told.append)
     trainer.request(Stop(save=True))
     trainer._serve_requests(block=False)
-    assert set(trainer._held) == {EvaluateNow, SaveNow}
-    trainer._drop_requests()
+    assert set(trainer.controls._held) == {EvaluateNow, SaveNow}
+    trainer._pull(trainer.controls.drop())
     assert [n.message for n in told[2:]] == ["the run stopped before the evaluation was served"]  # the stop saves
-    assert trainer._queued_work == 0
+    assert trainer.controls._queued_work == 0
 
 
 class GatedBudget(RequestBudget):
@@ -206,7 +206,7 @@ class GatedBudget(RequestBudget):
 
 def test_a_held_evaluation_is_told_to_its_sender_and_served_once_for_two_askings(repetitive_text, runs_dir):
     run = LocalRun(tiny_config(repetitive_text, report_interval=0.05, eval_interval=10_000), runs_dir, "held")
-    run.trainer.work_budget = budget = GatedBudget()
+    run.trainer.controls.work_budget = budget = GatedBudget()
     run.start()
     asker = other = None
     try:
@@ -526,7 +526,7 @@ def test_every_event_a_real_run_sends_is_taken(repetitive_text, runs_dir, tokens
     # and what a resumed run starts with: its history, samples and validations from the checkpoint
     emitted: list[ev.Event] = []
     resumed = Trainer(resume=run.run_dir / LATEST, runs_dir=runs_dir, on_event=emitted.append,
-                      overrides={"max_steps": run.trainer.step + 5})
+                      overrides={"max_steps": run.trainer.trained.step + 5})
     assert resumed.run() == "finished"
     started = next(e for e in emitted if isinstance(e, ev.Started))
     assert started.loss_history["steps"] > 0 and started.val_history and started.samples

@@ -75,11 +75,11 @@ def event(name: str, **fields):
 
 def wait_steps(run: LocalRun, more: int, timeout: float = 60.0) -> None:
     """Training goes on: `more` steps after now (a run that ended fails this at once)."""
-    start = run.trainer.step
+    start = run.trainer.trained.step
     deadline = time.monotonic() + timeout
-    while run.trainer.step < start + more:
+    while run.trainer.trained.step < start + more:
         assert run.thread.is_alive(), f"the run ended: {run.result} {run.trainer.error}"
-        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.step}"
+        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.trained.step}"
         time.sleep(0.02)
     assert run.trainer.state == "training"
 
@@ -149,7 +149,7 @@ def _raise(*args, **kwargs):
     (protocol.AskNextTokens(text="the qu"), "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
      "NextTokens"),
     (protocol.EvaluateNow(), "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
-    (protocol.SaveNow(), "charrnn_tui.engine.run.run_setup.save_checkpoint", "save failed", "CheckpointSaved"),
+    (protocol.SaveNow(), "charrnn_tui.engine.run.trainer.save_checkpoint", "save failed", "CheckpointSaved"),
 ])
 def test_a_request_that_fails_is_told_to_its_sender_and_the_run_goes_on(top_k_run, monkeypatch, request_, target,
                                                                          said, answer):
@@ -335,7 +335,7 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
     the training time; a temperature set meanwhile applies at the next boundary regardless."""
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir)
     clock = Clock()
-    trainer.request_budget = RequestBudget(clock=clock)
+    trainer.controls.request_budget = RequestBudget(clock=clock)
     answered: list[str] = []
 
     def expect(text, top):
@@ -343,18 +343,18 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
         answered.append(text)
 
     trainer._expect = expect
-    trainer.train_seconds = 0.0
+    trainer.trained.train_seconds = 0.0
     trainer.temperature = 0.8
     for k in range(400):  # a boundary every 10 ms of training, a keystroke waiting at each
         trainer.request(AskNextTokens(f"{k}"))
-        trainer.train_seconds += 0.01
+        trainer.trained.train_seconds += 0.01
         if k == 200:
             trainer.request(SetTemperature(1.5))
-            assert not trainer.request_budget.allows()  # spent: the keystroke waits, the setting does not
+            assert not trainer.controls.request_budget.allows()  # spent: the keystroke waits, the setting does not
         trainer._serve_requests(block=False)
         if k == 200:
             assert trainer.temperature == 1.5
-    spent = trainer.request_budget.spent
+    spent = trainer.controls.request_budget.spent
     assert spent <= REQUEST_SHARE * 4.0 + control.REQUEST_BURST + 0.005
     assert 100 <= len(answered) < 400  # 20% of 4 s at 5 ms each is 160; the rest of the time, training
     numbers = [int(t) for t in answered]
@@ -363,17 +363,17 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
 
 def test_a_stop_drops_what_was_set_aside_and_tells_who_asked(repetitive_text, runs_dir):
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir)
-    trainer.request_budget.credit = -1.0  # spent: everything is set aside
+    trainer.controls.request_budget.credit = -1.0  # spent: everything is set aside
     told: list[ev.Notice] = []
     for _ in range(control.MAX_QUEUED_WORK):
         trainer.request(Prompt("ab"), reply=told.append)
     with pytest.raises(protocol.RequestRefused, match="busy"):
         trainer.request(SampleNow())
     trainer._serve_requests(block=False)
-    trainer._drop_requests()
+    trainer._pull(trainer.controls.drop())
     assert [n.message for n in told] == ["the run stopped before the prompt was served"] * control.MAX_QUEUED_WORK
     trainer.request(SampleNow())  # nothing is counted as waiting any more
-    assert trainer._queued_work == 1
+    assert trainer.controls._queued_work == 1
 
 
 def test_a_long_prompt_is_written_a_piece_at_a_time_between_steps(repetitive_text, runs_dir):
@@ -382,10 +382,10 @@ def test_a_long_prompt_is_written_a_piece_at_a_time_between_steps(repetitive_tex
 
     def on_event(e):
         if isinstance(e, ev.SampleText) and e.sample_id == 1:
-            pieces_at.append(trainer.step)
+            pieces_at.append(trainer.trained.step)
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=400), runs_dir=runs_dir, on_event=on_event)
-    trainer.request_budget = RequestBudget(burst=1e-9)  # no time banked: a piece, then training earns the next
+    trainer.controls.request_budget = RequestBudget(burst=1e-9)  # no time banked: a piece, then training earns the next
     trainer.request(Prompt("the quick", 160))
     assert trainer.run() == "finished"
     assert len(pieces_at) == 10  # 160 tokens in pieces of 16

@@ -11,7 +11,8 @@ from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_tui.engine.config import ModelConfig
 from charrnn_tui.engine.errors import CheckpointError, ConfigError
 from charrnn_tui.engine.events import Notice
-from charrnn_tui.engine.run import run_setup
+from charrnn_tui.engine.run import checkpoints
+from charrnn_tui.engine.run import trainer as trainer_module
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 
@@ -21,7 +22,7 @@ def restored(path, **kwargs) -> tuple[Trainer, list]:
     events: list = []
     trainer = Trainer(resume=path, on_event=events.append, **kwargs)
     trainer._setup()
-    trainer.lock.release()
+    trainer.built.lock.release()
     return trainer, events
 
 
@@ -41,12 +42,13 @@ def test_resume_restores_the_history_the_samples_and_the_evaluations(stopped_run
     ck = load_checkpoint(path)
     trainer, _ = restored(path)
     history = ck["history"]
-    assert trainer.step == 30 and trainer.losses.to_dict() == history["losses"]
-    assert trainer.val_history == [tuple(v) for v in history["val"]] and len(trainer.val_history) == 3
-    assert trainer.train_at_eval == [tuple(v) for v in history["train_at_eval"]] and trainer.train_at_eval
-    assert trainer.samples == [tuple(s) for s in history["samples"]]
-    assert trainer.samples and all(isinstance(t, str) and t for _, t in trainer.samples)
-    assert trainer.best_val == ck["best_val"] == min(v for _, v in trainer.val_history)
+    assert trainer.trained.step == 30 and trainer.trained.losses.to_dict() == history["losses"]
+    assert trainer.trained.val_history == [tuple(v) for v in history["val"]] and len(trainer.trained.val_history) == 3
+    trained = trainer.trained
+    assert trained.train_at_eval == [tuple(v) for v in history["train_at_eval"]] and trained.train_at_eval
+    assert trainer.trained.samples == [tuple(s) for s in history["samples"]]
+    assert trainer.trained.samples and all(isinstance(t, str) and t for _, t in trainer.trained.samples)
+    assert trainer.trained.best_val == ck["best_val"] == min(v for _, v in trainer.trained.val_history)
 
 
 def test_resume_keeps_the_count_of_evaluations_since_the_best_and_reads_it_off_older_checkpoints(stopped_run):
@@ -56,12 +58,12 @@ def test_resume_keeps_the_count_of_evaluations_since_the_best_and_reads_it_off_o
     ck["history"]["since_best"], ck["history"]["first_after_best"] = 700, 12_340
     save_checkpoint(ck, path)
     trainer = restored(path)[0]
-    assert (trainer.evals_since_best, trainer.first_after_best) == (700, 12_340)
+    assert (trainer.trained.evals_since_best, trainer.trained.first_after_best) == (700, 12_340)
     del ck["history"]["since_best"], ck["history"]["first_after_best"]
     ck["history"]["val"] = [[10, 2.0], [20, 1.5], [30, 1.6], [40, 1.7]]
     save_checkpoint(ck, path)
     trainer = restored(path)[0]
-    assert (trainer.evals_since_best, trainer.first_after_best) == (2, 30)
+    assert (trainer.trained.evals_since_best, trainer.trained.first_after_best) == (2, 30)
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
@@ -73,7 +75,7 @@ def test_a_carried_state_saved_in_half_precision_resumes_in_float32(kind, stoppe
     ck["train_state"] = [t.to(torch.bfloat16) for t in ck["train_state"]]
     save_checkpoint(ck, path)
     trainer, _ = restored(path)
-    state = trainer.train_state
+    state = trainer.trained.train_state
     tensors = state if isinstance(state, tuple) else (state,)
     assert isinstance(state, tuple) == (kind == "lstm")
     assert all(t.dtype == torch.float32 for t in tensors)
@@ -81,7 +83,7 @@ def test_a_carried_state_saved_in_half_precision_resumes_in_float32(kind, stoppe
     assert all(torch.equal(t, s.float()) for t, s in zip(tensors, ck["train_state"], strict=True))
     trainer.config.max_steps = 32
     trainer._loop()  # and the model takes it
-    assert trainer.step == 32
+    assert trainer.trained.step == 32
 
 
 def test_a_checkpoint_from_a_gpu_resumes_on_a_cpu(stopped_run):
@@ -91,7 +93,7 @@ def test_a_checkpoint_from_a_gpu_resumes_on_a_cpu(stopped_run):
     ck["rng"]["cuda"] = torch.zeros(16, dtype=torch.uint8)
     save_checkpoint(ck, path)
     trainer, _ = restored(path)
-    assert trainer.device.type == "cpu" and trainer.step == 30
+    assert trainer.device.type == "cpu" and trainer.trained.step == 30
     assert torch.equal(torch.get_rng_state(), ck["rng"]["torch"])
 
 
@@ -102,7 +104,7 @@ def test_a_checkpoint_of_the_earlier_batch_layout_resumes_at_the_same_point_of_t
     path = stopped_run(sampler=sampler)
     ck = load_checkpoint(path)
     losses = step_losses_of(ck)
-    train_tokens = restored(path)[0].train_ids.numel()
+    train_tokens = restored(path)[0].built.train_ids.numel()
     if sampler == "sequential":
         ck["batcher"] = {"epoch": 1, "index": 5}  # old cut: (train_tokens // 4 - 1) // 16 batches an epoch
         epoch = 1 + 5 / ((train_tokens // 4 - 1) // 16)
@@ -117,13 +119,14 @@ def test_a_checkpoint_of_the_earlier_batch_layout_resumes_at_the_same_point_of_t
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert (f"resumed from a checkpoint of an earlier version, whose batches were cut differently, at epoch "
             f"{epoch:.2f}; the hidden state starts afresh") in notices
-    assert trainer.batcher.epoch == int(epoch)
-    per_batch = 1 / trainer.batcher.batches_in_epoch()
-    assert trainer.batcher.epoch_float == pytest.approx(epoch, abs=per_batch)
-    assert trainer.train_state is None
-    assert trainer.losses.steps == 30 and trainer.losses.to_dict()["steps"] == 30
-    assert trainer.train_at_eval == [] and len(trainer.val_history) == 3
-    assert trainer.losses.to_dict() == type(trainer.losses).from_losses(torch.tensor(losses).tolist()).to_dict()
+    assert trainer.built.batcher.epoch == int(epoch)
+    per_batch = 1 / trainer.built.batcher.batches_in_epoch()
+    assert trainer.built.batcher.epoch_float == pytest.approx(epoch, abs=per_batch)
+    assert trainer.trained.train_state is None
+    assert trainer.trained.losses.steps == 30 and trainer.trained.losses.to_dict()["steps"] == 30
+    assert trainer.trained.train_at_eval == [] and len(trainer.trained.val_history) == 3
+    trained = trainer.trained
+    assert trained.losses.to_dict() == type(trained.losses).from_losses(torch.tensor(losses).tolist()).to_dict()
 
 
 def step_losses_of(ck: dict) -> list[float]:
@@ -139,23 +142,23 @@ def test_a_new_batch_shape_resumes_at_the_point_the_old_one_reached(sampler, sto
     path = stopped_run(sampler=sampler)
     ck = load_checkpoint(path)
     trainer, events = restored(path, overrides={"batch_size": 2})
-    before = make_batcher(sampler, trainer.train_ids, 4, 16, trainer.config.seed)
+    before = make_batcher(sampler, trainer.built.train_ids, 4, 16, trainer.config.seed)
     before.load_state_dict(ck["batcher"])
-    expected = make_batcher(sampler, trainer.train_ids, 2, 16, trainer.config.seed)
+    expected = make_batcher(sampler, trainer.built.train_ids, 2, 16, trainer.config.seed)
     expected.seek(before.epoch_float)
-    assert trainer.batcher.state_dict() == expected.state_dict()
+    assert trainer.built.batcher.state_dict() == expected.state_dict()
     assert any(isinstance(e, Notice) and e.message == "resumed with batch-size 2 x seq-len 16 (the run had 4 x 16) "
                f"at epoch {before.epoch_float:.2f}; the hidden state starts afresh" for e in events)
-    assert trainer.train_state is None
+    assert trainer.trained.train_state is None
 
 
 def test_the_same_batch_shape_resumes_the_batcher_and_the_state_exactly(stopped_run):
     path = stopped_run()
     ck = load_checkpoint(path)
     trainer, events = restored(path)
-    assert trainer.batcher.state_dict() == ck["batcher"]
+    assert trainer.built.batcher.state_dict() == ck["batcher"]
     assert not any(isinstance(e, Notice) for e in events)
-    assert all(torch.equal(a, b) for a, b in zip(trainer.train_state, ck["train_state"], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(trainer.trained.train_state, ck["train_state"], strict=True))
 
 
 def test_a_checkpoint_whose_history_is_broken_is_refused_in_one_line(stopped_run):
@@ -174,7 +177,7 @@ def test_a_failed_final_save_names_the_lost_steps_and_the_last_checkpoint(stoppe
     def no_space(payload, where):
         raise CheckpointError(f"cannot write checkpoint {where}: no space left on device; the previous one is intact")
 
-    monkeypatch.setattr(run_setup, "save_checkpoint", no_space)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
     trainer = Trainer(resume=path, overrides={"max_steps": 6})  # six more
     assert trainer.run() == "error"
     assert trainer.error == ("the final checkpoint could not be written, so steps 31-36 are lost; "
@@ -198,26 +201,26 @@ def test_the_advice_after_a_non_finite_update_depends_on_what_was_saved(stopped_
 def test_out_of_memory_right_after_a_save_writes_nothing_more(stopped_run, monkeypatch):
     trainer, _ = restored(stopped_run())
     written = []
-    monkeypatch.setattr(run_setup, "save_checkpoint", lambda payload, where: written.append(payload["step"]))
+    monkeypatch.setattr(trainer_module, "save_checkpoint", lambda payload, where: written.append(payload["step"]))
     trainer._save_after_out_of_memory()  # step 30 is saved already
     assert written == []
-    trainer.step = 31
+    trainer.trained.step = 31
     trainer._save_after_out_of_memory()
     assert written == [31]
 
 
 def test_out_of_memory_again_while_saving_after_one_is_not_raised_but_other_errors_are(stopped_run, monkeypatch):
     trainer, _ = restored(stopped_run())
-    trainer.step = 31
+    trainer.trained.step = 31
 
     def fails_with(error):
         def save(payload, where):
             raise error
         return save
 
-    monkeypatch.setattr(run_setup, "save_checkpoint", fails_with(torch.OutOfMemoryError("CPU out of memory")))
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fails_with(torch.OutOfMemoryError("CPU out of memory")))
     trainer._save_after_out_of_memory()
-    monkeypatch.setattr(run_setup, "save_checkpoint", fails_with(ValueError("something else")))
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fails_with(ValueError("something else")))
     with pytest.raises(ValueError, match="something else"):
         trainer._save_after_out_of_memory()
 
@@ -229,17 +232,32 @@ def test_out_of_memory_again_while_saving_after_one_is_not_raised_but_other_erro
     ({"max_steps": 9, "seed": 7}, "--seed cannot change when resuming (the run has 1337, not 7)"),
 ])
 def test_resuming_refuses_a_change_the_run_cannot_take(overrides, message, repetitive_text):
-    ck = {"config": run_setup.cfg.to_dict(tiny_config(repetitive_text))}
+    ck = {"config": checkpoints.cfg.to_dict(tiny_config(repetitive_text))}
     with pytest.raises(ConfigError) as raised:
-        run_setup.resumed_config(ck, overrides)
+        checkpoints.resumed_config(ck, overrides)
     assert str(raised.value) == message + "; start a new run to change it"
 
 
 def test_resuming_takes_the_same_model_settings_and_the_resumable_ones(repetitive_text):
     config = tiny_config(repetitive_text)
-    ck = {"config": run_setup.cfg.to_dict(config)}
-    resumed = run_setup.resumed_config(ck, {"model.hidden": 32, "model.kind": "lstm", "lr": 0.5, "max_steps": 9,
+    ck = {"config": checkpoints.cfg.to_dict(config)}
+    resumed = checkpoints.resumed_config(ck, {"model.hidden": 32, "model.kind": "lstm", "lr": 0.5, "max_steps": 9,
                                             "seed": None, "corpus": str(repetitive_text)})
-    assert resumed.model == ModelConfig(**{**run_setup.cfg.to_dict(config)["model"]})
+    assert resumed.model == ModelConfig(**{**checkpoints.cfg.to_dict(config)["model"]})
     # Stop conditions are amounts of training more, applied once the checkpoint's position is known.
     assert (resumed.lr, resumed.max_steps, resumed.seed) == (0.5, config.max_steps, config.seed)
+
+
+def test_what_a_resume_may_change_is_marked_on_the_config_fields():
+    """The settings of how a run trains on, reports and samples may change on a resume; what makes
+    the run (its text, tokens, model, optimizer, seed) may not. Read off TrainConfig's field marks."""
+    may_change = {
+        "max_steps", "max_epochs", "max_time", "early_stop", "eval_interval", "eval_tokens", "checkpoint_interval",
+        "keep_checkpoints", "report_interval", "sample_interval", "sample_length", "temperature", "top_k", "top_p",
+        "device", "precision", "threads", "lr", "grad_clip", "warmup_steps", "batch_size", "auto_batch_size",
+        "seq_len", "lr_decay", "tensorboard", "fit_eval_interval", "fit_batch_size"}
+    assert may_change == checkpoints.RESUMABLE_OVERRIDES
+    ck = {"config": checkpoints.cfg.to_dict(checkpoints.cfg.TrainConfig(corpus="tiny-shakespeare"))}
+    assert checkpoints.resumed_config(ck, {"grad_clip": 0.5}).grad_clip == 0.5  # marked: taken
+    with pytest.raises(ConfigError, match="--weight-decay cannot change"):  # not marked: refused
+        checkpoints.resumed_config(ck, {"weight_decay": 0.5})

@@ -99,10 +99,10 @@ def test_a_resume_after_text_was_appended_says_so_trains_on_it_and_records_it(ru
     assert notices == [f"corpus {corpus} grew by 380 characters at the end since the checkpoint (step 30): the run "
                        "goes on with the text as it is now and validates on its last 10% (earlier figures scored "
                        "the old text)"]
-    assert trainer.step == 40 and trainer.state == "stopped"  # trained on, and saved
+    assert trainer.trained.step == 40 and trainer.state == "stopped"  # trained on, and saved
     now = TextFingerprint.of(corpus.read_text())
     assert TextFingerprint.from_dict(load_checkpoint(run)["corpus_fingerprint"]) == now  # recorded from here on
-    assert load_validation(run.parent, len(trainer.vocab)).fingerprint == now
+    assert load_validation(run.parent, len(trainer.built.vocab)).fingerprint == now
     _, events = train(stop_at=45, resume=run)  # the same text again: nothing to say
     assert not [e for e in events if isinstance(e, Notice) and "corpus" in e.message]
 
@@ -115,7 +115,7 @@ def test_a_resume_from_a_checkpoint_without_a_fingerprint_says_nothing_and_start
     (corpus_of(run)).write_text(TEXT + "the end. ")
     trainer, events = train(stop_at=35, resume=run)
     assert not [e for e in events if isinstance(e, Notice) and "corpus" in e.message]
-    assert load_validation(run.parent, len(trainer.vocab)) is not None
+    assert load_validation(run.parent, len(trainer.built.vocab)) is not None
 
 
 def test_a_resume_on_a_corpus_with_characters_the_run_never_saw_is_one_line_naming_the_change(run):

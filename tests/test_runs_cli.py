@@ -88,7 +88,7 @@ def test_stop_saves_and_ends_a_live_run_and_returns_when_it_has(runs_of_every_st
     assert "run live stopped at step" in stopped.stdout and "latest.pt" in stopped.stdout
     live.thread.join(10)
     assert not live.thread.is_alive() and live.result == ["stopped"]
-    assert load_checkpoint(runs_dir / "live" / "latest.pt")["step"] == live.trainer.step
+    assert load_checkpoint(runs_dir / "live" / "latest.pt")["step"] == live.trainer.trained.step
     assert not (runs_dir / "live" / SOCKET).exists()
 
 
@@ -108,6 +108,10 @@ def test_detach_returns_once_listening_and_a_bad_run_fails_in_one_line(repetitiv
     failed = run_cli("train", str(bad), "--runs-dir", str(runs), "--detach")
     assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
     assert "charrnn-tui: error:" in failed.stderr
+    # a run that cannot even be planned (its flags contradict each other) says why, once, as itself
+    unplanned = run_cli("train", str(repetitive_text), "--keep-schedule", "--runs-dir", str(runs), "--detach")
+    assert unplanned.returncode == 2
+    assert unplanned.stderr.strip() == "charrnn-tui: error: --keep-schedule goes with --resume"
 
 
 def test_a_script_interrupting_a_headless_run_gets_a_finished_run_and_no_process_left(repetitive_text, tmp_path):
@@ -154,7 +158,7 @@ def test_stop_without_saving_says_the_steps_since_the_last_checkpoint_are_not_sa
     run = LocalRun(tiny_config(repetitive_text, report_interval=0.05, checkpoint_interval=50), runs_dir,
                    "discard").start()
     deadline = time.monotonic() + 30
-    while run.trainer.saved_step < 50 or run.trainer.step < run.trainer.saved_step + 10:
+    while run.trainer.saved_step < 50 or run.trainer.trained.step < run.trainer.saved_step + 10:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     run.trainer.request(Pause())  # so that no periodic save falls between here and the stop

@@ -163,7 +163,7 @@ def test_an_open_ended_run_cuts_its_rate_when_validation_stops_improving(unlike_
     trainer.run()
     notes = [e.message for e in events if isinstance(e, Notice)]
     cuts = [m for m in notes if "learning rate cut" in m]
-    assert cuts and trainer.schedule.cuts == len(cuts)
+    assert cuts and trainer.built.schedule.cuts == len(cuts)
     assert sum("back at 5.00e-02" in m for m in notes) == 1
     rates = {e.step: e.lr for e in events if isinstance(e, Progress)}
     after = next(s for s in sorted(rates) if rates.get(s + 1, 0.0) > rates[s])  # the return to the peak
@@ -192,7 +192,7 @@ def test_a_resume_with_a_new_limit_trains_that_much_more_from_a_useful_rate(repe
     path = _finished(repetitive_text, runs_dir, min_lr_ratio=0.0)
     events: list = []
     trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 90}, on_event=events.append)
-    assert trainer.run() == "finished" and trainer.step == 120
+    assert trainer.run() == "finished" and trainer.trained.step == 120
     notes = [e.message for e in events if isinstance(e, Notice) and e.message.startswith("resumed")]
     assert notes == ["resumed at step 30: 90 steps more, to max-steps 120 (was max-steps 30); a new cosine from "
                      "8.54e-03 (where a run planned for the new limit would be now) down to 0.00e+00 at the limit"]
@@ -209,9 +209,9 @@ def test_a_resume_from_a_higher_rate_than_planned_anneals_from_there(unlike_text
     events: list = []
     trainer = Trainer(resume=runs_dir / "o" / LATEST, runs_dir=runs_dir, overrides={"max_steps": 20},
                       on_event=events.append)
-    assert trainer.run() == "finished" and trainer.step == 120
+    assert trainer.run() == "finished" and trainer.trained.step == 120
     rates = [e.lr for e in events if isinstance(e, Progress)]
-    now = trainer.schedule.rate(trainer.config, Position(step=100, epoch=0.0))
+    now = trainer.built.schedule.rate(trainer.config, Position(step=100, epoch=0.0))
     assert rates[0] < now and rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-9)
     assert any("(the rate the run is at)" in e.message for e in events if isinstance(e, Notice))
 
@@ -228,7 +228,7 @@ def test_a_limit_can_be_cleared_and_the_run_trains_until_stopped(repetitive_text
                 trainer.request(Stop(save=True))
 
     trainer = Trainer(resume=path, runs_dir=runs_dir, overrides={"max_steps": 0}, on_event=on_event)
-    assert trainer.run() == "stopped" and trainer.step >= 60 and trainer.config.max_steps is None
+    assert trainer.run() == "stopped" and trainer.trained.step >= 60 and trainer.config.max_steps is None
     # planned as long again: halfway down a cosine from the peak to 10%, then the plateau rule
     assert rates[0] == pytest.approx(0.01 * 0.55, rel=1e-6) and min(rates) > 0
 
@@ -286,7 +286,7 @@ def test_a_checkpoint_from_before_schedules_were_saved_resumes_as_it_ran(repetit
     trainer.run()
     epoch, rate = seen[0]
     assert 4 < epoch < 6 and rate == pytest.approx(schedule.cosine(0.01, 0.001, epoch / 10), rel=0.01)
-    assert trainer.schedule.cosine_seconds is None  # its cosine had no time bound
+    assert trainer.built.schedule.cosine_seconds is None  # its cosine had no time bound
     assert trainer.config.eval_tokens == 0
 
 

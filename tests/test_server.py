@@ -63,10 +63,10 @@ def greeted(run: LocalRun) -> socket.socket:
 
 
 def wait_steps(run: LocalRun, more: int = 20, timeout: float = 30.0) -> None:
-    start = run.trainer.step
+    start = run.trainer.trained.step
     deadline = time.monotonic() + timeout
-    while run.trainer.step < start + more:
-        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.step}"
+    while run.trainer.trained.step < start + more:
+        assert time.monotonic() < deadline, f"training stalled at step {run.trainer.trained.step}"
         time.sleep(0.02)
 
 
@@ -395,7 +395,7 @@ def test_stop_from_a_signal_handler_cannot_deadlock_the_request_queue():
     from charrnn_tui.engine.run.trainer import Trainer
 
     trainer = Trainer(tiny_config("x"))
-    assert isinstance(trainer._requests, queue_module.SimpleQueue)
+    assert isinstance(trainer.controls._requests, queue_module.SimpleQueue)
 
 
 def test_a_client_leaves_out_arguments_that_are_none_so_an_older_run_takes_the_request():

@@ -14,7 +14,7 @@ def _run(config, runs_dir, name):
 
 def test_max_steps_finishes_saves_and_evaluates(repetitive_text, runs_dir):
     trainer, state, events = _run(tiny_config(repetitive_text, max_steps=30, eval_interval=1000), runs_dir, "s")
-    assert state == "finished" and trainer.step == 30
+    assert state == "finished" and trainer.trained.step == 30
     assert events[-1] == StateChanged("finished", "reached max-steps 30")
     assert [e.step for e in events if isinstance(e, Evaluated)] == [30]  # a final evaluation
     assert load_checkpoint(runs_dir / "s" / LATEST)["step"] == 30
@@ -22,13 +22,13 @@ def test_max_steps_finishes_saves_and_evaluates(repetitive_text, runs_dir):
 
 def test_max_epochs_stops_after_that_many_passes(repetitive_text, runs_dir):
     trainer, state, events = _run(tiny_config(repetitive_text, max_epochs=2), runs_dir, "e")
-    assert state == "finished" and 2.0 <= trainer.batcher.epoch_float < 2.1
+    assert state == "finished" and 2.0 <= trainer.built.batcher.epoch_float < 2.1
     assert "reached max-epochs 2" in events[-1].reason
 
 
 def test_max_time_counts_training_time(repetitive_text, runs_dir):
     trainer, state, events = _run(tiny_config(repetitive_text, max_time=0.5), runs_dir, "t")
-    assert state == "finished" and trainer.train_seconds >= 0.5
+    assert state == "finished" and trainer.trained.train_seconds >= 0.5
     assert "reached max-time 0.5s" in events[-1].reason
 
 

@@ -18,7 +18,7 @@ def _spied_run(config, runs_dir, monkeypatch):
 
     def loss_spy(step, x, y, state, predictions=None):
         loss, new_state = real_loss(step, x, y, state, predictions)
-        steps.append({"reset": trainer.batcher.index == 1, "state_in": state, "state_out": new_state})
+        steps.append({"reset": trainer.built.batcher.index == 1, "state_in": state, "state_out": new_state})
         return loss, new_state
 
     monkeypatch.setattr(TrainStep, "loss", loss_spy)
@@ -26,14 +26,14 @@ def _spied_run(config, runs_dir, monkeypatch):
 
     def setup_then_spy_on_the_optimizer():
         original_setup()
-        real_step = trainer.optimizer.step
+        real_step = trainer.built.optimizer.step
 
         def step_spy(*args, **kwargs):
-            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            grads = [p.grad for p in trainer.built.model.parameters() if p.grad is not None]
             norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
             return real_step(*args, **kwargs)
 
-        trainer.optimizer.step = step_spy
+        trainer.built.optimizer.step = step_spy
 
     monkeypatch.setattr(trainer, "_setup", setup_then_spy_on_the_optimizer)
     assert trainer.run() == "finished"
@@ -77,7 +77,7 @@ def test_the_step_reports_the_gradient_norm_before_clipping(repetitive_text, run
 
     trainer = Trainer(tiny_config(repetitive_text, max_steps=1), runs_dir=runs_dir, run_name="norm")
     trainer.run()
-    model = trainer.model
+    model = trainer.built.model
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
     expected = 0.5 * sum(p.numel() for p in model.parameters()) ** 0.5

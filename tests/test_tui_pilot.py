@@ -389,7 +389,7 @@ async def test_attaching_shows_the_history_at_once(repetitive_text, runs_dir):
                                sample_length=20), runs_dir, "history").start()
     try:
         deadline = time.monotonic() + 60
-        while run.trainer.step < 70:
+        while run.trainer.trained.step < 70:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         run.trainer.request(Pause())

@@ -26,7 +26,7 @@ def test_every_run_writes_metrics_for_its_reports_and_evaluations(repetitive_tex
     evaluated = [e for e in events if isinstance(e, Evaluated)]
     assert [r["val_loss"] for r in val] == [e.nats for e in evaluated]
     assert all({"elapsed_s", "tokens", "lr"} <= set(r) for r in records)
-    assert train[-1]["tokens"] == trainer.tokens_seen and train[0]["train_loss"] > train[-1]["train_loss"]
+    assert train[-1]["tokens"] == trainer.trained.tokens_seen and train[0]["train_loss"] > train[-1]["train_loss"]
 
 
 def test_a_resumed_run_drops_the_metrics_its_checkpoint_does_not_have(repetitive_text, runs_dir):
@@ -207,10 +207,10 @@ def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_pa
     assert any(isinstance(e, Notice) and e.message == "early stop after 2 evaluations without a new best"
                for e in events)
     latest = tmp_path / "runs" / "e" / "latest.pt"
-    assert load_checkpoint(latest)["config"]["early_stop"] == 2 and trainer.step < 3000
+    assert load_checkpoint(latest)["config"]["early_stop"] == 2 and trainer.trained.step < 3000
     resumed = Trainer(resume=latest)
     resumed._setup()
-    resumed.lock.release()
+    resumed.built.lock.release()
     assert resumed.config.early_stop == 2
 
 
@@ -229,10 +229,10 @@ def test_early_stop_counts_evaluations_not_the_points_kept_after_thinning(tmp_pa
     trainer = Trainer(tiny_config(corpus, hidden=128, seq_len=32, batch_size=8, lr=0.01, eval_interval=25,
                                   max_steps=3000, sample_interval=0, early_stop=9), runs_dir=tmp_path / "runs",
                       run_name="thin")
-    assert trainer.run() == "finished" and trainer.step < 3000
+    assert trainer.run() == "finished" and trainer.trained.step < 3000
     assert trainer.early_stopped.startswith("early stop: no new best in 9 evaluations; best.pt is step ")
-    assert len(trainer.val_history) <= 8 and trainer.evals_since_best == 9
+    assert len(trainer.trained.val_history) <= 8 and trainer.trained.evals_since_best == 9
     best_step = int(trainer.early_stopped.split("best.pt is step ")[1].split(",")[0])
-    assert best_step in dict(trainer.val_history) and best_step in dict(trainer.train_at_eval)
-    assert trainer.first_after_best == best_step + 25  # the next evaluation, which thinning may drop
+    assert best_step in dict(trainer.trained.val_history) and best_step in dict(trainer.trained.train_at_eval)
+    assert trainer.trained.first_after_best == best_step + 25  # the next evaluation, which thinning may drop
     assert load_checkpoint(tmp_path / "runs" / "thin" / "latest.pt")["history"]["since_best"] == 9

@@ -1,5 +1,5 @@
 """`train`'s arguments: the flags, their types and help, and argv to a TrainConfig (presets,
-the fit to the corpus, what a resume may change) or to a Trainer."""
+the fit to the corpus, what a resume may change) or to the plan of a run (RunPlan)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,17 @@ import functools
 import math
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.config import EVAL_BUDGET
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
-from charrnn_tui.engine.events import Event
 from charrnn_tui.engine.run.schedule import LIMITS
 from charrnn_tui.engine.text.corpus import Corpus, corpus_spec
 
 if TYPE_CHECKING:  # torch: imported when a run is made, not to parse arguments
-    from charrnn_tui.engine.run.distributed import World
-    from charrnn_tui.engine.run.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import RunPlan
 
 DEFAULTS = cfg.TrainConfig()
 MODEL_DEFAULTS = cfg.ModelConfig()
@@ -323,26 +320,21 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def make_trainer(args: argparse.Namespace, on_event: Callable[[Event], None] | None, interactive: bool = False,
-                 world: World | None = None) -> Trainer:
-    """A Trainer for parsed train arguments: a new run, or `--resume`. `interactive`: for a UI;
-    `world`: this process's place in a torchrun run (engine/run/distributed.py)."""
-    from charrnn_tui.engine.run.distributed import SINGLE
-    from charrnn_tui.engine.run.trainer import Trainer
+def train_plan(args: argparse.Namespace) -> RunPlan:
+    """The run parsed train arguments ask for: a new run (its TrainConfig, fitted to the corpus read
+    here), or `--resume` (its checkpoint, and the settings given beside it)."""
+    from charrnn_tui.engine.run.trainer import RunPlan
     from charrnn_tui.engine.runs import default_runs_dir, resolve_checkpoint
 
-    world = world or SINGLE
     runs_dir = args.runs_dir or default_runs_dir()
     if args.resume is not None:
         if args.name:
             raise ConfigError("--name names a new run; to continue one, give its name to --resume")
         path = resolve_checkpoint(args.resume or None, runs_dir)
-        return Trainer(on_event=on_event, runs_dir=runs_dir, resume=path, overrides=resume_overrides(args),
-                       pause_on_save_error=interactive, world=world)
+        return RunPlan(None, runs_dir, resume=path, overrides=resume_overrides(args))
     corpus = load_train_corpus(args)  # read once: the fit to its length and the run both need it
     config, fit_note = configure(args, corpus)
-    return Trainer(config, on_event=on_event, runs_dir=runs_dir, run_name=args.name,
-                   pause_on_save_error=interactive, world=world, corpus=corpus, notes=(fit_note,) if fit_note else ())
+    return RunPlan(config, runs_dir, run_name=args.name, corpus=corpus, notes=(fit_note,) if fit_note else ())
 
 
 TRAIN_ARGV: list[str] = []  # the train arguments being parsed (parse() sets them), for train --help

@@ -17,9 +17,9 @@ from charrnn_tui.engine.cli.arguments import (
     Parser,
     add_runs_dir_argument,
     add_train_arguments,
-    make_trainer,
     non_negative_float,
     preset_table,
+    train_plan,
 )
 from charrnn_tui.engine.cli.model_commands import (
     add_eval_arguments,
@@ -153,9 +153,22 @@ def dispatch(args: argparse.Namespace) -> int:
         from charrnn_tui.engine.cli.run_commands import run_detached
 
         return run_detached(args)
-    from charrnn_tui.engine.serve.process import serve
+    return serve_train(args)
 
-    return serve(args, make_trainer)
+
+def serve_train(args: argparse.Namespace) -> int:
+    """`train`, in this process: the run the arguments plan, served (engine/serve/process.py). A
+    detached engine's launcher is told why, when the run cannot even be planned."""
+    from charrnn_tui.engine.serve.process import ServeOptions, serve, tell_launcher
+
+    try:
+        plan = train_plan(args)
+    except CharRNNError as e:
+        if args.serve_fd is not None:
+            tell_launcher(args.serve_fd, f"error {e}")
+        raise
+    return serve(plan, ServeOptions(serve_fd=args.serve_fd, jsonl=args.jsonl, for_app=args.serve_for_app,
+                                    balance_threads=args.threads is None))
 
 
 def report_errors(fn, *a) -> int:

@@ -13,6 +13,11 @@ run's own evaluations and checkpoints (its intervals) are not requests: they are
 
 Nothing a request does can end the run but a device out of memory (the run's own handling, in
 Trainer.run): a failure becomes a message to whoever asked, and training goes on.
+
+The loop's side is generators of Actions: what the loop is to do (flush the progress, save, evaluate,
+answer a keystroke, write a piece of a sample, change its state or settings, tell everyone). The loop
+(Trainer._pull) does each and sends back what came of it, or throws back what it raised, so these
+functions hold the queue, the budgets and the order of the work, and never call into the Trainer.
 """
 
 from __future__ import annotations
@@ -25,12 +30,11 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, TypeVar
 
-from charrnn_tui.engine.config import TrainConfig
 from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.events import Event, Notice, SettingsChanged
+from charrnn_tui.engine.events import Event, Notice
 from charrnn_tui.engine.protocol import (
     MIN_TEMPERATURE,
     AskNextTokens,
@@ -50,7 +54,7 @@ from charrnn_tui.engine.protocol import (
     TogglePause,
 )
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
-from charrnn_tui.engine.runs import LATEST
+from charrnn_tui.engine.run.run import Trained
 
 # Requests that cost training time (a sample, a validation pass, a save); past this many waiting or
 # under way, more are refused, so that a flood of them (a stuck key, a misbehaving client) cannot
@@ -110,9 +114,78 @@ class RequestBudget:
                 self.spent += took
 
 
+# ---- what the loop is asked to do, and answers ------------------------------------------------
+@dataclass(frozen=True)
+class FlushProgress:
+    """Report the steps not reported yet; answered False when that found a NaN and failed the run."""
+
+
+@dataclass(frozen=True)
+class SaveCheckpoint:
+    """Write the latest checkpoint."""
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """A validation pass now."""
+
+
+@dataclass(frozen=True)
+class AnswerKeystroke:
+    """The likeliest next tokens after `text` (engine/model/cowrite.py)."""
+
+    text: str
+    top: int
+
+
+@dataclass(frozen=True)
+class StartSample:
+    """Begin a sample; answered with its pieces (a generator the loop made), which WritePiece writes."""
+
+    prompt: str
+    source: str
+    length: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class WritePiece:
+    """Write the next piece of a sample; answered False once it has finished."""
+
+    pieces: Generator[None, None, None]
+
+
+@dataclass(frozen=True)
+class ChangeState:
+    """The run is now paused, or training again (its report clock restarts: a pause is no report's)."""
+
+    state: str
+
+
+@dataclass(frozen=True)
+class Announce:
+    """An event for everyone (a Notice nobody in particular asked for)."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
+class Apply:
+    """A request whose effect is the loop's own: a setting (temperature, early stop, the live samples'
+    interval), or an unattended stop (a save that fails then ends the run rather than pausing it)."""
+
+    request: SetTemperature | SetEarlyStop | SetSampleInterval | Stop
+
+
+Action = (FlushProgress | SaveCheckpoint | Evaluate | AnswerKeystroke | StartSample | WritePiece | ChangeState
+          | Announce | Apply)
+T = TypeVar("T")
+Actions = Generator[Action, Any, T]  # what the loop sends back: see each action
+
+
 @dataclass
 class _Job:
-    """A sample or prompt being written, a piece per turn (Trainer._sample_pieces)."""
+    """A sample or prompt being written, a piece per turn."""
 
     pieces: Generator[None, None, None]
     reply: Reply | None
@@ -120,33 +193,13 @@ class _Job:
 
 
 class Controls:
-    """Request methods, safe to call from any thread, and the loop's side that serves them.
+    """The requests' queue, safe to put to from any thread, and the budgets and order by which the
+    loop serves them. The Trainer holds one; it reads the run's progress (`trained`: the training
+    time earned, the step named in messages) and is told when the run has failed (`failed`)."""
 
-    Mixed into Trainer: the handlers below act on its state (paused, temperature, the saves and
-    samples it knows how to make)."""
-
-    # What the run it is mixed into holds and does (engine/run/trainer.py's Trainer, with
-    # engine/run/run_setup.py): named here for the type checker, set and defined there.
-    config: TrainConfig
-    state: str
-    temperature: float
-    pause_on_save_error: bool
-    last_report: float
-    step: int
-    train_seconds: float
-    next_sample_at: float
-
-    if TYPE_CHECKING:
-        def emit(self, event: Event) -> None: ...
-        def _set_state(self, state: str, reason: str = "") -> None: ...
-        def _flush_progress(self) -> bool: ...
-        def _save(self, name: str) -> bool: ...
-        def _evaluate(self) -> None: ...
-        def _expect(self, text: str, top: int) -> None: ...
-        def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
-                           temperature: float | None = None) -> Generator[None, None, None]: ...
-
-    def _init_controls(self) -> None:
+    def __init__(self, trained: Trained):
+        self.trained = trained
+        self.failed = False  # set by the loop when the run fails: nothing more is served
         # SimpleQueue: its put is reentrant, so a signal handler may call stop() even while the loop
         # is inside get_nowait() (a Queue would deadlock on its own lock there).
         self._requests: queue.SimpleQueue[tuple[Request, Reply | None]] = queue.SimpleQueue()
@@ -192,8 +245,9 @@ class Controls:
                 self._queued_work += 1
         self._requests.put((request, reply))
 
-    def _serve_typing(self) -> None:
-        """Answer the latest keystroke waiting. Called between steps, and also between the chunks of
+    # ---- the loop's side ---------------------------------------------------------------------
+    def serve_typing(self) -> Actions[None]:
+        """Answer the latest keystroke waiting. Served between steps, and also between the chunks of
         an evaluation or a live sample while someone types, so that an answer never waits for those.
         Its time is charged to the request budget; a failure is told to the typist."""
         with self._work_lock:
@@ -203,11 +257,11 @@ class Controls:
             self.typed_at = time.monotonic()
             with self.request_budget.spending():
                 try:
-                    self._expect(request.text, request.top)
+                    yield AnswerKeystroke(request.text, request.top)
                 except Exception as e:
                     if is_out_of_memory(e):
                         raise  # the run's own handling: it saves and ends (Trainer.run)
-                    self._tell(reply, f"no next tokens for the text typed: {_describe(e)}; training goes on")
+                    yield from self._tell(reply, f"no next tokens for the text typed: {_describe(e)}; training goes on")
 
     @property
     def typing_now(self) -> bool:
@@ -217,23 +271,22 @@ class Controls:
         with self._work_lock:
             self._queued_work -= 1
 
-    def _tell(self, reply: Reply | None, message: str, level: str = "warning") -> None:
+    def _tell(self, reply: Reply | None, message: str, level: str = "warning") -> Actions[None]:
         """A message for whoever asked, or for everyone when nobody in particular did."""
         notice = Notice(message, level)
         if reply is None:
-            self.emit(notice)
+            yield Announce(notice)
             return
         with contextlib.suppress(Exception):  # a reply that fails only loses the message
             reply(notice)
 
-    # ---- the loop's side ---------------------------------------------------------------------
-    def _serve_requests(self, block: bool) -> None:
+    def serve(self, block: bool) -> Actions[None]:
         """Between two steps: apply the requests waiting (at most MAX_PER_BOUNDARY; while paused,
         wait a little for one first), but set aside those BUDGETED, and serve those while the budget
         allows; an evaluation or a save asked for (HELD_BACK) goes by work_budget instead. While
         paused there is no training to keep: one piece of work per turn, without the budget, so that
         resume or stop are still seen between pieces."""
-        trained = self.train_seconds
+        trained = self.trained.train_seconds
         if self._budget_trained is not None:
             self.request_budget.earn(trained - self._budget_trained)
             self.work_budget.earn(trained - self._budget_trained)
@@ -248,46 +301,46 @@ class Controls:
             if isinstance(request, BUDGETED):
                 self._deferred.append((request, reply))
             elif isinstance(request, HELD_BACK):
-                if not self._take_work(request, reply):
+                if not (yield from self._take_work(request, reply)):
                     return
-            elif not self._apply(request, reply):
+            elif not (yield from self._apply(request, reply)):
                 return
-        if self._held and (self.paused or self.work_budget.allows()) and not self._serve_held():
+        if self._held and (self.paused or self.work_budget.allows()) and not (yield from self._serve_held()):
             return
         while self._deferred or self._jobs:
             if not self.paused and not self.request_budget.allows():
                 return  # the rest waits for training to earn the time
-            if not self._serve_one() or self.paused:
+            if not (yield from self._serve_one()) or self.paused:
                 return
 
-    def _take_work(self, request: Request, reply: Reply | None) -> bool:
+    def _take_work(self, request: Request, reply: Reply | None) -> Actions[bool]:
         """An evaluation or a save asked for: served now while work_budget allows (or while paused:
         there is no training to keep), else held until it does; one asked for while another is held
         joins it. Its sender is told when it will come. False as _apply."""
         kind = type(request)
         if kind in self._held:
             self._work_done()  # the held one answers both: everyone sees its Evaluated or CheckpointSaved
-            self._tell(reply, self._held_message(kind, joined=True), "information")
+            yield from self._tell(reply, self._held_message(kind, joined=True), "information")
             return True
         if self.paused or self.work_budget.allows():
-            return self._serve_work(kind, reply)
+            return (yield from self._serve_work(kind, reply))
         self._held[kind] = reply
-        self._tell(reply, self._held_message(kind, joined=False), "information")
+        yield from self._tell(reply, self._held_message(kind, joined=False), "information")
         return True
 
-    def _serve_held(self) -> bool:
+    def _serve_held(self) -> Actions[bool]:
         """The evaluation or save held longest; False as _apply."""
         kind = next(iter(self._held))
-        return self._serve_work(kind, self._held.pop(kind))
+        return (yield from self._serve_work(kind, self._held.pop(kind)))
 
-    def _serve_work(self, kind: type[Request], reply: Reply | None) -> bool:
+    def _serve_work(self, kind: type[Request], reply: Reply | None) -> Actions[bool]:
         """Carry out an evaluation or a save asked for, charged to work_budget unless paused."""
         budget = self.work_budget
         start = budget.clock()
         with contextlib.nullcontext() if self.paused else budget.spending():
-            carried_on = self._apply(kind(), reply)
+            carried_on = yield from self._apply(kind(), reply)
         took = budget.clock() - start
-        self._work_last, self._work_took[kind] = (kind, self.step, took), took
+        self._work_last, self._work_took[kind] = (kind, self.trained.step, took), took
         return carried_on
 
     def _held_message(self, name: type[Request], joined: bool) -> str:
@@ -304,137 +357,133 @@ class Controls:
         ahead = list(self._held)
         ahead = ahead[:ahead.index(name)] if name in ahead else ahead
         wait = max(0.0, sum(self._work_took.get(k, 0.0) for k in ahead) - budget.credit) / budget.share
-        step, trained = self.step, self.train_seconds
+        step, trained = self.trained.step, self.trained.train_seconds
         near = f", near step {step + math.ceil(wait * step / trained):,}" if step > 0 and trained > 0 else ""
         return f"{head}: {why}; it follows after about {wait:.1f} s more training{near}"
 
-    def _serve_one(self) -> bool:
+    def _serve_one(self) -> Actions[bool]:
         """One request set aside or one piece of a sample under way, in turn (a keystroke does not
         wait for a long prompt, nor a prompt for a typist who never stops), charged to the budget.
         False when the loop must look at its state before any more."""
         with self.request_budget.spending():
             self._jobs_turn = not self._jobs_turn
             if self._deferred and not (self._jobs_turn and self._jobs):
-                return self._apply(*self._deferred.popleft())
+                return (yield from self._apply(*self._deferred.popleft()))
             job = self._jobs.popleft()
             try:
-                next(job.pieces)
-            except StopIteration:
-                self._work_done()
+                more = yield WritePiece(job.pieces)
             except Exception as e:
                 self._work_done()
                 if is_out_of_memory(e):
                     raise  # the run's own handling: it saves and ends (Trainer.run)
-                self._tell(job.reply, f"{job.what} failed: {_describe(e)}; training goes on")
+                yield from self._tell(job.reply, f"{job.what} failed: {_describe(e)}; training goes on")
             else:
-                self._jobs.append(job)  # in turn with the others
-            return self.state != "error"
+                if more:
+                    self._jobs.append(job)  # in turn with the others
+                else:
+                    self._work_done()
+            return not self.failed
 
-    def _finish_requests(self) -> None:
+    def finish(self) -> Actions[None]:
         """Training is over (a stop condition): what was asked before is served, without a budget."""
         while self._held:
-            if not self._serve_held():
+            if not (yield from self._serve_held()):
                 return
         while self._deferred or self._jobs:
-            if not self._serve_one():
+            if not (yield from self._serve_one()):
                 return
 
-    def _drop_requests(self) -> None:
+    def drop(self) -> Actions[None]:
         """A stop: what was set aside is dropped, each asker told; samples under way end where
         they are (their viewers get what was written)."""
         while self._held:
             kind, reply = self._held.popitem()
             self._work_done()
             if not (kind is SaveNow and self.stop_requested):  # a stop that saves serves it
-                self._tell(reply, f"the run stopped before {_WHAT[kind]} was served")
+                yield from self._tell(reply, f"the run stopped before {_WHAT[kind]} was served")
         while self._deferred:
             request, reply = self._deferred.popleft()
             if isinstance(request, WORK):
                 self._work_done()
             if not isinstance(request, AskNextTokens):
-                self._tell(reply, f"the run stopped before {_WHAT.get(type(request), request.name)} was served")
+                what = _WHAT.get(type(request), request.name)
+                yield from self._tell(reply, f"the run stopped before {what} was served")
         while self._jobs:
             job = self._jobs.popleft()
             self._work_done()
             with contextlib.suppress(Exception):
                 job.pieces.close()  # a generator: its cleanup finishes the sample
-            self._tell(job.reply, f"the run stopped before {job.what} was done")
+            yield from self._tell(job.reply, f"the run stopped before {job.what} was done")
 
-    def _apply(self, request: Request, reply: Reply | None = None) -> bool:
+    def _apply(self, request: Request, reply: Reply | None = None) -> Actions[bool]:
         """Carry out one request; False when the loop must look at its state before any more. A
         request that fails is told to whoever asked, and training goes on; only a device out of
         memory goes to the run's own handling (Trainer.run: it saves and ends)."""
         try:
-            return self._carry_out(request, reply)
+            return (yield from self._carry_out(request, reply))
         except Exception as e:
             if isinstance(request, (SampleNow, Prompt)):  # failed before its job was queued: no job counts it
                 self._work_done()
             if is_out_of_memory(e):
                 raise
-            self._tell(reply, f"{_WHAT.get(type(request), request.name)} failed: {_describe(e)}; training goes on")
-            return self.state != "error"
+            yield from self._tell(reply, f"{_WHAT.get(type(request), request.name)} failed: {_describe(e)}; "
+                                         "training goes on")
+            return not self.failed
         finally:
             if isinstance(request, (SaveNow, EvaluateNow)):  # a sample or prompt is work until its job ends
                 self._work_done()
 
-    def _carry_out(self, request: Request, reply: Reply | None) -> bool:
+    def _carry_out(self, request: Request, reply: Reply | None) -> Actions[bool]:
         match request:
             case Pause() | TogglePause() if not self.paused:
-                if not self._flush_progress():
+                if not (yield FlushProgress()):
                     return False
                 self.paused = True
-                self._set_state("paused")
+                yield ChangeState("paused")
             case Pause():
                 pass
             case Resume() | TogglePause():
                 if self.paused:
                     self.paused = False
-                    self.last_report = time.perf_counter()
-                    self._set_state("training")
+                    yield ChangeState("training")
             case Stop(save=save, unattended=unattended):
                 self.stop_requested = save
                 if unattended:
-                    self.pause_on_save_error = False
+                    yield Apply(request)
                 return False
             case SaveNow():
-                if not self._flush_progress():
+                if not (yield FlushProgress()):
                     return False
-                self._save(LATEST)
+                yield SaveCheckpoint()
             case SampleNow():
-                self._jobs.append(_Job(self._sample_pieces(prompt="", source="live"), reply, "the sample"))
+                pieces = yield StartSample(prompt="", source="live")
+                self._jobs.append(_Job(pieces, reply, "the sample"))
             case EvaluateNow():
-                if not self._flush_progress():
+                if not (yield FlushProgress()):
                     return False
-                self._evaluate()
+                yield Evaluate()
             case SetTemperature(temperature=temperature):
-                self.temperature = self._lowest_temperature(temperature, reply)
-                self.emit(SettingsChanged(self.temperature, self.config.early_stop))
+                yield Apply(SetTemperature((yield from self._lowest_temperature(temperature, reply))))
             case AskNextTokens():
-                self._serve_typing()
-            case SetEarlyStop(evaluations=evaluations):
-                self.config.early_stop = evaluations  # saved with the config: a resumed run keeps it
-                self.emit(SettingsChanged(self.temperature, evaluations))
-                self.emit(Notice(f"early stop after {plural(evaluations, 'evaluation')} without a new best"
-                                 if evaluations else "early stop off"))
-            case SetSampleInterval(seconds=seconds):
-                self.config.sample_interval = seconds  # saved with the config: a resumed run keeps it
-                self.next_sample_at = time.monotonic() + seconds
-                self.emit(Notice(f"a live sample every {seconds:g} s" if seconds else "live samples off"))
+                yield from self.serve_typing()
+            case SetEarlyStop() | SetSampleInterval():
+                yield Apply(request)
             case Prompt(text=text, length=length, temperature=None):
-                pieces = self._sample_pieces(prompt=text, source="prompt", length=length)
+                pieces = yield StartSample(prompt=text, source="prompt", length=length)
                 self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
             case Prompt(text=text, length=length, temperature=temperature) if temperature is not None:
-                pieces = self._sample_pieces(prompt=text, source="temperatures", length=length,
-                                             temperature=self._lowest_temperature(temperature, reply))
+                lowest = yield from self._lowest_temperature(temperature, reply)
+                pieces = yield StartSample(prompt=text, source="temperatures", length=length, temperature=lowest)
                 self._jobs.append(_Job(pieces, reply, "the prompt's continuation"))
-        return self.state != "error"
+        return not self.failed
 
-    def _lowest_temperature(self, temperature: float, reply: Reply | None) -> float:
+    def _lowest_temperature(self, temperature: float, reply: Reply | None) -> Actions[float]:
         """A temperature under MIN_TEMPERATURE raised to it, and the asker told."""
         if temperature >= MIN_TEMPERATURE:
             return temperature
-        self._tell(reply, f"temperature {temperature:g} is below {MIN_TEMPERATURE:g}, the lowest this run samples "
-                          f"at (lower is greedy sampling already): {MIN_TEMPERATURE:g} is used", "information")
+        yield from self._tell(reply, f"temperature {temperature:g} is below {MIN_TEMPERATURE:g}, the lowest this run "
+                                     f"samples at (lower is greedy sampling already): {MIN_TEMPERATURE:g} is used",
+                              "information")
         return MIN_TEMPERATURE
 
 

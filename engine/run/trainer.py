@@ -14,15 +14,18 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charrnn_tui.engine import config as cfg
+from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
 from charrnn_tui.engine.counts import plural
-from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.errors import CharRNNError, CheckpointError
 from charrnn_tui.engine.events import (
+    CheckpointSaved,
     Evaluated,
     Event,
     NextTokens,
@@ -31,18 +34,44 @@ from charrnn_tui.engine.events import (
     SampleFinished,
     SampleStarted,
     SampleText,
+    SettingsChanged,
     StateChanged,
     Validating,
 )
 from charrnn_tui.engine.history import thin_evaluations
 from charrnn_tui.engine.model.cowrite import TypingState
-from charrnn_tui.engine.model.device import memory_in_use, release_cached_memory
+from charrnn_tui.engine.model.device import (
+    configure_backends,
+    memory_in_use,
+    release_cached_memory,
+    reseed_cudnn_dropout,
+    use_bf16,
+)
 from charrnn_tui.engine.model.evaluate import evaluate
-from charrnn_tui.engine.model.sampling import Continuation, SampleSettings
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import Continuation, SampleSettings, TextGenerator
+from charrnn_tui.engine.model.step import TrainStep
 from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.protocol import Request, SetEarlyStop, SetSampleInterval, SetTemperature, Stop
 from charrnn_tui.engine.run import schedule
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
-from charrnn_tui.engine.run.control import TYPING_CHUNK, Controls
+from charrnn_tui.engine.run.checkpoints import checkpoint_payload, restore, resume_schedule, resumed_config
+from charrnn_tui.engine.run.control import (
+    TYPING_CHUNK,
+    Action,
+    Actions,
+    Announce,
+    AnswerKeystroke,
+    Apply,
+    ChangeState,
+    Controls,
+    Evaluate,
+    FlushProgress,
+    Reply,
+    SaveCheckpoint,
+    StartSample,
+    WritePiece,
+)
 from charrnn_tui.engine.run.distributed import (
     GATHER,
     REPORT,
@@ -54,21 +83,58 @@ from charrnn_tui.engine.run.distributed import (
     Peers,
     ProcessGroup,
     World,
+    check_batch,
     shard,
 )
 from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.metrics import require_tensorboard
 from charrnn_tui.engine.run.process_usage import ProcessUsage
-from charrnn_tui.engine.run.run import Run
-from charrnn_tui.engine.run.run_setup import RunSetup
-from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, run_hint, write_status
+from charrnn_tui.engine.run.run import EventSink, Run, Trained
+from charrnn_tui.engine.run.run_setup import (
+    auto_batch_size,
+    default_threads,
+    distributed_batch_size,
+    join_training,
+    make_optimizer,
+    open_leader_parts,
+    pick_run_device,
+    place_run,
+    plan_notes,
+    read_text,
+)
+from charrnn_tui.engine.run.schedule import Schedule
+from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, keep_step_copy, run_hint, write_status
 from charrnn_tui.engine.text.corpus import Corpus
+from charrnn_tui.engine.text.data import make_batcher, validation_ids
 
-EventSink = Callable[[Event], None]
 MAX_SAVED_SAMPLES = 50
+_FINISHED = object()  # what a sample's pieces give once it has finished
 VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
 
 
-class Trainer(Controls, RunSetup):
+@dataclass(frozen=True)
+class RunPlan:
+    """The run to train, as the command line reads it: a new one from its config (its corpus read
+    already, with notes on how the model was fitted to it), or one to resume from its checkpoint
+    with the settings given beside --resume. What serving a run (engine/serve/process.py) takes."""
+
+    config: cfg.TrainConfig | None  # None: the checkpoint's, read by set-up
+    runs_dir: Path
+    resume: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    run_name: str | None = None
+    corpus: Corpus | None = None
+    notes: tuple[str, ...] = ()
+
+    def trainer(self, on_event: EventSink | None, *, interactive: bool = False, world: World = SINGLE) -> Trainer:
+        """The Trainer of this plan. `interactive`: for a UI (a failed save pauses the run);
+        `world`: this process's place in a torchrun run (engine/run/distributed.py)."""
+        return Trainer(self.config, on_event=on_event, runs_dir=self.runs_dir, run_name=self.run_name,
+                       resume=self.resume, overrides=dict(self.overrides), pause_on_save_error=interactive,
+                       world=world, corpus=self.corpus, notes=self.notes)
+
+
+class Trainer:
     def __init__(
         self,
         config: cfg.TrainConfig | None = None,
@@ -104,12 +170,13 @@ class Trainer(Controls, RunSetup):
         self.world = world
         self.peers: Peers = Alone()
         # What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
-        # before leaves nothing worth saving). `model`, `batcher`, `run_dir`... read it (run_setup.py).
+        # before leaves nothing worth saving).
         self.built: Run | None = None
         self.device: torch.device | None = None  # picked first, before the run is built
-        self.step = 0
-        self.train_seconds = 0.0
+        self.trained = Trained()  # how far it has come: a resume restores it (engine/run/checkpoints.py)
         self.saved_step = 0
+        self.temperature = config.temperature if config is not None else 1.0  # a resumed run's: set-up reads it
+        self.plan_notes: list[str] = []  # how the defaults suit this text, said when training starts
         self._sample_ids = 0
         self._copy_check_noted = False
         self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/model/cowrite.py)
@@ -122,7 +189,7 @@ class Trainer(Controls, RunSetup):
         # Called at the start and at each progress report, with the speed since the last one, on
         # the training thread (engine/run/threads.py).
         self.balance_threads: Callable[[float | None], None] | None = None
-        self._init_controls()
+        self.controls = Controls(self.trained)  # the requests' queue and budgets (engine/run/control.py)
 
     def run(self) -> str:
         """Set up, train until a stop condition or a stop request, and return the final state."""
@@ -193,45 +260,123 @@ class Trainer(Controls, RunSetup):
     def _write_final_status(self, run: Run) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
         this covers runs trained from Python with no server)."""
+        trained = self.trained
         info, run_dir = run.info, run.run_dir
         if info is None or run_dir is None or not run_dir.is_dir():
             return
         write_status(run_dir, {
-            **info.status_fields(), "state": self.state, "reason": self.error, "step": self.step,
-            "best_val": self.best_val if math.isfinite(self.best_val) else None, "pid": None,
+            **info.status_fields(), "state": self.state, "reason": self.error, "step": trained.step,
+            "best_val": trained.best_val if math.isfinite(trained.best_val) else None, "pid": None,
             "updated": time.time(), "viewers": 0,
         })
 
+    # ---- set-up -------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        """Build the run (engine/run/run_setup.py, step by step), or rebuild it from its checkpoint and
+        restore it (engine/run/checkpoints.py). `device`, `peers` and `built` are set as soon as each
+        exists: a failure later still releases the group, names the device, frees the run's folder."""
+        checkpoint = None
+        if self.resume_path is not None:
+            checkpoint = load_checkpoint(self.resume_path)
+            self.config = resumed_config(checkpoint, self.overrides)
+        config, world = self.config, self.world
+        cfg.validate(config)
+        if config.tensorboard:
+            require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
+        torch.manual_seed(config.seed)
+        text = read_text(config, checkpoint, self.loaded_corpus, self.resume_path)
+        self.loaded_corpus = None  # its text is the TextSplit's now
+
+        self.device = device = pick_run_device(config.device, world)
+        configure_backends(device, config.threads or default_threads(device, world))
+        if world.distributed and not config.auto_batch_size:
+            check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
+        bf16 = use_bf16(device, config.precision)
+        self.gpu_monitor = GpuMonitor(device) if world.leader else None
+        config.model.vocab_size = len(text.vocab)
+        model = CharRNN(config.model).to(device)
+        optimizer = make_optimizer(model, config, device)
+        train_step = TrainStep(model, optimizer, device, bf16=bf16, grad_clip=config.grad_clip)
+        train_tokens = len(text.train_ids)
+        probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
+                                             or config.seq_len != checkpoint["config"]["seq_len"])
+        preset_batch = config.batch_size
+        if probed:
+            config.batch_size = auto_batch_size(config, device, train_tokens, train_step, len(text.vocab), self.emit)
+        elif checkpoint is None and config.fit_batch_size:
+            config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, train_tokens)
+        group: ProcessGroup | None = None
+        if world.distributed:
+            self.peers = group = ProcessGroup(world, device)
+            if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
+                config.batch_size = distributed_batch_size(group, config, world, device, config.batch_size,
+                                                           train_tokens, self.emit)
+                check_batch(config.batch_size, world)
+        # From here the run is built: what follows places it and restores it, with the leader's
+        # folder, lock, logs and corpus filled in last (a follower has none).
+        on_device = text.train_ids.to(device)
+        self.built = run = Run(
+            config=config, device=device, bf16=bf16, vocab=text.vocab, model=model, optimizer=optimizer,
+            train_step=train_step, train_ids=on_device,
+            val_ids=validation_ids(text.val_ids, config.eval_tokens).to(device),
+            batcher=make_batcher(config.sampler, on_device, config.batch_size, config.seq_len, config.seed),
+            generator=TextGenerator(model, text.vocab), schedule=Schedule(), peers=self.peers,
+            text_fingerprint=text.fingerprint if world.leader else None,
+        )
+        self.temperature = config.temperature
+        if checkpoint is None and config.fit_eval_interval:
+            config.eval_interval = cfg.fitted_eval_interval(config, train_tokens)
+        self.plan_notes = [] if checkpoint is not None else plan_notes(run, preset_batch, probed)
+        failed: CharRNNError | None = None
+        try:
+            if world.leader:  # a follower trains; the leader keeps the folder, lock and logs
+                place_run(run, self.resume_path, self.run_name, self.runs_dir, text.corpus.name)
+            if checkpoint is not None:
+                assert self.resume_path is not None, "read from it"
+                restore(run, self.trained, checkpoint, world, self.resume_path, self.emit)
+                resume_schedule(run, self.trained, checkpoint, self.overrides, self.resume_path, self.emit)
+        except CharRNNError as e:
+            if group is None:
+                raise
+            failed = e
+        if group is not None:
+            join_training(run, group, world, text, self.trained.step, checkpoint, failed)
+            if not world.leader:
+                return
+        self.saved_step = self.trained.step
+        open_leader_parts(run, text, self.trained, checkpoint, world, self.emit)
+
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
+        trained = self.trained
         run = self.built
         assert run is not None, "set-up has built the run"
         config = run.config
         self._set_state("training")
-        self.session_start_seconds = self.train_seconds
+        self.session_start_seconds = trained.train_seconds
         self.session_start_fraction = self._limit_fraction()
         self.overhead_seconds = 0.0  # this session's evaluations, samples and saves: the ETA counts them
-        self.first_unreported_step = self.step + 1
+        self.first_unreported_step = trained.step + 1
         self.tokens_since_report = 0
         self.next_sample_at = time.monotonic()  # the first live sample straight away: noise
         self.last_report = time.perf_counter()
-        self.seconds_at_report = self.train_seconds
+        self.seconds_at_report = trained.train_seconds
         if self.balance_threads is not None:
             self.balance_threads(None)  # no speed yet
 
         while True:
-            self._serve_requests(block=self.paused)
+            self._serve_requests(block=self.controls.paused)
             if self.state == "error":  # a NaN found while serving a request
                 return
-            if self.stop_requested is not None:
-                self._drop_requests()  # stopping now: not after the prompts set aside
+            if self.controls.stop_requested is not None:
+                self._pull(self.controls.drop())  # stopping now: not after the prompts set aside
                 if self._stop_on_request():
                     return
                 continue  # the final save failed: paused, so the user can free space and retry
-            if self.paused:
+            if self.controls.paused:
                 continue
             if self._limit_reached():
-                self._finish_requests()  # asked for before the end: the budget kept training, which is over
+                self._pull(self.controls.finish())  # asked for before the end: the budget kept training, which is over
                 if self._finish():
                     return
                 continue
@@ -240,15 +385,15 @@ class Trainer(Controls, RunSetup):
             # requests, evaluations, samples and saves served between them.
             started = time.perf_counter()
             self._train_step()
-            self.train_seconds += time.perf_counter() - started
+            trained.train_seconds += time.perf_counter() - started
 
             due_report = (time.perf_counter() - self.last_report >= config.report_interval
                           or run.train_step.log.full)
-            due_eval = self.step % config.eval_interval == 0
-            due_checkpoint = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
+            due_eval = trained.step % config.eval_interval == 0
+            due_checkpoint = config.checkpoint_interval and trained.step % config.checkpoint_interval == 0
             due_sample = config.sample_interval and time.monotonic() >= self.next_sample_at
             if due_report or due_eval or due_checkpoint or due_sample or self._limit_reached():
-                started, trained = time.perf_counter(), self.train_seconds
+                started, trained_before = time.perf_counter(), trained.train_seconds
                 if not self._report():
                     return
                 if due_eval:
@@ -260,10 +405,82 @@ class Trainer(Controls, RunSetup):
                 if due_sample:
                     self._sample(prompt="", source="live")
                 # the report's read-back counts as training (it waits for the steps to finish)
-                self.overhead_seconds += time.perf_counter() - started - (self.train_seconds - trained)
+                self.overhead_seconds += time.perf_counter() - started - (trained.train_seconds - trained_before)
+
+    # ---- requests -----------------------------------------------------------------------------
+    def request(self, request: Request, reply: Reply | None = None) -> None:
+        """Queue a request for the loop; safe from any thread (engine/run/control.py says what is
+        refused, and how each is served)."""
+        self.controls.request(request, reply)
+
+    def _serve_requests(self, block: bool) -> None:
+        self._pull(self.controls.serve(block))
+
+    def _serve_typing(self) -> None:
+        self._pull(self.controls.serve_typing())
+
+    def _pull(self, actions: Actions[None]) -> None:
+        """Do what the controls ask, one action at a time, sending each back what came of it, or the
+        error it raised (they tell whoever asked, or raise it on: a device out of memory)."""
+        answer: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = actions.throw(error) if error is not None else actions.send(answer)
+            except StopIteration:
+                return
+            answer, error = None, None
+            try:
+                answer = self._do(action)
+            except Exception as e:  # noqa: BLE001 - thrown back into the controls, which decide
+                error = e
+
+    def _do(self, action: Action) -> Any:
+        match action:
+            case FlushProgress():
+                return self._flush_progress()
+            case SaveCheckpoint():
+                return self._save(LATEST)
+            case Evaluate():
+                self._evaluate()
+            case AnswerKeystroke(text=text, top=top):
+                self._expect(text, top)
+            case StartSample(prompt=prompt, source=source, length=length, temperature=temperature):
+                return self._sample_pieces(prompt, source, length, temperature)
+            case WritePiece(pieces=pieces):
+                return next(pieces, _FINISHED) is not _FINISHED
+            case ChangeState(state=state):
+                if state == "training":
+                    self.last_report = time.perf_counter()  # the time paused is no report's
+                self._set_state(state)
+            case Announce(event=event):
+                self.emit(event)
+            case Apply(request=request):
+                self._apply(request)
+        return None
+
+    def _apply(self, request: Request) -> None:
+        """A request that changes the loop's own settings."""
+        config = self.config
+        match request:
+            case SetTemperature(temperature=temperature):
+                self.temperature = temperature
+                self.emit(SettingsChanged(self.temperature, config.early_stop))
+            case SetEarlyStop(evaluations=evaluations):
+                config.early_stop = evaluations  # saved with the config: a resumed run keeps it
+                self.emit(SettingsChanged(self.temperature, evaluations))
+                self.emit(Notice(f"early stop after {plural(evaluations, 'evaluation')} without a new best"
+                                 if evaluations else "early stop off"))
+            case SetSampleInterval(seconds=seconds):
+                config.sample_interval = seconds  # saved with the config: a resumed run keeps it
+                self.next_sample_at = time.monotonic() + seconds
+                self.emit(Notice(f"a live sample every {seconds:g} s" if seconds else "live samples off"))
+            case Stop(unattended=True):
+                self.pause_on_save_error = False  # nobody to free space and press save: a failed save ends it
 
     def _train_step(self, lr: float | None = None) -> None:
         """One step; the leader of a distributed run first tells the followers to take it too."""
+        trained = self.trained
         run = self.built
         assert run is not None, "set-up has built the run"
         if lr is None:
@@ -271,7 +488,7 @@ class Trainer(Controls, RunSetup):
             run.peers.step(lr)
         position = run.batcher.state_dict()
         batch = run.batcher.next()
-        state = None if batch.reset else self.train_state
+        state = None if batch.reset else trained.train_state
         try:
             with run.peers.stepping():
                 state = run.train_step(shard(batch, self.world), state, lr)
@@ -282,14 +499,15 @@ class Trainer(Controls, RunSetup):
             if lost is not None:  # DDP's all-reduce found a rank gone
                 raise lost from None
             raise
-        self.train_state = state if run.batcher.carries_state else None
-        self.step += 1
-        self.tokens_seen += batch.predictions
+        trained.train_state = state if run.batcher.carries_state else None
+        trained.step += 1
+        trained.tokens_seen += batch.predictions
         self.tokens_since_report += batch.predictions
 
     def _report(self) -> bool:
         """Send the losses since the last report; False when a loss or gradient norm went NaN/inf and
         the run stopped."""
+        trained = self.trained
         run = self.built
         assert run is not None, "set-up has built the run"
         if not run.train_step.log.count:
@@ -298,26 +516,26 @@ class Trainer(Controls, RunSetup):
         run.peers.add_up_losses(run.train_step.log)  # every rank's share of each step's loss, added up
         losses, grad_norms = run.train_step.log.read()  # the one host sync per report
         now = time.perf_counter()
-        self.train_seconds += now - started  # waiting here is the device finishing the steps
-        elapsed = max(self.train_seconds - self.seconds_at_report, 1e-9)
-        self.seconds_at_report = self.train_seconds
+        trained.train_seconds += now - started  # waiting here is the device finishing the steps
+        elapsed = max(trained.train_seconds - self.seconds_at_report, 1e-9)
+        self.seconds_at_report = trained.train_seconds
         self.last_report = now
         first = self.first_unreported_step
-        self.first_unreported_step = self.step + 1
+        self.first_unreported_step = trained.step + 1
         bad = next((i for i, (v, g) in enumerate(zip(losses, grad_norms, strict=True))
                     if not (math.isfinite(v) and math.isfinite(g))), None)
         if bad is not None:
-            self.losses.extend(losses[:bad])
+            trained.losses.extend(losses[:bad])
             what = (f"loss became {losses[bad]}" if not math.isfinite(losses[bad])
                     else f"gradient norm became {grad_norms[bad]}")
             self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
             return False
-        self.losses.extend(losses)
+        trained.losses.extend(losses)
         self._train_sum += sum(losses)
         self._train_count += len(losses)
         lr = self._lr()
         assert run.metrics is not None, "the leader's set-up has opened the log"
-        run.metrics.train(self.step, self.train_seconds, self.tokens_seen, lr, sum(losses) / len(losses),
+        run.metrics.train(trained.step, trained.train_seconds, trained.tokens_seen, lr, sum(losses) / len(losses),
                            sum(grad_norms) / len(grad_norms))
         tokens_per_s = self.tokens_since_report / elapsed
         if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
@@ -325,8 +543,8 @@ class Trainer(Controls, RunSetup):
         self.tokens_since_report = 0
         usage = self.process_usage.read()
         self.emit(Progress(
-            step=self.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
-            tokens_per_s=tokens_per_s, lr=lr, train_seconds=self.train_seconds,
+            step=trained.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
+            tokens_per_s=tokens_per_s, lr=lr, train_seconds=trained.train_seconds,
             eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(run, tokens_per_s),
             memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
             cpu_percent=usage.cpu_percent, rss_bytes=usage.rss_bytes,
@@ -366,7 +584,7 @@ class Trainer(Controls, RunSetup):
                 train_step.log.add_up_losses(group.sum_)
                 train_step.log.read()
             elif command == GATHER:
-                group.collect_state(self._carried_state())
+                group.collect_state(self.trained.carried_state())
             elif command == STOP:
                 self._set_state("stopped")
                 group.close()
@@ -384,45 +602,46 @@ class Trainer(Controls, RunSetup):
         return run.device.type == "cpu" and not (index is not None and index.building)
 
     def _evaluate(self) -> None:
+        trained = self.trained
         run = self.built
         assert run is not None, "set-up has built the run"
         t0 = time.perf_counter()
         # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
         # result: the chunk size does not change it), answering keystrokes between them.
-        typing = self.typing_now
+        typing = self.controls.typing_now
         shown = [t0]
 
         def progress(done: float) -> None:  # the first call, then about twice a second
             now = time.perf_counter()
             if done == 0.0 or now - shown[0] >= VALIDATING_INTERVAL:
                 shown[0] = now
-                self.emit(Validating(self.step, done, len(run.val_ids)))
+                self.emit(Validating(trained.step, done, len(run.val_ids)))
 
         result = evaluate(run.model, run.val_ids, chunk=TYPING_CHUNK if typing else None,
                           between=self._serve_typing if typing else None, progress=progress)
         self.last_eval_seconds = time.perf_counter() - t0
-        is_best = result.nats < self.best_val
-        self.best_val = min(self.best_val, result.nats)
+        is_best = result.nats < trained.best_val
+        trained.best_val = min(trained.best_val, result.nats)
         if is_best:
-            self.evals_since_best, self.first_after_best = 0, None
+            trained.evals_since_best, trained.first_after_best = 0, None
         else:
-            if not self.evals_since_best:
-                self.first_after_best = self.step  # thinning may drop it from val_history
-            self.evals_since_best += 1
-        train_at_eval = self.train_at_eval
+            if not trained.evals_since_best:
+                trained.first_after_best = trained.step  # thinning may drop it from val_history
+            trained.evals_since_best += 1
+        train_at_eval = trained.train_at_eval
         if self._train_count:
-            train_at_eval = [*train_at_eval, (self.step, self._train_sum / self._train_count)]
+            train_at_eval = [*train_at_eval, (trained.step, self._train_sum / self._train_count)]
             self._train_sum, self._train_count = 0.0, 0
-        self.val_history, self.train_at_eval = thin_evaluations([*self.val_history, (self.step, result.nats)],
-                                                                train_at_eval)
+        trained.val_history, trained.train_at_eval = thin_evaluations(
+            [*trained.val_history, (trained.step, result.nats)], train_at_eval)
         change = run.schedule.after_evaluation(run.config, self._position(), result.nats)
         since_change = run.schedule.since_change
-        verdict = read_history(self.val_history, dict(self.train_at_eval), since_best=self.evals_since_best,
-                               first_after_best=self.first_after_best, since_change=since_change,
+        verdict = read_history(trained.val_history, dict(trained.train_at_eval), since_best=trained.evals_since_best,
+                               first_after_best=trained.first_after_best, since_change=since_change,
                                learning=self._lr() > 0)
         assert run.metrics is not None, "the leader's set-up has opened the log"
-        run.metrics.validation(self.step, self.train_seconds, self.tokens_seen, self._lr(), result.nats)
-        self.emit(Evaluated(self.step, result.nats, result.bits, result.perplexity, self.best_val, is_best,
+        run.metrics.validation(trained.step, trained.train_seconds, trained.tokens_seen, self._lr(), result.nats)
+        self.emit(Evaluated(trained.step, result.nats, result.bits, result.perplexity, trained.best_val, is_best,
                             result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
         if change is not None:
             self.emit(Notice(change))
@@ -453,6 +672,7 @@ class Trainer(Controls, RunSetup):
         """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
         run may train: the pieces are written with the weights of the moment. One that fails or is
         dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
+        trained = self.trained
         run = self.built
         assert run is not None, "set-up has built the run"
         config = run.config
@@ -468,7 +688,7 @@ class Trainer(Controls, RunSetup):
         result = Continuation(prompt)
         pieces = run.generator.stream(prompt, settings, result)
         first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
-        self.emit(SampleStarted(sample_id, self.step, prompt, settings.temperature, source, tuple(result.notes)))
+        self.emit(SampleStarted(sample_id, trained.step, prompt, settings.temperature, source, tuple(result.notes)))
         word_level = run.vocab.kind == "word"
         sent = 0
         finished = False
@@ -487,7 +707,7 @@ class Trainer(Controls, RunSetup):
                 probs, lengths = self._token_details(result, 0, word_level)
                 self.emit(SampleFinished(sample_id, result.text, probs, lengths))
         if source == "live":
-            self.samples = [*self.samples[-(MAX_SAVED_SAMPLES - 1):], (self.step, result.text)]
+            trained.samples = [*trained.samples[-(MAX_SAVED_SAMPLES - 1):], (trained.step, result.text)]
 
     def _expect(self, text: str, top: int) -> None:
         """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
@@ -519,12 +739,81 @@ class Trainer(Controls, RunSetup):
         novelty = index.novelty(text)
         return novelty.longest_copy, tuple(novelty.spans)
 
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _save(self, name: str) -> bool:
+        """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
+        if self.state == "error":
+            return False  # never write weights from a failed run over a good checkpoint
+        run, step = self._built(), self.trained.step
+        assert run.run_dir is not None, "the leader's set-up has placed the run"
+        payload = checkpoint_payload(run, self.trained)
+        broken = non_finite_tensor(payload)
+        if broken is not None:
+            self._fail(f"{broken} is not finite at step {step}; not saved. {self._last_good_checkpoint()}")
+            return False
+        path = run.run_dir / name
+        try:
+            save_checkpoint(payload, path)
+        except CheckpointError as e:
+            self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
+            if self.pause_on_save_error and not self.controls.paused:
+                self.controls.paused = True
+                self._set_state("paused", "checkpoint failed")
+            return False
+        reseed_cudnn_dropout(run.device)  # a run resumed from this file draws the same dropout masks
+        if name == LATEST:
+            self.saved_step = step
+            keep_step_copy(path, step, run.config.keep_checkpoints)
+        self.emit(CheckpointSaved(str(path), step, name.removesuffix(".pt"), time.time()))
+        return True
+
+    def _save_final(self) -> bool:
+        # A failed write loses nothing when the latest checkpoint already holds every step.
+        return self._save(LATEST) or self.trained.step == self.saved_step
+
+    def _save_after_out_of_memory(self) -> None:
+        # An allocation that fails outside the optimizer's update leaves the weights of the last
+        # whole step, which are worth keeping; a failure inside it may leave them half-updated.
+        run = self.built
+        if run is None or run.train_step.updating or self.trained.step <= self.saved_step:
+            return
+        release_cached_memory(run.device)
+        try:
+            if self._report():  # read the pending losses first: never save over a NaN
+                self._save(LATEST)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+
+    def _fail_unsaved(self) -> None:
+        # Headless, nobody can retry the save: end as an error so the exit status says so.
+        if self.state == "error":
+            return  # the save found non-finite weights: that is the error to report
+        last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
+        self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.trained.step} "
+                   f"are lost; {last}")
+
+    def _last_good_checkpoint(self) -> str:
+        if not self.saved_step:
+            return "Nothing was saved; start again with a lower --lr"
+        return f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
+
+    def _remove_empty_run_dir(self) -> None:
+        # A run that failed before its first checkpoint leaves nothing behind.
+        run_dir = self.built.run_dir if self.built is not None else None
+        if run_dir is not None and self.resume_path is None and run_dir.is_dir():
+            leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
+            if not leftovers:
+                (run_dir / ".lock").unlink(missing_ok=True)
+                run_dir.rmdir()
+
     # ---- how a run ends -----------------------------------------------------------------------
     def _finish(self) -> bool:
         """Evaluate, save and finish; False when the save failed and a UI wants the run kept, paused."""
+        trained = self.trained
         if not self._flush_progress():
             return True
-        if not self.val_history or self.val_history[-1][0] != self.step:
+        if not trained.val_history or trained.val_history[-1][0] != trained.step:
             self._evaluate()
         if not self._save_final():
             if self.pause_on_save_error:
@@ -538,9 +827,9 @@ class Trainer(Controls, RunSetup):
         """Save if asked and stop; False when the save failed and a UI wants the run kept, paused."""
         if not self._flush_progress():
             return True
-        if self.stop_requested and not self._save_final():
+        if self.controls.stop_requested and not self._save_final():
             if self.pause_on_save_error:
-                self.stop_requested = None
+                self.controls.stop_requested = None
                 self.emit(Notice("could not save, so training is paused, not stopped: free space and press "
                                  "save, or quit without saving", "warning"))
                 return False
@@ -560,6 +849,7 @@ class Trainer(Controls, RunSetup):
 
     def _fail(self, message: str) -> None:
         self.state = "error"
+        self.controls.failed = True  # it serves nothing more
         self.error = message
         self.emit(Notice(message, "error"))
         self.emit(StateChanged("error", message))
@@ -572,15 +862,21 @@ class Trainer(Controls, RunSetup):
         self.on_event(event)
 
     # ---- schedule and limits ------------------------------------------------------------------
+    def _built(self) -> Run:
+        assert self.built is not None, "set-up has built the run"
+        return self.built
+
     def _position(self) -> schedule.Position:
-        return schedule.Position(self.step, self._built().batcher.epoch_float, self.train_seconds)
+        run, trained = self._built(), self.trained
+        return schedule.Position(trained.step, run.batcher.epoch_float, trained.train_seconds)
 
     def _limit_fraction(self) -> float | None:
         return schedule.limit_fraction(self.config, self._position(), self._built().schedule.start)
 
     def _limit_reached(self) -> str | None:
-        return self.early_stopped or schedule.limit_reached(self.config, self.step, self._built().batcher.epoch_float,
-                                                            self.train_seconds)
+        position = self._position()
+        return self.early_stopped or schedule.limit_reached(self.config, position.step, position.epoch,
+                                                            position.seconds)
 
     def _lr(self) -> float:
         return self._built().schedule.rate(self.config, self._position())
@@ -593,7 +889,7 @@ class Trainer(Controls, RunSetup):
         if fraction is None or start is None:  # no stop condition (none is added during a session)
             return None
         done = fraction - start
-        spent = self.train_seconds - self.session_start_seconds
+        spent = self.trained.train_seconds - self.session_start_seconds
         if done <= 0:
             return None
         return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)

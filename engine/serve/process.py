@@ -9,16 +9,15 @@ its launcher through a pipe when the run is listening, or why it could not start
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError
 from charrnn_tui.engine.events import Event, Notice
@@ -26,11 +25,11 @@ from charrnn_tui.engine.printable import printable_line
 from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run.distributed import World, world_from_env
 from charrnn_tui.engine.run.threads import ThreadShare
-from charrnn_tui.engine.runs import LOG, default_runs_dir, open_in_run, run_hint
+from charrnn_tui.engine.runs import LOG, open_in_run, run_hint
 from charrnn_tui.engine.serve.server import RunServer
 
 if TYPE_CHECKING:
-    from charrnn_tui.engine.run.trainer import Trainer
+    from charrnn_tui.engine.run.trainer import RunPlan, Trainer
 
 DETACHED_PRINT_INTERVAL = 60.0  # seconds between progress lines in engine.log
 # engine.log is moved to engine.log.1 (one kept) when an engine starts writing to it over this size.
@@ -40,29 +39,31 @@ DETACHED_PRINT_INTERVAL = 60.0  # seconds between progress lines in engine.log
 LOG_LIMIT = 10 * 2**20
 
 
-class MakeTrainer(Protocol):
-    """The command line's make_trainer (engine/cli/arguments.py): the run for parsed train arguments."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a run's engine process serves it, besides the run itself (a RunPlan)."""
 
-    def __call__(self, args: argparse.Namespace, on_event: Callable[[Event], None] | None,
-                 interactive: bool = False, world: World | None = None) -> Trainer: ...
+    serve_fd: int | None = None  # detached: the pipe that tells the launcher "ready RUN_DIR" or "error WHY"
+    jsonl: str | None = None  # a file that every event is appended to, a JSON line each
+    for_app: bool = False  # started for a UI: a checkpoint that cannot be written pauses the run
+    balance_threads: bool = True  # share the CPU cores with the other runs (no --threads given)
 
 
-def serve(args: argparse.Namespace, make_trainer: MakeTrainer) -> int:
-    """Train as parsed `train` arguments say, serving the run's socket; the exit status.
-    `make_trainer(args, on_event, interactive=, world=)` builds the run (the command line's)."""
+def serve(plan: RunPlan, options: ServeOptions) -> int:
+    """Train the planned run, serving its socket; the exit status."""
     from charrnn_tui.engine.serve.printer import ProgressPrinter
 
     world = world_from_env()
     if world.distributed and not world.leader:
-        return follow(args, world, make_trainer)
+        return follow(plan, world)
 
-    detached = args.serve_fd is not None
-    ready = os.fdopen(args.serve_fd, "w") if detached else None
-    jsonl = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
+    detached = options.serve_fd is not None
+    ready = os.fdopen(options.serve_fd, "w") if options.serve_fd is not None else None
+    jsonl = open(options.jsonl, "a", encoding="utf-8") if options.jsonl else None  # noqa: SIM115
     printer = ProgressPrinter(jsonl=jsonl, interval=DETACHED_PRINT_INTERVAL if detached else 2.0)
     server: RunServer | None = None
     trainer: Trainer | None = None
-    share = ThreadShare(args.runs_dir or default_runs_dir())
+    share = ThreadShare(plan.runs_dir)
 
     def on_listening(run_dir: Path) -> None:
         share.run_dir = run_dir
@@ -76,9 +77,9 @@ def serve(args: argparse.Namespace, make_trainer: MakeTrainer) -> int:
         printer(event)
 
     try:
-        trainer = make_trainer(args, on_event, interactive=args.serve_for_app, world=world)
+        trainer = plan.trainer(on_event, interactive=options.for_app, world=world)
         server = RunServer(trainer, on_listening=on_listening, required=detached)
-        if args.threads is None and not world.distributed:  # a distributed run splits the cores itself
+        if options.balance_threads and not world.distributed:  # a distributed run splits the cores itself
             share.on_choice = lambda message: trainer.emit(Notice(message))
             trainer.balance_threads = share
         _handle_signals(trainer, detached, distributed=world.distributed)
@@ -100,19 +101,25 @@ def serve(args: argparse.Namespace, make_trainer: MakeTrainer) -> int:
     return 0
 
 
-def follow(args: argparse.Namespace, world: World, make_trainer: MakeTrainer) -> int:
+def follow(plan: RunPlan, world: World) -> int:
     """A follower rank of a distributed run: it trains as rank 0 commands, and prints, saves and
     serves nothing. torchrun passes Ctrl+C, SIGTERM and SIGHUP on to every rank; only rank 0 acts
     on them (it saves, which needs the followers' states, then tells them to stop)."""
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    trainer = make_trainer(args, None, world=world)
+    trainer = plan.trainer(None, world=world)
     try:
         trainer.run()
     except CharRNNError as e:
         raise CharRNNError(f"rank {world.rank}: {e}") from None
     return 0
+
+
+def tell_launcher(serve_fd: int, line: str) -> None:
+    """One line for the launcher of a detached engine ("error WHY": the run was not even planned)."""
+    with contextlib.suppress(OSError):
+        _tell(os.fdopen(serve_fd, "w"), line)
 
 
 def _tell(ready: TextIO, line: str) -> None:
@@ -168,7 +175,7 @@ def _handle_signals(trainer: Trainer, detached: bool, distributed: bool = False)
         trainer.request(Stop(save=True, unattended=True))
 
     def hang_up(signum: int, frame: FrameType | None) -> None:
-        run_dir = getattr(trainer, "run_dir", None)
+        run_dir = trainer.built.run_dir if trainer.built is not None else None  # None: not placed yet
         try:
             _output_to_log(run_dir)
         except CheckpointError:  # no usable engine.log: the output goes nowhere rather than to a dead terminal
