@@ -26,6 +26,7 @@ from charrnn_tui.engine.runs import (
     BEST,
     LATEST,
     SWEEP,
+    SWEEP_LIMIT,
     is_live,
     name_taken_message,
     read_run_file,
@@ -43,7 +44,6 @@ from charrnn_tui.engine.tune.trials import (
     start,
 )
 
-SWEEP_LIMIT = 4 * 2**20  # bytes: a sweep.json is a few kilobytes
 VERSION = 1
 POLL = 0.2  # seconds between looks at the trials in flight
 SAVE_EVERY = 5.0  # seconds between saves of the time spent, between events
@@ -99,8 +99,9 @@ class SweepState:
             "machine_argv": self.machine_argv,
             "plan": {"rungs": list(self.plan.rungs), "trials": self.plan.trials, "eta": self.plan.eta},
             "space": self.space.to_dict(),
-            "trials": [{"id": t.id, "name": t.name, "settings": t.settings.to_dict(), "steps": t.steps, "why": t.why}
-                       for t in self.trials],
+            # "state" is for readers (the app's leaderboard): a resume recomputes it from the reports
+            "trials": [{"id": t.id, "name": t.name, "settings": t.settings.to_dict(), "steps": t.steps, "why": t.why,
+                        "state": h.state(t.id)} for t in self.trials],
             "reports": [{str(t): _loss_out(loss) for t, loss in rung.items()} for rung in h.reports],
             "promoted": [sorted(rung) for rung in h.promoted], "started": h.started,
             "running": {str(t): rung for t, rung in h.running.items()},
@@ -388,6 +389,16 @@ def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
     words = ["charrnn-tui", "train", *state.data_argv, "--preset", state.preset, *trial.settings.flags(),
              "--max-steps", str(state.steps_for(trial, rung))]
     return shlex.join(words)
+
+
+def continuation_argv(folder: Path, trial: str, machine_argv: list[str], cores: int) -> list[str]:
+    """The `train` arguments that carry the winner on as an ordinary run (`tune --continue`): resumed
+    from its last checkpoint with its stop conditions lifted (`--max-time 0`: until stopped, the
+    schedule restarted open-ended, engine/run/run_setup.py), on the whole machine's `cores` rather
+    than the share a trial had (a device given to the sweep is kept)."""
+    device = machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
+    return ["--resume", str(folder / trial), "--max-time", "0", "--threads", str(cores), *device,
+            "--runs-dir", str(folder.parent)]
 
 
 def winner_checkpoint(folder: Path, trial: Trial) -> Path:
