@@ -57,6 +57,11 @@ def test_a_trial_whose_engine_runs_is_training_with_its_engines_tokens(tmp_path)
         lock.release()
     assert row is not None and row.live and row.state == "training"
     assert row.tokens == 7 * state.trials[4].settings.step_tokens
+    lock = RunLock(folder).acquire()  # the sweep's loop runs: a trial it means to train is starting
+    try:
+        assert read_board(folder).row("trial-05").state == "starting"  # type: ignore[union-attr]
+    finally:
+        lock.release()
 
 
 async def test_the_leaderboard_shows_the_board_and_charts_the_leading_trials_and_the_highlighted_one(tmp_path):
@@ -171,8 +176,7 @@ async def test_the_winner_training_on_is_followed(tmp_path):
     state = make_sweep(folder)
     assert state.winner is not None
     data = json.loads((folder / SWEEP).read_text())
-    data["winner"]["continued"] = True
-    data["trials"][1]["state"] = "running"  # as the continuation's engine holds its lock
+    data["winner"]["continued"] = True  # trial-02, finished in the sweep, trains on
     (folder / SWEEP).write_text(json.dumps(data))
     asked: list[str] = []
     app = sweep_app(folder)
@@ -183,6 +187,7 @@ async def test_the_winner_training_on_is_followed(tmp_path):
             await pilot.pause()
             assert asked == [str(folder / "trial-02")]
             assert "trial-02 won, trains on" in str(app.screen.query_one("#sweep-title").render())
+            assert cells(app.screen.query_one(Leaderboard))[0][-1] == "training"
     finally:
         for lock in locks:
             lock.release()

@@ -35,7 +35,7 @@ class TrialRow:
     seq_len: int
     tokens: int | None  # tokens trained on: by its engine's last status while it trains, else its last job's
     val: float | None  # validation loss at its highest rung; inf where it diverged
-    state: str  # training, stopped, waiting, promoted, pruned, finished, diverged, failed, pending
+    state: str  # training, starting, stopped, waiting, promoted, pruned, finished, diverged, failed, pending
     rung: int | None  # its highest rung reached (0-based)
     live: bool = False  # an engine trains it now
 
@@ -81,6 +81,11 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
     reports = [{_trial_key(t): _loss(v)
                 for t, v in _dict(rung, "a rung's reports").items()}
                for rung in _list(sweep.get("reports"), "reports", len(rungs))]
+    loop_live = probe and is_live(folder)  # the sweep's loop holds its folder's lock while it runs
+    winner = sweep.get("winner")
+    winner = winner if isinstance(winner, dict) else {}
+    winner_name = _text(winner["trial"], "the winner") if "trial" in winner else None
+    continued = winner.get("continued") is True  # the winner trains on (`--continue`): its folder is probed too
     rows = []
     for i, item in enumerate(_list(sweep.get("trials"), "trials", MAX_TRIALS)):
         trial = _dict(item, f"trial {i + 1}")
@@ -94,26 +99,24 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
         rung = next((k for k in reversed(range(len(reports))) if trial_id in reports[k]), None)
         state = _text(trial.get("state", "pending"), f"{name}'s state")
         live, tokens = False, steps * step_tokens if steps else None
-        if probe and state in LIVE_STATES and is_live(folder / name):
+        probed = state in LIVE_STATES or (continued and name == winner_name)
+        if probe and probed and is_live(folder / name):
             live, state = True, "training"
             step = read_status(folder / name).get("step")
             if type(step) is int and 0 < step <= MAX_COUNT:
                 tokens = step * step_tokens
-        elif state == "running":  # the sweep meant it to train, and nothing does: resumed by `tune --resume`
-            state = "stopped"
+        elif state == "running":  # meant to train: its engine is starting, or (no loop) `tune --resume` resumes it
+            state = "starting" if loop_live else "stopped"
         rows.append(TrialRow(name, _model(settings, name), _number(settings.get("dropout"), f"{name}'s dropout"),
                              _number(settings.get("lr"), f"{name}'s lr"), _count(settings.get("seq_len"), name), tokens,
                              reports[rung][trial_id] if rung is not None else None, state, rung, live))
     if len({r.name for r in rows}) < len(rows):
         raise Unreadable("two trials have the same name")
     rows.sort(key=_order)
-    winner = sweep.get("winner")
-    winner = winner if isinstance(winner, dict) else {}
     return Board(folder.name, rows, planned=_count(plan.get("trials"), "plan.trials"), rungs=rungs,
                  spent_s=_seconds(sweep.get("spent_s"), "spent_s"),
                  budget_s=_seconds(sweep.get("budget_s"), "budget_s"),
-                 winner=_text(winner["trial"], "the winner") if "trial" in winner else None,
-                 continued=winner.get("continued") is True)
+                 winner=winner_name, continued=continued)
 
 
 def _order(row: TrialRow) -> tuple[int, float, str]:
