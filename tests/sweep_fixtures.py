@@ -16,8 +16,9 @@ RUNGS = (30_000, 90_000)
 RUNG_1 = {0: 2.31, 1: 2.05, 2: 2.62, 3: math.nan, 5: None}
 
 
-def make_sweep(folder: Path, *, ended: bool = True) -> SweepState:
-    """Trials 1-6 of a 6-trial plan on two rungs; `ended`: trial 2 finished rung 2 and won."""
+def make_sweep(folder: Path, *, ended: bool = True, curves: bool = True) -> SweepState:
+    """Trials 1-6 of a 6-trial plan on two rungs; `ended`: trial 2 finished rung 2 and won;
+    `curves`: each trial's folder with its validation curve."""
     space = search_space("tiny", 2_700, 2_400, "char", RUNGS[-1])
     state = SweepState(corpus="abc", data_argv=["/x/abc.txt"], preset="tiny", budget_s=600.0,
                        plan=Plan(RUNGS, 6), space=space, seed=3, slots=2, machine_argv=["--threads", "1"],
@@ -36,7 +37,7 @@ def make_sweep(folder: Path, *, ended: bool = True) -> SweepState:
         state.winner = {"trial": "trial-02", "rung": 1, "val_loss": 1.87, "checkpoint": "-", "command": "-"}
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     save(folder, state)
-    for trial in state.trials:
+    for trial in state.trials if curves else ():
         write_curve(folder / trial.name, trial.id)
     return state
 

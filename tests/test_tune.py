@@ -349,3 +349,40 @@ def test_ctrl_c_stops_the_trials_and_says_how_to_resume(repetitive_text, runs_di
     trials = [p for p in (runs_dir / "sweep").iterdir() if p.is_dir()]
     assert trials and not any(is_live(p) for p in trials)  # every trial it started has ended
     assert sweep_json(runs_dir / "sweep")["running"]  # the stopped job waits for --resume
+
+
+def test_continue_trains_the_winner_on_as_an_ordinary_run(repetitive_text, runs_dir):
+    """`tune --continue`: once the sweep has its winner, the tune process becomes the winner's
+    `train --resume` (exec: the same pid) with no stop condition; SIGTERM saves and stops it. The
+    sweep is one whose budget is spent (tests/sweep_fixtures.py, trial-02 the best at the top rung),
+    its winner a real run of a few steps: a real sweep's plan on this loaded machine is not sure
+    to finish a rung in a short budget."""
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.runs import is_live, read_status
+
+    folder = runs_dir / "sweep"
+    state = make_sweep(folder, curves=False)
+    trained = run_cli("train", str(repetitive_text), "--preset", "tiny", *state.trials[1].settings.flags(),
+                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
+    assert trained.returncode == 0, trained.stderr
+    trial = folder / "trial-02"
+    command = [*cli_command(), "tune", "--resume", "sweep", "--budget", "0s", "--continue", "--headless",
+               "--runs-dir", str(runs_dir)]
+    tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # past its 3 steps, and past its own first evaluations: no stop condition holds it
+        wait_until(lambda: is_live(trial) and (read_status(trial).get("step") or 0) > 20,
+                   "the winner training past its sweep's steps", timeout=90)
+        assert read_status(trial).get("pid") == tune.pid  # exec'd: the tune process is the winner's run
+        assert sweep_json(folder)["winner"]["continued"] is True  # what the app follows
+        tune.send_signal(signal.SIGTERM)
+        out, _ = tune.communicate(timeout=90)
+    finally:
+        if tune.poll() is None:
+            tune.kill()
+            tune.communicate()
+    assert "winner: trial-02" in out and "train --resume sweep/trial-02 " in out and "--max-time 0" in out, out
+    status = read_status(trial)
+    assert status.get("state") == "stopped" and status["step"] > 20, status
+    assert not is_live(trial)

@@ -113,7 +113,7 @@ def continue_winner(folder: Path, state: SweepState, out: TextIO) -> None:
     same terminal or tune.log, Ctrl+C saves and stops it as any headless run), after sweep.json has
     said so, so that the app watching the sweep attaches to it."""
     from charrnn_tui.engine.run.threads import available_cores
-    from charrnn_tui.engine.runs import run_hint
+    from charrnn_tui.engine.runs import command_hint
     from charrnn_tui.engine.tune.sweep import continuation_argv, save
 
     assert state.winner is not None, "a sweep with a winner"
@@ -121,9 +121,8 @@ def continue_winner(folder: Path, state: SweepState, out: TextIO) -> None:
     argv = continuation_argv(folder, trial, state.machine_argv, available_cores())
     state.winner["continued"] = True
     save(folder, state)
-    out.write(printable_line(f"the winner trains on as an ordinary run: "
-                             f"`{run_hint('train --resume', folder / trial)} --max-time 0`; Ctrl+C saves and stops it")
-              + "\n")
+    again = command_hint(f"train --resume {folder.name}/{trial} --max-time 0", folder.parent)
+    out.write(printable_line(f"the winner trains on as an ordinary run: `{again}`; Ctrl+C saves and stops it") + "\n")
     out.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "charrnn_tui.engine", "train", *argv, "--headless"])
