@@ -203,3 +203,25 @@ def test_the_continuation_resumes_the_winner_with_no_stop_condition_on_the_whole
     args = parse(["train", *argv, "--headless"])
     assert Path(args.resume) == folder / "trial-02" and Path(args.runs_dir) == folder.parent
     assert resume_overrides(args) == {"max_time": 0.0, "threads": 8, "device": "cpu"}
+
+
+def test_the_message_after_the_app_says_where_the_sweep_and_its_winner_are(tmp_path):
+    from charrnn_tui.tui.sweep_app import sweep_exit_message
+
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    assert "tune-abc ended: trial-02 won (its best.pt: " in sweep_exit_message(folder)
+    data = json.loads((folder / SWEEP).read_text())
+    data["winner"]["continued"] = True
+    (folder / SWEEP).write_text(json.dumps(data))
+    lock = RunLock(folder / "trial-02").acquire()
+    try:
+        message = sweep_exit_message(folder)
+    finally:
+        lock.release()
+    assert "trial-02 won and trains on" in message and "attach tune-abc/trial-02" in message, message
+    lock = RunLock(folder).acquire()  # the sweep's loop runs
+    try:
+        assert "goes on in the background" in sweep_exit_message(folder)
+    finally:
+        lock.release()

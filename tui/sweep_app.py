@@ -11,6 +11,7 @@ from charrnn_tui.engine.printable import printable
 from charrnn_tui.engine.runs import command_hint, is_live
 
 from .app import CharRNNApp
+from .sweep_board import read_board
 
 
 def run_sweep_app(folder: Path) -> int:
@@ -23,6 +24,15 @@ def run_sweep_app(folder: Path) -> int:
 def sweep_exit_message(folder: Path) -> str:
     """Where the sweep is, once the screen has gone."""
     watch = command_hint(f"tune --resume {folder.name}", folder.parent)
+    board = read_board(folder)
+    if not is_live(folder) and board.winner is not None:
+        winner = board.row(board.winner)
+        name = f"{folder.name}/{board.winner}"
+        if board.continued and winner is not None and winner.live:
+            return (f"sweep {folder.name} ended: {board.winner} won and trains on; "
+                    f"`{command_hint(f'attach {name}', folder.parent)}` watches it, "
+                    f"`{command_hint(f'stop {name}', folder.parent)}` ends it\n")
+        return f"sweep {folder.name} ended: {board.winner} won (its best.pt: {folder / board.winner / 'best.pt'})\n"
     if is_live(folder):
         return (f"sweep {folder.name} goes on in the background (its output: {folder / 'tune.log'}); "
                 f"`{watch}` watches it\n")
