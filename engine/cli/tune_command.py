@@ -135,7 +135,7 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
     from charrnn_tui.engine.runs import check_new_run_name, new_run_dir
     from charrnn_tui.engine.text.corpus import corpus_spec, load_corpus
     from charrnn_tui.engine.text.vocab import build_vocab
-    from charrnn_tui.engine.tune.halving import plan
+    from charrnn_tui.engine.tune.halving import FIRST_RUNG_SHARE, plan
     from charrnn_tui.engine.tune.space import default_settings, search_space
     from charrnn_tui.engine.tune.speed import training_speed
     from charrnn_tui.engine.tune.sweep import SweepState
@@ -157,13 +157,15 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
     speed = training_speed(reference, len(vocab), preset=preset, device_name=args.device, threads=threads,
                            seconds=PROBE_SECONDS)
     left = args.budget - (time.monotonic() - began)
-    budget_tokens = speed * slots * left
-    the_plan = plan(budget_tokens, args.first_rung * reference.step_tokens, job_tokens=speed * JOB_SECONDS)
+    first_rung = args.first_rung * reference.step_tokens
+    the_plan = plan(speed * left, first_rung, slots=slots, job_tokens=speed * JOB_SECONDS)
     if the_plan is None:
-        need = 2 * (args.first_rung * reference.step_tokens / speed + JOB_SECONDS) / slots
-        raise ConfigError(f"a budget of {duration(args.budget)} is too short for two trials here: each needs "
-                          f"{args.first_rung} steps of {reference.step_tokens:,} tokens at {speed:,.0f} tokens/s "
-                          f"(measured); give --budget {math.ceil(need + (args.budget - left)) + 1}s or more")
+        job = first_rung / speed + JOB_SECONDS
+        raise ConfigError(f"a budget of {duration(args.budget)} is too short for two trials: a first-rung job takes "
+                          f"{job:.1f} s here ({args.first_rung} steps of {reference.step_tokens:,} tokens at "
+                          f"{speed:,.0f} tokens/s, measured, and start-up) and may take {FIRST_RUNG_SHARE:.0%} of "
+                          f"the budget; give --budget {math.ceil(job / FIRST_RUNG_SHARE + args.budget - left) + 1}s "
+                          "or more")
     space = search_space(preset, len(corpus.text), train_tokens, args.tokens, the_plan.rungs[-1])
     name = args.name or f"tune-{corpus.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = new_run_dir(runs_dir, name, exact=bool(args.name))
@@ -173,7 +175,8 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
               + "\n")
     return folder, SweepState(corpus=corpus.name, data_argv=data_argv(args), preset=preset,
                               budget_s=args.budget, plan=the_plan, space=space, seed=args.seed, slots=slots,
-                              machine_argv=machine, spent_s=time.monotonic() - began, default=reference)
+                              machine_argv=machine, spent_s=time.monotonic() - began, default=reference,
+                              speed=speed, job_seconds=JOB_SECONDS)
 
 
 def machine_shares(device_type: str, parallel: int | None, cores: int) -> tuple[int, int, int]:
@@ -328,6 +331,8 @@ def write_winner(sweep: Sweep, out: TextIO) -> None:
     out.write(printable_line(f"winner: {trial.name}, {trial.settings.label()}: val {loss:.4f} at "
                              f"{tokens_label(state.plan.rungs[rung])} tokens (rung {rung + 1} of "
                              f"{len(state.plan.rungs)})") + "\n")
+    if rung + 1 < len(state.plan.rungs) and state.plan.reach(rung + 1):  # the budget ended it below its top rung
+        out.write(f"  (the budget ran out before rung {rung + 2}: the winner is the best of rung {rung + 1})\n")
     out.write(printable_line(f"  checkpoint: {winner_checkpoint(sweep.folder, trial)}") + "\n")
     out.write(printable_line(f"  reproduce:  {command}") + "\n")
 
