@@ -26,6 +26,7 @@ STATUS = "status.json"  # what the run's server last said about it, for `charrnn
 LOG = "engine.log"  # a detached engine's output
 METRICS = "metrics.jsonl"  # a line per progress report and evaluation (engine/run/metrics.py)
 SWEEP = "sweep.json"  # marks a sweep's folder (engine/tune/sweep.py): its trials are runs one level down
+SWEEP_LIMIT = 4 * 2**20  # bytes: a sweep.json is a few kilobytes (81 trials: about 60 KB)
 LIVE_STATES = ("starting", "training", "paused")
 UNREADABLE = "unreadable"  # the state `runs` shows for a run whose files cannot be trusted
 STATUS_LIMIT = 64 * 1024  # bytes: a status.json is a few hundred; a bigger one is none of ours

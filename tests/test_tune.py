@@ -78,15 +78,18 @@ def run_to_the_end(halving: Halving, losses: dict[int, list[float | None]]) -> l
     return jobs
 
 
-def test_a_plan_spends_the_budget_on_as_many_rungs_as_fit():
-    p = plan(4_000_000, 100_000)
-    assert p is not None and p.trials == 9 and len(p.rungs) == 3 and p.rungs[1] == 3 * p.rungs[0]
-    assert p.tokens() <= 4_000_000 and p.rungs[0] >= 100_000
-    # 9 trials to r0, 3 of them on by 2 r0, 1 by 6 r0 more: 21 r0 in all
-    assert plan(50_000_000, 100_000, most_rungs=3) == Plan(tuple(50_000_000 // 21 * 3**k for k in range(3)), 9)
-    assert plan(250_000, 100_000) == Plan((125_000,), 2)  # room for two trials, no promotion
-    assert plan(150_000, 100_000) is None  # not even two
-    assert plan(4_000_000, 100_000, job_tokens=50_000).rungs[0] < p.rungs[0]  # engines' start-up counted
+def test_a_plan_spends_the_budget_on_as_many_trials_as_fit_then_on_longer_rungs():
+    p = plan(4_000_000, 100_000)  # one slot: the makespan is the tokens
+    # 17 trials fit at 100k (9 + 3 x 2 + 1 x 6 = 33 first rungs); the first rung then grows to fill the budget
+    assert p == Plan((4_000_000 // 33, 3 * (4_000_000 // 33), 9 * (4_000_000 // 33)), 17)
+    assert p.tokens() <= 4_000_000
+    assert plan(4_000_000, 100_000, slots=2).trials > p.trials  # two slots, more trials
+    assert plan(1_100_000, 250_000) == Plan((275_000,), 2)  # two trials on one rung: a plain comparison,
+    # the first rung no more than a quarter of the budget
+    assert plan(999_999, 250_000) is None  # a first-rung job over a quarter of the budget: too short
+    assert plan(4_000_000, 100_000, job_tokens=50_000).trials < p.trials  # engines' start-up counted
+    big = plan(10**10, 100_000)
+    assert big.trials == 81 and len(big.rungs) == 5 and big.tokens() <= 10**10 and big.rungs[0] > 2 * 100_000
 
 
 def test_the_best_third_of_each_rung_goes_on_and_the_rest_are_pruned():
@@ -112,24 +115,6 @@ def test_ties_go_to_the_trial_started_first():
     run_to_the_end(h, {0: [1.5, 1.0], 1: [1.5, 1.0], 2: [1.5, 1.0]})
     assert h.promoted[0] == {0} and h.winner() == (0, 1, 1.0)
     assert ranked({3: 1.0, 1: 1.0, 2: 0.5}) == [2, 1, 3]
-
-
-def test_a_plan_that_would_overrun_the_budget_shrinks_to_what_fits():
-    h = Halving(Plan((100, 300, 900), 9))
-    for _ in range(2):
-        h.next_job()
-    h.report(0, 0, 1.0)
-    assert h.tokens_left(9) == 7 * 100 + 3 * 200 + 1 * 600  # one job of rung 0 running, one done
-    assert h.replan(seconds_per_token=0.01, slots=1, seconds_left=1e9) == 9  # never grown, nor shrunk when it fits
-    # 4 trials: 2 more at rung 0 (200 tokens) and one promotion (200): 4 s at 0.01 s a token on one slot
-    assert h.replan(seconds_per_token=0.01, slots=1, seconds_left=4.0) == 4
-    assert h.quota(0) == 1 and h.quota(1) == 0 and h.plan.reach(2) == 0
-    assert h.replan(seconds_per_token=1.0, slots=1, seconds_left=0.0) == 2  # never below the trials started
-    h.report(1, 0, 2.0)  # the job running all along
-    while (job := h.next_job()) is not None:
-        h.report(job[0], job[1], 2.0)
-    assert h.promoted[0] == set() and h.winner() == (0, 0, 1.0)  # two trials: compared, none sent on
-    assert h.state(0) == h.state(1) == "finished"  # no rung above theirs can be reached
 
 
 def test_a_diverged_or_failed_trial_is_never_promoted():
@@ -248,7 +233,7 @@ def test_sweep_json_keeps_what_a_resume_needs(tmp_path):
     space = search_space("tiny", 2_700, 2_400, "char", 100_000)
     state = SweepState(corpus="abc", data_argv=["/x/abc.txt"], preset="tiny", budget_s=60.0,
                        plan=Plan((100, 300), 3), space=space, seed=5, slots=2, machine_argv=["--threads", "1"],
-                       default=default_settings(space, 2_700))
+                       default=default_settings(space, 2_700), speed=12_345.5, job_seconds=4.0)
     for _ in range(3):
         state.trials.append(Trial(len(state.trials), f"trial-{len(state.trials) + 1:02d}", next_settings(state)))
         state.decisions.next_job()
@@ -262,6 +247,7 @@ def test_sweep_json_keeps_what_a_resume_needs(tmp_path):
     assert again.decisions.reports[0][0] == 1.5 and again.decisions.state(1) == "diverged"
     assert again.decisions.running == {2: 0} and again.decisions.started == 3
     assert again.sampler_state == state.sampler_state
+    assert (again.speed, again.job_seconds) == (12_345.5, 4.0)  # what a re-plan scales by the jobs measured
     straight = next_settings(state)  # a resumed sweep draws the trial a straight one would
     assert next_settings(again) == straight
 
@@ -349,3 +335,40 @@ def test_ctrl_c_stops_the_trials_and_says_how_to_resume(repetitive_text, runs_di
     trials = [p for p in (runs_dir / "sweep").iterdir() if p.is_dir()]
     assert trials and not any(is_live(p) for p in trials)  # every trial it started has ended
     assert sweep_json(runs_dir / "sweep")["running"]  # the stopped job waits for --resume
+
+
+def test_continue_trains_the_winner_on_as_an_ordinary_run(repetitive_text, runs_dir):
+    """`tune --continue`: once the sweep has its winner, the tune process becomes the winner's
+    `train --resume` (exec: the same pid) with no stop condition; SIGTERM saves and stops it. The
+    sweep is one whose budget is spent (tests/sweep_fixtures.py, trial-02 the best at the top rung),
+    its winner a real run of a few steps: a real sweep's plan on this loaded machine is not sure
+    to finish a rung in a short budget."""
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.runs import is_live, read_status
+
+    folder = runs_dir / "sweep"
+    state = make_sweep(folder, curves=False)
+    trained = run_cli("train", str(repetitive_text), "--preset", "tiny", *state.trials[1].settings.flags(),
+                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
+    assert trained.returncode == 0, trained.stderr
+    trial = folder / "trial-02"
+    command = [*cli_command(), "tune", "--resume", "sweep", "--budget", "0s", "--continue", "--headless",
+               "--runs-dir", str(runs_dir)]
+    tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # past its 3 steps, and past its own first evaluations: no stop condition holds it
+        wait_until(lambda: is_live(trial) and (read_status(trial).get("step") or 0) > 20,
+                   "the winner training past its sweep's steps", timeout=90)
+        assert read_status(trial).get("pid") == tune.pid  # exec'd: the tune process is the winner's run
+        assert sweep_json(folder)["winner"]["continued"] is True  # what the app follows
+        tune.send_signal(signal.SIGTERM)
+        out, _ = tune.communicate(timeout=90)
+    finally:
+        if tune.poll() is None:
+            tune.kill()
+            tune.communicate()
+    assert "winner: trial-02" in out and "train --resume sweep/trial-02 " in out and "--max-time 0" in out, out
+    status = read_status(trial)
+    assert status.get("state") == "stopped" and status["step"] > 20, status
+    assert not is_live(trial)

@@ -64,6 +64,7 @@ from .widgets.quit_screen import QuitScreen
 from .widgets.runs_screen import RunsChoice
 from .widgets.samples_panel import SamplesPanel
 from .widgets.status_panel import StatusPanel
+from .widgets.sweep_screen import SweepScreen
 from .widgets.temperatures_screen import TEMPERATURES, TemperaturesScreen
 
 if TYPE_CHECKING:  # imported where a run is connected to: the app opens without the client's imports
@@ -86,7 +87,7 @@ TEMPERATURE_KEYS = Binding.Group("Temp")  # one footer entry for both temperatur
 # Bound to plain keys, which the prompt takes as text while it has focus.
 SINGLE_KEY_ACTIONS = {"pause", "resume", "checkpoint", "temperature", "sample", "focus_prompt", "quit_asking",
                       "detach", "runs", "chart_log", "chart_fit", "chart_x_unit", "chart_window", "chart_smoothing",
-                      "chart_maximise"}
+                      "chart_maximise", "sweep"}
 
 
 class EngineEvents(Message):
@@ -115,6 +116,7 @@ class CharRNNApp(App[int]):
         Binding("p,slash", "focus_prompt", "Prompt", tooltip="Type a prompt for the model to continue"),
         Binding("escape", "leave_prompt", "Leave prompt", tooltip="Leave the prompt: letters are keys again"),
         Binding("r", "runs", "Runs", tooltip="The runs in the runs folder: attach to one, or compare their curves"),
+        Binding("v", "sweep", "Sweep", tooltip="The sweep's leaderboard and curves (an app opened by `tune`)"),
         Binding("l", "chart_log", "Chart: log scale, or not", show=False),
         Binding("f", "chart_fit", "Chart: loss range fitted to the run, or full", show=False),
         Binding("x", "chart_x_unit", "Chart: by steps, training time or tokens", show=False),
@@ -142,8 +144,9 @@ class CharRNNApp(App[int]):
     ]
 
     def __init__(self, engine_factory: EngineFactory | None = None, *, autostart: bool = True,
-                 runs_dir: Path | None = None) -> None:
+                 runs_dir: Path | None = None, sweep: Path | None = None) -> None:
         super().__init__()
+        self.sweep = sweep  # the sweep's folder, for an app opened by `tune`: its screen comes first
         bound_textual_caches()  # attached for days, Textual's own caches would grow for hours (textual_caches.py)
         self.engine_factory = engine_factory
         self.trainer: EngineClient | None = None  # the run's client once connected (named for the requests it takes)
@@ -177,6 +180,8 @@ class CharRNNApp(App[int]):
         self.redraw()
         if self.autostart:
             self.start_training()
+        if self.sweep is not None:
+            self.action_sweep()
 
     def _handle_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -318,6 +323,10 @@ class CharRNNApp(App[int]):
         """False hides a binding from the footer (and disables it), None greys it out."""
         if action == "help":
             return not isinstance(self.screen, HelpScreen)  # there `?` closes it (its own binding)
+        if action == "sweep" and self.sweep is None:
+            return False
+        if action in SINGLE_KEY_ACTIONS and isinstance(self.screen, SweepScreen):
+            return False  # the sweep's screen has keys of its own; the trial's come with its view (escape)
         typing = self.prompt_focused
         if action in ("toggle_pause", "leave_prompt"):
             return typing  # ctrl+t is shown while typing; space does the job otherwise
@@ -544,8 +553,16 @@ class CharRNNApp(App[int]):
         if any([run.refresh() for run in panel.chart.compared]):
             panel.show_compared(panel.chart.compared)
 
+    def action_sweep(self) -> None:
+        if self.sweep is not None and not isinstance(self.screen, SweepScreen):
+            self.push_screen(SweepScreen(self.sweep))
+
+    def attach_run(self, run_dir: str) -> None:
+        """Watch the live run in `run_dir` instead of this one (the same one again if it has ended)."""
+        self._attach_chosen(run_dir)
+
     def _attach_chosen(self, run_dir: str | None) -> None:
-        if not run_dir or (self.view.info is not None and run_dir == self.view.info.run_dir):
+        if not run_dir or (self.view.info is not None and run_dir == self.view.info.run_dir and self.running):
             return
         from charrnn_tui.engine.serve.client import EngineClient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from charrnn_tui.engine.cli.main import check_train_corpus, dispatch, parse, report_errors
+from charrnn_tui.engine.cli.main import check_train_corpus, dispatch, parse, report_errors, start_sweep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,21 @@ def main(argv: list[str] | None = None) -> int:
         from .app import run_app
 
         return report_errors(open_app, run_app, args)
+    if args.command == "tune" and not args.headless and has_terminal():
+        # Without a terminal (a script, a pipe) tune prints as with --headless: there is nothing to draw on.
+        return report_errors(open_sweep_app, args)
     return report_errors(dispatch, args)
+
+
+def open_sweep_app(args) -> int:
+    """`tune` without --headless: the sweep starts in the background, the app watches it."""
+    from .sweep_app import run_sweep_app
+
+    return run_sweep_app(start_sweep(args))
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def open_app(run_app, args) -> int:

@@ -12,6 +12,14 @@ def si(n: float) -> str:
     return f"{n:.0f}"
 
 
+def short_count(n: float) -> str:
+    """1.5M, 250k, 90k, 900: a count to three significant digits (as `tune` prints tokens)."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
 def size_bytes(n: int | None) -> str:
     if n is None:
         return "-"

@@ -171,6 +171,13 @@ def serve_train(args: argparse.Namespace) -> int:
                                     balance_threads=args.threads is None))
 
 
+def start_sweep(args: argparse.Namespace) -> Path:
+    """`tune` for the app: the sweep made or found, its loop running detached; its folder."""
+    from charrnn_tui.engine.cli.tune_command import start_sweep_driver
+
+    return start_sweep_driver(args)
+
+
 def report_errors(fn, *a) -> int:
     """Run fn; a CharRNNError becomes one line on stderr and exit status 2."""
     try:

@@ -2,8 +2,9 @@
 window where it matters) for a corpus under a wall-clock budget, by successive halving
 (engine/tune/). Each trial is an ordinary run in the sweep's folder under the runs folder; a line
 is printed per trial event, and at the end the table and the winner's `charrnn-tui train` command.
-`--resume` continues an interrupted sweep. The app's leaderboard is still to come: for now `tune`
-prints, with or without --headless."""
+`--resume` continues an interrupted sweep; `--continue` carries the winner on as an ordinary run.
+Without --headless the sweep is made here and its loop runs detached (`start_sweep_driver`), watched
+by the app (tui/widgets/sweep_screen.py)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,11 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=parse_duration, metavar="DURATION",
                         help="wall-clock time for the whole sweep, e.g. 20m, 1h (with --resume: how much more)")
     parser.add_argument("--headless", action="store_true",
-                        help="print a line per trial event and the table at the end (the app's view is to come)")
+                        help="print a line per trial event and the table at the end (default: the app's "
+                             "leaderboard, the sweep running in the background)")
+    parser.add_argument("--continue", dest="continue_on", action="store_true",
+                        help="when the sweep ends, the winner trains on as an ordinary run until stopped "
+                             "(`train --resume SWEEP/TRIAL --max-time 0`)")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="SWEEP",
                         help="continue the latest sweep, or the one named")
     parser.add_argument("--name", metavar="NAME", help="the sweep's folder name (default: tune-CORPUS-time)")
@@ -98,7 +103,29 @@ def run_tune(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if ended == "interrupted":
         out.write(f"continue it: {resume_hint(folder)}\n")
         return 130
+    if args.continue_on and state.winner is not None:
+        continue_winner(folder, state, out)  # does not return
     return 0
+
+
+def continue_winner(folder: Path, state: SweepState, out: TextIO) -> None:
+    """`--continue`: this process becomes the winner's `train --resume ... --headless` (exec: the
+    same terminal or tune.log, Ctrl+C saves and stops it as any headless run), after sweep.json has
+    said so, so that the app watching the sweep attaches to it."""
+    from charrnn_tui.engine.run.threads import available_cores
+    from charrnn_tui.engine.runs import command_hint
+    from charrnn_tui.engine.tune.sweep import continuation_argv, save
+
+    assert state.winner is not None, "a sweep with a winner"
+    trial = str(state.winner["trial"])
+    argv = continuation_argv(folder, trial, state.machine_argv, available_cores())
+    state.winner["continued"] = True
+    save(folder, state)
+    again = command_hint(f"train --resume {folder.name}/{trial} --max-time 0", folder.parent)
+    out.write(printable_line(f"the winner trains on as an ordinary run: `{again}`; Ctrl+C saves and stops it") + "\n")
+    out.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "charrnn_tui.engine", "train", *argv, "--headless"])
 
 
 def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Path, SweepState]:
@@ -108,7 +135,7 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
     from charrnn_tui.engine.runs import check_new_run_name, new_run_dir
     from charrnn_tui.engine.text.corpus import corpus_spec, load_corpus
     from charrnn_tui.engine.text.vocab import build_vocab
-    from charrnn_tui.engine.tune.halving import plan
+    from charrnn_tui.engine.tune.halving import FIRST_RUNG_SHARE, plan
     from charrnn_tui.engine.tune.space import default_settings, search_space
     from charrnn_tui.engine.tune.speed import training_speed
     from charrnn_tui.engine.tune.sweep import SweepState
@@ -130,13 +157,15 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
     speed = training_speed(reference, len(vocab), preset=preset, device_name=args.device, threads=threads,
                            seconds=PROBE_SECONDS)
     left = args.budget - (time.monotonic() - began)
-    budget_tokens = speed * slots * left
-    the_plan = plan(budget_tokens, args.first_rung * reference.step_tokens, job_tokens=speed * JOB_SECONDS)
+    first_rung = args.first_rung * reference.step_tokens
+    the_plan = plan(speed * left, first_rung, slots=slots, job_tokens=speed * JOB_SECONDS)
     if the_plan is None:
-        need = 2 * (args.first_rung * reference.step_tokens / speed + JOB_SECONDS) / slots
-        raise ConfigError(f"a budget of {duration(args.budget)} is too short for two trials here: each needs "
-                          f"{args.first_rung} steps of {reference.step_tokens:,} tokens at {speed:,.0f} tokens/s "
-                          f"(measured); give --budget {math.ceil(need + (args.budget - left)) + 1}s or more")
+        job = first_rung / speed + JOB_SECONDS
+        raise ConfigError(f"a budget of {duration(args.budget)} is too short for two trials: a first-rung job takes "
+                          f"{job:.1f} s here ({args.first_rung} steps of {reference.step_tokens:,} tokens at "
+                          f"{speed:,.0f} tokens/s, measured, and start-up) and may take {FIRST_RUNG_SHARE:.0%} of "
+                          f"the budget; give --budget {math.ceil(job / FIRST_RUNG_SHARE + args.budget - left) + 1}s "
+                          "or more")
     space = search_space(preset, len(corpus.text), train_tokens, args.tokens, the_plan.rungs[-1])
     name = args.name or f"tune-{corpus.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = new_run_dir(runs_dir, name, exact=bool(args.name))
@@ -146,7 +175,8 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
               + "\n")
     return folder, SweepState(corpus=corpus.name, data_argv=data_argv(args), preset=preset,
                               budget_s=args.budget, plan=the_plan, space=space, seed=args.seed, slots=slots,
-                              machine_argv=machine, spent_s=time.monotonic() - began, default=reference)
+                              machine_argv=machine, spent_s=time.monotonic() - began, default=reference,
+                              speed=speed, job_seconds=JOB_SECONDS)
 
 
 def machine_shares(device_type: str, parallel: int | None, cores: int) -> tuple[int, int, int]:
@@ -195,8 +225,21 @@ def data_argv(args: argparse.Namespace) -> list[str]:
 
 
 def resumed_sweep(args: argparse.Namespace, runs_dir: Path) -> tuple[Path, SweepState]:
-    from charrnn_tui.engine.runs import SWEEP, check_runs_dir, is_sweep_folder, run_folders, sanitize_run_name
     from charrnn_tui.engine.tune.sweep import load
+
+    folder = find_sweep(args, runs_dir)
+    state = load(folder)
+    if args.budget is not None:
+        state.budget_s = state.spent_s + args.budget
+    elif state.spent_s >= state.budget_s:
+        raise ConfigError(f"sweep {folder.name} has spent its budget of {duration(state.budget_s)}: give --budget "
+                          "for more time")
+    return folder, state
+
+
+def find_sweep(args: argparse.Namespace, runs_dir: Path) -> Path:
+    """The sweep `--resume [SWEEP]` names: a folder, a name in the runs folder, or the latest."""
+    from charrnn_tui.engine.runs import SWEEP, check_runs_dir, is_sweep_folder, run_folders, sanitize_run_name
 
     if args.corpus is not None:
         raise ConfigError("--resume continues a sweep on its own corpus: give no CORPUS")
@@ -212,13 +255,7 @@ def resumed_sweep(args: argparse.Namespace, runs_dir: Path) -> tuple[Path, Sweep
         if not sweeps:
             raise ConfigError(f"no sweep to resume in {runs_dir}")
         folder = max(sweeps, key=lambda f: (f / SWEEP).stat().st_mtime)
-    state = load(folder)
-    if args.budget is not None:
-        state.budget_s = state.spent_s + args.budget
-    elif state.spent_s >= state.budget_s:
-        raise ConfigError(f"sweep {folder.name} has spent its budget of {duration(state.budget_s)}: give --budget "
-                          "for more time")
-    return folder, state
+    return folder
 
 
 def handle_signals(sweep: Sweep, folder: Path) -> None:
@@ -294,6 +331,8 @@ def write_winner(sweep: Sweep, out: TextIO) -> None:
     out.write(printable_line(f"winner: {trial.name}, {trial.settings.label()}: val {loss:.4f} at "
                              f"{tokens_label(state.plan.rungs[rung])} tokens (rung {rung + 1} of "
                              f"{len(state.plan.rungs)})") + "\n")
+    if rung + 1 < len(state.plan.rungs) and state.plan.reach(rung + 1):  # the budget ended it below its top rung
+        out.write(f"  (the budget ran out before rung {rung + 2}: the winner is the best of rung {rung + 1})\n")
     out.write(printable_line(f"  checkpoint: {winner_checkpoint(sweep.folder, trial)}") + "\n")
     out.write(printable_line(f"  reproduce:  {command}") + "\n")
 
@@ -302,3 +341,54 @@ def resume_hint(folder: Path) -> str:
     from charrnn_tui.engine.runs import command_hint
 
     return command_hint(f"tune --resume {folder.name}", folder.parent)
+
+
+DRIVER_START_WAIT = 60.0  # seconds for the driver to take the sweep's lock (imports on a loaded machine)
+
+
+def start_sweep_driver(args: argparse.Namespace, out: TextIO = sys.stdout) -> Path:
+    """`tune` without --headless: the sweep is made (or found) here, in the foreground, so that bad
+    input is one line before any screen; then its loop runs as `tune --resume SWEEP --headless` in a
+    session of its own, writing to SWEEP/tune.log, so that the sweep outlives the app and its
+    terminal as a run's engine does, and the app is only its viewer (attach again with `tune
+    --resume SWEEP`). A sweep whose loop already runs is only watched. Returns the sweep's folder."""
+    import subprocess
+
+    from charrnn_tui.engine.runs import default_runs_dir, is_live, open_in_run
+    from charrnn_tui.engine.tune.sweep import save
+
+    runs_dir = args.runs_dir or default_runs_dir()
+    if args.resume is not None:
+        folder = find_sweep(args, runs_dir)
+        if is_live(folder):
+            return folder  # its loop runs (another terminal's, or one the app started): watched
+        resumed_sweep(args, runs_dir)  # the checks (a budget left), before anything starts
+    else:
+        folder, state = new_sweep(args, runs_dir, out)
+        save(folder, state)
+    argv = [sys.executable, "-m", "charrnn_tui.engine", "tune", "--resume", str(folder), "--headless",
+            "--runs-dir", str(runs_dir)]
+    if args.resume is not None and args.budget is not None:
+        argv += ["--budget", f"{args.budget}s"]
+    if args.continue_on:
+        argv.append("--continue")
+    log = open_in_run(folder / "tune.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        driver = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    finally:
+        os.close(log)
+    deadline = time.monotonic() + DRIVER_START_WAIT
+    while not is_live(folder) and time.monotonic() < deadline:  # the app then shows a sweep that runs
+        if driver.poll() is not None:
+            raise ConfigError(f"the sweep's loop ended at once: {last_line(folder / 'tune.log')}")
+        time.sleep(0.1)
+    return folder
+
+
+def last_line(path: Path) -> str:
+    """The last line of a log, for an error message (the log may be anything: read bounded)."""
+    from charrnn_tui.engine.runs import read_run_file
+
+    data, problem = read_run_file(path, 2**20)
+    lines = (data or b"").decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else problem or f"nothing in {path}"

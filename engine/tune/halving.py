@@ -21,6 +21,9 @@ import math
 from dataclasses import dataclass, field
 
 ETA = 3  # the reduction factor: a third of each rung goes on
+FIRST_RUNG_SHARE = 0.25  # a first-rung job (start-up included) takes at most this share of a slot's budget at
+# the probe's speed: on a machine 3x slower than probed, the first trials still report before the budget ends
+FILL = 2.0  # the first rung grows up to this many times --first-rung to fill a budget between trial counts
 
 
 @dataclass(frozen=True)
@@ -50,21 +53,57 @@ class Plan:
         """Engines started if every promotion is made: one per trial and rung."""
         return sum(self.reach(k) for k in range(len(self.rungs)))
 
+    def makespan(self, slots: int, job_tokens: float = 0.0) -> float:
+        """The plan's wall-clock length in the tokens one slot trains meanwhile, every promotion made:
+        each rung's jobs in waves of `slots`, a rung's waves after the rung below's (a promotion waits
+        for its rung's results; a lone top-rung job leaves the other slots idle, which `tokens() /
+        slots` would not see), `job_tokens` lost to each job's start-up."""
+        total, previous = 0.0, 0
+        for k, rung in enumerate(self.rungs):
+            total += -(-self.reach(k) // slots) * (rung - previous + job_tokens)
+            previous = rung
+        return total
 
-def plan(budget_tokens: float, first_rung: int, eta: int = ETA, most_rungs: int = 5,
-         job_tokens: float = 0.0) -> Plan | None:
-    """The plan with the most rungs (at most `most_rungs`) whose first rung is at least
-    `first_rung` tokens and whose tokens fit `budget_tokens`, `job_tokens` lost to starting each
-    job (an engine's start-up and its evaluation, in the tokens it could have trained): eta^s trials
-    on s+1 rungs, each rung costing about the same. With no room for two rungs, two trials on one (a
-    plain comparison); None when even that does not fit."""
-    for s in range(most_rungs - 1, 0, -1):
-        unit = Plan(tuple(eta**k for k in range(s + 1)), eta**s, eta)
-        r0 = int((budget_tokens - unit.jobs() * job_tokens) // unit.tokens())
-        if r0 >= first_rung:
-            return Plan(tuple(r0 * eta**k for k in range(s + 1)), unit.trials, eta)
-    r0 = int((budget_tokens - 2 * job_tokens) // 2)
-    return Plan((r0,), 2, eta) if r0 >= first_rung else None
+
+def rung_count(trials: int, eta: int = ETA, most_rungs: int = 5) -> int:
+    """Rungs a plan of `trials` trials has: as many as at least one trial can reach."""
+    count, reach = 1, trials // eta
+    while reach >= 1 and count < most_rungs:
+        count, reach = count + 1, reach // eta
+    return count
+
+
+def plan(slot_tokens: float, first_rung: int, *, slots: int = 1, job_tokens: float = 0.0, eta: int = ETA,
+         most_rungs: int = 5) -> Plan | None:
+    """The plan for a budget in which one slot trains `slot_tokens` (the probe's speed x the seconds
+    left), `slots` trials at once, `job_tokens` lost to each job's start-up; None when not even two
+    trials' first rungs fit, or a first-rung job would take more than FIRST_RUNG_SHARE of the budget.
+
+    As many trials as fit (up to eta^(most_rungs-1)) at a first rung of `first_rung` tokens, on as
+    many rungs as they can reach (growing by eta); then the first rung grows to fill the budget, up
+    to FILL x `first_rung` below the most trials, beyond them in proportion to the budget. So the
+    rungs follow the measured speed smoothly: a probe 2x faster gives rungs at most 2x longer, never
+    the cliff of choosing between brackets (where, start-up eating most of a small budget, the
+    bigger bracket's rungs were the scraps of it and the smaller's 100x longer)."""
+    share_cap = FIRST_RUNG_SHARE * slot_tokens - job_tokens
+    if first_rung > share_cap:
+        return None
+
+    def sized(trials: int, r0: float) -> Plan:
+        return Plan(tuple(int(r0) * eta**k for k in range(rung_count(trials, eta, most_rungs))), trials, eta)
+
+    most = eta ** (most_rungs - 1)
+    trials = 2
+    while trials < most and sized(trials + 1, first_rung).makespan(slots, job_tokens) <= slot_tokens:
+        trials += 1
+    unit = sized(trials, 1)  # the makespan is linear in r0: unit's, less its start-ups, times r0
+    per_r0 = unit.makespan(slots, 0.0)
+    startups = unit.makespan(slots, job_tokens) - per_r0
+    fill = (slot_tokens - startups) / per_r0
+    growth = FILL * first_rung
+    if trials == most:  # past the most trials the rungs grow with the budget, in proportion
+        growth = max(growth, first_rung * slot_tokens / sized(most, first_rung).makespan(slots, job_tokens))
+    return sized(trials, max(first_rung, min(fill, growth, share_cap)))
 
 
 def ranked(losses: dict[int, float | None]) -> list[int]:
@@ -162,26 +201,38 @@ class Halving:
         rank = ranked(self.reports[rung]).index(trial)
         return "pruned" if rank >= self.quota(rung) else "waiting"
 
-    def tokens_left(self, trials: int) -> int:
-        """Tokens still to train were the plan `trials` trials: each rung's jobs not yet reported nor
-        running, at the tokens each adds to the rung below's."""
-        plan, left, previous = Plan(self.plan.rungs, trials, self.plan.eta), 0, 0
+    def tokens_left(self, plan: Plan, slots: int, job_tokens: float = 0.0) -> float:
+        """How long `plan` has still to go from here, in the tokens one slot trains meanwhile: each
+        rung's jobs not yet reported nor running, in waves of `slots` (as Plan.makespan), at the
+        tokens each adds to the rung below's and `job_tokens` of start-up."""
+        left, previous = 0.0, 0
         for k, rung in enumerate(plan.rungs):
             begun = len(self.reports[k]) + sum(1 for r in self.running.values() if r == k)
-            left += max(0, plan.reach(k) - begun) * (rung - previous)
+            left += -(-max(0, plan.reach(k) - begun) // slots) * (rung - previous + job_tokens)
             previous = rung
         return left
 
-    def replan(self, seconds_per_token: float, slots: int, seconds_left: float) -> int:
-        """Shrink the plan to the most trials whose remaining work fits `seconds_left` on `slots` at
-        the measured `seconds_per_token` (start-up included), never below those already started and
-        never above the plan's; the trials planned now."""
-        fits = [n for n in range(self.started, self.plan.trials + 1)
-                if self.tokens_left(n) * seconds_per_token / slots <= seconds_left]
-        trials = max(fits, default=self.started)
-        if trials < self.plan.trials:
-            self.plan = Plan(self.plan.rungs, trials, self.plan.eta)
-        return self.plan.trials
+    def replan(self, seconds_per_token: float, slots: int, seconds_left: float, job_tokens: float = 0.0) -> Plan:
+        """Shrink the plan to what fits `seconds_left` on `slots` at the measured `seconds_per_token`,
+        each job's start-up as `job_tokens` (or folded into the seconds per token): first fewer trials
+        (never below those started), then, where even those overrun, fewer rungs (never below a rung
+        reported at or training), so that the sweep ends with its last promotions done rather than
+        cut by the budget. Never grown; the plan now."""
+        def fits(candidate: Plan) -> bool:
+            return self.tokens_left(candidate, slots, job_tokens) * seconds_per_token <= seconds_left
+
+        rungs, eta = self.plan.rungs, self.plan.eta
+        shrunk = next((Plan(rungs, n, eta) for n in range(self.plan.trials, self.started - 1, -1)
+                       if fits(Plan(rungs, n, eta))), None)
+        if shrunk is None:
+            used = [k for k in range(len(rungs)) if self.reports[k]] + list(self.running.values())
+            least = max(used, default=0) + 1
+            shrunk = next((Plan(rungs[:m], self.started, eta) for m in range(len(rungs), least - 1, -1)
+                           if fits(Plan(rungs[:m], self.started, eta))), Plan(rungs[:least], self.started, eta))
+        if shrunk != self.plan:
+            self.plan = shrunk
+            del self.reports[len(shrunk.rungs):], self.promoted[len(shrunk.rungs):]
+        return self.plan
 
     def winner(self) -> tuple[int, int, float] | None:
         """(trial, rung, loss): the best at the highest rung where any trial has a finite loss."""

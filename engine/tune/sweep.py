@@ -26,6 +26,7 @@ from charrnn_tui.engine.runs import (
     BEST,
     LATEST,
     SWEEP,
+    SWEEP_LIMIT,
     is_live,
     name_taken_message,
     read_run_file,
@@ -43,7 +44,6 @@ from charrnn_tui.engine.tune.trials import (
     start,
 )
 
-SWEEP_LIMIT = 4 * 2**20  # bytes: a sweep.json is a few kilobytes
 VERSION = 1
 POLL = 0.2  # seconds between looks at the trials in flight
 SAVE_EVERY = 5.0  # seconds between saves of the time spent, between events
@@ -77,6 +77,8 @@ class SweepState:
     default: Settings | None = None  # the first trial's: what a default run would train
     sampler_state: Any = None  # random.Random's state after the last draw: a resume draws the same next trial
     winner: dict[str, Any] | None = None  # the sweep's result once it has ended: trial, loss, checkpoint, command
+    speed: float = 0.0  # tokens/s a slot trains, as the probe measured (0: a sweep from before it was kept)
+    job_seconds: float = 0.0  # the start-up the plan counted per job
 
     def __post_init__(self) -> None:
         if self.halving is None:
@@ -99,13 +101,14 @@ class SweepState:
             "machine_argv": self.machine_argv,
             "plan": {"rungs": list(self.plan.rungs), "trials": self.plan.trials, "eta": self.plan.eta},
             "space": self.space.to_dict(),
-            "trials": [{"id": t.id, "name": t.name, "settings": t.settings.to_dict(), "steps": t.steps, "why": t.why}
-                       for t in self.trials],
+            # "state" is for readers (the app's leaderboard): a resume recomputes it from the reports
+            "trials": [{"id": t.id, "name": t.name, "settings": t.settings.to_dict(), "steps": t.steps, "why": t.why,
+                        "state": h.state(t.id)} for t in self.trials],
             "reports": [{str(t): _loss_out(loss) for t, loss in rung.items()} for rung in h.reports],
             "promoted": [sorted(rung) for rung in h.promoted], "started": h.started,
             "running": {str(t): rung for t, rung in h.running.items()},
             "default": self.default.to_dict() if self.default else None, "sampler_state": self.sampler_state,
-            "winner": self.winner,
+            "winner": self.winner, "speed": self.speed, "job_seconds": self.job_seconds,
         }
 
     @classmethod
@@ -126,7 +129,8 @@ class SweepState:
                    trials=trials, halving=halving,
                    default=Settings.from_dict(data["default"]) if data.get("default") else None,
                    sampler_state=_tuples(state) if state is not None else None,
-                   winner=data.get("winner") if isinstance(data.get("winner"), dict) else None)
+                   winner=data.get("winner") if isinstance(data.get("winner"), dict) else None,
+                   speed=float(data.get("speed", 0.0)), job_seconds=float(data.get("job_seconds", 0.0)))
 
 
 def _loss_out(loss: float | None) -> float | str | None:
@@ -212,7 +216,7 @@ class Sweep:
         self.interrupt = threading.Event()
         self.announced: dict[int, str] = {}
         self.stopping = False  # the jobs in flight are being stopped: what they leave is resumed later
-        self.measured = [0.0, 0.0]  # wall-clock seconds and tokens of the jobs done in this session
+        self.measured = [0.0, 0.0, 0.0]  # wall-clock seconds, tokens and count of the jobs done in this session
 
     def run(self) -> str:
         """Train until the plan is done ("done"), the budget is spent ("budget spent") or `interrupt`
@@ -310,6 +314,7 @@ class Sweep:
             if result.loss is not None and job.tokens:
                 self.measured[0] += time.monotonic() - job.began
                 self.measured[1] += job.tokens
+                self.measured[2] += 1
             self._record(job.trial, job.rung, result)
             self._replan()
 
@@ -347,17 +352,26 @@ class Sweep:
                 self.say(f"{trial.name} pruned at rung {rung + 1}")
 
     def _replan(self) -> None:
-        """Fewer trials where the jobs done so far say the plan would overrun the budget: the speed
-        probe cannot see engines' start-up on a busy machine, nor evaluations and saves."""
-        seconds, tokens = self.measured
+        """Fewer trials, then fewer rungs, where the jobs done so far say the plan would overrun the
+        budget: the speed probe cannot see engines' start-up on a busy machine, nor evaluations and
+        saves, nor other work that starts after it. The plan's own model of a job (its tokens at the
+        probe's speed and a start-up) is scaled by how much longer the jobs done took than it said;
+        a sweep that did not keep the probe's figures folds start-up into a cost per token."""
+        seconds, tokens, jobs = self.measured
         if not tokens:
             return
-        state, before = self.state, self.state.plan.trials
-        after = state.decisions.replan(seconds / tokens, state.slots, state.budget_s - state.spent_s)
-        if after < before:
-            state.plan = state.decisions.plan
-            self.say(f"re-planned: {after} trials, not {before} (jobs here take {seconds / tokens * 1e6:.0f} s "
-                     "per million tokens, start-up included)")
+        state, before = self.state, self.state.plan
+        if state.speed > 0:
+            slower = seconds / (tokens / state.speed + jobs * state.job_seconds)
+            per_token, job_tokens = slower / state.speed, state.speed * state.job_seconds
+            why = f"the jobs so far took {slower:.1f}x what the plan said, start-up included"
+        else:
+            per_token, job_tokens = seconds / tokens, 0.0
+            why = f"jobs here take {per_token * 1e6:.0f} s per million tokens, start-up included"
+        after = state.decisions.replan(per_token, state.slots, state.budget_s - state.spent_s, job_tokens)
+        if after != before:
+            state.plan = after
+            self.say(f"re-planned: {_plan_words(after)}, not {_plan_words(before)} ({why})")
 
     def _announced_so_far(self) -> None:
         """What a resumed sweep's trials already were: only changes from here get a line."""
@@ -390,6 +404,16 @@ def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
     return shlex.join(words)
 
 
+def continuation_argv(folder: Path, trial: str, machine_argv: list[str], cores: int) -> list[str]:
+    """The `train` arguments that carry the winner on as an ordinary run (`tune --continue`): resumed
+    from its last checkpoint with its stop conditions lifted (`--max-time 0`: until stopped, the
+    schedule restarted open-ended, engine/run/run_setup.py), on the whole machine's `cores` rather
+    than the share a trial had (a device given to the sweep is kept)."""
+    device = machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
+    return ["--resume", str(folder / trial), "--max-time", "0", "--threads", str(cores), *device,
+            "--runs-dir", str(folder.parent)]
+
+
 def winner_checkpoint(folder: Path, trial: Trial) -> Path:
     best = folder / trial.name / BEST
     return best if best.is_file() else folder / trial.name / LATEST
@@ -402,6 +426,11 @@ def _next_attempt(folder: Path, name: str) -> str:
     while (folder / f"{base}-r{n}").exists():
         n += 1
     return f"{base}-r{n}"
+
+
+def _plan_words(plan: Plan) -> str:
+    """`9 trials on rungs of 10k, 30k, 90k`."""
+    return f"{plan.trials} trials on rung{'s' if len(plan.rungs) > 1 else ''} of {', '.join(map(_tokens, plan.rungs))}"
 
 
 def _tokens(n: float) -> str:

@@ -1,0 +1,227 @@
+"""The app's view of a sweep (`tune` without --headless): the leaderboard read from a sweep.json as
+`tune` writes it (states, order, the trials charted), a hostile sweep.json read as one line, the
+trial followed and attached, and the continuation of the winner (`tune --continue`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from sweep_fixtures import make_sweep
+
+from charrnn_tui.engine.runs import SWEEP, SWEEP_LIMIT, RunLock
+from charrnn_tui.tui.app import CharRNNApp
+from charrnn_tui.tui.sweep_board import read_board
+from charrnn_tui.tui.widgets.help_screen import HelpScreen
+from charrnn_tui.tui.widgets.leaderboard import Leaderboard
+from charrnn_tui.tui.widgets.loss_chart import LossChart
+from charrnn_tui.tui.widgets.sweep_screen import SweepScreen
+
+
+def sweep_app(folder: Path) -> CharRNNApp:
+    return CharRNNApp(autostart=False, runs_dir=folder.parent, sweep=folder)
+
+
+def cells(table: Leaderboard) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def test_the_board_is_in_tunes_order_with_each_trials_state(tmp_path):
+    folder = tmp_path / "runs" / "tune-abc"
+    state = make_sweep(folder)
+    board = read_board(folder)
+    assert board.problem is None and board.winner == "trial-02" and board.planned == 6
+    assert [(r.name, r.state) for r in board.rows] == [
+        ("trial-02", "finished"),  # the highest rung first
+        ("trial-01", "waiting"), ("trial-03", "pruned"),  # then by loss
+        ("trial-04", "diverged"), ("trial-06", "failed"),  # a diverged or failed trial last
+        ("trial-05", "stopped"),  # meant to train, and no engine does: `tune --resume` resumes it
+    ]
+    settings = state.trials[1].settings
+    row = board.rows[0]
+    assert (row.model, row.dropout, row.lr, row.seq_len) == (f"lstm {settings.layers}x{settings.hidden}",
+                                                            settings.dropout, settings.lr, settings.seq_len)
+    assert row.tokens == state.trials[1].steps * settings.step_tokens and row.val == 1.87
+
+
+def test_a_trial_whose_engine_runs_is_training_with_its_engines_tokens(tmp_path):
+    folder = tmp_path / "runs" / "tune-abc"
+    state = make_sweep(folder, ended=False)
+    lock = RunLock(folder / "trial-05").acquire()
+    try:
+        (folder / "trial-05" / "status.json").write_text(json.dumps({"step": 7}))
+        row = read_board(folder).row("trial-05")
+    finally:
+        lock.release()
+    assert row is not None and row.live and row.state == "training"
+    assert row.tokens == 7 * state.trials[4].settings.step_tokens
+    lock = RunLock(folder).acquire()  # the sweep's loop runs: a trial it means to train is starting
+    try:
+        assert read_board(folder).row("trial-05").state == "starting"  # type: ignore[union-attr]
+    finally:
+        lock.release()
+
+
+async def test_the_leaderboard_shows_the_board_and_charts_the_leading_trials_and_the_highlighted_one(tmp_path):
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    app = sweep_app(folder)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SweepScreen)
+        table = screen.query_one(Leaderboard)
+        rows = cells(table)
+        assert [r[1] for r in rows] == ["trial-02", "trial-01", "trial-03", "trial-04", "trial-06", "trial-05"]
+        assert [r[-1] for r in rows][:3] == ["finished", "waiting", "pruned"]
+        assert rows[3][-2] == "diverged" and rows[4][-2] == "-"
+        chart = screen.query_one("#sweep-chart", LossChart)
+        assert [r.name for r in chart.compared] == ["trial-02", "trial-01", "trial-03", "trial-04"]
+        assert chart.view.x_unit == "tokens" and all(r.points for r in chart.compared)
+        assert all("●" in r[0] for r in rows[:4]) and "●" not in rows[5][0]
+        await pilot.press("down", "down", "down", "down", "down")  # trial-05: its curve takes the last colour
+        await pilot.pause()
+        assert [r.name for r in chart.compared] == ["trial-02", "trial-01", "trial-03", "trial-05"]
+        assert "tune-abc · 6/6 trials" in str(screen.query_one("#sweep-title").render())
+        await pilot.press("question_mark")  # the help lists the sweep's keys, and not the trial's
+        assert isinstance(app.screen, HelpScreen)
+        listed = {row.keys: row.text for section in app.screen.sections for row in section.rows}
+        assert listed["⏎"].startswith("Attach to the highlighted trial") and "space" not in listed, listed
+
+
+@pytest.mark.parametrize("content", [
+    b"x" * (SWEEP_LIMIT + 1),  # huge
+    b"{\"trials\": [" * 100_000,  # garbled, and nested past json's recursion
+    b"[" * 100_000,
+    b"\xff\xfe not json",
+])
+async def test_a_hostile_sweep_json_is_one_unreadable_line(tmp_path, content):
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    (folder / SWEEP).write_bytes(content)
+    app = sweep_app(folder)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        title = str(app.screen.query_one("#sweep-title").render())
+        assert "unreadable" in title and "\n" not in title.strip()
+        assert app.screen.query_one(Leaderboard).row_count == 0
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s["trials"][2].update(steps="12"),  # a field of the wrong type
+    lambda s: s["trials"][2].update(name="../../etc"),  # a name that is no folder of the sweep
+    lambda s: s["trials"][2].update(name=s["trials"][1]["name"]),  # two rows of one key
+    lambda s: s["trials"][2]["settings"].update(lr=float("inf")),
+    lambda s: s["reports"][0].update({"9" * 5000: 1.0}),  # int() of 5000 digits raises ValueError
+    lambda s: s.update(trials=[s["trials"][0]] * 5000),
+    lambda s: s.update(spent_s=-1),
+    lambda s: s.pop("plan"),
+])
+def test_every_field_is_checked(tmp_path, change):
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    data = json.loads((folder / SWEEP).read_text())
+    change(data)
+    (folder / SWEEP).write_text(json.dumps(data))
+    board = read_board(folder)
+    assert board.problem is not None and board.rows == [], board
+
+
+def test_a_fifo_for_sweep_json_is_never_opened(tmp_path):
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    os.unlink(folder / SWEEP)
+    os.mkfifo(folder / SWEEP)
+    board = read_board(folder)
+    assert board.problem is not None and "FIFO" in board.problem
+
+
+async def test_the_best_trial_training_is_attached_and_enter_attaches_the_highlighted_one(tmp_path):
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder, ended=False)
+    data = json.loads((folder / SWEEP).read_text())
+    data["trials"][1]["state"] = "running"  # trial-02, the best of rung 1, on its way to rung 2
+    (folder / SWEEP).write_text(json.dumps(data))
+    asked: list[str] = []
+    app = sweep_app(folder)
+    app.attach_run = asked.append  # type: ignore[method-assign]  # no engine here: what it was asked
+    # trial-03 is pruned: an engine in its folder is none of the sweep's, and is never attached
+    locks = [RunLock(folder / name).acquire() for name in ("trial-02", "trial-03", "trial-05")]
+    try:
+        (folder / "trial-05" / "status.json").write_text(json.dumps({"step": 7}))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert asked == [str(folder / "trial-02")]  # the best of those training (trial-05: no loss yet)
+            screen = app.screen
+            await pilot.press("down")  # trial-01: not training
+            await pilot.press("enter")
+            assert app.screen is screen and len(asked) == 1  # a toast says why, nothing attached
+            table = screen.query_one(Leaderboard)
+            table.move_cursor(row=[r.name for r in table.rows_shown].index("trial-05"))
+            await pilot.press("enter")
+            await pilot.pause()
+            assert asked[-1] == str(folder / "trial-05") and not isinstance(app.screen, SweepScreen)
+            await pilot.press("v")  # the sweep again
+            await pilot.pause()
+            assert isinstance(app.screen, SweepScreen)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+async def test_the_winner_training_on_is_followed(tmp_path):
+    folder = tmp_path / "runs" / "tune-abc"
+    state = make_sweep(folder)
+    assert state.winner is not None
+    data = json.loads((folder / SWEEP).read_text())
+    data["winner"]["continued"] = True  # trial-02, finished in the sweep, trains on
+    (folder / SWEEP).write_text(json.dumps(data))
+    asked: list[str] = []
+    app = sweep_app(folder)
+    app.attach_run = asked.append  # type: ignore[method-assign]
+    locks = [RunLock(folder / name).acquire() for name in ("trial-02",)]
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert asked == [str(folder / "trial-02")]
+            assert "trial-02 won, trains on" in str(app.screen.query_one("#sweep-title").render())
+            assert cells(app.screen.query_one(Leaderboard))[0][-1] == "training"
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def test_the_continuation_resumes_the_winner_with_no_stop_condition_on_the_whole_machine(tmp_path):
+    from charrnn_tui.engine.cli.arguments import resume_overrides
+    from charrnn_tui.engine.cli.main import parse
+    from charrnn_tui.engine.tune.sweep import continuation_argv
+
+    folder = tmp_path / "runs" / "tune-abc"
+    argv = continuation_argv(folder, "trial-02", ["--threads", "1", "--device", "cpu"], cores=8)
+    args = parse(["train", *argv, "--headless"])
+    assert Path(args.resume) == folder / "trial-02" and Path(args.runs_dir) == folder.parent
+    assert resume_overrides(args) == {"max_time": 0.0, "threads": 8, "device": "cpu"}
+
+
+def test_the_message_after_the_app_says_where_the_sweep_and_its_winner_are(tmp_path):
+    from charrnn_tui.tui.sweep_app import sweep_exit_message
+
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    assert "tune-abc ended: trial-02 won (its best.pt: " in sweep_exit_message(folder)
+    data = json.loads((folder / SWEEP).read_text())
+    data["winner"]["continued"] = True
+    (folder / SWEEP).write_text(json.dumps(data))
+    lock = RunLock(folder / "trial-02").acquire()
+    try:
+        message = sweep_exit_message(folder)
+    finally:
+        lock.release()
+    assert "trial-02 won and trains on" in message and "attach tune-abc/trial-02" in message, message
+    lock = RunLock(folder).acquire()  # the sweep's loop runs
+    try:
+        assert "goes on in the background" in sweep_exit_message(folder)
+    finally:
+        lock.release()
