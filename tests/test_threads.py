@@ -203,3 +203,21 @@ def test_thread_counts_timed_halve_from_the_share_to_one():
 
     assert candidates(1) == [1] and candidates(2) == [2, 1] and candidates(6) == [6, 3, 1]
     assert candidates(16) == [16, 8, 4, 2, 1]
+
+
+def test_the_load_is_told_when_its_limit_changes_not_when_the_busy_cores_flap(tmp_path):
+    """Two runs on 2 cores see each other keep 1 core busy, then 2 (an evaluation, a save), then 1:
+    the limit stays 1 of 2 throughout, so it is told once."""
+    clock, load, said = FakeClock(), [1.0], []
+    saved = torch.get_num_threads()
+    share = ThreadShare(tmp_path, None, cores=2, clock=clock, other_load=lambda: load[0], on_choice=said.append)
+    try:
+        share()
+        for busy in (2.0, 1.0, 2.0, 1.0) * 3:
+            load[0] = busy
+            clock.now += LOAD_HOLD + LOAD_WINDOW  # past the hold: each reading is taken as it comes
+            share(1000.0)
+        assert share.share == 1
+        assert said == ["CPU threads: at most 1 of 2, other processes keeping 1 busy"]
+    finally:
+        torch.set_num_threads(saved)

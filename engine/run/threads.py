@@ -118,7 +118,7 @@ class ThreadShare:
         self.rates: dict[int, list[float]] = {}
         self.others_in_folder: int | None = None  # runs training in the runs folder, once looked at
         self.taken: int | None = None  # the cores others keep busy, once read
-        self.said_taken: int | None = None  # the cores others took, as last told
+        self.said_limit: int | None = None  # the load's limit on the threads, as last told
         self.last_call: float | None = None
         self.skip_until = 0.0  # reports ending before this are not timed: the run's start
         self.skip_short = False  # the next report is not timed if short: it straddles a change
@@ -160,10 +160,15 @@ class ThreadShare:
 
     def _read_load(self, now: float) -> None:
         taken = self.taken = self.cores_taken(now)
-        if taken is not None and taken != self.said_taken and (taken or self.said_taken is not None):
-            self.said_taken = taken  # said when it changes; nothing at an idle start
-            self._say(f"CPU threads: at most {load_share(self.cores, taken)} of {self.cores}, "
-                      f"other processes keeping {taken} busy")
+        if taken is None:
+            return
+        limit = load_share(self.cores, taken)
+        # Said when the limit changes, not the count of busy cores: two runs on 2 cores each see the
+        # other keep 1 or 2 busy by turns (its evaluations, its saves), which told the user 5 times in
+        # 30 s of the same "at most 1 of 2" (bench/two_runs.py). Nothing at an idle start.
+        if limit != self.said_limit and (taken or self.said_limit is not None):
+            self.said_limit = limit
+            self._say(f"CPU threads: at most {limit} of {self.cores}, other processes keeping {taken} busy")
 
     def _bound(self) -> int | None:
         """The most threads this run should use, by what it knows so far (None: nothing yet)."""
