@@ -338,11 +338,12 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
     trainer.controls.request_budget = RequestBudget(clock=clock)
     answered: list[str] = []
 
-    def expect(text, top):
-        clock.now += 0.005
-        answered.append(text)
+    class Typist:  # the run's answers, each costing 5 ms of the fake clock
+        def expect(self, text, top):
+            clock.now += 0.005
+            answered.append(text)
 
-    trainer._expect = expect
+    trainer.answers = Typist()
     trainer.trained.train_seconds = 0.0
     trainer.temperature = 0.8
     for k in range(400):  # a boundary every 10 ms of training, a keystroke waiting at each

@@ -10,7 +10,6 @@ itself; engine/run/schedule.py the learning rate and the stop conditions. Only t
 from __future__ import annotations
 
 import gc
-import itertools
 import math
 import time
 from collections.abc import Callable, Generator
@@ -28,18 +27,13 @@ from charrnn_tui.engine.events import (
     CheckpointSaved,
     Evaluated,
     Event,
-    NextTokens,
     Notice,
     Progress,
-    SampleFinished,
-    SampleStarted,
-    SampleText,
     SettingsChanged,
     StateChanged,
     Validating,
 )
 from charrnn_tui.engine.history import thin_evaluations
-from charrnn_tui.engine.model.cowrite import TypingState
 from charrnn_tui.engine.model.device import (
     configure_backends,
     memory_in_use,
@@ -49,11 +43,12 @@ from charrnn_tui.engine.model.device import (
 )
 from charrnn_tui.engine.model.evaluate import evaluate
 from charrnn_tui.engine.model.model import CharRNN
-from charrnn_tui.engine.model.sampling import Continuation, SampleSettings, TextGenerator
+from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
 from charrnn_tui.engine.model.step import TrainStep
 from charrnn_tui.engine.overfitting import read_history
 from charrnn_tui.engine.protocol import Request, SetEarlyStop, SetSampleInterval, SetTemperature, Stop
 from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run.answers import Answers, keep_live_sample, write_whole
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
 from charrnn_tui.engine.run.checkpoints import checkpoint_payload, restore, resume_schedule, resumed_config
 from charrnn_tui.engine.run.control import (
@@ -107,7 +102,6 @@ from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, keep_step_co
 from charrnn_tui.engine.text.corpus import Corpus
 from charrnn_tui.engine.text.data import make_batcher, validation_ids
 
-MAX_SAVED_SAMPLES = 50
 _FINISHED = object()  # what a sample's pieces give once it has finished
 VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
 
@@ -177,9 +171,7 @@ class Trainer:
         self.saved_step = 0
         self.temperature = config.temperature if config is not None else 1.0  # a resumed run's: set-up reads it
         self.plan_notes: list[str] = []  # how the defaults suit this text, said when training starts
-        self._sample_ids = 0
-        self._copy_check_noted = False
-        self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/model/cowrite.py)
+        self.answers: Answers | None = None  # samples and keystrokes' answers, once the run is built
         self.early_stopped: str | None = None  # why --early-stop ended the run
         self.last_eval_seconds = 0.0  # how long the latest evaluation took
         self.overhead_seconds = 0.0
@@ -344,6 +336,7 @@ class Trainer:
             if not world.leader:
                 return
         self.saved_step = self.trained.step
+        self.answers = Answers(run, self.emit)
         open_leader_parts(run, text, self.trained, checkpoint, world, self.emit)
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -402,8 +395,8 @@ class Trainer:
                     self._save(LATEST)
                 if self.state == "error":  # a save found non-finite weights
                     return
-                if due_sample:
-                    self._sample(prompt="", source="live")
+                if due_sample:  # a failed one is a warning: training goes on
+                    write_whole(self._sample_pieces("", "live"), self._serve_typing, self.emit)
                 # the report's read-back counts as training (it waits for the steps to finish)
                 self.overhead_seconds += time.perf_counter() - started - (trained.train_seconds - trained_before)
 
@@ -444,7 +437,8 @@ class Trainer:
             case Evaluate():
                 self._evaluate()
             case AnswerKeystroke(text=text, top=top):
-                self._expect(text, top)
+                assert self.answers is not None, "the leader's set-up has made them"
+                self.answers.expect(text, top)
             case StartSample(prompt=prompt, source=source, length=length, temperature=temperature):
                 return self._sample_pieces(prompt, source, length, temperature)
             case WritePiece(pieces=pieces):
@@ -655,89 +649,24 @@ class Trainer:
             self.early_stopped = (f"early stop: no new best in {plural(verdict.since_best, 'evaluation')}{since}; "
                                   f"best.pt is step {verdict.best_step}, val {verdict.best_val:.4f}")
 
-    def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
-        """A sample written start to end (the run's own live samples; clients' are served a piece at
-        a time, engine/run/control.py). One that fails is a warning: training goes on."""
-        try:
-            for _ in self._sample_pieces(prompt, source, length, temperature):
-                self._serve_typing()  # a keystroke waits for one piece of a sample at most
-        except Exception as e:
-            if is_out_of_memory(e):
-                raise  # the run's own handling (run): it saves and ends
-            message = str(e) if isinstance(e, CharRNNError) else f"{type(e).__name__}: {str(e)[:200]}"
-            self.emit(Notice(f"a sample failed: {message}; training goes on", "warning"))
-
     def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
-                       temperature: float | None = None) -> Generator[None, None, None]:
-        """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
-        run may train: the pieces are written with the weights of the moment. One that fails or is
-        dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
-        trained = self.trained
-        run = self.built
-        assert run is not None, "set-up has built the run"
+                       temperature: float | None = None) -> Generator[None, None, str]:
+        """A sample with the run's settings (engine/run/answers.py), a piece per iteration; a live
+        one is kept for the checkpoint, and sets the time of the next."""
+        run, trained = self._built(), self.trained
         config = run.config
         if source == "live":  # first, so that a sample that fails is not retried at every step
             self.next_sample_at = time.monotonic() + config.sample_interval
-        self._sample_ids += 1
-        sample_id = self._sample_ids
         settings = SampleSettings(
             length=config.sample_length if length is None else length,
             temperature=self.temperature if temperature is None else temperature, top_k=config.top_k,
             top_p=config.top_p,
         )
-        result = Continuation(prompt)
-        pieces = run.generator.stream(prompt, settings, result)
-        first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
-        self.emit(SampleStarted(sample_id, trained.step, prompt, settings.temperature, source, tuple(result.notes)))
-        word_level = run.vocab.kind == "word"
-        sent = 0
-        finished = False
-        try:
-            for piece in itertools.chain([first] if first is not None else [], pieces):
-                probs, lengths = self._token_details(result, sent, word_level)
-                sent = len(result.probs)
-                self.emit(SampleText(sample_id, piece, probs, lengths))
-                yield
-            probs, lengths = self._token_details(result, 0, word_level)
-            copies = self._copies(run, result.text)
-            finished = True
-            self.emit(SampleFinished(sample_id, result.text, probs, lengths, *copies))
-        finally:
-            if not finished:
-                probs, lengths = self._token_details(result, 0, word_level)
-                self.emit(SampleFinished(sample_id, result.text, probs, lengths))
+        assert self.answers is not None, "the leader's set-up has made them"
+        text = yield from self.answers.sample(trained.step, prompt, source, settings)
         if source == "live":
-            trained.samples = [*trained.samples[-(MAX_SAVED_SAMPLES - 1):], (trained.step, result.text)]
-
-    def _expect(self, text: str, top: int) -> None:
-        """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
-        the last one (engine/model/cowrite.py)."""
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        if self.typing is None:
-            self.typing = TypingState(run.model, run.vocab)
-        expectation = self.typing.expect(text, top)
-        self.emit(NextTokens(text, tuple((t, round(p, 4)) for t, p in expectation.top),
-                             tuple(round(p, 3) for p in expectation.probs), tuple(expectation.token_lengths),
-                             tuple(expectation.notes)))
-
-    @staticmethod
-    def _token_details(result: Continuation, start: int, word_level: bool) -> tuple[tuple, tuple]:
-        probs = tuple(round(p, 3) for p in result.probs[start:])
-        return probs, tuple(result.token_lengths[start:]) if word_level else ()
-
-    def _copies(self, run: Run, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
-        """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
-        the index is ready."""
-        copies = run.copy_index  # the leader's, set up before any sample
-        index = copies.index if copies is not None else None
-        if index is None:
-            if copies is not None and copies.skipped and not self._copy_check_noted:
-                self._copy_check_noted = True
-                self.emit(Notice(copies.skipped, "warning"))
-            return None, ()
-        novelty = index.novelty(text)
-        return novelty.longest_copy, tuple(novelty.spans)
+            trained.samples = keep_live_sample(trained.samples, trained.step, text)
+        return text
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _save(self, name: str) -> bool:
