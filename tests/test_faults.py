@@ -204,7 +204,7 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     import threading
 
     from charrnn_tui.engine.errors import CheckpointError
-    from charrnn_tui.engine.run import trainer as trainer_module
+    from charrnn_tui.engine.run import saving
 
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir, run_name="gone", pause_on_save_error=True)
     worker = threading.Thread(target=trainer.run)
@@ -216,7 +216,7 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     def no_space(payload, path):
         raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
+    monkeypatch.setattr(saving, "save_checkpoint", no_space)
     trainer.request(Stop(save=True, unattended=True))
     worker.join(timeout=30)
     assert not worker.is_alive(), "the run waited for a retry that nobody can make"

@@ -34,6 +34,7 @@ from charrnn_tui.engine.model.device import (
 )
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.run import saving
 from charrnn_tui.engine.run import trainer as trainer_module
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
@@ -270,14 +271,14 @@ def test_out_of_memory_is_recovered_from_after_the_failed_step_is_gone(repetitiv
         return logits, state
 
     at_save = []
-    real_save = trainer._save
+    real_save = saving.save
 
-    def save(name):
+    def save(*args):
         at_save.append((sys.exc_info()[1], [ref() for ref in failed_step]))
-        return real_save(name)
+        return real_save(*args)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
-    monkeypatch.setattr(trainer, "_save", save)
+    monkeypatch.setattr(saving, "save", save)
     with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16") as raised:
         trainer.run()
     assert failed_step and at_save[-1] == (None, [None])  # outside any except block; the step's tensors freed

@@ -20,11 +20,10 @@ from typing import Any
 import torch
 
 from charrnn_tui.engine import config as cfg
-from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.counts import plural
-from charrnn_tui.engine.errors import CharRNNError, CheckpointError
+from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.events import (
-    CheckpointSaved,
     Evaluated,
     Event,
     Notice,
@@ -38,7 +37,6 @@ from charrnn_tui.engine.model.device import (
     configure_backends,
     memory_in_use,
     release_cached_memory,
-    reseed_cudnn_dropout,
     use_bf16,
 )
 from charrnn_tui.engine.model.evaluate import evaluate
@@ -47,10 +45,10 @@ from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
 from charrnn_tui.engine.model.step import TrainStep
 from charrnn_tui.engine.overfitting import read_history
 from charrnn_tui.engine.protocol import Request, SetEarlyStop, SetSampleInterval, SetTemperature, Stop
-from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run import saving, schedule
 from charrnn_tui.engine.run.answers import Answers, keep_live_sample, write_whole
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
-from charrnn_tui.engine.run.checkpoints import checkpoint_payload, restore, resume_schedule, resumed_config
+from charrnn_tui.engine.run.checkpoints import restore, resume_schedule, resumed_config
 from charrnn_tui.engine.run.control import (
     TYPING_CHUNK,
     Action,
@@ -98,7 +96,7 @@ from charrnn_tui.engine.run.run_setup import (
     read_text,
 )
 from charrnn_tui.engine.run.schedule import Schedule
-from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, keep_step_copy, run_hint, write_status
+from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, write_status
 from charrnn_tui.engine.text.corpus import Corpus
 from charrnn_tui.engine.text.data import make_batcher, validation_ids
 
@@ -217,7 +215,8 @@ class Trainer:
                 self._follow()
         except DistributedError as e:  # the group is broken (peers.waiting is False): nobody to tell
             self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
-            message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
+            run_dir = self.built.run_dir if self.built is not None else None
+            message = f"{e}; {saving.last_checkpoint_note(self.saved_step, run_dir)}" if self.world.leader else str(e)
             self._fail(message)
             raise DistributedError(message) from None
         except CharRNNError as e:
@@ -522,7 +521,8 @@ class Trainer:
             trained.losses.extend(losses[:bad])
             what = (f"loss became {losses[bad]}" if not math.isfinite(losses[bad])
                     else f"gradient norm became {grad_norms[bad]}")
-            self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
+            self._fail(f"{what} at step {first + bad}; stopped without saving. "
+                       f"{saving.last_good_checkpoint(self.saved_step)}")
             return False
         trained.losses.extend(losses)
         self._train_sum += sum(losses)
@@ -554,13 +554,6 @@ class Trainer:
             return {}
         return {"gpu_utilisation": reading.utilisation, "gpu_memory_used": reading.memory_used,
                 "gpu_memory_total": reading.memory_total}
-
-    def _last_checkpoint_note(self) -> str:
-        run_dir = self.built.run_dir if self.built is not None else None
-        if not self.saved_step or run_dir is None:
-            return "nothing was saved"
-        return (f"the last checkpoint (step {self.saved_step}) is intact: "
-                f"`{run_hint('train --resume', run_dir)}`")
 
     def _follow(self) -> None:
         """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
@@ -670,42 +663,29 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _save(self, name: str) -> bool:
-        """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
+        """Write a checkpoint (engine/run/saving.py); False if it could not be written (and, for a
+        UI, training is paused)."""
         if self.state == "error":
             return False  # never write weights from a failed run over a good checkpoint
-        run, step = self._built(), self.trained.step
-        assert run.run_dir is not None, "the leader's set-up has placed the run"
-        payload = checkpoint_payload(run, self.trained)
-        broken = non_finite_tensor(payload)
-        if broken is not None:
-            self._fail(f"{broken} is not finite at step {step}; not saved. {self._last_good_checkpoint()}")
-            return False
-        path = run.run_dir / name
-        try:
-            save_checkpoint(payload, path)
-        except CheckpointError as e:
-            self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
-            if self.pause_on_save_error and not self.controls.paused:
-                self.controls.paused = True
-                self._set_state("paused", "checkpoint failed")
-            return False
-        reseed_cudnn_dropout(run.device)  # a run resumed from this file draws the same dropout masks
-        if name == LATEST:
-            self.saved_step = step
-            keep_step_copy(path, step, run.config.keep_checkpoints)
-        self.emit(CheckpointSaved(str(path), step, name.removesuffix(".pt"), time.time()))
-        return True
+        saved = saving.save(self._built(), self.trained, name, self.saved_step, self.emit)
+        if saved.failure:
+            self._fail(saved.failure)
+        elif not saved.written and self.pause_on_save_error and not self.controls.paused:
+            self.controls.paused = True
+            self._set_state("paused", "checkpoint failed")
+        elif saved.written and name == LATEST:
+            self.saved_step = self.trained.step
+        return saved.written
 
     def _save_final(self) -> bool:
         # A failed write loses nothing when the latest checkpoint already holds every step.
         return self._save(LATEST) or self.trained.step == self.saved_step
 
     def _save_after_out_of_memory(self) -> None:
-        # An allocation that fails outside the optimizer's update leaves the weights of the last
-        # whole step, which are worth keeping; a failure inside it may leave them half-updated.
         run = self.built
-        if run is None or run.train_step.updating or self.trained.step <= self.saved_step:
+        if not saving.worth_saving_after_out_of_memory(run, self.trained, self.saved_step):
             return
+        assert run is not None, "worth saving: built"
         release_cached_memory(run.device)
         try:
             if self._report():  # read the pending losses first: never save over a NaN
@@ -716,25 +696,12 @@ class Trainer:
 
     def _fail_unsaved(self) -> None:
         # Headless, nobody can retry the save: end as an error so the exit status says so.
-        if self.state == "error":
-            return  # the save found non-finite weights: that is the error to report
-        last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
-        self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.trained.step} "
-                   f"are lost; {last}")
-
-    def _last_good_checkpoint(self) -> str:
-        if not self.saved_step:
-            return "Nothing was saved; start again with a lower --lr"
-        return f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
+        if self.state != "error":  # else the save found non-finite weights: that is the error to report
+            self._fail(saving.steps_lost(self.saved_step, self.trained.step))
 
     def _remove_empty_run_dir(self) -> None:
-        # A run that failed before its first checkpoint leaves nothing behind.
-        run_dir = self.built.run_dir if self.built is not None else None
-        if run_dir is not None and self.resume_path is None and run_dir.is_dir():
-            leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
-            if not leftovers:
-                (run_dir / ".lock").unlink(missing_ok=True)
-                run_dir.rmdir()
+        if self.resume_path is None and self.built is not None:  # a resumed run's folder holds its checkpoints
+            saving.remove_empty_run_dir(self.built.run_dir)
 
     # ---- how a run ends -----------------------------------------------------------------------
     def _finish(self) -> bool:
