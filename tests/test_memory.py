@@ -138,7 +138,7 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
 def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir, monkeypatch):
     config = tiny_config(repetitive_text, max_steps=100, checkpoint_interval=10)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="oom-step")
-    real_setup = trainer._setup
+    real_setup = trainer.setup
 
     def setup():
         real_setup()
@@ -151,7 +151,7 @@ def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir
 
         trainer.built.optimizer.step = step
 
-    monkeypatch.setattr(trainer, "_setup", setup)
+    monkeypatch.setattr(trainer, "setup", setup)
     with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16"):
         trainer.run()
     assert load_checkpoint(runs_dir / "oom-step" / LATEST)["step"] == 10

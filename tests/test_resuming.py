@@ -22,7 +22,7 @@ def restored(path, **kwargs) -> tuple[Trainer, list]:
     """A Trainer set up from a checkpoint, as `run` does before its first step (its lock released)."""
     events: list = []
     trainer = Trainer(resume=path, on_event=events.append, **kwargs)
-    trainer._setup()
+    trainer.setup()
     trainer.built.lock.release()
     return trainer, events
 
@@ -82,8 +82,8 @@ def test_a_carried_state_saved_in_half_precision_resumes_in_float32(kind, stoppe
     assert all(t.dtype == torch.float32 for t in tensors)
     assert [t.shape for t in tensors] == [t.shape for t in ck["train_state"]]
     assert all(torch.equal(t, s.float()) for t, s in zip(tensors, ck["train_state"], strict=True))
-    trainer.config.max_steps = 32
-    trainer._loop()  # and the model takes it
+    trainer.step()  # and the model takes it
+    trainer.step()
     assert trainer.trained.step == 32
 
 

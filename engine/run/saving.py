@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import non_finite_tensor, save_checkpoint
 from charrnn_tui.engine.errors import CheckpointError
 from charrnn_tui.engine.events import CheckpointSaved, Notice
@@ -82,3 +85,14 @@ def remove_empty_run_dir(run_dir: Path | None) -> None:
         if not leftovers:
             (run_dir / ".lock").unlink(missing_ok=True)
             run_dir.rmdir()
+
+
+def out_of_memory_advice(config: cfg.TrainConfig, saved_step: int, device: torch.device | None) -> str:
+    """The error of a run that ran out of memory: what to change, and where to resume from."""
+    c = config
+    smaller = f"--batch-size {c.batch_size // 2}, " if c.batch_size > 1 else ""
+    saved = f"; saved at step {saved_step}, so --resume with a smaller batch" if saved_step else ""
+    auto = "" if c.auto_batch_size else ", or --batch-size auto"
+    where = device.type.upper() if device is not None else "host"  # None: before one was picked
+    return (f"{where} out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: "
+            f"try {smaller}a lower --seq-len or --hidden{auto}{saved}")
