@@ -1,7 +1,7 @@
 """Run set-up: the steps that build what a run is made of (engine/run/run.py's Run) from a config,
 or from a checkpoint's, each a function of what it reads that returns what it makes.
 
-The Trainer's `_setup` (engine/run/trainer.py) calls them in order; engine/run/checkpoints.py
+The Trainer's `setup` (engine/run/trainer.py) calls them in order; engine/run/checkpoints.py
 restores a resumed run's state into what they build."""
 
 from __future__ import annotations
