@@ -34,8 +34,7 @@ from charrnn_tui.engine.model.device import (
 )
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.step import TrainStep
-from charrnn_tui.engine.run import saving
-from charrnn_tui.engine.run import trainer as trainer_module
+from charrnn_tui.engine.run import run_setup, saving
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 
@@ -237,7 +236,7 @@ def test_training_evaluations_and_the_eval_command_run_in_the_same_precision(rep
         return real_forward(self, x, state, last_only)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
-    monkeypatch.setattr(trainer_module, "use_bf16", lambda device, precision: True)  # emulated bf16 (GRU runs anywhere)
+    monkeypatch.setattr(run_setup, "use_bf16", lambda device, precision: True)  # emulated bf16 (GRU runs anywhere)
     path = ["train"]
     with tf32_allowed(True):
         trainer = Trainer(tiny_config(repetitive_text, kind="gru", max_steps=40, eval_interval=20),

@@ -26,25 +26,14 @@ from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError
-from charrnn_tui.engine.events import (
-    Event,
-    Notice,
-    SettingsChanged,
-    StateChanged,
-)
-from charrnn_tui.engine.model.device import (
-    configure_backends,
-    release_cached_memory,
-    use_bf16,
-)
-from charrnn_tui.engine.model.model import CharRNN
-from charrnn_tui.engine.model.sampling import SampleSettings, TextGenerator
-from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.events import Event, Notice, SettingsChanged, StateChanged
+from charrnn_tui.engine.model.device import release_cached_memory
+from charrnn_tui.engine.model.sampling import SampleSettings
 from charrnn_tui.engine.protocol import Request, SetEarlyStop, SetSampleInterval, SetTemperature, Stop
 from charrnn_tui.engine.run import evaluating, saving, schedule
 from charrnn_tui.engine.run.answers import Answers, keep_live_sample, write_whole
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
-from charrnn_tui.engine.run.checkpoints import restore, resume_schedule, resumed_config
+from charrnn_tui.engine.run.checkpoints import resumed_config
 from charrnn_tui.engine.run.control import (
     Action,
     Actions,
@@ -66,34 +55,17 @@ from charrnn_tui.engine.run.distributed import (
     SINGLE,
     STEP,
     STOP,
-    Alone,
     DistributedError,
     Peers,
     ProcessGroup,
     World,
-    check_batch,
     shard,
 )
-from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
-from charrnn_tui.engine.run.metrics import require_tensorboard
 from charrnn_tui.engine.run.reporting import Reports
 from charrnn_tui.engine.run.run import EventSink, Run, Trained, learning_rate
-from charrnn_tui.engine.run.run_setup import (
-    auto_batch_size,
-    default_threads,
-    distributed_batch_size,
-    join_training,
-    make_optimizer,
-    open_leader_parts,
-    pick_run_device,
-    place_run,
-    plan_notes,
-    read_text,
-)
-from charrnn_tui.engine.run.schedule import Schedule
+from charrnn_tui.engine.run.run_setup import Made, build_run
 from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, write_status
 from charrnn_tui.engine.text.corpus import Corpus
-from charrnn_tui.engine.text.data import make_batcher, validation_ids
 
 _FINISHED = object()  # what a sample's pieces give once it has finished
 
@@ -159,15 +131,10 @@ class Trainer:
         # Under torchrun: rank 0 runs `_loop` and commands the others, which run `_follow`
         # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
-        self.peers: Peers = Alone()
-        # What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
-        # before leaves nothing worth saving).
-        self.built: Run | None = None
-        self.device: torch.device | None = None  # picked first, before the run is built
+        self.made = Made()  # what set-up has made so far: `device`, `peers`, `built` read it
         self.trained = Trained()  # how far it has come: a resume restores it (engine/run/checkpoints.py)
         self.saved_step = 0
         self.temperature = config.temperature if config is not None else 1.0  # a resumed run's: set-up reads it
-        self.plan_notes: list[str] = []  # how the defaults suit this text, said when training starts
         # The leader's, once set-up has built the run: samples and keystrokes' answers
         # (engine/run/answers.py), the progress reports (engine/run/reporting.py).
         self.answers: Answers | None = None
@@ -196,7 +163,7 @@ class Trainer:
         try:
             self.setup()
             if self.world.leader:
-                plan = [*self.start_notes, *self.plan_notes]  # how the defaults suit this text: one line
+                plan = [*self.start_notes, *self.made.plan_notes]  # how the defaults suit this text: one line
                 if plan:
                     self.emit(Notice("; ".join(plan)))
                 self._loop()
@@ -272,82 +239,25 @@ class Trainer:
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Build the run (engine/run/run_setup.py, step by step), or rebuild it from its checkpoint and
-        restore it (engine/run/checkpoints.py). `device`, `peers` and `built` are set as soon as each
-        exists: a failure later still releases the group, names the device, frees the run's folder."""
+        """Build the run, or rebuild it from its checkpoint and restore it (engine/run/run_setup.py
+        build_run, which keeps each part in `made` as soon as it exists); then the leader's answers
+        and reports."""
         checkpoint = None
         if self.resume_path is not None:
             checkpoint = load_checkpoint(self.resume_path)
             self.config = resumed_config(checkpoint, self.overrides)
-        config, world = self.config, self.world
-        cfg.validate(config)
-        if config.tensorboard:
-            require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
-        torch.manual_seed(config.seed)
-        text = read_text(config, checkpoint, self.loaded_corpus, self.resume_path)
-        self.loaded_corpus = None  # its text is the TextSplit's now
-
-        self.device = device = pick_run_device(config.device, world)
-        configure_backends(device, config.threads or default_threads(device, world))
-        if world.distributed and not config.auto_batch_size:
-            check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
-        bf16 = use_bf16(device, config.precision)
-        gpu_monitor = GpuMonitor(device) if world.leader else None
-        config.model.vocab_size = len(text.vocab)
-        model = CharRNN(config.model).to(device)
-        optimizer = make_optimizer(model, config, device)
-        train_step = TrainStep(model, optimizer, device, bf16=bf16, grad_clip=config.grad_clip)
-        train_tokens = len(text.train_ids)
-        probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
-                                             or config.seq_len != checkpoint["config"]["seq_len"])
-        preset_batch = config.batch_size
-        if probed:
-            config.batch_size = auto_batch_size(config, device, train_tokens, train_step, len(text.vocab), self.emit)
-        elif checkpoint is None and config.fit_batch_size:
-            config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, train_tokens)
-        group: ProcessGroup | None = None
-        if world.distributed:
-            self.peers = group = ProcessGroup(world, device)
-            if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
-                config.batch_size = distributed_batch_size(group, config, world, device, config.batch_size,
-                                                           train_tokens, self.emit)
-                check_batch(config.batch_size, world)
-        # From here the run is built: what follows places it and restores it, with the leader's
-        # folder, lock, logs and corpus filled in last (a follower has none).
-        on_device = text.train_ids.to(device)
-        self.built = run = Run(
-            config=config, device=device, bf16=bf16, vocab=text.vocab, model=model, optimizer=optimizer,
-            train_step=train_step, train_ids=on_device,
-            val_ids=validation_ids(text.val_ids, config.eval_tokens).to(device),
-            batcher=make_batcher(config.sampler, on_device, config.batch_size, config.seq_len, config.seed),
-            generator=TextGenerator(model, text.vocab), schedule=Schedule(), peers=self.peers,
-            text_fingerprint=text.fingerprint if world.leader else None,
-        )
-        self.temperature = config.temperature
-        if checkpoint is None and config.fit_eval_interval:
-            config.eval_interval = cfg.fitted_eval_interval(config, train_tokens)
-        self.plan_notes = [] if checkpoint is not None else plan_notes(run, preset_batch, probed)
-        failed: CharRNNError | None = None
-        try:
-            if world.leader:  # a follower trains; the leader keeps the folder, lock and logs
-                place_run(run, self.resume_path, self.run_name, self.runs_dir, text.corpus.name)
-            if checkpoint is not None:
-                assert self.resume_path is not None, "read from it"
-                restore(run, self.trained, checkpoint, world, self.resume_path, self.emit)
-                resume_schedule(run, self.trained, checkpoint, self.overrides, self.resume_path, self.emit)
-        except CharRNNError as e:
-            if group is None:
-                raise
-            failed = e
-        if group is not None:
-            join_training(run, group, world, text, self.trained.step, checkpoint, failed)
-            if not world.leader:
-                return
+        corpus, self.loaded_corpus = self.loaded_corpus, None  # its text is the run's split's once read
+        build_run(self.config, checkpoint, self.world, corpus=corpus, resume_path=self.resume_path,
+                  overrides=self.overrides, run_name=self.run_name, runs_dir=self.runs_dir, trained=self.trained,
+                  emit=self.emit, made=self.made)
+        run = self._built()
+        self.temperature = run.config.temperature
+        if not self.world.leader:
+            return
         self.saved_step = self.trained.step
         self.answers = Answers(run, self.emit)
-        open_leader_parts(run, text, self.trained, checkpoint, world, self.emit)
         assert run.metrics is not None, "the leader's set-up has opened the log"
-        self.reports = Reports(run, run.metrics, self.emit, gpu_monitor, self.balance_threads)
+        self.reports = Reports(run, run.metrics, self.emit, self.made.gpu_monitor, self.balance_threads)
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -642,6 +552,22 @@ class Trainer:
 
     def emit(self, event: Event) -> None:
         self.on_event(event)
+
+    @property
+    def built(self) -> Run | None:
+        """What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
+        before leaves nothing worth saving)."""
+        return self.made.run
+
+    @property
+    def device(self) -> torch.device | None:
+        """Picked first, before the run is built: None until then."""
+        return self.made.device
+
+    @property
+    def peers(self) -> Peers:
+        """The other processes of a distributed run (its ProcessGroup, once set-up has made it), or Alone."""
+        return self.made.peers
 
     def _built(self) -> Run:
         assert self.built is not None, "set-up has built the run"
