@@ -27,7 +27,7 @@ import torch
 
 from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine import events as ev
-from charrnn_tui.engine.run import trainer as trainer_module
+from charrnn_tui.engine.run import run_setup
 from charrnn_tui.engine.run.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,7 +47,7 @@ def configured(base: cfg.TrainConfig, trial: str) -> tuple[cfg.TrainConfig, str 
 
 
 def patched_optimizer(patch: str | None):
-    real = trainer_module.make_optimizer
+    real = run_setup.make_optimizer
 
     def make_optimizer(model, config, device):
         if patch == "forget-bias-1":  # PyTorch's gate order is input, forget, cell, output
@@ -76,10 +76,10 @@ def main() -> int:
     base = cfg.apply_preset(cfg.TrainConfig(corpus="shakespeare"), args.preset)
     base = dataclasses.replace(base, max_steps=args.steps, eval_interval=10**9, sample_interval=0,
                                checkpoint_interval=0, threads=1, device="cpu")
-    real = trainer_module.make_optimizer
+    real = run_setup.make_optimizer
     for trial in args.trials:
         config, patch = configured(base, trial)
-        trainer_module.make_optimizer = patched_optimizer(patch)
+        run_setup.make_optimizer = patched_optimizer(patch)
         result = {}
 
         def on_event(event: ev.Event, result: dict = result) -> None:
@@ -89,7 +89,7 @@ def main() -> int:
         started = time.time()
         with tempfile.TemporaryDirectory() as runs:
             Trainer(config, on_event=on_event, runs_dir=Path(runs)).run()
-        trainer_module.make_optimizer = real
+        run_setup.make_optimizer = real
         print(json.dumps({"trial": trial, "steps": args.steps, "val_nats": round(result["val"], 4),
                           "wall_s": round(time.time() - started)}), flush=True)
     return 0

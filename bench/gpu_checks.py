@@ -113,21 +113,18 @@ def describe(config, bf16: bool | None = None) -> str:
 
 def set_up(config, runs_dir: Path, name: str):
     """A Trainer set up as a run starts (model, optimizer, batches on the device), ready for
-    `_train_step`; `close` it after."""
+    `step`; `close` it after."""
     from charrnn_tui.engine.run.trainer import Trainer
 
     trainer = Trainer(config, runs_dir=runs_dir, run_name=name)
-    trainer._setup()
+    trainer.setup()
     trainer.built.copy_index.close()  # the corpus index's build thread would compete with the timed steps
-    trainer.tokens_since_report = 0  # what the loop sets before its first step
     return trainer
 
 
 def close(trainer) -> None:
     with contextlib.suppress(Exception):
-        trainer.built.metrics.close()
-    with contextlib.suppress(Exception):
-        trainer.built.lock.release()
+        trainer.close()
 
 
 def mib(n: float) -> str:
@@ -402,7 +399,7 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
         train_log = PartLog(model)
         try:
             for _ in range(3):  # cuDNN's autotuning, the allocator and the optimizer's state at the first steps
-                trainer._train_step()
+                trainer.step()
         finally:
             train_log.close()
         state = trainer.trained.train_state
@@ -442,14 +439,14 @@ def check_step_dtypes_syncs(plan: Plan, tmp: Path) -> tuple[str, str]:
         torch.cuda.synchronize()
         with SyncLog() as syncs:
             for _ in range(plan.sync_steps):
-                trainer._train_step()
+                trainer.step()
         torch.cuda.synchronize()
         with SyncLog() as planted:  # the detector itself: a planted .item() must show
             trainer.built.train_step.log.values[0, 0].item()
         first_error = ""
         torch.cuda.set_sync_debug_mode("error")
         try:
-            trainer._train_step()
+            trainer.step()
         except RuntimeError as e:
             first_error = str(e).splitlines()[0]
             traceback.print_exc()
@@ -498,12 +495,12 @@ def check_step_speed(plan: Plan, tmp: Path) -> tuple[str, str]:
         t0 = clock()
         warm = 5 if cuda else 2
         for _ in range(warm):
-            trainer._train_step()
+            trainer.step()
         synchronize(device)
         first_steps = (clock() - t0) / warm
         t0 = clock()
         for _ in range(3):
-            trainer._train_step()
+            trainer.step()
         synchronize(device)
         estimate = (clock() - t0) / 3
         steps = int(min(1000, max(10 if cuda else 3, plan.speed_seconds / max(estimate, 1e-6))))
@@ -513,7 +510,7 @@ def check_step_speed(plan: Plan, tmp: Path) -> tuple[str, str]:
         trainer.built.train_step.log.read()
         t0 = clock()
         for _ in range(steps):
-            trainer._train_step()
+            trainer.step()
             if trainer.built.train_step.log.full:
                 trainer.built.train_step.log.read()
         synchronize(device)

@@ -8,8 +8,10 @@
 
 Suites (each group is a file, or the named functions of a file; `--modules` lists them all):
 - core, what issue 11 asked to measure: sampling, data (batching), evaluate, checkpoint, vocab, model, step (the
-  training step), checkpoints (a run's checkpoint and its restoring) as whole files; trainer.step
-  (Trainer._train_step, _report, _flush_progress, and the saves: the loop's side of a step and of a checkpoint).
+  training step), checkpoints (a run's checkpoint and its restoring), saving (writing one while training, and the
+  messages when that fails), reporting (the losses read back, the NaN check, the speed and ETA) as whole files;
+  trainer.step (Trainer.step, _report, _flush_progress, and the saves and the recovery from running out of
+  memory: the loop's side of a step and of a checkpoint).
   trainer.rest, the rest of the loop, is a group that only runs when named.
 - logic, what issue 25 asked to measure, the modules that are pure logic: schedule, history, overfitting, novelty,
   protocol, control (the request queue and budget), runs (run folders and the listing), durations (times as
@@ -98,16 +100,16 @@ def engine_file(name: str) -> str:
 SUITES = {
     "core": Suite(
         files=[engine_file(m) for m in
-               ("sampling", "data", "evaluate", "checkpoint", "vocab", "model", "step", "trainer", "checkpoints")],
+               ("sampling", "data", "evaluate", "checkpoint", "vocab", "model", "step", "trainer", "checkpoints",
+                "saving", "reporting")],
         # The engine's own tests only: the test_tui_* files start a Textual UI and are slow, and the run-server
         # tests (a run in a thread, driven over its socket or by a subprocess) hang under mutmut's call tracing.
         tests=["tests", "--ignore-glob=tests/test_tui_*.py", "--ignore=tests/test_server.py",
                "--ignore=tests/test_runs_cli.py", "--ignore=tests/test_threads.py"],
         scopes={
             "engine.run.trainer": ("trainer.step", {
-                "Trainer._train_step", "Trainer._report", "Trainer._flush_progress", "Trainer._save",
-                "Trainer._save_final", "Trainer._last_good_checkpoint", "Trainer._save_after_out_of_memory",
-                "Trainer._fail_unsaved"}),
+                "Trainer.step", "Trainer._report", "Trainer._flush_progress", "Trainer._save",
+                "Trainer._save_final", "Trainer._recover_from_out_of_memory", "Trainer._fail_unsaved"}),
         },
     ),
     "logic": Suite(

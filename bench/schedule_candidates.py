@@ -31,6 +31,7 @@ from charrnn_tui.engine.cli import main as cli
 from charrnn_tui.engine.events import Evaluated, Progress
 from charrnn_tui.engine.protocol import Stop
 from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run.run import learning_rate
 from charrnn_tui.engine.run.trainer import Trainer
 
 FLOOR = schedule.FLOOR
@@ -106,7 +107,7 @@ def main() -> None:
         def on_event(event) -> None:
             if isinstance(event, Evaluated):
                 candidate.evaluated(args.candidate, event.nats)
-                points.append((event.step, event.nats, trainer._lr()))
+                points.append((event.step, event.nats, learning_rate(trainer.built, trainer.trained)))
                 print(f"step {event.step}: validation {event.nats:.4f}, lr now {points[-1][2]:.2e}", flush=True)
             elif isinstance(event, Progress) and event.step >= args.steps:
                 trainer.request(Stop(save=False))

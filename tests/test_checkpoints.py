@@ -135,10 +135,10 @@ def test_a_config_from_an_older_checkpoint_with_the_retired_compile_field_still_
 def test_each_save_reseeds_cudnns_dropout_from_the_saved_generator(repetitive_text, runs_dir, monkeypatch):
     """cuDNN's dropout state cannot be saved; the trainer re-seeds it after every save (a no-op
     off CUDA). On a GPU, tests/test_cuda.py checks that this makes resume exact."""
-    from charrnn_tui.engine.run import trainer as trainer_module
+    from charrnn_tui.engine.run import saving
 
     reseeded = []
-    monkeypatch.setattr(trainer_module, "reseed_cudnn_dropout", lambda device: reseeded.append(trainer.trained.step))
+    monkeypatch.setattr(saving, "reseed_cudnn_dropout", lambda device: reseeded.append(trainer.trained.step))
     trainer = Trainer(tiny_config(repetitive_text, max_steps=60, checkpoint_interval=20, eval_interval=1000),
                       runs_dir=runs_dir, run_name="r")
     trainer.run()
@@ -219,12 +219,12 @@ def test_a_checkpoint_that_cannot_even_be_opened_is_one_clear_error(tmp_path):
 def test_a_failed_save_is_a_warning_and_training_goes_on(repetitive_text, runs_dir, monkeypatch):
     from charrnn_tui.engine.errors import CheckpointError
     from charrnn_tui.engine.events import Notice
-    from charrnn_tui.engine.run import trainer as trainer_module
+    from charrnn_tui.engine.run import saving
 
     def no_space(payload, path):
         raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
+    monkeypatch.setattr(saving, "save_checkpoint", no_space)
     events = []
     trainer = Trainer(tiny_config(repetitive_text, max_steps=30, checkpoint_interval=10), runs_dir=runs_dir,
                       on_event=events.append)

@@ -127,7 +127,7 @@ def test_keystrokes_are_answered_between_the_chunks_of_an_evaluation(repetitive_
         assert result.nats == pytest.approx(quiet.nats, abs=1e-6)
         return result
 
-    monkeypatch.setattr("charrnn_tui.engine.run.trainer.evaluate", evaluate)
+    monkeypatch.setattr("charrnn_tui.engine.run.evaluating.evaluate", evaluate)
     trainer.request(AskNextTokens("a"))  # someone started typing before the first evaluation
     trainer.run()
     assert calls[0]["chunk"] == 32 and calls[0]["between"] is not None

@@ -19,7 +19,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     events = []
     config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=1e-9)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="nan", on_event=events.append)
-    real_step = trainer._train_step
+    real_step = trainer.step
 
     def poisoned_step():
         real_step()
@@ -27,7 +27,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
             log = trainer.built.train_step.log
             log.values[log.count - 1, 0] = float("nan")
 
-    monkeypatch.setattr(trainer, "_train_step", poisoned_step)
+    monkeypatch.setattr(trainer, "step", poisoned_step)
     try:
         trainer.run()
     except Exception as e:  # the TUI worker sees this; the state and message come as events first
@@ -173,7 +173,7 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_, rep
     # Reports are rare here, so the NaN is first seen when the request flushes the pending losses.
     config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="nan-request")
-    real_step = trainer._train_step
+    real_step = trainer.step
 
     def poisoned_step():
         real_step()
@@ -183,7 +183,7 @@ def test_a_request_after_an_unreported_nan_never_saves_nan_weights(request_, rep
         if trainer.trained.step == 46:
             trainer.request(request_)
 
-    monkeypatch.setattr(trainer, "_train_step", poisoned_step)
+    monkeypatch.setattr(trainer, "step", poisoned_step)
     assert trainer.run() == "error"
     assert "loss became nan at step 45" in trainer.error
     checkpoint = load_checkpoint(runs_dir / "nan-request" / LATEST)
@@ -204,7 +204,7 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     import threading
 
     from charrnn_tui.engine.errors import CheckpointError
-    from charrnn_tui.engine.run import trainer as trainer_module
+    from charrnn_tui.engine.run import saving
 
     trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir, run_name="gone", pause_on_save_error=True)
     worker = threading.Thread(target=trainer.run)
@@ -216,7 +216,7 @@ def test_an_unattended_stop_ends_even_when_the_save_fails(repetitive_text, runs_
     def no_space(payload, path):
         raise CheckpointError(f"cannot write checkpoint {path}: no space left on device; the previous one is intact")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
+    monkeypatch.setattr(saving, "save_checkpoint", no_space)
     trainer.request(Stop(save=True, unattended=True))
     worker.join(timeout=30)
     assert not worker.is_alive(), "the run waited for a retry that nobody can make"
@@ -267,7 +267,7 @@ def test_weights_that_turn_non_finite_without_a_sign_in_the_losses_are_not_saved
                                                                                monkeypatch):
     config = tiny_config(repetitive_text, max_steps=200, checkpoint_interval=20, report_interval=60.0)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="nan-weights")
-    real_step = trainer._train_step
+    real_step = trainer.step
 
     def corrupting_step():
         real_step()
@@ -275,7 +275,7 @@ def test_weights_that_turn_non_finite_without_a_sign_in_the_losses_are_not_saved
             with torch.no_grad():
                 trainer.built.model.head.bias[0] = float("nan")
 
-    monkeypatch.setattr(trainer, "_train_step", corrupting_step)
+    monkeypatch.setattr(trainer, "step", corrupting_step)
     assert trainer.run() == "error"
     assert "model.head.bias is not finite at step 40; not saved" in trainer.error
     assert "last checkpoint (step 20)" in trainer.error

@@ -29,7 +29,7 @@ def test_a_large_validation_split_is_read_within_the_budget_and_shows_its_progre
     monkeypatch.setattr(cfg, "EVAL_BUDGET", 3000)
     monkeypatch.setattr("charrnn_tui.engine.text.data.EVAL_BUDGET", 3000)
     monkeypatch.setattr("charrnn_tui.engine.model.evaluate.PROGRESS_CHUNK", 4)  # several chunks for a short text
-    monkeypatch.setattr("charrnn_tui.engine.run.trainer.VALIDATING_INTERVAL", 0.0)
+    monkeypatch.setattr("charrnn_tui.engine.run.evaluating.VALIDATING_INTERVAL", 0.0)
     events: list = []
     Trainer(tiny_config(long_text, max_steps=20, eval_interval=10), runs_dir=runs_dir, on_event=events.append).run()
     evaluations = [e for e in events if isinstance(e, Evaluated)]

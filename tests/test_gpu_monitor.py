@@ -12,8 +12,7 @@ import torch
 from helpers import tiny_config
 
 from charrnn_tui.engine.events import Notice, Progress
-from charrnn_tui.engine.run import gpu_monitor
-from charrnn_tui.engine.run import trainer as trainer_module
+from charrnn_tui.engine.run import gpu_monitor, run_setup
 from charrnn_tui.engine.run.gpu_monitor import MISSING_NVML, GpuMonitor, GpuReading
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.serve.printer import ProgressPrinter
@@ -84,7 +83,7 @@ class _FakeMonitor:
 
 
 def _run_with_monitor(monkeypatch, monitor, repetitive_text, runs_dir) -> list:
-    monkeypatch.setattr(trainer_module, "GpuMonitor", lambda device: monitor)
+    monkeypatch.setattr(run_setup, "GpuMonitor", lambda device: monitor)
     events = []
     Trainer(tiny_config(repetitive_text, max_steps=6, report_interval=1e-9), runs_dir=runs_dir,
             on_event=events.append).run()

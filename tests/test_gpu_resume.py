@@ -18,7 +18,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def _restored(path, **kwargs) -> Trainer:
     trainer = Trainer(resume=path, **kwargs)
-    trainer._setup()
+    trainer.setup()
     trainer.built.lock.release()
     return trainer
 

@@ -11,7 +11,7 @@ from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.events import Notice, Progress
 from charrnn_tui.engine.model.device import cpu_has_native_bf16
 from charrnn_tui.engine.model.model import CharRNN
-from charrnn_tui.engine.run import run_setup as trainer_module
+from charrnn_tui.engine.run import run_setup
 from charrnn_tui.engine.run.batch_size import largest_fitting, with_headroom
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
@@ -58,7 +58,7 @@ def _oom_above(monkeypatch, capacity: int) -> list[int]:
 
 def test_auto_batch_size_takes_the_largest_that_fits_and_leaves_training_unchanged(repetitive_text, runs_dir,
                                                                                    monkeypatch):
-    monkeypatch.setattr(trainer_module, "memory_limited", lambda device: True)  # as on a GPU
+    monkeypatch.setattr(run_setup, "memory_limited", lambda device: True)  # as on a GPU
     seen = _oom_above(monkeypatch, capacity=40)
     events = []
     config = tiny_config(repetitive_text, batch_size=4, auto_batch_size=True, max_steps=5, report_interval=1e-9,
@@ -138,7 +138,7 @@ def test_out_of_memory_in_training_stops_with_the_batch_shape_and_saves_the_last
 def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir, monkeypatch):
     config = tiny_config(repetitive_text, max_steps=100, checkpoint_interval=10)
     trainer = Trainer(config, runs_dir=runs_dir, run_name="oom-step")
-    real_setup = trainer._setup
+    real_setup = trainer.setup
 
     def setup():
         real_setup()
@@ -151,7 +151,7 @@ def test_out_of_memory_inside_the_update_saves_nothing(repetitive_text, runs_dir
 
         trainer.built.optimizer.step = step
 
-    monkeypatch.setattr(trainer, "_setup", setup)
+    monkeypatch.setattr(trainer, "setup", setup)
     with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16"):
         trainer.run()
     assert load_checkpoint(runs_dir / "oom-step" / LATEST)["step"] == 10

@@ -122,6 +122,7 @@ def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
     from helpers import tiny_config
 
     from charrnn_tui.engine import events as ev
+    from charrnn_tui.engine.model.sampling import SampleSettings
     from charrnn_tui.engine.run.trainer import Trainer
 
     corpus = tmp_path / "fox.txt"
@@ -132,7 +133,9 @@ def test_a_runs_samples_carry_their_confidence_and_what_they_copied(tmp_path):
                       runs_dir=tmp_path / "runs", on_event=events.append)
     trainer.run()
     assert trainer.built.copy_index.wait(60) is not None
-    trainer._sample("the quick", "prompt")
+    settings = SampleSettings(length=60, temperature=0.1, top_k=trainer.config.top_k, top_p=trainer.config.top_p)
+    for _ in trainer.answers.sample(trainer.trained.step, "the quick", "prompt", settings):
+        pass
     finished = [e for e in events if isinstance(e, ev.SampleFinished)][-1]
     texts = [e for e in events if isinstance(e, ev.SampleText) and e.sample_id == finished.sample_id]
     assert "".join(t.text for t in texts) == finished.text and len(finished.text) == 60

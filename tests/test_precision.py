@@ -34,7 +34,7 @@ from charrnn_tui.engine.model.device import (
 )
 from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.model.step import TrainStep
-from charrnn_tui.engine.run import trainer as trainer_module
+from charrnn_tui.engine.run import run_setup, saving
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 
@@ -236,7 +236,7 @@ def test_training_evaluations_and_the_eval_command_run_in_the_same_precision(rep
         return real_forward(self, x, state, last_only)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
-    monkeypatch.setattr(trainer_module, "use_bf16", lambda device, precision: True)  # emulated bf16 (GRU runs anywhere)
+    monkeypatch.setattr(run_setup, "use_bf16", lambda device, precision: True)  # emulated bf16 (GRU runs anywhere)
     path = ["train"]
     with tf32_allowed(True):
         trainer = Trainer(tiny_config(repetitive_text, kind="gru", max_steps=40, eval_interval=20),
@@ -270,14 +270,14 @@ def test_out_of_memory_is_recovered_from_after_the_failed_step_is_gone(repetitiv
         return logits, state
 
     at_save = []
-    real_save = trainer._save
+    real_save = saving.save
 
-    def save(name):
+    def save(*args):
         at_save.append((sys.exc_info()[1], [ref() for ref in failed_step]))
-        return real_save(name)
+        return real_save(*args)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
-    monkeypatch.setattr(trainer, "_save", save)
+    monkeypatch.setattr(saving, "save", save)
     with pytest.raises(CharRNNError, match="out of memory with batch-size 4 and seq-len 16") as raised:
         trainer.run()
     assert failed_step and at_save[-1] == (None, [None])  # outside any except block; the step's tensors freed

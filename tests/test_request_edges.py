@@ -26,6 +26,7 @@ from charrnn_tui.engine import events as ev
 from charrnn_tui.engine import protocol
 from charrnn_tui.engine.errors import CharRNNError
 from charrnn_tui.engine.protocol import EvaluateNow, Pause, Resume, SaveNow, Stop
+from charrnn_tui.engine.run import evaluating, saving
 from charrnn_tui.engine.run.control import REQUEST_BURST, REQUEST_SHARE, RequestBudget
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST, SOCKET, unix_address
@@ -88,35 +89,46 @@ class Clock:
         return self.now
 
 
-def work_trainer(corpus: Path, runs_dir: Path, cost: float):
-    """A Trainer's request side alone, with a fake clock: an evaluation or a save costs `cost` seconds
-    of it, and is recorded with the step it was served at."""
-    trainer = Trainer(tiny_config(corpus), runs_dir=runs_dir)
-    clock = Clock()
-    trainer.controls.work_budget = RequestBudget(clock=clock)
-    served: list[tuple[str, int]] = []
+@pytest.fixture
+def work_trainer(repetitive_text, runs_dir, monkeypatch):
+    """A Trainer set up, whose requests the test serves by hand, with a fake clock: an evaluation or
+    a save costs `cost` seconds of it, and is recorded with the step it was served at."""
+    made: list[Trainer] = []
 
-    def work(kind: str):
-        def carry_out(*args, **kwargs):
-            clock.now += cost
-            served.append((kind, trainer.trained.step))
-        return carry_out
+    def make(cost: float) -> tuple[Trainer, list[tuple[str, int]]]:
+        trainer = Trainer(tiny_config(repetitive_text), runs_dir=runs_dir)
+        trainer.setup()
+        made.append(trainer)
+        clock = Clock()
+        trainer.controls.work_budget = RequestBudget(clock=clock)
+        served: list[tuple[str, int]] = []
 
-    trainer._evaluate, trainer._save = work("evaluate"), work("save")
-    trainer.trained.train_seconds = 0.0
-    return trainer, served
+        def work(kind: str, result: Any):
+            def carry_out(*args, **kwargs):
+                clock.now += cost
+                served.append((kind, trainer.trained.step))
+                return result
+            return carry_out
+
+        monkeypatch.setattr(evaluating, "evaluate_run", work("evaluate", evaluating.Evaluation(False, cost, None)))
+        monkeypatch.setattr(saving, "save", work("save", saving.Saved(True)))
+        trainer.trained.train_seconds = 0.0
+        return trainer, served
+
+    yield make
+    for trainer in made:
+        trainer.close()
 
 
 def train(trainer: Trainer, steps: int = 1, seconds: float = 0.01) -> None:
     for _ in range(steps):
         trainer.trained.step += 1
         trainer.trained.train_seconds += seconds
-        trainer._serve_requests(block=False)
+        trainer.serve_requests()
 
 
-def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_in_the_end(repetitive_text,
-                                                                                          runs_dir):
-    trainer, served = work_trainer(repetitive_text, runs_dir, cost=0.2)
+def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_in_the_end(work_trainer):
+    trainer, served = work_trainer(cost=0.2)
     told: list[ev.Notice] = []
     for _ in range(5000):  # 50 s of training in steps of 10 ms, both asked for at every boundary
         trainer.request(EvaluateNow(), reply=told.append)
@@ -158,16 +170,16 @@ def test_a_flood_of_evaluations_and_saves_keeps_to_the_share_and_each_is_served_
 
 
 @pytest.mark.parametrize("ask, kind", [(EvaluateNow(), "evaluate"), (SaveNow(), "save")])
-def test_one_evaluation_or_save_asked_for_is_served_at_once(repetitive_text, runs_dir, ask, kind):
-    trainer, served = work_trainer(repetitive_text, runs_dir, cost=2.0)  # however long it takes
+def test_one_evaluation_or_save_asked_for_is_served_at_once(work_trainer, ask, kind):
+    trainer, served = work_trainer(cost=2.0)  # however long it takes
     told: list[ev.Notice] = []
     trainer.request(ask, reply=told.append)
     train(trainer)
     assert served == [(kind, 1)] and told == []
 
 
-def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(repetitive_text, runs_dir):
-    trainer, served = work_trainer(repetitive_text, runs_dir, cost=1.0)
+def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(work_trainer):
+    trainer, served = work_trainer(cost=1.0)
     trainer.request(EvaluateNow())
     train(trainer)
     told: list[ev.Notice] = []
@@ -177,7 +189,7 @@ def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(repet
     assert served == [("evaluate", 1)] and set(trainer.controls._held) == {EvaluateNow, SaveNow} and len(told) == 2
     trainer.request(Pause())
     for _ in range(3):  # no training to keep: one at each boundary, not charged
-        trainer._serve_requests(block=False)
+        trainer.serve_requests()
     assert served == [("evaluate", 1), ("evaluate", 2), ("save", 2)]
     assert trainer.controls.work_budget.spent == 1.0
     trainer.request(Resume())
@@ -186,9 +198,9 @@ def test_what_is_held_is_served_when_the_run_pauses_and_told_when_it_stops(repet
     trainer.request(EvaluateNow(), reply=told.append)
     trainer.request(SaveNow(), reply=told.append)
     trainer.request(Stop(save=True))
-    trainer._serve_requests(block=False)
+    trainer.serve_requests()
     assert set(trainer.controls._held) == {EvaluateNow, SaveNow}
-    trainer._pull(trainer.controls.drop())
+    trainer.pull(trainer.controls.drop())
     assert [n.message for n in told[2:]] == ["the run stopped before the evaluation was served"]  # the stop saves
     assert trainer.controls._queued_work == 0
 

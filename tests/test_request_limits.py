@@ -148,8 +148,8 @@ def _raise(*args, **kwargs):
      "SampleFinished"),
     (protocol.AskNextTokens(text="the qu"), "charrnn_tui.engine.model.cowrite.TypingState.expect", "no next tokens",
      "NextTokens"),
-    (protocol.EvaluateNow(), "charrnn_tui.engine.run.trainer.evaluate", "evaluation failed", "Evaluated"),
-    (protocol.SaveNow(), "charrnn_tui.engine.run.trainer.save_checkpoint", "save failed", "CheckpointSaved"),
+    (protocol.EvaluateNow(), "charrnn_tui.engine.run.evaluating.evaluate", "evaluation failed", "Evaluated"),
+    (protocol.SaveNow(), "charrnn_tui.engine.run.saving.save_checkpoint", "save failed", "CheckpointSaved"),
 ])
 def test_a_request_that_fails_is_told_to_its_sender_and_the_run_goes_on(top_k_run, monkeypatch, request_, target,
                                                                          said, answer):
@@ -338,11 +338,12 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
     trainer.controls.request_budget = RequestBudget(clock=clock)
     answered: list[str] = []
 
-    def expect(text, top):
-        clock.now += 0.005
-        answered.append(text)
+    class Typist:  # the run's answers, each costing 5 ms of the fake clock
+        def expect(self, text, top):
+            clock.now += 0.005
+            answered.append(text)
 
-    trainer._expect = expect
+    trainer.answers = Typist()
     trainer.trained.train_seconds = 0.0
     trainer.temperature = 0.8
     for k in range(400):  # a boundary every 10 ms of training, a keystroke waiting at each
@@ -351,7 +352,7 @@ def test_a_run_serves_requests_within_the_budget_and_settings_at_once(repetitive
         if k == 200:
             trainer.request(SetTemperature(1.5))
             assert not trainer.controls.request_budget.allows()  # spent: the keystroke waits, the setting does not
-        trainer._serve_requests(block=False)
+        trainer.serve_requests()
         if k == 200:
             assert trainer.temperature == 1.5
     spent = trainer.controls.request_budget.spent
@@ -369,8 +370,8 @@ def test_a_stop_drops_what_was_set_aside_and_tells_who_asked(repetitive_text, ru
         trainer.request(Prompt("ab"), reply=told.append)
     with pytest.raises(protocol.RequestRefused, match="busy"):
         trainer.request(SampleNow())
-    trainer._serve_requests(block=False)
-    trainer._pull(trainer.controls.drop())
+    trainer.serve_requests()
+    trainer.pull(trainer.controls.drop())
     assert [n.message for n in told] == ["the run stopped before the prompt was served"] * control.MAX_QUEUED_WORK
     trainer.request(SampleNow())  # nothing is counted as waiting any more
     assert trainer.controls._queued_work == 1

@@ -9,10 +9,11 @@ from helpers import step_losses, tiny_config
 
 from charrnn_tui.engine.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_tui.engine.config import ModelConfig
-from charrnn_tui.engine.errors import CheckpointError, ConfigError
+from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError
 from charrnn_tui.engine.events import Notice
-from charrnn_tui.engine.run import checkpoints
-from charrnn_tui.engine.run import trainer as trainer_module
+from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.run import checkpoints, saving
 from charrnn_tui.engine.run.trainer import Trainer
 from charrnn_tui.engine.runs import LATEST
 
@@ -21,7 +22,7 @@ def restored(path, **kwargs) -> tuple[Trainer, list]:
     """A Trainer set up from a checkpoint, as `run` does before its first step (its lock released)."""
     events: list = []
     trainer = Trainer(resume=path, on_event=events.append, **kwargs)
-    trainer._setup()
+    trainer.setup()
     trainer.built.lock.release()
     return trainer, events
 
@@ -81,8 +82,8 @@ def test_a_carried_state_saved_in_half_precision_resumes_in_float32(kind, stoppe
     assert all(t.dtype == torch.float32 for t in tensors)
     assert [t.shape for t in tensors] == [t.shape for t in ck["train_state"]]
     assert all(torch.equal(t, s.float()) for t, s in zip(tensors, ck["train_state"], strict=True))
-    trainer.config.max_steps = 32
-    trainer._loop()  # and the model takes it
+    trainer.step()  # and the model takes it
+    trainer.step()
     assert trainer.trained.step == 32
 
 
@@ -177,52 +178,77 @@ def test_a_failed_final_save_names_the_lost_steps_and_the_last_checkpoint(stoppe
     def no_space(payload, where):
         raise CheckpointError(f"cannot write checkpoint {where}: no space left on device; the previous one is intact")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", no_space)
+    monkeypatch.setattr(saving, "save_checkpoint", no_space)
     trainer = Trainer(resume=path, overrides={"max_steps": 6})  # six more
     assert trainer.run() == "error"
     assert trainer.error == ("the final checkpoint could not be written, so steps 31-36 are lost; "
                              "the last checkpoint is step 30")
 
 
-def test_a_failed_run_keeps_its_first_error_when_the_final_save_also_fails(stopped_run):
-    trainer, _ = restored(stopped_run())
-    trainer._fail("loss is nan at step 31")
-    trainer._fail_unsaved()
-    assert trainer.error == "loss is nan at step 31"
+def test_a_failed_run_keeps_its_first_error_when_the_final_save_also_fails(stopped_run, monkeypatch):
+    """Weights that turn non-finite in the last step fail the final save: that is the error, not
+    the steps the failed save lost."""
+    trainer = Trainer(resume=stopped_run(), overrides={"max_steps": 6})  # six more
+    real_step = TrainStep.__call__
+
+    def corrupting_step(step, *args, **kwargs):
+        state = real_step(step, *args, **kwargs)
+        if trainer.trained.step == 35:  # the last one: its loss was finite, its weights are not
+            with torch.no_grad():
+                trainer.built.model.head.bias[0] = float("nan")
+        return state
+
+    monkeypatch.setattr(TrainStep, "__call__", corrupting_step)
+    assert trainer.run() == "error"
+    assert trainer.error == ("model.head.bias is not finite at step 36; not saved. "
+                             "Resume from the last checkpoint (step 30) with a lower --lr")
 
 
-def test_the_advice_after_a_non_finite_update_depends_on_what_was_saved(stopped_run):
-    trainer, _ = restored(stopped_run())
-    assert trainer._last_good_checkpoint() == "Resume from the last checkpoint (step 30) with a lower --lr"
-    trainer.saved_step = 0
-    assert trainer._last_good_checkpoint() == "Nothing was saved; start again with a lower --lr"
+def test_the_advice_after_a_non_finite_update_depends_on_what_was_saved():
+    assert saving.last_good_checkpoint(30) == "Resume from the last checkpoint (step 30) with a lower --lr"
+    assert saving.last_good_checkpoint(0) == "Nothing was saved; start again with a lower --lr"
 
 
-def test_out_of_memory_right_after_a_save_writes_nothing_more(stopped_run, monkeypatch):
-    trainer, _ = restored(stopped_run())
-    written = []
-    monkeypatch.setattr(trainer_module, "save_checkpoint", lambda payload, where: written.append(payload["step"]))
-    trainer._save_after_out_of_memory()  # step 30 is saved already
-    assert written == []
-    trainer.trained.step = 31
-    trainer._save_after_out_of_memory()
-    assert written == [31]
+UNPATCHED_FORWARD = CharRNN.forward
+
+
+def out_of_memory_at(trainer: Trainer, step: int):
+    """A model's forward pass that runs out of memory in training step `step` (outside the update)."""
+    real_forward = UNPATCHED_FORWARD
+
+    def forward(self, x, state=None, last_only=False):
+        if self.training and trainer.trained.step + 1 == step:
+            raise torch.OutOfMemoryError("CPU out of memory")
+        return real_forward(self, x, state, last_only)
+    return forward
+
+
+@pytest.mark.parametrize(("failing_step", "written"), [(31, []), (32, [31])])
+def test_out_of_memory_right_after_a_save_writes_nothing_more(stopped_run, monkeypatch, failing_step, written):
+    """Resumed at step 30: running out of memory in step 31 has nothing new to save; in step 32, step 31."""
+    trainer = Trainer(resume=stopped_run(), overrides={"max_steps": 6})
+    saved = []
+    monkeypatch.setattr(saving, "save_checkpoint", lambda payload, where: saved.append(payload["step"]))
+    monkeypatch.setattr(CharRNN, "forward", out_of_memory_at(trainer, failing_step))
+    with pytest.raises(CharRNNError, match="out of memory"):
+        trainer.run()
+    assert saved == written
 
 
 def test_out_of_memory_again_while_saving_after_one_is_not_raised_but_other_errors_are(stopped_run, monkeypatch):
-    trainer, _ = restored(stopped_run())
-    trainer.trained.step = 31
-
     def fails_with(error):
         def save(payload, where):
             raise error
         return save
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", fails_with(torch.OutOfMemoryError("CPU out of memory")))
-    trainer._save_after_out_of_memory()
-    monkeypatch.setattr(trainer_module, "save_checkpoint", fails_with(ValueError("something else")))
-    with pytest.raises(ValueError, match="something else"):
-        trainer._save_after_out_of_memory()
+    path = stopped_run()
+    for error, raised in [(torch.OutOfMemoryError("CPU out of memory"), CharRNNError),
+                          (ValueError("something else"), ValueError)]:
+        trainer = Trainer(resume=path, overrides={"max_steps": 6})
+        monkeypatch.setattr(saving, "save_checkpoint", fails_with(error))
+        monkeypatch.setattr(CharRNN, "forward", out_of_memory_at(trainer, 32))  # step 31 is worth saving
+        with pytest.raises(raised, match="out of memory with batch-size" if raised is CharRNNError else "something"):
+            trainer.run()
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

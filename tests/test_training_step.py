@@ -22,7 +22,7 @@ def _spied_run(config, runs_dir, monkeypatch):
         return loss, new_state
 
     monkeypatch.setattr(TrainStep, "loss", loss_spy)
-    original_setup = trainer._setup
+    original_setup = trainer.setup
 
     def setup_then_spy_on_the_optimizer():
         original_setup()
@@ -35,7 +35,7 @@ def _spied_run(config, runs_dir, monkeypatch):
 
         trainer.built.optimizer.step = step_spy
 
-    monkeypatch.setattr(trainer, "_setup", setup_then_spy_on_the_optimizer)
+    monkeypatch.setattr(trainer, "setup", setup_then_spy_on_the_optimizer)
     assert trainer.run() == "finished"
     return trainer, steps, norms
 

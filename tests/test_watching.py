@@ -209,7 +209,7 @@ def test_early_stop_can_be_set_while_the_run_trains_and_a_resume_keeps_it(tmp_pa
     latest = tmp_path / "runs" / "e" / "latest.pt"
     assert load_checkpoint(latest)["config"]["early_stop"] == 2 and trainer.trained.step < 3000
     resumed = Trainer(resume=latest)
-    resumed._setup()
+    resumed.setup()
     resumed.built.lock.release()
     assert resumed.config.early_stop == 2
 
@@ -221,9 +221,9 @@ def test_early_stop_counts_evaluations_not_the_points_kept_after_thinning(tmp_pa
 
     from charrnn_tui.engine.checkpoint import load_checkpoint
     from charrnn_tui.engine.history import thin_evaluations
-    from charrnn_tui.engine.run import trainer as trainer_module
+    from charrnn_tui.engine.run import evaluating
 
-    monkeypatch.setattr(trainer_module, "thin_evaluations", partial(thin_evaluations, limit=8))
+    monkeypatch.setattr(evaluating, "thin_evaluations", partial(thin_evaluations, limit=8))
     corpus = tmp_path / "small.txt"
     corpus.write_text("".join(f"{i} {i * i % 97} {'abcdefghij'[i % 10] * (i % 7)}\n" for i in range(400)))
     trainer = Trainer(tiny_config(corpus, hidden=128, seq_len=32, batch_size=8, lr=0.01, eval_interval=25,

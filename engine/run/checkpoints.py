@@ -20,18 +20,13 @@ from charrnn_tui.engine.model.model import CharRNN
 from charrnn_tui.engine.overfitting import read_history
 from charrnn_tui.engine.run import schedule
 from charrnn_tui.engine.run.distributed import World, state_rows
-from charrnn_tui.engine.run.run import EventSink, Run, Trained
+from charrnn_tui.engine.run.run import EventSink, Run, Trained, position
 from charrnn_tui.engine.run.schedule import Schedule
 from charrnn_tui.engine.text.corpus import corpus_spec
 from charrnn_tui.engine.text.data import LAYOUT, legacy_epoch_float, make_batcher
 from charrnn_tui.engine.text.run_text import TextFingerprint, describe_change
 
 RESUMABLE_OVERRIDES = cfg.resumable_fields()  # fields a resume may change; the rest must match
-
-
-def position(run: Run, trained: Trained) -> schedule.Position:
-    """Where training stands, on the axes the stop conditions and the schedule read."""
-    return schedule.Position(trained.step, run.batcher.epoch_float, trained.train_seconds)
 
 
 def checkpoint_payload(run: Run, trained: Trained) -> dict[str, Any]:

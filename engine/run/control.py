@@ -16,7 +16,7 @@ Trainer.run): a failure becomes a message to whoever asked, and training goes on
 
 The loop's side is generators of Actions: what the loop is to do (flush the progress, save, evaluate,
 answer a keystroke, write a piece of a sample, change its state or settings, tell everyone). The loop
-(Trainer._pull) does each and sends back what came of it, or throws back what it raised, so these
+(Trainer.pull) does each and sends back what came of it, or throws back what it raised, so these
 functions hold the queue, the budgets and the order of the work, and never call into the Trainer.
 """
 

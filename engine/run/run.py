@@ -20,6 +20,7 @@ from charrnn_tui.engine.history import LossHistory
 from charrnn_tui.engine.model.model import CharRNN, State
 from charrnn_tui.engine.model.sampling import TextGenerator
 from charrnn_tui.engine.model.step import TrainStep
+from charrnn_tui.engine.run import schedule
 from charrnn_tui.engine.run.distributed import Peers
 from charrnn_tui.engine.run.metrics import MetricsLog
 from charrnn_tui.engine.run.schedule import Schedule
@@ -79,3 +80,18 @@ class Trained:
         """This process's carried state (its block of the batch's streams), as a tuple."""
         state = self.train_state
         return () if state is None else state if isinstance(state, tuple) else (state,)
+
+
+def position(run: Run, trained: Trained) -> schedule.Position:
+    """Where training stands, on the axes the stop conditions and the schedule read."""
+    return schedule.Position(trained.step, run.batcher.epoch_float, trained.train_seconds)
+
+
+def learning_rate(run: Run, trained: Trained) -> float:
+    """The learning rate of the next step (engine/run/schedule.py)."""
+    return run.schedule.rate(run.config, position(run, trained))
+
+
+def limit_fraction(run: Run, trained: Trained) -> float | None:
+    """How far through its stop conditions the run is (this session's ETA reads it), None without any."""
+    return schedule.limit_fraction(run.config, position(run, trained), run.schedule.start)

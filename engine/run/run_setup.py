@@ -1,15 +1,15 @@
 """Run set-up: the steps that build what a run is made of (engine/run/run.py's Run) from a config,
 or from a checkpoint's, each a function of what it reads that returns what it makes.
 
-The Trainer's `_setup` (engine/run/trainer.py) calls them in order; engine/run/checkpoints.py
-restores a resumed run's state into what they build."""
+`build_run` calls them in order, for the Trainer's `setup` (engine/run/trainer.py);
+engine/run/checkpoints.py restores a resumed run's state into what they build."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,17 @@ from charrnn_tui.engine.counts import plural
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError, CorpusError
 from charrnn_tui.engine.events import Notice, RunInfo, Started
 from charrnn_tui.engine.model.device import (
+    configure_backends,
     describe_device,
     fork_rng,
     pick_device,
     precision_label,
     release_cached_memory,
     synchronize,
+    use_bf16,
 )
 from charrnn_tui.engine.model.model import CharRNN
+from charrnn_tui.engine.model.sampling import TextGenerator
 from charrnn_tui.engine.model.step import TrainStep
 from charrnn_tui.engine.printable import percent
 from charrnn_tui.engine.run import schedule
@@ -39,10 +42,18 @@ from charrnn_tui.engine.run.batch_size import (
     memory_limited,
     with_headroom,
 )
-from charrnn_tui.engine.run.checkpoints import LARGE_CHECKPOINT, checkpoint_bytes, corpus_change
-from charrnn_tui.engine.run.distributed import ProcessGroup, World
-from charrnn_tui.engine.run.metrics import MetricsLog
+from charrnn_tui.engine.run.checkpoints import (
+    LARGE_CHECKPOINT,
+    checkpoint_bytes,
+    corpus_change,
+    restore,
+    resume_schedule,
+)
+from charrnn_tui.engine.run.distributed import Alone, Peers, ProcessGroup, World, check_batch
+from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
+from charrnn_tui.engine.run.metrics import MetricsLog, require_tensorboard
 from charrnn_tui.engine.run.run import EventSink, Run, Trained
+from charrnn_tui.engine.run.schedule import Schedule
 from charrnn_tui.engine.run.threads import available_cores
 from charrnn_tui.engine.runs import (
     RunLock,
@@ -53,7 +64,7 @@ from charrnn_tui.engine.runs import (
     run_hint,
 )
 from charrnn_tui.engine.text.corpus import Corpus, load_corpus
-from charrnn_tui.engine.text.data import Batcher, split_tokens
+from charrnn_tui.engine.text.data import Batcher, make_batcher, split_tokens, validation_ids
 from charrnn_tui.engine.text.novelty import BackgroundIndex
 from charrnn_tui.engine.text.run_text import TextFingerprint, save_validation
 from charrnn_tui.engine.text.vocab import CharVocab, WordVocab, build_vocab, vocab_from_dict
@@ -307,3 +318,88 @@ def run_fingerprint(config: cfg.TrainConfig, vocab: CharVocab | WordVocab, text:
     digest.update(json.dumps([cfg.to_dict(config), vocab.to_dict(), step, batcher.state_dict(), saved_at],
                              sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+@dataclass
+class Made:
+    """What set-up has made so far, each part kept as soon as it exists: a failure later still names
+    the device in its message, releases the other processes and removes an empty run folder."""
+
+    device: torch.device | None = None
+    peers: Peers = field(default_factory=Alone)
+    run: Run | None = None
+    gpu_monitor: GpuMonitor | None = None  # the leader's
+    plan_notes: list[str] = field(default_factory=list)  # how the defaults suit this text, said at the start
+
+
+def build_run(config: cfg.TrainConfig, checkpoint: dict[str, Any] | None, world: World, *, corpus: Corpus | None,
+              resume_path: Path | None, overrides: dict[str, Any], run_name: str | None, runs_dir: Path,
+              trained: Trained, emit: EventSink, made: Made) -> None:
+    """Set-up, step by step: the corpus, vocabulary and split, the device, model, optimizer and batch
+    size, then the Run; the leader's folder and lock; a resume's state restored into the Run and
+    `trained` (engine/run/checkpoints.py); the processes of a distributed run joined; the leader's
+    logs and copy index, and Started. `corpus`: read already by the command line, or None."""
+    cfg.validate(config)
+    if config.tensorboard:
+        require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
+    torch.manual_seed(config.seed)
+    text = read_text(config, checkpoint, corpus, resume_path)
+    del corpus  # its text is the TextSplit's now
+
+    made.device = device = pick_run_device(config.device, world)
+    configure_backends(device, config.threads or default_threads(device, world))
+    if world.distributed and not config.auto_batch_size:
+        check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
+    bf16 = use_bf16(device, config.precision)
+    made.gpu_monitor = GpuMonitor(device) if world.leader else None
+    config.model.vocab_size = len(text.vocab)
+    model = CharRNN(config.model).to(device)
+    optimizer = make_optimizer(model, config, device)
+    train_step = TrainStep(model, optimizer, device, bf16=bf16, grad_clip=config.grad_clip)
+    train_tokens = len(text.train_ids)
+    probed = config.auto_batch_size and (checkpoint is None or overrides.get("auto_batch_size")
+                                         or config.seq_len != checkpoint["config"]["seq_len"])
+    preset_batch = config.batch_size
+    if probed:
+        config.batch_size = auto_batch_size(config, device, train_tokens, train_step, len(text.vocab), emit)
+    elif checkpoint is None and config.fit_batch_size:
+        config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, train_tokens)
+    group: ProcessGroup | None = None
+    if world.distributed:
+        made.peers = group = ProcessGroup(world, device)
+        if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
+            config.batch_size = distributed_batch_size(group, config, world, device, config.batch_size,
+                                                       train_tokens, emit)
+            check_batch(config.batch_size, world)
+    # From here the run is built: what follows places it and restores it, with the leader's
+    # folder, lock, logs and corpus filled in last (a follower has none).
+    on_device = text.train_ids.to(device)
+    made.run = run = Run(
+        config=config, device=device, bf16=bf16, vocab=text.vocab, model=model, optimizer=optimizer,
+        train_step=train_step, train_ids=on_device,
+        val_ids=validation_ids(text.val_ids, config.eval_tokens).to(device),
+        batcher=make_batcher(config.sampler, on_device, config.batch_size, config.seq_len, config.seed),
+        generator=TextGenerator(model, text.vocab), schedule=Schedule(), peers=made.peers,
+        text_fingerprint=text.fingerprint if world.leader else None,
+    )
+    if checkpoint is None and config.fit_eval_interval:
+        config.eval_interval = cfg.fitted_eval_interval(config, train_tokens)
+    made.plan_notes = [] if checkpoint is not None else plan_notes(run, preset_batch, probed)
+    failed: CharRNNError | None = None
+    try:
+        if world.leader:  # a follower trains; the leader keeps the folder, lock and logs
+            place_run(run, resume_path, run_name, runs_dir, text.corpus.name)
+        if checkpoint is not None:
+            assert resume_path is not None, "read from it"
+            restore(run, trained, checkpoint, world, resume_path, emit)
+            resume_schedule(run, trained, checkpoint, overrides, resume_path, emit)
+    except CharRNNError as e:
+        if group is None:
+            raise
+        failed = e
+    if group is not None:
+        join_training(run, group, world, text, trained.step, checkpoint, failed)
+        if not world.leader:
+            return
+    open_leader_parts(run, text, trained, checkpoint, world, emit)
+

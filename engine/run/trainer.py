@@ -1,16 +1,18 @@
 """The training loop: truncated BPTT step after step, with reports, evaluations, checkpoints and
 samples when they fall due, and requests from other threads applied between steps.
 
-Read `_loop` top to bottom. Around it: engine/run/run_setup.py builds the run (or restores it from a
-checkpoint) and writes checkpoints; engine/run/control.py holds the requests; engine/model/step.py the step
-itself; engine/run/schedule.py the learning rate and the stop conditions. Only the thread that calls
-`run()` touches the model.
+Read `run`, then `_loop`, top to bottom. Around them, each a module of one job: engine/run/run_setup.py
+builds the run (`setup` calls it step by step) and engine/run/checkpoints.py restores it;
+engine/run/control.py holds the requests and yields what the loop is to do; engine/model/step.py is
+the step itself; engine/run/reporting.py the progress reports, engine/run/evaluating.py an
+evaluation, engine/run/saving.py writing a checkpoint, engine/run/answers.py the samples and the
+answers to keystrokes; engine/run/schedule.py the learning rate and the stop conditions. Only the
+thread that calls `run()` touches the model.
 """
 
 from __future__ import annotations
 
 import gc
-import itertools
 import math
 import time
 from collections.abc import Callable, Generator
@@ -21,43 +23,18 @@ from typing import Any
 import torch
 
 from charrnn_tui.engine import config as cfg
-from charrnn_tui.engine.checkpoint import load_checkpoint, non_finite_tensor, save_checkpoint
+from charrnn_tui.engine.checkpoint import load_checkpoint
 from charrnn_tui.engine.counts import plural
-from charrnn_tui.engine.errors import CharRNNError, CheckpointError
-from charrnn_tui.engine.events import (
-    CheckpointSaved,
-    Evaluated,
-    Event,
-    NextTokens,
-    Notice,
-    Progress,
-    SampleFinished,
-    SampleStarted,
-    SampleText,
-    SettingsChanged,
-    StateChanged,
-    Validating,
-)
-from charrnn_tui.engine.history import thin_evaluations
-from charrnn_tui.engine.model.cowrite import TypingState
-from charrnn_tui.engine.model.device import (
-    configure_backends,
-    memory_in_use,
-    release_cached_memory,
-    reseed_cudnn_dropout,
-    use_bf16,
-)
-from charrnn_tui.engine.model.evaluate import evaluate
-from charrnn_tui.engine.model.model import CharRNN
-from charrnn_tui.engine.model.sampling import Continuation, SampleSettings, TextGenerator
-from charrnn_tui.engine.model.step import TrainStep
-from charrnn_tui.engine.overfitting import read_history
+from charrnn_tui.engine.errors import CharRNNError
+from charrnn_tui.engine.events import Event, Notice, SettingsChanged, StateChanged
+from charrnn_tui.engine.model.device import release_cached_memory
+from charrnn_tui.engine.model.sampling import SampleSettings
 from charrnn_tui.engine.protocol import Request, SetEarlyStop, SetSampleInterval, SetTemperature, Stop
-from charrnn_tui.engine.run import schedule
+from charrnn_tui.engine.run import evaluating, saving, schedule
+from charrnn_tui.engine.run.answers import Answers, keep_live_sample, write_whole
 from charrnn_tui.engine.run.batch_size import is_out_of_memory
-from charrnn_tui.engine.run.checkpoints import checkpoint_payload, restore, resume_schedule, resumed_config
+from charrnn_tui.engine.run.checkpoints import resumed_config
 from charrnn_tui.engine.run.control import (
-    TYPING_CHUNK,
     Action,
     Actions,
     Announce,
@@ -78,38 +55,19 @@ from charrnn_tui.engine.run.distributed import (
     SINGLE,
     STEP,
     STOP,
-    Alone,
     DistributedError,
     Peers,
     ProcessGroup,
     World,
-    check_batch,
     shard,
 )
-from charrnn_tui.engine.run.gpu_monitor import GpuMonitor
-from charrnn_tui.engine.run.metrics import require_tensorboard
-from charrnn_tui.engine.run.process_usage import ProcessUsage
-from charrnn_tui.engine.run.run import EventSink, Run, Trained
-from charrnn_tui.engine.run.run_setup import (
-    auto_batch_size,
-    default_threads,
-    distributed_batch_size,
-    join_training,
-    make_optimizer,
-    open_leader_parts,
-    pick_run_device,
-    place_run,
-    plan_notes,
-    read_text,
-)
-from charrnn_tui.engine.run.schedule import Schedule
-from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, keep_step_copy, run_hint, write_status
+from charrnn_tui.engine.run.reporting import Reports
+from charrnn_tui.engine.run.run import EventSink, Run, Trained, learning_rate
+from charrnn_tui.engine.run.run_setup import Made, build_run
+from charrnn_tui.engine.runs import BEST, LATEST, default_runs_dir, write_status
 from charrnn_tui.engine.text.corpus import Corpus
-from charrnn_tui.engine.text.data import make_batcher, validation_ids
 
-MAX_SAVED_SAMPLES = 50
 _FINISHED = object()  # what a sample's pieces give once it has finished
-VALIDATING_INTERVAL = 0.5  # seconds between Validating events during an evaluation
 
 
 @dataclass(frozen=True)
@@ -135,6 +93,11 @@ class RunPlan:
 
 
 class Trainer:
+    """A run's life: set up, the loop (or, in a follower of a distributed run, `_follow`), the end.
+    Its public side: `run()`, and `request()` from any thread; `setup()`, `step()`,
+    `serve_requests()`, `pull()` and `close()` are the pieces `run()` is made of, for tests and
+    benches that drive a run a piece at a time."""
+
     def __init__(
         self,
         config: cfg.TrainConfig | None = None,
@@ -168,24 +131,16 @@ class Trainer:
         # Under torchrun: rank 0 runs `_loop` and commands the others, which run `_follow`
         # (engine/run/distributed.py): set-up makes `peers` their ProcessGroup. One process: SINGLE, Alone.
         self.world = world
-        self.peers: Peers = Alone()
-        # What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
-        # before leaves nothing worth saving).
-        self.built: Run | None = None
-        self.device: torch.device | None = None  # picked first, before the run is built
+        self.made = Made()  # what set-up has made so far: `device`, `peers`, `built` read it
         self.trained = Trained()  # how far it has come: a resume restores it (engine/run/checkpoints.py)
         self.saved_step = 0
         self.temperature = config.temperature if config is not None else 1.0  # a resumed run's: set-up reads it
-        self.plan_notes: list[str] = []  # how the defaults suit this text, said when training starts
-        self._sample_ids = 0
-        self._copy_check_noted = False
-        self.typing: TypingState | None = None  # the prompt being typed, with its states (engine/model/cowrite.py)
+        # The leader's, once set-up has built the run: samples and keystrokes' answers
+        # (engine/run/answers.py), the progress reports (engine/run/reporting.py).
+        self.answers: Answers | None = None
+        self.reports: Reports | None = None
         self.early_stopped: str | None = None  # why --early-stop ended the run
-        self.last_eval_seconds = 0.0  # how long the latest evaluation took
-        self.overhead_seconds = 0.0
-        self.gpu_monitor: GpuMonitor | None = None  # set up with the device
-        self.process_usage = ProcessUsage()  # read at each report
-        self._train_sum, self._train_count = 0.0, 0  # training losses since the last evaluation
+        self.next_sample_at = 0.0  # time.monotonic() when the next live sample falls due
         # Called at the start and at each progress report, with the speed since the last one, on
         # the training thread (engine/run/threads.py).
         self.balance_threads: Callable[[float | None], None] | None = None
@@ -197,16 +152,7 @@ class Trainer:
             if self._run_until_out_of_memory():
                 self._recover_from_out_of_memory()
         finally:
-            if self.world.leader:  # the followers wait for a command: release them
-                self.peers.release()
-            run = self.built  # None, or with the leader's parts still None, if set-up failed on the way
-            if run is not None and run.copy_index is not None:
-                run.copy_index.close()
-            if run is not None and run.metrics is not None:
-                run.metrics.close()
-            if run is not None and run.lock is not None:
-                self._write_final_status(run)
-                run.lock.release()
+            self.close()
         return self.state
 
     def _run_until_out_of_memory(self) -> bool:
@@ -215,9 +161,9 @@ class Trainer:
         failed step's frames, with their tensors and graph: saving while they are alive could run
         out of memory again."""
         try:
-            self._setup()
+            self.setup()
             if self.world.leader:
-                plan = [*self.start_notes, *self.plan_notes]  # how the defaults suit this text: one line
+                plan = [*self.start_notes, *self.made.plan_notes]  # how the defaults suit this text: one line
                 if plan:
                     self.emit(Notice("; ".join(plan)))
                 self._loop()
@@ -225,7 +171,8 @@ class Trainer:
                 self._follow()
         except DistributedError as e:  # the group is broken (peers.waiting is False): nobody to tell
             self._remove_empty_run_dir()  # another rank failed to set up: rank 0 made a folder for nothing
-            message = f"{e}; {self._last_checkpoint_note()}" if self.world.leader else str(e)
+            run_dir = self.built.run_dir if self.built is not None else None
+            message = f"{e}; {saving.last_checkpoint_note(self.saved_step, run_dir)}" if self.world.leader else str(e)
             self._fail(message)
             raise DistributedError(message) from None
         except CharRNNError as e:
@@ -248,14 +195,34 @@ class Trainer:
             release_cached_memory(self.device)
         # Distributed, a step that failed may have left the other ranks inside the all-reduce:
         # only a failure between steps (evaluating, sampling) can still gather them to save.
-        if self.peers.waiting:
-            self._save_after_out_of_memory()
+        if self.peers.waiting and saving.worth_saving_after_out_of_memory(self.built, self.trained, self.saved_step):
+            release_cached_memory(self._built().device)
+            try:
+                if self._report():  # read the pending losses first: never save over a NaN
+                    self._save(LATEST)
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
         self._remove_empty_run_dir()
         if self.state == "error":  # the save found a NaN loss: that is the error to report
             raise CharRNNError(self.error)
-        message = self._out_of_memory_message()
+        message = saving.out_of_memory_advice(self.config, self.saved_step, self.device)
         self._fail(message)
         raise CharRNNError(message)
+
+    def close(self) -> None:
+        """Let go of what the run holds: the other processes (the followers wait for a command), the
+        copy index, the metrics log, and the run folder's lock, once its final status is written."""
+        if self.world.leader:
+            self.peers.release()
+        run = self.built  # None, or with the leader's parts still None, if set-up failed on the way
+        if run is not None and run.copy_index is not None:
+            run.copy_index.close()
+        if run is not None and run.metrics is not None:
+            run.metrics.close()
+        if run is not None and run.lock is not None:
+            self._write_final_status(run)
+            run.lock.release()
 
     def _write_final_status(self, run: Run) -> None:
         """How the run ended, for `charrnn-tui runs` (a run's server writes it too while it lives;
@@ -271,112 +238,50 @@ class Trainer:
         })
 
     # ---- set-up -------------------------------------------------------------------------------
-    def _setup(self) -> None:
-        """Build the run (engine/run/run_setup.py, step by step), or rebuild it from its checkpoint and
-        restore it (engine/run/checkpoints.py). `device`, `peers` and `built` are set as soon as each
-        exists: a failure later still releases the group, names the device, frees the run's folder."""
+    def setup(self) -> None:
+        """Build the run, or rebuild it from its checkpoint and restore it (engine/run/run_setup.py
+        build_run, which keeps each part in `made` as soon as it exists); then the leader's answers
+        and reports."""
         checkpoint = None
         if self.resume_path is not None:
             checkpoint = load_checkpoint(self.resume_path)
             self.config = resumed_config(checkpoint, self.overrides)
-        config, world = self.config, self.world
-        cfg.validate(config)
-        if config.tensorboard:
-            require_tensorboard()  # before anything is made: a run that cannot log as asked does not start
-        torch.manual_seed(config.seed)
-        text = read_text(config, checkpoint, self.loaded_corpus, self.resume_path)
-        self.loaded_corpus = None  # its text is the TextSplit's now
-
-        self.device = device = pick_run_device(config.device, world)
-        configure_backends(device, config.threads or default_threads(device, world))
-        if world.distributed and not config.auto_batch_size:
-            check_batch(config.batch_size, world)  # the same on every rank: they all stop here, or none
-        bf16 = use_bf16(device, config.precision)
-        self.gpu_monitor = GpuMonitor(device) if world.leader else None
-        config.model.vocab_size = len(text.vocab)
-        model = CharRNN(config.model).to(device)
-        optimizer = make_optimizer(model, config, device)
-        train_step = TrainStep(model, optimizer, device, bf16=bf16, grad_clip=config.grad_clip)
-        train_tokens = len(text.train_ids)
-        probed = config.auto_batch_size and (checkpoint is None or self.overrides.get("auto_batch_size")
-                                             or config.seq_len != checkpoint["config"]["seq_len"])
-        preset_batch = config.batch_size
-        if probed:
-            config.batch_size = auto_batch_size(config, device, train_tokens, train_step, len(text.vocab), self.emit)
-        elif checkpoint is None and config.fit_batch_size:
-            config.batch_size = cfg.fitted_batch_size(preset_batch, config.seq_len, train_tokens)
-        group: ProcessGroup | None = None
-        if world.distributed:
-            self.peers = group = ProcessGroup(world, device)
-            if probed:  # each rank probed its own memory: the smallest decides (a resume keeps the batch)
-                config.batch_size = distributed_batch_size(group, config, world, device, config.batch_size,
-                                                           train_tokens, self.emit)
-                check_batch(config.batch_size, world)
-        # From here the run is built: what follows places it and restores it, with the leader's
-        # folder, lock, logs and corpus filled in last (a follower has none).
-        on_device = text.train_ids.to(device)
-        self.built = run = Run(
-            config=config, device=device, bf16=bf16, vocab=text.vocab, model=model, optimizer=optimizer,
-            train_step=train_step, train_ids=on_device,
-            val_ids=validation_ids(text.val_ids, config.eval_tokens).to(device),
-            batcher=make_batcher(config.sampler, on_device, config.batch_size, config.seq_len, config.seed),
-            generator=TextGenerator(model, text.vocab), schedule=Schedule(), peers=self.peers,
-            text_fingerprint=text.fingerprint if world.leader else None,
-        )
-        self.temperature = config.temperature
-        if checkpoint is None and config.fit_eval_interval:
-            config.eval_interval = cfg.fitted_eval_interval(config, train_tokens)
-        self.plan_notes = [] if checkpoint is not None else plan_notes(run, preset_batch, probed)
-        failed: CharRNNError | None = None
-        try:
-            if world.leader:  # a follower trains; the leader keeps the folder, lock and logs
-                place_run(run, self.resume_path, self.run_name, self.runs_dir, text.corpus.name)
-            if checkpoint is not None:
-                assert self.resume_path is not None, "read from it"
-                restore(run, self.trained, checkpoint, world, self.resume_path, self.emit)
-                resume_schedule(run, self.trained, checkpoint, self.overrides, self.resume_path, self.emit)
-        except CharRNNError as e:
-            if group is None:
-                raise
-            failed = e
-        if group is not None:
-            join_training(run, group, world, text, self.trained.step, checkpoint, failed)
-            if not world.leader:
-                return
+        corpus, self.loaded_corpus = self.loaded_corpus, None  # its text is the run's split's once read
+        build_run(self.config, checkpoint, self.world, corpus=corpus, resume_path=self.resume_path,
+                  overrides=self.overrides, run_name=self.run_name, runs_dir=self.runs_dir, trained=self.trained,
+                  emit=self.emit, made=self.made)
+        run = self._built()
+        self.temperature = run.config.temperature
+        if not self.world.leader:
+            return
         self.saved_step = self.trained.step
-        open_leader_parts(run, text, self.trained, checkpoint, world, self.emit)
+        self.answers = Answers(run, self.emit)
+        assert run.metrics is not None, "the leader's set-up has opened the log"
+        self.reports = Reports(run, run.metrics, self.emit, self.made.gpu_monitor, self.balance_threads)
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
-        trained = self.trained
-        run = self.built
-        assert run is not None, "set-up has built the run"
+        trained, run, reports = self.trained, self._built(), self._reports()
         config = run.config
         self._set_state("training")
-        self.session_start_seconds = trained.train_seconds
-        self.session_start_fraction = self._limit_fraction()
-        self.overhead_seconds = 0.0  # this session's evaluations, samples and saves: the ETA counts them
-        self.first_unreported_step = trained.step + 1
-        self.tokens_since_report = 0
+        reports.start(trained)  # this session's speed and ETA count from here
         self.next_sample_at = time.monotonic()  # the first live sample straight away: noise
-        self.last_report = time.perf_counter()
-        self.seconds_at_report = trained.train_seconds
         if self.balance_threads is not None:
             self.balance_threads(None)  # no speed yet
 
         while True:
-            self._serve_requests(block=self.controls.paused)
+            self.serve_requests(block=self.controls.paused)
             if self.state == "error":  # a NaN found while serving a request
                 return
             if self.controls.stop_requested is not None:
-                self._pull(self.controls.drop())  # stopping now: not after the prompts set aside
+                self.pull(self.controls.drop())  # stopping now: not after the prompts set aside
                 if self._stop_on_request():
                     return
                 continue  # the final save failed: paused, so the user can free space and retry
             if self.controls.paused:
                 continue
             if self._limit_reached():
-                self._pull(self.controls.finish())  # asked for before the end: the budget kept training, which is over
+                self.pull(self.controls.finish())  # asked for before the end: the budget kept training, which is over
                 if self._finish():
                     return
                 continue
@@ -384,10 +289,10 @@ class Trainer:
             # Training time is the steps themselves (and the read-back in reports), never the
             # requests, evaluations, samples and saves served between them.
             started = time.perf_counter()
-            self._train_step()
+            self.step()
             trained.train_seconds += time.perf_counter() - started
 
-            due_report = (time.perf_counter() - self.last_report >= config.report_interval
+            due_report = (time.perf_counter() - reports.last_report >= config.report_interval
                           or run.train_step.log.full)
             due_eval = trained.step % config.eval_interval == 0
             due_checkpoint = config.checkpoint_interval and trained.step % config.checkpoint_interval == 0
@@ -402,10 +307,115 @@ class Trainer:
                     self._save(LATEST)
                 if self.state == "error":  # a save found non-finite weights
                     return
-                if due_sample:
-                    self._sample(prompt="", source="live")
+                if due_sample:  # a failed one is a warning: training goes on
+                    write_whole(self._sample_pieces("", "live"), self._serve_typing, self.emit)
                 # the report's read-back counts as training (it waits for the steps to finish)
-                self.overhead_seconds += time.perf_counter() - started - (trained.train_seconds - trained_before)
+                reports.overhead_seconds += time.perf_counter() - started - (trained.train_seconds - trained_before)
+
+    def step(self, lr: float | None = None) -> None:
+        """One step; the leader of a distributed run first tells the followers to take it too."""
+        trained, run = self.trained, self._built()
+        if lr is None:
+            lr = learning_rate(run, trained)
+            run.peers.step(lr)
+        position = run.batcher.state_dict()
+        batch = run.batcher.next()
+        state = None if batch.reset else trained.train_state
+        try:
+            with run.peers.stepping():
+                state = run.train_step(shard(batch, self.world), state, lr)
+        except RuntimeError as e:
+            if is_out_of_memory(e) and not run.train_step.updating:
+                run.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
+            lost = None if is_out_of_memory(e) else run.peers.lost(e)
+            if lost is not None:  # DDP's all-reduce found a rank gone
+                raise lost from None
+            raise
+        trained.train_state = state if run.batcher.carries_state else None
+        trained.step += 1
+        trained.tokens_seen += batch.predictions
+        if self.reports is not None:  # the leader's: the speed at the next report
+            self.reports.tokens_since_report += batch.predictions
+
+    def _follow(self) -> None:
+        """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
+        run = self._built()
+        group, train_step = run.peers, run.train_step
+        assert isinstance(group, ProcessGroup), "a follower is in a group"
+        self._set_state("training")
+        while True:
+            command, lr = group.receive()
+            if command == STEP:
+                self.step(lr)
+            elif command == REPORT:
+                train_step.log.add_up_losses(group.sum_)
+                train_step.log.read()
+            elif command == GATHER:
+                group.collect_state(self.trained.carried_state())
+            elif command == STOP:
+                self._set_state("stopped")
+                group.close()
+                return
+
+    def _report(self) -> bool:
+        """Send the losses since the last report (engine/run/reporting.py); False when a loss or
+        gradient norm went NaN/inf and the run stopped."""
+        failure = self._reports().report(self.trained)
+        if failure is not None:
+            self._fail(f"{failure}; stopped without saving. {saving.last_good_checkpoint(self.saved_step)}")
+            return False
+        return True
+
+    def _flush_progress(self) -> bool:
+        """Report what is pending; False if that found a NaN/inf and failed the run."""
+        return self.built is None or self._report()
+
+    def _evaluate(self) -> None:
+        """Evaluate (engine/run/evaluating.py), answering keystrokes meanwhile; a new best is saved."""
+        run, reports = self._built(), self._reports()
+        assert run.metrics is not None, "the leader's set-up has opened the log"
+        between = self._serve_typing if self.controls.typing_now else None
+        evaluation = evaluating.evaluate_run(run, self.trained, run.metrics, reports.mean_train_loss(), between,
+                                             self.emit)
+        reports.evaluated(evaluation.seconds)
+        if evaluation.is_best:
+            self._save(BEST)
+        if evaluation.early_stop is not None:
+            self.early_stopped = evaluation.early_stop
+
+    def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
+                       temperature: float | None = None) -> Generator[None, None, str]:
+        """A sample with the run's settings (engine/run/answers.py), a piece per iteration; a live
+        one is kept for the checkpoint, and sets the time of the next."""
+        run, trained = self._built(), self.trained
+        config = run.config
+        if source == "live":  # first, so that a sample that fails is not retried at every step
+            self.next_sample_at = time.monotonic() + config.sample_interval
+        settings = SampleSettings(
+            length=config.sample_length if length is None else length,
+            temperature=self.temperature if temperature is None else temperature, top_k=config.top_k,
+            top_p=config.top_p,
+        )
+        assert self.answers is not None, "the leader's set-up has made them"
+        text = yield from self.answers.sample(trained.step, prompt, source, settings)
+        if source == "live":
+            trained.samples = keep_live_sample(trained.samples, trained.step, text)
+        return text
+
+    def _save(self, name: str) -> bool:
+        """Write a checkpoint (engine/run/saving.py); False if it could not be written (and, for a
+        UI, training is paused)."""
+        if self.state == "error":
+            return False  # never write weights from a failed run over a good checkpoint
+        saved = saving.save(self._built(), self.trained, name, self.saved_step, self.emit)
+        if saved.failure:
+            self._fail(saved.failure)
+        elif not saved.written and self.pause_on_save_error and not self.controls.paused:
+            self.controls.paused = True
+            self._set_state("paused", "checkpoint failed")
+        elif saved.written and name == LATEST:
+            self.saved_step = self.trained.step
+        return saved.written
 
     # ---- requests -----------------------------------------------------------------------------
     def request(self, request: Request, reply: Reply | None = None) -> None:
@@ -413,13 +423,14 @@ class Trainer:
         refused, and how each is served)."""
         self.controls.request(request, reply)
 
-    def _serve_requests(self, block: bool) -> None:
-        self._pull(self.controls.serve(block))
+    def serve_requests(self, block: bool = False) -> None:
+        """Serve the requests waiting, within their budgets (`block`: wait for one, as when paused)."""
+        self.pull(self.controls.serve(block))
 
     def _serve_typing(self) -> None:
-        self._pull(self.controls.serve_typing())
+        self.pull(self.controls.serve_typing())
 
-    def _pull(self, actions: Actions[None]) -> None:
+    def pull(self, actions: Actions[None]) -> None:
         """Do what the controls ask, one action at a time, sending each back what came of it, or the
         error it raised (they tell whoever asked, or raise it on: a device out of memory)."""
         answer: Any = None
@@ -444,14 +455,15 @@ class Trainer:
             case Evaluate():
                 self._evaluate()
             case AnswerKeystroke(text=text, top=top):
-                self._expect(text, top)
+                assert self.answers is not None, "the leader's set-up has made them"
+                self.answers.expect(text, top)
             case StartSample(prompt=prompt, source=source, length=length, temperature=temperature):
                 return self._sample_pieces(prompt, source, length, temperature)
             case WritePiece(pieces=pieces):
                 return next(pieces, _FINISHED) is not _FINISHED
             case ChangeState(state=state):
                 if state == "training":
-                    self.last_report = time.perf_counter()  # the time paused is no report's
+                    self._reports().last_report = time.perf_counter()  # the time paused is no report's
                 self._set_state(state)
             case Announce(event=event):
                 self.emit(event)
@@ -477,335 +489,6 @@ class Trainer:
                 self.emit(Notice(f"a live sample every {seconds:g} s" if seconds else "live samples off"))
             case Stop(unattended=True):
                 self.pause_on_save_error = False  # nobody to free space and press save: a failed save ends it
-
-    def _train_step(self, lr: float | None = None) -> None:
-        """One step; the leader of a distributed run first tells the followers to take it too."""
-        trained = self.trained
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        if lr is None:
-            lr = self._lr()
-            run.peers.step(lr)
-        position = run.batcher.state_dict()
-        batch = run.batcher.next()
-        state = None if batch.reset else trained.train_state
-        try:
-            with run.peers.stepping():
-                state = run.train_step(shard(batch, self.world), state, lr)
-        except RuntimeError as e:
-            if is_out_of_memory(e) and not run.train_step.updating:
-                run.batcher.load_state_dict(position)  # not trained on: a save after this resumes here
-            lost = None if is_out_of_memory(e) else run.peers.lost(e)
-            if lost is not None:  # DDP's all-reduce found a rank gone
-                raise lost from None
-            raise
-        trained.train_state = state if run.batcher.carries_state else None
-        trained.step += 1
-        trained.tokens_seen += batch.predictions
-        self.tokens_since_report += batch.predictions
-
-    def _report(self) -> bool:
-        """Send the losses since the last report; False when a loss or gradient norm went NaN/inf and
-        the run stopped."""
-        trained = self.trained
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        if not run.train_step.log.count:
-            return True
-        started = time.perf_counter()
-        run.peers.add_up_losses(run.train_step.log)  # every rank's share of each step's loss, added up
-        losses, grad_norms = run.train_step.log.read()  # the one host sync per report
-        now = time.perf_counter()
-        trained.train_seconds += now - started  # waiting here is the device finishing the steps
-        elapsed = max(trained.train_seconds - self.seconds_at_report, 1e-9)
-        self.seconds_at_report = trained.train_seconds
-        self.last_report = now
-        first = self.first_unreported_step
-        self.first_unreported_step = trained.step + 1
-        bad = next((i for i, (v, g) in enumerate(zip(losses, grad_norms, strict=True))
-                    if not (math.isfinite(v) and math.isfinite(g))), None)
-        if bad is not None:
-            trained.losses.extend(losses[:bad])
-            what = (f"loss became {losses[bad]}" if not math.isfinite(losses[bad])
-                    else f"gradient norm became {grad_norms[bad]}")
-            self._fail(f"{what} at step {first + bad}; stopped without saving. {self._last_good_checkpoint()}")
-            return False
-        trained.losses.extend(losses)
-        self._train_sum += sum(losses)
-        self._train_count += len(losses)
-        lr = self._lr()
-        assert run.metrics is not None, "the leader's set-up has opened the log"
-        run.metrics.train(trained.step, trained.train_seconds, trained.tokens_seen, lr, sum(losses) / len(losses),
-                           sum(grad_norms) / len(grad_norms))
-        tokens_per_s = self.tokens_since_report / elapsed
-        if self.balance_threads is not None:  # on a CPU it times thread counts by these speeds
-            self.balance_threads(tokens_per_s if self._speed_tells_threads(run) else None)
-        self.tokens_since_report = 0
-        usage = self.process_usage.read()
-        self.emit(Progress(
-            step=trained.step, first_step=first, losses=tuple(losses), epoch=run.batcher.epoch_float,
-            tokens_per_s=tokens_per_s, lr=lr, train_seconds=trained.train_seconds,
-            eta_seconds=self._eta(), epoch_eta_seconds=self._epoch_eta(run, tokens_per_s),
-            memory_bytes=memory_in_use(run.device), **self._gpu_fields(),
-            cpu_percent=usage.cpu_percent, rss_bytes=usage.rss_bytes,
-        ))
-        return True
-
-    def _gpu_fields(self) -> dict[str, int]:
-        reading = self.gpu_monitor.read() if self.gpu_monitor is not None else None
-        if reading is None:
-            if self.gpu_monitor is not None and self.gpu_monitor.missing:
-                self.emit(Notice(self.gpu_monitor.missing))  # once: then there is nothing to say
-                self.gpu_monitor = None
-            return {}
-        return {"gpu_utilisation": reading.utilisation, "gpu_memory_used": reading.memory_used,
-                "gpu_memory_total": reading.memory_total}
-
-    def _last_checkpoint_note(self) -> str:
-        run_dir = self.built.run_dir if self.built is not None else None
-        if not self.saved_step or run_dir is None:
-            return "nothing was saved"
-        return (f"the last checkpoint (step {self.saved_step}) is intact: "
-                f"`{run_hint('train --resume', run_dir)}`")
-
-    def _follow(self) -> None:
-        """A follower's whole loop: do what the leader says, at its step boundaries, until it stops."""
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        group, train_step = run.peers, run.train_step
-        assert isinstance(group, ProcessGroup), "a follower is in a group"
-        self._set_state("training")
-        self.tokens_since_report = 0
-        while True:
-            command, lr = group.receive()
-            if command == STEP:
-                self._train_step(lr)
-            elif command == REPORT:
-                train_step.log.add_up_losses(group.sum_)
-                train_step.log.read()
-            elif command == GATHER:
-                group.collect_state(self.trained.carried_state())
-            elif command == STOP:
-                self._set_state("stopped")
-                group.close()
-                return
-
-    def _flush_progress(self) -> bool:
-        """Report what is pending; False if that found a NaN/inf and failed the run."""
-        return self.built is None or self._report()
-
-    @staticmethod
-    def _speed_tells_threads(run: Run) -> bool:
-        """Whether this report's speed says how fast its thread count is: on a CPU, and not while
-        the novelty index is built on every core (it would slow the counts timed first most)."""
-        index = run.copy_index
-        return run.device.type == "cpu" and not (index is not None and index.building)
-
-    def _evaluate(self) -> None:
-        trained = self.trained
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        t0 = time.perf_counter()
-        # The same figure as `charrnn-tui eval RUN`; in short chunks while someone types (the same
-        # result: the chunk size does not change it), answering keystrokes between them.
-        typing = self.controls.typing_now
-        shown = [t0]
-
-        def progress(done: float) -> None:  # the first call, then about twice a second
-            now = time.perf_counter()
-            if done == 0.0 or now - shown[0] >= VALIDATING_INTERVAL:
-                shown[0] = now
-                self.emit(Validating(trained.step, done, len(run.val_ids)))
-
-        result = evaluate(run.model, run.val_ids, chunk=TYPING_CHUNK if typing else None,
-                          between=self._serve_typing if typing else None, progress=progress)
-        self.last_eval_seconds = time.perf_counter() - t0
-        is_best = result.nats < trained.best_val
-        trained.best_val = min(trained.best_val, result.nats)
-        if is_best:
-            trained.evals_since_best, trained.first_after_best = 0, None
-        else:
-            if not trained.evals_since_best:
-                trained.first_after_best = trained.step  # thinning may drop it from val_history
-            trained.evals_since_best += 1
-        train_at_eval = trained.train_at_eval
-        if self._train_count:
-            train_at_eval = [*train_at_eval, (trained.step, self._train_sum / self._train_count)]
-            self._train_sum, self._train_count = 0.0, 0
-        trained.val_history, trained.train_at_eval = thin_evaluations(
-            [*trained.val_history, (trained.step, result.nats)], train_at_eval)
-        change = run.schedule.after_evaluation(run.config, self._position(), result.nats)
-        since_change = run.schedule.since_change
-        verdict = read_history(trained.val_history, dict(trained.train_at_eval), since_best=trained.evals_since_best,
-                               first_after_best=trained.first_after_best, since_change=since_change,
-                               learning=self._lr() > 0)
-        assert run.metrics is not None, "the leader's set-up has opened the log"
-        run.metrics.validation(trained.step, trained.train_seconds, trained.tokens_seen, self._lr(), result.nats)
-        self.emit(Evaluated(trained.step, result.nats, result.bits, result.perplexity, trained.best_val, is_best,
-                            result.tokens, time.perf_counter() - t0, verdict.best_step, verdict.overfitting_since))
-        if change is not None:
-            self.emit(Notice(change))
-        if is_best:
-            self._save(BEST)
-        # A change of the learning rate is a reason to wait: counted from the best or the last change.
-        early_stop = run.config.early_stop
-        waited = verdict.since_best if since_change is None else min(verdict.since_best, since_change)
-        if early_stop and waited >= early_stop:
-            since = "" if waited == verdict.since_best else f", {waited} since the learning rate last changed"
-            self.early_stopped = (f"early stop: no new best in {plural(verdict.since_best, 'evaluation')}{since}; "
-                                  f"best.pt is step {verdict.best_step}, val {verdict.best_val:.4f}")
-
-    def _sample(self, prompt: str, source: str, length: int | None = None, temperature: float | None = None) -> None:
-        """A sample written start to end (the run's own live samples; clients' are served a piece at
-        a time, engine/run/control.py). One that fails is a warning: training goes on."""
-        try:
-            for _ in self._sample_pieces(prompt, source, length, temperature):
-                self._serve_typing()  # a keystroke waits for one piece of a sample at most
-        except Exception as e:
-            if is_out_of_memory(e):
-                raise  # the run's own handling (run): it saves and ends
-            message = str(e) if isinstance(e, CharRNNError) else f"{type(e).__name__}: {str(e)[:200]}"
-            self.emit(Notice(f"a sample failed: {message}; training goes on", "warning"))
-
-    def _sample_pieces(self, prompt: str, source: str, length: int | None = None,
-                       temperature: float | None = None) -> Generator[None, None, None]:
-        """A sample, one piece (SampleSettings.chunk tokens) emitted per iteration. Between pieces the
-        run may train: the pieces are written with the weights of the moment. One that fails or is
-        dropped (the run stopped) half-way still finishes for its viewers, with what it had."""
-        trained = self.trained
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        config = run.config
-        if source == "live":  # first, so that a sample that fails is not retried at every step
-            self.next_sample_at = time.monotonic() + config.sample_interval
-        self._sample_ids += 1
-        sample_id = self._sample_ids
-        settings = SampleSettings(
-            length=config.sample_length if length is None else length,
-            temperature=self.temperature if temperature is None else temperature, top_k=config.top_k,
-            top_p=config.top_p,
-        )
-        result = Continuation(prompt)
-        pieces = run.generator.stream(prompt, settings, result)
-        first = next(pieces, None)  # prepares the prompt, so its notes are known (a failure: nothing started)
-        self.emit(SampleStarted(sample_id, trained.step, prompt, settings.temperature, source, tuple(result.notes)))
-        word_level = run.vocab.kind == "word"
-        sent = 0
-        finished = False
-        try:
-            for piece in itertools.chain([first] if first is not None else [], pieces):
-                probs, lengths = self._token_details(result, sent, word_level)
-                sent = len(result.probs)
-                self.emit(SampleText(sample_id, piece, probs, lengths))
-                yield
-            probs, lengths = self._token_details(result, 0, word_level)
-            copies = self._copies(run, result.text)
-            finished = True
-            self.emit(SampleFinished(sample_id, result.text, probs, lengths, *copies))
-        finally:
-            if not finished:
-                probs, lengths = self._token_details(result, 0, word_level)
-                self.emit(SampleFinished(sample_id, result.text, probs, lengths))
-        if source == "live":
-            trained.samples = [*trained.samples[-(MAX_SAVED_SAMPLES - 1):], (trained.step, result.text)]
-
-    def _expect(self, text: str, top: int) -> None:
-        """Answer a keystroke: the likeliest next tokens after `text`, from the state carried since
-        the last one (engine/model/cowrite.py)."""
-        run = self.built
-        assert run is not None, "set-up has built the run"
-        if self.typing is None:
-            self.typing = TypingState(run.model, run.vocab)
-        expectation = self.typing.expect(text, top)
-        self.emit(NextTokens(text, tuple((t, round(p, 4)) for t, p in expectation.top),
-                             tuple(round(p, 3) for p in expectation.probs), tuple(expectation.token_lengths),
-                             tuple(expectation.notes)))
-
-    @staticmethod
-    def _token_details(result: Continuation, start: int, word_level: bool) -> tuple[tuple, tuple]:
-        probs = tuple(round(p, 3) for p in result.probs[start:])
-        return probs, tuple(result.token_lengths[start:]) if word_level else ()
-
-    def _copies(self, run: Run, text: str) -> tuple[int | None, tuple[tuple[int, int], ...]]:
-        """The longest span of `text` copied from the corpus, and the marked spans; (None, ()) until
-        the index is ready."""
-        copies = run.copy_index  # the leader's, set up before any sample
-        index = copies.index if copies is not None else None
-        if index is None:
-            if copies is not None and copies.skipped and not self._copy_check_noted:
-                self._copy_check_noted = True
-                self.emit(Notice(copies.skipped, "warning"))
-            return None, ()
-        novelty = index.novelty(text)
-        return novelty.longest_copy, tuple(novelty.spans)
-
-    # ---- checkpoints --------------------------------------------------------------------------
-    def _save(self, name: str) -> bool:
-        """Write a checkpoint; False if it could not be written (and, for a UI, training is paused)."""
-        if self.state == "error":
-            return False  # never write weights from a failed run over a good checkpoint
-        run, step = self._built(), self.trained.step
-        assert run.run_dir is not None, "the leader's set-up has placed the run"
-        payload = checkpoint_payload(run, self.trained)
-        broken = non_finite_tensor(payload)
-        if broken is not None:
-            self._fail(f"{broken} is not finite at step {step}; not saved. {self._last_good_checkpoint()}")
-            return False
-        path = run.run_dir / name
-        try:
-            save_checkpoint(payload, path)
-        except CheckpointError as e:
-            self.emit(Notice(str(e), "warning"))  # the run goes on (or, in a UI, pauses): not an error yet
-            if self.pause_on_save_error and not self.controls.paused:
-                self.controls.paused = True
-                self._set_state("paused", "checkpoint failed")
-            return False
-        reseed_cudnn_dropout(run.device)  # a run resumed from this file draws the same dropout masks
-        if name == LATEST:
-            self.saved_step = step
-            keep_step_copy(path, step, run.config.keep_checkpoints)
-        self.emit(CheckpointSaved(str(path), step, name.removesuffix(".pt"), time.time()))
-        return True
-
-    def _save_final(self) -> bool:
-        # A failed write loses nothing when the latest checkpoint already holds every step.
-        return self._save(LATEST) or self.trained.step == self.saved_step
-
-    def _save_after_out_of_memory(self) -> None:
-        # An allocation that fails outside the optimizer's update leaves the weights of the last
-        # whole step, which are worth keeping; a failure inside it may leave them half-updated.
-        run = self.built
-        if run is None or run.train_step.updating or self.trained.step <= self.saved_step:
-            return
-        release_cached_memory(run.device)
-        try:
-            if self._report():  # read the pending losses first: never save over a NaN
-                self._save(LATEST)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-
-    def _fail_unsaved(self) -> None:
-        # Headless, nobody can retry the save: end as an error so the exit status says so.
-        if self.state == "error":
-            return  # the save found non-finite weights: that is the error to report
-        last = f"the last checkpoint is step {self.saved_step}" if self.saved_step else "nothing was saved"
-        self._fail(f"the final checkpoint could not be written, so steps {self.saved_step + 1}-{self.trained.step} "
-                   f"are lost; {last}")
-
-    def _last_good_checkpoint(self) -> str:
-        if not self.saved_step:
-            return "Nothing was saved; start again with a lower --lr"
-        return f"Resume from the last checkpoint (step {self.saved_step}) with a lower --lr"
-
-    def _remove_empty_run_dir(self) -> None:
-        # A run that failed before its first checkpoint leaves nothing behind.
-        run_dir = self.built.run_dir if self.built is not None else None
-        if run_dir is not None and self.resume_path is None and run_dir.is_dir():
-            leftovers = [p for p in run_dir.iterdir() if p.name != ".lock"]
-            if not leftovers:
-                (run_dir / ".lock").unlink(missing_ok=True)
-                run_dir.rmdir()
 
     # ---- how a run ends -----------------------------------------------------------------------
     def _finish(self) -> bool:
@@ -838,14 +521,23 @@ class Trainer:
         self._set_state("stopped")
         return True
 
-    def _out_of_memory_message(self) -> str:
-        c = self.config
-        smaller = f"--batch-size {c.batch_size // 2}, " if c.batch_size > 1 else ""
-        saved = f"; saved at step {self.saved_step}, so --resume with a smaller batch" if self.saved_step else ""
-        auto = "" if c.auto_batch_size else ", or --batch-size auto"
-        where = self.device.type.upper() if self.device is not None else "host"  # None: before one was picked
-        return (f"{where} out of memory with batch-size {c.batch_size} and seq-len {c.seq_len}: "
-                f"try {smaller}a lower --seq-len or --hidden{auto}{saved}")
+    def _save_final(self) -> bool:
+        # A failed write loses nothing when the latest checkpoint already holds every step.
+        return self._save(LATEST) or self.trained.step == self.saved_step
+
+    def _fail_unsaved(self) -> None:
+        # Headless, nobody can retry the save: end as an error so the exit status says so.
+        if self.state != "error":  # else the save found non-finite weights: that is the error to report
+            self._fail(saving.steps_lost(self.saved_step, self.trained.step))
+
+    def _remove_empty_run_dir(self) -> None:
+        if self.resume_path is None and self.built is not None:  # a resumed run's folder holds its checkpoints
+            saving.remove_empty_run_dir(self.built.run_dir)
+
+    def _limit_reached(self) -> str | None:
+        run, trained = self._built(), self.trained
+        return self.early_stopped or schedule.limit_reached(run.config, trained.step, run.batcher.epoch_float,
+                                                            trained.train_seconds)
 
     def _fail(self, message: str) -> None:
         self.state = "error"
@@ -861,42 +553,26 @@ class Trainer:
     def emit(self, event: Event) -> None:
         self.on_event(event)
 
-    # ---- schedule and limits ------------------------------------------------------------------
+    @property
+    def built(self) -> Run | None:
+        """What set-up builds (engine/run/run.py), read by the loop; None until it has (a failure
+        before leaves nothing worth saving)."""
+        return self.made.run
+
+    @property
+    def device(self) -> torch.device | None:
+        """Picked first, before the run is built: None until then."""
+        return self.made.device
+
+    @property
+    def peers(self) -> Peers:
+        """The other processes of a distributed run (its ProcessGroup, once set-up has made it), or Alone."""
+        return self.made.peers
+
     def _built(self) -> Run:
         assert self.built is not None, "set-up has built the run"
         return self.built
 
-    def _position(self) -> schedule.Position:
-        run, trained = self._built(), self.trained
-        return schedule.Position(trained.step, run.batcher.epoch_float, trained.train_seconds)
-
-    def _limit_fraction(self) -> float | None:
-        return schedule.limit_fraction(self.config, self._position(), self._built().schedule.start)
-
-    def _limit_reached(self) -> str | None:
-        position = self._position()
-        return self.early_stopped or schedule.limit_reached(self.config, position.step, position.epoch,
-                                                            position.seconds)
-
-    def _lr(self) -> float:
-        return self._built().schedule.rate(self.config, self._position())
-
-    def _eta(self) -> float | None:
-        """Seconds of wall-clock time to the stop condition: the training left, at this session's
-        pace, plus evaluations, samples and saves in the share they took so far, plus the final
-        evaluation."""
-        fraction, start = self._limit_fraction(), self.session_start_fraction
-        if fraction is None or start is None:  # no stop condition (none is added during a session)
-            return None
-        done = fraction - start
-        spent = self.trained.train_seconds - self.session_start_seconds
-        if done <= 0:
-            return None
-        return schedule.wall_eta(spent * (1 - fraction) / done, spent, self.overhead_seconds, self.last_eval_seconds)
-
-    @staticmethod
-    def _epoch_eta(run: Run, tokens_per_s: float) -> float | None:
-        if tokens_per_s <= 0:
-            return None
-        left = 1.0 - (run.batcher.epoch_float % 1.0)
-        return left * len(run.train_ids) / tokens_per_s
+    def _reports(self) -> Reports:
+        assert self.reports is not None, "the leader's set-up has made them"
+        return self.reports
