@@ -70,12 +70,25 @@ class Request:
     """What a client asks of a run: one class per request, its fields the request's arguments. The
     client sends it (request_message), the server checks it by type (parse_request) and the run by
     range (check), then queues it, and the training loop carries it out (engine/run/control.py,
-    `Controls._carry_out`, a `match` on the class). A new request is a class here and a case there."""
+    `Controls._carry_out`, a `match` on the class). A new request is a class here and a case there;
+    a new setting of the loop's is a `Setting` here and a case in the loop's `_apply`."""
 
     name: ClassVar[str]  # on the wire
+    what: ClassVar[str] = ""  # what messages call it ("the save"); its wire name where empty
+
+    @classmethod
+    def described(cls) -> str:
+        return cls.what or cls.name
 
     def check(self) -> None:
         """RequestRefused when an argument is outside what a run takes."""
+
+
+@dataclass(frozen=True)
+class Setting(Request):
+    """A request that changes one of the loop's own settings (the temperature, early stop, the live
+    samples' interval): the controls hand it to the loop as it is (`Apply`), and the loop's `_apply`
+    (engine/run/trainer.py) has its case, so a new one is a subclass here and that case there."""
 
 
 @dataclass(frozen=True)
@@ -107,24 +120,28 @@ class Stop(Request):
 @dataclass(frozen=True)
 class SaveNow(Request):
     name: ClassVar[str] = "save_now"
+    what: ClassVar[str] = "the save"
 
 
 @dataclass(frozen=True)
 class SampleNow(Request):
     name: ClassVar[str] = "sample_now"
+    what: ClassVar[str] = "the sample"
 
 
 @dataclass(frozen=True)
 class EvaluateNow(Request):
     name: ClassVar[str] = "evaluate_now"
+    what: ClassVar[str] = "the evaluation"
 
 
 @dataclass(frozen=True)
-class SetTemperature(Request):
+class SetTemperature(Setting):
     """The temperature of the live samples and prompts from now on: above 0 and at most
     MAX_TEMPERATURE, raised to MIN_TEMPERATURE when under it (its sender told)."""
 
     name: ClassVar[str] = "set_temperature"
+    what: ClassVar[str] = "the temperature"
     temperature: float
 
     def check(self) -> None:
@@ -132,10 +149,11 @@ class SetTemperature(Request):
 
 
 @dataclass(frozen=True)
-class SetEarlyStop(Request):
+class SetEarlyStop(Setting):
     """End the run after this many evaluations without a new best, from now on (None: never)."""
 
     name: ClassVar[str] = "set_early_stop"
+    what: ClassVar[str] = "early stop"
     evaluations: int | None = None
 
     def check(self) -> None:
@@ -149,6 +167,7 @@ class Prompt(Request):
     instead of the run's when given (the app's comparison of temperatures)."""
 
     name: ClassVar[str] = "prompt"
+    what: ClassVar[str] = "the prompt"
     text: str
     length: int | None = None
     temperature: float | None = None
@@ -167,6 +186,7 @@ class AskNextTokens(Request):
     """The `top` tokens the model expects after `text` (a NextTokens event): a keystroke's."""
 
     name: ClassVar[str] = "next_tokens"
+    what: ClassVar[str] = "the next tokens"
     text: str
     top: int = 5
 
@@ -176,10 +196,11 @@ class AskNextTokens(Request):
 
 
 @dataclass(frozen=True)
-class SetSampleInterval(Request):
+class SetSampleInterval(Setting):
     """Seconds between live samples from now on (0: none), at most a day."""
 
     name: ClassVar[str] = "set_sample_interval"
+    what: ClassVar[str] = "the live samples' interval"
     seconds: float
 
     def check(self) -> None:
@@ -200,7 +221,17 @@ def check_temperature(temperature: float) -> None:
         raise RequestRefused(f"temperature must be above 0 and at most {MAX_TEMPERATURE:g}, not {temperature}")
 
 
-REQUEST_TYPES: dict[str, type[Request]] = {cls.name: cls for cls in Request.__subclasses__()}
+def _requests(cls: type[Request]) -> list[type[Request]]:
+    """Every request class under `cls` that has a wire name (not `Setting`, which groups some)."""
+    found = []
+    for sub in cls.__subclasses__():
+        if "name" in vars(sub):
+            found.append(sub)
+        found += _requests(sub)
+    return found
+
+
+REQUEST_TYPES: dict[str, type[Request]] = {cls.name: cls for cls in _requests(Request)}
 
 EVENT_TYPES: dict[str, type[ev.Event]] = {
     cls.__name__: cls for cls in vars(ev).values()

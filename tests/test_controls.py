@@ -1,9 +1,13 @@
 """The request queue on its own (engine/run/control.py): no Trainer, no model. What it asks the loop to
 do comes out as actions, one at a time, and what came of each goes back in."""
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 
-from charrnn_tui.engine.protocol import Pause, Prompt, SaveNow, SetTemperature
+from charrnn_tui.engine import protocol
+from charrnn_tui.engine.protocol import Pause, Prompt, SaveNow, SetTemperature, Setting
 from charrnn_tui.engine.run.control import (
     Announce,
     Apply,
@@ -81,3 +85,25 @@ def test_a_message_for_nobody_in_particular_is_announced_by_the_loop():
     announced = next(actions)
     assert isinstance(announced, Announce) and "0.05 is used" in announced.event.message
     assert actions.send(None) == Apply(SetTemperature(0.05))
+
+
+def test_a_new_setting_is_one_class_and_the_controls_hand_it_to_the_loop_unchanged(monkeypatch):
+    """Issue 27's "a new request is one definition and one handler": a Setting defined here, nowhere
+    else, is taken off the wire and reaches the loop as Apply(it), for its case in Trainer._apply."""
+
+    @dataclass(frozen=True)
+    class SetPatience(Setting):
+        name: ClassVar[str] = "set_patience_for_this_test"
+        what: ClassVar[str] = "the patience"
+        seconds: float
+
+    # as the module does for its own at import (a class defined in a test comes after that)
+    monkeypatch.setitem(protocol.REQUEST_TYPES, SetPatience.name, SetPatience)
+    request = protocol.parse_request({"type": "request", "name": SetPatience.name, "args": {"seconds": 2.5}})
+    assert request == SetPatience(2.5) and SetPatience.described() == "the patience"
+    controls = Controls(Trained())
+    controls.request(request)
+    actions = controls.serve(block=False)
+    assert next(actions) == Apply(SetPatience(2.5))
+    with pytest.raises(StopIteration):
+        actions.send(None)

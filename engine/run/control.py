@@ -46,9 +46,8 @@ from charrnn_tui.engine.protocol import (
     Resume,
     SampleNow,
     SaveNow,
-    SetEarlyStop,
-    SetSampleInterval,
     SetTemperature,
+    Setting,
     Status,
     Stop,
     TogglePause,
@@ -174,7 +173,7 @@ class Apply:
     """A request whose effect is the loop's own: a setting (temperature, early stop, the live samples'
     interval), or an unattended stop (a save that fails then ends the run rather than pausing it)."""
 
-    request: SetTemperature | SetEarlyStop | SetSampleInterval | Stop
+    request: Setting | Stop
 
 
 Action = (FlushProgress | SaveCheckpoint | Evaluate | AnswerKeystroke | StartSample | WritePiece | ChangeState
@@ -347,7 +346,7 @@ class Controls:
         """One line: why a kind of work waits, and for about how long (in training time, and the
         step), counting what is held before it at what it took last time."""
         budget = self.work_budget
-        head = f"{_A[name]} is held already, and yours joins it" if joined else f"{_WHAT[name]} is held"
+        head = f"{_A[name]} is held already, and yours joins it" if joined else f"{name.described()} is held"
         why = f"evaluations and saves asked for get {budget.share:.0%} of the training time"
         if self._work_last is not None:
             kind, step, took = self._work_last
@@ -400,13 +399,13 @@ class Controls:
             kind, reply = self._held.popitem()
             self._work_done()
             if not (kind is SaveNow and self.stop_requested):  # a stop that saves serves it
-                yield from self._tell(reply, f"the run stopped before {_WHAT[kind]} was served")
+                yield from self._tell(reply, f"the run stopped before {kind.described()} was served")
         while self._deferred:
             request, reply = self._deferred.popleft()
             if isinstance(request, WORK):
                 self._work_done()
             if not isinstance(request, AskNextTokens):
-                what = _WHAT.get(type(request), request.name)
+                what = request.described()
                 yield from self._tell(reply, f"the run stopped before {what} was served")
         while self._jobs:
             job = self._jobs.popleft()
@@ -426,7 +425,7 @@ class Controls:
                 self._work_done()
             if is_out_of_memory(e):
                 raise
-            yield from self._tell(reply, f"{_WHAT.get(type(request), request.name)} failed: {_describe(e)}; "
+            yield from self._tell(reply, f"{request.described()} failed: {_describe(e)}; "
                                          "training goes on")
             return not self.failed
         finally:
@@ -466,7 +465,7 @@ class Controls:
                 yield Apply(SetTemperature((yield from self._lowest_temperature(temperature, reply))))
             case AskNextTokens():
                 yield from self.serve_typing()
-            case SetEarlyStop() | SetSampleInterval():
+            case Setting():
                 yield Apply(request)
             case Prompt(text=text, length=length, temperature=None):
                 pieces = yield StartSample(prompt=text, source="prompt", length=length)
@@ -487,9 +486,6 @@ class Controls:
         return MIN_TEMPERATURE
 
 
-_WHAT: dict[type[Request], str] = {
-    SaveNow: "the save", SampleNow: "the sample", EvaluateNow: "the evaluation", Prompt: "the prompt",
-    SetTemperature: "the temperature", AskNextTokens: "the next tokens", SetEarlyStop: "early stop"}
 _A: dict[type[Request], str] = {SaveNow: "a save", EvaluateNow: "an evaluation"}
 
 
