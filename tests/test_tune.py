@@ -372,3 +372,15 @@ def test_continue_trains_the_winner_on_as_an_ordinary_run(repetitive_text, runs_
     status = read_status(trial)
     assert status.get("state") == "stopped" and status["step"] > 20, status
     assert not is_live(trial)
+
+
+def test_a_trials_validation_losses_skip_lines_that_are_not_records(tmp_path):
+    """metrics.jsonl is read back for the sweep's decisions: a line that is JSON but no record, or a
+    boolean step, is skipped; a NaN loss is kept (it ranks the trial as diverged)."""
+    from charrnn_tui.engine.tune.trials import validation_losses
+
+    (tmp_path / "metrics.jsonl").write_text(
+        '[1, 2]\n3\n"text"\n{"step": true, "val_loss": 1.0}\n[[[[\n'
+        '{"step": 10, "val_loss": 2.5}\n{"step": 20, "val_loss": NaN}\n{"step": 30, "loss": 1.9}\n')
+    losses = validation_losses(tmp_path)
+    assert list(losses) == [10, 20] and losses[10] == 2.5 and math.isnan(losses[20])

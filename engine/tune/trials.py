@@ -111,10 +111,12 @@ def validation_losses(run_dir: Path) -> dict[int, float]:
     data, _ = read_run_file(run_dir / METRICS, METRICS_LIMIT)
     losses: dict[int, float] = {}
     for line in (data or b"").decode(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, RecursionError):
+        with contextlib.suppress(ValueError, RecursionError):  # RecursionError: a line of nested brackets
             record = json.loads(line)
+            if not isinstance(record, dict):  # a line that is JSON but no record ("[1]", "3"): skipped, not a crash
+                continue
             step, loss = record.get("step"), record.get("val_loss")
-            if isinstance(step, int) and isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            if type(step) is int and isinstance(loss, (int, float)) and not isinstance(loss, bool):
                 losses[step] = float(loss)
     return losses
 
