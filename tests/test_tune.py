@@ -217,6 +217,10 @@ def test_a_jobs_outcome_is_read_from_the_trials_own_files(tmp_path):
     done = outcome(trial({"state": "finished", "step": 30}, (10, 2.0), (30, 1.5)), 30)
     assert (done.loss, done.step) == (1.5, 30)
     assert outcome(trial({"state": "finished", "step": 31}, (20, 2.0), (31, 1.4)), 30).loss == 1.4  # first past it
+    over_fit = outcome(trial({"state": "finished", "step": 60}, (20, 2.0), (40, 1.3), (60, 1.8), (80, 1.1)), 60)
+    assert (over_fit.loss, over_fit.step) == (1.3, 60)  # the best by its step (its best.pt's), not the last
+    late_nan = outcome(trial({"state": "finished", "step": 60}, (20, 2.0), (60, math.nan)), 60)
+    assert math.isnan(late_nan.loss)  # diverged at its rung: it ranks last whatever it reached before
     blew = outcome(trial({"state": "error", "reason": "loss became nan at step 7; stopped without saving."}), 30)
     assert blew.loss == math.inf and blew.why == "diverged"
     failed = outcome(trial({"state": "error", "reason": "out of memory"}, (10, 2.0)), 30)

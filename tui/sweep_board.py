@@ -34,7 +34,7 @@ class TrialRow:
     lr: float
     seq_len: int
     tokens: int | None  # tokens trained on: by its engine's last status while it trains, else its last job's
-    val: float | None  # validation loss at its highest rung; inf where it diverged
+    val: float | None  # best validation loss by its highest rung (the rung's judgement); inf where it diverged
     state: str  # training, starting, stopped, waiting, promoted, pruned, finished, diverged, failed, pending
     rung: int | None  # its highest rung reached (0-based)
     live: bool = False  # an engine trains it now

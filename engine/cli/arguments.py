@@ -9,6 +9,7 @@ import functools
 import math
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -55,8 +56,16 @@ class Parser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs keep their lines and wrap only a paragraph written as one long
+    string; an indented line (an example, a table's row) is kept whole, as a terminal shows it."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34, width=100)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                         if len(indent + line) > width and not line[:1].isspace() else indent + line
+                         for line in text.splitlines())
 
 
 def parse_duration(text: str) -> float:

@@ -39,6 +39,7 @@ MOST_CPU_SLOTS = 8
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     from charrnn_tui.engine.cli.arguments import add_runs_dir_argument, whole_number
+    from charrnn_tui.engine.cli.tune_ranges import add_range_arguments
 
     parser.add_argument("corpus", nargs="?", default=None, metavar="CORPUS",
                         help="text file, folder, CSV file or bundled corpus (default: shakespeare)")
@@ -62,6 +63,7 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-rung", type=lambda t: whole_number(t, 1), default=FIRST_RUNG_STEPS,
                         metavar="STEPS", help="the least steps of the first rung, at the default trial's batch "
                                               f"(default: {FIRST_RUNG_STEPS})")
+    add_range_arguments(parser)
     data = parser.add_argument_group("data (as for train)")
     data.add_argument("--csv-column", metavar="NAME")
     data.add_argument("--as-text", action="store_true")
@@ -130,13 +132,14 @@ def continue_winner(folder: Path, state: SweepState, out: TextIO) -> None:
 
 def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Path, SweepState]:
     """Measure, plan and make the sweep's folder: (folder, SweepState)."""
+    from charrnn_tui.engine.cli.tune_ranges import limits_from
     from charrnn_tui.engine.model.device import pick_device
     from charrnn_tui.engine.run.threads import available_cores
     from charrnn_tui.engine.runs import check_new_run_name, new_run_dir
     from charrnn_tui.engine.text.corpus import corpus_spec, load_corpus
     from charrnn_tui.engine.text.vocab import build_vocab
     from charrnn_tui.engine.tune.halving import FIRST_RUNG_SHARE, plan
-    from charrnn_tui.engine.tune.space import default_settings, search_space
+    from charrnn_tui.engine.tune.space import default_settings, empty_reason, search_space, within_limits
     from charrnn_tui.engine.tune.speed import training_speed
     from charrnn_tui.engine.tune.sweep import SweepState
 
@@ -152,8 +155,13 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
     tokens = len(vocab.encode(corpus.text))
     train_tokens = int(tokens * (1 - cfg.TrainConfig().val_fraction))
     slots, threads, gpus = machine_shares(device.type, args.parallel, available_cores())
-    reference = default_settings(search_space(preset, len(corpus.text), train_tokens, args.tokens, 0),
-                                 len(corpus.text))
+    limits = limits_from(args)
+    rough = search_space(preset, len(corpus.text), train_tokens, args.tokens, 0, limits)
+    if reason := empty_reason(rough, limits, weights=False):
+        raise ConfigError(reason)
+    # The default run's model is timed whatever the ranges: it is the machine's speed the plan needs
+    # (a model of the user's may be too big to probe), and re-plans follow what the trials really take.
+    reference = default_settings(rough, len(corpus.text))
     speed = training_speed(reference, len(vocab), preset=preset, device_name=args.device, threads=threads,
                            seconds=PROBE_SECONDS)
     left = args.budget - (time.monotonic() - began)
@@ -166,16 +174,22 @@ def new_sweep(args: argparse.Namespace, runs_dir: Path, out: TextIO) -> tuple[Pa
                           f"{speed:,.0f} tokens/s, measured, and start-up) and may take {FIRST_RUNG_SHARE:.0%} of "
                           f"the budget; give --budget {math.ceil(job / FIRST_RUNG_SHARE + args.budget - left) + 1}s "
                           "or more")
-    space = search_space(preset, len(corpus.text), train_tokens, args.tokens, the_plan.rungs[-1])
+    space = search_space(preset, len(corpus.text), train_tokens, args.tokens, the_plan.rungs[-1], limits)
+    if reason := empty_reason(space, limits):
+        raise ConfigError(reason)
+    first = within_limits(space, reference, limits)
     name = args.name or f"tune-{corpus.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = new_run_dir(runs_dir, name, exact=bool(args.name))
     machine = ["--threads", str(threads)] + (["--device", args.device] if args.device != "auto" else [])
     out.write(printable_line(f"measured {speed:,.0f} tokens/s for {reference.label()} on {threads} thread"
                              f"{'s' if threads > 1 else ''} ({device.type}{f', {gpus} GPUs' if gpus > 1 else ''})")
               + "\n")
+    if first != reference:
+        out.write(printable_line(f"the first trial is the default run brought into the ranges given: {first.label()}")
+                  + "\n")
     return folder, SweepState(corpus=corpus.name, data_argv=data_argv(args), preset=preset,
                               budget_s=args.budget, plan=the_plan, space=space, seed=args.seed, slots=slots,
-                              machine_argv=machine, spent_s=time.monotonic() - began, default=reference,
+                              machine_argv=machine, spent_s=time.monotonic() - began, default=first,
                               speed=speed, job_seconds=JOB_SECONDS)
 
 
@@ -239,10 +253,14 @@ def resumed_sweep(args: argparse.Namespace, runs_dir: Path) -> tuple[Path, Sweep
 
 def find_sweep(args: argparse.Namespace, runs_dir: Path) -> Path:
     """The sweep `--resume [SWEEP]` names: a folder, a name in the runs folder, or the latest."""
+    from charrnn_tui.engine.cli.tune_ranges import ranges_given
     from charrnn_tui.engine.runs import SWEEP, check_runs_dir, is_sweep_folder, run_folders, sanitize_run_name
 
     if args.corpus is not None:
         raise ConfigError("--resume continues a sweep on its own corpus: give no CORPUS")
+    if given := ranges_given(args):
+        raise ConfigError(f"--resume continues a sweep in its own space: give no {given[0]} (start a new sweep "
+                          "for other ranges)")
     check_runs_dir(runs_dir)
     if args.resume:
         folder = Path(args.resume).expanduser()

@@ -3,9 +3,10 @@ pruned. Pure logic on reported losses; it starts nothing and reads no file.
 
 A plan has rungs, token counts growing by ETA (`plan`): every trial first trains to rung 0, and the
 best floor(N_k / ETA) of the N_k trials that can reach rung k go on to rung k+1 (N_0 the planned
-trials), judged on validation loss at that rung's tokens: at equal tokens, whatever a trial's batch
-and window. A trial is promoted as soon as it is sure to be among them (even if every trial still
-to report beat it), and pruned as soon as it is sure not to be (its rank is past the quota already:
+trials), judged on the best validation loss each reached by that rung's tokens (what its best.pt
+holds: a small text over-fits within a rung): at equal tokens, whatever a trial's batch and
+window. A trial is promoted as soon as it is sure to be among them (even if every trial still to
+report beat it), and pruned as soon as it is sure not to be (its rank is past the quota already:
 ranks only grow). So no slot waits for a rung to fill while a decision is already certain, and the
 decisions are those of synchronous successive halving, whatever order the reports come in. ASHA
 proper promotes the best 1/ETA of the trials reported so far; on a plan of a fixed number of trials

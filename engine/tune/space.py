@@ -14,6 +14,10 @@ Each range is centred on what a default run would use and widened by what the nu
 - sequence length: the preset's and twice it (half, for words) only when the longest trial has
   updates to spare (LONG_SEQ_STEPS); a longer window halves the updates per token, and with few
   updates more of them won ("more updates beat a bigger batch", the CPU presets' sweep).
+
+A range the user sets (`tune --hidden 128:512 --model lstm,gru ...`, a `Limits`) replaces the
+derived one; the weight bound still holds within it, and a space left with nothing to train is
+refused in one line (`empty_reason`).
 """
 
 from __future__ import annotations
@@ -73,11 +77,23 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The ranges the user set on the command line; each one given replaces the derived range."""
+
+    kinds: tuple[str, ...] = ()
+    layers: tuple[int, ...] = ()
+    hidden: tuple[int, int] | None = None
+    dropout: tuple[float, float] | None = None
+    lr: tuple[float, float] | None = None
+    seq_len: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Space:
     """The ranges a trial's settings are drawn from (bounds inclusive)."""
 
     preset: str
-    kind: str
+    kinds: tuple[str, ...]
     embedding: int
     hidden: tuple[int, int]
     layers: tuple[int, ...]
@@ -92,33 +108,46 @@ class Space:
         """One draw: layers and sequence length uniform, width log-uniform in steps of WIDTH_STEP
         (then narrowed to max_weights for that many layers), dropout uniform, learning rate
         log-uniform."""
-        layers = rng.choice(self.layers)
+        pairs = self.trainable() or [(k, n) for k in self.kinds for n in self.layers]
+        kinds = tuple(dict.fromkeys(k for k, _ in pairs))
+        kind = kinds[0] if len(kinds) == 1 else rng.choice(kinds)
+        layers = rng.choice(tuple(n for k, n in pairs if k == kind))
         seq_len = rng.choice(self.seq_len)
-        low, high = self.hidden[0], self.widest(layers)
+        low, high = self.hidden[0], self.widest(layers, kind)
         hidden = _round_width(math.exp(rng.uniform(math.log(low), math.log(high))), low, high)
         dropout = round(rng.uniform(*self.dropout), 3)
         lr = float(f"{math.exp(rng.uniform(math.log(self.lr[0]), math.log(self.lr[1]))):.3g}")
-        return self.settings(layers=layers, hidden=hidden, dropout=dropout, lr=lr, seq_len=seq_len)
+        return self.settings(kind=kind, layers=layers, hidden=hidden, dropout=dropout, lr=lr, seq_len=seq_len)
 
-    def settings(self, *, layers: int, hidden: int, dropout: float, lr: float, seq_len: int) -> Settings:
-        """Settings in this space's preset and kind, the batch fitted to the text as a default run's is."""
+    def settings(self, *, kind: str, layers: int, hidden: int, dropout: float, lr: float,
+                 seq_len: int) -> Settings:
+        """Settings in this space's preset, the batch fitted to the text as a default run's is."""
         batch = cfg.fitted_batch_size(self.preset_batch, seq_len, self.train_tokens)
-        return Settings(kind=self.kind, layers=layers, hidden=hidden, embedding=self.embedding, dropout=dropout,
+        return Settings(kind=kind, layers=layers, hidden=hidden, embedding=self.embedding, dropout=dropout,
                         lr=lr, seq_len=seq_len, batch_size=batch)
 
-    def widest(self, layers: int) -> int:
-        """The widest width in range whose `layers` layers hold at most max_weights (at least the
-        narrowest: the range never empties)."""
-        model = cfg.ModelConfig(kind=self.kind, layers=layers, embedding=self.embedding)
+    def widest(self, layers: int, kind: str | None = None) -> int:
+        """The widest width in range whose `layers` layers of `kind` (default the first) hold at
+        most max_weights (at least the narrowest: `empty_reason` says when even that is too many)."""
+        model = cfg.ModelConfig(kind=kind or self.kinds[0], layers=layers, embedding=self.embedding)
         width = self.hidden[1]
         while width > self.hidden[0] and cfg.recurrent_parameters(model, width) > self.max_weights:
             width -= WIDTH_STEP
         return max(width, self.hidden[0])
 
+    def trainable(self) -> list[tuple[str, int]]:
+        """The (kind, layers) whose narrowest model holds at most max_weights."""
+        return [(k, n) for k in self.kinds for n in self.layers
+                if self.weights(k, n, self.hidden[0]) <= self.max_weights]
+
+    def weights(self, kind: str, layers: int, hidden: int) -> int:
+        return cfg.recurrent_parameters(cfg.ModelConfig(kind=kind, layers=layers, embedding=self.embedding), hidden)
+
     def describe(self) -> str:
         seq = "/".join(map(str, self.seq_len))
-        return (f"{self.kind}, layers {'/'.join(map(str, self.layers))}, hidden {self.hidden[0]}-{self.hidden[1]}, "
-                f"dropout {self.dropout[0]:g}-{self.dropout[1]:g}, lr {self.lr[0]:.2g}-{self.lr[1]:.2g}, seq-len {seq}")
+        return (f"{'/'.join(self.kinds)}, layers {'/'.join(map(str, self.layers))}, "
+                f"hidden {self.hidden[0]}-{self.hidden[1]}, dropout {self.dropout[0]:g}-{self.dropout[1]:g}, "
+                f"lr {self.lr[0]:.2g}-{self.lr[1]:.2g}, seq-len {seq}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,16 +156,22 @@ class Space:
     def from_dict(cls, data: dict[str, Any]) -> Space:
         low, high = data["hidden"]
         dropout, lr = data["dropout"], data["lr"]
-        return cls(preset=str(data["preset"]), kind=str(data["kind"]), embedding=int(data["embedding"]),
+        kinds = data["kinds"] if "kinds" in data else [data["kind"]]  # a sweep.json of before user ranges
+        if not isinstance(kinds, list) or not kinds:
+            raise ValueError("kinds: not a list of model kinds")
+        return cls(preset=str(data["preset"]), kinds=tuple(str(k) for k in kinds), embedding=int(data["embedding"]),
                    hidden=(int(low), int(high)), layers=tuple(int(n) for n in data["layers"]),
                    dropout=(float(dropout[0]), float(dropout[1])), lr=(float(lr[0]), float(lr[1])),
                    seq_len=tuple(int(n) for n in data["seq_len"]), preset_batch=int(data["preset_batch"]),
                    train_tokens=int(data["train_tokens"]), max_weights=int(data["max_weights"]))
 
 
-def search_space(preset: str, corpus_chars: int, train_tokens: int, token_kind: str, top_tokens: int) -> Space:
+def search_space(preset: str, corpus_chars: int, train_tokens: int, token_kind: str, top_tokens: int,
+                 limits: Limits | None = None) -> Space:
     """The space for a corpus of `corpus_chars` characters (`train_tokens` in its training split, of
-    `token_kind`), around `preset` (the device's), when the longest trial trains `top_tokens` tokens."""
+    `token_kind`), around `preset` (the device's), when the longest trial trains `top_tokens` tokens;
+    the ranges the user set (`limits`) in place of the derived ones."""
+    limits = limits or Limits()
     base = cfg.apply_preset(cfg.TrainConfig(tokens=token_kind), preset)
     model = base.model
     fitted_on = cfg.FITTED_ON.get(preset, cfg.REFERENCE_CHARS)
@@ -154,9 +189,36 @@ def search_space(preset: str, corpus_chars: int, train_tokens: int, token_kind: 
     if top_tokens / step_tokens >= LONG_SEQ_STEPS:
         seq_len = (base.seq_len, base.seq_len * 2) if token_kind == "char" else (base.seq_len // 2, base.seq_len)
     max_weights = max(top_tokens // TOKENS_PER_WEIGHT, 1)
-    return Space(preset=preset, kind=model.kind, embedding=model.embedding, hidden=(low, high), layers=layers,
-                 dropout=dropout, lr=(base.lr / LR_BELOW, base.lr * LR_ABOVE), seq_len=seq_len,
-                 preset_batch=base.batch_size, train_tokens=train_tokens, max_weights=max_weights)
+    return Space(preset=preset, kinds=limits.kinds or (model.kind,), embedding=model.embedding,
+                 hidden=limits.hidden or (low, high), layers=limits.layers or layers,
+                 dropout=limits.dropout or dropout, lr=limits.lr or (base.lr / LR_BELOW, base.lr * LR_ABOVE),
+                 seq_len=limits.seq_len or seq_len, preset_batch=base.batch_size, train_tokens=train_tokens,
+                 max_weights=max_weights)
+
+
+def empty_reason(space: Space, limits: Limits, *, weights: bool = True) -> str | None:
+    """Why the space has nothing a trial could train, in one line naming the flag to change, or
+    None. Only the user's ranges can empty it: the derived ones always hold the default run.
+    `weights`: hold the user's model shapes to the budget's bound (known once the plan is)."""
+    if limits.hidden is not None and limits.hidden[0] > limits.hidden[1]:
+        return f"--hidden {limits.hidden[0]}:{limits.hidden[1]} is empty: its low end is above its high end"
+    for flag, pair in (("--dropout", limits.dropout), ("--lr", limits.lr)):
+        if pair is not None and pair[0] > pair[1]:
+            return f"{flag} {pair[0]:g}:{pair[1]:g} is empty: its low end is above its high end"
+    too_long = [n for n in limits.seq_len if n >= space.train_tokens]  # as the batchers refuse it
+    if too_long:
+        return (f"--seq-len {too_long[0]} is longer than the training split ({space.train_tokens:,} tokens): "
+                "give a shorter window")
+    if not weights or (limits.hidden is None and not limits.layers and not limits.kinds):
+        return None
+    if space.trainable():
+        return None
+    kind, layers = space.kinds[0], min(space.layers)
+    narrowest = space.weights(kind, layers, space.hidden[0])
+    return (f"nothing in the space can be trained in this budget: the narrowest model, {kind} {layers}x"
+            f"{space.hidden[0]}, holds {narrowest:,} weights and the longest trial trains "
+            f"{space.max_weights * TOKENS_PER_WEIGHT:,} tokens ({TOKENS_PER_WEIGHT} a weight at least); "
+            "give a narrower --hidden, fewer --layers or a longer --budget")
 
 
 def default_settings(space: Space, corpus_chars: int) -> Settings:
@@ -165,9 +227,30 @@ def default_settings(space: Space, corpus_chars: int) -> Settings:
     base = cfg.apply_preset(cfg.TrainConfig(), space.preset)
     fitted = cfg.fit_to_corpus(base, corpus_chars) if base.preset == space.preset else base
     m = fitted.model
-    return space.settings(layers=m.layers, hidden=m.hidden, dropout=m.dropout, lr=fitted.lr, seq_len=fitted.seq_len)
+    return space.settings(kind=m.kind, layers=m.layers, hidden=m.hidden, dropout=m.dropout, lr=fitted.lr,
+                          seq_len=fitted.seq_len)
 
 
 def _round_width(width: float, low: int, high: int | None) -> int:
     rounded = max(low, round(width / WIDTH_STEP) * WIDTH_STEP)
     return rounded if high is None else min(high, rounded)
+
+
+def within_limits(space: Space, default: Settings, limits: Limits) -> Settings:
+    """The default run's settings brought into the ranges the user set, each to its nearest value in
+    range, and narrowed to what the budget trains where the user chose the model's shape; unchanged
+    where the user set nothing (the first trial measures the default run as it is)."""
+    def closest(value: int, values: tuple[int, ...]) -> int:
+        return min(values, key=lambda v: (abs(v - value), v))
+
+    def clamp(value: float, pair: tuple[float, float] | None) -> float:
+        return value if pair is None else min(max(value, pair[0]), pair[1])
+
+    kind = default.kind if not limits.kinds or default.kind in limits.kinds else limits.kinds[0]
+    layers = closest(default.layers, limits.layers) if limits.layers else default.layers
+    hidden = round(clamp(default.hidden, limits.hidden))
+    if limits.kinds or limits.layers or limits.hidden:
+        hidden = min(hidden, space.widest(layers, kind))
+    seq_len = closest(default.seq_len, limits.seq_len) if limits.seq_len else default.seq_len
+    return space.settings(kind=kind, layers=layers, hidden=hidden, dropout=clamp(default.dropout, limits.dropout),
+                          lr=clamp(default.lr, limits.lr), seq_len=seq_len)

@@ -1,5 +1,5 @@
 """A sweep's trials as a table, best first (tui/sweep_board.py reads them): the trial, its settings,
-the tokens it has trained on, its validation loss at its highest rung, its state. The trials on the
+the tokens it has trained on, its best validation loss by its highest rung, its state. The trials on the
 chart carry a dot in their curve's colour; the one attached, a star."""
 
 from __future__ import annotations
