@@ -388,3 +388,76 @@ def test_a_trials_validation_losses_skip_lines_that_are_not_records(tmp_path):
         '{"step": 10, "val_loss": 2.5}\n{"step": 20, "val_loss": NaN}\n{"step": 30, "loss": 1.9}\n')
     losses = validation_losses(tmp_path)
     assert list(losses) == [10, 20] and losses[10] == 2.5 and math.isnan(losses[20])
+
+
+def test_a_sweep_whose_plan_ends_early_trains_its_winner_on_for_the_budget_left(repetitive_text, runs_dir):
+    """The finale: the plan done with budget left, the winner goes on (`train --resume TRIAL
+    --max-time LEFT`, every core) and the sweep's result is its best validation loss after it; the
+    reproduce command counts its steps. The sweep of tests/sweep_fixtures.py, plan done, given 36 s
+    more: 21 s of training (15 s kept for start-up, the last evaluation and the save)."""
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.durations import duration
+    from charrnn_tui.engine.runs import is_live
+    from charrnn_tui.engine.tune.sweep import FINALE_MARGIN
+
+    folder = runs_dir / "sweep"
+    state = make_sweep(folder, curves=False)
+    trained = run_cli("train", str(repetitive_text), "--preset", "tiny", *state.trials[1].settings.flags(),
+                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
+    assert trained.returncode == 0, trained.stderr
+    done = run_cli("tune", "--resume", "sweep", "--budget", "36s", "--headless", "--runs-dir", str(runs_dir),
+                   timeout=180)
+    assert done.returncode == 0, done.stderr
+    finale = sweep_json(folder)["finale"]
+    assert finale["trial"] == 1 and finale["done"] is True
+    assert 30 - FINALE_MARGIN <= finale["seconds"] <= 36 - FINALE_MARGIN
+    assert finale["steps"] > 3 and math.isfinite(finale["loss"])  # trained on, and read back
+    out, left = done.stdout, duration(finale["seconds"])
+    assert f"trial-02 leads: it trains on for the {left} left, on " in out, out
+    assert f"then trained on for the budget left ({left})" in out and f"best val {finale['loss']:.4f}" in out, out
+    winner = sweep_json(folder)["winner"]
+    assert winner["val_loss"] <= finale["loss"] and winner["command"].endswith(f"--max-steps {finale['steps']}")
+    assert not is_live(folder / "trial-02")
+    again = run_cli("tune", "--resume", "sweep", "--budget", "36s", "--headless", "--runs-dir", str(runs_dir))
+    assert again.returncode == 0 and "trains on" not in again.stdout  # trained on once, not again
+
+
+def test_a_finale_in_sweep_json_is_checked_as_it_is_read(tmp_path):
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.errors import ConfigError
+    from charrnn_tui.engine.tune.sweep import finale_argv, load
+
+    folder = tmp_path / "sweep"
+    make_sweep(folder, curves=False)
+    data = sweep_json(folder)
+    for bad in ({"trial": 99}, {"trial": "1"}, [1], {"trial": True}):
+        (folder / "sweep.json").write_text(json.dumps({**data, "finale": bad}))
+        with pytest.raises(ConfigError, match="cannot be read"):
+            load(folder)
+    (folder / "sweep.json").write_text(json.dumps({**data, "finale": {"trial": 1, "seconds": 20, "loss": "x"}}))
+    assert load(folder).finale == {"trial": 1, "seconds": 20.0, "done": False, "loss": None, "steps": None}
+    argv = finale_argv(folder / "trial-02", 21.4, ["--threads", "1", "--device", "cpu"], 2)
+    assert argv[argv.index("--max-time") + 1] == "21" and argv[argv.index("--threads") + 1] == "2"
+    assert argv[-2:] == ["--device", "cpu"]
+
+
+def test_a_text_big_for_the_budget_is_searched_in_a_share_of_it(repetitive_text, runs_dir, monkeypatch):
+    """Where the plan's top rung would train few epochs of the text (tiny-shakespeare in 10 minutes:
+    2.4), the search is planned for SEARCH_SHARE of the budget and the winner trains on for the rest.
+    Here the tiny text is made "big" by asking for a million epochs at the top."""
+    import io
+
+    from charrnn_tui.engine.cli import tune_command
+    from charrnn_tui.engine.cli.main import parse
+    from charrnn_tui.engine.tune.halving import Plan
+
+    runs_dir.mkdir(mode=0o700)
+    argv = ["tune", str(repetitive_text), "--budget", "3m", *TINY_TUNE]
+    _, usual = tune_command.new_sweep(parse([*argv, "--name", "usual"]), runs_dir, io.StringIO())
+    monkeypatch.setattr(tune_command, "TOP_EPOCHS", 10**6)
+    out = io.StringIO()
+    _, shared = tune_command.new_sweep(parse([*argv, "--name", "shared"]), runs_dir, out)
+    assert "the search takes 40% of the budget and its winner trains on for the rest" in out.getvalue()
+    assert shared.plan.makespan(2) < 0.5 * Plan(usual.plan.rungs, usual.plan.trials).makespan(2)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charrnn_tui.engine.durations import duration
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.runs import (
     BEST,
@@ -30,6 +31,7 @@ from charrnn_tui.engine.runs import (
     is_live,
     name_taken_message,
     read_run_file,
+    read_status,
     require_own_run_dir,
 )
 from charrnn_tui.engine.tune.halving import Halving, Plan
@@ -42,10 +44,15 @@ from charrnn_tui.engine.tune.trials import (
     outcome,
     resume_argv,
     start,
+    validation_losses,
 )
 
 VERSION = 1
 POLL = 0.2  # seconds between looks at the trials in flight
+FINALE_LEAST = 20.0  # seconds of training the plan must leave for its winner to train on
+FINALE_MARGIN = 15.0  # seconds of the budget kept from the finale's training: its start-up, last evaluation and save
+FINALE_TRAINING = 0.85  # of the finale's seconds given as training time (--max-time): evaluations and saves
+# take the rest (tiny-shakespeare's 111k validation tokens every 500 steps: about 8%); the budget stops it if not
 SAVE_EVERY = 5.0  # seconds between saves of the time spent, between events
 
 
@@ -79,6 +86,9 @@ class SweepState:
     winner: dict[str, Any] | None = None  # the sweep's result once it has ended: trial, loss, checkpoint, command
     speed: float = 0.0  # tokens/s a slot trains, as the probe measured (0: a sweep from before it was kept)
     job_seconds: float = 0.0  # the start-up the plan counted per job
+    # the winner trained on for the budget the plan left (`Sweep._finale`): trial (id), seconds, then
+    # done, loss (its best validation loss after it) and steps
+    finale: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.halving is None:
@@ -108,7 +118,7 @@ class SweepState:
             "promoted": [sorted(rung) for rung in h.promoted], "started": h.started,
             "running": {str(t): rung for t, rung in h.running.items()},
             "default": self.default.to_dict() if self.default else None, "sampler_state": self.sampler_state,
-            "winner": self.winner, "speed": self.speed, "job_seconds": self.job_seconds,
+            "winner": self.winner, "speed": self.speed, "job_seconds": self.job_seconds, "finale": self.finale,
         }
 
     @classmethod
@@ -130,7 +140,8 @@ class SweepState:
                    default=Settings.from_dict(data["default"]) if data.get("default") else None,
                    sampler_state=_tuples(state) if state is not None else None,
                    winner=data.get("winner") if isinstance(data.get("winner"), dict) else None,
-                   speed=float(data.get("speed", 0.0)), job_seconds=float(data.get("job_seconds", 0.0)))
+                   speed=float(data.get("speed", 0.0)), job_seconds=float(data.get("job_seconds", 0.0)),
+                   finale=_finale_in(data.get("finale"), len(trials)))
 
 
 def _loss_out(loss: float | None) -> float | str | None:
@@ -174,6 +185,18 @@ def load(folder: Path) -> SweepState:
 
 
 
+def _finale_in(data: Any, trials: int) -> dict[str, Any] | None:
+    """sweep.json's finale, checked: None, or a trial id in range and numbers where numbers go."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or type(data.get("trial")) is not int or not 0 <= data["trial"] < trials:
+        raise ValueError("finale: not a finale of one of the trials")
+    loss, steps = data.get("loss"), data.get("steps")
+    return {"trial": data["trial"], "seconds": float(data.get("seconds", 0.0)), "done": data.get("done") is True,
+            "loss": _loss_in(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else None,
+            "steps": steps if type(steps) is int else None}
+
+
 def next_settings(state: SweepState) -> Settings:
     """A new trial's settings: the default run's first, then draws from the space, seeded, never a
     repeat of an earlier trial's (redrawn, a few times)."""
@@ -209,7 +232,7 @@ class Sweep:
     this one's; on several GPUs, one GPU a slot)."""
 
     def __init__(self, folder: Path, state: SweepState, say: Callable[[str], None],
-                 env_for_slot: Callable[[int], dict[str, str] | None] = lambda slot: None):
+                 env_for_slot: Callable[[int], dict[str, str] | None] = lambda slot: None, cores: int = 1):
         self.folder, self.state, self.say = folder, state, say
         self.env_for_slot = env_for_slot
         self.jobs: dict[int, Job] = {}
@@ -217,6 +240,8 @@ class Sweep:
         self.announced: dict[int, str] = {}
         self.stopping = False  # the jobs in flight are being stopped: what they leave is resumed later
         self.measured = [0.0, 0.0, 0.0]  # wall-clock seconds, tokens and count of the jobs done in this session
+        self.finale: TrialProcess | None = None  # the winner training on, once the plan is done
+        self.cores = cores  # what the finale trains on: the whole machine's share, not a trial's
 
     def run(self) -> str:
         """Train until the plan is done ("done"), the budget is spent ("budget spent") or `interrupt`
@@ -230,10 +255,17 @@ class Sweep:
                 self._collect()
                 if self.interrupt.is_set():
                     return "interrupted"
-                if state.spent_s >= state.budget_s:
+                if state.spent_s >= state.budget_s:  # a finale still going is stopped: its best.pt stands
                     return "budget spent"
+                if self.finale is not None:  # the plan is done: the winner trains on until it ends
+                    if self.finale.running():
+                        time.sleep(POLL)
+                        continue
+                    self._finale_ended()
+                    return "done"
                 self._fill_slots()
-                if not self.jobs and not h.running and h.started >= state.plan.trials and not h.promotable():
+                planned = not self.jobs and not h.running and h.started >= state.plan.trials and not h.promotable()
+                if planned and not self._start_finale():
                     return "done"
                 if time.monotonic() - saved > SAVE_EVERY:
                     save(self.folder, state)
@@ -378,7 +410,60 @@ class Sweep:
         for trial in self.state.trials:
             self.announced[trial.id] = self.state.decisions.state(trial.id)
 
+    # ---- the finale ---------------------------------------------------------------------------------
+    def _start_finale(self) -> bool:
+        """The plan done with budget left: its winner trains on (`train --resume TRIAL --max-time
+        LEFT`, a new cosine over it, on every core the sweep had), so that the sweep's result has
+        the budget's whole worth of training rather than the top rung's. False where there is no
+        winner, too little time left, or the finale has been trained."""
+        state, best = self.state, self.state.decisions.winner()
+        seconds = round(state.budget_s - state.spent_s - FINALE_MARGIN, 1)
+        if best is None or seconds < FINALE_LEAST or (state.finale or {}).get("done"):
+            return False
+        trial = state.trials[best[0]]
+        if state.finale is not None and is_live(self.folder / trial.name):  # a killed tune's finale: waited for
+            self.finale = TrialProcess(self.folder / trial.name)
+            self.say(f"{trial.name} still training on from before; waiting for it")
+            return True
+        argv = finale_argv(self.folder / trial.name, seconds * FINALE_TRAINING, state.machine_argv, self.cores)
+        try:
+            self.finale = start(argv, env=self.env_for_slot(0))
+        except CharRNNError as e:
+            self.say(f"{trial.name} could not train on: {e}")
+            return False
+        state.finale = {"trial": trial.id, "seconds": seconds, "done": False, "loss": None, "steps": None}
+        self.say(f"{trial.name} leads: it trains on for the {duration(seconds)} left, on {self.cores} "
+                 f"thread{'s' if self.cores > 1 else ''}")
+        save(self.folder, state)
+        return True
+
+    def _finale_ended(self) -> None:
+        """Read what the finale came to: the winner's best validation loss now (its best.pt's)."""
+        assert self.state.finale is not None and self.finale is not None
+        trial = self.state.trials[self.state.finale["trial"]]
+        run_dir = self.finale.run_dir
+        self.finale = None
+        status = read_status(run_dir)
+        if self.interrupt.is_set():
+            return  # Ctrl+C: a resume trains it on for the time then left
+        finite = [loss for loss in validation_losses(run_dir).values() if math.isfinite(loss)]
+        steps = checkpoint_step(run_dir)
+        trial.steps = steps or trial.steps
+        self.state.finale.update(done=True, loss=min(finite) if finite else None, steps=steps)
+        if finite:
+            self.say(f"{trial.name} trained on to step {trial.steps:,}: best val {min(finite):.4f}")
+        else:
+            why = status.get("reason") or status.get("state")
+            self.say(f"{trial.name} trained on without a validation loss ({why})")
+        save(self.folder, self.state)
+
     def _stop_all(self) -> None:
+        if self.finale is not None:
+            self.stopping = True
+            self.say("stopping the winner's training on (saving)")
+            self.finale.stop()
+            self.finale.wait()
+            self._finale_ended()
         if not self.jobs:
             return
         self.stopping = True
@@ -398,10 +483,21 @@ class Sweep:
 
 
 def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
-    """The `charrnn-tui train` command that trains the winner's settings for as many tokens."""
+    """The `charrnn-tui train` command that trains the winner's settings for as many tokens (its
+    finale's included)."""
+    finale = state.finale or {}
+    steps = finale["steps"] if finale.get("trial") == trial.id and finale.get("steps") else state.steps_for(trial, rung)
     words = ["charrnn-tui", "train", *state.data_argv, "--preset", state.preset, *trial.settings.flags(),
-             "--max-steps", str(state.steps_for(trial, rung))]
+             "--max-steps", str(steps)]
     return shlex.join(words)
+
+
+def finale_argv(run_dir: Path, seconds: float, machine_argv: list[str], cores: int) -> list[str]:
+    """`train` arguments that train the winner on for `seconds` more on `cores` threads (a device given
+    to the sweep kept)."""
+    device = machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
+    return ["--resume", str(run_dir), "--runs-dir", str(run_dir.parent), "--max-time", f"{seconds:.0f}",
+            "--threads", str(cores), *device]
 
 
 def continuation_argv(folder: Path, trial: str, machine_argv: list[str], cores: int) -> list[str]:
