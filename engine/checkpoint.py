@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charrnn_tui.engine.errors import CheckpointError
+from charrnn_tui.engine.runs import replace_atomically
 
 FORMAT = "charrnn-tui"
 FORMAT_VERSION = 1
@@ -33,22 +32,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 def save_atomically(payload: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file beside `path`, fsync, rename over it: the old file or the new
     one, whenever a kill comes. Raises OSError, the temporary file removed."""
-    # A new file of a name of its own (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, user-only, like the run
-    # folder, as a checkpoint holds the user's text in its samples): a file or a symbolic link
-    # planted under a name it could guess is never written through. `.NAME.tmp-*` is the name
-    # remove_partial_writes clears.
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda f: torch.save(payload, f))  # user-only: its samples hold the user's text
 
 
 def os_reason(e: OSError) -> str:
@@ -121,16 +105,3 @@ def first_line(e: BaseException) -> str:
     sentence = text.splitlines()[0].split(". ")[0].rstrip(".")
     return sentence if len(sentence) <= 120 else sentence[:117].rsplit(" ", 1)[0] + "..."
 
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, and harmless to skip there.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -12,9 +12,10 @@ import shlex
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from charrnn_tui.engine.errors import CharRNNError, CheckpointError, ConfigError
 from charrnn_tui.engine.printable import printable_line
@@ -355,6 +356,46 @@ class RunLock:
             self.handle = None
 
 
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object], *, durable: bool = True) -> None:
+    """Write `path` whole or not at all: `write` fills a new file beside it, which is renamed over
+    `path`, so a reader or a kill at any moment finds the old file or the new one. `durable`: fsynced
+    before the rename and the rename fsynced in its folder, so that a power cut does too (checkpoints,
+    sweep.json; a status rewritten every few seconds need not be). Raises OSError, the new file
+    removed whatever went wrong (a KeyboardInterrupt half way included)."""
+    # A name of its own per write (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, user-only, like the run
+    # folder): two writers never truncate each other's file, and a file or a symbolic link planted
+    # under a name someone could guess is never written through. `.NAME.tmp-*` is the name
+    # remove_partial_writes clears.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    if durable:
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable; not possible on every platform, and harmless to skip there."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def remove_partial_writes(run_dir: Path) -> None:
     """Delete temporary files left by a save that was killed; call only while holding the run lock."""
     for partial in run_dir.glob(".*.tmp-*"):
@@ -537,16 +578,9 @@ def is_live(run_dir: Path) -> bool:
 def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     """status.json, replaced atomically: a reader never sees half of it."""
     status = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in status.items()}
-    with contextlib.suppress(OSError):
-        # A name of its own per write: two writers never truncate each other's file.
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{STATUS}.tmp-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(status, f)
-            os.replace(tmp, run_dir / STATUS)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    data = json.dumps(status).encode()
+    with contextlib.suppress(OSError):  # a status is rewritten every few seconds: the next one may land
+        replace_atomically(run_dir / STATUS, lambda f: f.write(data), durable=False)
 
 
 def load_status(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:

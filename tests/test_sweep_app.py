@@ -46,6 +46,27 @@ def test_the_board_is_in_tunes_order_with_each_trials_state(tmp_path):
     assert row.tokens == state.trials[1].steps * settings.step_tokens and row.val == 1.87
 
 
+def test_the_winner_training_on_shows_as_training_and_then_with_its_loss_after(tmp_path):
+    """The finale: the plan done, the winner (trial-02, "finished" in sweep.json) trains on: the board
+    probes its folder (training, its engine's tokens), and once it is done shows its best loss."""
+    folder = tmp_path / "runs" / "tune-abc"
+    state = make_sweep(folder)
+    data = json.loads((folder / "sweep.json").read_text())
+    (folder / "sweep.json").write_text(json.dumps({**data, "finale": {"trial": 1, "seconds": 60.0, "done": False}}))
+    lock = RunLock(folder / "trial-02").acquire()
+    try:
+        (folder / "trial-02" / "status.json").write_text(json.dumps({"step": 900}))
+        row = read_board(folder).row("trial-02")
+    finally:
+        lock.release()
+    assert row is not None and row.live and row.state == "training" and row.val == 1.87
+    assert row.tokens == 900 * state.trials[1].settings.step_tokens
+    finale = {"trial": 1, "seconds": 60.0, "done": True, "loss": 1.52, "steps": 900}
+    (folder / "sweep.json").write_text(json.dumps({**data, "finale": finale}))
+    row = read_board(folder).row("trial-02")
+    assert row is not None and row.state == "finished" and row.val == 1.52
+
+
 def test_a_trial_whose_engine_runs_is_training_with_its_engines_tokens(tmp_path):
     folder = tmp_path / "runs" / "tune-abc"
     state = make_sweep(folder, ended=False)
@@ -84,7 +105,8 @@ async def test_the_leaderboard_shows_the_board_and_charts_the_leading_trials_and
         await pilot.press("down", "down", "down", "down", "down")  # trial-05: its curve takes the last colour
         await pilot.pause()
         assert [r.name for r in chart.compared] == ["trial-02", "trial-01", "trial-03", "trial-05"]
-        assert "tune-abc · 6/6 trials" in str(screen.query_one("#sweep-title").render())
+        title = str(screen.query_one("#sweep-title").render())
+        assert title.startswith("tune-abc · ended: trial-02 won · 05:12/10:00 · 6/6 trials")
         await pilot.press("question_mark")  # the help lists the sweep's keys, and not the trial's
         assert isinstance(app.screen, HelpScreen)
         listed = {row.keys: row.text for section in app.screen.sections for row in section.rows}

@@ -86,6 +86,10 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
     winner = winner if isinstance(winner, dict) else {}
     winner_name = _text(winner["trial"], "the winner") if "trial" in winner else None
     continued = winner.get("continued") is True  # the winner trains on (`--continue`): its folder is probed too
+    finale = sweep.get("finale")  # the plan done, the winner trains on for the budget left: probed, its loss kept
+    finale = finale if isinstance(finale, dict) else {}
+    finale_id = finale.get("trial") if type(finale.get("trial")) is int else None
+    finale_loss = _loss(finale.get("loss")) if finale.get("done") is True and finale.get("loss") is not None else None
     rows = []
     for i, item in enumerate(_list(sweep.get("trials"), "trials", MAX_TRIALS)):
         trial = _dict(item, f"trial {i + 1}")
@@ -99,7 +103,7 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
         rung = next((k for k in reversed(range(len(reports))) if trial_id in reports[k]), None)
         state = _text(trial.get("state", "pending"), f"{name}'s state")
         live, tokens = False, steps * step_tokens if steps else None
-        probed = state in LIVE_STATES or (continued and name == winner_name)
+        probed = state in LIVE_STATES or (continued and name == winner_name) or trial_id == finale_id
         if probe and probed and is_live(folder / name):
             live, state = True, "training"
             step = read_status(folder / name).get("step")
@@ -107,9 +111,12 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
                 tokens = step * step_tokens
         elif state == "running":  # meant to train: its engine is starting, or (no loop) `tune --resume` resumes it
             state = "starting" if loop_live else "stopped"
+        val = reports[rung][trial_id] if rung is not None else None
+        if trial_id == finale_id and val is not None and finale_loss is not None:
+            val = min(val, finale_loss)
         rows.append(TrialRow(name, _model(settings, name), _number(settings.get("dropout"), f"{name}'s dropout"),
                              _number(settings.get("lr"), f"{name}'s lr"), _count(settings.get("seq_len"), name), tokens,
-                             reports[rung][trial_id] if rung is not None else None, state, rung, live))
+                             val, state, rung, live))
     if len({r.name for r in rows}) < len(rows):
         raise Unreadable("two trials have the same name")
     rows.sort(key=_order)

@@ -321,11 +321,12 @@ def rung_words(rungs: tuple[int, ...]) -> str:
 
 
 def table(sweep: Sweep) -> str:
-    """Every trial: its settings, the tokens it trained, its loss at its highest rung, its state;
-    best first among the trials at the highest rung."""
+    """Every trial: its settings, the tokens it trained, its loss at its highest rung (the winner's
+    after its finale), its state; best first among the trials at the highest rung."""
     from charrnn_tui.engine.tune.sweep import tokens_label
 
     state, h = sweep.state, sweep.state.decisions
+    finale = state.finale if state.finale and state.finale["done"] and state.finale["loss"] is not None else None
 
     def order(trial: Trial) -> tuple[int, float, int]:
         rung = h.top_rung(trial.id)
@@ -337,6 +338,8 @@ def table(sweep: Sweep) -> str:
     for trial in sorted(state.trials, key=order):
         s, rung = trial.settings, h.top_rung(trial.id)
         loss = h.reports[rung][trial.id] if rung is not None else None
+        if finale and finale["trial"] == trial.id and loss is not None:
+            loss = min(loss, finale["loss"])
         rows.append((trial.name, f"{s.kind} {s.layers}x{s.hidden}", f"{s.dropout:.2f}", f"{s.lr:.2g}",
                      str(s.seq_len), tokens_label(trial.steps * s.step_tokens) if trial.steps else "-",
                      "-" if loss is None else "diverged" if not math.isfinite(loss) else f"{loss:.4f}",

@@ -16,12 +16,11 @@ import contextlib
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charrnn_tui.engine.errors import ConfigError
-from charrnn_tui.engine.runs import METRICS, open_in_run
+from charrnn_tui.engine.runs import METRICS, open_in_run, replace_atomically
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -93,16 +92,9 @@ class MetricsLog:
         kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
         if len(kept) == len(lines):
             return
+        data = "".join(line + "\n" for line in kept).encode("utf-8")
         with contextlib.suppress(OSError):
-            # A name of its own (O_EXCL|O_NOFOLLOW): a link planted under a guessable name is never followed.
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{METRICS}.tmp-{os.getpid()}-")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write("".join(line + "\n" for line in kept))
-                os.replace(tmp, self.path)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            replace_atomically(self.path, lambda f: f.write(data), durable=False)
 
 
 def _read_lines(path: Path) -> list[str] | None:

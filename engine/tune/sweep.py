@@ -7,13 +7,10 @@ that were in flight resume from their trials' last checkpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import random
 import shlex
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +29,7 @@ from charrnn_tui.engine.runs import (
     name_taken_message,
     read_run_file,
     read_status,
+    replace_atomically,
     require_own_run_dir,
 )
 from charrnn_tui.engine.tune.halving import Halving, Plan
@@ -159,16 +157,8 @@ def _tuples(value: Any) -> Any:
 
 def save(folder: Path, state: SweepState) -> None:
     """sweep.json, replaced atomically (fsynced first): a kill leaves the old one or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{SWEEP}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.to_dict(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / SWEEP)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    data = json.dumps(state.to_dict(), indent=1).encode("utf-8")
+    replace_atomically(folder / SWEEP, lambda f: f.write(data))
 
 
 def load(folder: Path) -> SweepState:

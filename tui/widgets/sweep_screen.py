@@ -112,9 +112,7 @@ class SweepScreen(Screen[str | None]):
         if board.problem is not None:
             text.append(f" · unreadable: {printable_line(board.problem)}", style="red")
             return text
-        started = len(board.rows)
-        text.append(f" · {started}/{board.planned} trials · rungs {' '.join(short_count(r) for r in board.rungs)}"
-                    f" · {duration(board.spent_s)}/{duration(board.budget_s)}")
+        # the state first: at 80 columns the rungs may not fit, the winner must
         if is_live(self.folder):
             text.append(" · running", style="green")
         elif board.winner is not None:
@@ -124,6 +122,9 @@ class SweepScreen(Screen[str | None]):
         else:
             text.append(f" · stopped: `{command_hint(f'tune --resume {board.name}', self.folder.parent)}`",
                         style="yellow")
+        started = len(board.rows)
+        text.append(f" · {duration(board.spent_s)}/{duration(board.budget_s)} · {started}/{board.planned} trials"
+                    f" · rungs {' '.join(short_count(r) for r in board.rungs)}")
         return text
 
     def charted(self, highlighted: TrialRow | None) -> list[str]:
