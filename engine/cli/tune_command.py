@@ -326,7 +326,6 @@ def table(sweep: Sweep) -> str:
     from charrnn_tui.engine.tune.sweep import tokens_label
 
     state, h = sweep.state, sweep.state.decisions
-    finale = state.finale if state.finale and state.finale["done"] and state.finale["loss"] is not None else None
 
     def order(trial: Trial) -> tuple[int, float, int]:
         rung = h.top_rung(trial.id)
@@ -338,14 +337,21 @@ def table(sweep: Sweep) -> str:
     for trial in sorted(state.trials, key=order):
         s, rung = trial.settings, h.top_rung(trial.id)
         loss = h.reports[rung][trial.id] if rung is not None else None
-        if finale and finale["trial"] == trial.id and loss is not None:
-            loss = min(loss, finale["loss"])
+        loss = after_finale(state, trial.id, loss)
         rows.append((trial.name, f"{s.kind} {s.layers}x{s.hidden}", f"{s.dropout:.2f}", f"{s.lr:.2g}",
                      str(s.seq_len), tokens_label(trial.steps * s.step_tokens) if trial.steps else "-",
                      "-" if loss is None else "diverged" if not math.isfinite(loss) else f"{loss:.4f}",
                      sweep.state_of(trial)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def after_finale(state: SweepState, trial_id: int, loss: float | None) -> float | None:
+    """A trial's loss at its highest rung, or its best after its finale where that is lower."""
+    finale = state.finale_of(trial_id)
+    if loss is None or finale is None or finale["loss"] is None:
+        return loss
+    return min(loss, finale["loss"])
 
 
 def write_winner(sweep: Sweep, out: TextIO) -> None:
@@ -359,8 +365,8 @@ def write_winner(sweep: Sweep, out: TextIO) -> None:
     trial_id, rung, loss = best
     trial = state.trials[trial_id]
     command = winner_command(state, trial, rung)
-    finale = state.finale if state.finale and state.finale["trial"] == trial_id and state.finale["done"] else None
-    final_loss = min(loss, finale["loss"]) if finale and finale["loss"] is not None else loss
+    finale = state.finale_of(trial_id)
+    final_loss = after_finale(state, trial_id, loss)
     state.winner = {"trial": trial.name, "rung": rung, "val_loss": final_loss,
                     "checkpoint": str(winner_checkpoint(sweep.folder, trial)), "command": command}
     save(sweep.folder, state)

@@ -55,7 +55,7 @@ def kinds(text: str) -> tuple[str, ...]:
     unknown = [w for w in words if w not in cfg.MODEL_KINDS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown model kind {unknown[0]!r}: use {', '.join(cfg.MODEL_KINDS)}")
-    return tuple(dict.fromkeys(w.lower() for w in words))
+    return tuple(dict.fromkeys(words))  # `values` has lowered them
 
 
 def layer_counts(text: str) -> tuple[int, ...]:

@@ -88,6 +88,11 @@ class SweepState:
     # done, loss (its best validation loss after it) and steps
     finale: dict[str, Any] | None = None
 
+    def finale_of(self, trial_id: int) -> dict[str, Any] | None:
+        """The finale `trial_id` has trained, or None (none, another trial's, or not done)."""
+        finale = self.finale
+        return finale if finale is not None and finale["trial"] == trial_id and finale["done"] else None
+
     def __post_init__(self) -> None:
         if self.halving is None:
             self.halving = Halving(self.plan)
@@ -248,15 +253,14 @@ class Sweep:
                 if state.spent_s >= state.budget_s:  # a finale still going is stopped: its best.pt stands
                     return "budget spent"
                 if self.finale is not None:  # the plan is done: the winner trains on until it ends
-                    if self.finale.running():
-                        time.sleep(POLL)
-                        continue
-                    self._finale_ended()
-                    return "done"
-                self._fill_slots()
-                planned = not self.jobs and not h.running and h.started >= state.plan.trials and not h.promotable()
-                if planned and not self._start_finale():
-                    return "done"
+                    if not self.finale.running():
+                        self._finale_ended()
+                        return "done"
+                else:
+                    self._fill_slots()
+                    planned = not self.jobs and not h.running and h.started >= state.plan.trials and not h.promotable()
+                    if planned and not self._start_finale():
+                        return "done"
                 if time.monotonic() - saved > SAVE_EVERY:
                     save(self.folder, state)
                     saved = time.monotonic()
@@ -433,23 +437,22 @@ class Sweep:
         trial = self.state.trials[self.state.finale["trial"]]
         run_dir = self.finale.run_dir
         self.finale = None
-        status = read_status(run_dir)
         if self.interrupt.is_set():
             return  # Ctrl+C: a resume trains it on for the time then left
         finite = [loss for loss in validation_losses(run_dir).values() if math.isfinite(loss)]
-        steps = checkpoint_step(run_dir)
+        best, steps = min(finite, default=None), checkpoint_step(run_dir)
         trial.steps = steps or trial.steps
-        self.state.finale.update(done=True, loss=min(finite) if finite else None, steps=steps)
-        if finite:
-            self.say(f"{trial.name} trained on to step {trial.steps:,}: best val {min(finite):.4f}")
+        self.state.finale.update(done=True, loss=best, steps=steps)
+        if best is not None:
+            self.say(f"{trial.name} trained on to step {trial.steps:,}: best val {best:.4f}")
         else:
+            status = read_status(run_dir)
             why = status.get("reason") or status.get("state")
             self.say(f"{trial.name} trained on without a validation loss ({why})")
         save(self.folder, self.state)
 
     def _stop_all(self) -> None:
         if self.finale is not None:
-            self.stopping = True
             self.say("stopping the winner's training on (saving)")
             self.finale.stop()
             self.finale.wait()
@@ -475,8 +478,8 @@ class Sweep:
 def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
     """The `charrnn-tui train` command that trains the winner's settings for as many tokens (its
     finale's included)."""
-    finale = state.finale or {}
-    steps = finale["steps"] if finale.get("trial") == trial.id and finale.get("steps") else state.steps_for(trial, rung)
+    finale = state.finale_of(trial.id)
+    steps = finale["steps"] if finale and finale["steps"] else state.steps_for(trial, rung)
     words = ["charrnn-tui", "train", *state.data_argv, "--preset", state.preset, *trial.settings.flags(),
              "--max-steps", str(steps)]
     return shlex.join(words)
@@ -485,9 +488,8 @@ def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
 def finale_argv(run_dir: Path, seconds: float, machine_argv: list[str], cores: int) -> list[str]:
     """`train` arguments that train the winner on for `seconds` more on `cores` threads (a device given
     to the sweep kept)."""
-    device = machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
     return ["--resume", str(run_dir), "--runs-dir", str(run_dir.parent), "--max-time", f"{seconds:.0f}",
-            "--threads", str(cores), *device]
+            "--threads", str(cores), *_device_argv(machine_argv)]
 
 
 def continuation_argv(folder: Path, trial: str, machine_argv: list[str], cores: int) -> list[str]:
@@ -495,9 +497,13 @@ def continuation_argv(folder: Path, trial: str, machine_argv: list[str], cores: 
     from its last checkpoint with its stop conditions lifted (`--max-time 0`: until stopped, the
     schedule restarted open-ended, engine/run/run_setup.py), on the whole machine's `cores` rather
     than the share a trial had (a device given to the sweep is kept)."""
-    device = machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
-    return ["--resume", str(folder / trial), "--max-time", "0", "--threads", str(cores), *device,
+    return ["--resume", str(folder / trial), "--max-time", "0", "--threads", str(cores), *_device_argv(machine_argv),
             "--runs-dir", str(folder.parent)]
+
+
+def _device_argv(machine_argv: list[str]) -> list[str]:
+    """`--device D` where the sweep was given one (its trials' share of the machine is not kept)."""
+    return machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
 
 
 def winner_checkpoint(folder: Path, trial: Trial) -> Path:
