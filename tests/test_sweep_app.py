@@ -247,3 +247,34 @@ def test_the_message_after_the_app_says_where_the_sweep_and_its_winner_are(tmp_p
         assert "goes on in the background" in sweep_exit_message(folder)
     finally:
         lock.release()
+
+
+def test_a_winner_trained_afresh_is_probed_in_its_finales_folder_and_shows_its_tokens(tmp_path):
+    """A finale that trains the winner's settings afresh (TRIAL-final): the board probes that folder
+    for the winner's row while it trains, then shows its loss and its tokens; a run that is not a
+    folder's name is refused in one line."""
+    folder = tmp_path / "runs" / "tune-abc"
+    state = make_sweep(folder)
+    data = json.loads((folder / "sweep.json").read_text())
+    running = {"trial": 1, "seconds": 60.0, "run": "trial-02-final", "done": False}
+    (folder / "sweep.json").write_text(json.dumps({**data, "finale": running}))
+    (folder / "trial-02-final").mkdir()
+    lock = RunLock(folder / "trial-02-final").acquire()
+    try:
+        (folder / "trial-02-final" / "status.json").write_text(json.dumps({"step": 40}))
+        row = read_board(folder).row("trial-02")
+    finally:
+        lock.release()
+    step_tokens = state.trials[1].settings.step_tokens
+    assert row is not None and row.live and row.state == "training" and row.tokens == 40 * step_tokens
+    done = {**running, "done": True, "loss": 1.52, "steps": 5000}
+    (folder / "sweep.json").write_text(json.dumps({**data, "finale": done}))
+    row = read_board(folder).row("trial-02")
+    assert row is not None and row.state == "finished" and row.val == 1.52 and row.tokens == 5000 * step_tokens
+    worse = {**done, "loss": 1.99}  # it did not beat the trial's own: the trial's tokens and loss stand
+    (folder / "sweep.json").write_text(json.dumps({**data, "finale": worse}))
+    row = read_board(folder).row("trial-02")
+    assert row is not None and row.val == 1.87 and row.tokens == state.trials[1].steps * step_tokens
+    for bad in ("../elsewhere", "a/b", "..", ""):
+        (folder / "sweep.json").write_text(json.dumps({**data, "finale": {**done, "run": bad}}))
+        assert read_board(folder).problem == f"{SWEEP}: the finale's run is not a folder's name: {bad!r}"

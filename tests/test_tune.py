@@ -423,6 +423,61 @@ def test_a_sweep_whose_plan_ends_early_trains_its_winner_on_for_the_budget_left(
     assert again.returncode == 0 and "trains on" not in again.stdout  # trained on once, not again
 
 
+def test_a_finale_with_time_for_many_times_the_winners_tokens_trains_its_settings_afresh(repetitive_text,
+                                                                                         runs_dir):
+    """Where the time left trains AFRESH times the winner's tokens or more (a big text: its rungs train
+    little of it), the finale trains the winner's settings from step 0 in TRIAL-final (one cosine
+    over the time, not the rung's restarted): its best.pt is the sweep's result where it beats the
+    trial's own, the reproduce command counts its steps, and the trial's own steps stay its own. The
+    sweep of tests/sweep_fixtures.py told the probe ran fast enough for it."""
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.runs import is_live
+
+    folder = runs_dir / "sweep"
+    state = make_sweep(folder, curves=False)
+    data = sweep_json(folder)
+    data["reports"][0]["4"], data["running"] = None, {}  # trial-05 failed too, and trial-01 (sent on with
+    data["reports"][1]["0"], data["promoted"][0] = 2.4, [0, 1]  # trial-02) lost rung 2: the plan is done
+    (folder / "sweep.json").write_text(json.dumps({**data, "speed": 1e6, "data_argv": [str(repetitive_text)]}))
+    trained = run_cli("train", str(repetitive_text), "--preset", "tiny", *state.trials[1].settings.flags(),
+                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
+    assert trained.returncode == 0, trained.stderr
+    done = run_cli("tune", "--resume", "sweep", "--budget", "36s", "--headless", "--runs-dir", str(runs_dir),
+                   timeout=180)
+    assert done.returncode == 0, done.stderr
+    after = sweep_json(folder)
+    finale, winner = after["finale"], after["winner"]
+    assert finale is not None, done.stdout
+    assert finale["trial"] == 1 and finale["run"] == "trial-02-final" and finale["done"] is True
+    assert "trial-02 leads: its settings train afresh for the " in done.stdout, done.stdout
+    assert "in trial-02-final" in done.stdout and f"best val {finale['loss']:.4f}" in done.stdout, done.stdout
+    fresh = json.loads((folder / "trial-02-final" / "status.json").read_text())
+    assert fresh["step"] == finale["steps"] and math.isfinite(finale["loss"])
+    assert after["trials"][1]["steps"] == state.trials[1].steps  # the trial's own steps
+    assert finale["loss"] < 1.87, "the repetitive text is learnt in 20 s"  # the fixture's rung-2 loss
+    assert winner["run"] == "trial-02-final" and winner["val_loss"] == finale["loss"]
+    assert winner["checkpoint"] == str(folder / "trial-02-final" / "best.pt")
+    assert winner["command"].endswith(f"--max-steps {finale['steps']}")
+    assert not is_live(folder / "trial-02-final")
+
+
+def test_a_finale_evaluates_about_eight_times_never_more_often_than_its_preset(tmp_path):
+    """tiny-shakespeare's finale evaluated every 500 steps: 17 times, 31 s of its 7 minutes."""
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.tune.sweep import FINALE_EVALUATIONS, finale_eval_interval
+
+    state = make_sweep(tmp_path / "sweep", curves=False)  # the tiny preset: every 1,000 steps
+    settings = state.trials[1].settings
+    state.speed, state.slots = 10_000.0, 2
+    steps = 10_000 * 2 * 900 / settings.step_tokens
+    assert finale_eval_interval(state, settings, 900.0) == round(steps / FINALE_EVALUATIONS) > 1000
+    assert finale_eval_interval(state, settings, 10.0) == 1000  # a short finale: the preset's
+    state.speed = 0.0  # a sweep from before the probe's speed was kept
+    assert finale_eval_interval(state, settings, 400.0) == 1000
+
+
 def test_a_finale_in_sweep_json_is_checked_as_it_is_read(tmp_path):
     from sweep_fixtures import make_sweep
 
@@ -436,8 +491,13 @@ def test_a_finale_in_sweep_json_is_checked_as_it_is_read(tmp_path):
         (folder / "sweep.json").write_text(json.dumps({**data, "finale": bad}))
         with pytest.raises(ConfigError, match="cannot be read"):
             load(folder)
+    for bad in ("../x", "a/b", "", ".", 7):
+        (folder / "sweep.json").write_text(json.dumps({**data, "finale": {"trial": 1, "run": bad}}))
+        with pytest.raises(ConfigError, match="cannot be read"):
+            load(folder)
     (folder / "sweep.json").write_text(json.dumps({**data, "finale": {"trial": 1, "seconds": 20, "loss": "x"}}))
-    assert load(folder).finale == {"trial": 1, "seconds": 20.0, "done": False, "loss": None, "steps": None}
+    assert load(folder).finale == {"trial": 1, "seconds": 20.0, "run": "trial-02", "done": False, "loss": None,
+                                   "steps": None}  # a sweep.json from before fresh finales: the trial's own folder
     argv = finale_argv(folder / "trial-02", 21.4, ["--threads", "1", "--device", "cpu"], 2)
     assert argv[argv.index("--max-time") + 1] == "21" and argv[argv.index("--threads") + 1] == "2"
     assert argv[-2:] == ["--device", "cpu"]

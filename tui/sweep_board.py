@@ -90,13 +90,13 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
     finale = finale if isinstance(finale, dict) else {}
     finale_id = finale.get("trial") if type(finale.get("trial")) is int else None
     finale_loss = _loss(finale.get("loss")) if finale.get("done") is True and finale.get("loss") is not None else None
+    finale_run = _folder(finale["run"], "the finale's run") if "run" in finale else None  # TRIAL-final: afresh
+    winner_run = _folder(winner["run"], "the winner's run") if "run" in winner else None
     rows = []
     for i, item in enumerate(_list(sweep.get("trials"), "trials", MAX_TRIALS)):
         trial = _dict(item, f"trial {i + 1}")
         settings = _dict(trial.get("settings"), f"trial {i + 1}'s settings")
-        trial_id, name = _count(trial.get("id"), "a trial's id"), _text(trial.get("name"), "a trial's name")
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise Unreadable(f"a trial's name is not a folder's name: {name!r}")
+        trial_id, name = _count(trial.get("id"), "a trial's id"), _folder(trial.get("name"), "a trial's name")
         steps = _count(trial.get("steps"), f"{name}'s steps")
         step_tokens = _count(settings.get("batch_size"), f"{name}'s batch") * _count(settings.get("seq_len"),
                                                                                      f"{name}'s window")
@@ -104,15 +104,23 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
         state = _text(trial.get("state", "pending"), f"{name}'s state")
         live, tokens = False, steps * step_tokens if steps else None
         probed = state in LIVE_STATES or (continued and name == winner_name) or trial_id == finale_id
-        if probe and probed and is_live(folder / name):
+        run = name  # where it trains: its finale's or its continuation's folder where that is another
+        if trial_id == finale_id and finale_run:
+            run = finale_run
+        if continued and name == winner_name and winner_run:
+            run = winner_run
+        if probe and probed and is_live(folder / run):
             live, state = True, "training"
-            step = read_status(folder / name).get("step")
+            step = read_status(folder / run).get("step")
             if type(step) is int and 0 < step <= MAX_COUNT:
                 tokens = step * step_tokens
         elif state == "running":  # meant to train: its engine is starting, or (no loop) `tune --resume` resumes it
             state = "starting" if loop_live else "stopped"
         val = reports[rung][trial_id] if rung is not None else None
         if trial_id == finale_id and val is not None and finale_loss is not None:
+            fresh = finale_run not in (None, name) and type(finale.get("steps")) is int
+            if fresh and finale_loss <= val and not live:  # its settings' fresh run is its result
+                tokens = _count(finale["steps"], "the finale's steps") * step_tokens
             val = min(val, finale_loss)
         rows.append(TrialRow(name, _model(settings, name), _number(settings.get("dropout"), f"{name}'s dropout"),
                              _number(settings.get("lr"), f"{name}'s lr"), _count(settings.get("seq_len"), name), tokens,
@@ -139,6 +147,14 @@ def _model(settings: dict[str, Any], name: str) -> str:
 
 
 # ---- checked fields --------------------------------------------------------------------------------
+def _folder(value: Any, what: str) -> str:
+    """A folder's name in the sweep's (a trial's, a finale's run): not a path, not . or .."""
+    name = _text(value, what)
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise Unreadable(f"{what} is not a folder's name: {name!r}")
+    return name
+
+
 def _dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Unreadable(f"{what} is not an object")

@@ -124,7 +124,7 @@ def continue_winner(folder: Path, state: SweepState, out: TextIO) -> None:
     from charrnn_tui.engine.tune.sweep import continuation_argv, save
 
     assert state.winner is not None, "a sweep with a winner"
-    trial = str(state.winner["trial"])
+    trial = str(state.winner.get("run") or state.winner["trial"])  # the finale's folder where it trained afresh
     argv = continuation_argv(folder, trial, state.machine_argv, available_cores())
     state.winner["continued"] = True
     save(folder, state)
@@ -337,9 +337,9 @@ def table(sweep: Sweep) -> str:
     for trial in sorted(state.trials, key=order):
         s, rung = trial.settings, h.top_rung(trial.id)
         loss = h.reports[rung][trial.id] if rung is not None else None
-        loss = after_finale(state, trial.id, loss)
+        loss, steps = after_finale(state, trial.id, loss), state.result_steps(trial)
         rows.append((trial.name, f"{s.kind} {s.layers}x{s.hidden}", f"{s.dropout:.2f}", f"{s.lr:.2g}",
-                     str(s.seq_len), tokens_label(trial.steps * s.step_tokens) if trial.steps else "-",
+                     str(s.seq_len), tokens_label(steps * s.step_tokens) if steps else "-",
                      "-" if loss is None else "diverged" if not math.isfinite(loss) else f"{loss:.4f}",
                      sweep.state_of(trial)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -367,19 +367,26 @@ def write_winner(sweep: Sweep, out: TextIO) -> None:
     command = winner_command(state, trial, rung)
     finale = state.finale_of(trial_id)
     final_loss = after_finale(state, trial_id, loss)
-    state.winner = {"trial": trial.name, "rung": rung, "val_loss": final_loss,
-                    "checkpoint": str(winner_checkpoint(sweep.folder, trial)), "command": command}
+    checkpoint = winner_checkpoint(sweep.folder, state, trial)
+    state.winner = {"trial": trial.name, "run": checkpoint.parent.name, "rung": rung, "val_loss": final_loss,
+                    "checkpoint": str(checkpoint), "command": command}
     save(sweep.folder, state)
     out.write(printable_line(f"winner: {trial.name}, {trial.settings.label()}: val {loss:.4f} at "
                              f"{tokens_label(state.plan.rungs[rung])} tokens (rung {rung + 1} of "
                              f"{len(state.plan.rungs)})") + "\n")
     if rung + 1 < len(state.plan.rungs) and state.plan.reach(rung + 1):  # the budget ended it below its top rung
         out.write(f"  (the budget ran out before rung {rung + 2}: the winner is the best of rung {rung + 1})\n")
-    if finale:
+    if finale and finale["run"] == trial.name:
         out.write(printable_line(f"  then trained on for the budget left ({duration(finale['seconds'])}) to "
                                  f"{tokens_label(trial.steps * trial.settings.step_tokens)} tokens: best val "
                                  f"{final_loss:.4f}") + "\n")
-    out.write(printable_line(f"  checkpoint: {winner_checkpoint(sweep.folder, trial)}") + "\n")
+    elif finale:
+        trained = f"{finale['loss']:.4f}" if finale["loss"] is not None else "no validation loss"
+        tokens = tokens_label((finale["steps"] or 0) * trial.settings.step_tokens)
+        out.write(printable_line(f"  then its settings trained afresh for the budget left "
+                                 f"({duration(finale['seconds'])}) in {finale['run']}: {tokens} tokens, best val "
+                                 f"{trained}") + "\n")
+    out.write(printable_line(f"  checkpoint: {checkpoint}") + "\n")
     out.write(printable_line(f"  reproduce:  {command}") + "\n")
 
 

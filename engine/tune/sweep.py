@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charrnn_tui.engine import config as cfg
 from charrnn_tui.engine.durations import duration
 from charrnn_tui.engine.errors import CharRNNError, ConfigError
 from charrnn_tui.engine.runs import (
@@ -49,8 +50,15 @@ VERSION = 1
 POLL = 0.2  # seconds between looks at the trials in flight
 FINALE_LEAST = 20.0  # seconds of training the plan must leave for its winner to train on
 FINALE_MARGIN = 15.0  # seconds of the budget kept from the finale's training: its start-up, last evaluation and save
-FINALE_TRAINING = 0.85  # of the finale's seconds given as training time (--max-time): evaluations and saves
-# take the rest (tiny-shakespeare's 111k validation tokens every 500 steps: about 8%); the budget stops it if not
+FINALE_TRAINING = 0.9  # of the finale's seconds given as training time (--max-time): evaluations, samples and
+# saves take the rest; the budget stops it if not (its rate then near the cosine's end). At 0.85 with an evaluation
+# every 500 steps, tiny-shakespeare's 10-minute sweep ended at 09:19
+FINALE_EVALUATIONS = 8  # about as many in a finale (never more often than the preset's): 17 of 111k tokens took 31 s
+AFRESH = 2.0  # a finale that trains at least this many times the winner's tokens trains its settings from step 0
+# (its own folder, TRIAL-final) rather than resuming it: a resume restarts the rate's cosine from where the rung
+# left it at 0, and that costs more than the winner's few tokens are worth. tiny-shakespeare, lstm 1x384, 600 s
+# of training on 1 thread, the same seed: 383 steps, resumed to 1,147, resumed for the rest (the tune's rungs and
+# finale) 1.4198; one run 1.4107
 SAVE_EVERY = 5.0  # seconds between saves of the time spent, between events
 
 
@@ -84,14 +92,31 @@ class SweepState:
     winner: dict[str, Any] | None = None  # the sweep's result once it has ended: trial, loss, checkpoint, command
     speed: float = 0.0  # tokens/s a slot trains, as the probe measured (0: a sweep from before it was kept)
     job_seconds: float = 0.0  # the start-up the plan counted per job
-    # the winner trained on for the budget the plan left (`Sweep._finale`): trial (id), seconds, then
-    # done, loss (its best validation loss after it) and steps
+    # the winner trained on for the budget the plan left (`Sweep._finale`): trial (id), seconds, run
+    # (the folder it trains in: the trial's, or TRIAL-final where it trains afresh), then done, loss
+    # (its best validation loss after it) and steps (the run's)
     finale: dict[str, Any] | None = None
 
     def finale_of(self, trial_id: int) -> dict[str, Any] | None:
         """The finale `trial_id` has trained, or None (none, another trial's, or not done)."""
         finale = self.finale
         return finale if finale is not None and finale["trial"] == trial_id and finale["done"] else None
+
+    def result_steps(self, trial: Trial) -> int:
+        """The steps `trial`'s result trained: its finale's where that is its result, else its own."""
+        finale = self.finale_of(trial.id)
+        if finale is not None and finale["steps"] and self.result_run(trial) == finale["run"]:
+            return int(finale["steps"])
+        return trial.steps
+
+    def result_run(self, trial: Trial) -> str:
+        """The folder (in the sweep's) holding `trial`'s result: its finale's where that trained it
+        afresh to a loss at most its own, else its own."""
+        finale = self.finale_of(trial.id)
+        if finale is None or finale["run"] == trial.name or finale["loss"] is None:
+            return trial.name
+        own = self.decisions.winner()
+        return finale["run"] if own is None or own[0] != trial.id or finale["loss"] <= own[2] else trial.name
 
     def __post_init__(self) -> None:
         if self.halving is None:
@@ -144,7 +169,7 @@ class SweepState:
                    sampler_state=_tuples(state) if state is not None else None,
                    winner=data.get("winner") if isinstance(data.get("winner"), dict) else None,
                    speed=float(data.get("speed", 0.0)), job_seconds=float(data.get("job_seconds", 0.0)),
-                   finale=_finale_in(data.get("finale"), len(trials)))
+                   finale=_finale_in(data.get("finale"), [t.name for t in trials]))
 
 
 def _loss_out(loss: float | None) -> float | str | None:
@@ -180,14 +205,19 @@ def load(folder: Path) -> SweepState:
 
 
 
-def _finale_in(data: Any, trials: int) -> dict[str, Any] | None:
-    """sweep.json's finale, checked: None, or a trial id in range and numbers where numbers go."""
+def _finale_in(data: Any, names: list[str]) -> dict[str, Any] | None:
+    """sweep.json's finale, checked: None, or a trial id in range (of the trials `names`), a run that
+    is a folder's name (the trial's own where a sweep from before does not say), numbers where
+    numbers go."""
     if data is None:
         return None
-    if not isinstance(data, dict) or type(data.get("trial")) is not int or not 0 <= data["trial"] < trials:
+    if not isinstance(data, dict) or type(data.get("trial")) is not int or not 0 <= data["trial"] < len(names):
         raise ValueError("finale: not a finale of one of the trials")
-    loss, steps = data.get("loss"), data.get("steps")
-    return {"trial": data["trial"], "seconds": float(data.get("seconds", 0.0)), "done": data.get("done") is True,
+    loss, steps, run = data.get("loss"), data.get("steps"), data.get("run", names[data["trial"]])
+    if not isinstance(run, str) or run in ("", ".", "..") or Path(run).name != run:
+        raise ValueError("finale: its run is not a folder's name")
+    return {"trial": data["trial"], "seconds": float(data.get("seconds", 0.0)), "run": run,
+            "done": data.get("done") is True,
             "loss": _loss_in(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else None,
             "steps": steps if type(steps) is int else None}
 
@@ -406,28 +436,55 @@ class Sweep:
 
     # ---- the finale ---------------------------------------------------------------------------------
     def _start_finale(self) -> bool:
-        """The plan done with budget left: its winner trains on (`train --resume TRIAL --max-time
-        LEFT`, a new cosine over it, on every core the sweep had), so that the sweep's result has
-        the budget's whole worth of training rather than the top rung's. False where there is no
-        winner, too little time left, or the finale has been trained."""
+        """The plan done with budget left: its winner trains on for it, on every core the sweep had,
+        so that the sweep's result has the budget's whole worth of training rather than the top
+        rung's. Where the time left trains AFRESH times the winner's tokens or more, its settings
+        train from step 0 in a folder of their own (TRIAL-final: one cosine over the time, as the
+        reproduce command trains them); else the trial is resumed (`train --resume TRIAL --max-time
+        LEFT`, a new cosine over it). False where there is no winner, too little time left, or the
+        finale has been trained."""
         state, best = self.state, self.state.decisions.winner()
         seconds = round(state.budget_s - state.spent_s - FINALE_MARGIN, 1)
         if best is None or seconds < FINALE_LEAST or (state.finale or {}).get("done"):
             return False
         trial = state.trials[best[0]]
-        if state.finale is not None and is_live(self.folder / trial.name):  # a killed tune's finale: waited for
-            self.finale = TrialProcess(self.folder / trial.name)
-            self.say(f"{trial.name} still training on from before; waiting for it")
-            return True
-        argv = finale_argv(self.folder / trial.name, seconds * FINALE_TRAINING, state.machine_argv, self.cores)
+        if state.finale is not None and state.finale["trial"] == trial.id:  # a killed tune's finale
+            run = state.finale["run"]
+            if is_live(self.folder / run):
+                self.finale = TrialProcess(self.folder / run)
+                self.say(f"{run} still training on from before; waiting for it")
+                return True
+            if checkpoint_step(self.folder / run) is not None:  # resumed for the time now left
+                return self._launch_finale(trial, run, seconds, afresh=False)
+        training = seconds * FINALE_TRAINING
+        if state.speed * training < AFRESH * state.plan.rungs[best[1]]:
+            return self._launch_finale(trial, trial.name, seconds, afresh=False)
+        run = f"{trial.name}-final"
+        if (self.folder / run).exists():  # a killed tune's, stopped before its first checkpoint
+            run = _next_attempt(self.folder, run)
+        return self._launch_finale(trial, run, seconds, afresh=True)
+
+    def _launch_finale(self, trial: Trial, run: str, seconds: float, *, afresh: bool) -> bool:
+        state = self.state
+        training = seconds * FINALE_TRAINING
+        if afresh:
+            argv = fresh_finale_argv(state, trial.settings, self.folder, run, training, self.cores)
+        else:
+            argv = finale_argv(self.folder / run, training, state.machine_argv, self.cores)
+        argv += ["--eval-interval", str(finale_eval_interval(state, trial.settings, training))]
         try:
             self.finale = start(argv, env=self.env_for_slot(0))
         except CharRNNError as e:
             self.say(f"{trial.name} could not train on: {e}")
             return False
-        state.finale = {"trial": trial.id, "seconds": seconds, "done": False, "loss": None, "steps": None}
-        self.say(f"{trial.name} leads: it trains on for the {duration(seconds)} left, on {self.cores} "
-                 f"thread{'s' if self.cores > 1 else ''}")
+        state.finale = {"trial": trial.id, "seconds": seconds, "run": run, "done": False, "loss": None,
+                        "steps": None}
+        threads = f"on {self.cores} thread{'s' if self.cores > 1 else ''}"
+        if afresh:
+            self.say(f"{trial.name} leads: its settings train afresh for the {duration(seconds)} left, in {run}, "
+                     f"{threads}")
+        else:
+            self.say(f"{trial.name} leads: it trains on for the {duration(seconds)} left, {threads}")
         save(self.folder, state)
         return True
 
@@ -441,10 +498,11 @@ class Sweep:
             return  # Ctrl+C: a resume trains it on for the time then left
         finite = [loss for loss in validation_losses(run_dir).values() if math.isfinite(loss)]
         best, steps = min(finite, default=None), checkpoint_step(run_dir)
-        trial.steps = steps or trial.steps
+        if run_dir.name == trial.name:  # resumed: the trial's own steps; afresh, the finale's are its run's
+            trial.steps = steps or trial.steps
         self.state.finale.update(done=True, loss=best, steps=steps)
         if best is not None:
-            self.say(f"{trial.name} trained on to step {trial.steps:,}: best val {best:.4f}")
+            self.say(f"{run_dir.name} trained on to step {steps or 0:,}: best val {best:.4f}")
         else:
             status = read_status(run_dir)
             why = status.get("reason") or status.get("state")
@@ -479,10 +537,27 @@ def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
     """The `charrnn-tui train` command that trains the winner's settings for as many tokens (its
     finale's included)."""
     finale = state.finale_of(trial.id)
-    steps = finale["steps"] if finale and finale["steps"] else state.steps_for(trial, rung)
+    steps = state.result_steps(trial) if finale is not None else state.steps_for(trial, rung)
     words = ["charrnn-tui", "train", *state.data_argv, "--preset", state.preset, *trial.settings.flags(),
              "--max-steps", str(steps)]
     return shlex.join(words)
+
+
+def finale_eval_interval(state: SweepState, settings: Settings, seconds: float) -> int:
+    """Steps between a finale's evaluations: about FINALE_EVALUATIONS over its `seconds` of training
+    at the trials' speed, all slots together (a guess at the whole machine's), never more often
+    than the preset's interval. Its best.pt needs few: the cosine ends at its best."""
+    preset = cfg.apply_preset(cfg.TrainConfig(), state.preset).eval_interval
+    steps = state.speed * state.slots * seconds / settings.step_tokens
+    return max(preset, round(steps / FINALE_EVALUATIONS))
+
+
+def fresh_finale_argv(state: SweepState, settings: Settings, folder: Path, name: str, seconds: float,
+                      cores: int) -> list[str]:
+    """`train` arguments that train `settings` from step 0 for `seconds` on `cores` threads, in the
+    sweep's folder as `name` (a device given to the sweep kept)."""
+    return [*state.data_argv, "--preset", state.preset, *settings.flags(), "--max-time", f"{seconds:.0f}",
+            "--runs-dir", str(folder), "--name", name, "--threads", str(cores), *_device_argv(state.machine_argv)]
 
 
 def finale_argv(run_dir: Path, seconds: float, machine_argv: list[str], cores: int) -> list[str]:
@@ -506,9 +581,9 @@ def _device_argv(machine_argv: list[str]) -> list[str]:
     return machine_argv[machine_argv.index("--device"):][:2] if "--device" in machine_argv else []
 
 
-def winner_checkpoint(folder: Path, trial: Trial) -> Path:
-    best = folder / trial.name / BEST
-    return best if best.is_file() else folder / trial.name / LATEST
+def winner_checkpoint(folder: Path, state: SweepState, trial: Trial) -> Path:
+    run = folder / state.result_run(trial)
+    return run / BEST if (run / BEST).is_file() else run / LATEST
 
 
 def _next_attempt(folder: Path, name: str) -> str:
