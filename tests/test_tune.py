@@ -390,6 +390,19 @@ def test_a_trials_validation_losses_skip_lines_that_are_not_records(tmp_path):
     assert list(losses) == [10, 20] and losses[10] == 2.5 and math.isnan(losses[20])
 
 
+def _finale_after_trial_02(text, runs_dir, state):
+    """The fixture sweep's winner, trial-02, given a real folder (3 steps), then `tune --resume` with
+    36 s more: the plan is done, so the finale is all it trains."""
+    folder = runs_dir / "sweep"
+    trained = run_cli("train", str(text), "--preset", "tiny", *state.trials[1].settings.flags(),
+                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
+    assert trained.returncode == 0, trained.stderr
+    done = run_cli("tune", "--resume", "sweep", "--budget", "36s", "--headless", "--runs-dir", str(runs_dir),
+                   timeout=180)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_sweep_whose_plan_ends_early_trains_its_winner_on_for_the_budget_left(repetitive_text, runs_dir):
     """The finale: the plan done with budget left, the winner goes on (`train --resume TRIAL
     --max-time LEFT`, every core) and the sweep's result is its best validation loss after it; the
@@ -403,12 +416,7 @@ def test_a_sweep_whose_plan_ends_early_trains_its_winner_on_for_the_budget_left(
 
     folder = runs_dir / "sweep"
     state = make_sweep(folder, curves=False)
-    trained = run_cli("train", str(repetitive_text), "--preset", "tiny", *state.trials[1].settings.flags(),
-                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
-    assert trained.returncode == 0, trained.stderr
-    done = run_cli("tune", "--resume", "sweep", "--budget", "36s", "--headless", "--runs-dir", str(runs_dir),
-                   timeout=180)
-    assert done.returncode == 0, done.stderr
+    done = _finale_after_trial_02(repetitive_text, runs_dir, state)
     finale = sweep_json(folder)["finale"]
     assert finale["trial"] == 1 and finale["done"] is True
     assert 30 - FINALE_MARGIN <= finale["seconds"] <= 36 - FINALE_MARGIN
@@ -440,12 +448,7 @@ def test_a_finale_with_time_for_many_times_the_winners_tokens_trains_its_setting
     data["reports"][0]["4"], data["running"] = None, {}  # trial-05 failed too, and trial-01 (sent on with
     data["reports"][1]["0"], data["promoted"][0] = 2.4, [0, 1]  # trial-02) lost rung 2: the plan is done
     (folder / "sweep.json").write_text(json.dumps({**data, "speed": 1e6, "data_argv": [str(repetitive_text)]}))
-    trained = run_cli("train", str(repetitive_text), "--preset", "tiny", *state.trials[1].settings.flags(),
-                      "--max-steps", "3", "--runs-dir", str(folder), "--name", "trial-02", "--headless")
-    assert trained.returncode == 0, trained.stderr
-    done = run_cli("tune", "--resume", "sweep", "--budget", "36s", "--headless", "--runs-dir", str(runs_dir),
-                   timeout=180)
-    assert done.returncode == 0, done.stderr
+    done = _finale_after_trial_02(repetitive_text, runs_dir, state)
     after = sweep_json(folder)
     finale, winner = after["finale"], after["winner"]
     assert finale is not None, done.stdout
