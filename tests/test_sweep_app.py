@@ -215,6 +215,33 @@ async def test_the_winner_training_on_is_followed(tmp_path):
             lock.release()
 
 
+async def test_the_winners_settings_training_afresh_are_followed_in_their_own_folder(tmp_path):
+    """The finale trains trial-02's settings afresh in trial-02-final: the app attaches that engine
+    (not trial-02's folder, where none runs), marks the winner's row attached and charts that run."""
+    folder = tmp_path / "runs" / "tune-abc"
+    make_sweep(folder)
+    data = json.loads((folder / SWEEP).read_text())
+    data["finale"] = {"trial": 1, "seconds": 60.0, "run": "trial-02-final", "done": False}
+    (folder / SWEEP).write_text(json.dumps(data))
+    (folder / "trial-02-final").mkdir()
+    asked: list[str] = []
+    app = sweep_app(folder)
+    app.attach_run = asked.append  # type: ignore[method-assign]
+    lock = RunLock(folder / "trial-02-final").acquire()
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert asked == [str(folder / "trial-02-final")]
+            screen = app.screen
+            assert isinstance(screen, SweepScreen) and screen.charted(None)[0] == "trial-02-final"
+            assert cells(screen.query_one(Leaderboard))[0][1:2] == ["trial-02"]
+            await pilot.press("enter")  # the winner's row, highlighted: its finale's engine
+            await pilot.pause()
+            assert asked[-1] == str(folder / "trial-02-final")
+    finally:
+        lock.release()
+
+
 def test_the_continuation_resumes_the_winner_with_no_stop_condition_on_the_whole_machine(tmp_path):
     from charrnn_tui.engine.cli.arguments import resume_overrides
     from charrnn_tui.engine.cli.main import parse
@@ -267,14 +294,17 @@ def test_a_winner_trained_afresh_is_probed_in_its_finales_folder_and_shows_its_t
         lock.release()
     step_tokens = state.trials[1].settings.step_tokens
     assert row is not None and row.live and row.state == "training" and row.tokens == 40 * step_tokens
+    assert row.folder == "trial-02-final"  # what the app attaches, charts and samples
     done = {**running, "done": True, "loss": 1.52, "steps": 5000}
     (folder / "sweep.json").write_text(json.dumps({**data, "finale": done}))
     row = read_board(folder).row("trial-02")
     assert row is not None and row.state == "finished" and row.val == 1.52 and row.tokens == 5000 * step_tokens
+    assert row.folder == "trial-02-final"
     worse = {**done, "loss": 1.99}  # it did not beat the trial's own: the trial's tokens and loss stand
     (folder / "sweep.json").write_text(json.dumps({**data, "finale": worse}))
     row = read_board(folder).row("trial-02")
     assert row is not None and row.val == 1.87 and row.tokens == state.trials[1].steps * step_tokens
+    assert row.folder == "trial-02"
     for bad in ("../elsewhere", "a/b", "..", ""):
         (folder / "sweep.json").write_text(json.dumps({**data, "finale": {**done, "run": bad}}))
         assert read_board(folder).problem == f"{SWEEP}: the finale's run is not a folder's name: {bad!r}"

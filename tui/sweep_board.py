@@ -38,6 +38,12 @@ class TrialRow:
     state: str  # training, starting, stopped, waiting, promoted, pruned, finished, diverged, failed, pending
     rung: int | None  # its highest rung reached (0-based)
     live: bool = False  # an engine trains it now
+    run: str = ""  # the folder it trains in or its result is in, where not its own: its finale's or continuation's
+
+    @property
+    def folder(self) -> str:
+        """Its run's folder in the sweep's: the one to attach, chart and sample."""
+        return self.run or self.name
 
 
 @dataclass(frozen=True)
@@ -121,10 +127,12 @@ def _board(folder: Path, raw: Any, probe: bool) -> Board:
             fresh = finale_run not in (None, name) and type(finale.get("steps")) is int
             if fresh and finale_loss <= val and not live:  # its settings' fresh run is its result
                 tokens = _count(finale["steps"], "the finale's steps") * step_tokens
+            elif run == finale_run and finale_loss > val:  # it did worse: the trial's own folder is the result
+                run = name
             val = min(val, finale_loss)
         rows.append(TrialRow(name, _model(settings, name), _number(settings.get("dropout"), f"{name}'s dropout"),
                              _number(settings.get("lr"), f"{name}'s lr"), _count(settings.get("seq_len"), name), tokens,
-                             val, state, rung, live))
+                             val, state, rung, live, run if run != name else ""))
     if len({r.name for r in rows}) < len(rows):
         raise Unreadable("two trials have the same name")
     rows.sort(key=_order)

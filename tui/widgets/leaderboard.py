@@ -40,9 +40,9 @@ class Leaderboard(DataTable):
         self.clear()
         self.rows_shown = list(board.rows)
         for row in board.rows:
-            mark = Text("*" if row.name == attached else " ")
-            if row.name in charted and charted.index(row.name) < len(COMPARE_COLOURS):
-                mark.append("●", style=COMPARE_COLOURS[charted.index(row.name)])
+            mark = Text("*" if row.folder == attached else " ")
+            if row.folder in charted and charted.index(row.folder) < len(COMPARE_COLOURS):
+                mark.append("●", style=COMPARE_COLOURS[charted.index(row.folder)])
             # Text, not str: a DataTable parses a str cell as markup, and the names come from a file.
             self.add_row(mark, Text(printable_line(row.name)), Text(printable_line(row.model)),
                          Text(f"{row.dropout:.2f}"), Text(f"{row.lr:.2g}"), Text(str(row.seq_len)),

@@ -130,9 +130,9 @@ class SweepScreen(Screen[str | None]):
     def charted(self, highlighted: TrialRow | None) -> list[str]:
         """The trials whose curves are drawn: the leading ones, and the highlighted one in the last
         colour if it is not among them (so any trial's curve is a cursor move away)."""
-        names = [r.name for r in self.board.rows if r.rung is not None or r.live][:MAX_COMPARED]
-        if highlighted is not None and highlighted.name not in names:
-            names = names[:MAX_COMPARED - 1] + [highlighted.name]
+        names = [r.folder for r in self.board.rows if r.rung is not None or r.live][:MAX_COMPARED]
+        if highlighted is not None and highlighted.folder not in names:
+            names = names[:MAX_COMPARED - 1] + [highlighted.folder]
         return names
 
     def show_curves(self, names: list[str]) -> None:
@@ -177,9 +177,9 @@ class SweepScreen(Screen[str | None]):
         live = [r for r in board.rows if r.live]
         if board.continued:
             live = [r for r in live if r.name == board.winner]
-        if not live or (app.running and self.attached_name() == live[0].name):
+        if not live or (app.running and self.attached_name() == live[0].folder):
             return
-        self.attach(live[0].name)
+        self.attach(live[0].folder)
 
     def attach(self, name: str) -> None:
         path = str(self.folder / name)
@@ -194,12 +194,12 @@ class SweepScreen(Screen[str | None]):
         if row is None:
             return
         if not row.live:
-            hint = run_hint("sample", self.folder / row.name)
+            hint = run_hint("sample", self.folder / row.folder)
             self.notify(printable_line(f"{row.name} is {row.state}, not training: `{hint}` samples from it"),
                         severity="warning", markup=False)
             return
-        self.attach(row.name)
-        self.dismiss(str(self.folder / row.name))
+        self.attach(row.folder)
+        self.dismiss(str(self.folder / row.folder))
 
     def action_chart_log(self) -> None:
         self.query_one("#sweep-chart", LossChart).view.toggle_log()
