@@ -465,20 +465,43 @@ def test_a_finale_with_time_for_many_times_the_winners_tokens_trains_its_setting
     assert not is_live(folder / "trial-02-final")
 
 
-def test_a_finale_evaluates_about_eight_times_never_more_often_than_its_preset(tmp_path):
+def test_a_finale_evaluates_about_eight_times_never_more_often_than_its_preset():
     """tiny-shakespeare's finale evaluated every 500 steps: 17 times, 31 s of its 7 minutes."""
-    from sweep_fixtures import make_sweep
-
+    from charrnn_tui.engine.tune.space import Settings
     from charrnn_tui.engine.tune.sweep import FINALE_EVALUATIONS, finale_eval_interval
 
-    state = make_sweep(tmp_path / "sweep", curves=False)  # the tiny preset: every 1,000 steps
-    settings = state.trials[1].settings
-    state.speed, state.slots = 10_000.0, 2
-    steps = 10_000 * 2 * 900 / settings.step_tokens
-    assert finale_eval_interval(state, settings, 900.0) == round(steps / FINALE_EVALUATIONS) > 1000
-    assert finale_eval_interval(state, settings, 10.0) == 1000  # a short finale: the preset's
-    state.speed = 0.0  # a sweep from before the probe's speed was kept
-    assert finale_eval_interval(state, settings, 400.0) == 1000
+    settings = Settings("lstm", 1, 384, 64, 0.0, 8e-3, 64, 16)
+    steps = 20_000 * 900 / settings.step_tokens
+    assert finale_eval_interval(20_000.0, "small", settings, 900.0) == round(steps / FINALE_EVALUATIONS) > 500
+    assert finale_eval_interval(20_000.0, "small", settings, 10.0) == 500  # a short finale: the preset's
+    assert finale_eval_interval(20_000.0, "tiny", settings, 10.0) == 1000
+    assert finale_eval_interval(0.0, "small", settings, 900.0) == 500  # no speed known
+
+
+def test_the_finale_goes_by_the_speed_the_jobs_showed_once_there_are_some(tmp_path, monkeypatch):
+    """A busy machine (CI beside a sweep) trains slower than the probe said: the finale's choice
+    (afresh or resumed) and its evaluations follow what the jobs done took, start-up included."""
+    from sweep_fixtures import make_sweep
+
+    from charrnn_tui.engine.tune.sweep import Sweep
+    from charrnn_tui.engine.tune.trials import TrialProcess
+
+    state = make_sweep(tmp_path / "sweep", curves=False)
+    state.speed = 50_000.0
+    sweep = Sweep(tmp_path / "sweep", state, say=lambda line: None)
+    assert sweep.slot_speed() == 50_000.0  # no job done yet: the probe's
+    sweep.measured = [20.0, 200_000.0, 2.0]
+    assert sweep.slot_speed() == 10_000.0
+    started: list[list[str]] = []
+
+    def start(argv, env=None):
+        started.append(argv)
+        return TrialProcess(tmp_path / "sweep" / "x")
+
+    monkeypatch.setattr("charrnn_tui.engine.tune.sweep.start", start)
+    assert sweep._start_finale() and "--name" in started[-1]  # 10k tokens/s for 246 s: over twice rung 2's 90k
+    state.finale, sweep.measured = None, [200.0, 20_000.0, 2.0]  # 100 tokens/s: the trial is resumed
+    assert sweep._start_finale() and started[-1][0] == "--resume"
 
 
 def test_a_finale_in_sweep_json_is_checked_as_it_is_read(tmp_path):

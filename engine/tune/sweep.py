@@ -457,12 +457,18 @@ class Sweep:
             if checkpoint_step(self.folder / run) is not None:  # resumed for the time now left
                 return self._launch_finale(trial, run, seconds, afresh=False)
         training = seconds * FINALE_TRAINING
-        if state.speed * training < AFRESH * state.plan.rungs[best[1]]:
+        if self.slot_speed() * training < AFRESH * state.plan.rungs[best[1]]:
             return self._launch_finale(trial, trial.name, seconds, afresh=False)
         run = f"{trial.name}-final"
         if (self.folder / run).exists():  # a killed tune's, stopped before its first checkpoint
             run = _next_attempt(self.folder, run)
         return self._launch_finale(trial, run, seconds, afresh=True)
+
+    def slot_speed(self) -> float:
+        """Tokens a second one slot trains: as the jobs done in this session did (start-up included:
+        a busy machine shows here), else as the probe measured (0 for a sweep from before it was kept)."""
+        seconds, tokens, _ = self.measured
+        return tokens / seconds if seconds > 0 and tokens > 0 else self.state.speed
 
     def _launch_finale(self, trial: Trial, run: str, seconds: float, *, afresh: bool) -> bool:
         state = self.state
@@ -471,7 +477,8 @@ class Sweep:
             argv = fresh_finale_argv(state, trial.settings, self.folder, run, training, self.cores)
         else:
             argv = finale_argv(self.folder / run, training, state.machine_argv, self.cores)
-        argv += ["--eval-interval", str(finale_eval_interval(state, trial.settings, training))]
+        argv += ["--eval-interval", str(finale_eval_interval(self.slot_speed() * state.slots, state.preset,
+                                                             trial.settings, training))]
         try:
             self.finale = start(argv, env=self.env_for_slot(0))
         except CharRNNError as e:
@@ -543,13 +550,13 @@ def winner_command(state: SweepState, trial: Trial, rung: int) -> str:
     return shlex.join(words)
 
 
-def finale_eval_interval(state: SweepState, settings: Settings, seconds: float) -> int:
+def finale_eval_interval(speed: float, preset: str, settings: Settings, seconds: float) -> int:
     """Steps between a finale's evaluations: about FINALE_EVALUATIONS over its `seconds` of training
-    at the trials' speed, all slots together (a guess at the whole machine's), never more often
-    than the preset's interval. Its best.pt needs few: the cosine ends at its best."""
-    preset = cfg.apply_preset(cfg.TrainConfig(), state.preset).eval_interval
-    steps = state.speed * state.slots * seconds / settings.step_tokens
-    return max(preset, round(steps / FINALE_EVALUATIONS))
+    at `speed` tokens a second (the trials', all slots together: a guess at the whole machine's),
+    never more often than `preset`'s interval. Its best.pt needs few: the cosine ends at its best."""
+    interval = cfg.apply_preset(cfg.TrainConfig(), preset).eval_interval
+    steps = speed * seconds / settings.step_tokens
+    return max(interval, round(steps / FINALE_EVALUATIONS))
 
 
 def fresh_finale_argv(state: SweepState, settings: Settings, folder: Path, name: str, seconds: float,
