@@ -24,6 +24,17 @@ def sweep_app(folder: Path) -> CharRNNApp:
     return CharRNNApp(autostart=False, runs_dir=folder.parent, sweep=folder)
 
 
+def row_while_training(folder: Path, trial: str, *, run: str, step: int):
+    """`trial`'s row on the board while an engine holds `run`'s folder (the trial's own, or its
+    finale's) and its status says `step`."""
+    lock = RunLock(folder / run).acquire()
+    try:
+        (folder / run / "status.json").write_text(json.dumps({"step": step}))
+        return read_board(folder).row(trial)
+    finally:
+        lock.release()
+
+
 def cells(table: Leaderboard) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
@@ -53,12 +64,7 @@ def test_the_winner_training_on_shows_as_training_and_then_with_its_loss_after(t
     state = make_sweep(folder)
     data = json.loads((folder / "sweep.json").read_text())
     (folder / "sweep.json").write_text(json.dumps({**data, "finale": {"trial": 1, "seconds": 60.0, "done": False}}))
-    lock = RunLock(folder / "trial-02").acquire()
-    try:
-        (folder / "trial-02" / "status.json").write_text(json.dumps({"step": 900}))
-        row = read_board(folder).row("trial-02")
-    finally:
-        lock.release()
+    row = row_while_training(folder, "trial-02", run="trial-02", step=900)
     assert row is not None and row.live and row.state == "training" and row.val == 1.87
     assert row.tokens == 900 * state.trials[1].settings.step_tokens
     finale = {"trial": 1, "seconds": 60.0, "done": True, "loss": 1.52, "steps": 900}
@@ -70,12 +76,7 @@ def test_the_winner_training_on_shows_as_training_and_then_with_its_loss_after(t
 def test_a_trial_whose_engine_runs_is_training_with_its_engines_tokens(tmp_path):
     folder = tmp_path / "runs" / "tune-abc"
     state = make_sweep(folder, ended=False)
-    lock = RunLock(folder / "trial-05").acquire()
-    try:
-        (folder / "trial-05" / "status.json").write_text(json.dumps({"step": 7}))
-        row = read_board(folder).row("trial-05")
-    finally:
-        lock.release()
+    row = row_while_training(folder, "trial-05", run="trial-05", step=7)
     assert row is not None and row.live and row.state == "training"
     assert row.tokens == 7 * state.trials[4].settings.step_tokens
     lock = RunLock(folder).acquire()  # the sweep's loop runs: a trial it means to train is starting
@@ -286,12 +287,7 @@ def test_a_winner_trained_afresh_is_probed_in_its_finales_folder_and_shows_its_t
     running = {"trial": 1, "seconds": 60.0, "run": "trial-02-final", "done": False}
     (folder / "sweep.json").write_text(json.dumps({**data, "finale": running}))
     (folder / "trial-02-final").mkdir()
-    lock = RunLock(folder / "trial-02-final").acquire()
-    try:
-        (folder / "trial-02-final" / "status.json").write_text(json.dumps({"step": 40}))
-        row = read_board(folder).row("trial-02")
-    finally:
-        lock.release()
+    row = row_while_training(folder, "trial-02", run="trial-02-final", step=40)
     step_tokens = state.trials[1].settings.step_tokens
     assert row is not None and row.live and row.state == "training" and row.tokens == 40 * step_tokens
     assert row.folder == "trial-02-final"  # what the app attaches, charts and samples
